@@ -1,1 +1,70 @@
-//! placeholder: being written
+//! Batched row-major GEMM: `C_b = op(A_b) · op(B_b)` for every batch entry `b`.
+//!
+//! $$C_b[i, j] = \sum_{p < k} \operatorname{op}(A_b)[i, p] \, \operatorname{op}(B_b)[p, j]$$
+//!
+//! # Shapes
+//! * `A`: `batch × [m, k]` (`trans_a = false`) or `batch × [k, m]` (`trans_a = true`), row-major,
+//!   batch entries contiguous: `batch·m·k` elements.
+//! * `B`: `batch × [k, n]` or `batch × [n, k]` (`trans_b`); with `b_broadcast` a single matrix
+//!   (`k·n` elements) shared by every batch entry (weights).
+//! * `C`: `batch × [m, n]` row-major, overwritten (never accumulated into).
+//!
+//! `k = 0` writes zeros; `batch`, `m` or `n` = 0 is a no-op. Callers validate slice lengths;
+//! the kernels only `debug_assert!` them (and panic on a short slice, never read out of bounds).
+//!
+//! # Strategy
+//! [`cpu`] is a GotoBLAS/BLIS loop nest: panels of `op(A)` and `op(B)` are packed into
+//! contiguous, zero-padded buffers (this absorbs the transposes and the bf16 pairing), and a
+//! register-blocked microkernel runs over them. The microkernel is picked at run time from
+//! [`crate::simd::level`]: AVX-512 (14×32 f32 tile; bf16 via `vdpbf16ps`), AVX2+FMA (6×16),
+//! or a portable scalar tile. Work is split over rayon's pool by batch entry, by row blocks
+//! of `C` or by column panels, and tiny problems stay on the calling thread.
+
+pub mod cpu;
+#[cfg(target_arch = "x86_64")]
+mod cpu_avx2;
+#[cfg(target_arch = "x86_64")]
+mod cpu_avx512;
+pub mod reference;
+
+#[cfg(test)]
+mod tests;
+
+use half::bf16;
+
+/// Problem description for [`gemm_f32`] / [`gemm_bf16`]; see the module docs for the layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub b_broadcast: bool,
+}
+
+impl GemmShape {
+    /// Multiply-add count times two: `2·batch·m·n·k`.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+
+    /// Elements of A, B and C this shape reads / writes.
+    pub fn lens(&self) -> (usize, usize, usize) {
+        let b_mats = if self.b_broadcast { 1 } else { self.batch };
+        (self.batch * self.m * self.k, b_mats * self.k * self.n, self.batch * self.m * self.n)
+    }
+}
+
+/// f32 GEMM on the fastest available SIMD path.
+pub fn gemm_f32(s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+    cpu::gemm_f32_at(crate::simd::level(), s, a, b, c);
+}
+
+/// bf16 inputs, f32 accumulation, f32 output. Uses `vdpbf16ps` when
+/// [`crate::simd::has_avx512_bf16`], otherwise widens the packed panels to f32.
+pub fn gemm_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
+    let native = crate::simd::has_avx512_bf16();
+    cpu::gemm_bf16_at(crate::simd::level(), native, s, a, b, c);
+}

@@ -1,0 +1,59 @@
+//! Counter-based random numbers (Philox-4x32-10) written in primitive integer ops,
+//! so every executor produces the same bits. `crate::rng` has the host twin.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Tensor};
+use crate::op::BinaryOp;
+use crate::rng::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1};
+
+/// (hi, lo) 32-bit halves of a * m, via a wrapping 64-bit product.
+fn mulhilo(a: &Tensor, m: u32) -> Result<(Tensor, Tensor)> {
+    let g = a.graph();
+    let p = a.to(DType::I64)?.mul(&g.scalar(m as f64, DType::I64))?;
+    let hi = p.binary(&g.scalar(32.0, DType::I64), BinaryOp::ShiftRightLogical)?.to(DType::U32)?;
+    let lo = p.to(DType::U32)?;
+    Ok((hi, lo))
+}
+
+/// Philox-4x32 with 10 rounds on counters c (4 u32 tensors of one shape) and key k (2 u32 scalars).
+pub fn philox4x32(c: [Tensor; 4], k: [Tensor; 2]) -> Result<[Tensor; 4]> {
+    let g = c[0].graph().clone();
+    let [mut c0, mut c1, mut c2, mut c3] = c;
+    let [mut k0, mut k1] = k;
+    for round in 0..10 {
+        if round > 0 {
+            k0 = k0.add(&g.scalar(PHILOX_W0 as f64, DType::U32))?;
+            k1 = k1.add(&g.scalar(PHILOX_W1 as f64, DType::U32))?;
+        }
+        let (hi0, lo0) = mulhilo(&c0, PHILOX_M0)?;
+        let (hi1, lo1) = mulhilo(&c2, PHILOX_M1)?;
+        let n0 = hi1.binary(&c1, BinaryOp::Xor)?.binary(&k0, BinaryOp::Xor)?;
+        let n2 = hi0.binary(&c3, BinaryOp::Xor)?.binary(&k1, BinaryOp::Xor)?;
+        (c0, c1, c2, c3) = (n0, lo1, n2, lo0);
+    }
+    Ok([c0, c1, c2, c3])
+}
+
+/// Uniform f32 in [0, 1) of `shape`: element i comes from word i % 4 of the Philox
+/// block at counter (i / 4, stream, 0, 0) under key `seed` (u32 [2]).
+/// `stream` is a u32 scalar (e.g. the training step), so one program serves every step.
+pub fn uniform_f32(g: &Graph, shape: &[usize], seed: &Tensor, stream: &Tensor) -> Result<Tensor> {
+    if seed.shape() != [2] || seed.dtype() != DType::U32 || stream.rank() != 0 || stream.dtype() != DType::U32 {
+        return Err(Error::shape("uniform_f32", "seed must be u32 [2] and stream a u32 scalar", &[seed.shape(), stream.shape()]));
+    }
+    let n: usize = shape.iter().product();
+    let blocks = n.div_ceil(4).max(1);
+    let ctr0 = g.iota(&[blocks], 0, DType::U32)?;
+    let ctr1 = stream.broadcast_to(&[blocks])?;
+    let zero = g.zeros(&[blocks], DType::U32);
+    let k0 = seed.narrow(0, 0, 1)?.reshape(&[])?;
+    let k1 = seed.narrow(0, 1, 2)?.reshape(&[])?;
+    let words = philox4x32([ctr0, ctr1, zero.clone(), zero], [k0, k1])?;
+    let cols: Vec<Tensor> = words.iter().map(|w| w.reshape(&[blocks, 1])).collect::<Result<_>>()?;
+    let refs: Vec<&Tensor> = cols.iter().collect();
+    let bits = Tensor::concat(&refs, 1)?.reshape(&[blocks * 4])?.narrow(0, 0, n)?;
+    // 24 high bits -> [0, 1) exactly representable in f32.
+    let top = bits.binary(&g.scalar(8.0, DType::U32), BinaryOp::ShiftRightLogical)?;
+    top.to(DType::F32)?.mul_scalar(1.0 / 16_777_216.0)?.reshape(shape)
+}

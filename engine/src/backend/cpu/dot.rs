@@ -1,0 +1,61 @@
+//! dot_general on the CPU: bring operands to [batch, m, k] x [batch, k, n]
+//! (absorbing plain transposes into the GEMM's flags, copying otherwise) and call the packed GEMM.
+
+use super::elem::{Arg, Elem};
+use super::movement::transpose;
+use crate::host::Data;
+use crate::op::DotDims;
+use gidd_kernels::matmul::{gemm_bf16, gemm_f32, GemmShape};
+use half::bf16;
+use std::borrow::Cow;
+
+fn is_identity(p: &[usize]) -> bool {
+    p.iter().enumerate().all(|(i, &d)| i == d)
+}
+
+/// An operand as a [batch, rows, cols] matrix stack, with `trans` set when
+/// it is stored as [batch, cols, rows].
+fn canonical<'a, T: Elem>(x: Cow<'a, [T]>, shape: &[usize], batch: &[usize], first: &[usize], second: &[usize]) -> (Cow<'a, [T]>, bool) {
+    let order: Vec<usize> = batch.iter().chain(first).chain(second).copied().collect();
+    if is_identity(&order) {
+        return (x, false);
+    }
+    let swapped: Vec<usize> = batch.iter().chain(second).chain(first).copied().collect();
+    if is_identity(&swapped) {
+        return (x, true);
+    }
+    let mut out = vec![T::default(); x.len()];
+    transpose(&mut out, &x, shape, &order);
+    (Cow::Owned(out), false)
+}
+
+pub fn dot_general(dd: &DotDims, l: Arg, ls: &[usize], r: Arg, rs: &[usize], out: &mut Data, n_out: usize) {
+    let lf: Vec<usize> = (0..ls.len()).filter(|d| !dd.lhs_batch.contains(d) && !dd.lhs_contract.contains(d)).collect();
+    let rf: Vec<usize> = (0..rs.len()).filter(|d| !dd.rhs_batch.contains(d) && !dd.rhs_contract.contains(d)).collect();
+    let prod = |s: &[usize], ds: &[usize]| ds.iter().map(|&d| s[d]).product::<usize>();
+    let shape = GemmShape {
+        batch: prod(ls, &dd.lhs_batch),
+        m: prod(ls, &lf),
+        n: prod(rs, &rf),
+        k: prod(ls, &dd.lhs_contract),
+        trans_a: false,
+        trans_b: false,
+        b_broadcast: false,
+    };
+    let (nl, nr) = (ls.iter().product::<usize>(), rs.iter().product::<usize>());
+    match out {
+        Data::F32(o) => {
+            let (a, ta) = canonical(l.slice::<f32>(nl), ls, &dd.lhs_batch, &lf, &dd.lhs_contract);
+            let (b, tb) = canonical(r.slice::<f32>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, &rf);
+            gemm_f32(&GemmShape { trans_a: ta, trans_b: tb, ..shape }, &a, &b, &mut o[..n_out]);
+        }
+        Data::BF16(o) => {
+            let (a, ta) = canonical(l.slice::<bf16>(nl), ls, &dd.lhs_batch, &lf, &dd.lhs_contract);
+            let (b, tb) = canonical(r.slice::<bf16>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, &rf);
+            let mut c = vec![0f32; n_out];
+            gemm_bf16(&GemmShape { trans_a: ta, trans_b: tb, ..shape }, &a, &b, &mut c);
+            o[..n_out].iter_mut().zip(&c).for_each(|(y, &x)| *y = bf16::from_f32(x));
+        }
+        _ => unreachable!("infer admits only float dot_general"),
+    }
+}

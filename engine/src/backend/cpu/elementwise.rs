@@ -1,0 +1,224 @@
+//! Elementwise kernels: unary, binary, compare, select, convert, iota.
+//! Floats compute in f32 (bf16 widened and rounded back); integers natively.
+
+use super::elem::{with_dtype, Arg, Elem, Src};
+use crate::dtype::strides;
+use crate::host::Data;
+use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use half::bf16;
+use rayon::prelude::*;
+
+/// Work below this many elements runs on one thread.
+const PAR_MIN: usize = 1 << 15;
+const CHUNK: usize = 1 << 14;
+
+fn par_map(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    if out.len() < PAR_MIN {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| f(c * CHUNK, o));
+    }
+}
+
+fn unary_f32(u: UnaryOp) -> fn(f32) -> f32 {
+    match u {
+        UnaryOp::Neg => |x| -x,
+        UnaryOp::Exp => f32::exp,
+        UnaryOp::Log => f32::ln,
+        UnaryOp::Tanh => f32::tanh,
+        UnaryOp::Logistic => |x| 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Sqrt => f32::sqrt,
+        UnaryOp::Rsqrt => |x| 1.0 / x.sqrt(),
+        UnaryOp::Abs => f32::abs,
+        UnaryOp::Sin => f32::sin,
+        UnaryOp::Cos => f32::cos,
+        UnaryOp::Floor => f32::floor,
+        UnaryOp::Not => |x| x,
+    }
+}
+
+pub fn unary(u: UnaryOp, a: Arg, out: &mut Data, n: usize) {
+    match out {
+        Data::F32(o) => {
+            let f = unary_f32(u);
+            let a = a.f32s(n);
+            par_map(&mut o[..n], |s, o| o.iter_mut().enumerate().for_each(|(i, y)| *y = f(a[s + i])));
+        }
+        Data::BF16(o) => {
+            let f = unary_f32(u);
+            let a = a.f32s(n);
+            o[..n].iter_mut().zip(a.iter()).for_each(|(y, &x)| *y = bf16::from_f32(f(x)));
+        }
+        Data::I32(o) => int_unary(u, a.src::<i32>(), &mut o[..n], |x| x.wrapping_neg(), |x| x.wrapping_abs(), |x| !x),
+        Data::I64(o) => int_unary(u, a.src::<i64>(), &mut o[..n], |x| x.wrapping_neg(), |x| x.wrapping_abs(), |x| !x),
+        Data::U32(o) => int_unary(u, a.src::<u32>(), &mut o[..n], |x| x, |x| x, |x| !x),
+        Data::Bool(o) => int_unary(u, a.src::<u8>(), &mut o[..n], |x| x, |x| x, |x| 1 - x),
+    }
+}
+
+fn int_unary<T: Copy>(u: UnaryOp, a: Src<T>, o: &mut [T], neg: fn(T) -> T, abs: fn(T) -> T, not: fn(T) -> T) {
+    let f = match u {
+        UnaryOp::Neg => neg,
+        UnaryOp::Abs => abs,
+        _ => not,
+    };
+    o.iter_mut().enumerate().for_each(|(i, y)| *y = f(a.at(i)));
+}
+
+fn binary_f32(b: BinaryOp) -> fn(f32, f32) -> f32 {
+    match b {
+        BinaryOp::Add => |x, y| x + y,
+        BinaryOp::Sub => |x, y| x - y,
+        BinaryOp::Mul => |x, y| x * y,
+        BinaryOp::Div => |x, y| x / y,
+        BinaryOp::Max => |x: f32, y: f32| if x.is_nan() || y.is_nan() { f32::NAN } else { x.max(y) },
+        BinaryOp::Min => |x: f32, y: f32| if x.is_nan() || y.is_nan() { f32::NAN } else { x.min(y) },
+        BinaryOp::Pow => f32::powf,
+        BinaryOp::Rem => |x, y| x % y,
+        _ => |_, _| f32::NAN,
+    }
+}
+
+pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
+    match out {
+        Data::F32(o) => {
+            let f = binary_f32(b);
+            let (xs, ys) = (x.src::<f32>(), y.src::<f32>());
+            par_map(&mut o[..n], |s, o| match (xs, ys) {
+                (Src::Slice(a), Src::Slice(c)) => {
+                    o.iter_mut().zip(&a[s..]).zip(&c[s..]).for_each(|((r, &a), &c)| *r = f(a, c))
+                }
+                (Src::Slice(a), Src::Scalar(c)) => o.iter_mut().zip(&a[s..]).for_each(|(r, &a)| *r = f(a, c)),
+                (Src::Scalar(a), Src::Slice(c)) => o.iter_mut().zip(&c[s..]).for_each(|(r, &c)| *r = f(a, c)),
+                (Src::Scalar(a), Src::Scalar(c)) => o.iter_mut().for_each(|r| *r = f(a, c)),
+            });
+        }
+        Data::BF16(o) => {
+            let f = binary_f32(b);
+            let (xs, ys) = (x.f32s(n), y.f32s(n));
+            o[..n].iter_mut().enumerate().for_each(|(i, r)| *r = bf16::from_f32(f(xs[i], ys[i])));
+        }
+        Data::I32(o) => int_binary(b, x.src(), y.src(), &mut o[..n], |a: i32, s| a.wrapping_shl(s as u32), |a, s| ((a as u32).wrapping_shr(s as u32)) as i32),
+        Data::I64(o) => int_binary(b, x.src(), y.src(), &mut o[..n], |a: i64, s| a.wrapping_shl(s as u32), |a, s| ((a as u64).wrapping_shr(s as u32)) as i64),
+        Data::U32(o) => int_binary(b, x.src(), y.src(), &mut o[..n], |a: u32, s| a.wrapping_shl(s), |a, s| a.wrapping_shr(s)),
+        Data::Bool(o) => int_binary(b, x.src(), y.src(), &mut o[..n], |a: u8, _| a, |a, _| a),
+    }
+}
+
+/// Integer arithmetic wraps (as StableHLO's does); shifts by >= the bit width give 0.
+trait IntOps: Copy + Default + PartialOrd + std::ops::BitAnd<Output = Self> + std::ops::BitOr<Output = Self> + std::ops::BitXor<Output = Self> {
+    const BITS: u32;
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+    fn rem(self, o: Self) -> Self;
+    fn as_shift(self) -> u64;
+}
+macro_rules! int_ops {
+    ($t:ty) => {
+        impl IntOps for $t {
+            const BITS: u32 = <$t>::BITS;
+            fn add(self, o: Self) -> Self { self.wrapping_add(o) }
+            fn sub(self, o: Self) -> Self { self.wrapping_sub(o) }
+            fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
+            fn div(self, o: Self) -> Self { if o == 0 { 0 } else { self.wrapping_div(o) } }
+            fn rem(self, o: Self) -> Self { if o == 0 { 0 } else { self.wrapping_rem(o) } }
+            fn as_shift(self) -> u64 { self as u64 }
+        }
+    };
+}
+int_ops!(i32);
+int_ops!(i64);
+int_ops!(u32);
+int_ops!(u8);
+
+fn int_binary<T: IntOps>(b: BinaryOp, x: Src<T>, y: Src<T>, o: &mut [T], shl: fn(T, T) -> T, shr: fn(T, T) -> T) {
+    let f = |a: T, c: T| -> T {
+        match b {
+            BinaryOp::Add => a.add(c),
+            BinaryOp::Sub => a.sub(c),
+            BinaryOp::Mul => a.mul(c),
+            BinaryOp::Div => a.div(c),
+            BinaryOp::Rem => a.rem(c),
+            BinaryOp::Max => if a >= c { a } else { c },
+            BinaryOp::Min => if a <= c { a } else { c },
+            BinaryOp::And => a & c,
+            BinaryOp::Or => a | c,
+            BinaryOp::Xor => a ^ c,
+            BinaryOp::ShiftLeft | BinaryOp::ShiftRightLogical if c.as_shift() >= T::BITS as u64 => T::default(),
+            BinaryOp::ShiftLeft => shl(a, c),
+            BinaryOp::ShiftRightLogical => shr(a, c),
+            BinaryOp::Pow => T::default(),
+        }
+    };
+    o.iter_mut().enumerate().for_each(|(i, r)| *r = f(x.at(i), y.at(i)));
+}
+
+pub fn compare(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) {
+    fn go<T: Elem + PartialOrd>(c: CmpOp, x: Src<T>, y: Src<T>, out: &mut [u8]) {
+        let f = |a: T, b: T| match c {
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Ge => a >= b,
+        };
+        out.iter_mut().enumerate().for_each(|(i, r)| *r = u8::from(f(x.at(i), y.at(i))));
+    }
+    with_dtype!(x.dtype(), T, { go::<T>(c, x.src(), y.src(), out) })
+}
+
+pub fn select(p: Arg, a: Arg, b: Arg, out: &mut Data, n: usize) {
+    let p = p.src::<u8>();
+    with_dtype!(out.dtype(), T, {
+        let (a, b) = (a.src::<T>(), b.src::<T>());
+        let o = &mut T::vec_mut(out).expect("slot dtype")[..n];
+        o.iter_mut().enumerate().for_each(|(i, r)| *r = if p.at(i) != 0 { a.at(i) } else { b.at(i) });
+    })
+}
+
+pub fn convert(a: Arg, out: &mut Data, n: usize) {
+    match (a, &mut *out) {
+        (Arg::Data(Data::F32(x)), Data::BF16(o)) => {
+            o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = bf16::from_f32(v))
+        }
+        (Arg::Data(Data::BF16(x)), Data::F32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, v)| *r = v.to_f32()),
+        // Integer <-> integer conversions wrap (truncate), as XLA's do.
+        (Arg::Data(Data::I64(x)), Data::U32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as u32),
+        (Arg::Data(Data::U32(x)), Data::I64(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as i64),
+        (Arg::Data(Data::I64(x)), Data::I32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as i32),
+        (Arg::Data(Data::U32(x)), Data::I32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as i32),
+        (Arg::Data(Data::I32(x)), Data::U32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as u32),
+        (a, o) => {
+            // Through f64: exact for every remaining pair (floats, bools, small ints).
+            with_dtype!(o.dtype(), T, {
+                let o = &mut T::vec_mut(o).expect("slot dtype")[..n];
+                match a {
+                    Arg::Data(d) => o.iter_mut().enumerate().for_each(|(i, r)| *r = T::from_f64(to_f64_for(d, i))),
+                    Arg::Splat(x, _) => o.iter_mut().for_each(|r| *r = T::from_f64(x)),
+                }
+            })
+        }
+    }
+}
+
+fn to_f64_for(d: &Data, i: usize) -> f64 {
+    d.get_f64(i)
+}
+
+pub fn iota(shape: &[usize], dim: usize, out: &mut Data) {
+    let st = strides(shape);
+    let n: usize = shape.iter().product();
+    with_dtype!(out.dtype(), T, {
+        let o = &mut T::vec_mut(out).expect("slot dtype")[..n];
+        o.iter_mut().enumerate().for_each(|(i, r)| *r = T::from_f64(((i / st[dim]) % shape[dim]) as f64));
+    })
+}
+
+pub fn fill(x: f64, out: &mut Data, n: usize) {
+    with_dtype!(out.dtype(), T, {
+        T::vec_mut(out).expect("slot dtype")[..n].fill(T::from_f64(x));
+    })
+}

@@ -1,0 +1,193 @@
+//! The CPU executor: runs a program node by node over its memory plan, with
+//! kernels from `gidd_kernels` (SIMD chosen at run time, rayon across cores).
+
+mod dot;
+mod elem;
+mod elementwise;
+mod fused;
+mod index;
+mod movement;
+mod reduce;
+
+use super::Executor;
+use crate::error::{Error, Result};
+use crate::host::{Data, HostTensor};
+use crate::op::Op;
+use crate::program::{Loc, Program};
+use elem::{with_dtype, Arg, Elem};
+
+/// Runs programs on this machine's cores.
+#[derive(Clone, Debug, Default)]
+pub struct CpuExecutor;
+
+/// A program with its planned buffers, kept across runs.
+pub struct CpuProgram {
+    pub program: Program,
+    slots: Vec<Data>,
+}
+
+impl CpuProgram {
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+}
+
+impl Executor for CpuExecutor {
+    type Buffer = HostTensor;
+    type Loaded = CpuProgram;
+
+    fn name(&self) -> String {
+        format!("cpu ({}, {} threads)", gidd_kernels::simd::describe(), rayon::current_num_threads())
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<HostTensor> {
+        Ok(t.clone())
+    }
+
+    fn download(&self, b: &HostTensor) -> Result<HostTensor> {
+        Ok(b.clone())
+    }
+
+    fn load(&self, p: &Program) -> Result<CpuProgram> {
+        let slots = p.slots.iter().map(|&(d, n)| Data::zeros(d, n)).collect();
+        Ok(CpuProgram { program: p.clone(), slots })
+    }
+
+    fn run(&self, lp: &mut CpuProgram, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
+        let p = &lp.program;
+        if inputs.len() != p.inputs.len() {
+            return Err(Error::InputCount { expected: p.inputs.len(), got: inputs.len() });
+        }
+        for (i, ((name, v), t)) in p.inputs.iter().zip(inputs).enumerate() {
+            let ty = &p.values[*v].ty;
+            if t.shape != ty.shape || t.dtype() != ty.dtype {
+                return Err(Error::InputMismatch {
+                    index: i,
+                    name: name.clone(),
+                    expected: ty.to_string(),
+                    got: format!("{:?}{}", t.shape, t.dtype()),
+                });
+            }
+        }
+        for (ni, node) in p.nodes.iter().enumerate() {
+            if !p.runs[ni] {
+                continue;
+            }
+            let mut outs: Vec<Data> = node
+                .outputs
+                .iter()
+                .map(|&o| match &p.loc[o] {
+                    Loc::Slot(s) => std::mem::replace(&mut lp.slots[*s], Data::F32(vec![])),
+                    _ => Data::F32(vec![]),
+                })
+                .collect();
+            {
+                let args: Vec<Arg> = node.inputs.iter().map(|&v| arg(p, &lp.slots, inputs, v)).collect();
+                exec(p, node, &args, &mut outs)?;
+            }
+            for (&o, d) in node.outputs.iter().zip(outs) {
+                if let Loc::Slot(s) = &p.loc[o] {
+                    lp.slots[*s] = d;
+                }
+            }
+        }
+        p.outputs
+            .iter()
+            .map(|&v| {
+                let ty = &p.values[v].ty;
+                let n = ty.numel();
+                let data = match arg(p, &lp.slots, inputs, v) {
+                    Arg::Data(d) => with_dtype!(ty.dtype, T, { copy_prefix::<T>(d, n) }),
+                    Arg::Splat(x, d) => {
+                        let mut out = Data::zeros(d, n);
+                        elementwise::fill(x, &mut out, n);
+                        out
+                    }
+                };
+                HostTensor::new(ty.shape.clone(), data)
+            })
+            .collect()
+    }
+}
+
+fn copy_prefix<T: Elem>(d: &Data, n: usize) -> Data {
+    let mut out = Data::zeros(d.dtype(), n);
+    if let (Some(src), Some(dst)) = (T::slice(d), T::vec_mut(&mut out)) {
+        dst.copy_from_slice(&src[..n]);
+    }
+    out
+}
+
+fn arg<'a>(p: &'a Program, slots: &'a [Data], inputs: &[&'a HostTensor], v: usize) -> Arg<'a> {
+    match &p.loc[v] {
+        Loc::Input(i) => Arg::Data(&inputs[*i].data),
+        Loc::Slot(s) => Arg::Data(&slots[*s]),
+        Loc::Splat(x) => Arg::Splat(*x, p.values[v].ty.dtype),
+        Loc::Const(c) => Arg::Data(&c.data),
+    }
+}
+
+fn exec(p: &Program, node: &crate::graph::Node, a: &[Arg], outs: &mut [Data]) -> Result<()> {
+    let ty = |v: usize| &p.values[v].ty;
+    let in_shape = |i: usize| ty(node.inputs[i]).shape.as_slice();
+    let out_ty = ty(node.outputs[0]);
+    let n = out_ty.numel();
+    let out = &mut outs[0];
+    match &node.op {
+        Op::Input { .. } | Op::Constant(_) | Op::Splat(_) | Op::Reshape { .. } => {
+            // Planned away (aliases or folded leaves); a reshape that still runs copies.
+            with_dtype!(out_ty.dtype, T, {
+                let src = a[0].slice::<T>(n);
+                T::vec_mut(out).expect("slot dtype")[..n].copy_from_slice(&src);
+            })
+        }
+        Op::Iota { dim } => elementwise::iota(&out_ty.shape, *dim, out),
+        Op::Unary(u) => elementwise::unary(*u, a[0], out, n),
+        Op::Binary(b) => elementwise::binary(*b, a[0], a[1], out, n),
+        Op::Compare(c) => match out {
+            Data::Bool(o) => elementwise::compare(*c, a[0], a[1], &mut o[..n]),
+            _ => unreachable!("compare outputs bool"),
+        },
+        Op::Select => elementwise::select(a[0], a[1], a[2], out, n),
+        Op::Convert { .. } => elementwise::convert(a[0], out, n),
+        Op::BroadcastInDim { shape, dims } => with_dtype!(out_ty.dtype, T, {
+            let src_shape = in_shape(0);
+            let src = a[0].slice::<T>(src_shape.iter().product());
+            movement::broadcast_in_dim(T::vec_mut(out).expect("slot dtype"), shape, &src, src_shape, dims);
+        }),
+        Op::Transpose { perm } => with_dtype!(out_ty.dtype, T, {
+            let src = a[0].slice::<T>(n);
+            movement::transpose(T::vec_mut(out).expect("slot dtype"), &src, in_shape(0), perm);
+        }),
+        Op::Slice { start, limit } => with_dtype!(out_ty.dtype, T, {
+            let src_shape = in_shape(0);
+            let src = a[0].slice::<T>(src_shape.iter().product());
+            movement::slice(T::vec_mut(out).expect("slot dtype"), &src, src_shape, start, limit);
+        }),
+        Op::Concatenate { dim } => with_dtype!(out_ty.dtype, T, {
+            let srcs: Vec<_> = (0..a.len()).map(|i| a[i].slice::<T>(in_shape(i).iter().product())).collect();
+            let parts: Vec<(&[T], &[usize])> = srcs.iter().enumerate().map(|(i, s)| (&s[..], in_shape(i))).collect();
+            movement::concatenate(T::vec_mut(out).expect("slot dtype"), &parts, *dim);
+        }),
+        Op::DotGeneral(dd) => dot::dot_general(dd, a[0], in_shape(0), a[1], in_shape(1), out, n),
+        Op::Reduce { op, dims } => reduce::reduce(*op, dims, a[0], in_shape(0), out),
+        Op::Gather { axis } => {
+            let ni: usize = in_shape(1).iter().product();
+            index::gather(a[0], in_shape(0), *axis, a[1], ni, out)
+        }
+        Op::ScatterAdd { axis, shape } => {
+            let ni: usize = in_shape(1).iter().product();
+            index::scatter_add(a[0], shape, *axis, a[1], ni, out)
+        }
+        Op::Softmax => fused::softmax_fwd(false, a[0], in_shape(0), out),
+        Op::LogSoftmax => fused::softmax_fwd(true, a[0], in_shape(0), out),
+        Op::SoftmaxBwd => fused::softmax_bwd(a[0], a[1], in_shape(0), out),
+        Op::RmsNorm { eps } => fused::rms_norm_fwd(*eps, a[0], a[1], in_shape(0), outs),
+        Op::RmsNormBwd => fused::rms_norm_bwd(a[0], a[1], a[2], a[3], in_shape(0), outs),
+        Op::Rope => fused::rope_apply(false, a[0], a[1], a[2], in_shape(0), out),
+        Op::RopeBwd => fused::rope_apply(true, a[0], a[1], a[2], in_shape(0), out),
+        Op::Attention(spec) => fused::attention_fwd(spec, a, in_shape(0), in_shape(1), outs),
+        Op::AttentionBwd(spec) => fused::attention_bwd(spec, a, in_shape(0), in_shape(1), outs),
+    }
+    Ok(())
+}

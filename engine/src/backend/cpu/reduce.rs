@@ -1,0 +1,117 @@
+//! Reductions (sum, max) over any set of dims, accumulating in f64 for floats
+//! so that long sums stay accurate.
+
+use super::elem::{with_dtype, Arg, Elem};
+use crate::dtype::strides;
+use crate::host::Data;
+use crate::op::ReduceOp;
+use rayon::prelude::*;
+
+pub fn reduce(op: ReduceOp, dims: &[usize], x: Arg, shape: &[usize], out: &mut Data) {
+    let n: usize = shape.iter().product();
+    let kept: Vec<usize> = (0..shape.len()).filter(|d| !dims.contains(d)).collect();
+    let out_n: usize = kept.iter().map(|&d| shape[d]).product();
+    let red_n: usize = dims.iter().map(|&d| shape[d]).product();
+    let st = strides(shape);
+    let kept_shape: Vec<usize> = kept.iter().map(|&d| shape[d]).collect();
+    let red_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
+    // Offsets of every reduced position relative to the first (shared by all outputs).
+    let red_off: Vec<usize> = (0..red_n)
+        .map(|j| {
+            let mut rem = j;
+            let mut off = 0;
+            for (k, &d) in dims.iter().enumerate().rev() {
+                off += (rem % red_shape[k]) * st[d];
+                rem /= red_shape[k];
+            }
+            off
+        })
+        .collect();
+    let base = |i: usize| -> usize {
+        let mut rem = i;
+        let mut off = 0;
+        for (k, &d) in kept.iter().enumerate().rev() {
+            off += (rem % kept_shape[k]) * st[d];
+            rem /= kept_shape[k];
+        }
+        off
+    };
+    let contiguous_tail = dims.iter().enumerate().all(|(k, &d)| d == shape.len() - dims.len() + k);
+    with_dtype!(out.dtype(), T, {
+        let o = &mut T::vec_mut(out).expect("slot dtype")[..out_n];
+        reduce_typed::<T>(op, x, n, o, &red_off, base, contiguous_tail, red_n);
+    })
+}
+
+trait Acc: Elem {
+    fn to_acc(self) -> f64;
+    fn from_acc(x: f64) -> Self;
+    fn is_float() -> bool;
+}
+impl Acc for f32 {
+    fn to_acc(self) -> f64 { self as f64 }
+    fn from_acc(x: f64) -> Self { x as f32 }
+    fn is_float() -> bool { true }
+}
+impl Acc for half::bf16 {
+    fn to_acc(self) -> f64 { self.to_f64() }
+    fn from_acc(x: f64) -> Self { half::bf16::from_f64(x) }
+    fn is_float() -> bool { true }
+}
+macro_rules! acc_int {
+    ($t:ty) => {
+        impl Acc for $t {
+            fn to_acc(self) -> f64 { self as f64 }
+            fn from_acc(x: f64) -> Self { x as $t }
+            fn is_float() -> bool { false }
+        }
+    };
+}
+acc_int!(i32);
+acc_int!(u32);
+acc_int!(i64);
+acc_int!(u8);
+
+#[allow(clippy::too_many_arguments)]
+fn reduce_typed<T: Acc>(
+    op: ReduceOp,
+    x: Arg,
+    n: usize,
+    o: &mut [T],
+    red_off: &[usize],
+    base: impl Fn(usize) -> usize + Sync,
+    contiguous_tail: bool,
+    red_n: usize,
+) {
+    let xs = x.slice::<T>(n);
+    let xs: &[T] = &xs;
+    let one = |i: usize| -> T {
+        let b = base(i);
+        match op {
+            ReduceOp::Sum => {
+                let s: f64 = if contiguous_tail {
+                    xs[b..b + red_n].iter().map(|v| v.to_acc()).sum()
+                } else {
+                    red_off.iter().map(|&r| xs[b + r].to_acc()).sum()
+                };
+                T::from_acc(s)
+            }
+            ReduceOp::Max => {
+                let mut m = f64::NEG_INFINITY;
+                for &r in red_off {
+                    let v = xs[b + r].to_acc();
+                    if v.is_nan() {
+                        return T::from_acc(f64::NAN);
+                    }
+                    m = m.max(v);
+                }
+                if red_n == 0 && !T::is_float() { T::from_acc(0.0) } else { T::from_acc(m) }
+            }
+        }
+    };
+    if n >= 1 << 16 && o.len() > 1 {
+        o.par_iter_mut().enumerate().for_each(|(i, y)| *y = one(i));
+    } else {
+        o.iter_mut().enumerate().for_each(|(i, y)| *y = one(i));
+    }
+}

@@ -1,0 +1,127 @@
+//! Decompositions of fused ops into primitives: each fused op's numerical
+//! reference, what the StableHLO emitter writes, and what autograd
+//! differentiates when a fused op has no backward rule of its own.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::graph::Tensor;
+use crate::op::{AttnSpec, DotDims, Op};
+
+/// The outputs of `op` on `ins`, built from primitives only.
+pub fn decompose(op: &Op, ins: &[Tensor]) -> Result<Vec<Tensor>> {
+    match op {
+        Op::Softmax => Ok(vec![softmax(&ins[0])?]),
+        Op::LogSoftmax => {
+            let x = &ins[0];
+            let m = x.max(&[x.rank() - 1], true)?;
+            let z = x.sub(&m)?;
+            let lse = z.exp()?.sum_last(true)?.log()?;
+            Ok(vec![z.sub(&lse)?])
+        }
+        Op::SoftmaxBwd => {
+            let (y, dy) = (&ins[0], &ins[1]);
+            let s = dy.mul(y)?.sum_last(true)?;
+            Ok(vec![y.mul(&dy.sub(&s)?)?])
+        }
+        Op::RmsNorm { eps } => {
+            let (x, w) = (&ins[0], &ins[1]);
+            let ms = x.square()?.mean(&[x.rank() - 1], false)?;
+            let rstd = ms.add_scalar(*eps as f64)?.rsqrt()?; // (..)
+            let rs = rstd.reshape(&[rstd.shape(), &[1]].concat())?;
+            let y = x.mul(&rs)?.mul(&w.add_scalar(1.0)?)?;
+            Ok(vec![y, rstd])
+        }
+        Op::RmsNormBwd => {
+            let (x, w, rstd, dy) = (&ins[0], &ins[1], &ins[2], &ins[3]);
+            let n = x.dim(-1) as f64;
+            let rs = rstd.reshape(&[rstd.shape(), &[1]].concat())?; // (.., 1)
+            let xhat = x.mul(&rs)?;
+            let g = dy.mul(&w.add_scalar(1.0)?)?; // dL/dxhat
+            let dot = g.mul(&xhat)?.sum_last(true)?.mul_scalar(1.0 / n)?;
+            let dx = g.sub(&xhat.mul(&dot)?)?.mul(&rs)?;
+            let lead: Vec<usize> = (0..x.rank() - 1).collect();
+            let dw = dy.mul(&xhat)?.sum(&lead, false)?;
+            Ok(vec![dx, dw])
+        }
+        Op::Rope => Ok(vec![rope(&ins[0], &ins[1], &ins[2], false)?]),
+        Op::RopeBwd => Ok(vec![rope(&ins[0], &ins[1], &ins[2], true)?]),
+        Op::Attention(spec) => {
+            let (s, _) = attention_scores(&ins[0], &ins[1], &ins[3], spec)?;
+            let m = s.max(&[3], true)?;
+            let e = s.sub(&m)?.exp()?;
+            let z = e.sum(&[3], true)?;
+            let p = e.div(&z)?;
+            let out = bmm(&p, &ins[2], false)?;
+            let lse = z.log()?.add(&m)?.reshape(&ins[0].shape()[..3])?;
+            Ok(vec![out, lse])
+        }
+        Op::AttentionBwd(spec) => {
+            let (q, k, v, mask, out, lse, dout) = (&ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6]);
+            let (s, capped) = attention_scores(q, k, mask, spec)?;
+            let lse4 = lse.reshape(&[lse.shape(), &[1]].concat())?;
+            let p = s.sub(&lse4)?.exp()?; // (B, H, Lq, Lk)
+            let dv = bmm_tn(&p, dout)?; // P^T dO
+            let dp = bmm(dout, v, true)?; // dO V^T
+            let dsum = dout.mul(out)?.sum(&[3], true)?;
+            let mut ds = p.mul(&dp.sub(&dsum)?)?;
+            if let Some(t) = capped {
+                ds = ds.mul(&t.square()?.rsub_scalar(1.0)?)?; // d tanh
+            }
+            let m4 = mask.reshape(&[mask.dim(0), 1, mask.dim(1), mask.dim(2)])?.broadcast_to(ds.shape())?;
+            ds = m4.select(&ds, &ds.full_like(0.0))?.mul_scalar(spec.scale as f64)?;
+            let dq = bmm(&ds, k, false)?;
+            let dk = bmm_tn(&ds, q)?;
+            Ok(vec![dq, dk, dv])
+        }
+        other => Err(Error::Msg(format!("{} is a primitive: nothing to decompose", other.name()))),
+    }
+}
+
+fn softmax(x: &Tensor) -> Result<Tensor> {
+    let m = x.max(&[x.rank() - 1], true)?;
+    let e = x.sub(&m)?.exp()?;
+    e.div(&e.sum_last(true)?)
+}
+
+fn bdims(contract_l: usize, contract_r: usize) -> DotDims {
+    DotDims { lhs_batch: vec![0, 1], rhs_batch: vec![0, 1], lhs_contract: vec![contract_l], rhs_contract: vec![contract_r] }
+}
+
+/// [B,H,M,K] x [B,H,K,N] (or x [B,H,N,K] when `rhs_t`).
+fn bmm(a: &Tensor, b: &Tensor, rhs_t: bool) -> Result<Tensor> {
+    a.dot_general(b, bdims(3, if rhs_t { 3 } else { 2 }))
+}
+
+/// A^T B over the third dim: [B,H,K,M] x [B,H,K,N] -> [B,H,M,N].
+fn bmm_tn(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.dot_general(b, bdims(2, 2))
+}
+
+/// Masked, soft-capped scores and (when capped) tanh(s/c) for the backward.
+fn attention_scores(q: &Tensor, k: &Tensor, mask: &Tensor, spec: &AttnSpec) -> Result<(Tensor, Option<Tensor>)> {
+    let mut s = bmm(q, k, true)?.mul_scalar(spec.scale as f64)?; // (B, H, Lq, Lk)
+    let mut capped = None;
+    if let Some(c) = spec.softcap {
+        let t = s.mul_scalar(1.0 / c as f64)?.tanh()?;
+        s = t.mul_scalar(c as f64)?;
+        capped = Some(t);
+    }
+    let m4 = mask.reshape(&[mask.dim(0), 1, mask.dim(1), mask.dim(2)])?.broadcast_to(s.shape())?;
+    let fill = s.full_like(DType::F32.min_value());
+    Ok((m4.select(&s, &fill)?, capped))
+}
+
+/// neox rotation of x [R, H, D] by cos/sin [R, D/2]; `transpose` rotates backwards.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, transpose: bool) -> Result<Tensor> {
+    let (r, h, d) = (x.dim(0), x.dim(1), x.dim(2));
+    let half = d / 2;
+    let x1 = x.narrow(2, 0, half)?;
+    let x2 = x.narrow(2, half, d)?;
+    let c = cos.reshape(&[r, 1, half])?;
+    let s = sin.reshape(&[r, 1, half])?;
+    let s = if transpose { s.neg()? } else { s };
+    let o1 = x1.mul(&c)?.sub(&x2.mul(&s)?)?;
+    let o2 = x2.mul(&c)?.add(&x1.mul(&s)?)?;
+    let _ = h;
+    Tensor::concat(&[&o1, &o2], 2)
+}

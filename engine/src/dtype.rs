@@ -1,0 +1,73 @@
+//! Element types and static shapes.
+
+use half::bf16;
+
+/// Element types of graph values. Parameters and optimizer state are f32;
+/// activations f32 or bf16; integers for ids and the counter-based RNG.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    BF16,
+    I32,
+    U32,
+    I64,
+    Bool,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::BF16 => 2,
+            DType::I64 => 8,
+            DType::Bool => 1,
+        }
+    }
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::BF16)
+    }
+    pub fn is_int(self) -> bool {
+        matches!(self, DType::I32 | DType::U32 | DType::I64)
+    }
+    /// StableHLO element type name.
+    pub fn hlo_name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::BF16 => "bf16",
+            DType::I32 => "i32",
+            DType::U32 => "ui32",
+            DType::I64 => "i64",
+            DType::Bool => "i1",
+        }
+    }
+    /// Smallest finite value; masked attention scores use it (as the reference does).
+    pub fn min_value(self) -> f64 {
+        match self {
+            DType::F32 => f32::MIN as f64,
+            DType::BF16 => bf16::MIN.to_f64(),
+            DType::I32 => i32::MIN as f64,
+            DType::U32 | DType::Bool => 0.0,
+            DType::I64 => i64::MIN as f64,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.hlo_name())
+    }
+}
+
+/// Number of elements of a shape.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Row-major strides of a shape, in elements.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}

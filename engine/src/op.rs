@@ -1,0 +1,206 @@
+//! The op set. Primitives map one-to-one onto StableHLO; fused ops each carry a
+//! decomposition into primitives (`crate::decompose`), which is their numerical
+//! reference and what a backend without a kernel for them runs.
+
+use crate::dtype::DType;
+use crate::host::HostTensor;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Tanh,
+    /// sigmoid
+    Logistic,
+    Sqrt,
+    Rsqrt,
+    Abs,
+    Sin,
+    Cos,
+    /// boolean/bitwise not
+    Not,
+    Floor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+    Rem,
+    And,
+    Or,
+    Xor,
+    ShiftLeft,
+    ShiftRightLogical,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+}
+
+/// dot_general dimension numbers (StableHLO): the result is laid out as
+/// [batch dims..., lhs free dims..., rhs free dims...].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DotDims {
+    pub lhs_batch: Vec<usize>,
+    pub rhs_batch: Vec<usize>,
+    pub lhs_contract: Vec<usize>,
+    pub rhs_contract: Vec<usize>,
+}
+
+/// Soft-capped, masked attention parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnSpec {
+    /// multiplies q.k (the reference uses head_dim^-1/2)
+    pub scale: f32,
+    /// c in c*tanh(s/c); None = no cap
+    pub softcap: Option<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    // ---- leaves ----
+    /// A value supplied at run time (parameters, data, optimizer state).
+    Input { name: String },
+    /// A literal tensor.
+    Constant(Arc<HostTensor>),
+    /// A scalar splatted over the node's shape (StableHLO `constant dense<x>`).
+    Splat(f64),
+    /// Index along `dim` (StableHLO `iota`).
+    Iota { dim: usize },
+
+    // ---- elementwise ----
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    Compare(CmpOp),
+    /// select(pred, on_true, on_false)
+    Select,
+    Convert { to: DType },
+
+    // ---- movement ----
+    /// StableHLO broadcast_in_dim: operand dim i maps to result dim dims[i].
+    BroadcastInDim { shape: Vec<usize>, dims: Vec<usize> },
+    Reshape { shape: Vec<usize> },
+    Transpose { perm: Vec<usize> },
+    Slice { start: Vec<usize>, limit: Vec<usize> },
+    Concatenate { dim: usize },
+
+    // ---- contraction, reduction, indexing ----
+    DotGeneral(DotDims),
+    Reduce { op: ReduceOp, dims: Vec<usize> },
+    /// out[pre.., idx.., post..] = x[pre.., indices[idx..], post..] along `axis`.
+    Gather { axis: usize },
+    /// The adjoint of Gather: zeros of the node's shape with updates added at indices along `axis`.
+    ScatterAdd { axis: usize, shape: Vec<usize> },
+
+    // ---- fused ops (each with a decomposition) ----
+    /// softmax over the last axis, f32
+    Softmax,
+    /// log-softmax over the last axis, f32
+    LogSoftmax,
+    /// (y, dy) -> dx for softmax over the last axis
+    SoftmaxBwd,
+    /// (x [.., n], w [n]) -> (y, rstd [..]); y = x rsqrt(mean x^2 + eps) (1 + w)
+    RmsNorm { eps: f32 },
+    /// (x, w, rstd, dy) -> (dx, dw)
+    RmsNormBwd,
+    /// (x [R, H, D], cos [R, D/2], sin [R, D/2]) -> neox-rotated x
+    Rope,
+    /// (dy, cos, sin) -> dx (the transposed rotation)
+    RopeBwd,
+    /// (q [B,H,Lq,D], k [B,H,Lk,D], v, mask bool [B,Lq,Lk]) -> (out [B,H,Lq,D], lse [B,H,Lq])
+    Attention(AttnSpec),
+    /// (q, k, v, mask, out, lse, dout) -> (dq, dk, dv), recompute-based
+    AttentionBwd(AttnSpec),
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Constant(_) => "constant",
+            Op::Splat(_) => "splat",
+            Op::Iota { .. } => "iota",
+            Op::Unary(_) => "unary",
+            Op::Binary(_) => "binary",
+            Op::Compare(_) => "compare",
+            Op::Select => "select",
+            Op::Convert { .. } => "convert",
+            Op::BroadcastInDim { .. } => "broadcast_in_dim",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Slice { .. } => "slice",
+            Op::Concatenate { .. } => "concatenate",
+            Op::DotGeneral(_) => "dot_general",
+            Op::Reduce { .. } => "reduce",
+            Op::Gather { .. } => "gather",
+            Op::ScatterAdd { .. } => "scatter_add",
+            Op::Softmax => "softmax",
+            Op::LogSoftmax => "log_softmax",
+            Op::SoftmaxBwd => "softmax_bwd",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::RmsNormBwd => "rms_norm_bwd",
+            Op::Rope => "rope",
+            Op::RopeBwd => "rope_bwd",
+            Op::Attention(_) => "attention",
+            Op::AttentionBwd(_) => "attention_bwd",
+        }
+    }
+
+    /// Fused ops have a decomposition into primitives.
+    pub fn is_fused(&self) -> bool {
+        matches!(
+            self,
+            Op::Softmax
+                | Op::LogSoftmax
+                | Op::SoftmaxBwd
+                | Op::RmsNorm { .. }
+                | Op::RmsNormBwd
+                | Op::Rope
+                | Op::RopeBwd
+                | Op::Attention(_)
+                | Op::AttentionBwd(_)
+        )
+    }
+}
+
+/// The type of one graph value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorType {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl TensorType {
+    pub fn new(shape: Vec<usize>, dtype: DType) -> Self {
+        TensorType { shape, dtype }
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl std::fmt::Display for TensorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}{}", self.shape, self.dtype)
+    }
+}

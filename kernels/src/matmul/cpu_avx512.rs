@@ -1,0 +1,268 @@
+//! AVX-512 microkernels: f32 (FMA) and bf16 (`vdpbf16ps`), both a 14×32 register tile.
+//!
+//! Per k-step the tile loads two 16-lane vectors of the B panel and, for each of its 14 rows,
+//! broadcasts one A value (folded into the FMA as an `{1to16}` memory operand) and issues two
+//! FMAs into 28 accumulators: 28 + 2 of the 32 zmm registers. For bf16 a "k-step" is a pair of
+//! k values: A holds `(a[i,p], a[i,p+1])` as one 32-bit broadcast, B holds the pair per column,
+//! and `vdpbf16ps` adds both products into an f32 lane, so each instruction does 2× the f32 work.
+//! Ragged rows (`mr < 14`) get their own const-generic instantiation; ragged columns are
+//! masked stores (packed panels are zero-padded, so the loads never need masks).
+
+use super::cpu::Kernel;
+use half::bf16;
+use std::arch::x86_64::*;
+
+const MR: usize = 14;
+const NR: usize = 32;
+/// The C tile is prefetched into L1 this many k-steps before the loop ends (~28 cycles each):
+/// early enough to arrive, late enough not to be evicted by the streaming panels.
+const PF_STEPS: usize = 24;
+
+/// f32, 14×32; A block 140×256 (140 KiB, L2), B block 256×1024 (1 MiB).
+pub(super) static F32: Kernel<f32> =
+    Kernel { mr: MR, nr: NR, mc: 140, kc: 1024, nc: 1024, micro: micro_f32, transpose: Some(transpose32) };
+
+/// bf16, 14×32 over k-pairs; kc counts k values (even), so the panels match f32's in bytes.
+pub(super) static BF16: Kernel<bf16> =
+    Kernel { mr: MR, nr: NR, mc: 140, kc: 2048, nc: 1024, micro: micro_bf16, transpose: Some(transpose32) };
+
+/// Dispatch on the ragged row count to a const-generic tile.
+macro_rules! by_rows {
+    ($tile:ident, $mr:expr, ($($arg:expr),*)) => {
+        match $mr {
+            14 => $tile::<14>($($arg),*),
+            13 => $tile::<13>($($arg),*),
+            12 => $tile::<12>($($arg),*),
+            11 => $tile::<11>($($arg),*),
+            10 => $tile::<10>($($arg),*),
+            9 => $tile::<9>($($arg),*),
+            8 => $tile::<8>($($arg),*),
+            7 => $tile::<7>($($arg),*),
+            6 => $tile::<6>($($arg),*),
+            5 => $tile::<5>($($arg),*),
+            4 => $tile::<4>($($arg),*),
+            3 => $tile::<3>($($arg),*),
+            2 => $tile::<2>($($arg),*),
+            _ => $tile::<1>($($arg),*),
+        }
+    };
+}
+
+/// # Safety
+/// [`super::cpu::MicroFn`]'s contract; the CPU has AVX-512F.
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_f32(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, acc: bool) {
+    // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
+    unsafe { by_rows!(tile_f32, mr, (steps, a, b, c, ldc, nr, acc)) }
+}
+
+/// # Safety
+/// [`super::cpu::MicroFn`]'s contract; the CPU has AVX-512F and AVX512_BF16.
+#[allow(clippy::too_many_arguments)]
+unsafe fn micro_bf16(steps: usize, a: *const bf16, b: *const bf16, c: *mut f32, ldc: usize, mr: usize, nr: usize, acc: bool) {
+    // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
+    unsafe { by_rows!(tile_bf16, mr, (steps, a, b, c, ldc, nr, acc)) }
+}
+
+/// Starts pulling the C tile into L1 while the k-loop runs (prefetches never fault).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn prefetch_tile<const R: usize>(c: *mut f32, ldc: usize) {
+    for i in 0..R {
+        let p = c.wrapping_add(i * ldc);
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16).cast());
+    }
+}
+
+/// Lane masks for the two 16-wide halves of a row of `nr` columns.
+fn col_masks(nr: usize) -> (__mmask16, __mmask16) {
+    let bits = |w: usize| if w >= 16 { 0xffff } else { ((1u32 << w) - 1) as __mmask16 };
+    (bits(nr), bits(nr.saturating_sub(16)))
+}
+
+/// Writes (or adds) `R` rows of two accumulators into C.
+///
+/// # Safety
+/// Rows `0..R`, columns `0..nr` at `c` (stride `ldc`) are valid for reads and writes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_tile<const R: usize>(c0: &[__m512; R], c1: &[__m512; R], c: *mut f32, ldc: usize, nr: usize, acc: bool) {
+    if nr == NR {
+        for i in 0..R {
+            let p = c.wrapping_add(i * ldc);
+            // SAFETY: 32 valid columns in row i (caller).
+            unsafe {
+                let (mut v0, mut v1) = (c0[i], c1[i]);
+                if acc {
+                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(p));
+                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(p.add(16)));
+                }
+                _mm512_storeu_ps(p, v0);
+                _mm512_storeu_ps(p.add(16), v1);
+            }
+        }
+    } else {
+        let (k0, k1) = col_masks(nr);
+        for i in 0..R {
+            let p = c.wrapping_add(i * ldc);
+            let q = p.wrapping_add(16);
+            // SAFETY: masked-off lanes are neither read nor written (no fault either), the
+            // others are among the nr valid columns of row i (caller).
+            unsafe {
+                let (mut v0, mut v1) = (c0[i], c1[i]);
+                if acc {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(k0, p));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(k1, q));
+                }
+                _mm512_mask_storeu_ps(p, k0, v0);
+                _mm512_mask_storeu_ps(q, k1, v1);
+            }
+        }
+    }
+}
+
+/// `R`×32 f32 tile. A panel rows are `MR` apart, B panel rows `NR` apart.
+///
+/// # Safety
+/// [`super::cpu::MicroFn`]'s contract with `mr = R`; AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_f32<const R: usize>(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, nr: usize, acc: bool) {
+    let pf = steps.saturating_sub(PF_STEPS);
+    let mut c0 = [_mm512_setzero_ps(); R];
+    let mut c1 = [_mm512_setzero_ps(); R];
+    for s in 0..steps {
+        if s == pf {
+            prefetch_tile::<R>(c, ldc);
+        }
+        // SAFETY: step s < steps reads A[s·MR .. s·MR+R] and B[s·NR .. s·NR+32], inside the
+        // whole panels the contract guarantees.
+        unsafe {
+            let (ap, bp) = (a.add(s * MR), b.add(s * NR));
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for i in 0..R {
+                let x = _mm512_set1_ps(*ap.add(i));
+                c0[i] = _mm512_fmadd_ps(x, b0, c0[i]);
+                c1[i] = _mm512_fmadd_ps(x, b1, c1[i]);
+            }
+        }
+    }
+    // SAFETY: the contract's tile.
+    unsafe { store_tile::<R>(&c0, &c1, c, ldc, nr, acc) }
+}
+
+/// Reinterprets 32 packed bf16 as the intrinsic's vector type (same 64 bytes).
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn as_bh(v: __m512i) -> __m512bh {
+    // SAFETY: both are plain 512-bit vectors; every bit pattern is a valid value of either.
+    unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
+}
+
+/// `R`×32 bf16 tile over k-pairs: A panel `[steps][MR][2]`, B panel `[steps][NR][2]`.
+///
+/// # Safety
+/// [`super::cpu::MicroFn`]'s contract with `mr = R`; AVX-512F and AVX512_BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn tile_bf16<const R: usize>(steps: usize, a: *const bf16, b: *const bf16, c: *mut f32, ldc: usize, nr: usize, acc: bool) {
+    let pf = steps.saturating_sub(PF_STEPS);
+    let mut c0 = [_mm512_setzero_ps(); R];
+    let mut c1 = [_mm512_setzero_ps(); R];
+    let a = a.cast::<i32>();
+    for s in 0..steps {
+        if s == pf {
+            prefetch_tile::<R>(c, ldc);
+        }
+        // SAFETY: step s reads pairs A[s·MR .. s·MR+R] (as i32, 4-byte aligned in the 64-byte
+        // aligned panel) and 64 bf16 of B at s·2·NR, inside the contract's whole panels.
+        unsafe {
+            let (ap, bp) = (a.add(s * MR), b.add(s * 2 * NR));
+            let b0 = as_bh(_mm512_loadu_si512(bp.cast()));
+            let b1 = as_bh(_mm512_loadu_si512(bp.add(32).cast()));
+            for i in 0..R {
+                let x = as_bh(_mm512_set1_epi32(*ap.add(i)));
+                c0[i] = _mm512_dpbf16_ps(c0[i], x, b0);
+                c1[i] = _mm512_dpbf16_ps(c1[i], x, b1);
+            }
+        }
+    }
+    // SAFETY: the contract's tile.
+    unsafe { store_tile::<R>(&c0, &c1, c, ldc, nr, acc) }
+}
+
+/// How far ahead (32-bit units along a row) `transpose32` prefetches its source rows.
+const PF_UNITS: usize = 128;
+
+/// Lanes `0..n` (n <= 16) set.
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// In-register transpose of a 16×16 matrix of 32-bit units (`v[row]` lane `col` becomes
+/// `v[col]` lane `row`): 32-bit and 64-bit unpacks within 128-bit lanes, then a 4×4
+/// transpose of the 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(v: &mut [__m512i; 16]) {
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    // u[4q + j], lane L: column 4L + j of rows 4q..4q+4.
+    let mut u = [_mm512_setzero_si512(); 16];
+    for q in 0..4 {
+        u[4 * q] = _mm512_unpacklo_epi64(t[4 * q], t[4 * q + 2]);
+        u[4 * q + 1] = _mm512_unpackhi_epi64(t[4 * q], t[4 * q + 2]);
+        u[4 * q + 2] = _mm512_unpacklo_epi64(t[4 * q + 1], t[4 * q + 3]);
+        u[4 * q + 3] = _mm512_unpackhi_epi64(t[4 * q + 1], t[4 * q + 3]);
+    }
+    for j in 0..4 {
+        let x0 = _mm512_shuffle_i32x4::<0x44>(u[j], u[4 + j]);
+        let x1 = _mm512_shuffle_i32x4::<0xee>(u[j], u[4 + j]);
+        let y0 = _mm512_shuffle_i32x4::<0x44>(u[8 + j], u[12 + j]);
+        let y1 = _mm512_shuffle_i32x4::<0xee>(u[8 + j], u[12 + j]);
+        v[j] = _mm512_shuffle_i32x4::<0x88>(x0, y0);
+        v[4 + j] = _mm512_shuffle_i32x4::<0xdd>(x0, y0);
+        v[8 + j] = _mm512_shuffle_i32x4::<0x88>(x1, y1);
+        v[12 + j] = _mm512_shuffle_i32x4::<0xdd>(x1, y1);
+    }
+}
+
+/// [`super::cpu::Transpose32`] for AVX-512: 16×16 blocks, masked at the ragged edges.
+///
+/// # Safety
+/// See [`super::cpu::Transpose32`]; AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose32(out: *mut u32, r: usize, rows: &[*const u32], groups: usize) {
+    debug_assert!(rows.len() <= r && r <= 32);
+    for h in (0..r).step_by(16) {
+        let hr = &rows[h.min(rows.len())..(h + 16).min(rows.len())];
+        let store = lanes(r - h);
+        for g0 in (0..groups).step_by(16) {
+            let gn = (groups - g0).min(16);
+            let load = lanes(gn);
+            let mut v = [_mm512_setzero_si512(); 16];
+            for (i, x) in v.iter_mut().enumerate() {
+                // Missing rows load nothing (mask 0) and stay zero.
+                let (p, m) = match hr.get(i) {
+                    Some(&p) => (p.wrapping_add(g0), load),
+                    None => (out.cast_const(), 0),
+                };
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF_UNITS).cast());
+                // SAFETY: lanes 0..gn are units g0..g0+gn < groups of a readable row; masked-off
+                // lanes are not accessed.
+                *x = unsafe { _mm512_maskz_loadu_epi32(m, p.cast()) };
+            }
+            transpose16(&mut v);
+            for (g, x) in v.iter().enumerate().take(gn) {
+                // SAFETY: units (g0+g)·r + h .. + min(16, r-h) lie inside out's groups·r.
+                unsafe { _mm512_mask_storeu_epi32(out.add((g0 + g) * r + h).cast(), store, *x) };
+            }
+        }
+    }
+}

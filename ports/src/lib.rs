@@ -1,0 +1,13 @@
+//! gidd-ports: the outside world. HF checkpoints (safetensors, single or sharded with an
+//! index), config.json as an ordered JSON object, atomic file writes.
+//!
+//! Depends on the engine only for [`HostTensor`](gidd_engine::HostTensor); the mapping of HF
+//! parameter names to the model's lives in `gidd-model` (`names.rs`), applied by `gidd-train`.
+
+pub mod error;
+pub mod fsio;
+pub mod safetensors;
+
+pub use error::PortError;
+pub use fsio::{read_json_object, write_atomic, write_json_pretty};
+pub use safetensors::{check_names, save_tensors, StoredDType, TensorStore};

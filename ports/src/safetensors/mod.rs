@@ -1,0 +1,105 @@
+//! Safetensors checkpoints, the format of the released GIDD models (HF `save_pretrained`).
+//!
+//! A file is: 8 bytes little-endian header length `n`, `n` bytes of JSON header
+//! `{"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets": [begin, end]}, ...}`,
+//! then the data region, where every tensor's bytes (row-major, little-endian) sit at
+//! `[begin, end)` relative to the region's start. The format requires the tensors to tile the
+//! data region exactly: no gaps, no overlap, no trailing bytes.
+//!
+//! [`TensorStore`] maps one file or a sharded set (`model.safetensors.index.json`) and validates
+//! every header at open; [`save_tensors`] writes one file or HF-named shards, atomically.
+
+mod header;
+mod save;
+mod store;
+
+pub use save::save_tensors;
+pub use store::{check_names, TensorStore};
+
+/// The element type of a tensor as a safetensors file stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoredDType {
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    /// Not in every reader's list but part of the format; the engine has a matching `U32`.
+    U32,
+    U8,
+    Bool,
+    F64,
+}
+
+impl StoredDType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            StoredDType::F64 | StoredDType::I64 => 8,
+            StoredDType::F32 | StoredDType::I32 | StoredDType::U32 => 4,
+            StoredDType::F16 | StoredDType::BF16 => 2,
+            StoredDType::U8 | StoredDType::Bool => 1,
+        }
+    }
+
+    /// The name in a safetensors header ("F32", "BF16", "BOOL", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            StoredDType::F32 => "F32",
+            StoredDType::F16 => "F16",
+            StoredDType::BF16 => "BF16",
+            StoredDType::I64 => "I64",
+            StoredDType::I32 => "I32",
+            StoredDType::U32 => "U32",
+            StoredDType::U8 => "U8",
+            StoredDType::Bool => "BOOL",
+            StoredDType::F64 => "F64",
+        }
+    }
+
+    /// Parses a header dtype name; `None` for names this crate does not read (I8, F8_E4M3, ...).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "F32" => StoredDType::F32,
+            "F16" => StoredDType::F16,
+            "BF16" => StoredDType::BF16,
+            "I64" => StoredDType::I64,
+            "I32" => StoredDType::I32,
+            "U32" => StoredDType::U32,
+            "U8" => StoredDType::U8,
+            "BOOL" => StoredDType::Bool,
+            "F64" => StoredDType::F64,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for StoredDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// File names as HF writes them.
+pub(crate) const SINGLE_FILE: &str = "model.safetensors";
+pub(crate) const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// `model-00001-of-00003.safetensors`, 1-based, as `transformers` / `huggingface_hub` name shards.
+pub(crate) fn shard_file_name(i: usize, n: usize) -> String {
+    format!("model-{i:05}-of-{n:05}.safetensors")
+}
+
+/// Whether `name` looks like an HF shard name (`model-ddddd-of-ddddd.safetensors`).
+pub(crate) fn is_shard_file_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("model-") else {
+        return false;
+    };
+    let Some(rest) = rest.strip_suffix(".safetensors") else {
+        return false;
+    };
+    let b = rest.as_bytes();
+    b.len() == 14
+        && b[..5].iter().all(u8::is_ascii_digit)
+        && &b[5..9] == b"-of-"
+        && b[9..].iter().all(u8::is_ascii_digit)
+}

@@ -1,0 +1,225 @@
+//! Writing safetensors checkpoints as HF does: one `model.safetensors`, or shards
+//! `model-0000i-of-0000N.safetensors` plus `model.safetensors.index.json`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use gidd_engine::{Data, HostTensor};
+use serde_json::{json, Map, Value};
+
+use super::{is_shard_file_name, shard_file_name, StoredDType, INDEX_FILE, SINGLE_FILE};
+use crate::error::PortError;
+use crate::fsio::{sync_dir, write_atomic_with, write_json_pretty};
+
+/// A tensor ready to write.
+struct Item<'a> {
+    name: &'a str,
+    tensor: &'a HostTensor,
+    dtype: StoredDType,
+    nbytes: usize,
+}
+
+/// Writes `tensors`, each in its own dtype (F32, BF16, I32, U32, I64 or BOOL; convert with
+/// `HostTensor::convert` first to change it), to `dir/model.safetensors`, or, when their total
+/// size exceeds `max_shard_bytes`, to HF-named shards of at most that size (a single larger
+/// tensor gets a shard of its own) with `model.safetensors.index.json`.
+///
+/// Every file is written atomically (temp file, fsync, rename, fsync dir) with metadata
+/// `{"format": "pt"}` so `transformers` loads it. The set is committed by its last write
+/// (the single file, or the index); then stale files of the other layout are removed, so
+/// [`TensorStore::open`](super::TensorStore::open) on `dir` reads what was saved. `dir` is
+/// created if needed.
+pub fn save_tensors(
+    dir: &Path,
+    tensors: &[(String, HostTensor)],
+    max_shard_bytes: Option<usize>,
+) -> Result<(), PortError> {
+    let items = validate(tensors)?;
+    let total: usize = items.iter().map(|it| it.nbytes).sum();
+
+    // Greedy in the given order, as transformers' shard splitting does.
+    let mut groups: Vec<Vec<&Item>> = Vec::new();
+    match max_shard_bytes {
+        Some(max) if total > max => {
+            let mut cur: Vec<&Item> = Vec::new();
+            let mut cur_bytes = 0usize;
+            for it in &items {
+                if !cur.is_empty() && cur_bytes + it.nbytes > max {
+                    groups.push(std::mem::take(&mut cur));
+                    cur_bytes = 0;
+                }
+                cur_bytes += it.nbytes;
+                cur.push(it);
+            }
+            groups.push(cur);
+        }
+        _ => groups.push(items.iter().collect()),
+    }
+
+    std::fs::create_dir_all(dir).map_err(|e| PortError::io(dir, e))?;
+    if groups.len() == 1 {
+        write_file(&dir.join(SINGLE_FILE), groups.concat())?;
+        remove_stale(dir, Some(INDEX_FILE), &BTreeSet::new())?;
+        return Ok(());
+    }
+
+    let n = groups.len();
+    let mut weight_map = BTreeMap::new();
+    let mut written = BTreeSet::new();
+    for (i, group) in groups.into_iter().enumerate() {
+        let file = shard_file_name(i + 1, n);
+        for it in &group {
+            weight_map.insert(it.name.to_string(), Value::String(file.clone()));
+        }
+        write_file(&dir.join(&file), group)?;
+        written.insert(file);
+    }
+    // A stale model.safetensors would win over the index at open: remove it before committing.
+    remove_file_if_present(&dir.join(SINGLE_FILE))?;
+    let index = json!({
+        "metadata": { "total_size": total },
+        "weight_map": Value::Object(weight_map.into_iter().collect::<Map<String, Value>>()),
+    });
+    write_json_pretty(&dir.join(INDEX_FILE), &index)?;
+    remove_stale(dir, None, &written)
+}
+
+fn remove_file_if_present(p: &Path) -> Result<(), PortError> {
+    match std::fs::remove_file(p) {
+        Ok(()) => p.parent().map_or(Ok(()), sync_dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PortError::io(p, e)),
+    }
+}
+
+fn validate(tensors: &[(String, HostTensor)]) -> Result<Vec<Item<'_>>, PortError> {
+    let mut seen = HashSet::with_capacity(tensors.len());
+    let mut items = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let bad = |msg: String| PortError::BadTensor {
+            name: name.clone(),
+            msg,
+        };
+        if name.is_empty() || name == "__metadata__" {
+            return Err(bad("the name is empty or reserved by the format".into()));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(bad("the name is given twice".into()));
+        }
+        let dtype = match &tensor.data {
+            Data::F32(_) => StoredDType::F32,
+            Data::BF16(_) => StoredDType::BF16,
+            Data::I32(_) => StoredDType::I32,
+            Data::U32(_) => StoredDType::U32,
+            Data::I64(_) => StoredDType::I64,
+            Data::Bool(_) => StoredDType::Bool,
+        };
+        let numel = tensor
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d));
+        let nbytes = match numel {
+            Some(n) if n == tensor.data.len() => n * dtype.size(),
+            _ => {
+                return Err(bad(format!(
+                    "{} elements do not fill shape {:?}",
+                    tensor.data.len(),
+                    tensor.shape
+                )))
+            }
+        };
+        items.push(Item {
+            name,
+            tensor,
+            dtype,
+            nbytes,
+        });
+    }
+    Ok(items)
+}
+
+/// Writes one safetensors file. Tensors are laid out by element size (largest first), then
+/// name, behind a header padded to 8 bytes, so every tensor is aligned to its element size.
+fn write_file(path: &Path, mut group: Vec<&Item>) -> Result<(), PortError> {
+    group.sort_by(|a, b| {
+        (b.dtype.size(), a.name).cmp(&(a.dtype.size(), b.name))
+    });
+    let mut header = Map::new();
+    header.insert("__metadata__".into(), json!({ "format": "pt" }));
+    let mut offset = 0usize;
+    for it in &group {
+        header.insert(
+            it.name.to_string(),
+            json!({
+                "dtype": it.dtype.name(),
+                "shape": it.tensor.shape,
+                "data_offsets": [offset, offset + it.nbytes],
+            }),
+        );
+        offset += it.nbytes;
+    }
+    let mut text = serde_json::to_string(&Value::Object(header)).map_err(|e| {
+        PortError::bad_header(path, format!("cannot serialise the header: {e}"))
+    })?;
+    while (8 + text.len()) % 8 != 0 {
+        text.push(' ');
+    }
+    write_atomic_with(path, |w| {
+        w.write_all(&(text.len() as u64).to_le_bytes())?;
+        w.write_all(text.as_bytes())?;
+        for it in &group {
+            write_le(w, &it.tensor.data)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes elements little-endian (a plain copy on little-endian hosts); bools as 0/1.
+fn write_le(w: &mut impl Write, data: &Data) -> std::io::Result<()> {
+    if let Data::Bool(v) = data {
+        let bytes: Vec<u8> = v.iter().map(|&b| u8::from(b != 0)).collect();
+        return w.write_all(&bytes);
+    }
+    if cfg!(target_endian = "little") {
+        return w.write_all(data.as_bytes());
+    }
+    match data {
+        Data::F32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+        Data::BF16(v) => v.iter().try_for_each(|x| w.write_all(&x.to_bits().to_le_bytes())),
+        Data::I32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+        Data::U32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+        Data::I64(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+        Data::Bool(v) => w.write_all(v),
+    }
+}
+
+/// Removes `extra` and every HF shard file not in `keep` from `dir`.
+fn remove_stale(dir: &Path, extra: Option<&str>, keep: &BTreeSet<String>) -> Result<(), PortError> {
+    let mut doomed = Vec::new();
+    if let Some(extra) = extra {
+        let p = dir.join(extra);
+        if p.is_file() {
+            doomed.push(p);
+        }
+    }
+    let rd = std::fs::read_dir(dir).map_err(|e| PortError::io(dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| PortError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_shard_file_name(&name) && !keep.contains(&name) {
+            doomed.push(entry.path());
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    for p in &doomed {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PortError::io(p, e)),
+        }
+    }
+    sync_dir(dir)
+}

@@ -1,0 +1,319 @@
+//! Block-wise diffusion generation (SPEC.md section 6), the HF `generate` loop:
+//! the model runs on the canvas, sampling happens on the host in f64.
+
+use crate::audit::Row;
+use anyhow::{bail, Result};
+use gidd_engine::rng::HostRng;
+use gidd_engine::{CpuExecutor, DType, Executor, Graph, HostTensor, Program};
+use gidd_model::sample::pi_vec;
+use gidd_model::schedule::{EOS, MASK, PAD};
+use gidd_model::transformer::{forward, ForwardOpts};
+use gidd_model::{GiddConfig, Params};
+use gidd_ports::TensorStore;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Adaptive,
+    Ancestral,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseSchedule {
+    Linear,
+    Cosine,
+}
+
+#[derive(Clone, Debug)]
+pub struct GenOpts {
+    pub max_length: usize,
+    pub min_length: usize,
+    pub block_length: usize,
+    pub steps: usize,
+    pub method: Method,
+    pub schedule: NoiseSchedule,
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub tokens_per_step: usize,
+    pub seed: u64,
+}
+
+/// A forward program over a fixed canvas shape, loaded once and run every step.
+pub struct Canvas {
+    cfg: GiddConfig,
+    params: Vec<HostTensor>,
+    prog: gidd_engine::backend::cpu::CpuProgram,
+    pub batch: usize,
+    pub len: usize,
+}
+
+impl Canvas {
+    pub fn new(cfg: &GiddConfig, params: &[(String, HostTensor)], batch: usize, len: usize, dtype: DType) -> Result<Canvas> {
+        let g = Graph::new();
+        let p = Params::declare(&g, cfg);
+        let ids = g.input("ids", &[batch, len], DType::I32);
+        let mask = g.input("mask", &[batch, len, len], DType::Bool);
+        let pos = g.iota(&[batch, len], 1, DType::I32)?;
+        let out = forward(cfg, &p, &ids, &mask, &pos, ForwardOpts { dtype, attentions: false })?;
+        let mut names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+        names.push("ids");
+        names.push("mask");
+        let prog = CpuExecutor.load(&Program::compile(&[out.logits], &names)?)?;
+        Ok(Canvas { cfg: cfg.clone(), params: params.iter().map(|(_, t)| t.clone()).collect(), prog, batch, len })
+    }
+
+    /// Logits [B, L, V] for ids [B, L] under a [B, L, L] mask.
+    pub fn logits(&mut self, ids: &[Vec<u32>], mask: &[bool]) -> Result<Vec<f32>> {
+        let flat: Vec<i32> = ids.iter().flat_map(|r| r.iter().map(|&x| x as i32)).collect();
+        let ids_t = HostTensor::i32(vec![self.batch, self.len], flat)?;
+        let mask_t = HostTensor::bool(vec![self.batch, self.len, self.len], mask.to_vec())?;
+        let mut ins: Vec<&HostTensor> = self.params.iter().collect();
+        ins.push(&ids_t);
+        ins.push(&mask_t);
+        let out = CpuExecutor.run(&mut self.prog, &ins)?;
+        Ok(out[0].as_f32()?.to_vec())
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.cfg.vocab_size
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Tempered, top-k/top-p filtered probabilities in f64 (one-hot argmax at temperature 0).
+pub fn probs_with_topk_topp(logits: &[f64], temperature: f64, top_k: Option<usize>, top_p: Option<f64>) -> Vec<f64> {
+    let v = logits.len();
+    if temperature == 0.0 {
+        let mut best = 0;
+        for i in 1..v {
+            if logits[i] > logits[best] {
+                best = i;
+            }
+        }
+        let mut p = vec![0.0; v];
+        p[best] = 1.0;
+        return p;
+    }
+    let mut x: Vec<f64> = logits.iter().map(|l| l / temperature).collect();
+    if let Some(k) = top_k.filter(|&k| k > 0 && k < v) {
+        let mut s = x.clone();
+        s.sort_by(|a, b| b.total_cmp(a));
+        let kth = s[k - 1];
+        x.iter_mut().for_each(|y| if *y < kth { *y = f64::NEG_INFINITY });
+    }
+    let softmax = |x: &[f64]| -> Vec<f64> {
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = x.iter().map(|y| (y - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|y| y / z).collect()
+    };
+    if let Some(p) = top_p.filter(|&p| p > 0.0 && p < 1.0) {
+        let mut idx: Vec<usize> = (0..v).collect();
+        idx.sort_by(|&a, &b| x[b].total_cmp(&x[a]));
+        let sorted: Vec<f64> = idx.iter().map(|&i| x[i]).collect();
+        let sp = softmax(&sorted);
+        let mut cum = 0.0;
+        let mut keep = vec![true; v];
+        for r in 0..v {
+            // A token is removed when the mass before it already exceeds p (the first always stays).
+            if r > 0 && cum > p {
+                keep[r] = false;
+            }
+            cum += sp[r];
+        }
+        for r in 0..v {
+            if !keep[r] {
+                x[idx[r]] = f64::NEG_INFINITY;
+            }
+        }
+    }
+    softmax(&x)
+}
+
+/// A categorical draw in f64 (f32 draws would lower the effective temperature).
+pub fn draw(p: &[f64], rng: &mut HostRng) -> usize {
+    let total: f64 = p.iter().sum();
+    let mut u = rng.next_f64() * total;
+    for (i, &q) in p.iter().enumerate() {
+        if u < q {
+            return i;
+        }
+        u -= q;
+    }
+    p.iter().rposition(|&q| q > 0.0).unwrap_or(0)
+}
+
+/// Generates from one batch of equal-length prompts. `prior` replaces the sampled prior canvas when given.
+pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: &GenOpts, prior: Option<Vec<Vec<u32>>>, mut on_block: impl FnMut(&[Vec<u32>], usize)) -> Result<Vec<Vec<u32>>> {
+    let b = prompts.len();
+    let t = canvas.len;
+    let v = canvas.vocab();
+    let p_len = prompts.first().map(|p| p.len()).unwrap_or(0);
+    if prompts.iter().any(|p| p.len() != p_len) {
+        bail!("prompts in one batch must have equal length");
+    }
+    if p_len >= t {
+        bail!("prompt of {p_len} tokens leaves no room in a {t}-token context (max_position_embeddings)");
+    }
+    if let Some(bad) = prompts.iter().flatten().find(|&&x| x as usize >= v) {
+        bail!("prompt token id {bad} is outside the model's vocabulary of {v}");
+    }
+    if o.block_length == 0 || o.steps == 0 {
+        bail!("block_length and steps must be positive");
+    }
+    let mut rng = HostRng::new(o.seed);
+    let mut x: Vec<Vec<u32>> = match prior {
+        Some(p) => p,
+        None => {
+            let pu = sigmoid(cfg.min_log_snr + cfg.noise_type);
+            (0..b).map(|_| (0..t).map(|_| if rng.next_f64() < pu { rng.below(v as u32) } else { MASK }).collect()).collect()
+        }
+    };
+    for (row, p) in x.iter_mut().zip(prompts) {
+        row[..p_len].copy_from_slice(p);
+    }
+    let mut noise = vec![vec![true; t]; b];
+    for row in noise.iter_mut() {
+        row[..p_len].fill(false);
+    }
+    let (amin, amax) = (sigmoid(cfg.min_log_snr) as f32 as f64, sigmoid(cfg.max_log_snr) as f32 as f64);
+    let log_snrs: Vec<f64> = (0..=o.steps)
+        .map(|i| {
+            let ts = i as f64 / o.steps as f64;
+            let f = match o.schedule {
+                NoiseSchedule::Linear => 1.0 - ts,
+                NoiseSchedule::Cosine => 0.5 + 0.5 * (ts * std::f64::consts::PI).cos(),
+            };
+            let a = (amax - amin) * f + amin;
+            (a / (1.0 - a)).ln().clamp(cfg.min_log_snr, cfg.max_log_snr)
+        })
+        .collect();
+    let mut nb = 0;
+    loop {
+        let ws = p_len + nb * o.block_length;
+        let we = (ws + o.block_length).min(t);
+        let blk = we - ws;
+        let mask: Vec<bool> = (0..b).flat_map(|r| { let n = &noise[r]; (0..t).flat_map(move |q| (0..t).map(move |k| n[q] >= n[k])) }).collect();
+        let mut logits: Vec<f32> = vec![];
+        let mut keep = false;
+        for step in (1..=o.steps).rev() {
+            if !keep {
+                logits = canvas.logits(&x, &mask)?;
+            }
+            let min_eos = (o.min_length + p_len).saturating_sub(ws);
+            let mut changed = false;
+            for r in 0..b {
+                let row_logits = |j: usize| -> Vec<f64> {
+                    let base = (r * t + ws + j) * v;
+                    let mut l: Vec<f64> = logits[base..base + v].iter().map(|&y| y as f64).collect();
+                    l[MASK as usize] = f64::NEG_INFINITY;
+                    if j < min_eos {
+                        l[EOS as usize] = f64::NEG_INFINITY;
+                    }
+                    l
+                };
+                let z: Vec<u32> = x[r][ws..we].to_vec();
+                let mut z_next = z.clone();
+                match o.method {
+                    Method::Adaptive => {
+                        let pi = pi_vec(cfg, log_snrs[step], MASK as usize);
+                        let pn: Vec<f64> = z.iter().map(|&id| pi[id as usize] as f64).collect();
+                        let sum: f64 = pn.iter().sum();
+                        let mut delta = vec![0.0; blk];
+                        let mut drawn = vec![0u32; blk];
+                        for j in 0..blk {
+                            let l = row_logits(j);
+                            let xh = probs_with_topk_topp(&l, 1.0, None, None);
+                            let pmax = xh.iter().cloned().fold(0.0, f64::max);
+                            delta[j] = (pmax - xh[z[j] as usize]) * pn[j] / sum;
+                            drawn[j] = draw(&probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p), &mut rng) as u32;
+                        }
+                        let mut order: Vec<usize> = (0..blk).collect();
+                        order.sort_by(|&a, &c| delta[c].total_cmp(&delta[a]));
+                        for &j in order.iter().take(o.tokens_per_step) {
+                            z_next[j] = drawn[j];
+                        }
+                    }
+                    Method::Ancestral => {
+                        let (lt, ls) = (log_snrs[step], log_snrs[step - 1]);
+                        let (a_t, a_s) = (sigmoid(lt), sigmoid(ls));
+                        let (pi_t, pi_s) = (pi_vec(cfg, lt, MASK as usize), pi_vec(cfg, ls, MASK as usize));
+                        for j in 0..blk {
+                            let xh = probs_with_topk_topp(&row_logits(j), o.temperature, o.top_k, o.top_p);
+                            let zt = z[j] as usize;
+                            let bpz = (1.0 - a_t) * pi_t[zt] as f64 - (a_t / a_s) * (1.0 - a_s) * pi_s[zt] as f64;
+                            let qtz = a_t * xh[zt] + (1.0 - a_t) * pi_t[zt] as f64;
+                            let p: Vec<f64> = (0..v)
+                                .map(|k| {
+                                    let qs = a_s * xh[k] + (1.0 - a_s) * pi_s[k] as f64;
+                                    let qts = if k == zt { a_t / a_s } else { 0.0 } + bpz;
+                                    (qs * qts / qtz).max(0.0)
+                                })
+                                .collect();
+                            z_next[j] = draw(&p, &mut rng) as u32;
+                        }
+                    }
+                }
+                changed |= z_next != z;
+                x[r][ws..we].copy_from_slice(&z_next);
+            }
+            keep = !changed;
+        }
+        nb += 1;
+        for row in noise.iter_mut() {
+            row[..we].fill(false);
+        }
+        on_block(&x, we);
+        let has_eos = x.iter().all(|row| row.contains(&EOS));
+        if ws + o.block_length >= o.max_length + p_len || has_eos || we >= t {
+            break;
+        }
+    }
+    let end = (o.max_length + p_len).min(t);
+    Ok(x.into_iter()
+        .map(|mut row| {
+            row.truncate(end);
+            if let Some(i) = row.iter().position(|&y| y == EOS).filter(|&i| i > 0) {
+                row[i..].fill(PAD);
+            }
+            row
+        })
+        .collect())
+}
+
+/// Reproduces the golden greedy generation (`generate.*` in a golden file) and compares token for token.
+pub fn audit_generation(cfg: &GiddConfig, params: &[(String, HostTensor)], gold: &TensorStore) -> Result<Row> {
+    let prompt: Vec<u32> = gold.get("generate.prompt")?.to_f64_vec().iter().map(|&x| x as u32).collect();
+    let want: Vec<f64> = gold.get("generate.output")?.to_f64_vec();
+    let prior = gold.get("generate.prior").ok().map(|t| vec![t.to_f64_vec().iter().map(|&x| x as u32).collect::<Vec<u32>>()]);
+    let steps = gold.info("generate.step_log_snr").map(|(_, s)| s[0]).unwrap_or(want.len());
+    let block = gold.info("generate.trace").map(|(_, s)| s[1]).unwrap_or(want.len() - prompt.len());
+    let o = GenOpts {
+        max_length: want.len() - prompt.len(),
+        min_length: 0,
+        block_length: block,
+        steps,
+        method: Method::Adaptive,
+        schedule: NoiseSchedule::Linear,
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
+        tokens_per_step: 1,
+        seed: 0,
+    };
+    let mut canvas = Canvas::new(cfg, params, 1, cfg.max_position_embeddings, DType::F32)?;
+    let got = generate(&mut canvas, cfg, &[prompt], &o, prior, |_, _| {})?;
+    let got: Vec<f64> = got[0].iter().map(|&x| x as f64).collect();
+    let mismatches = got.iter().zip(&want).filter(|(a, b)| a != b).count() + got.len().abs_diff(want.len());
+    Ok(Row {
+        quantity: "generate.output".into(),
+        max_abs: if mismatches == 0 { 0.0 } else { 1.0 },
+        rel_l2: mismatches as f64,
+        tol: 0.0,
+        pass: mismatches == 0,
+        note: if mismatches == 0 { "token for token".into() } else { format!("{mismatches} tokens differ: got {got:?}") },
+    })
+}

@@ -1,0 +1,32 @@
+//! Loading a model directory (config.json + safetensors) into host tensors, and
+//! running forward programs on it.
+
+use gidd_engine::HostTensor;
+use gidd_model::GiddConfig;
+use gidd_ports::TensorStore;
+use std::path::Path;
+
+/// A model: its config and its parameters (f32, in `GiddConfig::param_shapes` order).
+pub struct Loaded {
+    pub cfg: GiddConfig,
+    pub params: Vec<(String, HostTensor)>,
+}
+
+pub fn load_config(dir: &Path) -> anyhow::Result<GiddConfig> {
+    let path = dir.join("config.json");
+    if !path.exists() {
+        anyhow::bail!("{} not found: a model directory holds config.json and model.safetensors (or a sharded index)", path.display());
+    }
+    let obj = gidd_ports::read_json_object(&path)?;
+    Ok(GiddConfig::from_json(serde_json::Value::Object(obj)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+}
+
+/// Loads and strictly checks a checkpoint: every expected tensor present with its shape, nothing extra.
+pub fn load_checkpoint(dir: &Path) -> anyhow::Result<Loaded> {
+    let cfg = load_config(dir)?;
+    let store = TensorStore::open(dir)?;
+    let expected = cfg.param_shapes();
+    gidd_ports::check_names(&store, &expected)?;
+    let params = expected.iter().map(|(n, _)| Ok((n.clone(), store.get_f32(n)?))).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Loaded { cfg, params })
+}
