@@ -1,6 +1,8 @@
 //! The reference's own checkpoints and fixtures in ../shared/golden open, match the SPEC's
 //! parameter names exactly, and read back as the independent `safetensors` crate reads them.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE: denied outside tests)
+
 mod common;
 
 use common::{expected_params, shared_dir, TempDir, CASES};
@@ -23,7 +25,10 @@ fn golden_models_have_exactly_the_spec_parameters() {
         let store = TensorStore::open(&dir).unwrap();
         let names: Vec<&str> = store.names();
         let want: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, want, "{case}: parameter names differ from SPEC section 1");
+        assert_eq!(
+            names, want,
+            "{case}: parameter names differ from SPEC section 1"
+        );
         check_names(&store, &expected).unwrap();
         assert_eq!(
             store.metadata().get("format").map(String::as_str),
@@ -47,7 +52,9 @@ fn golden_models_have_exactly_the_spec_parameters() {
             let view = st.tensor(name).unwrap();
             assert_eq!(view.shape(), shape.as_slice());
             assert_eq!(store.raw_bytes(name).unwrap(), view.data(), "{case} {name}");
-            let Data::F32(v) = &t.data else { unreachable!() };
+            let Data::F32(v) = &t.data else {
+                unreachable!()
+            };
             let from_view: Vec<f32> = view
                 .data()
                 .chunks_exact(4)
@@ -74,7 +81,11 @@ fn golden_fixtures_match_their_manifest() {
         let store = TensorStore::open(&dir.join("golden.safetensors")).unwrap();
         let mut listed: Vec<&str> = entries.keys().map(String::as_str).collect();
         listed.sort();
-        assert_eq!(store.names(), listed, "{case}: golden.safetensors vs MANIFEST");
+        assert_eq!(
+            store.names(),
+            listed,
+            "{case}: golden.safetensors vs MANIFEST"
+        );
 
         let mut seen_i64 = 0;
         let mut seen_u8 = 0;
@@ -108,12 +119,18 @@ fn golden_fixtures_match_their_manifest() {
                 StoredDType::U8 => {
                     seen_u8 += 1;
                     // attention_mask and noise_mask are booleans stored as uint8.
-                    assert!(t.to_f32_vec().iter().all(|&x| x == 0.0 || x == 1.0), "{case} {name}");
+                    assert!(
+                        t.to_f32_vec().iter().all(|&x| x == 0.0 || x == 1.0),
+                        "{case} {name}"
+                    );
                 }
                 _ => {}
             }
         }
-        assert!(seen_i64 >= 5 && seen_u8 >= 2, "{case}: {seen_i64} int64, {seen_u8} uint8");
+        assert!(
+            seen_i64 >= 5 && seen_u8 >= 2,
+            "{case}: {seen_i64} int64, {seen_u8} uint8"
+        );
 
         // Spot values the MANIFEST describes: labels start with bos 0 and never hold mask 3;
         // generate.prompt starts with bos 0.
@@ -126,7 +143,10 @@ fn golden_fixtures_match_their_manifest() {
             panic!("labels not I64")
         };
         let vocab = cfg["vocab_size"].as_i64().unwrap();
-        assert!(l.iter().all(|&x| (0..vocab).contains(&x) && x != 3), "{case}");
+        assert!(
+            l.iter().all(|&x| (0..vocab).contains(&x) && x != 3),
+            "{case}"
+        );
         for b in 0..batch {
             assert_eq!(l[b * seq_len], 0, "{case}: labels[{b},0] is not bos");
         }
@@ -134,7 +154,11 @@ fn golden_fixtures_match_their_manifest() {
         assert_eq!(prompt.to_f32_vec()[0], 0.0);
         let logits = store.info("logits").map(|(_, s)| s.to_vec());
         if let Some(s) = logits {
-            assert_eq!(s.last().copied(), Some(vocab as usize), "{case}: logits width");
+            assert_eq!(
+                s.last().copied(),
+                Some(vocab as usize),
+                "{case}: logits width"
+            );
         }
         // Golden fixtures carry no __metadata__.
         assert!(store.metadata().is_empty() || store.metadata().contains_key("format"));
@@ -209,7 +233,12 @@ fn golden_config_json_round_trips_with_unknown_keys_in_order() {
         let src = shared.join("golden").join(case).join("config.json");
         let cfg = read_json_object(&src).unwrap();
         // Keys the model has no field for survive (attn_performer, transformers_version, dtype).
-        for k in ["attn_performer", "transformers_version", "dtype", "architectures"] {
+        for k in [
+            "attn_performer",
+            "transformers_version",
+            "dtype",
+            "architectures",
+        ] {
             assert!(cfg.contains_key(k), "{case}: {k}");
         }
         let text = std::fs::read_to_string(&src).unwrap();
@@ -226,7 +255,10 @@ fn golden_config_json_round_trips_with_unknown_keys_in_order() {
         write_json_pretty(&out, &Value::Object(cfg.clone())).unwrap();
         let again = read_json_object(&out).unwrap();
         assert_eq!(again, cfg);
-        assert_eq!(again.keys().collect::<Vec<_>>(), cfg.keys().collect::<Vec<_>>());
+        assert_eq!(
+            again.keys().collect::<Vec<_>>(),
+            cfg.keys().collect::<Vec<_>>()
+        );
         assert!(std::fs::read_to_string(&out).unwrap().ends_with("}\n"));
     }
 }

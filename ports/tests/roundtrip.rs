@@ -1,6 +1,8 @@
 //! save_tensors -> TensorStore::open is lossless: f32, bf16, every engine dtype, single file
 //! and HF-style shards; what we write, the independent `safetensors` crate reads, and the reverse.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE: denied outside tests)
+
 mod common;
 
 use std::collections::HashMap;
@@ -54,7 +56,10 @@ fn golden_model_round_trips_f32_bf16_and_sharded() {
         assert_eq!(files_in(tmp.path()), vec!["model.safetensors"]);
         let back = TensorStore::open(tmp.path()).unwrap();
         assert_same(&src, &back);
-        assert_eq!(back.metadata().get("format").map(String::as_str), Some("pt"));
+        assert_eq!(
+            back.metadata().get("format").map(String::as_str),
+            Some("pt")
+        );
         // A limit above the total still writes one file.
         let tmp_big = TempDir::new("rt-f32-big");
         save_tensors(tmp_big.path(), &tensors, Some(total)).unwrap();
@@ -94,7 +99,11 @@ fn golden_model_round_trips_f32_bf16_and_sharded() {
             assert_eq!(**f, format!("model-{:05}-of-{n:05}.safetensors", i + 1));
             let size = std::fs::metadata(tmp_sh.join(f)).unwrap().len() as usize;
             let one = TensorStore::open(&tmp_sh.join(f)).unwrap();
-            let data: usize = one.names().iter().map(|x| one.raw_bytes(x).unwrap().len()).sum();
+            let data: usize = one
+                .names()
+                .iter()
+                .map(|x| one.raw_bytes(x).unwrap().len())
+                .sum();
             assert!(data <= max || one.names().len() == 1, "{f}: {data} > {max}");
             assert!(size > data);
         }
@@ -110,10 +119,12 @@ fn golden_model_round_trips_f32_bf16_and_sharded() {
         let back_sh = TensorStore::open(tmp_sh.path()).unwrap();
         assert_same(&src, &back_sh);
         // Opening the index file itself works too.
-        let via_index =
-            TensorStore::open(&tmp_sh.join("model.safetensors.index.json")).unwrap();
+        let via_index = TensorStore::open(&tmp_sh.join("model.safetensors.index.json")).unwrap();
         assert_same(&src, &via_index);
-        assert_eq!(via_index.metadata().get("format").map(String::as_str), Some("pt"));
+        assert_eq!(
+            via_index.metadata().get("format").map(String::as_str),
+            Some("pt")
+        );
 
         // A limit smaller than any tensor: one tensor per shard.
         let tmp_tiny = TempDir::new("rt-tiny");
@@ -129,15 +140,39 @@ fn random_tensors(seed: u64) -> Vec<(String, HostTensor)> {
     let f32s = f(3 * 5 * 7);
     let bfs: Vec<bf16> = f(11).into_iter().map(bf16::from_f32).collect();
     vec![
-        ("a.f32".into(), HostTensor::f32(vec![3, 5, 7], f32s).unwrap()),
-        ("b.bf16".into(), HostTensor::new(vec![11], Data::BF16(bfs)).unwrap()),
-        ("c.i32".into(), HostTensor::i32(vec![2, 2], vec![-1, 0, i32::MAX, i32::MIN]).unwrap()),
-        ("d.u32".into(), HostTensor::u32(vec![3], vec![0, 7, u32::MAX]).unwrap()),
-        ("e.i64".into(), HostTensor::new(vec![2], Data::I64(vec![i64::MIN, 1 << 40])).unwrap()),
-        ("f.bool".into(), HostTensor::bool(vec![5], vec![true, false, true, true, false]).unwrap()),
+        (
+            "a.f32".into(),
+            HostTensor::f32(vec![3, 5, 7], f32s).unwrap(),
+        ),
+        (
+            "b.bf16".into(),
+            HostTensor::new(vec![11], Data::BF16(bfs)).unwrap(),
+        ),
+        (
+            "c.i32".into(),
+            HostTensor::i32(vec![2, 2], vec![-1, 0, i32::MAX, i32::MIN]).unwrap(),
+        ),
+        (
+            "d.u32".into(),
+            HostTensor::u32(vec![3], vec![0, 7, u32::MAX]).unwrap(),
+        ),
+        (
+            "e.i64".into(),
+            HostTensor::new(vec![2], Data::I64(vec![i64::MIN, 1 << 40])).unwrap(),
+        ),
+        (
+            "f.bool".into(),
+            HostTensor::bool(vec![5], vec![true, false, true, true, false]).unwrap(),
+        ),
         ("g.scalar".into(), HostTensor::scalar_f32(-0.5)),
-        ("h.empty".into(), HostTensor::f32(vec![0, 4], vec![]).unwrap()),
-        ("i.odd_bf16".into(), HostTensor::new(vec![1], Data::BF16(vec![bf16::from_f32(1.5)])).unwrap()),
+        (
+            "h.empty".into(),
+            HostTensor::f32(vec![0, 4], vec![]).unwrap(),
+        ),
+        (
+            "i.odd_bf16".into(),
+            HostTensor::new(vec![1], Data::BF16(vec![bf16::from_f32(1.5)])).unwrap(),
+        ),
     ]
 }
 
@@ -151,7 +186,11 @@ fn every_engine_dtype_round_trips_and_the_safetensors_crate_agrees() {
         assert_eq!(store.names().len(), tensors.len());
         for (n, t) in &tensors {
             assert_eq!(&store.get(n).unwrap(), t, "{n} (max {max:?})");
-            assert_eq!(store.get_f32(n).unwrap().to_f32_vec(), t.to_f32_vec(), "{n}");
+            assert_eq!(
+                store.get_f32(n).unwrap().to_f32_vec(),
+                t.to_f32_vec(),
+                "{n}"
+            );
             assert_eq!(store.raw_bytes(n).unwrap(), t.data.as_bytes(), "{n}");
         }
         assert_eq!(store.info("d.u32").unwrap().0, StoredDType::U32);
@@ -159,24 +198,37 @@ fn every_engine_dtype_round_trips_and_the_safetensors_crate_agrees() {
         assert_eq!(store.info("g.scalar").unwrap().1, &[] as &[usize]);
     }
 
-    // Our single file, read by the safetensors crate.
-    let tmp = TempDir::new("xcheck");
-    save_tensors(tmp.path(), &tensors, None).unwrap();
-    let bytes = std::fs::read(tmp.join("model.safetensors")).unwrap();
-    let (n, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    assert_eq!((8 + n) % 8, 0, "header not padded to 8 bytes");
-    assert_eq!(
-        meta.metadata().as_ref().and_then(|m| m.get("format")).map(String::as_str),
-        Some("pt")
-    );
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    for (name, t) in &tensors {
-        let v = st.tensor(name).unwrap();
-        assert_eq!(v.shape(), t.shape.as_slice());
-        assert_eq!(v.data(), t.data.as_bytes(), "{name}");
-        // Every tensor is aligned to its element size inside the file.
-        let offset = v.data().as_ptr() as usize - bytes.as_ptr() as usize;
-        assert_eq!(offset % v.dtype().bitsize().div_ceil(8).max(1), 0, "{name}");
+    // Our single file, read by the safetensors crate. Names of 8 different lengths make the
+    // unpadded header length take every residue mod 8.
+    for k in 0..8 {
+        let mut tensors = tensors.clone();
+        tensors.push(("x".repeat(k + 1), HostTensor::scalar_f32(k as f32)));
+        let tmp = TempDir::new("xcheck");
+        save_tensors(tmp.path(), &tensors, None).unwrap();
+        let bytes = std::fs::read(tmp.join("model.safetensors")).unwrap();
+        let (n, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!((8 + n) % 8, 0, "header not padded to 8 bytes");
+        assert_eq!(
+            meta.metadata()
+                .as_ref()
+                .and_then(|m| m.get("format"))
+                .map(String::as_str),
+            Some("pt")
+        );
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.len(), tensors.len());
+        for (name, t) in &tensors {
+            let v = st.tensor(name).unwrap();
+            assert_eq!(v.shape(), t.shape.as_slice());
+            assert_eq!(v.data(), t.data.as_bytes(), "{name}");
+            // Every tensor is aligned to its element size inside the file.
+            let offset = v.data().as_ptr() as usize - bytes.as_ptr() as usize;
+            assert_eq!(
+                offset % v.dtype().bitsize().div_ceil(8),
+                0,
+                "{name} (k {k})"
+            );
+        }
     }
 }
 
@@ -184,18 +236,39 @@ fn every_engine_dtype_round_trips_and_the_safetensors_crate_agrees() {
 fn files_from_the_safetensors_crate_read_with_conversions() {
     use safetensors::tensor::TensorView;
     use safetensors::Dtype;
-    let halves: Vec<f16> = [1.0f32, -2.5, 65504.0, 6e-8].iter().map(|&x| f16::from_f32(x)).collect();
-    let h_bytes: Vec<u8> = halves.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect();
+    let halves: Vec<f16> = [1.0f32, -2.5, 65504.0, 6e-8]
+        .iter()
+        .map(|&x| f16::from_f32(x))
+        .collect();
+    let h_bytes: Vec<u8> = halves
+        .iter()
+        .flat_map(|x| x.to_bits().to_le_bytes())
+        .collect();
     let doubles = [1.0f64, 1.0 / 3.0, -1e30];
     let d_bytes: Vec<u8> = doubles.iter().flat_map(|x| x.to_le_bytes()).collect();
     let u8s = [0u8, 1, 200];
     let bools = [0u8, 1, 1];
     let mut views = HashMap::new();
-    views.insert("half".to_string(), TensorView::new(Dtype::F16, vec![2, 2], &h_bytes).unwrap());
-    views.insert("double".to_string(), TensorView::new(Dtype::F64, vec![3], &d_bytes).unwrap());
-    views.insert("bytes".to_string(), TensorView::new(Dtype::U8, vec![3], &u8s).unwrap());
-    views.insert("flags".to_string(), TensorView::new(Dtype::BOOL, vec![3], &bools).unwrap());
-    let meta = HashMap::from([("format".to_string(), "pt".to_string()), ("k".to_string(), "v".to_string())]);
+    views.insert(
+        "half".to_string(),
+        TensorView::new(Dtype::F16, vec![2, 2], &h_bytes).unwrap(),
+    );
+    views.insert(
+        "double".to_string(),
+        TensorView::new(Dtype::F64, vec![3], &d_bytes).unwrap(),
+    );
+    views.insert(
+        "bytes".to_string(),
+        TensorView::new(Dtype::U8, vec![3], &u8s).unwrap(),
+    );
+    views.insert(
+        "flags".to_string(),
+        TensorView::new(Dtype::BOOL, vec![3], &bools).unwrap(),
+    );
+    let meta = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("k".to_string(), "v".to_string()),
+    ]);
     let bytes = safetensors::serialize(views, Some(meta)).unwrap();
     let tmp = TempDir::new("fromcrate");
     let p = common::write(&tmp, "x.safetensors", &bytes);
@@ -214,10 +287,16 @@ fn files_from_the_safetensors_crate_read_with_conversions() {
     assert_eq!(dbl.to_f32_vec(), vec![1.0, (1.0f64 / 3.0) as f32, -1e30]);
     assert_eq!(store.get("double").unwrap().dtype(), DType::F32);
 
-    assert_eq!(store.get("bytes").unwrap().to_f32_vec(), vec![0.0, 1.0, 200.0]);
+    assert_eq!(
+        store.get("bytes").unwrap().to_f32_vec(),
+        vec![0.0, 1.0, 200.0]
+    );
     let flags = store.get("flags").unwrap();
     assert_eq!(flags.data, Data::Bool(vec![0, 1, 1]));
-    assert_eq!(store.get_f32("flags").unwrap().to_f32_vec(), vec![0.0, 1.0, 1.0]);
+    assert_eq!(
+        store.get_f32("flags").unwrap().to_f32_vec(),
+        vec![0.0, 1.0, 1.0]
+    );
 
     assert!(matches!(store.get("nope"), Err(PortError::MissingTensor { name }) if name == "nope"));
     assert!(store.info("nope").is_none() && store.raw_bytes("nope").is_none());
@@ -235,18 +314,36 @@ fn resaving_switches_layout_without_stale_files() {
     assert_eq!(files_in(tmp.path()), vec!["model.safetensors"]);
     assert_eq!(TensorStore::open(tmp.path()).unwrap().names().len(), 3);
     // And back to shards: model.safetensors goes away (it would win over the index).
-    save_tensors(tmp.path(), &tensors, Some(100)).unwrap();
+    save_tensors(tmp.path(), &tensors, Some(20)).unwrap();
+    let before = files_in(tmp.path()).len();
+    assert!(before >= 6, "{before}");
     let files = files_in(tmp.path());
-    assert!(!files.contains(&"model.safetensors".to_string()), "{files:?}");
-    assert!(files.iter().all(|f| !f.contains(".tmp")), "temp files left: {files:?}");
+    assert!(
+        !files.contains(&"model.safetensors".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().all(|f| !f.contains(".tmp")),
+        "temp files left: {files:?}"
+    );
     let store = TensorStore::open(tmp.path()).unwrap();
     assert_eq!(store.names().len(), tensors.len());
     // Fewer shards than before: the old higher-numbered ones are gone.
-    save_tensors(tmp.path(), &tensors, Some(400)).unwrap();
+    save_tensors(tmp.path(), &tensors, Some(450)).unwrap();
     let files = files_in(tmp.path());
     let n = files.iter().filter(|f| f.starts_with("model-")).count();
-    assert!(files.iter().filter(|f| f.starts_with("model-")).all(|f| f.ends_with(&format!("-of-{n:05}.safetensors"))), "{files:?}");
-    assert_eq!(TensorStore::open(tmp.path()).unwrap().names().len(), tensors.len());
+    assert_eq!(n, 2, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .filter(|f| f.starts_with("model-"))
+            .all(|f| f.ends_with(&format!("-of-{n:05}.safetensors"))),
+        "{files:?}"
+    );
+    assert_eq!(
+        TensorStore::open(tmp.path()).unwrap().names().len(),
+        tensors.len()
+    );
 }
 
 #[test]
@@ -255,13 +352,29 @@ fn save_rejects_bad_tensors_before_writing() {
     let t = HostTensor::scalar_f32(1.0);
     let dup = vec![("x".to_string(), t.clone()), ("x".to_string(), t.clone())];
     let e = save_tensors(tmp.path(), &dup, None).unwrap_err();
-    assert!(matches!(&e, PortError::BadTensor { name, msg } if name == "x" && msg.contains("twice")), "{e}");
+    assert!(
+        matches!(&e, PortError::BadTensor { name, msg } if name == "x" && msg.contains("twice")),
+        "{e}"
+    );
     let reserved = vec![("__metadata__".to_string(), t.clone())];
-    assert!(matches!(save_tensors(tmp.path(), &reserved, None), Err(PortError::BadTensor { .. })));
-    let ragged = HostTensor { shape: vec![2, 3], data: Data::F32(vec![0.0; 5]) };
+    assert!(matches!(
+        save_tensors(tmp.path(), &reserved, None),
+        Err(PortError::BadTensor { .. })
+    ));
+    let ragged = HostTensor {
+        shape: vec![2, 3],
+        data: Data::F32(vec![0.0; 5]),
+    };
     let e = save_tensors(tmp.path(), &[("r".to_string(), ragged)], None).unwrap_err();
-    assert!(e.to_string().contains("5 elements do not fill shape [2, 3]"), "{e}");
-    assert!(files_in(tmp.path()).is_empty(), "nothing may be written on error");
+    assert!(
+        e.to_string()
+            .contains("5 elements do not fill shape [2, 3]"),
+        "{e}"
+    );
+    assert!(
+        files_in(tmp.path()).is_empty(),
+        "nothing may be written on error"
+    );
 }
 
 #[test]
@@ -274,5 +387,8 @@ fn write_atomic_replaces_and_leaves_no_temp_files() {
     assert_eq!(files_in(tmp.path()), vec!["state.json"]);
     // A missing parent directory is an Io error naming the temp path's directory.
     let e = gidd_ports::write_atomic(&tmp.join("no/such/file"), b"x").unwrap_err();
-    assert!(matches!(&e, PortError::Io { path, .. } if path.starts_with(tmp.join("no/such"))), "{e}");
+    assert!(
+        matches!(&e, PortError::Io { path, .. } if path.starts_with(tmp.join("no/such"))),
+        "{e}"
+    );
 }

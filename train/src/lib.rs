@@ -1,4 +1,8 @@
 //! gidd-train: the trainer, optimizers, data pipeline, checkpoints and the CLI.
 
+pub mod audit;
 pub mod corpus;
 pub mod data;
+pub mod generate;
+pub mod session;
+pub mod trainer;

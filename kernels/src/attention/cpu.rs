@@ -57,7 +57,13 @@ pub fn attention_fwd(
     out: &mut [f32],
     lse: &mut [f32],
 ) {
-    let AttnShape { batch, heads, lq, lk, head_dim: d } = *sh;
+    let AttnShape {
+        batch,
+        heads,
+        lq,
+        lk,
+        head_dim: d,
+    } = *sh;
     let bh = batch * heads;
     assert!(q.len() >= bh * lq * d && out.len() >= bh * lq * d && lse.len() >= bh * lq);
     assert!(k.len() >= bh * lk * d && v.len() >= bh * lk * d);
@@ -88,7 +94,9 @@ pub fn attention_fwd(
     if bh * lq * lk * d.max(1) < SERIAL_WORK {
         (0..tasks).for_each(|t| fwd_task(level, &ctx, t));
     } else {
-        (0..tasks).into_par_iter().for_each(|t| fwd_task(level, &ctx, t));
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|t| fwd_task(level, &ctx, t));
     }
 }
 
@@ -115,7 +123,13 @@ fn dead_rows(m: &MaskBits, b: usize, i0: usize, nq: usize, l: usize, v: usize) -
 unsafe fn fwd_block<S: Simd, const NV: usize>(c: &Fwd<'_>, bh: usize, i0: usize, nq: usize) {
     let l = S::LANES;
     let w = NV * l;
-    let AttnShape { heads, lq, lk, head_dim: d, .. } = c.sh;
+    let AttnShape {
+        heads,
+        lq,
+        lk,
+        head_dim: d,
+        ..
+    } = c.sh;
     let b = bh / heads;
     let (mut qt_b, mut ot_b, mut st_b) = (Buf::new(d * w), Buf::new(d * w), Buf::new(KB * w));
     let (qt, ot, st) = (qt_b.ptr(), ot_b.ptr(), st_b.ptr());
@@ -128,7 +142,10 @@ unsafe fn fwd_block<S: Simd, const NV: usize>(c: &Fwd<'_>, bh: usize, i0: usize,
     }
     let (kh, vh) = (c.k.as_ptr().add(bh * lk * d), c.v.as_ptr().add(bh * lk * d));
     // Tiles may be skipped only if no row of the block needs the all-masked uniform rule.
-    let dead = c.mask.as_ref().is_some_and(|m| (0..NV).any(|v| dead_rows(m, b, i0, nq, l, v) != 0));
+    let dead = c
+        .mask
+        .as_ref()
+        .is_some_and(|m| (0..NV).any(|v| dead_rows(m, b, i0, nq, l, v) != 0));
     let mut m_run = [S::splat(f32::NEG_INFINITY); NV];
     let mut l_run = [S::splat(0.0); NV];
     for j0 in (0..lk).step_by(KB) {
@@ -140,7 +157,11 @@ unsafe fn fwd_block<S: Simd, const NV: usize>(c: &Fwd<'_>, bh: usize, i0: usize,
         if tm == TileMask::AllOff && !dead {
             continue; // every p of the tile underflows to exactly 0
         }
-        let mask = if tm == TileMask::AllOn { None } else { c.mask.as_ref() };
+        let mask = if tm == TileMask::AllOn {
+            None
+        } else {
+            c.mask.as_ref()
+        };
         // s^T = K q^T for the tile, soft-capped and masked, with the tile's row max.
         let mut bmax = [S::splat(f32::NEG_INFINITY); NV];
         let mut jr = 0;
@@ -291,10 +312,22 @@ pub fn attention_bwd(
     dk: &mut [f32],
     dv: &mut [f32],
 ) {
-    let AttnShape { batch, heads, lq, lk, head_dim: d } = *sh;
+    let AttnShape {
+        batch,
+        heads,
+        lq,
+        lk,
+        head_dim: d,
+    } = *sh;
     let bh = batch * heads;
     let (nq, nk) = (bh * lq * d, bh * lk * d);
-    assert!(q.len() >= nq && out.len() >= nq && dout.len() >= nq && dq.len() >= nq && lse.len() >= bh * lq);
+    assert!(
+        q.len() >= nq
+            && out.len() >= nq
+            && dout.len() >= nq
+            && dq.len() >= nq
+            && lse.len() >= bh * lq
+    );
     assert!(k.len() >= nk && v.len() >= nk && dk.len() >= nk && dv.len() >= nk);
     assert!(mask.is_none_or(|m| m.len() >= batch * lq * lk));
     if lq == 0 || lk == 0 || bh == 0 {
@@ -332,17 +365,22 @@ pub fn attention_bwd(
     if bh * lq * lk * d.max(1) < SERIAL_WORK {
         (0..tasks).for_each(|t| bwd_task(level, &ctx, t));
     } else {
-        (0..tasks).into_par_iter().for_each(|t| bwd_task(level, &ctx, t));
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|t| bwd_task(level, &ctx, t));
     }
     if nc > 1 {
         // Fixed order: deterministic sums.
-        dq[..nq].par_chunks_mut(lq * d).enumerate().for_each(|(h, dqh)| {
-            for part in dq_parts.chunks(nq) {
-                for (a, b) in dqh.iter_mut().zip(&part[h * lq * d..(h + 1) * lq * d]) {
-                    *a += b;
+        dq[..nq]
+            .par_chunks_mut(lq * d)
+            .enumerate()
+            .for_each(|(h, dqh)| {
+                for part in dq_parts.chunks(nq) {
+                    for (a, b) in dqh.iter_mut().zip(&part[h * lq * d..(h + 1) * lq * d]) {
+                        *a += b;
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -366,10 +404,22 @@ unsafe fn bwd_task_g<S: Simd>(c: &Bwd<'_>, task: usize) {
 /// Keys `ka..kz` of head `bh` against all queries: writes their `dk`, `dv` rows and this
 /// chunk's `dq` contribution for the head (to `dq_dst`, laid out like `dq`).
 #[inline(always)]
-unsafe fn bwd_chunk<S: Simd, const NV: usize>(c: &Bwd<'_>, bh: usize, ka: usize, kz: usize, dq_dst: *mut f32) {
+unsafe fn bwd_chunk<S: Simd, const NV: usize>(
+    c: &Bwd<'_>,
+    bh: usize,
+    ka: usize,
+    kz: usize,
+    dq_dst: *mut f32,
+) {
     let l = S::LANES;
     let w = NV * l;
-    let AttnShape { heads, lq, lk, head_dim: d, .. } = c.sh;
+    let AttnShape {
+        heads,
+        lq,
+        lk,
+        head_dim: d,
+        ..
+    } = c.sh;
     let b = bh / heads;
     let dp = d.div_ceil(l) * l; // padded head dim: whole vectors
     let nqb = lq.div_ceil(w);
@@ -377,7 +427,17 @@ unsafe fn bwd_chunk<S: Simd, const NV: usize>(c: &Bwd<'_>, bh: usize, ka: usize,
     let nkc = kz - ka;
     // Per-head panels: q^T (scaled) and do^T per query block [nqb, D, W]; padded rows of
     // q and do [lqp, dp] and of this chunk's k [nkc, dp]; lse and D_i per query.
-    let mut bufs = [lqp * d, lqp * d, lqp * dp, lqp * dp, nkc * dp, lqp * dp, lqp, lqp].map(Buf::new);
+    let mut bufs = [
+        lqp * d,
+        lqp * d,
+        lqp * dp,
+        lqp * dp,
+        nkc * dp,
+        lqp * dp,
+        lqp,
+        lqp,
+    ]
+    .map(Buf::new);
     let [qt, dot, qp, dop, kp, dqa, lse_p, di] = bufs.each_mut().map(|b| b.ptr());
     let (qh, doh, oh) = (
         c.q.as_ptr().add(bh * lq * d),
@@ -429,7 +489,11 @@ unsafe fn bwd_chunk<S: Simd, const NV: usize>(c: &Bwd<'_>, bh: usize, ka: usize,
             if tm == TileMask::AllOff && !is_dead {
                 continue; // p = 0 and ds = 0 on the whole tile
             }
-            let mask = if tm == TileMask::AllOn { None } else { c.mask.as_ref() };
+            let mask = if tm == TileMask::AllOn {
+                None
+            } else {
+                c.mask.as_ref()
+            };
             let need_g = c.softcap.is_some() || mask.is_some();
             let dead_bits = if is_dead { Some(dd) } else { None };
             let (qtb, dotb) = (qt.add(qb * d * w), dot.add(qb * d * w));
@@ -438,7 +502,16 @@ unsafe fn bwd_chunk<S: Simd, const NV: usize>(c: &Bwd<'_>, bh: usize, ka: usize,
             while jr < kn {
                 let rn = S::RMAX.min(kn - jr);
                 let (kr, pr, gr) = (kh.add((j0 + jr) * d), pt.add(jr * w), gt.add(jr * w));
-                let e = Epi { cap: c.softcap, mask, b, i0, j: j0 + jr, dead: dead_bits, inv_lk, need_g };
+                let e = Epi {
+                    cap: c.softcap,
+                    mask,
+                    b,
+                    i0,
+                    j: j0 + jr,
+                    dead: dead_bits,
+                    inv_lk,
+                    need_g,
+                };
                 with_r!(rn, R => p_rows::<S, NV, R>(qtb, w, kr, d, lse_p.add(i0), &e, pr, gr));
                 jr += rn;
             }
@@ -455,7 +528,17 @@ unsafe fn bwd_chunk<S: Simd, const NV: usize>(c: &Bwd<'_>, bh: usize, ka: usize,
             }
             // 4. dk += ds^T q ;  5. dq += ds k.
             kind_n(lv, pt, w, 1, qp.add(i0 * dp), dp, nq, kn, dka);
-            kind_n(lv, pt, 1, w, kp.add((j0 - ka) * dp), dp, kn, nq, dqa.add(i0 * dp));
+            kind_n(
+                lv,
+                pt,
+                1,
+                w,
+                kp.add((j0 - ka) * dp),
+                dp,
+                kn,
+                nq,
+                dqa.add(i0 * dp),
+            );
         }
         for j in 0..kn {
             for t in 0..d {

@@ -27,23 +27,32 @@ impl MaskBits {
         let mut words = vec![0u16; batch * nqw * lk];
         let mut any = vec![0u16; batch * nqw];
         if lk > 0 {
-            words.par_chunks_mut(lk).zip(any.par_iter_mut()).enumerate().for_each(|(bw, (w, a))| {
-                let (b, qw) = (bw / nqw, bw % nqw);
-                for t in 0..QW {
-                    let i = qw * QW + t;
-                    if i >= lq {
-                        w.iter_mut().for_each(|x| *x |= 1 << t);
-                        continue;
+            words
+                .par_chunks_mut(lk)
+                .zip(any.par_iter_mut())
+                .enumerate()
+                .for_each(|(bw, (w, a))| {
+                    let (b, qw) = (bw / nqw, bw % nqw);
+                    for t in 0..QW {
+                        let i = qw * QW + t;
+                        if i >= lq {
+                            w.iter_mut().for_each(|x| *x |= 1 << t);
+                            continue;
+                        }
+                        let row = &mask[(b * lq + i) * lk..(b * lq + i + 1) * lk];
+                        for (x, &m) in w.iter_mut().zip(row) {
+                            *x |= ((m != 0) as u16) << t;
+                        }
                     }
-                    let row = &mask[(b * lq + i) * lk..(b * lq + i + 1) * lk];
-                    for (x, &m) in w.iter_mut().zip(row) {
-                        *x |= ((m != 0) as u16) << t;
-                    }
-                }
-                *a = w.iter().fold(0, |acc, &x| acc | x);
-            });
+                    *a = w.iter().fold(0, |acc, &x| acc | x);
+                });
         }
-        MaskBits { lk, nqw, words, any }
+        MaskBits {
+            lk,
+            nqw,
+            words,
+            any,
+        }
     }
 
     /// The lane bits of the `lanes` queries starting at `i0` (a multiple of `lanes`) for key `j`.
@@ -71,7 +80,17 @@ pub(super) enum TileMask {
 
 /// Classifies the tile of `nv` lane vectors (`lanes` wide, `nq` valid queries from `i0`) by
 /// keys `j0..j0 + kn`.
-pub(super) fn classify(m: &MaskBits, b: usize, i0: usize, nq: usize, lanes: usize, nv: usize, j0: usize, kn: usize) -> TileMask {
+#[allow(clippy::too_many_arguments)]
+pub(super) fn classify(
+    m: &MaskBits,
+    b: usize,
+    i0: usize,
+    nq: usize,
+    lanes: usize,
+    nv: usize,
+    j0: usize,
+    kn: usize,
+) -> TileMask {
     let (mut all_on, mut all_off) = (true, true);
     for v in 0..nv {
         let valid = lane_mask(nq.saturating_sub(v * lanes).min(lanes));

@@ -90,5 +90,19 @@ pub fn attention_bwd(
     dk: &mut [f32],
     dv: &mut [f32],
 ) {
-    cpu::attention_bwd(crate::simd::level(), sh, p, q, k, v, mask, out, lse, dout, dq, dk, dv)
+    cpu::attention_bwd(
+        crate::simd::level(),
+        sh,
+        p,
+        q,
+        k,
+        v,
+        mask,
+        out,
+        lse,
+        dout,
+        dq,
+        dk,
+        dv,
+    )
 }

@@ -4,7 +4,14 @@ use super::{AttnParams, AttnShape};
 
 /// Final scores `s_hat [Lq, Lk]` of one (batch, head): scaled, soft-capped, masked.
 /// Also returns `1 - tanh^2` (the soft cap's derivative; 0 where masked).
-fn scores(sh: &AttnShape, p: &AttnParams, b: usize, q: &[f64], k: &[f64], mask: Option<&[u8]>) -> (Vec<f64>, Vec<f64>) {
+fn scores(
+    sh: &AttnShape,
+    p: &AttnParams,
+    b: usize,
+    q: &[f64],
+    k: &[f64],
+    mask: Option<&[u8]>,
+) -> (Vec<f64>, Vec<f64>) {
     let (lq, lk, d) = (sh.lq, sh.lk, sh.head_dim);
     let mut s = vec![0.0; lq * lk];
     let mut g = vec![1.0; lq * lk];
@@ -59,7 +66,8 @@ pub fn attention_fwd_f64(
             lse[bh * lq..(bh + 1) * lq].copy_from_slice(&softmax_rows(lq, lk, &mut pm));
             for i in 0..lq {
                 for t in 0..d {
-                    out[(bh * lq + i) * d + t] = (0..lk).map(|j| pm[i * lk + j] * vh[j * d + t]).sum();
+                    out[(bh * lq + i) * d + t] =
+                        (0..lk).map(|j| pm[i * lk + j] * vh[j * d + t]).sum();
                 }
             }
         }
@@ -90,7 +98,9 @@ pub fn attention_bwd_f64(
             let (mut pm, g) = scores(sh, p, b, qh, kh, mask);
             softmax_rows(lq, lk, &mut pm);
             for i in 0..lq {
-                let dp: Vec<f64> = (0..lk).map(|j| (0..d).map(|t| doh[i * d + t] * vh[j * d + t]).sum()).collect();
+                let dp: Vec<f64> = (0..lk)
+                    .map(|j| (0..d).map(|t| doh[i * d + t] * vh[j * d + t]).sum())
+                    .collect();
                 let di: f64 = (0..lk).map(|j| pm[i * lk + j] * dp[j]).sum();
                 for j in 0..lk {
                     let pij = pm[i * lk + j];
@@ -109,7 +119,13 @@ pub fn attention_bwd_f64(
 
 /// The probabilities `p [B, H, Lq, Lk]` (for error bounds in tests).
 #[cfg(test)]
-pub(crate) fn probs_f64(sh: &AttnShape, p: &AttnParams, q: &[f64], k: &[f64], mask: Option<&[u8]>) -> Vec<f64> {
+pub(crate) fn probs_f64(
+    sh: &AttnShape,
+    p: &AttnParams,
+    q: &[f64],
+    k: &[f64],
+    mask: Option<&[u8]>,
+) -> Vec<f64> {
     let (lq, lk, d) = (sh.lq, sh.lk, sh.head_dim);
     let mut all = Vec::with_capacity(sh.batch * sh.heads * lq * lk);
     for b in 0..sh.batch {

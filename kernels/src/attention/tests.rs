@@ -45,13 +45,23 @@ fn random_mask(r: &mut StdRng, b: usize, lq: usize, lk: usize) -> (Vec<u8>, Stri
                     0 => r.random_bool(density),
                     1 => j < pad,
                     2 => (j as isize) <= i as isize + off,
-                    3 => (i / 64 + j / 64 + seed_tile) % 3 != 0 || (i / 32 + j / 32) % 2 == 0 && seed_tile == 0,
+                    3 => {
+                        (i / 64 + j / 64 + seed_tile) % 3 != 0
+                            || (i / 32 + j / 32) % 2 == 0 && seed_tile == 0
+                    }
                     _ => (i / 64 + j / 64 + seed_tile) % 2 == 0,
                 };
                 m[(bi * lq + i) * lk + j] = on as u8;
             }
         }
-        name = ["bernoulli", "key-padding", "causal", "tiles-mixed", "tiles-off"][kind].into();
+        name = [
+            "bernoulli",
+            "key-padding",
+            "causal",
+            "tiles-mixed",
+            "tiles-off",
+        ][kind]
+            .into();
     }
     // A few rows with every key masked.
     if r.random_bool(0.5) {
@@ -81,17 +91,45 @@ fn random_case(r: &mut StdRng, sh: AttnShape) -> Case {
         (None, "no mask".into())
     };
     let what = format!("{sh:?} scale {scale} softcap {softcap:?} {mname}");
-    Case { sh, p: AttnParams { scale, softcap }, q, k, v, mask, what }
+    Case {
+        sh,
+        p: AttnParams { scale, softcap },
+        q,
+        k,
+        v,
+        mask,
+        what,
+    }
 }
 
 /// Shapes: sizes 1, odd, non-multiples of 16, lq != lk, head dims 1..130 (odd included).
 fn random_shapes(r: &mut StdRng, n: usize, max_l: usize) -> Vec<AttnShape> {
-    let dims = [1, 2, 3, 7, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 130];
+    let dims = [
+        1, 2, 3, 7, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128, 130,
+    ];
     let lens = [1, 2, 15, 16, 17, 63, 64, 65, 129];
     let mut out = vec![
-        AttnShape { batch: 1, heads: 1, lq: 1, lk: 1, head_dim: 1 },
-        AttnShape { batch: 2, heads: 3, lq: 65, lk: 130, head_dim: 64 },
-        AttnShape { batch: 1, heads: 2, lq: 130, lk: 65, head_dim: 128 },
+        AttnShape {
+            batch: 1,
+            heads: 1,
+            lq: 1,
+            lk: 1,
+            head_dim: 1,
+        },
+        AttnShape {
+            batch: 2,
+            heads: 3,
+            lq: 65,
+            lk: 130,
+            head_dim: 64,
+        },
+        AttnShape {
+            batch: 1,
+            heads: 2,
+            lq: 130,
+            lk: 65,
+            head_dim: 128,
+        },
     ];
     for _ in 0..n {
         let pick = |r: &mut StdRng| {
@@ -107,7 +145,11 @@ fn random_shapes(r: &mut StdRng, n: usize, max_l: usize) -> Vec<AttnShape> {
             heads: r.random_range(1..=3),
             lq,
             lk,
-            head_dim: if r.random_bool(0.6) { dims[r.random_range(0..dims.len())] } else { r.random_range(1..=130) },
+            head_dim: if r.random_bool(0.6) {
+                dims[r.random_range(0..dims.len())]
+            } else {
+                r.random_range(1..=130)
+            },
         });
     }
     out
@@ -141,7 +183,10 @@ fn bounds(c: &Case, lse: &[f64]) -> Bounds {
     let d = sh.head_dim;
     let sabs = c.p.scale as f64 * max_abs_dot(sh.batch * sh.heads, sh.lq, sh.lk, d, &c.q, &c.k);
     let cap = c.p.softcap.map_or(0.0, |x| x as f64 * TANH_ULPS);
-    let lmax = lse.iter().filter(|x| **x > f32::MIN as f64 / 2.0).fold(0f64, |m, x| m.max(x.abs()));
+    let lmax = lse
+        .iter()
+        .filter(|x| **x > f32::MIN as f64 / 2.0)
+        .fold(0f64, |m, x| m.max(x.abs()));
     Bounds {
         ds: EPS * ((d as f64 + 8.0) * sabs + cap + 4.0 * lmax + 8.0),
         vmax: c.v.iter().fold(0f32, |m, x| m.max(x.abs())) as f64,
@@ -152,12 +197,29 @@ fn run_fwd(level: Level, c: &Case) -> (Vec<f32>, Vec<f32>) {
     let sh = c.sh;
     let mut out = vec![f32::NAN; sh.batch * sh.heads * sh.lq * sh.head_dim];
     let mut lse = vec![f32::NAN; sh.batch * sh.heads * sh.lq];
-    cpu::attention_fwd(level, &sh, &c.p, &c.q, &c.k, &c.v, c.mask.as_deref(), &mut out, &mut lse);
+    cpu::attention_fwd(
+        level,
+        &sh,
+        &c.p,
+        &c.q,
+        &c.k,
+        &c.v,
+        c.mask.as_deref(),
+        &mut out,
+        &mut lse,
+    );
     (out, lse)
 }
 
 fn check_fwd(seed: u64, c: &Case) {
-    let (want, want_lse) = attention_fwd_f64(&c.sh, &c.p, &to_f64(&c.q), &to_f64(&c.k), &to_f64(&c.v), c.mask.as_deref());
+    let (want, want_lse) = attention_fwd_f64(
+        &c.sh,
+        &c.p,
+        &to_f64(&c.q),
+        &to_f64(&c.k),
+        &to_f64(&c.v),
+        c.mask.as_deref(),
+    );
     let bd = bounds(c, &want_lse);
     let (lq, lk) = (c.sh.lq as f64, c.sh.lk as f64);
     // o = sum_j p_j v_j: p's relative error is ~2 ds (score and lse), plus the f32 sums over
@@ -174,8 +236,20 @@ fn check_fwd(seed: u64, c: &Case) {
         match &base {
             None => base = Some((to_f64(&out), to_f64(&lse))),
             Some((bo, bl)) => {
-                assert_close_by(&format!("attn out {ctx} vs portable"), seed, &out, bo, tol_o);
-                assert_close_by(&format!("attn lse {ctx} vs portable"), seed, &lse, bl, tol_l);
+                assert_close_by(
+                    &format!("attn out {ctx} vs portable"),
+                    seed,
+                    &out,
+                    bo,
+                    tol_o,
+                );
+                assert_close_by(
+                    &format!("attn lse {ctx} vs portable"),
+                    seed,
+                    &lse,
+                    bl,
+                    tol_l,
+                );
             }
         }
     }
@@ -197,7 +271,15 @@ fn check_bwd(seed: u64, c: &Case) {
     let (q64, k64, v64) = (to_f64(&c.q), to_f64(&c.k), to_f64(&c.v));
     let nq = sh.batch * sh.heads * sh.lq * sh.head_dim;
     let dout = uniform(&mut rng(seed ^ 0xd0), nq, 1.0);
-    let (want_q, want_k, want_v) = attention_bwd_f64(&sh, &c.p, &q64, &k64, &v64, c.mask.as_deref(), &to_f64(&dout));
+    let (want_q, want_k, want_v) = attention_bwd_f64(
+        &sh,
+        &c.p,
+        &q64,
+        &k64,
+        &v64,
+        c.mask.as_deref(),
+        &to_f64(&dout),
+    );
     let (_, lse64) = attention_fwd_f64(&sh, &c.p, &q64, &k64, &v64, c.mask.as_deref());
     let pm = probs_f64(&sh, &c.p, &q64, &k64, c.mask.as_deref());
     let bd = bounds(c, &lse64);
@@ -222,7 +304,8 @@ fn check_bwd(seed: u64, c: &Case) {
     let sum_q = EPS * (8.0 + 2.0 * (lq as f64).sqrt());
     let sum_k = EPS * (8.0 + 2.0 * (lk as f64).sqrt());
     let tol_dq = |_: usize, _: f64| sc * kmax * (dpmax * (e_p + sum_k) + 2.0 * e_dp) + 1e-30;
-    let tol_dk = |i: usize, _: f64| sc * qmax * col[i / d] * (dpmax * (e_p + sum_q) + 2.0 * e_dp) + 1e-30;
+    let tol_dk =
+        |i: usize, _: f64| sc * qmax * col[i / d] * (dpmax * (e_p + sum_q) + 2.0 * e_dp) + 1e-30;
     let tol_dv = |i: usize, _: f64| domax * col[i / d] * (e_p + sum_q) + 1e-30;
     let mut base: Option<[Vec<f64>; 3]> = None;
     for level in levels() {
@@ -230,7 +313,21 @@ fn check_bwd(seed: u64, c: &Case) {
         let (out, lse) = run_fwd(level, c);
         let nk = sh.batch * sh.heads * lk * d;
         let (mut dq, mut dk, mut dv) = (vec![f32::NAN; nq], vec![f32::NAN; nk], vec![f32::NAN; nk]);
-        cpu::attention_bwd(level, &sh, &c.p, &c.q, &c.k, &c.v, c.mask.as_deref(), &out, &lse, &dout, &mut dq, &mut dk, &mut dv);
+        cpu::attention_bwd(
+            level,
+            &sh,
+            &c.p,
+            &c.q,
+            &c.k,
+            &c.v,
+            c.mask.as_deref(),
+            &out,
+            &lse,
+            &dout,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+        );
         assert_close_by(&format!("attn dq {ctx}"), seed, &dq, &want_q, tol_dq);
         assert_close_by(&format!("attn dk {ctx}"), seed, &dk, &want_k, tol_dk);
         assert_close_by(&format!("attn dv {ctx}"), seed, &dv, &want_v, tol_dv);
@@ -262,9 +359,27 @@ fn attention_splits_heads_into_key_chunks() {
     let seed = seed();
     let mut r = rng(seed);
     for sh in [
-        AttnShape { batch: 1, heads: 1, lq: 70, lk: 300, head_dim: 64 },
-        AttnShape { batch: 1, heads: 1, lq: 33, lk: 257, head_dim: 24 },
-        AttnShape { batch: 2, heads: 1, lq: 100, lk: 200, head_dim: 128 },
+        AttnShape {
+            batch: 1,
+            heads: 1,
+            lq: 70,
+            lk: 300,
+            head_dim: 64,
+        },
+        AttnShape {
+            batch: 1,
+            heads: 1,
+            lq: 33,
+            lk: 257,
+            head_dim: 24,
+        },
+        AttnShape {
+            batch: 2,
+            heads: 1,
+            lq: 100,
+            lk: 200,
+            head_dim: 128,
+        },
     ] {
         let c = random_case(&mut r, sh);
         check_fwd(seed, &c);
@@ -279,7 +394,13 @@ fn fully_masked_rows_are_uniform() {
     let seed = seed();
     let mut r = rng(seed);
     for level in levels() {
-        let sh = AttnShape { batch: 2, heads: 2, lq: 70, lk: 150, head_dim: 20 };
+        let sh = AttnShape {
+            batch: 2,
+            heads: 2,
+            lq: 70,
+            lk: 150,
+            head_dim: 20,
+        };
         let mut c = random_case(&mut r, sh);
         let mut m = vec![1u8; 2 * 70 * 150];
         // Batch 0: row 3 dead, and keys 64..128 masked for every other row of the first
@@ -300,9 +421,15 @@ fn fully_masked_rows_are_uniform() {
                 let bh = b * 2 + h;
                 assert_eq!(lse[bh * 70 + i], f32::MIN, "{level:?} seed {seed}");
                 for t in 0..20 {
-                    let mean: f64 = (0..150).map(|j| c.v[(bh * 150 + j) * 20 + t] as f64).sum::<f64>() / 150.0;
+                    let mean: f64 = (0..150)
+                        .map(|j| c.v[(bh * 150 + j) * 20 + t] as f64)
+                        .sum::<f64>()
+                        / 150.0;
                     let got = out[(bh * 70 + i) * 20 + t] as f64;
-                    assert!((got - mean).abs() < 1e-5, "{level:?} b {b} i {i}: {got} vs mean {mean}; seed {seed}");
+                    assert!(
+                        (got - mean).abs() < 1e-5,
+                        "{level:?} b {b} i {i}: {got} vs mean {mean}; seed {seed}"
+                    );
                 }
             }
         }
@@ -315,11 +442,29 @@ fn fully_masked_rows_are_uniform() {
 #[test]
 fn public_entry_points_match_detected_level() {
     let seed = seed();
-    let c = random_case(&mut rng(seed), AttnShape { batch: 1, heads: 2, lq: 40, lk: 50, head_dim: 16 });
+    let c = random_case(
+        &mut rng(seed),
+        AttnShape {
+            batch: 1,
+            heads: 2,
+            lq: 40,
+            lk: 50,
+            head_dim: 16,
+        },
+    );
     let sh = c.sh;
     let (o1, l1) = run_fwd(crate::simd::level(), &c);
     let (mut o2, mut l2) = (vec![0.0; o1.len()], vec![0.0; l1.len()]);
-    super::attention_fwd(&sh, &c.p, &c.q, &c.k, &c.v, c.mask.as_deref(), &mut o2, &mut l2);
+    super::attention_fwd(
+        &sh,
+        &c.p,
+        &c.q,
+        &c.k,
+        &c.v,
+        c.mask.as_deref(),
+        &mut o2,
+        &mut l2,
+    );
     assert_eq!((o1, l1), (o2, l2), "seed {seed}");
 }
 
@@ -328,10 +473,21 @@ fn attention_reference_backward_matches_finite_differences() {
     let seed = seed();
     let mut r = rng(seed);
     for softcap in [None, Some(2.0f32)] {
-        let sh = AttnShape { batch: 1, heads: 2, lq: 3, lk: 4, head_dim: 3 };
+        let sh = AttnShape {
+            batch: 1,
+            heads: 2,
+            lq: 3,
+            lk: 4,
+            head_dim: 3,
+        };
         let (nq, nk) = (2 * 3 * 3, 2 * 4 * 3);
-        let p = AttnParams { scale: 0.7, softcap };
-        let f = |n: usize, r: &mut StdRng| -> Vec<f64> { (0..n).map(|_| r.random_range(-1.5..1.5)).collect() };
+        let p = AttnParams {
+            scale: 0.7,
+            softcap,
+        };
+        let f = |n: usize, r: &mut StdRng| -> Vec<f64> {
+            (0..n).map(|_| r.random_range(-1.5..1.5)).collect()
+        };
         let (q, k, v, w) = (f(nq, &mut r), f(nk, &mut r), f(nk, &mut r), f(nq, &mut r));
         // Row 1 fully masked (uniform, constant in q and k), one more masked entry.
         let mut mask = vec![1u8; 3 * 4];
@@ -370,14 +526,35 @@ fn attention_reference_backward_matches_finite_differences() {
 #[ignore]
 fn bench_attention() {
     let mut r = rng(1);
-    println!("attention ({}, {} threads)", crate::simd::describe(), rayon::current_num_threads());
-    println!("{:>6} {:>4} {:>10} {:>10} {:>10} {:>10}", "L", "D", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s");
+    println!(
+        "attention ({}, {} threads)",
+        crate::simd::describe(),
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:>6} {:>4} {:>10} {:>10} {:>10} {:>10}",
+        "L", "D", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s"
+    );
     for d in [64, 128] {
         for l in [256, 512, 1024, 2048] {
-            let sh = AttnShape { batch: 1, heads: 8, lq: l, lk: l, head_dim: d };
-            let p = AttnParams { scale: (d as f32).powf(-0.5), softcap: Some(30.0) };
+            let sh = AttnShape {
+                batch: 1,
+                heads: 8,
+                lq: l,
+                lk: l,
+                head_dim: d,
+            };
+            let p = AttnParams {
+                scale: (d as f32).powf(-0.5),
+                softcap: Some(30.0),
+            };
             let n = 8 * l * d;
-            let (q, k, v, dout) = (uniform(&mut r, n, 2.0), uniform(&mut r, n, 2.0), uniform(&mut r, n, 1.0), uniform(&mut r, n, 1.0));
+            let (q, k, v, dout) = (
+                uniform(&mut r, n, 2.0),
+                uniform(&mut r, n, 2.0),
+                uniform(&mut r, n, 1.0),
+                uniform(&mut r, n, 1.0),
+            );
             let mask = vec![1u8; l * l];
             let (mut out, mut lse) = (vec![0.0; n], vec![0.0; 8 * l]);
             let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
@@ -392,9 +569,24 @@ fn bench_attention() {
                     })
                     .fold(f64::INFINITY, f64::min)
             };
-            let tf = time(&mut || super::attention_fwd(&sh, &p, &q, &k, &v, Some(&mask), &mut out, &mut lse));
+            let tf = time(&mut || {
+                super::attention_fwd(&sh, &p, &q, &k, &v, Some(&mask), &mut out, &mut lse)
+            });
             let tb = time(&mut || {
-                super::attention_bwd(&sh, &p, &q, &k, &v, Some(&mask), &out, &lse, &dout, &mut dq, &mut dk, &mut dv)
+                super::attention_bwd(
+                    &sh,
+                    &p,
+                    &q,
+                    &k,
+                    &v,
+                    Some(&mask),
+                    &out,
+                    &lse,
+                    &dout,
+                    &mut dq,
+                    &mut dk,
+                    &mut dv,
+                )
             });
             let fl = 8.0 * (l * l * d) as f64;
             println!(

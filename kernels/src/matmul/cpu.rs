@@ -31,8 +31,16 @@ use std::cell::RefCell;
 /// (`steps·NR·KU`), `c` to a tile whose rows `0..mr` and columns `0..nr` (row stride `ldc`)
 /// are valid for reads and writes and not accessed concurrently; `1 <= mr <= MR`,
 /// `1 <= nr <= NR`; the CPU supports the kernel's target features.
-pub(crate) type MicroFn<P> =
-    unsafe fn(steps: usize, a: *const P, b: *const P, c: *mut f32, ldc: usize, mr: usize, nr: usize, acc: bool);
+pub(crate) type MicroFn<P> = unsafe fn(
+    steps: usize,
+    a: *const P,
+    b: *const P,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+);
 
 /// Transposing pack of 32-bit units: `out[g·r + rr] = rows[rr][g]` for `g < groups`,
 /// `rr < r` (rows past `rows.len()` are written as zeros), `rows.len() <= r <= 32`.
@@ -40,7 +48,18 @@ pub(crate) type MicroFn<P> =
 /// # Safety
 /// Every `rows[rr]` is readable for `groups` (unaligned) units, `out` writable for
 /// `groups·r`; the CPU supports the function's target features.
-pub(crate) type Transpose32 = unsafe fn(out: *mut u32, r: usize, rows: &[*const u32], groups: usize);
+pub(crate) type Transpose32 =
+    unsafe fn(out: *mut u32, r: usize, rows: &[*const u32], groups: usize);
+
+/// Depth-strided pack of unconverted elements: for each depth step `p < kn`, the `rows`
+/// elements at `src + p·ld` become step `p` of the panel (`r` wide, KU-interleaved; lanes
+/// `rows..r` written as zeros).
+///
+/// # Safety
+/// `src + p·ld .. + rows` is readable for every `p < kn`, `out` writable for a whole panel
+/// (`ceil(kn/KU)·r·KU` elements); `rows <= r <= 32`; the CPU supports the target features.
+pub(crate) type StridedPack<P> =
+    unsafe fn(out: *mut P, r: usize, src: *const P, ld: usize, rows: usize, kn: usize);
 
 /// A microkernel with its register tile (MR×NR), cache blocking (MC×KC×NC elements; MC and
 /// NC grow when k < KC, keeping the A and B block sizes) and an optional SIMD packer for
@@ -53,6 +72,7 @@ pub(crate) struct Kernel<P: 'static> {
     pub nc: usize,
     pub micro: MicroFn<P>,
     pub transpose: Option<Transpose32>,
+    pub strided: Option<StridedPack<P>>,
 }
 
 /// How source elements become packed elements.
@@ -165,7 +185,7 @@ fn pack<S: Copy, P: Packed, C: Convert<S, P>>(
     p0: usize,
     kn: usize,
     r: usize,
-    fast: Option<Transpose32>,
+    fast: (Option<Transpose32>, Option<StridedPack<P>>),
 ) {
     let conv = C::conv;
     let ku = P::KU;
@@ -199,7 +219,10 @@ fn pack<S: Copy, P: Packed, C: Convert<S, P>>(
             let lines = &lines[..rows];
             let full = kn / ku;
             let mut done = 0;
-            if let Some(tp) = fast.filter(|_| C::IDENTITY && std::mem::size_of::<P>() * ku == 4) {
+            if let Some(tp) = fast
+                .0
+                .filter(|_| C::IDENTITY && std::mem::size_of::<P>() * ku == 4)
+            {
                 // Whole k-groups are 32-bit units of unconverted data: SIMD transpose.
                 let mut ptrs = [std::ptr::null::<u32>(); MAX_R];
                 for (p, line) in ptrs.iter_mut().zip(lines) {
@@ -230,6 +253,15 @@ fn pack<S: Copy, P: Packed, C: Convert<S, P>>(
                     out[at(rr, p)] = conv(line[p]);
                 }
             }
+        } else if let Some(sp) = fast.1.filter(|_| C::IDENTITY && kn > 0) {
+            // Bounds: the last depth row is the highest address read.
+            let last = &src.data[(p0 + kn - 1) * src.ld + rb..][..rows];
+            let first = src.data[(p0 * src.ld + rb)..].as_ptr();
+            debug_assert!(first <= last.as_ptr());
+            // SAFETY: rows p0..p0+kn at stride ld all lie between `first` and the end of
+            // `last` (checked above); `S` is `P` (IDENTITY); `out` is one whole panel; `sp` is
+            // only set on kernels chosen for this CPU.
+            unsafe { sp(out.as_mut_ptr(), r, first.cast(), src.ld, rows, kn) };
         } else if ku == 1 {
             for (p, dp) in out.chunks_exact_mut(r).enumerate().take(kn) {
                 let line = &src.data[(p0 + p) * src.ld + rb..][..rows];
@@ -346,7 +378,7 @@ fn gemm_one<S, P, C>(
     let threads = if par { rayon::current_num_threads() } else { 1 };
     let ldc = n;
     let cp = CPtr(c.as_mut_ptr());
-    let tp = kern.transpose;
+    let tp = (kern.transpose, kern.strided);
     let mpan = m.div_ceil(mr);
     // Shallow problems widen the blocks, keeping their footprint (MC·KC, KC·NC elements).
     let kc_eff = kern.kc.min(k).next_multiple_of(P::KU);
@@ -356,7 +388,8 @@ fn gemm_one<S, P, C>(
         let ncb = nc.min(n - jc);
         let npan = ncb.div_ceil(nr);
         // Split rows unless there are too few row panels to balance the threads.
-        let split_rows = threads > 1 && (mpan % threads == 0 || mpan >= 8 * threads || npan < 2 * threads);
+        let split_rows =
+            threads > 1 && (mpan % threads == 0 || mpan >= 8 * threads || npan < 2 * threads);
         let split_rows = split_rows && mpan >= threads;
         for pc in (0..k).step_by(kern.kc) {
             let kcb = kern.kc.min(k - pc);
@@ -368,7 +401,18 @@ fn gemm_one<S, P, C>(
                     bbuf.par_chunks_mut(bpanel)
                         .with_min_len(4)
                         .enumerate()
-                        .for_each(|(q, out)| pack::<S, P, C>(out, b, jc + q * nr, nr.min(ncb - q * nr), pc, kcb, nr, tp));
+                        .for_each(|(q, out)| {
+                            pack::<S, P, C>(
+                                out,
+                                b,
+                                jc + q * nr,
+                                nr.min(ncb - q * nr),
+                                pc,
+                                kcb,
+                                nr,
+                                tp,
+                            )
+                        });
                 } else {
                     pack::<S, P, C>(bbuf, b, jc, ncb, pc, kcb, nr, tp);
                 }
@@ -384,7 +428,18 @@ fn gemm_one<S, P, C>(
                         P::with_buf(Slot::A, (p1 - p0) * apanel, |abuf| {
                             pack::<S, P, C>(abuf, a, i0, i1 - i0, pc, kcb, mr, tp);
                             let co = cp.at(i0 * ldc + jc);
-                            macro_kernel(kern, steps, abuf, i1 - i0, bbuf, 0..npan, ncb, co, ldc, acc);
+                            macro_kernel(
+                                kern,
+                                steps,
+                                abuf,
+                                i1 - i0,
+                                bbuf,
+                                0..npan,
+                                ncb,
+                                co,
+                                ldc,
+                                acc,
+                            );
                         });
                     });
                     return;
@@ -413,15 +468,31 @@ fn gemm_one<S, P, C>(
 }
 
 /// Batched driver: validates nothing beyond `debug_assert!`, splits work over rayon.
-pub(crate) fn gemm_generic<S, P, C>(kern: &Kernel<P>, s: &GemmShape, a: &[S], b: &[S], c: &mut [f32])
-where
+pub(crate) fn gemm_generic<S, P, C>(
+    kern: &Kernel<P>,
+    s: &GemmShape,
+    a: &[S],
+    b: &[S],
+    c: &mut [f32],
+) where
     S: Copy + Sync,
     P: Packed,
     C: Convert<S, P>,
 {
-    let GemmShape { batch, m, n, k, trans_a, trans_b, b_broadcast } = *s;
+    let GemmShape {
+        batch,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        b_broadcast,
+    } = *s;
     let (a_len, b_len, c_len) = s.lens();
-    debug_assert!(a.len() >= a_len && b.len() >= b_len && c.len() >= c_len, "gemm: short slice for {s:?}");
+    debug_assert!(
+        a.len() >= a_len && b.len() >= b_len && c.len() >= c_len,
+        "gemm: short slice for {s:?}"
+    );
     if c_len == 0 {
         return;
     }
@@ -431,11 +502,23 @@ where
         return;
     }
     // Shared row-major weights: the batch is just more rows of one GEMM.
-    let (batch, m) = if b_broadcast && !trans_a { (1, batch * m) } else { (batch, m) };
-    let a_src = |bi: usize| Src { data: &a[bi * m * k..][..m * k], k_contig: !trans_a, ld: if trans_a { m } else { k } };
+    let (batch, m) = if b_broadcast && !trans_a {
+        (1, batch * m)
+    } else {
+        (batch, m)
+    };
+    let a_src = |bi: usize| Src {
+        data: &a[bi * m * k..][..m * k],
+        k_contig: !trans_a,
+        ld: if trans_a { m } else { k },
+    };
     let b_src = |bi: usize| {
         let off = if b_broadcast { 0 } else { bi * k * n };
-        Src { data: &b[off..][..k * n], k_contig: trans_b, ld: if trans_b { k } else { n } }
+        Src {
+            data: &b[off..][..k * n],
+            k_contig: trans_b,
+            ld: if trans_b { k } else { n },
+        }
     };
     let per = 2.0 * (m * n) as f64 * k as f64;
     let threads = rayon::current_num_threads();
@@ -444,9 +527,9 @@ where
         && batch as f64 * per >= PAR_MIN_FLOPS
         && (batch % threads == 0 || batch >= 4 * threads || per < SPLIT_MATRIX_FLOPS);
     if batch_par {
-        c.par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(bi, cb)| gemm_one::<S, P, C>(kern, a_src(bi), b_src(bi), cb, m, n, k, false));
+        c.par_chunks_mut(m * n).enumerate().for_each(|(bi, cb)| {
+            gemm_one::<S, P, C>(kern, a_src(bi), b_src(bi), cb, m, n, k, false)
+        });
     } else {
         let par = threads > 1 && per >= PAR_MIN_FLOPS;
         for (bi, cb) in c.chunks_mut(m * n).enumerate() {
@@ -462,15 +545,37 @@ const SMR: usize = 4;
 const SNR: usize = 16;
 
 /// Scalar f32 tile, 4×16, plain loops (LLVM may vectorize for the baseline target).
-static SCALAR_F32: Kernel<f32> =
-    Kernel { mr: SMR, nr: SNR, mc: 64, kc: 256, nc: 1024, micro: micro_scalar, transpose: None };
+static SCALAR_F32: Kernel<f32> = Kernel {
+    mr: SMR,
+    nr: SNR,
+    mc: 64,
+    kc: 256,
+    nc: 1024,
+    micro: micro_scalar,
+    transpose: None,
+    strided: None,
+};
 
 /// # Safety
 /// See [`MicroFn`] (no target features needed).
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro_scalar(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, acc: bool) {
+unsafe fn micro_scalar(
+    steps: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
     // SAFETY: the contract gives whole panels of steps·SMR and steps·SNR elements.
-    let (a, b) = unsafe { (std::slice::from_raw_parts(a, steps * SMR), std::slice::from_raw_parts(b, steps * SNR)) };
+    let (a, b) = unsafe {
+        (
+            std::slice::from_raw_parts(a, steps * SMR),
+            std::slice::from_raw_parts(b, steps * SNR),
+        )
+    };
     let mut t = [[0.0f32; SNR]; SMR];
     for (ak, bk) in a.chunks_exact(SMR).zip(b.chunks_exact(SNR)) {
         for (ti, &x) in t.iter_mut().zip(ak) {
@@ -530,7 +635,11 @@ pub fn usable_bf16() -> bool {
 pub(crate) fn max_kc() -> usize {
     let mut kc = SCALAR_F32.kc;
     #[cfg(target_arch = "x86_64")]
-    for k in [super::cpu_avx2::F32.kc, super::cpu_avx512::F32.kc, super::cpu_avx512::BF16.kc] {
+    for k in [
+        super::cpu_avx2::F32.kc,
+        super::cpu_avx512::F32.kc,
+        super::cpu_avx512::BF16.kc,
+    ] {
         kc = kc.max(k);
     }
     kc
@@ -553,7 +662,14 @@ pub fn gemm_f32_at(level: Level, s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f
 
 /// [`super::gemm_bf16`] on a chosen level; `native` asks for `vdpbf16ps` (used only if the
 /// CPU has it and `level` is AVX-512), otherwise packed panels are widened to f32.
-pub fn gemm_bf16_at(level: Level, native: bool, s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
+pub fn gemm_bf16_at(
+    level: Level,
+    native: bool,
+    s: &GemmShape,
+    a: &[bf16],
+    b: &[bf16],
+    c: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if native && usable(level) == Level::Avx512 && usable_bf16() {
         return gemm_generic::<bf16, bf16, Same>(&tune(&super::cpu_avx512::BF16), s, a, b, c);
@@ -564,6 +680,24 @@ pub fn gemm_bf16_at(level: Level, native: bool, s: &GemmShape, a: &[bf16], b: &[
 
 // TUNE-TMP
 fn tune<P>(k: &'static Kernel<P>) -> Kernel<P> {
-    let g = |n: &str, d: usize| std::env::var(n).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    Kernel { mr: k.mr, nr: k.nr, mc: g("T_MC", k.mc), kc: g("T_KC", k.kc), nc: g("T_NC", k.nc), micro: k.micro, transpose: if g("T_NOTP", 0) == 1 { None } else { k.transpose } }
+    let g = |n: &str, d: usize| {
+        std::env::var(n)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    Kernel {
+        mr: k.mr,
+        nr: k.nr,
+        mc: g("T_MC", k.mc),
+        kc: g("T_KC", k.kc),
+        nc: g("T_NC", k.nc),
+        micro: k.micro,
+        transpose: if g("T_NOTP", 0) == 1 {
+            None
+        } else {
+            k.transpose
+        },
+        strided: if g("T_NOSP", 0) == 1 { None } else { k.strided },
+    }
 }

@@ -8,13 +8,32 @@ use std::arch::x86_64::*;
 const MR: usize = 6;
 const NR: usize = 16;
 
-/// f32, 6×16; A block 96×256 (96 KiB), B block 256×1024 (1 MiB).
-pub(super) static F32: Kernel<f32> = Kernel { mr: MR, nr: NR, mc: 96, kc: 256, nc: 1024, micro: micro_f32, transpose: None };
+/// f32, 6×16; A block 96×512 (192 KiB, fits the smaller L2s of AVX2-only CPUs), B block
+/// 512×1024 (2 MiB).
+pub(super) static F32: Kernel<f32> = Kernel {
+    mr: MR,
+    nr: NR,
+    mc: 96,
+    kc: 512,
+    nc: 1024,
+    micro: micro_f32,
+    transpose: None,
+    strided: None,
+};
 
 /// # Safety
 /// [`super::cpu::MicroFn`]'s contract; the CPU has AVX2 and FMA.
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro_f32(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, acc: bool) {
+unsafe fn micro_f32(
+    steps: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
     // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
     unsafe {
         match mr {
@@ -33,7 +52,15 @@ unsafe fn micro_f32(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc
 /// # Safety
 /// [`super::cpu::MicroFn`]'s contract with `mr = R`; AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_f32<const R: usize>(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, nr: usize, acc: bool) {
+unsafe fn tile_f32<const R: usize>(
+    steps: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    nr: usize,
+    acc: bool,
+) {
     let mut c0 = [_mm256_setzero_ps(); R];
     let mut c1 = [_mm256_setzero_ps(); R];
     for s in 0..steps {

@@ -18,13 +18,31 @@ const NR: usize = 32;
 /// early enough to arrive, late enough not to be evicted by the streaming panels.
 const PF_STEPS: usize = 24;
 
-/// f32, 14×32; A block 140×256 (140 KiB, L2), B block 256×1024 (1 MiB).
-pub(super) static F32: Kernel<f32> =
-    Kernel { mr: MR, nr: NR, mc: 140, kc: 1024, nc: 1024, micro: micro_f32, transpose: Some(transpose32) };
+/// f32, 14×32. A block 140×1024 (560 KiB of the 1 MiB L2 of Zen 4), B block 1024×1024
+/// (4 MiB, L3). A deep KC was measured best here: each tile runs 1024 k-steps (~29k cycles)
+/// per C load/store, and both panels stream from L2 at ~7 B/cycle, far below its bandwidth.
+pub(super) static F32: Kernel<f32> = Kernel {
+    mr: MR,
+    nr: NR,
+    mc: 140,
+    kc: 1024,
+    nc: 1024,
+    micro: micro_f32,
+    transpose: Some(transpose32),
+    strided: Some(strided_f32),
+};
 
-/// bf16, 14×32 over k-pairs; kc counts k values (even), so the panels match f32's in bytes.
-pub(super) static BF16: Kernel<bf16> =
-    Kernel { mr: MR, nr: NR, mc: 140, kc: 2048, nc: 1024, micro: micro_bf16, transpose: Some(transpose32) };
+/// bf16, 14×32 over k-pairs; KC counts k values (even): panels of the same bytes as f32's.
+pub(super) static BF16: Kernel<bf16> = Kernel {
+    mr: MR,
+    nr: NR,
+    mc: 140,
+    kc: 2048,
+    nc: 1024,
+    micro: micro_bf16,
+    transpose: Some(transpose32),
+    strided: Some(strided_bf16),
+};
 
 /// Dispatch on the ragged row count to a const-generic tile.
 macro_rules! by_rows {
@@ -51,7 +69,16 @@ macro_rules! by_rows {
 /// # Safety
 /// [`super::cpu::MicroFn`]'s contract; the CPU has AVX-512F.
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro_f32(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, mr: usize, nr: usize, acc: bool) {
+unsafe fn micro_f32(
+    steps: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
     // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
     unsafe { by_rows!(tile_f32, mr, (steps, a, b, c, ldc, nr, acc)) }
 }
@@ -59,7 +86,16 @@ unsafe fn micro_f32(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc
 /// # Safety
 /// [`super::cpu::MicroFn`]'s contract; the CPU has AVX-512F and AVX512_BF16.
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro_bf16(steps: usize, a: *const bf16, b: *const bf16, c: *mut f32, ldc: usize, mr: usize, nr: usize, acc: bool) {
+unsafe fn micro_bf16(
+    steps: usize,
+    a: *const bf16,
+    b: *const bf16,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
     // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
     unsafe { by_rows!(tile_bf16, mr, (steps, a, b, c, ldc, nr, acc)) }
 }
@@ -77,7 +113,13 @@ fn prefetch_tile<const R: usize>(c: *mut f32, ldc: usize) {
 
 /// Lane masks for the two 16-wide halves of a row of `nr` columns.
 fn col_masks(nr: usize) -> (__mmask16, __mmask16) {
-    let bits = |w: usize| if w >= 16 { 0xffff } else { ((1u32 << w) - 1) as __mmask16 };
+    let bits = |w: usize| {
+        if w >= 16 {
+            0xffff
+        } else {
+            ((1u32 << w) - 1) as __mmask16
+        }
+    };
     (bits(nr), bits(nr.saturating_sub(16)))
 }
 
@@ -87,7 +129,14 @@ fn col_masks(nr: usize) -> (__mmask16, __mmask16) {
 /// Rows `0..R`, columns `0..nr` at `c` (stride `ldc`) are valid for reads and writes.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn store_tile<const R: usize>(c0: &[__m512; R], c1: &[__m512; R], c: *mut f32, ldc: usize, nr: usize, acc: bool) {
+unsafe fn store_tile<const R: usize>(
+    c0: &[__m512; R],
+    c1: &[__m512; R],
+    c: *mut f32,
+    ldc: usize,
+    nr: usize,
+    acc: bool,
+) {
     if nr == NR {
         for i in 0..R {
             let p = c.wrapping_add(i * ldc);
@@ -127,7 +176,15 @@ unsafe fn store_tile<const R: usize>(c0: &[__m512; R], c1: &[__m512; R], c: *mut
 /// # Safety
 /// [`super::cpu::MicroFn`]'s contract with `mr = R`; AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_f32<const R: usize>(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, nr: usize, acc: bool) {
+unsafe fn tile_f32<const R: usize>(
+    steps: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    nr: usize,
+    acc: bool,
+) {
     let pf = steps.saturating_sub(PF_STEPS);
     let mut c0 = [_mm512_setzero_ps(); R];
     let mut c1 = [_mm512_setzero_ps(); R];
@@ -164,7 +221,15 @@ fn as_bh(v: __m512i) -> __m512bh {
 /// # Safety
 /// [`super::cpu::MicroFn`]'s contract with `mr = R`; AVX-512F and AVX512_BF16.
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn tile_bf16<const R: usize>(steps: usize, a: *const bf16, b: *const bf16, c: *mut f32, ldc: usize, nr: usize, acc: bool) {
+unsafe fn tile_bf16<const R: usize>(
+    steps: usize,
+    a: *const bf16,
+    b: *const bf16,
+    c: *mut f32,
+    ldc: usize,
+    nr: usize,
+    acc: bool,
+) {
     let pf = steps.saturating_sub(PF_STEPS);
     let mut c0 = [_mm512_setzero_ps(); R];
     let mut c1 = [_mm512_setzero_ps(); R];
@@ -262,6 +327,100 @@ unsafe fn transpose32(out: *mut u32, r: usize, rows: &[*const u32], groups: usiz
             for (g, x) in v.iter().enumerate().take(gn) {
                 // SAFETY: units (g0+g)·r + h .. + min(16, r-h) lie inside out's groups·r.
                 unsafe { _mm512_mask_storeu_epi32(out.add((g0 + g) * r + h).cast(), store, *x) };
+            }
+        }
+    }
+}
+
+/// Depth rows ahead that the strided packers prefetch.
+const PF_ROWS: usize = 8;
+
+/// Lanes `0..n` (n <= 32) of a 32-lane mask.
+fn lanes32(n: usize) -> __mmask32 {
+    if n >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << n) - 1
+    }
+}
+
+/// [`super::cpu::StridedPack`] for f32 (KU = 1): one or two masked 16-lane copies per step.
+///
+/// # Safety
+/// See [`super::cpu::StridedPack`]; AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn strided_f32(out: *mut f32, r: usize, src: *const f32, ld: usize, rows: usize, kn: usize) {
+    debug_assert!(rows <= r && r <= 32);
+    let (l0, l1) = (lanes(rows), lanes(rows.saturating_sub(16)));
+    let (s0, s1) = (lanes(r), lanes(r.saturating_sub(16)));
+    for p in 0..kn {
+        let row = src.wrapping_add(p * ld);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(PF_ROWS * ld).cast());
+        // SAFETY: the contract makes row[0..rows] readable and out[p·r .. p·r + r] writable;
+        // masked-off lanes are not accessed.
+        unsafe {
+            let dst = out.add(p * r);
+            _mm512_mask_storeu_ps(dst, s0, _mm512_maskz_loadu_ps(l0, row));
+            if r > 16 {
+                _mm512_mask_storeu_ps(
+                    dst.add(16),
+                    s1,
+                    _mm512_maskz_loadu_ps(l1, row.wrapping_add(16)),
+                );
+            }
+        }
+    }
+}
+
+/// [`super::cpu::StridedPack`] for bf16 (KU = 2): loads two depth rows and interleaves them
+/// into `(row p, row p+1)` pairs with one `vpermt2w` per 16 output pairs.
+///
+/// # Safety
+/// See [`super::cpu::StridedPack`]; AVX-512F and AVX-512BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn strided_bf16(
+    out: *mut bf16,
+    r: usize,
+    src: *const bf16,
+    ld: usize,
+    rows: usize,
+    kn: usize,
+) {
+    debug_assert!(rows <= r && r <= 32);
+    // Pair t of the low/high half takes element t (+16) of the first row, then of the second.
+    let idx = |base: i32| {
+        let mut v = [0i16; 32];
+        for (t, x) in v.iter_mut().enumerate() {
+            *x = (base + (t / 2) as i32 + if t % 2 == 1 { 32 } else { 0 }) as i16;
+        }
+        // SAFETY: [i16; 32] and __m512i are both 64 plain bytes.
+        unsafe { std::mem::transmute::<[i16; 32], __m512i>(v) }
+    };
+    let (lo_idx, hi_idx) = (idx(0), idx(16));
+    let load = lanes32(rows);
+    let (s0, s1) = (lanes32(2 * r.min(16)), lanes32(2 * r.saturating_sub(16)));
+    for st in 0..kn.div_ceil(2) {
+        let row0 = src.wrapping_add(2 * st * ld);
+        let row1 = row0.wrapping_add(ld);
+        _mm_prefetch::<_MM_HINT_T0>(row0.wrapping_add(PF_ROWS * ld).cast());
+        _mm_prefetch::<_MM_HINT_T0>(row1.wrapping_add(PF_ROWS * ld).cast());
+        // SAFETY: depth rows 2st and (if < kn) 2st+1 are readable for `rows` elements; the
+        // output step st is 2r elements of the panel; masked-off lanes are not accessed.
+        unsafe {
+            let x = _mm512_maskz_loadu_epi16(load, row0.cast());
+            let y = if 2 * st + 1 < kn {
+                _mm512_maskz_loadu_epi16(load, row1.cast())
+            } else {
+                _mm512_setzero_si512()
+            };
+            let dst = out.add(st * 2 * r);
+            _mm512_mask_storeu_epi16(dst.cast(), s0, _mm512_permutex2var_epi16(x, lo_idx, y));
+            if r > 16 {
+                _mm512_mask_storeu_epi16(
+                    dst.add(32).cast(),
+                    s1,
+                    _mm512_permutex2var_epi16(x, hi_idx, y),
+                );
             }
         }
     }

@@ -53,7 +53,11 @@ impl GemmShape {
     /// Elements of A, B and C this shape reads / writes.
     pub fn lens(&self) -> (usize, usize, usize) {
         let b_mats = if self.b_broadcast { 1 } else { self.batch };
-        (self.batch * self.m * self.k, b_mats * self.k * self.n, self.batch * self.m * self.n)
+        (
+            self.batch * self.m * self.k,
+            b_mats * self.k * self.n,
+            self.batch * self.m * self.n,
+        )
     }
 }
 

@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 /// f32 GEMM error bound, per output element: `F32_TOL · sqrt(k) · max|a| · max|b|`.
 /// Each output sums k products in f32 (unit roundoff 6e-8); blocked accumulation errors grow
 /// like a random walk, ~sqrt(k)·eps·|a||b|. 1e-5 is ~80 eps of headroom for the worst of
-/// tens of thousands of outputs per case while still catching any wrong term (an error of one
-/// product is ~|a||b|, >= 1e-5·sqrt(k) for every k we test).
+/// tens of thousands of outputs per case, while one wrong or missing product (typically
+/// ~0.25 with inputs in [-1, 1]) is far above the bound (<= 7e-4 at the deepest k tested).
 const F32_TOL: f64 = 1e-5;
 /// Two f32 levels against each other: both carry the error above, in different orders.
 const LEVEL_TOL: f64 = 2.0 * F32_TOL;
@@ -27,17 +27,24 @@ const LEVELS: [Level; 3] = [Level::Scalar, Level::Avx2Fma, Level::Avx512];
 
 /// A fresh seed per run; `GIDD_TEST_SEED=<n>` replays a failure.
 fn seed() -> u64 {
-    if let Some(s) = std::env::var("GIDD_TEST_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(s) = std::env::var("GIDD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return s;
     }
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0x5eed)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x5eed)
 }
 
 fn rand_vec(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-/// A dimension: often tiny/odd/prime, sometimes across the block sizes (KC = 256, MC = 140).
+/// A dimension: often tiny/odd/prime, sometimes past the row blocks (MC = 64/96/140 rows for
+/// scalar/AVX2/AVX-512) and the scalar KC (256). Deeper k: `matmul_deep_k_*`.
 fn dim(rng: &mut StdRng) -> usize {
     const ODD: [usize; 12] = [1, 2, 3, 5, 7, 13, 14, 15, 17, 31, 33, 257];
     match rng.random_range(0..4) {
@@ -65,7 +72,16 @@ fn amax(x: &[f32]) -> f64 {
 
 /// Asserts `|got - want| <= tol · sqrt(k) · max|a| · max|b|` everywhere.
 #[allow(clippy::too_many_arguments)]
-fn check(what: &str, seed: u64, s: &GemmShape, got: &[f32], want: &[f64], tol: f64, amax_a: f64, amax_b: f64) {
+fn check(
+    what: &str,
+    seed: u64,
+    s: &GemmShape,
+    got: &[f32],
+    want: &[f64],
+    tol: f64,
+    amax_a: f64,
+    amax_b: f64,
+) {
     assert_eq!(got.len(), want.len(), "{what}: length, seed {seed}, {s:?}");
     let bound = tol * (s.k as f64).sqrt() * amax_a * amax_b;
     let (mut worst, mut at) = (0.0f64, 0);
@@ -101,7 +117,10 @@ fn run_f32(level: Level, s: &GemmShape, a: &[f32], b: &[f32]) -> Vec<f32> {
 fn report_levels() {
     for l in LEVELS {
         if usable(l) != l {
-            println!("skipped: {l:?} not supported by this CPU (its cases run at {:?})", usable(l));
+            println!(
+                "skipped: {l:?} not supported by this CPU (its cases run at {:?})",
+                usable(l)
+            );
         }
     }
     if !usable_bf16() {
@@ -118,24 +137,64 @@ fn matmul_f32_every_level_matches_reference() {
         let mut s = random_shape(&mut rng);
         if case < 2 {
             // Block-crossing sizes in every dimension.
-            (s.m, s.n, s.k) = (rng.random_range(560..640), rng.random_range(560..640), rng.random_range(560..640));
+            (s.m, s.n, s.k) = (
+                rng.random_range(560..640),
+                rng.random_range(560..640),
+                rng.random_range(560..640),
+            );
             s.batch = 1;
         }
         let (a, b) = inputs(&mut rng, &s);
         let want = gemm_f64(&s, &to_f64(&a), &to_f64(&b));
         let (aa, ab) = (amax(&a), amax(&b));
         let scalar = run_f32(Level::Scalar, &s, &a, &b);
-        check("f32 scalar vs reference", seed, &s, &scalar, &want, F32_TOL, aa, ab);
+        check(
+            "f32 scalar vs reference",
+            seed,
+            &s,
+            &scalar,
+            &want,
+            F32_TOL,
+            aa,
+            ab,
+        );
         let scalar64 = to_f64(&scalar);
         for level in [Level::Avx2Fma, Level::Avx512] {
             let got = run_f32(level, &s, &a, &b);
-            check(&format!("f32 {level:?} vs reference"), seed, &s, &got, &want, F32_TOL, aa, ab);
-            check(&format!("f32 {level:?} vs scalar"), seed, &s, &got, &scalar64, LEVEL_TOL, aa, ab);
+            check(
+                &format!("f32 {level:?} vs reference"),
+                seed,
+                &s,
+                &got,
+                &want,
+                F32_TOL,
+                aa,
+                ab,
+            );
+            check(
+                &format!("f32 {level:?} vs scalar"),
+                seed,
+                &s,
+                &got,
+                &scalar64,
+                LEVEL_TOL,
+                aa,
+                ab,
+            );
         }
         // The public entry point (whatever level this machine dispatches to).
         let mut c = vec![f32::NAN; s.lens().2];
         gemm_f32(&s, &a, &b, &mut c);
-        check("gemm_f32 vs reference", seed, &s, &c, &want, F32_TOL, aa, ab);
+        check(
+            "gemm_f32 vs reference",
+            seed,
+            &s,
+            &c,
+            &want,
+            F32_TOL,
+            aa,
+            ab,
+        );
     }
 }
 
@@ -147,11 +206,22 @@ fn matmul_bf16_matches_reference_on_rounded_inputs() {
     for case in 0..32 {
         let mut s = random_shape(&mut rng);
         if case == 0 {
-            (s.m, s.n, s.k, s.batch) = (rng.random_range(560..640), rng.random_range(560..640), rng.random_range(1030..1100), 1);
+            (s.m, s.n, s.k, s.batch) = (
+                rng.random_range(560..640),
+                rng.random_range(560..640),
+                rng.random_range(1030..1100),
+                1,
+            );
         }
         let (a, b) = inputs(&mut rng, &s);
-        let (a, b): (Vec<bf16>, Vec<bf16>) = (a.iter().map(|&x| bf16::from_f32(x)).collect(), b.iter().map(|&x| bf16::from_f32(x)).collect());
-        let (a32, b32): (Vec<f32>, Vec<f32>) = (a.iter().map(|x| x.to_f32()).collect(), b.iter().map(|x| x.to_f32()).collect());
+        let (a, b): (Vec<bf16>, Vec<bf16>) = (
+            a.iter().map(|&x| bf16::from_f32(x)).collect(),
+            b.iter().map(|&x| bf16::from_f32(x)).collect(),
+        );
+        let (a32, b32): (Vec<f32>, Vec<f32>) = (
+            a.iter().map(|x| x.to_f32()).collect(),
+            b.iter().map(|x| x.to_f32()).collect(),
+        );
         let want = gemm_f64(&s, &to_f64(&a32), &to_f64(&b32));
         let (aa, ab) = (amax(&a32), amax(&b32));
         let mut paths: Vec<(Level, bool)> = LEVELS.iter().map(|&l| (l, false)).collect();
@@ -159,11 +229,29 @@ fn matmul_bf16_matches_reference_on_rounded_inputs() {
         for (level, native) in paths {
             let mut c = vec![f32::NAN; s.lens().2];
             gemm_bf16_at(level, native, &s, &a, &b, &mut c);
-            check(&format!("bf16 {level:?} native={native} vs reference"), seed, &s, &c, &want, BF16_TOL, aa, ab);
+            check(
+                &format!("bf16 {level:?} native={native} vs reference"),
+                seed,
+                &s,
+                &c,
+                &want,
+                BF16_TOL,
+                aa,
+                ab,
+            );
         }
         let mut c = vec![f32::NAN; s.lens().2];
         gemm_bf16(&s, &a, &b, &mut c);
-        check("gemm_bf16 vs reference", seed, &s, &c, &want, BF16_TOL, aa, ab);
+        check(
+            "gemm_bf16 vs reference",
+            seed,
+            &s,
+            &c,
+            &want,
+            BF16_TOL,
+            aa,
+            ab,
+        );
     }
 }
 
@@ -174,26 +262,50 @@ fn matmul_parallel_splits_match_reference() {
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let shapes = [
-        (1, 700, 300, 64, false),  // row blocks
-        (1, 9, 1500, 200, false),  // few rows: column-panel split
-        (1, 1, 2000, 300, false),  // one row (GEMV-like)
-        (1, 400, 1, 300, false),   // one column
-        (8, 64, 80, 48, false),    // batch split
-        (3, 150, 130, 70, false),  // batch not a multiple of the threads: per-matrix split
-        (5, 37, 200, 90, true),    // broadcast weights (folded into rows when !trans_a)
-        (2, 1100, 40, 20, true),   // broadcast, many rows
+        (1, 700, 300, 64, false), // row blocks
+        (1, 9, 1500, 200, false), // few rows: column-panel split
+        (1, 1, 2000, 300, false), // one row (GEMV-like)
+        (1, 400, 1, 300, false),  // one column
+        (8, 64, 80, 48, false),   // batch split
+        (3, 150, 130, 70, false), // batch not a multiple of the threads: per-matrix split
+        (5, 37, 200, 90, true),   // broadcast weights (folded into rows when !trans_a)
+        (2, 1100, 40, 20, true),  // broadcast, many rows
     ];
     for (batch, m, n, k, b_broadcast) in shapes {
         for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
-            let s = GemmShape { batch, m, n, k, trans_a, trans_b, b_broadcast };
+            let s = GemmShape {
+                batch,
+                m,
+                n,
+                k,
+                trans_a,
+                trans_b,
+                b_broadcast,
+            };
             let (a, b) = inputs(&mut rng, &s);
             let want = gemm_f64(&s, &to_f64(&a), &to_f64(&b));
             for level in LEVELS {
                 let got = run_f32(level, &s, &a, &b);
-                check(&format!("f32 {level:?}"), seed, &s, &got, &want, F32_TOL, amax(&a), amax(&b));
+                check(
+                    &format!("f32 {level:?}"),
+                    seed,
+                    &s,
+                    &got,
+                    &want,
+                    F32_TOL,
+                    amax(&a),
+                    amax(&b),
+                );
             }
-            let (ah, bh): (Vec<bf16>, Vec<bf16>) = (a.iter().map(|&x| bf16::from_f32(x)).collect(), b.iter().map(|&x| bf16::from_f32(x)).collect());
-            let wh = gemm_f64(&s, &ah.iter().map(|x| x.to_f64()).collect::<Vec<_>>(), &bh.iter().map(|x| x.to_f64()).collect::<Vec<_>>());
+            let (ah, bh): (Vec<bf16>, Vec<bf16>) = (
+                a.iter().map(|&x| bf16::from_f32(x)).collect(),
+                b.iter().map(|&x| bf16::from_f32(x)).collect(),
+            );
+            let wh = gemm_f64(
+                &s,
+                &ah.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
+                &bh.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
+            );
             let mut c = vec![f32::NAN; s.lens().2];
             gemm_bf16(&s, &ah, &bh, &mut c);
             check("gemm_bf16", seed, &s, &c, &wh, BF16_TOL, amax(&a), amax(&b));
@@ -205,13 +317,27 @@ fn matmul_parallel_splits_match_reference() {
 fn matmul_k_zero_writes_zeros() {
     for level in LEVELS {
         for (m, n, batch, bb) in [(3, 5, 2, false), (17, 33, 1, true), (1, 1, 4, false)] {
-            let s = GemmShape { batch, m, n, k: 0, trans_a: false, trans_b: true, b_broadcast: bb };
+            let s = GemmShape {
+                batch,
+                m,
+                n,
+                k: 0,
+                trans_a: false,
+                trans_b: true,
+                b_broadcast: bb,
+            };
             let mut c = vec![f32::NAN; batch * m * n];
             gemm_f32_at(level, &s, &[], &[], &mut c);
-            assert!(c.iter().all(|&x| x == 0.0), "k=0 f32 {level:?} {s:?}: {c:?}");
+            assert!(
+                c.iter().all(|&x| x == 0.0),
+                "k=0 f32 {level:?} {s:?}: {c:?}"
+            );
             let mut c = vec![f32::NAN; batch * m * n];
             gemm_bf16_at(level, true, &s, &[], &[], &mut c);
-            assert!(c.iter().all(|&x| x == 0.0), "k=0 bf16 {level:?} {s:?}: {c:?}");
+            assert!(
+                c.iter().all(|&x| x == 0.0),
+                "k=0 bf16 {level:?} {s:?}: {c:?}"
+            );
         }
     }
 }
@@ -222,8 +348,22 @@ fn matmul_empty_is_noop() {
     let b = [1.0f32; 64];
     let ah = [bf16::ONE; 64];
     for level in LEVELS {
-        for (batch, m, n, k) in [(0, 4, 4, 4), (2, 0, 4, 4), (2, 4, 0, 4), (0, 0, 0, 0), (3, 0, 5, 0)] {
-            let s = GemmShape { batch, m, n, k, trans_a: false, trans_b: false, b_broadcast: false };
+        for (batch, m, n, k) in [
+            (0, 4, 4, 4),
+            (2, 0, 4, 4),
+            (2, 4, 0, 4),
+            (0, 0, 0, 0),
+            (3, 0, 5, 0),
+        ] {
+            let s = GemmShape {
+                batch,
+                m,
+                n,
+                k,
+                trans_a: false,
+                trans_b: false,
+                b_broadcast: false,
+            };
             // C has room but the shape says there is nothing to write.
             let mut c = [7.0f32; 8];
             gemm_f32_at(level, &s, &a, &b, &mut c);
@@ -260,14 +400,44 @@ fn matmul_deep_k_accumulates_over_garbage_c() {
         for level in LEVELS {
             let mut c = vec![1.0e6f32; s.lens().2];
             gemm_f32_at(level, &s, &a, &b, &mut c);
-            check(&format!("f32 {level:?} over garbage C"), seed, &s, &c, &want, F32_TOL, amax(&a), amax(&b));
+            check(
+                &format!("f32 {level:?} over garbage C"),
+                seed,
+                &s,
+                &c,
+                &want,
+                F32_TOL,
+                amax(&a),
+                amax(&b),
+            );
         }
-        let (ah, bh): (Vec<bf16>, Vec<bf16>) = (a.iter().map(|&x| bf16::from_f32(x)).collect(), b.iter().map(|&x| bf16::from_f32(x)).collect());
-        let wh = gemm_f64(&s, &ah.iter().map(|x| x.to_f64()).collect::<Vec<_>>(), &bh.iter().map(|x| x.to_f64()).collect::<Vec<_>>());
-        for (level, native) in [(Level::Scalar, false), (Level::Avx2Fma, false), (Level::Avx512, false), (Level::Avx512, true)] {
+        let (ah, bh): (Vec<bf16>, Vec<bf16>) = (
+            a.iter().map(|&x| bf16::from_f32(x)).collect(),
+            b.iter().map(|&x| bf16::from_f32(x)).collect(),
+        );
+        let wh = gemm_f64(
+            &s,
+            &ah.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
+            &bh.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
+        );
+        for (level, native) in [
+            (Level::Scalar, false),
+            (Level::Avx2Fma, false),
+            (Level::Avx512, false),
+            (Level::Avx512, true),
+        ] {
             let mut c = vec![1.0e6f32; s.lens().2];
             gemm_bf16_at(level, native, &s, &ah, &bh, &mut c);
-            check(&format!("bf16 {level:?} native={native} over garbage C"), seed, &s, &c, &wh, BF16_TOL, amax(&a), amax(&b));
+            check(
+                &format!("bf16 {level:?} native={native} over garbage C"),
+                seed,
+                &s,
+                &c,
+                &wh,
+                BF16_TOL,
+                amax(&a),
+                amax(&b),
+            );
         }
     }
 }

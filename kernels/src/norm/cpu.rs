@@ -20,21 +20,33 @@ unsafe fn dot<S: Simd>(a: *const f32, b: *const f32, n: usize) -> f32 {
         j += l;
     }
     if j < n {
-        s0 = S::fma(S::load_part(a.add(j), n - j, 0.0), S::load_part(b.add(j), n - j, 0.0), s0);
+        s0 = S::fma(
+            S::load_part(a.add(j), n - j, 0.0),
+            S::load_part(b.add(j), n - j, 0.0),
+            s0,
+        );
     }
     S::hsum(S::add(s0, s1))
 }
 
 #[inline(always)]
-unsafe fn fwd_rows<S: Simd>(rows: usize, n: usize, eps: f32, x: &[f32], w: &[f32], y: &mut [f32], rstd: &mut [f32]) {
+unsafe fn fwd_rows<S: Simd>(
+    rows: usize,
+    n: usize,
+    eps: f32,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    rstd: &mut [f32],
+) {
     let l = S::LANES;
     let one = S::splat(1.0);
     let wp = w.as_ptr();
-    for i in 0..rows {
+    for (i, rs) in rstd[..rows].iter_mut().enumerate() {
         let (xr, yr) = (x.as_ptr().add(i * n), y.as_mut_ptr().add(i * n));
         let ss = dot::<S>(xr, xr, n);
         let r = (1.0 / (ss as f64 / n as f64 + eps as f64).sqrt()) as f32;
-        rstd[i] = r;
+        *rs = r;
         let rv = S::splat(r);
         let mut j = 0;
         while j + l <= n {
@@ -45,13 +57,18 @@ unsafe fn fwd_rows<S: Simd>(rows: usize, n: usize, eps: f32, x: &[f32], w: &[f32
         if j < n {
             let k = n - j;
             let g = S::add(one, S::load_part(wp.add(j), k, 0.0));
-            S::store_part(yr.add(j), k, S::mul(S::mul(S::load_part(xr.add(j), k, 0.0), rv), g));
+            S::store_part(
+                yr.add(j),
+                k,
+                S::mul(S::mul(S::load_part(xr.add(j), k, 0.0), rv), g),
+            );
         }
     }
 }
 
 /// Backward over a chunk of rows: writes `dx` and adds `sum_i dy x r` into `dw64`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn bwd_rows<S: Simd>(
     rows: usize,
     n: usize,
@@ -67,9 +84,12 @@ unsafe fn bwd_rows<S: Simd>(
     let wp = w.as_ptr();
     let mut acc = vec![0.0f32; n];
     let ap = acc.as_mut_ptr();
-    for i in 0..rows {
-        let (xr, dyr, dxr) = (x.as_ptr().add(i * n), dy.as_ptr().add(i * n), dx.as_mut_ptr().add(i * n));
-        let r = rstd[i];
+    for (i, &r) in rstd[..rows].iter().enumerate() {
+        let (xr, dyr, dxr) = (
+            x.as_ptr().add(i * n),
+            dy.as_ptr().add(i * n),
+            dx.as_mut_ptr().add(i * n),
+        );
         // a = sum_j dy_j g_j x_j
         let (mut s0, mut s1) = (S::splat(0.0), S::splat(0.0));
         let mut j = 0;
@@ -81,7 +101,10 @@ unsafe fn bwd_rows<S: Simd>(
         }
         if j < n {
             let k = n - j;
-            let t = S::mul(S::load_part(dyr.add(j), k, 0.0), S::add(one, S::load_part(wp.add(j), k, 0.0)));
+            let t = S::mul(
+                S::load_part(dyr.add(j), k, 0.0),
+                S::add(one, S::load_part(wp.add(j), k, 0.0)),
+            );
             s0 = S::fma(t, S::load_part(xr.add(j), k, 0.0), s0);
         }
         let a = S::hsum(S::add(s0, s1)) as f64;
@@ -94,11 +117,25 @@ unsafe fn bwd_rows<S: Simd>(
             let (xv, dyv) = if k == l {
                 (S::load(xr.add(j)), S::load(dyr.add(j)))
             } else {
-                (S::load_part(xr.add(j), k, 0.0), S::load_part(dyr.add(j), k, 0.0))
+                (
+                    S::load_part(xr.add(j), k, 0.0),
+                    S::load_part(dyr.add(j), k, 0.0),
+                )
             };
-            let g = S::add(one, if k == l { S::load(wp.add(j)) } else { S::load_part(wp.add(j), k, 0.0) });
+            let g = S::add(
+                one,
+                if k == l {
+                    S::load(wp.add(j))
+                } else {
+                    S::load_part(wp.add(j), k, 0.0)
+                },
+            );
             let d = S::fma(xv, ncv, S::mul(rv, S::mul(g, dyv)));
-            let av = if k == l { S::load(ap.add(j)) } else { S::load_part(ap.add(j), k, 0.0) };
+            let av = if k == l {
+                S::load(ap.add(j))
+            } else {
+                S::load_part(ap.add(j), k, 0.0)
+            };
             let av = S::fma(S::mul(dyv, xv), rv, av);
             if k == l {
                 S::store(dxr.add(j), d);
@@ -123,7 +160,16 @@ simd_entry!(fn bwd_chunk(rows: usize, n: usize, x: &[f32], w: &[f32], rstd: &[f3
 
 /// [`super::rms_norm_fwd`] at a given SIMD level.
 #[allow(clippy::too_many_arguments)]
-pub fn rms_norm_fwd(level: Level, rows: usize, n: usize, eps: f32, x: &[f32], w: &[f32], y: &mut [f32], rstd: &mut [f32]) {
+pub fn rms_norm_fwd(
+    level: Level,
+    rows: usize,
+    n: usize,
+    eps: f32,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    rstd: &mut [f32],
+) {
     debug_assert!(x.len() >= rows * n && y.len() >= rows * n && w.len() >= n && rstd.len() >= rows);
     if rows == 0 {
         return;
@@ -159,7 +205,12 @@ pub fn rms_norm_bwd(
         dw.fill(0.0);
         return;
     }
-    let (x, dy, dx, rstd) = (&x[..rows * n], &dy[..rows * n], &mut dx[..rows * n], &rstd[..rows]);
+    let (x, dy, dx, rstd) = (
+        &x[..rows * n],
+        &dy[..rows * n],
+        &mut dx[..rows * n],
+        &rstd[..rows],
+    );
     let mut total = vec![0.0f64; n];
     if rows * n < PAR_MIN_ELEMS {
         bwd_chunk(level, rows, n, x, w, rstd, dy, dx, &mut total);

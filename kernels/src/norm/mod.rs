@@ -23,11 +23,20 @@ pub mod reference;
 mod tests;
 
 /// `y = x * rsqrt(mean(x^2) + eps) * (1 + w)` per row; also writes `rstd` for the backward.
-pub fn rms_norm_fwd(rows: usize, n: usize, eps: f32, x: &[f32], w: &[f32], y: &mut [f32], rstd: &mut [f32]) {
+pub fn rms_norm_fwd(
+    rows: usize,
+    n: usize,
+    eps: f32,
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    rstd: &mut [f32],
+) {
     cpu::rms_norm_fwd(crate::simd::level(), rows, n, eps, x, w, y, rstd)
 }
 
 /// `dx` `[rows, n]` and `dw` `[n]` (both overwritten) from the forward's `rstd` and `dy`.
+#[allow(clippy::too_many_arguments)]
 pub fn rms_norm_bwd(
     rows: usize,
     n: usize,

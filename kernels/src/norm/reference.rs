@@ -1,7 +1,13 @@
 //! Scalar f64 RMSNorm: the specification the SIMD kernels are tested against.
 
 /// Returns `(y [rows, n], rstd [rows])`.
-pub fn rms_norm_fwd_f64(rows: usize, n: usize, eps: f64, x: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+pub fn rms_norm_fwd_f64(
+    rows: usize,
+    n: usize,
+    eps: f64,
+    x: &[f64],
+    w: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
     let mut y = vec![0.0; rows * n];
     let mut rstd = vec![0.0; rows];
     for i in 0..rows {
@@ -16,7 +22,14 @@ pub fn rms_norm_fwd_f64(rows: usize, n: usize, eps: f64, x: &[f64], w: &[f64]) -
 }
 
 /// Returns `(dx [rows, n], dw [n])` for upstream gradient `dy` (recomputes `rstd` from `x`).
-pub fn rms_norm_bwd_f64(rows: usize, n: usize, eps: f64, x: &[f64], w: &[f64], dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
+pub fn rms_norm_bwd_f64(
+    rows: usize,
+    n: usize,
+    eps: f64,
+    x: &[f64],
+    w: &[f64],
+    dy: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
     let (_, rstd) = rms_norm_fwd_f64(rows, n, eps, x, w);
     let mut dx = vec![0.0; rows * n];
     let mut dw = vec![0.0; n];

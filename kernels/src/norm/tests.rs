@@ -63,7 +63,9 @@ fn rms_norm_fwd_matches_reference_at_every_level() {
             // y = (x r) g: the error of r plus two roundings.
             let tol = |_: usize, w: f64| w.abs() * (rstd_rel(n) + 3.0 * EPS) + 1e-38;
             assert_close_by(&format!("rms y {ctx}"), seed, &y, &want, tol);
-            assert_close_by(&format!("rms rstd {ctx}"), seed, &rs, &want_r, |_, w| w * rstd_rel(n));
+            assert_close_by(&format!("rms rstd {ctx}"), seed, &rs, &want_r, |_, w| {
+                w * rstd_rel(n)
+            });
             match &base {
                 None => base = Some(to_f64(&y)),
                 Some(b) => assert_close_by(&format!("rms y {ctx} vs portable"), seed, &y, b, tol),
@@ -86,14 +88,20 @@ fn rms_norm_bwd_matches_reference_at_every_level() {
         let term = |i: usize| {
             let (row, j) = (i / n, i % n);
             let rr = r64[row];
-            let a: f64 = (0..n).map(|k| (dy64[row * n + k] * (1.0 + w64[k]) * x64[row * n + k]).abs()).sum();
+            let a: f64 = (0..n)
+                .map(|k| (dy64[row * n + k] * (1.0 + w64[k]) * x64[row * n + k]).abs())
+                .sum();
             (rr * (1.0 + w64[j]) * dy64[i]).abs() + x64[i].abs() * rr.powi(3) * a / n as f64
         };
         let terms: Vec<f64> = (0..rows * n).map(term).collect();
         // rstd, the f32 dot a and the fused update all round: ~4x the rstd error on each term.
         let tol_dx = |i: usize, _: f64| 4.0 * rstd_rel(n) * terms[i] + 1e-38;
         let sum_abs: Vec<f64> = (0..n)
-            .map(|j| (0..rows).map(|i| (dy64[i * n + j] * x64[i * n + j] * r64[i]).abs()).sum())
+            .map(|j| {
+                (0..rows)
+                    .map(|i| (dy64[i * n + j] * x64[i * n + j] * r64[i]).abs())
+                    .sum()
+            })
             .collect();
         // dw: each term rounds a few times; f32 sums over <= 32-row blocks, then f64.
         let tol_dw = |j: usize, _: f64| (rstd_rel(n) + 40.0 * EPS) * sum_abs[j] + 1e-38;
@@ -129,14 +137,22 @@ fn rms_norm_reference_backward_matches_finite_differences() {
             xp[i] += FD_STEP;
             xm[i] -= FD_STEP;
             let fd = (loss(&xp, &w) - loss(&xm, &w)) / (2.0 * FD_STEP);
-            assert!((fd - dx[i]).abs() <= FD_TOL * (1.0 + fd.abs()), "dx[{i}] {} vs fd {fd}; seed {seed}", dx[i]);
+            assert!(
+                (fd - dx[i]).abs() <= FD_TOL * (1.0 + fd.abs()),
+                "dx[{i}] {} vs fd {fd}; seed {seed}",
+                dx[i]
+            );
         }
         for j in 0..n {
             let (mut wp, mut wm) = (w.clone(), w.clone());
             wp[j] += FD_STEP;
             wm[j] -= FD_STEP;
             let fd = (loss(&x, &wp) - loss(&x, &wm)) / (2.0 * FD_STEP);
-            assert!((fd - dw[j]).abs() <= FD_TOL * (1.0 + fd.abs()), "dw[{j}] {} vs fd {fd}; seed {seed}", dw[j]);
+            assert!(
+                (fd - dw[j]).abs() <= FD_TOL * (1.0 + fd.abs()),
+                "dw[{j}] {} vs fd {fd}; seed {seed}",
+                dw[j]
+            );
         }
     }
 }

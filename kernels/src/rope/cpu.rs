@@ -58,8 +58,18 @@ simd_entry!(fn rope_chunk(rows: usize, heads: usize, d: usize, x: &[f32], cos: &
 /// Rotates every head of every row by its position's angle times `sign` (+1 forward,
 /// -1 backward), at a given SIMD level.
 #[allow(clippy::too_many_arguments)]
-pub fn rope(level: Level, rows: usize, heads: usize, d: usize, x: &[f32], cos: &[f32], sin: &[f32], sign: f32, out: &mut [f32]) {
-    debug_assert!(d % 2 == 0, "rope: head dim {d} must be even");
+pub fn rope(
+    level: Level,
+    rows: usize,
+    heads: usize,
+    d: usize,
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    sign: f32,
+    out: &mut [f32],
+) {
+    debug_assert!(d.is_multiple_of(2), "rope: head dim {d} must be even");
     let (row, half) = (heads * d, d / 2);
     debug_assert!(x.len() >= rows * row && out.len() >= rows * row);
     debug_assert!(cos.len() >= rows * half && sin.len() >= rows * half);
@@ -77,7 +87,10 @@ pub fn rope(level: Level, rows: usize, heads: usize, d: usize, x: &[f32], cos: &
         .for_each(|(i, (xc, oc))| {
             let r0 = i * rc;
             let n = xc.len() / row;
-            let (c, s) = (&cos[r0 * half..(r0 + n) * half], &sin[r0 * half..(r0 + n) * half]);
+            let (c, s) = (
+                &cos[r0 * half..(r0 + n) * half],
+                &sin[r0 * half..(r0 + n) * half],
+            );
             rope_chunk(level, n, heads, d, xc, c, s, sign, oc)
         });
 }

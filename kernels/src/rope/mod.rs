@@ -21,11 +21,37 @@ pub mod reference;
 mod tests;
 
 /// `out = rope(x)` (see the module docs). `x` and `out` must not overlap.
-pub fn rope_fwd(rows: usize, heads: usize, d: usize, x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
+pub fn rope_fwd(
+    rows: usize,
+    heads: usize,
+    d: usize,
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    out: &mut [f32],
+) {
     cpu::rope(crate::simd::level(), rows, heads, d, x, cos, sin, 1.0, out)
 }
 
 /// `dx = rope^T(dout)`: the rotation by `-angle`.
-pub fn rope_bwd(rows: usize, heads: usize, d: usize, dout: &[f32], cos: &[f32], sin: &[f32], dx: &mut [f32]) {
-    cpu::rope(crate::simd::level(), rows, heads, d, dout, cos, sin, -1.0, dx)
+pub fn rope_bwd(
+    rows: usize,
+    heads: usize,
+    d: usize,
+    dout: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    dx: &mut [f32],
+) {
+    cpu::rope(
+        crate::simd::level(),
+        rows,
+        heads,
+        d,
+        dout,
+        cos,
+        sin,
+        -1.0,
+        dx,
+    )
 }

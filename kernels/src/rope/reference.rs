@@ -1,6 +1,14 @@
 //! Scalar f64 RoPE (NeoX halves): the specification the SIMD kernel is tested against.
 
-fn rotate(rows: usize, heads: usize, d: usize, x: &[f64], cos: &[f64], sin: &[f64], sign: f64) -> Vec<f64> {
+fn rotate(
+    rows: usize,
+    heads: usize,
+    d: usize,
+    x: &[f64],
+    cos: &[f64],
+    sin: &[f64],
+    sign: f64,
+) -> Vec<f64> {
     let half = d / 2;
     let mut o = vec![0.0; rows * heads * d];
     for r in 0..rows {
@@ -18,11 +26,25 @@ fn rotate(rows: usize, heads: usize, d: usize, x: &[f64], cos: &[f64], sin: &[f6
 }
 
 /// `o1 = x1 cos - x2 sin`, `o2 = x2 cos + x1 sin` for `x [rows, heads, d]`, tables `[rows, d/2]`.
-pub fn rope_fwd_f64(rows: usize, heads: usize, d: usize, x: &[f64], cos: &[f64], sin: &[f64]) -> Vec<f64> {
+pub fn rope_fwd_f64(
+    rows: usize,
+    heads: usize,
+    d: usize,
+    x: &[f64],
+    cos: &[f64],
+    sin: &[f64],
+) -> Vec<f64> {
     rotate(rows, heads, d, x, cos, sin, 1.0)
 }
 
 /// `dx1 = do1 cos + do2 sin`, `dx2 = do2 cos - do1 sin`.
-pub fn rope_bwd_f64(rows: usize, heads: usize, d: usize, dout: &[f64], cos: &[f64], sin: &[f64]) -> Vec<f64> {
+pub fn rope_bwd_f64(
+    rows: usize,
+    heads: usize,
+    d: usize,
+    dout: &[f64],
+    cos: &[f64],
+    sin: &[f64],
+) -> Vec<f64> {
     rotate(rows, heads, d, dout, cos, sin, -1.0)
 }

@@ -37,7 +37,14 @@ fn case(r: &mut StdRng, rows: usize, heads: usize, d: usize) -> Case {
         }
     }
     let x = uniform(r, rows * heads * d, 3.0);
-    Case { rows, heads, d, x, cos, sin }
+    Case {
+        rows,
+        heads,
+        d,
+        x,
+        cos,
+        sin,
+    }
 }
 
 fn shapes(r: &mut StdRng) -> Vec<(usize, usize, usize)> {
@@ -45,7 +52,13 @@ fn shapes(r: &mut StdRng) -> Vec<(usize, usize, usize)> {
         .iter()
         .map(|&d| (r.random_range(1..=7), r.random_range(1..=5), d))
         .collect();
-    s.extend((0..4).map(|_| (r.random_range(1..=9), r.random_range(1..=9), 2 * r.random_range(1..=70))));
+    s.extend((0..4).map(|_| {
+        (
+            r.random_range(1..=9),
+            r.random_range(1..=9),
+            2 * r.random_range(1..=70),
+        )
+    }));
     s.push((300, 12, 64)); // the rayon path
     s
 }
@@ -64,7 +77,8 @@ fn rope_fwd_and_bwd_match_reference_at_every_level() {
             let (row, j) = (i / (heads * d), i % d % half);
             let base = i - i % d;
             let (cc, ss) = (c64[row * half + j], s64[row * half + j]);
-            3.0 * EPS * (x64[base + j].abs() + x64[base + half + j].abs()) * (cc.abs() + ss.abs()) + 1e-38
+            3.0 * EPS * (x64[base + j].abs() + x64[base + half + j].abs()) * (cc.abs() + ss.abs())
+                + 1e-38
         };
         let want = rope_fwd_f64(c.rows, c.heads, c.d, &x64, &c64, &s64);
         let want_b = rope_bwd_f64(c.rows, c.heads, c.d, &x64, &c64, &s64);
@@ -80,10 +94,30 @@ fn rope_fwd_and_bwd_match_reference_at_every_level() {
         // The public entry points are the same kernel.
         let (mut a, mut b) = (vec![0.0; x64.len()], vec![0.0; x64.len()]);
         super::rope_fwd(rows, heads, d, &c.x, &c.cos, &c.sin, &mut a);
-        cpu::rope(crate::simd::level(), rows, heads, d, &c.x, &c.cos, &c.sin, 1.0, &mut b);
+        cpu::rope(
+            crate::simd::level(),
+            rows,
+            heads,
+            d,
+            &c.x,
+            &c.cos,
+            &c.sin,
+            1.0,
+            &mut b,
+        );
         assert_eq!(a, b, "seed {seed}");
         super::rope_bwd(rows, heads, d, &c.x, &c.cos, &c.sin, &mut a);
-        cpu::rope(crate::simd::level(), rows, heads, d, &c.x, &c.cos, &c.sin, -1.0, &mut b);
+        cpu::rope(
+            crate::simd::level(),
+            rows,
+            heads,
+            d,
+            &c.x,
+            &c.cos,
+            &c.sin,
+            -1.0,
+            &mut b,
+        );
         assert_eq!(a, b, "seed {seed}");
     }
 }
@@ -93,22 +127,46 @@ fn rope_reference_backward_matches_finite_differences() {
     let seed = seed();
     let mut r = rng(seed);
     for _ in 0..4 {
-        let (rows, heads, d) = (r.random_range(1..=3), r.random_range(1..=3), 2 * r.random_range(1..=5));
+        let (rows, heads, d) = (
+            r.random_range(1..=3),
+            r.random_range(1..=3),
+            2 * r.random_range(1..=5),
+        );
         let c = case(&mut r, rows, heads, d);
         let (x, cs, sn) = (to_f64(&c.x), to_f64(&c.cos), to_f64(&c.sin));
         let w: Vec<f64> = (0..x.len()).map(|_| r.random_range(-1.0..1.0)).collect();
-        let loss = |x: &[f64]| -> f64 { rope_fwd_f64(rows, heads, d, x, &cs, &sn).iter().zip(&w).map(|(a, b)| a * b).sum() };
+        let loss = |x: &[f64]| -> f64 {
+            rope_fwd_f64(rows, heads, d, x, &cs, &sn)
+                .iter()
+                .zip(&w)
+                .map(|(a, b)| a * b)
+                .sum()
+        };
         let g = rope_bwd_f64(rows, heads, d, &w, &cs, &sn);
         for i in 0..x.len() {
             let (mut xp, mut xm) = (x.clone(), x.clone());
             xp[i] += FD_STEP;
             xm[i] -= FD_STEP;
             let fd = (loss(&xp) - loss(&xm)) / (2.0 * FD_STEP);
-            assert!((fd - g[i]).abs() <= FD_TOL * (1.0 + fd.abs()), "dx[{i}] {} vs fd {fd}; seed {seed}", g[i]);
+            assert!(
+                (fd - g[i]).abs() <= FD_TOL * (1.0 + fd.abs()),
+                "dx[{i}] {} vs fd {fd}; seed {seed}",
+                g[i]
+            );
         }
         // bwd(fwd(x)) = x: the rotation is orthogonal when cos^2 + sin^2 = 1.
-        let back = rope_bwd_f64(rows, heads, d, &rope_fwd_f64(rows, heads, d, &x, &cs, &sn), &cs, &sn);
+        let back = rope_bwd_f64(
+            rows,
+            heads,
+            d,
+            &rope_fwd_f64(rows, heads, d, &x, &cs, &sn),
+            &cs,
+            &sn,
+        );
         let tol = 1e-6; // the f32 tables satisfy cos^2 + sin^2 = 1 only to ~1e-7
-        assert!(back.iter().zip(&x).all(|(a, b)| (a - b).abs() <= tol * 3.0), "seed {seed}");
+        assert!(
+            back.iter().zip(&x).all(|(a, b)| (a - b).abs() <= tol * 3.0),
+            "seed {seed}"
+        );
     }
 }

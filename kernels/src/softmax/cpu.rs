@@ -87,7 +87,11 @@ unsafe fn affine<S: Simd>(x: *const f32, y: *mut f32, n: usize, a: f32, b: f32) 
         j += l;
     }
     if j < n {
-        S::store_part(y.add(j), n - j, S::fma(S::load_part(x.add(j), n - j, 0.0), av, bv));
+        S::store_part(
+            y.add(j),
+            n - j,
+            S::fma(S::load_part(x.add(j), n - j, 0.0), av, bv),
+        );
     }
 }
 
@@ -115,7 +119,11 @@ unsafe fn log_softmax_rows<S: Simd>(rows: usize, n: usize, x: &[f32], y: &mut [f
 unsafe fn softmax_bwd_rows<S: Simd>(rows: usize, n: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) {
     let l = S::LANES;
     for r in 0..rows {
-        let (yr, dyr, dxr) = (y.as_ptr().add(r * n), dy.as_ptr().add(r * n), dx.as_mut_ptr().add(r * n));
+        let (yr, dyr, dxr) = (
+            y.as_ptr().add(r * n),
+            dy.as_ptr().add(r * n),
+            dx.as_mut_ptr().add(r * n),
+        );
         let (mut s0, mut s1) = (S::splat(0.0), S::splat(0.0));
         let mut j = 0;
         while j + l <= n {
@@ -124,7 +132,11 @@ unsafe fn softmax_bwd_rows<S: Simd>(rows: usize, n: usize, y: &[f32], dy: &[f32]
             j += l;
         }
         if j < n {
-            s0 = S::fma(S::load_part(yr.add(j), n - j, 0.0), S::load_part(dyr.add(j), n - j, 0.0), s0);
+            s0 = S::fma(
+                S::load_part(yr.add(j), n - j, 0.0),
+                S::load_part(dyr.add(j), n - j, 0.0),
+                s0,
+            );
         }
         let d = S::splat(S::hsum(S::add(s0, s1)));
         let mut j = 0;
@@ -152,7 +164,9 @@ pub fn softmax_fwd(level: Level, rows: usize, n: usize, x: &[f32], y: &mut [f32]
 
 /// [`super::log_softmax_fwd`] at a given SIMD level.
 pub fn log_softmax_fwd(level: Level, rows: usize, n: usize, x: &[f32], y: &mut [f32]) {
-    for_rows(rows, n, x, y, |r, x, y| log_softmax_chunk(level, r, n, x, y));
+    for_rows(rows, n, x, y, |r, x, y| {
+        log_softmax_chunk(level, r, n, x, y)
+    });
 }
 
 /// [`super::softmax_bwd`] at a given SIMD level.

@@ -6,7 +6,11 @@ pub fn softmax_f64(rows: usize, n: usize, x: &[f64]) -> Vec<f64> {
     for r in 0..rows {
         let xr = &x[r * n..(r + 1) * n];
         let m = xr.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-        let m = if xr.iter().any(|v| v.is_nan()) { f64::NAN } else { m };
+        let m = if xr.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            m
+        };
         let s: f64 = xr.iter().map(|&v| (v - m).exp()).sum();
         for (o, &v) in y[r * n..(r + 1) * n].iter_mut().zip(xr) {
             *o = (v - m).exp() / s;
@@ -21,7 +25,11 @@ pub fn log_softmax_f64(rows: usize, n: usize, x: &[f64]) -> Vec<f64> {
     for r in 0..rows {
         let xr = &x[r * n..(r + 1) * n];
         let m = xr.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-        let m = if xr.iter().any(|v| v.is_nan()) { f64::NAN } else { m };
+        let m = if xr.iter().any(|v| v.is_nan()) {
+            f64::NAN
+        } else {
+            m
+        };
         let ls = xr.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
         for (o, &v) in y[r * n..(r + 1) * n].iter_mut().zip(xr) {
             *o = v - m - ls;

@@ -65,7 +65,10 @@ fn exp_matches_f64_within_ulps() {
         outs.push((["portable", "avx2", "avx512"][level as usize], y));
     }
     for (name, y) in outs {
-        let worst = (0..x.len()).map(|i| ulp_dist(y[i], want[i])).max().unwrap_or(0);
+        let worst = (0..x.len())
+            .map(|i| ulp_dist(y[i], want[i]))
+            .max()
+            .unwrap_or(0);
         eprintln!("{name}: exp max error {worst} ulp");
         for i in 0..x.len() {
             let d = ulp_dist(y[i], want[i]);
@@ -84,7 +87,21 @@ fn exp_matches_f64_within_ulps() {
 fn tanh_matches_f64() {
     let seed = seed();
     let mut r = rng(seed);
-    let mut x: Vec<f32> = vec![0.0, -0.0, 1e-38, -1e-30, 1e-10, 7.9, 7.91, -8.0, 20.0, 1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+    let mut x: Vec<f32> = vec![
+        0.0,
+        -0.0,
+        1e-38,
+        -1e-30,
+        1e-10,
+        7.9,
+        7.91,
+        -8.0,
+        20.0,
+        1e30,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
     x.extend((0..200_000).map(|_| r.random_range(-12.0f32..12.0)));
     x.extend((0..50_000).map(|_| r.random_range(-0.01f32..0.01)));
     let want: Vec<f32> = x.iter().map(|&v| (v as f64).tanh() as f32).collect();
@@ -113,17 +130,23 @@ fn tanh_matches_f64() {
             } else {
                 (y[i] as f64 - want[i] as f64).abs() <= TANH_SAT_ABS && y[i].abs() <= 1.0
             };
-            assert!(ok, "{name}: tanh({:e}) = {:e}, want {:e}; seed {seed}", x[i], y[i], want[i]);
+            assert!(
+                ok,
+                "{name}: tanh({:e}) = {:e}, want {:e}; seed {seed}",
+                x[i], y[i], want[i]
+            );
         }
     }
 }
 
 /// Row lengths that hit every tail case of 8- and 16-lane loops, plus a parallel-size case.
 fn shapes(r: &mut StdRng) -> Vec<(usize, usize)> {
-    let mut s: Vec<(usize, usize)> = [1, 2, 3, 5, 8, 15, 16, 17, 31, 32, 33, 63, 65, 127, 255, 1000, 4097]
-        .iter()
-        .map(|&n| (r.random_range(1..=9), n))
-        .collect();
+    let mut s: Vec<(usize, usize)> = [
+        1, 2, 3, 5, 8, 15, 16, 17, 31, 32, 33, 63, 65, 127, 255, 1000, 4097,
+    ]
+    .iter()
+    .map(|&n| (r.random_range(1..=9), n))
+    .collect();
     s.extend((0..6).map(|_| (r.random_range(1..=5), r.random_range(1..=3000))));
     s.push((64, 1031)); // 66K elements: the rayon path
     s.push((1, 1));
@@ -206,7 +229,11 @@ fn softmax_bwd_matches_reference_at_every_level() {
         let (y64, dy64) = (to_f64(&y), to_f64(&dy));
         let want = softmax_bwd_f64(rows, n, &y64, &dy64);
         let dots: Vec<f64> = (0..rows)
-            .map(|row| (row * n..(row + 1) * n).map(|j| (y64[j] * dy64[j]).abs()).sum())
+            .map(|row| {
+                (row * n..(row + 1) * n)
+                    .map(|j| (y64[j] * dy64[j]).abs())
+                    .sum()
+            })
             .collect();
         // dx = y (dy - d): rounding of the f32 dot d (~sqrt(n) eps sum|y dy|), of the
         // difference and of the product.
@@ -217,7 +244,13 @@ fn softmax_bwd_matches_reference_at_every_level() {
         for level in levels() {
             let mut dx = vec![f32::NAN; rows * n];
             cpu::softmax_bwd(level, rows, n, &y, &dy, &mut dx);
-            assert_close_by(&format!("softmax_bwd {level:?} rows {rows} n {n}"), seed, &dx, &want, tol);
+            assert_close_by(
+                &format!("softmax_bwd {level:?} rows {rows} n {n}"),
+                seed,
+                &dx,
+                &want,
+                tol,
+            );
         }
     }
 }
@@ -225,7 +258,14 @@ fn softmax_bwd_matches_reference_at_every_level() {
 #[test]
 fn all_neg_inf_row_is_nan_and_others_are_not() {
     for level in levels() {
-        let x = [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY, 2.0];
+        let x = [
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+            1.0,
+            f32::NEG_INFINITY,
+            2.0,
+        ];
         let mut y = [0.0; 6];
         cpu::softmax_fwd(level, 2, 3, &x, &mut y);
         assert!(y[..3].iter().all(|v| v.is_nan()), "{level:?}: {y:?}");
@@ -236,7 +276,9 @@ fn all_neg_inf_row_is_nan_and_others_are_not() {
         assert_eq!(y[4], f32::NEG_INFINITY, "{level:?}");
     }
     // The f64 reference agrees with the math.
-    assert!(softmax_f64(1, 2, &[f64::NEG_INFINITY; 2]).iter().all(|v| v.is_nan()));
+    assert!(softmax_f64(1, 2, &[f64::NEG_INFINITY; 2])
+        .iter()
+        .all(|v| v.is_nan()));
 }
 
 #[test]

@@ -7,7 +7,10 @@ use rand::{Rng, SeedableRng};
 
 /// A fresh seed per run (printed by every failing check), or `GIDD_TEST_SEED` to replay one.
 pub(crate) fn seed() -> u64 {
-    if let Some(s) = std::env::var("GIDD_TEST_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(s) = std::env::var("GIDD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return s;
     }
     let t = std::time::SystemTime::now()
@@ -83,7 +86,11 @@ pub(crate) fn assert_close_by(
             (g - w).abs() > t
         };
         if bad {
-            let excess = if (g - w).is_nan() || t == 0.0 { f64::INFINITY } else { (g - w).abs() / t };
+            let excess = if (g - w).is_nan() || t == 0.0 {
+                f64::INFINITY
+            } else {
+                (g - w).abs() / t
+            };
             if worst.is_none_or(|(_, e, _)| excess > e) {
                 worst = Some((i, excess, t));
             }

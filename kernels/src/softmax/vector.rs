@@ -67,7 +67,7 @@ const EXP_P: [f32; 6] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5, // Cephes' 5.0000001201e-1 rounds to 0.5 in f32
 ];
 
 /// tanh clamp: beyond it the rational below has reached 1 - 3e-7.
@@ -195,7 +195,8 @@ impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn hmax(v: Self::V) -> f32 {
-        v.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+        v.iter()
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
     }
     #[inline(always)]
     unsafe fn exp(x: Self::V) -> Self::V {
@@ -283,7 +284,10 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn exp(x: __m512) -> __m512 {
-            let x = _mm512_min_ps(_mm512_set1_ps(EXP_HI), _mm512_max_ps(_mm512_set1_ps(EXP_LO), x));
+            let x = _mm512_min_ps(
+                _mm512_set1_ps(EXP_HI),
+                _mm512_max_ps(_mm512_set1_ps(EXP_LO), x),
+            );
             let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                 _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
             );
@@ -293,7 +297,11 @@ mod x86 {
             for &c in &EXP_P[1..] {
                 p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
             }
-            let p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+            let p = _mm512_fmadd_ps(
+                p,
+                _mm512_mul_ps(r, r),
+                _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+            );
             _mm512_scalef_ps(p, n)
         }
         #[inline(always)]
@@ -321,12 +329,18 @@ mod x86 {
 
     #[inline(always)]
     unsafe fn mask8(n: usize) -> __m256i {
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
     }
 
     #[inline(always)]
     unsafe fn pow2_8(n: __m256i) -> __m256 {
-        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127))))
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            n,
+            _mm256_set1_epi32(127),
+        )))
     }
 
     impl Simd for Avx2 {
@@ -349,7 +363,11 @@ mod x86 {
         #[inline(always)]
         unsafe fn load_part(p: *const f32, n: usize, fill: f32) -> __m256 {
             let m = mask8(n);
-            _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m))
+            _mm256_blendv_ps(
+                _mm256_set1_ps(fill),
+                _mm256_maskload_ps(p, m),
+                _mm256_castsi256_ps(m),
+            )
         }
         #[inline(always)]
         unsafe fn store_part(p: *mut f32, n: usize, v: __m256) {
@@ -378,7 +396,8 @@ mod x86 {
         #[inline(always)]
         unsafe fn select(bits: u32, a: __m256, b: __m256) -> __m256 {
             let lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-            let m = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits as i32), lane), lane);
+            let m =
+                _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits as i32), lane), lane);
             _mm256_blendv_ps(b, a, _mm256_castsi256_ps(m))
         }
         #[inline(always)]
@@ -395,7 +414,10 @@ mod x86 {
         }
         #[inline(always)]
         unsafe fn exp(x: __m256) -> __m256 {
-            let x = _mm256_min_ps(_mm256_set1_ps(EXP_HI), _mm256_max_ps(_mm256_set1_ps(EXP_LO), x));
+            let x = _mm256_min_ps(
+                _mm256_set1_ps(EXP_HI),
+                _mm256_max_ps(_mm256_set1_ps(EXP_LO), x),
+            );
             let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                 _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
             );
@@ -405,7 +427,11 @@ mod x86 {
             for &c in &EXP_P[1..] {
                 p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
             }
-            let p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+            let p = _mm256_fmadd_ps(
+                p,
+                _mm256_mul_ps(r, r),
+                _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+            );
             let ni = _mm256_cvtps_epi32(n);
             let n1 = _mm256_srai_epi32::<1>(ni);
             let n2 = _mm256_sub_epi32(ni, n1);

@@ -101,9 +101,8 @@ pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Header, PortError> {
     };
     let data_len = file.len() - data_start;
 
-    let text = std::str::from_utf8(header_bytes).map_err(|e| {
-        PortError::bad_header(path, format!("header is not UTF-8 ({e})"))
-    })?;
+    let text = std::str::from_utf8(header_bytes)
+        .map_err(|e| PortError::bad_header(path, format!("header is not UTF-8 ({e})")))?;
     if !text.trim_start().starts_with('{') {
         return Err(PortError::bad_header(
             path,
@@ -145,7 +144,10 @@ pub(crate) fn parse(path: &Path, file: &[u8]) -> Result<Header, PortError> {
         if t.end > data_len {
             return Err(PortError::Truncated {
                 path: path.into(),
-                tensor: format!("tensor {:?} (data_offsets [{}, {}])", t.name, t.begin, t.end),
+                tensor: format!(
+                    "tensor {:?} (data_offsets [{}, {}])",
+                    t.name, t.begin, t.end
+                ),
                 need: data_start as u64 + t.end as u64,
                 have,
             });
@@ -300,7 +302,9 @@ fn parse_entry(path: &Path, name: String, value: Value) -> Result<TensorEntry, P
         });
     };
     if begin > end {
-        return Err(bad(format!("data_offsets [{begin}, {end}] end before they begin")));
+        return Err(bad(format!(
+            "data_offsets [{begin}, {end}] end before they begin"
+        )));
     }
     let nbytes = shape
         .iter()
@@ -309,11 +313,15 @@ fn parse_entry(path: &Path, name: String, value: Value) -> Result<TensorEntry, P
         Some(nb) if nb == end - begin => {}
         Some(nb) => {
             return Err(bad(format!(
-                "shape {shape:?} of {dtype} needs {nb} bytes but data_offsets [{begin}, {end}] span {}",
-                end - begin
+            "shape {shape:?} of {dtype} needs {nb} bytes but data_offsets [{begin}, {end}] span {}",
+            end - begin
+        )))
+        }
+        None => {
+            return Err(bad(format!(
+                "shape {shape:?} of {dtype} overflows the address space"
             )))
         }
-        None => return Err(bad(format!("shape {shape:?} of {dtype} overflows the address space"))),
     }
     Ok(TensorEntry {
         name,

@@ -142,9 +142,7 @@ fn validate(tensors: &[(String, HostTensor)]) -> Result<Vec<Item<'_>>, PortError
 /// Writes one safetensors file. Tensors are laid out by element size (largest first), then
 /// name, behind a header padded to 8 bytes, so every tensor is aligned to its element size.
 fn write_file(path: &Path, mut group: Vec<&Item>) -> Result<(), PortError> {
-    group.sort_by(|a, b| {
-        (b.dtype.size(), a.name).cmp(&(a.dtype.size(), b.name))
-    });
+    group.sort_by(|a, b| (b.dtype.size(), a.name).cmp(&(a.dtype.size(), b.name)));
     let mut header = Map::new();
     header.insert("__metadata__".into(), json!({ "format": "pt" }));
     let mut offset = 0usize;
@@ -159,9 +157,8 @@ fn write_file(path: &Path, mut group: Vec<&Item>) -> Result<(), PortError> {
         );
         offset += it.nbytes;
     }
-    let mut text = serde_json::to_string(&Value::Object(header)).map_err(|e| {
-        PortError::bad_header(path, format!("cannot serialise the header: {e}"))
-    })?;
+    let mut text = serde_json::to_string(&Value::Object(header))
+        .map_err(|e| PortError::bad_header(path, format!("cannot serialise the header: {e}")))?;
     while (8 + text.len()) % 8 != 0 {
         text.push(' ');
     }
@@ -186,7 +183,9 @@ fn write_le(w: &mut impl Write, data: &Data) -> std::io::Result<()> {
     }
     match data {
         Data::F32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
-        Data::BF16(v) => v.iter().try_for_each(|x| w.write_all(&x.to_bits().to_le_bytes())),
+        Data::BF16(v) => v
+            .iter()
+            .try_for_each(|x| w.write_all(&x.to_bits().to_le_bytes())),
         Data::I32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
         Data::U32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
         Data::I64(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),

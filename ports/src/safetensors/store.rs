@@ -118,12 +118,16 @@ impl TensorStore {
         let (dtype, shape, bytes) = self.lookup(name)?;
         let data = match dtype {
             StoredDType::F32 => Data::F32(decode(bytes, f32::from_le_bytes)),
-            StoredDType::BF16 => Data::BF16(decode(bytes, |b| bf16::from_bits(u16::from_le_bytes(b)))),
+            StoredDType::BF16 => {
+                Data::BF16(decode(bytes, |b| bf16::from_bits(u16::from_le_bytes(b))))
+            }
             StoredDType::I32 => Data::I32(decode(bytes, i32::from_le_bytes)),
             StoredDType::U32 => Data::U32(decode(bytes, u32::from_le_bytes)),
             StoredDType::I64 => Data::I64(decode(bytes, i64::from_le_bytes)),
             StoredDType::Bool => Data::Bool(bytes.iter().map(|&b| u8::from(b != 0)).collect()),
-            StoredDType::F16 | StoredDType::F64 | StoredDType::U8 => Data::F32(to_f32(dtype, bytes)),
+            StoredDType::F16 | StoredDType::F64 | StoredDType::U8 => {
+                Data::F32(to_f32(dtype, bytes))
+            }
         };
         host_tensor(name, shape, data)
     }
@@ -193,24 +197,28 @@ impl TensorStore {
     /// the tensors the index assigns to it, and nothing else.
     fn open_index(index: &Path) -> Result<Self, PortError> {
         let root = read_json_value(index)?;
-        let weight_map = match &root {
-            Value::Object(o) => match o.get("weight_map") {
-                Some(Value::Object(w)) => w,
-                Some(_) => {
-                    return Err(PortError::bad_index(
-                        index,
-                        "\"weight_map\" must be an object {tensor name: shard file}",
-                    ))
-                }
-                None => {
-                    return Err(PortError::bad_index(
+        let weight_map =
+            match &root {
+                Value::Object(o) => match o.get("weight_map") {
+                    Some(Value::Object(w)) => w,
+                    Some(_) => {
+                        return Err(PortError::bad_index(
+                            index,
+                            "\"weight_map\" must be an object {tensor name: shard file}",
+                        ))
+                    }
+                    None => return Err(PortError::bad_index(
                         index,
                         "no \"weight_map\" (expected {\"weight_map\": {tensor name: shard file}})",
+                    )),
+                },
+                _ => {
+                    return Err(PortError::bad_index(
+                        index,
+                        "the index must be a JSON object",
                     ))
                 }
-            },
-            _ => return Err(PortError::bad_index(index, "the index must be a JSON object")),
-        };
+            };
         let dir = index.parent().unwrap_or_else(|| Path::new("."));
         let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, file) in weight_map {
@@ -341,13 +349,23 @@ fn describe_dir(dir: &Path) -> String {
         return "the directory is empty".into();
     }
     let mut s = String::from("found instead: ");
-    s.push_str(&names.iter().take(12).cloned().collect::<Vec<_>>().join(", "));
+    s.push_str(
+        &names
+            .iter()
+            .take(12)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     if names.len() > 12 {
         s.push_str(&format!(", ... ({} entries)", names.len()));
     }
     if names.iter().any(|n| is_shard_file_name(n)) {
         s.push_str("; there are shards but no index: restore model.safetensors.index.json");
-    } else if names.iter().any(|n| n.ends_with(".bin") || n.ends_with(".pt")) {
+    } else if names
+        .iter()
+        .any(|n| n.ends_with(".bin") || n.ends_with(".pt"))
+    {
         s.push_str("; PyTorch pickles are not read: convert them to safetensors");
     }
     s
@@ -390,7 +408,10 @@ fn to_f32(dtype: StoredDType, bytes: &[u8]) -> Vec<f32> {
 
 /// Strict check of a store against expected `(name, shape)` pairs: one error listing every
 /// missing, unexpected and mis-shaped tensor.
-pub fn check_names(store: &TensorStore, expected: &[(String, Vec<usize>)]) -> Result<(), PortError> {
+pub fn check_names(
+    store: &TensorStore,
+    expected: &[(String, Vec<usize>)],
+) -> Result<(), PortError> {
     let mut missing = Vec::new();
     let mut misshaped = Vec::new();
     let mut want: BTreeSet<&str> = BTreeSet::new();

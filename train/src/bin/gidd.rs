@@ -1,1 +1,155 @@
-fn main() {}
+//! The `gidd` command: train | generate | audit | info | bench.
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use gidd_engine::DType;
+use gidd_train::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "gidd", version, about = "Train, sample, evaluate and audit GIDD discrete-diffusion language models.")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a GIDD model (default: the tiny preset on the embedded corpus).
+    Train(gidd_train::trainer::TrainArgs),
+    /// Compare a checkpoint with a golden file written by the reference; non-zero exit on any failure.
+    Audit {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        golden: PathBuf,
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+    /// Print a checkpoint's config, parameter count and FLOPs per token.
+    Info {
+        #[arg(long)]
+        checkpoint: PathBuf,
+    },
+    /// Generate text with a trained or released model.
+    Generate(GenArgs),
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Prompt text (needs tokenizer.json in the checkpoint or --tokenizer); empty: unconditional from bos.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids.
+    #[arg(long)]
+    prompt_ids: Option<String>,
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    #[arg(long, default_value_t = 0)]
+    min_length: usize,
+    #[arg(long, default_value_t = 64)]
+    block_length: usize,
+    #[arg(long, default_value_t = 64)]
+    steps: usize,
+    #[arg(long, default_value = "ancestral")]
+    sampling_method: String,
+    #[arg(long, default_value = "cosine")]
+    noise_schedule: String,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    tokens_per_step: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" | "fp32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        d => bail!("--dtype {d}: use f32 or bf16"),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Train(a) => gidd_train::trainer::run(&a),
+        Cmd::Audit { checkpoint, golden, dtype } => audit(&checkpoint, &golden, &dtype),
+        Cmd::Info { checkpoint } => info(&checkpoint),
+        Cmd::Generate(g) => gen(&g),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn audit(checkpoint: &std::path::Path, golden: &std::path::Path, dtype: &str) -> Result<()> {
+    let rows = gidd_train::audit::audit(checkpoint, golden, parse_dtype(dtype)?)?;
+    print!("{}", gidd_train::audit::format_table(&rows));
+    if rows.iter().any(|r| !r.pass) {
+        bail!("audit failed");
+    }
+    Ok(())
+}
+
+fn info(checkpoint: &std::path::Path) -> Result<()> {
+    let cfg = gidd_train::session::load_config(checkpoint)?;
+    println!("{}", serde_json::to_string_pretty(&cfg.to_json())?);
+    println!("parameters: {} ({:.3}M)", cfg.num_params(), cfg.num_params() as f64 / 1e6);
+    let l = cfg.max_position_embeddings;
+    println!("forward FLOPs per token at L={l}: {:.4e} (train step: 3x = {:.4e})", cfg.flops_per_token(l), 3.0 * cfg.flops_per_token(l));
+    Ok(())
+}
+
+fn gen(a: &GenArgs) -> Result<()> {
+    let m = gidd_train::session::load_checkpoint(&a.checkpoint)?;
+    let tok_path = a.tokenizer.clone().unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
+    let tok = if tok_path.exists() { Some(gidd_train::data::tokenizer::Tok::from_file(&tok_path)?) } else { None };
+    let mut prompt = vec![0u32];
+    if let Some(ids) = &a.prompt_ids {
+        prompt = ids.split(',').map(|s| s.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("--prompt_ids: {e}"))?;
+    } else if let Some(p) = &a.prompt {
+        let Some(t) = &tok else { bail!("--prompt needs a tokenizer: put tokenizer.json in the checkpoint directory or pass --tokenizer") };
+        prompt.extend(t.encode(p)?);
+    }
+    let method = match a.sampling_method.as_str() {
+        "ancestral" => Method::Ancestral,
+        "adaptive" => Method::Adaptive,
+        s => bail!("--sampling_method {s}: use ancestral or adaptive"),
+    };
+    let schedule = match a.noise_schedule.as_str() {
+        "linear" => NoiseSchedule::Linear,
+        "cosine" => NoiseSchedule::Cosine,
+        s => bail!("--noise_schedule {s}: use linear or cosine"),
+    };
+    let o = GenOpts {
+        max_length: a.max_length,
+        min_length: a.min_length,
+        block_length: a.block_length,
+        steps: a.steps,
+        method,
+        schedule,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        tokens_per_step: a.tokens_per_step,
+        seed: a.seed,
+    };
+    let mut canvas = Canvas::new(&m.cfg, &m.params, 1, m.cfg.max_position_embeddings, DType::F32)?;
+    let out = generate(&mut canvas, &m.cfg, &[prompt], &o, None, |x, end| eprintln!("block done: {} tokens", end.min(x[0].len())))?;
+    match &tok {
+        Some(t) => println!("{}", t.decode(&out[0])?),
+        None => println!("{:?}", out[0]),
+    }
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //!
 //! Hidden states are pairs (topic t, class c): `N_TOPICS` topics times
 //! `N_CLASSES` word classes (determiner, pronoun, preposition, ..., noun, verb,
-//! comma, sentence stop), `N_STATES` = 48 states. A document is
+//! comma, sentence stop), `N_STATES` = 96 states. A document is
 //!
 //! ```text
 //!   s_0 ~ init,   w_i ~ emit(s_i),   then either END with prob end(s_i) or s_{i+1} ~ trans(s_i, .)
@@ -26,7 +26,7 @@ use super::rng::{hash2, SplitMix};
 use super::words::draw_words;
 use std::collections::{HashMap, HashSet};
 
-pub const N_TOPICS: usize = 5;
+pub const N_TOPICS: usize = 8;
 pub const N_CLASSES: usize = 12;
 pub const N_STATES: usize = N_TOPICS * N_CLASSES;
 /// Probability that a document ends after a sentence stop (mean ~8 sentences).
@@ -76,9 +76,9 @@ fn class_words(c: Class) -> (usize, usize, usize, f64, bool) {
         Aux => (8, 1, 1, 1.2, false),
         Rel => (4, 1, 1, 1.2, false),
         Adv => (70, 2, 3, 1.05, false),
-        Adj => (90, 2, 3, 1.05, true),
-        Noun => (200, 2, 3, 1.05, true),
-        Verb => (140, 2, 3, 1.05, true),
+        Adj => (60, 2, 3, 1.05, true),
+        Noun => (130, 2, 3, 1.05, true),
+        Verb => (90, 2, 3, 1.05, true),
         Comma | Stop => (0, 0, 0, 0.0, false),
     }
 }

@@ -1,11 +1,17 @@
 //! The embedded default corpus: text the program generates itself from a
 //! stochastic language whose exact log-probability of any text is computable.
 //!
-//! [`Language`] is a hidden Markov model (48 hidden states = 4 topics x 12 word
-//! classes, ~2300 made-up words, Zipfian emissions, punctuated sentences,
+//! [`Language`] is a hidden Markov model (96 hidden states = 8 topics x 12 word
+//! classes, 2364 made-up words, Zipfian emissions, punctuated sentences,
 //! documents that end after a sentence). Everything is deterministic from a
 //! seed through the crate's own [`SplitMix`] generator, so the corpus is the
 //! same on every machine.
+//!
+//! Statistics of the default (`corpus_stats` test, 20 000 documents):
+//! 93 words per document (punctuation counts as words); true entropy 4.24
+//! nats/word against a stationary unigram entropy of 6.08; with a 1024-token
+//! BPE 2.19 tokens/word, true entropy 1.92 nats/token against a word-unigram
+//! baseline of 2.76 nats/token (2048 tokens: 1.69 tokens/word, 2.49 vs 3.57).
 //!
 //! The point: after training on tokenized text, the trainer prints the held-out
 //! ELBO in nats per token beside the true entropy of the same held-out text,
@@ -29,7 +35,9 @@ mod tests;
 pub use language::{Class, Language, N_CLASSES, N_STATES, N_TOPICS, PUNCT};
 pub use rng::{hash2, mix64, SplitMix};
 
-use crate::data::{DataError, Tok, SPECIAL_TOKENS};
+use crate::data::{
+    write_shard, DataError, DocSource, MemSource, ShardDtype, ShardSource, Tok, SPECIAL_TOKENS,
+};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -110,7 +118,42 @@ pub fn embedded_default(
     });
     let tok = match cached {
         Some(t) => t,
-        None => Tok::train_bpe(&texts, vocab_size, &path)?,
+        None => {
+            // Token shards of an older tokenizer are stale.
+            let _ = std::fs::remove_file(corpus_shard_path(&path));
+            Tok::train_bpe(&texts, vocab_size, &path)?
+        }
     };
     Ok((lang, tok, texts))
+}
+
+fn corpus_shard_path(tokenizer_path: &Path) -> PathBuf {
+    tokenizer_path.with_file_name("corpus.bin")
+}
+
+/// The embedded documents as token ids, one document per text: tokenized on the
+/// first use and cached as a token shard (`corpus.bin` + `corpus.json`) beside the
+/// tokenizer of [`embedded_default`], memory-mapped after (tokenizing 20 000
+/// documents takes seconds on 2 cores).
+pub fn embedded_tokens(tok: &Tok, texts: &[String]) -> Result<Box<dyn DocSource>, DataError> {
+    let bin = corpus_shard_path(tok.path());
+    if let Ok(shard) = ShardSource::open(&bin) {
+        if shard.len() == texts.len() {
+            return Ok(Box::new(shard));
+        }
+    }
+    let mem = MemSource::from_texts(texts, tok, "embedded corpus")?;
+    let docs: Vec<Vec<u32>> = (0..mem.len())
+        .map(|i| mem.doc(i))
+        .collect::<Result<_, _>>()?;
+    let dtype = if tok.vocab_size() <= 1 << 16 {
+        ShardDtype::U16
+    } else {
+        ShardDtype::U32
+    };
+    // A cache that cannot be written is not an error: the documents are in memory.
+    if write_shard(&bin, &docs, dtype).is_err() {
+        let _ = std::fs::remove_file(&bin);
+    }
+    Ok(Box::new(mem))
 }

@@ -275,6 +275,24 @@ fn embedded_default_trains_then_reuses_its_tokenizer() {
     let (_, tok3, _) = embedded_default(&dir, 400, 300).expect("retrained");
     assert_eq!(std::fs::read_to_string(&path).ok(), Some(json));
     assert_eq!(tok3.encode(&texts[1]).ok(), tok.encode(&texts[1]).ok());
+    // Token ids: tokenized, cached as a shard, then read back from the shard.
+    let first = embedded_tokens(&tok3, &texts).expect("tokens");
+    assert!(path.with_file_name("corpus.bin").is_file());
+    let again = embedded_tokens(&tok3, &texts).expect("cached tokens");
+    assert!(
+        again.describe().contains("corpus.bin"),
+        "{}",
+        again.describe()
+    );
+    assert_eq!(first.len(), texts.len());
+    for i in [0, 17, 299] {
+        assert_eq!(first.doc(i).ok(), tok.encode(&texts[i]).ok());
+        assert_eq!(again.doc(i).ok(), first.doc(i).ok());
+    }
+    // Retraining the tokenizer drops the stale shard.
+    std::fs::write(&path, "{ not json").expect("corrupt");
+    embedded_default(&dir, 400, 300).expect("retrained");
+    assert!(!path.with_file_name("corpus.bin").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -298,6 +316,20 @@ fn corpus_stats() {
         "20000 docs: {words} words, {:.1} words/doc",
         words as f64 / 20_000.0
     );
+    let dir = temp_dir("stats-default");
+    for pass in ["first", "cached"] {
+        let t0 = std::time::Instant::now();
+        let (_, tok, texts) = embedded_default(&dir, 1024, 20_000).expect("default");
+        let t1 = t0.elapsed().as_secs_f64();
+        let src = embedded_tokens(&tok, &texts).expect("tokenize");
+        println!(
+            "embedded_default {pass}: {t1:.2}s, tokens of {} docs ({}): {:.2}s",
+            texts.len(),
+            src.describe(),
+            t0.elapsed().as_secs_f64() - t1
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     for v in [1024, 2048] {
         let dir = temp_dir("stats");
         let t0 = std::time::Instant::now();

@@ -6,11 +6,11 @@
 //! - [`Packer`]: documents + eos packed into rows of exactly `seq_len` tokens, in
 //!   a seeded shuffled order with a resumable JSON position, and a held-out split.
 
-mod packer;
-mod pq;
-mod shard;
-mod source;
-mod tokenizer;
+pub mod packer;
+pub mod pq;
+pub mod shard;
+pub mod source;
+pub mod tokenizer;
 
 #[cfg(test)]
 mod tests;
@@ -94,6 +94,31 @@ pub fn check_vocab(tok: &Tok, model_vocab: usize) -> Result<(), DataError> {
         });
     }
     Ok(())
+}
+
+/// Entropy in nats per token of the token frequencies of documents `docs` of
+/// `source`, each followed by `eos_id`: the unigram baseline of a text.
+pub fn token_unigram_entropy(
+    source: &dyn DocSource,
+    docs: &[usize],
+    eos_id: u32,
+) -> Result<f64, DataError> {
+    let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    let mut n = 0usize;
+    for &i in docs {
+        for t in source.doc(i)?.into_iter().chain([eos_id]) {
+            *counts.entry(t).or_default() += 1;
+            n += 1;
+        }
+    }
+    let n = n.max(1) as f64;
+    Ok(counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.ln()
+        })
+        .sum())
 }
 
 /// Checks pre-tokenized ids against the model's vocabulary (`doc` names the document).

@@ -642,3 +642,13 @@ fn eval_set_packs_whole_held_out_documents() {
         Err(DataError::Empty { .. })
     ));
 }
+
+#[test]
+fn token_unigram_entropy_of_known_frequencies() {
+    // Tokens 5,5,6,eos | 6,eos: frequencies 2/6, 2/6, 2/6 -> ln 3.
+    let src = MemSource::from_docs(vec![vec![5, 5, 6], vec![6]], "h");
+    let h = token_unigram_entropy(&src, &[0, 1], EOS_ID).expect("entropy");
+    assert!((h - 3f64.ln()).abs() < 1e-12, "{h}");
+    let h0 = token_unigram_entropy(&src, &[1], EOS_ID).expect("entropy");
+    assert!((h0 - 2f64.ln()).abs() < 1e-12, "{h0}");
+}

@@ -1,0 +1,83 @@
+//! Checkpoints: HF-format weights (config.json + model.safetensors) that the
+//! reference loads, plus optimizer state and the data position for exact resume.
+//! A checkpoint is written into a temporary directory and renamed into place, so
+//! a crash or a full disk never leaves a half-written checkpoint behind.
+
+use crate::data::packer::PackerState;
+use anyhow::{Context, Result};
+use gidd_engine::HostTensor;
+use gidd_model::GiddConfig;
+use std::path::{Path, PathBuf};
+
+pub struct State {
+    pub cfg: GiddConfig,
+    pub params: Vec<(String, HostTensor)>,
+    pub mu: Vec<HostTensor>,
+    pub nu: Vec<HostTensor>,
+    pub step: usize,
+    pub packer: PackerState,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn save(root: &Path, step: usize, cfg: &GiddConfig, params: &[(String, HostTensor)], mu: &[HostTensor], nu: &[HostTensor], packer: &PackerState, keep: usize) -> Result<PathBuf> {
+    let name = format!("checkpoint-{step}");
+    let tmp = root.join(format!(".{name}.tmp"));
+    let dir = root.join(&name);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    gidd_ports::write_json_pretty(&tmp.join("config.json"), &cfg.to_json())?;
+    gidd_ports::save_tensors(&tmp, params, None)?;
+    let mut opt: Vec<(String, HostTensor)> = vec![];
+    for (i, (n, _)) in params.iter().enumerate() {
+        opt.push((format!("mu.{n}"), mu[i].clone()));
+        opt.push((format!("nu.{n}"), nu[i].clone()));
+    }
+    let opt_dir = tmp.join("optimizer");
+    std::fs::create_dir_all(&opt_dir)?;
+    gidd_ports::save_tensors(&opt_dir, &opt, None)?;
+    let state = serde_json::json!({ "step": step, "packer": packer });
+    gidd_ports::write_json_pretty(&tmp.join("trainer_state.json"), &state)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
+    prune(root, keep)?;
+    Ok(dir)
+}
+
+/// Keeps the `keep` most recent checkpoints (0 keeps all).
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.strip_prefix("checkpoint-").and_then(|s| s.parse().ok()).map(|s| (s, e.path()))
+        })
+        .collect();
+    found.sort();
+    while found.len() > keep {
+        let (_, p) = found.remove(0);
+        std::fs::remove_dir_all(&p).ok();
+    }
+    Ok(())
+}
+
+pub fn load(dir: &Path) -> Result<State> {
+    let loaded = crate::session::load_checkpoint(dir)?;
+    let opt = gidd_ports::TensorStore::open(&dir.join("optimizer")).with_context(|| format!("{} has no optimizer state: it is a weights-only checkpoint and cannot be resumed exactly", dir.display()))?;
+    let mut mu = vec![];
+    let mut nu = vec![];
+    for (n, _) in &loaded.params {
+        mu.push(opt.get_f32(&format!("mu.{n}"))?);
+        nu.push(opt.get_f32(&format!("nu.{n}"))?);
+    }
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("trainer_state.json")).with_context(|| format!("{}/trainer_state.json", dir.display()))?)?;
+    let step = st["step"].as_u64().context("trainer_state.json: step")? as usize;
+    let packer: PackerState = serde_json::from_value(st["packer"].clone()).context("trainer_state.json: packer")?;
+    Ok(State { cfg: loaded.cfg, params: loaded.params, mu, nu, step, packer })
+}

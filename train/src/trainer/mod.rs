@@ -1,0 +1,470 @@
+//! `gidd train`: the training loop around the one-graph step.
+
+mod checkpoint;
+pub mod noise;
+pub mod optim;
+pub mod step;
+
+use crate::corpus::{embedded_default, Language};
+use crate::data::packer::{EvalSet, HeldOut, Packer, PackerConfig, PackerState};
+use crate::data::source::{open_source, DocSource};
+use crate::data::tokenizer::Tok;
+use crate::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use anyhow::{bail, Context, Result};
+use gidd_engine::rng::HostRng;
+use gidd_engine::{CpuExecutor, DType, Executor, HostTensor};
+use gidd_model::{GiddConfig, Schedule};
+use noise::NoiseOpts;
+use optim::{group_of, Group, OptimOpts};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use step::{LossOpts, METRICS};
+
+/// Flags of `gidd train`, named as the reference's args.py.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TrainArgs {
+    /// A size preset (tiny: 2 layers d 128; small: 4 layers d 256); explicit flags override it.
+    #[arg(long)]
+    pub preset: Option<String>,
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Must equal batch_size for now (gradient accumulation is not implemented yet).
+    #[arg(long)]
+    pub micro_batch_size: Option<usize>,
+    #[arg(long)]
+    pub num_layers: Option<usize>,
+    #[arg(long)]
+    pub hidden_size: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub head_dim: usize,
+    #[arg(long)]
+    pub num_attn_heads: Option<usize>,
+    #[arg(long)]
+    pub max_training_steps: Option<usize>,
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    pub cooldown_steps: f64,
+    #[arg(long, default_value_t = 0.4)]
+    pub init_scale: f64,
+    #[arg(long, default_value_t = 0.02)]
+    pub aux_init_scale: f64,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub zero_head_init: bool,
+    #[arg(long, default_value_t = 4.0)]
+    pub resid_scale: f64,
+    #[arg(long, default_value_t = 512.0)]
+    pub head_scale: f64,
+    #[arg(long, default_value = "sum")]
+    pub loss_aggregation: String,
+    #[arg(long, default_value_t = 1.0)]
+    pub loss_scale: f64,
+    #[arg(long, default_value = "laprop")]
+    pub optimizer: String,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 0.02)]
+    pub aux_lr_factor: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f64,
+    #[arg(long, default_value_t = 0.99)]
+    pub beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub ln_wd: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub bias_wd: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub beta_is_div: f64,
+    /// The published runs passed this value as noise_p_independent (SPEC.md section 4 quirk) and inserted no empty tokens.
+    #[arg(long, default_value_t = 0.2)]
+    pub max_empty_token_frac: f64,
+    /// Defaults to max_empty_token_frac, as the reference's train.py effectively does.
+    #[arg(long)]
+    pub noise_p_independent: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub noise_p_linear: f64,
+    #[arg(long, default_value_t = 0.2)]
+    pub noise_mask_p_prompt: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub noise_mask_p_infilling: f64,
+    #[arg(long, default_value_t = -9.0)]
+    pub min_log_snr: f64,
+    #[arg(long, default_value_t = 9.0)]
+    pub max_log_snr: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub hybrid_mixing_scale: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub hybrid_mixing_shift: f64,
+    #[arg(long, default_value = "runs/default")]
+    pub save_directory: PathBuf,
+    #[arg(long)]
+    pub save_steps: Option<usize>,
+    #[arg(long, default_value_t = 3)]
+    pub save_total_limit: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Activation dtype: f32 or bf16 (fp32 accepted).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub causal_prompt_attn: bool,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub attn_bias: bool,
+    #[arg(long)]
+    pub resume_from_checkpoint: Option<PathBuf>,
+    /// A file or directory of text, jsonl, parquet buckets or token shards; default: the embedded corpus.
+    #[arg(long)]
+    pub data_files: Option<PathBuf>,
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Tokenizer vocabulary of the embedded corpus.
+    #[arg(long, default_value_t = 1024)]
+    pub vocab_size: usize,
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Held-out ELBO every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub eval_steps: usize,
+    /// Samples printed at the end.
+    #[arg(long, default_value_t = 3)]
+    pub num_samples: usize,
+}
+
+struct Resolved {
+    seq: usize,
+    batch: usize,
+    layers: usize,
+    hidden: usize,
+    heads: usize,
+    steps: usize,
+    warmup: usize,
+    lr: f64,
+    save_steps: usize,
+}
+
+fn resolve(a: &TrainArgs) -> Result<Resolved> {
+    // (seq, batch, layers, hidden, heads, steps, warmup, lr)
+    let base = match a.preset.as_deref() {
+        None | Some("tiny") => (128, 16, 2, 128, 4, 400, 40, 0.5),
+        Some("small") => (256, 16, 4, 256, 4, 1000, 100, 0.5),
+        Some("base") => (512, 8, 8, 512, 8, 5000, 500, 0.5),
+        Some(p) => bail!("unknown preset '{p}': use tiny, small or base"),
+    };
+    let hidden = a.hidden_size.unwrap_or(base.3);
+    let heads = a.num_attn_heads.unwrap_or(if a.hidden_size.is_some() { (hidden / a.head_dim).max(1) } else { base.4 });
+    let steps = a.max_training_steps.unwrap_or(base.5);
+    Ok(Resolved {
+        seq: a.max_seq_len.unwrap_or(base.0),
+        batch: a.batch_size.unwrap_or(base.1),
+        layers: a.num_layers.unwrap_or(base.2),
+        hidden,
+        heads,
+        steps,
+        warmup: a.warmup_steps.unwrap_or(base.6.min(steps / 10).max(1)),
+        lr: a.lr.unwrap_or(base.7),
+        save_steps: a.save_steps.unwrap_or(steps),
+    })
+}
+
+/// The model config of a run (the reference's train.py choices, SPEC.md section 1 "Training init").
+fn model_config(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<GiddConfig> {
+    let v = serde_json::json!({
+        "vocab_size": vocab, "hidden_size": r.hidden, "intermediate_size": 4 * r.hidden,
+        "num_hidden_layers": r.layers, "num_attention_heads": r.heads, "head_dim": r.hidden / r.heads.max(1),
+        "max_position_embeddings": r.seq, "resid_scale": a.resid_scale, "init_scale": a.init_scale,
+        "emb_init_scale": a.aux_init_scale, "head_init_scale": 0.0, "weight_scaling": 1.0,
+        "head_scaling": a.head_scale / r.hidden as f64, "attention_bias": a.attn_bias, "mlp_bias": a.attn_bias,
+        "use_qk_norm": true, "noise_type": a.hybrid_mixing_shift, "min_log_snr": a.min_log_snr,
+        "max_log_snr": a.max_log_snr, "attn_soft_cap": 30.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+        "bos_token_id": 0, "eos_token_id": 1, "dtype": "float32"
+    });
+    GiddConfig::from_json(v).map_err(|e| anyhow::anyhow!("model flags: {e}"))
+}
+
+/// CompleteP-style init: bulk ~ N(0, (init_scale/sqrt d)^2), embedding ~ N(0, aux^2), lm_head zero, norms and biases zero.
+fn init_params(cfg: &GiddConfig, a: &TrainArgs, seed: u64) -> Vec<(String, HostTensor)> {
+    let mut rng = HostRng::new(seed ^ 0x1417);
+    let d = cfg.hidden_size as f64;
+    cfg.param_shapes()
+        .into_iter()
+        .map(|(n, s)| {
+            let numel: usize = s.iter().product();
+            let std = match group_of(&n) {
+                Group::Ln | Group::Bias => 0.0,
+                Group::Emb if n.contains("lm_head") && a.zero_head_init => 0.0,
+                Group::Emb if n.contains("lm_head") => a.init_scale / d.sqrt(),
+                Group::Emb => a.aux_init_scale,
+                Group::Bulk => a.init_scale / d.sqrt(),
+            };
+            let v: Vec<f32> = (0..numel).map(|_| if std == 0.0 { 0.0 } else { (rng.normal() * std) as f32 }).collect();
+            (n, HostTensor { shape: s, data: gidd_engine::Data::F32(v) })
+        })
+        .collect()
+}
+
+/// Data for a run: training source, held-out set, tokenizer, and the language when embedded.
+struct DataSetup {
+    source: Arc<dyn DocSource>,
+    tok: Option<Tok>,
+    lang: Option<Language>,
+    texts: Vec<String>,
+}
+
+fn setup_data(a: &TrainArgs) -> Result<DataSetup> {
+    match &a.data_files {
+        None => {
+            let cache = std::env::var_os("GIDD_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".gidd-cache"));
+            let (lang, tok, texts) = embedded_default(&cache, a.vocab_size, 4000)?;
+            let src = crate::corpus::embedded_tokens(&tok, &texts)?;
+            Ok(DataSetup { source: Arc::from(src), tok: Some(tok), lang: Some(lang), texts })
+        }
+        Some(p) => {
+            let tok = a.tokenizer.as_deref().map(Tok::from_file).transpose()?;
+            let src = open_source(p, tok.as_ref())?;
+            Ok(DataSetup { source: Arc::from(src), tok, lang: None, texts: vec![] })
+        }
+    }
+}
+
+fn f32_scalar(x: f64) -> HostTensor {
+    HostTensor::scalar_f32(x as f32)
+}
+
+fn rows_tensor(rows: &[Vec<u32>], seq: usize) -> Result<HostTensor> {
+    let flat: Vec<i32> = rows.iter().flat_map(|r| r.iter().map(|&x| x as i32)).collect();
+    Ok(HostTensor::i32(vec![rows.len(), seq], flat)?)
+}
+
+pub fn run(a: &TrainArgs) -> Result<()> {
+    if a.backend != "cpu" {
+        bail!("backend '{}' is not available in this build: use --backend cpu", a.backend);
+    }
+    if let Some(t) = a.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
+    }
+    let dtype = match a.dtype.as_str() {
+        "f32" | "fp32" => DType::F32,
+        "bf16" => DType::BF16,
+        d => bail!("--dtype {d}: use f32 or bf16"),
+    };
+    let r = resolve(a)?;
+    if let Some(m) = a.micro_batch_size.filter(|&m| m != r.batch) {
+        bail!("--micro_batch_size {m} != --batch_size {}: gradient accumulation is not implemented yet", r.batch);
+    }
+    let data = setup_data(a)?;
+    let vocab = match &data.tok {
+        Some(t) => t.vocab_size().max(4),
+        None => a.vocab_size,
+    };
+    let heldout = HeldOut::EveryK(50);
+    let mut cfg = model_config(a, &r, vocab)?;
+    let sched = Schedule { min_log_snr: a.min_log_snr, max_log_snr: a.max_log_snr, scale: a.hybrid_mixing_scale, shift: a.hybrid_mixing_shift, vocab_size: vocab, mask_id: 3 };
+    let no = NoiseOpts {
+        p_independent: a.noise_p_independent.unwrap_or(a.max_empty_token_frac),
+        p_linear: a.noise_p_linear,
+        p_prompt: a.noise_mask_p_prompt,
+        p_infilling: a.noise_mask_p_infilling,
+        causal_prompt_attn: a.causal_prompt_attn,
+        clean_log_snr: 10.0,
+    };
+    let oo = OptimOpts {
+        laprop: match a.optimizer.as_str() {
+            "laprop" => true,
+            "adam" | "adamw" => false,
+            o => bail!("--optimizer {o}: use laprop or adam"),
+        },
+        lr: r.lr,
+        aux_lr_factor: a.aux_lr_factor,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        adam_eps: a.adam_eps,
+        weight_decay: a.weight_decay,
+        ln_wd: a.ln_wd,
+        bias_wd: a.bias_wd,
+        hidden: r.hidden,
+        layers: r.layers,
+        warmup_steps: r.warmup,
+        cooldown_steps: a.cooldown_steps,
+        max_steps: r.steps,
+    };
+    let lo = LossOpts { beta_is_div: a.beta_is_div, sum: a.loss_aggregation == "sum", loss_scale: a.loss_scale };
+    if a.loss_aggregation != "sum" && a.loss_aggregation != "mean" {
+        bail!("--loss_aggregation {}: use sum or mean", a.loss_aggregation);
+    }
+
+    // State: fresh or resumed.
+    let (mut params, mut mu, mut nu, mut start, mut packer) = match &a.resume_from_checkpoint {
+        Some(dir) => {
+            let st = checkpoint::load(dir)?;
+            cfg = st.cfg;
+            let packer = Packer::from_state(data.source.clone(), &st.packer)?;
+            (st.params, st.mu, st.nu, st.step, packer)
+        }
+        None => {
+            let params = init_params(&cfg, a, a.seed);
+            let zeros = |p: &[(String, HostTensor)]| p.iter().map(|(_, t)| HostTensor::zeros(DType::F32, t.shape.clone())).collect::<Vec<_>>();
+            let (mu, nu) = (zeros(&params), zeros(&params));
+            let packer = Packer::new(data.source.clone(), PackerConfig { model_vocab: Some(vocab), ..PackerConfig::train(r.seq, a.seed, heldout) })?;
+            (params, mu, nu, 0usize, packer)
+        }
+    };
+    std::fs::create_dir_all(&a.save_directory).with_context(|| format!("cannot create save directory {}", a.save_directory.display()))?;
+    let probe = a.save_directory.join(".write-test");
+    std::fs::write(&probe, b"ok").with_context(|| format!("save directory {} is not writable", a.save_directory.display()))?;
+    std::fs::remove_file(&probe).ok();
+
+    let n_params = cfg.num_params();
+    let flops_tok = 3.0 * cfg.flops_per_token(r.seq);
+    eprintln!(
+        "gidd train: {} layers, d {}, {} heads, vocab {}, {:.2}M params, seq {}, batch {}, {} steps, {} on {}",
+        cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, vocab, n_params as f64 / 1e6, r.seq, r.batch, r.steps, a.dtype, CpuExecutor.name()
+    );
+    let t0 = Instant::now();
+    let (prog, _order) = step::build_step(&cfg, &sched, &no, &oo, &lo, r.batch, r.seq, dtype)?;
+    let mut lp = CpuExecutor.load(&prog)?;
+    eprintln!("compiled the step in {:.1}s: {} ops, {:.1} MiB planned for intermediates (vs {:.1} MiB unplanned)",
+        t0.elapsed().as_secs_f64(), prog.nodes.len(), prog.planned_bytes() as f64 / (1 << 20) as f64, prog.unplanned_bytes() as f64 / (1 << 20) as f64);
+
+    let eval = EvalSet::build(data.source.as_ref(), heldout, r.seq, 4 * r.batch)?;
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(a.save_directory.join("metrics.jsonl"))?;
+    let seed_t = HostTensor::u32(vec![2], vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37])?;
+    let mut last_good: Option<PathBuf> = None;
+    let run_start = Instant::now();
+    while start < r.steps {
+        let k = start;
+        let rows = packer.next_batch(r.batch)?;
+        let labels = rows_tensor(&rows, r.seq)?;
+        let f = oo.lr_factor(k);
+        let (b1t, b2t) = oo.betas(k + 1);
+        let lr_b = oo.group_lr_wd(Group::Bulk).0 * f;
+        let lr_a = oo.group_lr_wd(Group::Emb).0 * f;
+        let step_t = HostTensor::u32(vec![], vec![k as u32])?;
+        let sc = [f32_scalar(lr_b), f32_scalar(lr_a), f32_scalar(b1t), f32_scalar(b2t)];
+        let t = Instant::now();
+        let outs = {
+            let mut ins: Vec<&HostTensor> = params.iter().map(|(_, t)| t).collect();
+            ins.extend(mu.iter());
+            ins.extend(nu.iter());
+            ins.push(&labels);
+            ins.push(&seed_t);
+            ins.push(&step_t);
+            ins.extend(sc.iter());
+            CpuExecutor.run(&mut lp, &ins)?
+        };
+        let dt = t.elapsed().as_secs_f64();
+        let m: Vec<f64> = outs[..METRICS.len()].iter().map(|t| t.to_f64_vec()[0]).collect();
+        if !m[0].is_finite() {
+            bail!(
+                "loss is {} at step {}: stopping; the last good checkpoint is {}",
+                m[0],
+                k + 1,
+                last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (no checkpoint saved yet)".into())
+            );
+        }
+        let mut it = outs.into_iter().skip(METRICS.len());
+        for (_, p) in params.iter_mut() {
+            *p = it.next().context("step output")?;
+        }
+        for x in mu.iter_mut().chain(nu.iter_mut()) {
+            *x = it.next().context("step output")?;
+        }
+        start += 1;
+        let tps = (r.batch * r.seq) as f64 / dt;
+        let mfu_flops = flops_tok * tps;
+        let line = serde_json::json!({
+            "step": start, "loss": m[0], "elbo": m[1], "kl": m[2], "is": m[3], "lr": lr_b, "grad_norm": m[4],
+            "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "ms_per_step": dt * 1e3,
+        });
+        writeln!(metrics, "{line}")?;
+        if start % 10 == 0 || start == 1 || start == r.steps {
+            let eta = run_start.elapsed().as_secs_f64() / (start - k.min(start - 1)) as f64;
+            let _ = eta;
+            let done = start as f64 / r.steps as f64;
+            let elapsed = run_start.elapsed().as_secs_f64();
+            eprintln!(
+                "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s eta {:.0}s",
+                r.steps, 100.0 * done, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, elapsed / done * (1.0 - done)
+            );
+        }
+        if a.eval_steps > 0 && start % a.eval_steps == 0 && start < r.steps {
+            let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
+            eprintln!("  held-out ELBO {:.4} nats/token ({:.4} bits)", e, e / std::f64::consts::LN_2);
+        }
+        if start % r.save_steps == 0 || start == r.steps {
+            let dir = checkpoint::save(&a.save_directory, start, &cfg, &params, &mu, &nu, &packer.state(), a.save_total_limit)?;
+            last_good = Some(dir);
+        }
+    }
+    // Final report: held-out ELBO against the corpus's true entropy.
+    let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
+    println!("held-out ELBO: {:.4} nats/token ({:.4} bits/token, PPL bound {:.2})", e, e / std::f64::consts::LN_2, e.exp());
+    if let (Some(lang), Some(_)) = (&data.lang, &data.tok) {
+        let (mut true_nats, mut uni_nats) = (0.0, 0.0);
+        for &i in &eval.docs {
+            true_nats += lang.true_nats(&data.texts[i]).unwrap_or(f64::NAN);
+            uni_nats += lang.unigram_text_nats(&data.texts[i]).unwrap_or(f64::NAN);
+        }
+        let n = eval.n_tokens as f64;
+        println!("true entropy of the same held-out text: {:.4} nats/token; unigram (word) entropy: {:.4} nats/token; gap ELBO - true: {:.4} nats/token",
+            true_nats / n, uni_nats / n, e - true_nats / n);
+    }
+    if a.num_samples > 0 {
+        if let Some(tok) = &data.tok {
+            let mut canvas = Canvas::new(&cfg, &params, 1, r.seq, dtype)?;
+            for sidx in 0..a.num_samples {
+                let o = GenOpts { max_length: r.seq.min(64), min_length: 0, block_length: 32.min(r.seq - 1), steps: 32, method: Method::Ancestral, schedule: NoiseSchedule::Cosine, temperature: 1.0, top_k: None, top_p: None, tokens_per_step: 1, seed: a.seed + sidx as u64 };
+                let out = generate(&mut canvas, &cfg, &[vec![0]], &o, None, |_, _| {})?;
+                let ids: Vec<u32> = out[0].iter().copied().filter(|&x| x > 3).collect();
+                println!("sample {}: {}", sidx + 1, tok.decode(&ids)?);
+            }
+        }
+    }
+    println!("checkpoint: {}", last_good.map(|p| p.display().to_string()).unwrap_or_default());
+    Ok(())
+}
+
+/// Mean held-out ELBO per token (nats), averaged over 4 noise draws.
+#[allow(clippy::too_many_arguments)]
+fn heldout_elbo(cfg: &GiddConfig, s: &Schedule, no: &NoiseOpts, params: &[(String, HostTensor)], eval: &EvalSet, batch: usize, seq: usize, dtype: DType) -> Result<f64> {
+    let (prog, _) = step::build_eval(cfg, s, no, batch, seq, dtype)?;
+    let mut lp = CpuExecutor.load(&prog)?;
+    let seed = HostTensor::u32(vec![2], vec![0xe7a1, 0x5eed])?;
+    let (mut sum, mut count) = (0.0, 0.0);
+    for rep in 0..4u32 {
+        for (ci, chunk) in eval.rows.chunks(batch).enumerate() {
+            let mut rows = chunk.to_vec();
+            let mut valid = vec![0f32; batch * seq];
+            for (i, len) in eval.lens[ci * batch..ci * batch + chunk.len()].iter().enumerate() {
+                valid[i * seq..i * seq + len].fill(1.0);
+            }
+            while rows.len() < batch {
+                rows.push(vec![2; seq]);
+            }
+            let labels = rows_tensor(&rows, seq)?;
+            let valid_t = HostTensor::f32(vec![batch, seq], valid)?;
+            let step = HostTensor::u32(vec![], vec![rep * 100_003 + ci as u32])?;
+            let mut ins: Vec<&HostTensor> = params.iter().map(|(_, t)| t).collect();
+            ins.push(&labels);
+            ins.push(&valid_t);
+            ins.push(&seed);
+            ins.push(&step);
+            let out = CpuExecutor.run(&mut lp, &ins)?;
+            sum += out[0].to_f64_vec()[0];
+            count += out[1].to_f64_vec()[0];
+        }
+    }
+    Ok(sum / count.max(1.0))
+}
+
+#[allow(dead_code)]
+fn _path_used(_: &Path, _: PackerState) {}
