@@ -7,26 +7,29 @@ use gidd_engine::api::attention_with_bias_slot;
 use gidd_engine::{AttnSpec, DType, Graph, HostTensor, Result, Tensor};
 use std::collections::BTreeMap;
 
-/// Graph inputs for every parameter, keyed by HF checkpoint name (f32).
+/// Graph inputs for every parameter, keyed by HF checkpoint name (f32), in
+/// `GiddConfig::param_shapes` order.
 #[derive(Clone, Debug)]
 pub struct Params {
-    pub map: BTreeMap<String, Tensor>,
+    list: Vec<(String, Tensor)>,
+    index: BTreeMap<String, usize>,
 }
 
 impl Params {
     /// Declares every parameter of `cfg` as a graph input named by its HF key.
     pub fn declare(g: &Graph, cfg: &GiddConfig) -> Params {
-        let map = cfg.param_shapes().into_iter().map(|(n, s)| (n.clone(), g.input(&n, &s, DType::F32))).collect();
-        Params { map }
+        let list: Vec<(String, Tensor)> = cfg.param_shapes().into_iter().map(|(n, s)| (n.clone(), g.input(&n, &s, DType::F32))).collect();
+        let index = list.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+        Params { list, index }
     }
     pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.map.get(name).ok_or_else(|| gidd_engine::Error::Msg(format!("no parameter named {name}")))
+        self.index.get(name).map(|&i| &self.list[i].1).ok_or_else(|| gidd_engine::Error::Msg(format!("no parameter named {name}")))
     }
     pub fn names(&self) -> Vec<String> {
-        self.map.keys().cloned().collect()
+        self.list.iter().map(|(n, _)| n.clone()).collect()
     }
     pub fn tensors(&self) -> Vec<Tensor> {
-        self.map.values().cloned().collect()
+        self.list.iter().map(|(_, t)| t.clone()).collect()
     }
 }
 

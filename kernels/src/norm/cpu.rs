@@ -174,7 +174,13 @@ pub fn rms_norm_fwd(
     if rows == 0 {
         return;
     }
-    let (x, y, rstd) = (&x[..rows * n], &mut y[..rows * n], &mut rstd[..rows]);
+    // Slicing first: a short slice panics here instead of being read out of bounds.
+    let (x, y, rstd, w) = (
+        &x[..rows * n],
+        &mut y[..rows * n],
+        &mut rstd[..rows],
+        &w[..n],
+    );
     if rows * n < PAR_MIN_ELEMS || n == 0 {
         return fwd_chunk(level, rows, n, eps, x, w, y, rstd);
     }
@@ -205,6 +211,8 @@ pub fn rms_norm_bwd(
         dw.fill(0.0);
         return;
     }
+    let w = &w[..n];
+    // Slicing first: a short slice panics here instead of being read out of bounds.
     let (x, dy, dx, rstd) = (
         &x[..rows * n],
         &dy[..rows * n],

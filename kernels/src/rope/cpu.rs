@@ -76,7 +76,9 @@ pub fn rope(
     if rows == 0 || row == 0 {
         return;
     }
+    // Slicing first: a short slice panics here instead of being read out of bounds.
     let (x, out) = (&x[..rows * row], &mut out[..rows * row]);
+    let (cos, sin) = (&cos[..rows * half], &sin[..rows * half]);
     if rows * row < PAR_MIN_ELEMS {
         return rope_chunk(level, rows, heads, d, x, cos, sin, sign, out);
     }

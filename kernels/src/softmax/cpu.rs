@@ -17,6 +17,7 @@ fn for_rows(
     if rows == 0 || n == 0 {
         return;
     }
+    // Slicing first: a short slice panics here instead of being read out of bounds.
     let (x, y) = (&x[..rows * n], &mut y[..rows * n]);
     if rows * n < PAR_MIN_ELEMS {
         return f(rows, x, y);
@@ -175,14 +176,14 @@ pub fn softmax_bwd(level: Level, rows: usize, n: usize, y: &[f32], dy: &[f32], d
     if rows == 0 || n == 0 {
         return;
     }
-    let dy = &dy[..rows * n];
+    // Slicing first: a short slice panics here instead of being read out of bounds.
+    let (y, dy, dx) = (&y[..rows * n], &dy[..rows * n], &mut dx[..rows * n]);
     if rows * n < PAR_MIN_ELEMS {
         return softmax_bwd_chunk(level, rows, n, y, dy, dx);
     }
     let rc = rows_per_chunk(rows, n, PAR_MIN_ELEMS / 2);
-    y[..rows * n]
-        .par_chunks(rc * n)
+    y.par_chunks(rc * n)
         .zip(dy.par_chunks(rc * n))
-        .zip(dx[..rows * n].par_chunks_mut(rc * n))
+        .zip(dx.par_chunks_mut(rc * n))
         .for_each(|((yc, dyc), dxc)| softmax_bwd_chunk(level, yc.len() / n, n, yc, dyc, dxc));
 }

@@ -36,6 +36,7 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
+#[command(rename_all = "snake_case")]
 struct GenArgs {
     #[arg(long)]
     checkpoint: PathBuf,

@@ -24,6 +24,7 @@ use step::{LossOpts, METRICS};
 
 /// Flags of `gidd train`, named as the reference's args.py.
 #[derive(clap::Args, Clone, Debug)]
+#[command(rename_all = "snake_case")]
 pub struct TrainArgs {
     /// A size preset (tiny: 2 layers d 128; small: 4 layers d 256); explicit flags override it.
     #[arg(long)]
