@@ -202,9 +202,14 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
         let mut lp = CpuExecutor.load(&prog)?;
         let vals: Vec<&HostTensor> = used.iter().map(|(_, t)| t).collect();
         let res = CpuExecutor.run(&mut lp, &vals)?;
+        let mut got: std::collections::HashMap<String, HostTensor> = std::collections::HashMap::new();
         for ((n, _), r) in named.iter().zip(res) {
             let want = get(n)?.to_f64_vec();
             rows.push(compare(n, &r.to_f64_vec(), &want, tolerance(n, dtype)));
+            got.insert(n.clone(), r);
+        }
+        if let (Some(pd), Some(lg), true) = (got.get("adaptive.p_delta"), got.get("logits"), has("adaptive.positions")) {
+            rows.extend(adaptive_choice(&gold, pd, lg)?);
         }
     }
 
@@ -223,6 +228,35 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
         if !covered.contains(n) && !is_input {
             rows.push(Row { quantity: n.to_string(), max_abs: f64::NAN, rel_l2: f64::NAN, tol: 0.0, pass: false, note: "not computed by this audit".into() });
         }
+    }
+    Ok(rows)
+}
+
+/// The greedy adaptive step's chosen positions (top-n p_delta) and z_next (argmax
+/// of the logits with the mask excluded) at those positions, compared exactly.
+fn adaptive_choice(gold: &TensorStore, pd: &HostTensor, logits: &HostTensor) -> anyhow::Result<Vec<Row>> {
+    let want_pos = gold.get("adaptive.positions")?;
+    let (b, n) = (want_pos.shape[0], want_pos.shape[1]);
+    let l = pd.shape[1];
+    let v = logits.shape[2];
+    let pd = pd.to_f64_vec();
+    let lg = logits.to_f64_vec();
+    let z = gold.get("adaptive.z")?.to_f64_vec();
+    let mut pos = vec![];
+    let mut z_next = z.clone();
+    for r in 0..b {
+        let mut idx: Vec<usize> = (0..l).collect();
+        idx.sort_by(|&a, &c| pd[r * l + c].total_cmp(&pd[r * l + a]));
+        for &j in idx.iter().take(n) {
+            pos.push(j as f64);
+            let row = &lg[(r * l + j) * v..(r * l + j + 1) * v];
+            let best = (0..v).filter(|&k| k != 3).fold(0, |bst, k| if row[k] > row[bst] { k } else { bst });
+            z_next[r * l + j] = best as f64;
+        }
+    }
+    let mut rows = vec![compare("adaptive.positions", &pos, &want_pos.to_f64_vec(), 0.0)];
+    if gold.info("adaptive.z_next").is_some() {
+        rows.push(compare("adaptive.z_next", &z_next, &gold.get("adaptive.z_next")?.to_f64_vec(), 0.0));
     }
     Ok(rows)
 }
