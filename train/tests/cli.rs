@@ -69,7 +69,7 @@ fn bad_inputs_fail_clearly() {
     expect_fail(&["train", "--data_files", empty.to_str().expect("utf8"), "--tokenizer", "/nonexistent/tokenizer.json"], "tokenizer");
     let badcfg = tmp("badcfg");
     std::fs::write(badcfg.join("config.json"), "{\n  \"vocab_size\": 10,\n  oops\n}").expect("write");
-    expect_fail(&["info", "--checkpoint", badcfg.to_str().expect("utf8")], "line 3");
+    expect_fail(&["info", "--checkpoint", badcfg.to_str().expect("utf8")], "config.json:3:");
     expect_fail(&["audit", "--checkpoint", "/nonexistent", "--golden", "/nonexistent/g.safetensors"], "config.json");
     // Root ignores permission bits, but /proc refuses everyone.
     expect_fail(&["train", "--save_directory", "/proc/gidd-cannot-write", "--max_training_steps", "1"], "save directory");
