@@ -56,7 +56,9 @@ pub fn decompose(op: &Op, ins: &[Tensor]) -> Result<Vec<Tensor>> {
             Ok(vec![out, lse])
         }
         Op::AttentionBwd(spec) => {
-            let (q, k, v, mask, out, lse, dout) = (&ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6]);
+            let (q, k, v, mask, out, lse, dout) = (
+                &ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6],
+            );
             let (s, capped) = attention_scores(q, k, mask, spec)?;
             let lse4 = lse.reshape(&[lse.shape(), &[1]].concat())?;
             let p = s.sub(&lse4)?.exp()?; // (B, H, Lq, Lk)
@@ -67,13 +69,20 @@ pub fn decompose(op: &Op, ins: &[Tensor]) -> Result<Vec<Tensor>> {
             if let Some(t) = capped {
                 ds = ds.mul(&t.square()?.rsub_scalar(1.0)?)?; // d tanh
             }
-            let m4 = mask.reshape(&[mask.dim(0), 1, mask.dim(1), mask.dim(2)])?.broadcast_to(ds.shape())?;
-            ds = m4.select(&ds, &ds.full_like(0.0))?.mul_scalar(spec.scale as f64)?;
+            let m4 = mask
+                .reshape(&[mask.dim(0), 1, mask.dim(1), mask.dim(2)])?
+                .broadcast_to(ds.shape())?;
+            ds = m4
+                .select(&ds, &ds.full_like(0.0))?
+                .mul_scalar(spec.scale as f64)?;
             let dq = bmm(&ds, k, false)?;
             let dk = bmm_tn(&ds, q)?;
             Ok(vec![dq, dk, dv])
         }
-        other => Err(Error::Msg(format!("{} is a primitive: nothing to decompose", other.name()))),
+        other => Err(Error::Msg(format!(
+            "{} is a primitive: nothing to decompose",
+            other.name()
+        ))),
     }
 }
 
@@ -84,7 +93,12 @@ fn softmax(x: &Tensor) -> Result<Tensor> {
 }
 
 fn bdims(contract_l: usize, contract_r: usize) -> DotDims {
-    DotDims { lhs_batch: vec![0, 1], rhs_batch: vec![0, 1], lhs_contract: vec![contract_l], rhs_contract: vec![contract_r] }
+    DotDims {
+        lhs_batch: vec![0, 1],
+        rhs_batch: vec![0, 1],
+        lhs_contract: vec![contract_l],
+        rhs_contract: vec![contract_r],
+    }
 }
 
 /// [B,H,M,K] x [B,H,K,N] (or x [B,H,N,K] when `rhs_t`).
@@ -98,7 +112,12 @@ fn bmm_tn(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// Masked, soft-capped scores and (when capped) tanh(s/c) for the backward.
-fn attention_scores(q: &Tensor, k: &Tensor, mask: &Tensor, spec: &AttnSpec) -> Result<(Tensor, Option<Tensor>)> {
+fn attention_scores(
+    q: &Tensor,
+    k: &Tensor,
+    mask: &Tensor,
+    spec: &AttnSpec,
+) -> Result<(Tensor, Option<Tensor>)> {
     let mut s = bmm(q, k, true)?.mul_scalar(spec.scale as f64)?; // (B, H, Lq, Lk)
     let mut capped = None;
     if let Some(c) = spec.softcap {
@@ -106,7 +125,9 @@ fn attention_scores(q: &Tensor, k: &Tensor, mask: &Tensor, spec: &AttnSpec) -> R
         s = t.mul_scalar(c as f64)?;
         capped = Some(t);
     }
-    let m4 = mask.reshape(&[mask.dim(0), 1, mask.dim(1), mask.dim(2)])?.broadcast_to(s.shape())?;
+    let m4 = mask
+        .reshape(&[mask.dim(0), 1, mask.dim(1), mask.dim(2)])?
+        .broadcast_to(s.shape())?;
     let fill = s.full_like(DType::F32.min_value());
     Ok((m4.select(&s, &fill)?, capped))
 }

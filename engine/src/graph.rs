@@ -44,7 +44,11 @@ impl GraphData {
                 self.values.len() - 1
             })
             .collect();
-        self.nodes.push(Node { op, inputs, outputs: outputs.clone() });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            outputs: outputs.clone(),
+        });
         outputs
     }
 }
@@ -77,7 +81,11 @@ impl Graph {
 
     pub fn tensor(&self, id: ValueId) -> Tensor {
         let ty = self.0.borrow().values[id].ty.clone();
-        Tensor { graph: self.clone(), id, ty }
+        Tensor {
+            graph: self.clone(),
+            id,
+            ty,
+        }
     }
 
     fn leaf(&self, op: Op, ty: TensorType) -> Tensor {
@@ -87,7 +95,12 @@ impl Graph {
 
     /// A value supplied when the program runs.
     pub fn input(&self, name: &str, shape: &[usize], dtype: DType) -> Tensor {
-        self.leaf(Op::Input { name: name.to_string() }, TensorType::new(shape.to_vec(), dtype))
+        self.leaf(
+            Op::Input {
+                name: name.to_string(),
+            },
+            TensorType::new(shape.to_vec(), dtype),
+        )
     }
 
     pub fn constant(&self, t: HostTensor) -> Tensor {
@@ -111,7 +124,11 @@ impl Graph {
     /// Index along `dim`, as a tensor of the given shape.
     pub fn iota(&self, shape: &[usize], dim: usize, dtype: DType) -> Result<Tensor> {
         if dim >= shape.len() {
-            return Err(Error::shape("iota", format!("dim {dim} out of range"), &[shape]));
+            return Err(Error::shape(
+                "iota",
+                format!("dim {dim} out of range"),
+                &[shape],
+            ));
         }
         Ok(self.leaf(Op::Iota { dim }, TensorType::new(shape.to_vec(), dtype)))
     }
@@ -124,7 +141,10 @@ impl Graph {
         }
         let tys: Vec<&TensorType> = inputs.iter().map(|t| &t.ty).collect();
         let outs = infer(&op, &tys)?;
-        let ids = self.0.borrow_mut().push(op, inputs.iter().map(|t| t.id).collect(), outs);
+        let ids = self
+            .0
+            .borrow_mut()
+            .push(op, inputs.iter().map(|t| t.id).collect(), outs);
         Ok(ids.into_iter().map(|id| self.tensor(id)).collect())
     }
 

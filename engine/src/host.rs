@@ -105,11 +105,17 @@ impl HostTensor {
         Self::new(shape, Data::Bool(v.into_iter().map(u8::from).collect()))
     }
     pub fn scalar_f32(x: f32) -> Self {
-        HostTensor { shape: vec![], data: Data::F32(vec![x]) }
+        HostTensor {
+            shape: vec![],
+            data: Data::F32(vec![x]),
+        }
     }
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Self {
         let n = numel(&shape);
-        HostTensor { shape, data: Data::zeros(dtype, n) }
+        HostTensor {
+            shape,
+            data: Data::zeros(dtype, n),
+        }
     }
     pub fn dtype(&self) -> DType {
         self.data.dtype()
@@ -117,7 +123,10 @@ impl HostTensor {
     /// The same elements under another shape of equal size.
     pub fn reshape_to(&self, shape: Vec<usize>) -> HostTensor {
         debug_assert_eq!(numel(&shape), self.numel());
-        HostTensor { shape, data: self.data.clone() }
+        HostTensor {
+            shape,
+            data: self.data.clone(),
+        }
     }
     pub fn numel(&self) -> usize {
         self.data.len()
@@ -137,7 +146,11 @@ impl HostTensor {
     pub fn as_f32(&self) -> Result<&[f32]> {
         match &self.data {
             Data::F32(v) => Ok(v),
-            d => Err(Error::dtype("HostTensor::as_f32", "not an f32 tensor", &[d.dtype()])),
+            d => Err(Error::dtype(
+                "HostTensor::as_f32",
+                "not an f32 tensor",
+                &[d.dtype()],
+            )),
         }
     }
     /// Converts to another dtype (round-to-nearest-even for bf16; truncation toward zero for float->int).
@@ -149,8 +162,15 @@ impl HostTensor {
             DType::I32 => Data::I32((0..n).map(|i| self.data.get_f64(i) as i32).collect()),
             DType::U32 => Data::U32((0..n).map(|i| self.data.get_f64(i) as u32).collect()),
             DType::I64 => Data::I64((0..n).map(|i| self.data.get_f64(i) as i64).collect()),
-            DType::Bool => Data::Bool((0..n).map(|i| u8::from(self.data.get_f64(i) != 0.0)).collect()),
+            DType::Bool => Data::Bool(
+                (0..n)
+                    .map(|i| u8::from(self.data.get_f64(i) != 0.0))
+                    .collect(),
+            ),
         };
-        HostTensor { shape: self.shape.clone(), data }
+        HostTensor {
+            shape: self.shape.clone(),
+            data,
+        }
     }
 }

@@ -10,16 +10,28 @@ fn shapes(ins: &[&TensorType]) -> Vec<Vec<usize>> {
 }
 
 fn serr(op: &Op, msg: impl Into<String>, ins: &[&TensorType]) -> Error {
-    Error::Shape { op: op.name(), msg: msg.into(), shapes: shapes(ins) }
+    Error::Shape {
+        op: op.name(),
+        msg: msg.into(),
+        shapes: shapes(ins),
+    }
 }
 
 fn derr(op: &Op, msg: impl Into<String>, ins: &[&TensorType]) -> Error {
-    Error::DType { op: op.name(), msg: msg.into(), dtypes: ins.iter().map(|t| t.dtype).collect() }
+    Error::DType {
+        op: op.name(),
+        msg: msg.into(),
+        dtypes: ins.iter().map(|t| t.dtype).collect(),
+    }
 }
 
 fn arity(op: &Op, ins: &[&TensorType], n: usize) -> Result<()> {
     if ins.len() != n {
-        return Err(serr(op, format!("expects {n} inputs, got {}", ins.len()), ins));
+        return Err(serr(
+            op,
+            format!("expects {n} inputs, got {}", ins.len()),
+            ins,
+        ));
     }
     Ok(())
 }
@@ -27,16 +39,30 @@ fn arity(op: &Op, ins: &[&TensorType], n: usize) -> Result<()> {
 fn same_type(op: &Op, ins: &[&TensorType]) -> Result<()> {
     for t in &ins[1..] {
         if t.shape != ins[0].shape {
-            return Err(serr(op, "operands must have equal shapes (broadcast explicitly)", ins));
+            return Err(serr(
+                op,
+                "operands must have equal shapes (broadcast explicitly)",
+                ins,
+            ));
         }
         if t.dtype != ins[0].dtype {
-            return Err(derr(op, "operands must have equal dtypes (convert explicitly)", ins));
+            return Err(derr(
+                op,
+                "operands must have equal dtypes (convert explicitly)",
+                ins,
+            ));
         }
     }
     Ok(())
 }
 
-fn want_dtype(op: &Op, ins: &[&TensorType], i: usize, ok: impl Fn(DType) -> bool, what: &str) -> Result<()> {
+fn want_dtype(
+    op: &Op,
+    ins: &[&TensorType],
+    i: usize,
+    ok: impl Fn(DType) -> bool,
+    what: &str,
+) -> Result<()> {
     if !ok(ins[i].dtype) {
         return Err(derr(op, format!("input {i} must be {what}"), ins));
     }
@@ -87,7 +113,11 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             arity(op, ins, 3)?;
             want_dtype(op, ins, 0, |d| d == DType::Bool, "bool")?;
             if ins[0].shape != ins[1].shape {
-                return Err(serr(op, "predicate and operands must have equal shapes", ins));
+                return Err(serr(
+                    op,
+                    "predicate and operands must have equal shapes",
+                    ins,
+                ));
             }
             same_type(op, &ins[1..])?;
             out(ins[1].shape.clone(), ins[1].dtype)
@@ -100,10 +130,17 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             arity(op, ins, 1)?;
             let s = &ins[0].shape;
             if dims.len() != s.len() {
-                return Err(serr(op, format!("dims {dims:?} must name one result dim per operand dim"), ins));
+                return Err(serr(
+                    op,
+                    format!("dims {dims:?} must name one result dim per operand dim"),
+                    ins,
+                ));
             }
             for (i, &d) in dims.iter().enumerate() {
-                if d >= shape.len() || (s[i] != 1 && s[i] != shape[d]) || (i > 0 && dims[i - 1] >= d) {
+                if d >= shape.len()
+                    || (s[i] != 1 && s[i] != shape[d])
+                    || (i > 0 && dims[i - 1] >= d)
+                {
                     return Err(serr(
                         op,
                         format!("cannot broadcast into {shape:?} with dims {dims:?} (dims increasing, sizes 1 or equal)"),
@@ -116,7 +153,11 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::Reshape { shape } => {
             arity(op, ins, 1)?;
             if numel(shape) != numel(&ins[0].shape) {
-                return Err(serr(op, format!("cannot reshape to {shape:?}: element counts differ"), ins));
+                return Err(serr(
+                    op,
+                    format!("cannot reshape to {shape:?}: element counts differ"),
+                    ins,
+                ));
             }
             out(shape.clone(), ins[0].dtype)
         }
@@ -124,18 +165,36 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             arity(op, ins, 1)?;
             let s = &ins[0].shape;
             let mut seen = vec![false; s.len()];
-            if perm.len() != s.len() || perm.iter().any(|&p| p >= s.len() || std::mem::replace(&mut seen[p], true)) {
-                return Err(serr(op, format!("{perm:?} is not a permutation of the operand's dims"), ins));
+            if perm.len() != s.len()
+                || perm
+                    .iter()
+                    .any(|&p| p >= s.len() || std::mem::replace(&mut seen[p], true))
+            {
+                return Err(serr(
+                    op,
+                    format!("{perm:?} is not a permutation of the operand's dims"),
+                    ins,
+                ));
             }
             out(perm.iter().map(|&p| s[p]).collect(), ins[0].dtype)
         }
         Op::Slice { start, limit } => {
             arity(op, ins, 1)?;
             let s = &ins[0].shape;
-            if start.len() != s.len() || limit.len() != s.len() || (0..s.len()).any(|i| start[i] > limit[i] || limit[i] > s[i]) {
-                return Err(serr(op, format!("bad slice start {start:?} limit {limit:?}"), ins));
+            if start.len() != s.len()
+                || limit.len() != s.len()
+                || (0..s.len()).any(|i| start[i] > limit[i] || limit[i] > s[i])
+            {
+                return Err(serr(
+                    op,
+                    format!("bad slice start {start:?} limit {limit:?}"),
+                    ins,
+                ));
             }
-            out((0..s.len()).map(|i| limit[i] - start[i]).collect(), ins[0].dtype)
+            out(
+                (0..s.len()).map(|i| limit[i] - start[i]).collect(),
+                ins[0].dtype,
+            )
         }
         Op::Concatenate { dim } => {
             if ins.is_empty() {
@@ -148,9 +207,14 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             let mut shape = ins[0].shape.clone();
             shape[*dim] = 0;
             for t in ins {
-                let ok = t.shape.len() == r && (0..r).all(|i| i == *dim || t.shape[i] == ins[0].shape[i]);
+                let ok = t.shape.len() == r
+                    && (0..r).all(|i| i == *dim || t.shape[i] == ins[0].shape[i]);
                 if !ok {
-                    return Err(serr(op, format!("operands must agree except on dim {dim}"), ins));
+                    return Err(serr(
+                        op,
+                        format!("operands must agree except on dim {dim}"),
+                        ins,
+                    ));
                 }
                 if t.dtype != ins[0].dtype {
                     return Err(derr(op, "operands must have equal dtypes", ins));
@@ -167,9 +231,16 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             arity(op, ins, 1)?;
             let s = &ins[0].shape;
             if dims.iter().any(|&d| d >= s.len()) || dims.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(serr(op, format!("reduce dims {dims:?} must be increasing and in range"), ins));
+                return Err(serr(
+                    op,
+                    format!("reduce dims {dims:?} must be increasing and in range"),
+                    ins,
+                ));
             }
-            let shape = (0..s.len()).filter(|i| !dims.contains(i)).map(|i| s[i]).collect();
+            let shape = (0..s.len())
+                .filter(|i| !dims.contains(i))
+                .map(|i| s[i])
+                .collect();
             out(shape, ins[0].dtype)
         }
         Op::Gather { axis } => {
@@ -189,7 +260,11 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             let (upd, idx) = (ins[0], ins[1]);
             want_dtype(op, ins, 1, |d| d.is_int(), "an integer index tensor")?;
             if *axis >= shape.len() {
-                return Err(serr(op, format!("axis {axis} out of range for {shape:?}"), ins));
+                return Err(serr(
+                    op,
+                    format!("axis {axis} out of range for {shape:?}"),
+                    ins,
+                ));
             }
             let mut want = shape[..*axis].to_vec();
             want.extend(&idx.shape);
@@ -201,7 +276,13 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
         }
         Op::Softmax | Op::LogSoftmax => {
             arity(op, ins, 1)?;
-            want_dtype(op, ins, 0, |d| d == DType::F32, "f32 (softmax accumulates in f32)")?;
+            want_dtype(
+                op,
+                ins,
+                0,
+                |d| d == DType::F32,
+                "f32 (softmax accumulates in f32)",
+            )?;
             if ins[0].shape.is_empty() {
                 return Err(serr(op, "needs rank >= 1", ins));
             }
@@ -215,9 +296,18 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::RmsNorm { .. } => {
             arity(op, ins, 2)?;
             let (x, w) = (ins[0], ins[1]);
-            want_dtype(op, ins, 0, |d| d == DType::F32, "f32 (norms accumulate in f32)")?;
+            want_dtype(
+                op,
+                ins,
+                0,
+                |d| d == DType::F32,
+                "f32 (norms accumulate in f32)",
+            )?;
             want_dtype(op, ins, 1, |d| d == DType::F32, "f32")?;
-            let n = *x.shape.last().ok_or_else(|| serr(op, "x needs rank >= 1", ins))?;
+            let n = *x
+                .shape
+                .last()
+                .ok_or_else(|| serr(op, "x needs rank >= 1", ins))?;
             if w.shape != [n] {
                 return Err(serr(op, format!("weight must be [{n}]"), ins));
             }
@@ -228,7 +318,11 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             arity(op, ins, 4)?;
             let (x, w) = (ins[0], ins[1]);
             if ins[3].shape != x.shape || ins[2].shape != x.shape[..x.shape.len() - 1] {
-                return Err(serr(op, "expects (x, w, rstd, dy) with dy like x and rstd like x without its last dim", ins));
+                return Err(serr(
+                    op,
+                    "expects (x, w, rstd, dy) with dy like x and rstd like x without its last dim",
+                    ins,
+                ));
             }
             Ok(vec![x.clone(), w.clone()])
         }
@@ -258,13 +352,20 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
                 && q[3] == k[3]
                 && *m == [q[0], q[2], k[2]];
             if !ok {
-                return Err(serr(op, "expects q [B,H,Lq,D], k and v [B,H,Lk,D], mask [B,Lq,Lk]", ins));
+                return Err(serr(
+                    op,
+                    "expects q [B,H,Lq,D], k and v [B,H,Lk,D], mask [B,Lq,Lk]",
+                    ins,
+                ));
             }
             for i in 0..3 {
                 want_dtype(op, ins, i, |d| d == DType::F32, "f32")?;
             }
             want_dtype(op, ins, 3, |d| d == DType::Bool, "bool")?;
-            Ok(vec![ins[0].clone(), TensorType::new(q[..3].to_vec(), DType::F32)])
+            Ok(vec![
+                ins[0].clone(),
+                TensorType::new(q[..3].to_vec(), DType::F32),
+            ])
         }
         Op::AttentionBwd(_) => {
             arity(op, ins, 7)?;
@@ -285,13 +386,33 @@ fn infer_dot(op: &Op, dd: &DotDims, ins: &[&TensorType]) -> Result<Vec<TensorTyp
         && in_range(&dd.lhs_contract, l.len())
         && in_range(&dd.rhs_batch, r.len())
         && in_range(&dd.rhs_contract, r.len())
-        && dd.lhs_batch.iter().zip(&dd.rhs_batch).all(|(&a, &b)| l[a] == r[b])
-        && dd.lhs_contract.iter().zip(&dd.rhs_contract).all(|(&a, &b)| l[a] == r[b]);
+        && dd
+            .lhs_batch
+            .iter()
+            .zip(&dd.rhs_batch)
+            .all(|(&a, &b)| l[a] == r[b])
+        && dd
+            .lhs_contract
+            .iter()
+            .zip(&dd.rhs_contract)
+            .all(|(&a, &b)| l[a] == r[b]);
     if !ok {
-        return Err(serr(op, format!("dimension numbers {dd:?} do not fit the operands"), ins));
+        return Err(serr(
+            op,
+            format!("dimension numbers {dd:?} do not fit the operands"),
+            ins,
+        ));
     }
     let mut shape: Vec<usize> = dd.lhs_batch.iter().map(|&d| l[d]).collect();
-    shape.extend((0..l.len()).filter(|d| !dd.lhs_batch.contains(d) && !dd.lhs_contract.contains(d)).map(|d| l[d]));
-    shape.extend((0..r.len()).filter(|d| !dd.rhs_batch.contains(d) && !dd.rhs_contract.contains(d)).map(|d| r[d]));
+    shape.extend(
+        (0..l.len())
+            .filter(|d| !dd.lhs_batch.contains(d) && !dd.lhs_contract.contains(d))
+            .map(|d| l[d]),
+    );
+    shape.extend(
+        (0..r.len())
+            .filter(|d| !dd.rhs_batch.contains(d) && !dd.rhs_contract.contains(d))
+            .map(|d| r[d]),
+    );
     Ok(vec![TensorType::new(shape, ins[0].dtype)])
 }

@@ -80,13 +80,17 @@ pub struct AttnSpec {
 pub enum Op {
     // ---- leaves ----
     /// A value supplied at run time (parameters, data, optimizer state).
-    Input { name: String },
+    Input {
+        name: String,
+    },
     /// A literal tensor.
     Constant(Arc<HostTensor>),
     /// A scalar splatted over the node's shape (StableHLO `constant dense<x>`).
     Splat(f64),
     /// Index along `dim` (StableHLO `iota`).
-    Iota { dim: usize },
+    Iota {
+        dim: usize,
+    },
 
     // ---- elementwise ----
     Unary(UnaryOp),
@@ -94,23 +98,45 @@ pub enum Op {
     Compare(CmpOp),
     /// select(pred, on_true, on_false)
     Select,
-    Convert { to: DType },
+    Convert {
+        to: DType,
+    },
 
     // ---- movement ----
     /// StableHLO broadcast_in_dim: operand dim i maps to result dim dims[i].
-    BroadcastInDim { shape: Vec<usize>, dims: Vec<usize> },
-    Reshape { shape: Vec<usize> },
-    Transpose { perm: Vec<usize> },
-    Slice { start: Vec<usize>, limit: Vec<usize> },
-    Concatenate { dim: usize },
+    BroadcastInDim {
+        shape: Vec<usize>,
+        dims: Vec<usize>,
+    },
+    Reshape {
+        shape: Vec<usize>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Slice {
+        start: Vec<usize>,
+        limit: Vec<usize>,
+    },
+    Concatenate {
+        dim: usize,
+    },
 
     // ---- contraction, reduction, indexing ----
     DotGeneral(DotDims),
-    Reduce { op: ReduceOp, dims: Vec<usize> },
+    Reduce {
+        op: ReduceOp,
+        dims: Vec<usize>,
+    },
     /// out[pre.., idx.., post..] = x[pre.., indices[idx..], post..] along `axis`.
-    Gather { axis: usize },
+    Gather {
+        axis: usize,
+    },
     /// The adjoint of Gather: zeros of the node's shape with updates added at indices along `axis`.
-    ScatterAdd { axis: usize, shape: Vec<usize> },
+    ScatterAdd {
+        axis: usize,
+        shape: Vec<usize>,
+    },
 
     // ---- fused ops (each with a decomposition) ----
     /// softmax over the last axis, f32
@@ -120,7 +146,9 @@ pub enum Op {
     /// (y, dy) -> dx for softmax over the last axis
     SoftmaxBwd,
     /// (x [.., n], w [n]) -> (y, rstd [..]); y = x rsqrt(mean x^2 + eps) (1 + w)
-    RmsNorm { eps: f32 },
+    RmsNorm {
+        eps: f32,
+    },
     /// (x, w, rstd, dy) -> (dx, dw)
     RmsNormBwd,
     /// (x [R, H, D], cos [R, D/2], sin [R, D/2]) -> neox-rotated x

@@ -41,7 +41,11 @@ impl Program {
     /// Compiles the part of `outputs`' graph they depend on. Inputs are ordered as
     /// `input_order` names them; every `Input` op reached must be named there.
     pub fn compile(outputs: &[Tensor], input_order: &[&str]) -> Result<Program> {
-        let g = outputs.first().ok_or_else(|| Error::Msg("a program needs at least one output".into()))?.graph().clone();
+        let g = outputs
+            .first()
+            .ok_or_else(|| Error::Msg("a program needs at least one output".into()))?
+            .graph()
+            .clone();
         let data = g.data();
         // Prune: mark nodes reachable backwards from the outputs.
         let mut live = vec![false; data.nodes.len()];
@@ -66,19 +70,29 @@ impl Program {
                 .iter()
                 .map(|&v| {
                     map[v] = values.len();
-                    values.push(Value { node: new_ni, index: data.values[v].index, ty: data.values[v].ty.clone() });
+                    values.push(Value {
+                        node: new_ni,
+                        index: data.values[v].index,
+                        ty: data.values[v].ty.clone(),
+                    });
                     values.len() - 1
                 })
                 .collect();
             let ins = node.inputs.iter().map(|&v| map[v]).collect();
-            nodes.push(Node { op: node.op.clone(), inputs: ins, outputs: outs });
+            nodes.push(Node {
+                op: node.op.clone(),
+                inputs: ins,
+                outputs: outs,
+            });
         }
         let outputs: Vec<ValueId> = outputs.iter().map(|t| map[t.id()]).collect();
         let mut inputs = vec![];
         for node in &nodes {
             if let Op::Input { name } = &node.op {
                 if inputs.iter().any(|(n, _): &(String, ValueId)| n == name) {
-                    return Err(Error::Msg(format!("two graph inputs are both named '{name}'")));
+                    return Err(Error::Msg(format!(
+                        "two graph inputs are both named '{name}'"
+                    )));
                 }
                 inputs.push((name.clone(), node.outputs[0]));
             }
@@ -87,20 +101,37 @@ impl Program {
         for name in input_order {
             match inputs.iter().position(|(n, _)| n == name) {
                 Some(i) => ordered.push(inputs.remove(i)),
-                None => return Err(Error::Msg(format!("input '{name}' is not used by the program's outputs"))),
+                None => {
+                    return Err(Error::Msg(format!(
+                        "input '{name}' is not used by the program's outputs"
+                    )))
+                }
             }
         }
         if let Some((n, _)) = inputs.first() {
-            return Err(Error::Msg(format!("graph input '{n}' was not given a position in the input order")));
+            return Err(Error::Msg(format!(
+                "graph input '{n}' was not given a position in the input order"
+            )));
         }
         drop(data);
-        let mut p = Program { nodes, values, inputs: ordered, outputs, loc: vec![], slots: vec![], runs: vec![] };
+        let mut p = Program {
+            nodes,
+            values,
+            inputs: ordered,
+            outputs,
+            loc: vec![],
+            slots: vec![],
+            runs: vec![],
+        };
         p.plan();
         Ok(p)
     }
 
     pub fn input_types(&self) -> Vec<(&str, &TensorType)> {
-        self.inputs.iter().map(|(n, v)| (n.as_str(), &self.values[*v].ty)).collect()
+        self.inputs
+            .iter()
+            .map(|(n, v)| (n.as_str(), &self.values[*v].ty))
+            .collect()
     }
 
     pub fn output_types(&self) -> Vec<&TensorType> {
@@ -122,8 +153,12 @@ impl Program {
 
     fn plan(&mut self) {
         let nv = self.values.len();
-        let input_pos: std::collections::HashMap<ValueId, usize> =
-            self.inputs.iter().enumerate().map(|(i, (_, v))| (*v, i)).collect();
+        let input_pos: std::collections::HashMap<ValueId, usize> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, v))| (*v, i))
+            .collect();
         // root[v]: the value whose storage v shares (reshapes alias their input).
         let mut root: Vec<ValueId> = (0..nv).collect();
         let mut loc: Vec<Option<Loc>> = vec![None; nv];
@@ -189,7 +224,11 @@ impl Program {
                     let ty = &self.values[o].ty;
                     let n = ty.numel();
                     // Best fit among free slots of this dtype; else grow the largest; else a new slot.
-                    let same: Vec<usize> = free.iter().copied().filter(|&s| slots[s].0 == ty.dtype).collect();
+                    let same: Vec<usize> = free
+                        .iter()
+                        .copied()
+                        .filter(|&s| slots[s].0 == ty.dtype)
+                        .collect();
                     let pick = same
                         .iter()
                         .copied()
@@ -210,7 +249,9 @@ impl Program {
                     slot_of[o] = s;
                     loc[o] = Some(Loc::Slot(s));
                 }
-            } else if let (Op::Reshape { .. }, Some(Loc::Slot(_))) = (&node.op, &loc[node.outputs[0]]) {
+            } else if let (Op::Reshape { .. }, Some(Loc::Slot(_))) =
+                (&node.op, &loc[node.outputs[0]])
+            {
                 // alias: loc already copied from the source
             }
             for &v in &dying[ni] {
@@ -229,7 +270,10 @@ impl Program {
                 }
             }
         }
-        self.loc = loc.into_iter().map(|l| l.unwrap_or(Loc::Splat(0.0))).collect();
+        self.loc = loc
+            .into_iter()
+            .map(|l| l.unwrap_or(Loc::Splat(0.0)))
+            .collect();
         self.slots = slots;
         self.runs = runs;
     }

@@ -10,12 +10,18 @@ use crate::op::Op;
 /// Replays the graph of `outputs` into a new graph with fused ops decomposed;
 /// returns the new outputs (inputs keep their names).
 pub fn decompose_fused(outputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    let Some(first) = outputs.first() else { return Ok(vec![]) };
+    let Some(first) = outputs.first() else {
+        return Ok(vec![]);
+    };
     let old = first.graph().clone();
     let data = old.data().clone();
     let g = Graph::new();
     let mut map: Vec<Option<Tensor>> = vec![None; data.values.len()];
-    let last = outputs.iter().map(|t| data.values[t.id()].node).max().unwrap_or(0);
+    let last = outputs
+        .iter()
+        .map(|t| data.values[t.id()].node)
+        .max()
+        .unwrap_or(0);
     for node in &data.nodes[..=last] {
         let ins: Vec<Tensor> = node.inputs.iter().filter_map(|&v| map[v].clone()).collect();
         let ty = &data.values[node.outputs[0]].ty;

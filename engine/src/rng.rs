@@ -14,7 +14,12 @@ pub fn philox4x32(mut c: [u32; 4], k: [u32; 2]) -> [u32; 4] {
         }
         let p0 = (c[0] as u64) * (PHILOX_M0 as u64);
         let p1 = (c[2] as u64) * (PHILOX_M1 as u64);
-        c = [((p1 >> 32) as u32) ^ c[1] ^ k0, p1 as u32, ((p0 >> 32) as u32) ^ c[3] ^ k1, p0 as u32];
+        c = [
+            ((p1 >> 32) as u32) ^ c[1] ^ k0,
+            p1 as u32,
+            ((p0 >> 32) as u32) ^ c[3] ^ k1,
+            p0 as u32,
+        ];
     }
     c
 }
@@ -40,11 +45,19 @@ pub struct HostRng {
 
 impl HostRng {
     pub fn new(seed: u64) -> Self {
-        HostRng { key: [seed as u32, (seed >> 32) as u32], counter: 0, buf: [0; 4], pos: 4 }
+        HostRng {
+            key: [seed as u32, (seed >> 32) as u32],
+            counter: 0,
+            buf: [0; 4],
+            pos: 4,
+        }
     }
     pub fn next_u32(&mut self) -> u32 {
         if self.pos == 4 {
-            self.buf = philox4x32([self.counter as u32, (self.counter >> 32) as u32, 0x5eed, 0], self.key);
+            self.buf = philox4x32(
+                [self.counter as u32, (self.counter >> 32) as u32, 0x5eed, 0],
+                self.key,
+            );
             self.counter += 1;
             self.pos = 0;
         }
@@ -74,7 +87,10 @@ impl HostRng {
         self.counter = counter.saturating_sub(if pos < 4 { 1 } else { 0 });
         self.pos = 4;
         if pos < 4 {
-            self.buf = philox4x32([self.counter as u32, (self.counter >> 32) as u32, 0x5eed, 0], self.key);
+            self.buf = philox4x32(
+                [self.counter as u32, (self.counter >> 32) as u32, 0x5eed, 0],
+                self.key,
+            );
             self.counter += 1;
             self.pos = pos;
         }

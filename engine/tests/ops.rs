@@ -35,21 +35,23 @@ fn unary_ops_match_reference_and_gradcheck() {
             name,
             &[x],
             &[],
-            |x, _| match name {
-                "neg" => x[0].neg(),
-                "exp" => x[0].exp(),
-                "log" => x[0].log(),
-                "tanh" => x[0].tanh(),
-                "sigmoid" => x[0].sigmoid(),
-                "sqrt" => x[0].sqrt(),
-                "rsqrt" => x[0].rsqrt(),
-                "abs" => x[0].abs(),
-                "sin" => x[0].sin(),
-                "cos" => x[0].cos(),
-                "relu" => x[0].relu(),
-                _ => x[0].square(),
-            }
-            .unwrap(),
+            |x, _| {
+                match name {
+                    "neg" => x[0].neg(),
+                    "exp" => x[0].exp(),
+                    "log" => x[0].log(),
+                    "tanh" => x[0].tanh(),
+                    "sigmoid" => x[0].sigmoid(),
+                    "sqrt" => x[0].sqrt(),
+                    "rsqrt" => x[0].rsqrt(),
+                    "abs" => x[0].abs(),
+                    "sin" => x[0].sin(),
+                    "cos" => x[0].cos(),
+                    "relu" => x[0].relu(),
+                    _ => x[0].square(),
+                }
+                .unwrap()
+            },
             FWD,
             GRAD,
         );
@@ -59,14 +61,37 @@ fn unary_ops_match_reference_and_gradcheck() {
 #[test]
 fn binary_ops_broadcast_and_gradcheck() {
     let mut r = rng(seed("binary"));
-    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min, BinaryOp::Pow] {
+    for op in [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Pow,
+    ] {
         let (a, b) = (odd_size(&mut r, 6), odd_size(&mut r, 9));
         // Right operand broadcasts along dim 0 half the time.
-        let sb = if r.random_bool(0.5) { vec![1, b] } else { vec![a, b] };
-        let (lo, hi) = if op == BinaryOp::Pow || op == BinaryOp::Div { (0.5, 2.0) } else { (-2.0, 2.0) };
+        let sb = if r.random_bool(0.5) {
+            vec![1, b]
+        } else {
+            vec![a, b]
+        };
+        let (lo, hi) = if op == BinaryOp::Pow || op == BinaryOp::Div {
+            (0.5, 2.0)
+        } else {
+            (-2.0, 2.0)
+        };
         let x = rand_f32(&mut r, &[a, b], lo, hi);
         let y = rand_f32(&mut r, &sb, lo, hi);
-        gradcheck(&format!("{op:?}"), &[x, y], &[], |x, _| x[0].binary(&x[1], op).unwrap(), FWD, GRAD);
+        gradcheck(
+            &format!("{op:?}"),
+            &[x, y],
+            &[],
+            |x, _| x[0].binary(&x[1], op).unwrap(),
+            FWD,
+            GRAD,
+        );
     }
 }
 
@@ -76,8 +101,22 @@ fn integer_and_bit_ops_match_reference() {
     let n = odd_size(&mut r, 40);
     let a: Vec<u32> = (0..n).map(|_| r.random()).collect();
     let b: Vec<u32> = (0..n).map(|_| r.random_range(0..40)).collect();
-    let (ta, tb) = (HostTensor::u32(vec![n], a.clone()).unwrap(), HostTensor::u32(vec![n], b.clone()).unwrap());
-    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Xor, BinaryOp::And, BinaryOp::Or, BinaryOp::ShiftLeft, BinaryOp::ShiftRightLogical, BinaryOp::Max, BinaryOp::Rem] {
+    let (ta, tb) = (
+        HostTensor::u32(vec![n], a.clone()).unwrap(),
+        HostTensor::u32(vec![n], b.clone()).unwrap(),
+    );
+    for op in [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Xor,
+        BinaryOp::And,
+        BinaryOp::Or,
+        BinaryOp::ShiftLeft,
+        BinaryOp::ShiftRightLogical,
+        BinaryOp::Max,
+        BinaryOp::Rem,
+    ] {
         let g = Graph::new();
         let x = g.input("a", &[n], DType::U32);
         let y = g.input("b", &[n], DType::U32);
@@ -97,7 +136,13 @@ fn integer_and_bit_ops_match_reference() {
                     BinaryOp::ShiftLeft => p.checked_shl(q).unwrap_or(0),
                     BinaryOp::ShiftRightLogical => p.checked_shr(q).unwrap_or(0),
                     BinaryOp::Max => p.max(q),
-                    _ => if q == 0 { 0 } else { p % q },
+                    _ => {
+                        if q == 0 {
+                            0
+                        } else {
+                            p % q
+                        }
+                    }
                 }) as f64
             })
             .collect();
@@ -123,49 +168,167 @@ fn integer_and_bit_ops_match_reference() {
 #[test]
 fn movement_ops_match_reference_and_gradcheck() {
     let mut r = rng(seed("movement"));
-    let (a, b, c) = (odd_size(&mut r, 5), odd_size(&mut r, 6), odd_size(&mut r, 7));
+    let (a, b, c) = (
+        odd_size(&mut r, 5),
+        odd_size(&mut r, 6),
+        odd_size(&mut r, 7),
+    );
     let x = rand_f32(&mut r, &[a, b, c], -1.0, 1.0);
-    gradcheck("transpose", &[x.clone()], &[], |x, _| x[0].transpose(&[2, 0, 1]).unwrap(), 0.0, 0.0);
-    gradcheck("reshape", &[x.clone()], &[], |x, _| x[0].reshape(&[a * b, c]).unwrap().t().unwrap(), 0.0, 0.0);
-    gradcheck("broadcast", &[x.clone()], &[], |x, _| x[0].reshape(&[a, 1, b, c]).unwrap().broadcast_to(&[a, 3, b, c]).unwrap(), 0.0, 0.0);
-    gradcheck("broadcast_size1", &[rand_f32(&mut r, &[1, c], -1.0, 1.0)], &[], |x, _| x[0].broadcast_to(&[4, 2, c]).unwrap(), 0.0, 0.0);
+    gradcheck(
+        "transpose",
+        &[x.clone()],
+        &[],
+        |x, _| x[0].transpose(&[2, 0, 1]).unwrap(),
+        0.0,
+        0.0,
+    );
+    gradcheck(
+        "reshape",
+        &[x.clone()],
+        &[],
+        |x, _| x[0].reshape(&[a * b, c]).unwrap().t().unwrap(),
+        0.0,
+        0.0,
+    );
+    gradcheck(
+        "broadcast",
+        &[x.clone()],
+        &[],
+        |x, _| {
+            x[0].reshape(&[a, 1, b, c])
+                .unwrap()
+                .broadcast_to(&[a, 3, b, c])
+                .unwrap()
+        },
+        0.0,
+        0.0,
+    );
+    gradcheck(
+        "broadcast_size1",
+        &[rand_f32(&mut r, &[1, c], -1.0, 1.0)],
+        &[],
+        |x, _| x[0].broadcast_to(&[4, 2, c]).unwrap(),
+        0.0,
+        0.0,
+    );
     let (s0, s1) = (r.random_range(0..b), b);
-    gradcheck("slice", &[x.clone()], &[], |x, _| x[0].slice(&[0, s0, 1.min(c - 1)], &[a, s1, c]).unwrap(), 0.0, 0.0);
+    gradcheck(
+        "slice",
+        &[x.clone()],
+        &[],
+        |x, _| x[0].slice(&[0, s0, 1.min(c - 1)], &[a, s1, c]).unwrap(),
+        0.0,
+        0.0,
+    );
     let extra = odd_size(&mut r, 4);
     let y = rand_f32(&mut r, &[a, extra, c], -1.0, 1.0);
-    gradcheck("concat", &[x, y], &[], |x, _| Tensor::concat(&[&x[0], &x[1], &x[0]], 1).unwrap(), 0.0, 0.0);
+    gradcheck(
+        "concat",
+        &[x, y],
+        &[],
+        |x, _| Tensor::concat(&[&x[0], &x[1], &x[0]], 1).unwrap(),
+        0.0,
+        0.0,
+    );
 }
 
 #[test]
 fn dot_general_all_layouts_and_gradcheck() {
     let mut r = rng(seed("dot"));
-    let (bt, m, n, k) = (odd_size(&mut r, 3), odd_size(&mut r, 17), odd_size(&mut r, 19), odd_size(&mut r, 23));
+    let (bt, m, n, k) = (
+        odd_size(&mut r, 3),
+        odd_size(&mut r, 17),
+        odd_size(&mut r, 19),
+        odd_size(&mut r, 23),
+    );
     // plain, transposed lhs, transposed rhs, batch dim in the middle
     let cases: Vec<(Vec<usize>, Vec<usize>, DotDims)> = vec![
-        (vec![m, k], vec![k, n], DotDims { lhs_batch: vec![], rhs_batch: vec![], lhs_contract: vec![1], rhs_contract: vec![0] }),
-        (vec![k, m], vec![n, k], DotDims { lhs_batch: vec![], rhs_batch: vec![], lhs_contract: vec![0], rhs_contract: vec![1] }),
-        (vec![bt, m, k], vec![bt, n, k], DotDims { lhs_batch: vec![0], rhs_batch: vec![0], lhs_contract: vec![2], rhs_contract: vec![2] }),
-        (vec![m, bt, k], vec![k, bt, n], DotDims { lhs_batch: vec![1], rhs_batch: vec![1], lhs_contract: vec![2], rhs_contract: vec![0] }),
-        (vec![bt, k, m, 2], vec![2, bt, k, n], DotDims { lhs_batch: vec![0], rhs_batch: vec![1], lhs_contract: vec![1, 3], rhs_contract: vec![2, 0] }),
+        (
+            vec![m, k],
+            vec![k, n],
+            DotDims {
+                lhs_batch: vec![],
+                rhs_batch: vec![],
+                lhs_contract: vec![1],
+                rhs_contract: vec![0],
+            },
+        ),
+        (
+            vec![k, m],
+            vec![n, k],
+            DotDims {
+                lhs_batch: vec![],
+                rhs_batch: vec![],
+                lhs_contract: vec![0],
+                rhs_contract: vec![1],
+            },
+        ),
+        (
+            vec![bt, m, k],
+            vec![bt, n, k],
+            DotDims {
+                lhs_batch: vec![0],
+                rhs_batch: vec![0],
+                lhs_contract: vec![2],
+                rhs_contract: vec![2],
+            },
+        ),
+        (
+            vec![m, bt, k],
+            vec![k, bt, n],
+            DotDims {
+                lhs_batch: vec![1],
+                rhs_batch: vec![1],
+                lhs_contract: vec![2],
+                rhs_contract: vec![0],
+            },
+        ),
+        (
+            vec![bt, k, m, 2],
+            vec![2, bt, k, n],
+            DotDims {
+                lhs_batch: vec![0],
+                rhs_batch: vec![1],
+                lhs_contract: vec![1, 3],
+                rhs_contract: vec![2, 0],
+            },
+        ),
     ];
     for (i, (ls, rs, dd)) in cases.into_iter().enumerate() {
         let x = rand_f32(&mut r, &ls, -1.0, 1.0);
         let y = rand_f32(&mut r, &rs, -1.0, 1.0);
-        gradcheck(&format!("dot case {i}"), &[x, y], &[], |x, _| x[0].dot_general(&x[1], dd.clone()).unwrap(), FWD, GRAD);
+        gradcheck(
+            &format!("dot case {i}"),
+            &[x, y],
+            &[],
+            |x, _| x[0].dot_general(&x[1], dd.clone()).unwrap(),
+            FWD,
+            GRAD,
+        );
     }
 }
 
 #[test]
 fn bf16_matmul_close_to_f32() {
     let mut r = rng(seed("bf16"));
-    let (m, n, k) = (odd_size(&mut r, 70), odd_size(&mut r, 70), 64 + odd_size(&mut r, 70));
+    let (m, n, k) = (
+        odd_size(&mut r, 70),
+        odd_size(&mut r, 70),
+        64 + odd_size(&mut r, 70),
+    );
     let x = rand_f32(&mut r, &[m, k], -1.0, 1.0);
     let y = rand_f32(&mut r, &[k, n], -1.0, 1.0);
     let g = Graph::new();
     let a = g.input("a", &[m, k], DType::F32);
     let b = g.input("b", &[k, n], DType::F32);
     let f = a.matmul(&b).unwrap();
-    let h = a.to(DType::BF16).unwrap().matmul(&b.to(DType::BF16).unwrap()).unwrap().to(DType::F32).unwrap();
+    let h = a
+        .to(DType::BF16)
+        .unwrap()
+        .matmul(&b.to(DType::BF16).unwrap())
+        .unwrap()
+        .to(DType::F32)
+        .unwrap();
     let out = run_cpu(&[f, h], &[("a", &x), ("b", &y)]);
     let (e, _) = errors(&out[1].to_f64_vec(), &out[0].to_f64_vec());
     // bf16 has an 8-bit mantissa: inputs and output rounding give ~2^-8 relative.
@@ -175,12 +338,44 @@ fn bf16_matmul_close_to_f32() {
 #[test]
 fn reductions_match_reference_and_gradcheck() {
     let mut r = rng(seed("reduce"));
-    let s = [odd_size(&mut r, 5), odd_size(&mut r, 6), odd_size(&mut r, 33)];
+    let s = [
+        odd_size(&mut r, 5),
+        odd_size(&mut r, 6),
+        odd_size(&mut r, 33),
+    ];
     let x = rand_f32(&mut r, &s, -2.0, 2.0);
-    gradcheck("sum last", &[x.clone()], &[], |x, _| x[0].sum(&[2], false).unwrap(), FWD, GRAD);
-    gradcheck("sum 0,2", &[x.clone()], &[], |x, _| x[0].sum(&[0, 2], true).unwrap(), FWD, GRAD);
-    gradcheck("max 1", &[x.clone()], &[], |x, _| x[0].max(&[1], false).unwrap(), FWD, GRAD);
-    gradcheck("mean", &[x], &[], |x, _| x[0].mean(&[1, 2], false).unwrap(), FWD, GRAD);
+    gradcheck(
+        "sum last",
+        &[x.clone()],
+        &[],
+        |x, _| x[0].sum(&[2], false).unwrap(),
+        FWD,
+        GRAD,
+    );
+    gradcheck(
+        "sum 0,2",
+        &[x.clone()],
+        &[],
+        |x, _| x[0].sum(&[0, 2], true).unwrap(),
+        FWD,
+        GRAD,
+    );
+    gradcheck(
+        "max 1",
+        &[x.clone()],
+        &[],
+        |x, _| x[0].max(&[1], false).unwrap(),
+        FWD,
+        GRAD,
+    );
+    gradcheck(
+        "mean",
+        &[x],
+        &[],
+        |x, _| x[0].mean(&[1, 2], false).unwrap(),
+        FWD,
+        GRAD,
+    );
 }
 
 #[test]
@@ -190,45 +385,146 @@ fn gather_scatter_and_gradcheck() {
     let table = rand_f32(&mut r, &[v, d], -1.0, 1.0);
     let m = odd_size(&mut r, 7);
     let ids = rand_ids(&mut r, &[2, m], v as i32);
-    gradcheck("embedding", &[table.clone()], &[("ids", ids.clone())], |x, e| x[0].embedding(&e[0]).unwrap(), 0.0, GRAD);
-    gradcheck("gather axis 1", &[table.clone()], &[("ids", ids.clone())], |x, e| x[0].gather(1, &e[0].to(DType::I32).unwrap().clip(0.0, (d - 1) as f64).unwrap()).unwrap(), 0.0, GRAD);
+    gradcheck(
+        "embedding",
+        &[table.clone()],
+        &[("ids", ids.clone())],
+        |x, e| x[0].embedding(&e[0]).unwrap(),
+        0.0,
+        GRAD,
+    );
+    gradcheck(
+        "gather axis 1",
+        &[table.clone()],
+        &[("ids", ids.clone())],
+        |x, e| {
+            x[0].gather(
+                1,
+                &e[0]
+                    .to(DType::I32)
+                    .unwrap()
+                    .clip(0.0, (d - 1) as f64)
+                    .unwrap(),
+            )
+            .unwrap()
+        },
+        0.0,
+        GRAD,
+    );
     let logits = rand_f32(&mut r, &[2, ids.shape[1], v], -1.0, 1.0);
-    gradcheck("take_last", &[logits], &[("ids", ids)], |x, e| x[0].take_last(&e[0]).unwrap(), FWD, GRAD);
+    gradcheck(
+        "take_last",
+        &[logits],
+        &[("ids", ids)],
+        |x, e| x[0].take_last(&e[0]).unwrap(),
+        FWD,
+        GRAD,
+    );
 }
 
 #[test]
 fn fused_softmax_norm_rope_match_decomposition_and_gradcheck() {
     let mut r = rng(seed("fused"));
-    let s = [odd_size(&mut r, 4), odd_size(&mut r, 5), odd_size(&mut r, 40)];
+    let s = [
+        odd_size(&mut r, 4),
+        odd_size(&mut r, 5),
+        odd_size(&mut r, 40),
+    ];
     let x = rand_f32(&mut r, &s, -4.0, 4.0);
-    gradcheck("softmax", &[x.clone()], &[], |x, _| x[0].softmax().unwrap(), FWD, GRAD);
-    gradcheck("log_softmax", &[x.clone()], &[], |x, _| x[0].log_softmax().unwrap(), FWD, GRAD);
+    gradcheck(
+        "softmax",
+        &[x.clone()],
+        &[],
+        |x, _| x[0].softmax().unwrap(),
+        FWD,
+        GRAD,
+    );
+    gradcheck(
+        "log_softmax",
+        &[x.clone()],
+        &[],
+        |x, _| x[0].log_softmax().unwrap(),
+        FWD,
+        GRAD,
+    );
     let w = rand_f32(&mut r, &[s[2]], -0.5, 0.5);
-    gradcheck("rms_norm", &[x, w], &[], |x, _| x[0].rms_norm(&x[1], 1e-6).unwrap(), FWD, GRAD);
-    let (b, l, h, d) = (odd_size(&mut r, 2), odd_size(&mut r, 5), odd_size(&mut r, 3), 2 * odd_size(&mut r, 9));
+    gradcheck(
+        "rms_norm",
+        &[x, w],
+        &[],
+        |x, _| x[0].rms_norm(&x[1], 1e-6).unwrap(),
+        FWD,
+        GRAD,
+    );
+    let (b, l, h, d) = (
+        odd_size(&mut r, 2),
+        odd_size(&mut r, 5),
+        odd_size(&mut r, 3),
+        2 * odd_size(&mut r, 9),
+    );
     let q = rand_f32(&mut r, &[b, l, h, d], -1.0, 1.0);
     let cos = rand_f32(&mut r, &[b, l, d / 2], -1.0, 1.0);
     let sin = rand_f32(&mut r, &[b, l, d / 2], -1.0, 1.0);
-    gradcheck("rope", &[q], &[("cos", cos), ("sin", sin)], |x, e| x[0].rope(&e[0], &e[1]).unwrap(), FWD, GRAD);
+    gradcheck(
+        "rope",
+        &[q],
+        &[("cos", cos), ("sin", sin)],
+        |x, e| x[0].rope(&e[0], &e[1]).unwrap(),
+        FWD,
+        GRAD,
+    );
 }
 
 #[test]
 fn attention_matches_decomposition_and_gradcheck() {
     let mut r = rng(seed("attention"));
     for case in 0..4 {
-        let (b, h, lq, lk, d) = (odd_size(&mut r, 2), odd_size(&mut r, 3), odd_size(&mut r, 9), odd_size(&mut r, 11), odd_size(&mut r, 17));
+        let (b, h, lq, lk, d) = (
+            odd_size(&mut r, 2),
+            odd_size(&mut r, 3),
+            odd_size(&mut r, 9),
+            odd_size(&mut r, 11),
+            odd_size(&mut r, 17),
+        );
         let q = rand_f32(&mut r, &[b, h, lq, d], -2.0, 2.0);
         let k = rand_f32(&mut r, &[b, h, lk, d], -2.0, 2.0);
         let v = rand_f32(&mut r, &[b, h, lk, d], -2.0, 2.0);
         // Case 3 masks whole rows: they must come out uniform, as in the reference.
         let mask = rand_bool(&mut r, &[b, lq, lk], if case == 3 { 0.0 } else { 0.7 });
-        let spec = AttnSpec { scale: (d as f32).powf(-0.5), softcap: if case % 2 == 0 { Some(3.0) } else { None } };
+        let spec = AttnSpec {
+            scale: (d as f32).powf(-0.5),
+            softcap: if case % 2 == 0 { Some(3.0) } else { None },
+        };
         if case == 2 {
             let kb = rand_f32(&mut r, &[h, d], -1.0, 1.0);
             let vb = rand_f32(&mut r, &[h, d], -1.0, 1.0);
-            gradcheck("attention+bias slot", &[q, k, v, kb, vb], &[("mask", mask)], |x, e| api::attention_with_bias_slot(&x[0], &x[1], &x[2], &e[0], Some((&x[3], &x[4])), spec).unwrap(), FWD, GRAD);
+            gradcheck(
+                "attention+bias slot",
+                &[q, k, v, kb, vb],
+                &[("mask", mask)],
+                |x, e| {
+                    api::attention_with_bias_slot(
+                        &x[0],
+                        &x[1],
+                        &x[2],
+                        &e[0],
+                        Some((&x[3], &x[4])),
+                        spec,
+                    )
+                    .unwrap()
+                },
+                FWD,
+                GRAD,
+            );
         } else {
-            gradcheck(&format!("attention case {case}"), &[q, k, v], &[("mask", mask)], |x, e| api::attention(&x[0], &x[1], &x[2], &e[0], spec).unwrap(), FWD, GRAD);
+            gradcheck(
+                &format!("attention case {case}"),
+                &[q, k, v],
+                &[("mask", mask)],
+                |x, e| api::attention(&x[0], &x[1], &x[2], &e[0], spec).unwrap(),
+                FWD,
+                GRAD,
+            );
         }
     }
 }
@@ -243,11 +539,20 @@ fn philox_graph_equals_host_bitwise() {
     let s = g.input("seed", &[2], DType::U32);
     let st = g.input("stream", &[], DType::U32);
     let u = api::uniform_f32(&g, &[n], &s, &st).unwrap();
-    let out = run_cpu(&[u], &[("seed", &HostTensor::u32(vec![2], key.to_vec()).unwrap()), ("stream", &HostTensor::u32(vec![], vec![stream]).unwrap())]);
+    let out = run_cpu(
+        &[u],
+        &[
+            ("seed", &HostTensor::u32(vec![2], key.to_vec()).unwrap()),
+            ("stream", &HostTensor::u32(vec![], vec![stream]).unwrap()),
+        ],
+    );
     let host = gidd_engine::rng::uniform_f32(n, key, stream);
     assert_eq!(out[0].as_f32().unwrap(), &host[..]);
     // Known-answer test for Philox-4x32-10 (Random123's kat_vectors: counter and key all ones... the zero vector)
-    assert_eq!(gidd_engine::rng::philox4x32([0, 0, 0, 0], [0, 0]), [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]);
+    assert_eq!(
+        gidd_engine::rng::philox4x32([0, 0, 0, 0], [0, 0]),
+        [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]
+    );
 }
 
 #[test]
@@ -265,8 +570,17 @@ fn shape_errors_are_typed_and_name_the_op() {
     assert!(matches!(a.add(&b), Err(Error::Shape { .. })));
     let i = g.input("i", &[2, 3], DType::I32);
     assert!(matches!(i.exp(), Err(Error::DType { .. })));
-    assert!(matches!(a.reshape(&[7]), Err(Error::Shape { op: "reshape", .. })));
-    assert!(matches!(a.transpose(&[0, 0]), Err(Error::Shape { op: "transpose", .. })));
+    assert!(matches!(
+        a.reshape(&[7]),
+        Err(Error::Shape { op: "reshape", .. })
+    ));
+    assert!(matches!(
+        a.transpose(&[0, 0]),
+        Err(Error::Shape {
+            op: "transpose",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -275,10 +589,23 @@ fn memory_plan_reuses_buffers_and_runs_repeatably() {
     let x = g.input("x", &[64, 64], DType::F32);
     let mut h = x.clone();
     for _ in 0..8 {
-        h = h.tanh().unwrap().mul_scalar(1.5).unwrap().exp().unwrap().log().unwrap();
+        h = h
+            .tanh()
+            .unwrap()
+            .mul_scalar(1.5)
+            .unwrap()
+            .exp()
+            .unwrap()
+            .log()
+            .unwrap();
     }
     let p = gidd_engine::Program::compile(&[h.sum_all().unwrap()], &["x"]).unwrap();
-    assert!(p.planned_bytes() * 4 <= p.unplanned_bytes(), "plan {} vs {}", p.planned_bytes(), p.unplanned_bytes());
+    assert!(
+        p.planned_bytes() * 4 <= p.unplanned_bytes(),
+        "plan {} vs {}",
+        p.planned_bytes(),
+        p.unplanned_bytes()
+    );
     use gidd_engine::Executor;
     let mut lp = gidd_engine::CpuExecutor.load(&p).unwrap();
     let mut r = rng(seed("plan"));
@@ -287,5 +614,8 @@ fn memory_plan_reuses_buffers_and_runs_repeatably() {
     let b = gidd_engine::CpuExecutor.run(&mut lp, &[&xs]).unwrap();
     assert_eq!(a, b);
     let bad = HostTensor::zeros(DType::F32, vec![3]);
-    assert!(matches!(gidd_engine::CpuExecutor.run(&mut lp, &[&bad]), Err(Error::InputMismatch { .. })));
+    assert!(matches!(
+        gidd_engine::CpuExecutor.run(&mut lp, &[&bad]),
+        Err(Error::InputMismatch { .. })
+    ));
 }

@@ -6,9 +6,9 @@
 //! Callers (the engine's executors) validate shapes before calling; kernels
 //! check only with `debug_assert!`.
 
-pub mod simd;
-pub mod matmul;
 pub mod attention;
+pub mod matmul;
 pub mod norm;
 pub mod rope;
+pub mod simd;
 pub mod softmax;

@@ -50,5 +50,9 @@ pub fn has_avx512_bf16() -> bool {
 
 /// Name of the active path, for benchmark tables.
 pub fn describe() -> String {
-    format!("{:?}{}", level(), if has_avx512_bf16() { "+bf16" } else { "" })
+    format!(
+        "{:?}{}",
+        level(),
+        if has_avx512_bf16() { "+bf16" } else { "" }
+    )
 }

@@ -11,23 +11,57 @@ pub enum WeightScaling {
     Value(f64),
 }
 
-fn d_vocab() -> usize { 131072 }
-fn d_hidden() -> usize { 768 }
-fn d_inter() -> usize { 3072 }
-fn d_layers() -> usize { 12 }
-fn d_heads() -> usize { 12 }
-fn d_softcap() -> f64 { 30.0 }
-fn d_maxpos() -> usize { 1024 }
-fn d_resid() -> f64 { 4.0 }
-fn d_eps() -> f64 { 1e-6 }
-fn d_true() -> bool { true }
-fn d_init() -> f64 { 0.4 }
-fn d_emb_init() -> f64 { 0.1 }
-fn d_ws() -> WeightScaling { WeightScaling::Named("fan_in".into()) }
-fn d_one() -> f64 { 1.0 }
-fn d_theta() -> f64 { 10000.0 }
-fn d_min_snr() -> f64 { -9.0 }
-fn d_max_snr() -> f64 { 9.0 }
+fn d_vocab() -> usize {
+    131072
+}
+fn d_hidden() -> usize {
+    768
+}
+fn d_inter() -> usize {
+    3072
+}
+fn d_layers() -> usize {
+    12
+}
+fn d_heads() -> usize {
+    12
+}
+fn d_softcap() -> f64 {
+    30.0
+}
+fn d_maxpos() -> usize {
+    1024
+}
+fn d_resid() -> f64 {
+    4.0
+}
+fn d_eps() -> f64 {
+    1e-6
+}
+fn d_true() -> bool {
+    true
+}
+fn d_init() -> f64 {
+    0.4
+}
+fn d_emb_init() -> f64 {
+    0.1
+}
+fn d_ws() -> WeightScaling {
+    WeightScaling::Named("fan_in".into())
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_theta() -> f64 {
+    10000.0
+}
+fn d_min_snr() -> f64 {
+    -9.0
+}
+fn d_max_snr() -> f64 {
+    9.0
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GiddConfig {
@@ -106,15 +140,18 @@ impl GiddConfig {
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
-            m.entry("model_type").or_insert_with(|| Value::String("gidd".into()));
-            m.entry("architectures").or_insert_with(|| Value::Array(vec![Value::String("GiddForDiffusionLM".into())]));
+            m.entry("model_type")
+                .or_insert_with(|| Value::String("gidd".into()));
+            m.entry("architectures")
+                .or_insert_with(|| Value::Array(vec![Value::String("GiddForDiffusionLM".into())]));
             m.insert("head_dim".into(), Value::from(self.head_dim()));
         }
         v
     }
 
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// ScaledLinear's scale for a weight [out, in].
@@ -155,15 +192,23 @@ impl GiddConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim {} must be even for RoPE", self.head_dim()));
+            return bad(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         if let WeightScaling::Named(n) = &self.weight_scaling {
             if n != "fan_in" && n != "fan_out" {
-                return bad(format!("weight_scaling must be \"fan_in\", \"fan_out\" or a number, got \"{n}\""));
+                return bad(format!(
+                    "weight_scaling must be \"fan_in\", \"fan_out\" or a number, got \"{n}\""
+                ));
             }
         }
         if self.vocab_size <= 3 {
-            return bad(format!("vocab_size {} must exceed the 4 special ids (bos 0, eos 1, pad 2, mask 3)", self.vocab_size));
+            return bad(format!(
+                "vocab_size {} must exceed the 4 special ids (bos 0, eos 1, pad 2, mask 3)",
+                self.vocab_size
+            ));
         }
         // 2^40 parameters (4 TiB in f32) is past anything one process can hold.
         let p = self.num_params() as f64;
@@ -171,14 +216,23 @@ impl GiddConfig {
             return bad(format!("{p:.3e} parameters would not fit in memory"));
         }
         if self.min_log_snr >= self.max_log_snr {
-            return bad(format!("min_log_snr {} must be below max_log_snr {}", self.min_log_snr, self.max_log_snr));
+            return bad(format!(
+                "min_log_snr {} must be below max_log_snr {}",
+                self.min_log_snr, self.max_log_snr
+            ));
         }
         Ok(())
     }
 
     /// Parameter names and shapes, in the HF checkpoint's names (SPEC.md section 1).
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let (v, d, i, h, hd) = (self.vocab_size, self.hidden_size, self.intermediate_size, self.num_attention_heads, self.head_dim());
+        let (v, d, i, h, hd) = (
+            self.vocab_size,
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_attention_heads,
+            self.head_dim(),
+        );
         let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, d])];
         for l in 0..self.num_hidden_layers {
             let p = format!("model.layers.{l}");
@@ -211,13 +265,21 @@ impl GiddConfig {
     }
 
     pub fn num_params(&self) -> usize {
-        self.param_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        self.param_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
     }
 
     /// Forward FLOPs per token at sequence length `seq`: 2 per multiply-add of
     /// every matmul, plus attention's scores and values (4 L d per layer).
     pub fn flops_per_token(&self, seq: usize) -> f64 {
-        let (d, i, v, n) = (self.hidden_size as f64, self.intermediate_size as f64, self.vocab_size as f64, self.num_hidden_layers as f64);
+        let (d, i, v, n) = (
+            self.hidden_size as f64,
+            self.intermediate_size as f64,
+            self.vocab_size as f64,
+            self.num_hidden_layers as f64,
+        );
         let keys = seq as f64 + if self.attention_bias { 1.0 } else { 0.0 };
         n * (2.0 * 4.0 * d * d + 2.0 * 2.0 * d * i + 4.0 * keys * d) + 2.0 * d * v
     }

@@ -20,7 +20,14 @@ pub struct LossTerms {
 }
 
 /// The GIDD loss of logits [B, L, V] for noisy ids z, labels x, log-SNR l [B, L].
-pub fn gidd_loss(s: &Schedule, logits: &Tensor, z: &Tensor, x: &Tensor, l: &Tensor, beta_is_div: f64) -> Result<LossTerms> {
+pub fn gidd_loss(
+    s: &Schedule,
+    logits: &Tensor,
+    z: &Tensor,
+    x: &Tensor,
+    l: &Tensor,
+    beta_is_div: f64,
+) -> Result<LossTerms> {
     let v = logits.dim(-1);
     let g = logits.graph();
     let loss_weights = s.loss_weights(l, z, x)?;
@@ -30,7 +37,9 @@ pub fn gidd_loss(s: &Schedule, logits: &Tensor, z: &Tensor, x: &Tensor, l: &Tens
     let we = elbo_weights.clip(0.0, 1e6)?;
 
     // The mask token is never a prediction: its logit is overwritten with -1e6.
-    let is_mask = g.iota(logits.shape(), 2, DType::I32)?.eq_scalar(s.mask_id as f64)?;
+    let is_mask = g
+        .iota(logits.shape(), 2, DType::I32)?
+        .eq_scalar(s.mask_id as f64)?;
     let logits = is_mask.select(&logits.full_like(-1e6), &logits.to(DType::F32)?)?;
     let x_hat = logits.softmax()?; // (B, L, V)
     let log_p = safe_log(&s.marginal(l, &x_hat)?)?;
@@ -44,5 +53,13 @@ pub fn gidd_loss(s: &Schedule, logits: &Tensor, z: &Tensor, x: &Tensor, l: &Tens
     let is_loss = w.mul(&is)?;
     let loss = kl_loss.add(&is_loss.mul_scalar(beta_is_div)?)?;
     let elbo = we.mul(&kl)?.add(&we.mul(&is)?)?;
-    Ok(LossTerms { loss, elbo, kl_loss, is_loss, loss_weights, elbo_weights, p_log_snr })
+    Ok(LossTerms {
+        loss,
+        elbo,
+        kl_loss,
+        is_loss,
+        loss_weights,
+        elbo_weights,
+        p_log_snr,
+    })
 }

@@ -21,12 +21,20 @@ pub fn pi_vec(cfg: &GiddConfig, l: f64, mask_id: usize) -> Vec<f32> {
 /// logits with the mask column at -inf (never predicted).
 fn mask_logits(logits: &Tensor, mask_id: usize) -> Result<Tensor> {
     let g = logits.graph();
-    let is_mask = g.iota(logits.shape(), logits.rank() - 1, DType::I32)?.eq_scalar(mask_id as f64)?;
+    let is_mask = g
+        .iota(logits.shape(), logits.rank() - 1, DType::I32)?
+        .eq_scalar(mask_id as f64)?;
     is_mask.select(&logits.full_like(f64::NEG_INFINITY), logits)
 }
 
 /// The ancestral step's (x_hat, p(z_s | z_t)) for logits [B, L, V] at temperature 1.
-pub fn ancestral_probs(cfg: &GiddConfig, logits: &Tensor, z_t: &Tensor, lt: f64, ls: f64) -> Result<(Tensor, Tensor)> {
+pub fn ancestral_probs(
+    cfg: &GiddConfig,
+    logits: &Tensor,
+    z_t: &Tensor,
+    lt: f64,
+    ls: f64,
+) -> Result<(Tensor, Tensor)> {
     let g = logits.graph();
     let v = cfg.vocab_size;
     let x_hat = mask_logits(logits, 3)?.softmax()?;
@@ -34,15 +42,28 @@ pub fn ancestral_probs(cfg: &GiddConfig, logits: &Tensor, z_t: &Tensor, lt: f64,
     let (b_s, b_t) = (1.0 - a_s, 1.0 - a_t);
     let a_ts = a_t / a_s;
     let (pi_s, pi_t) = (pi_vec(cfg, ls, 3), pi_vec(cfg, lt, 3));
-    let beta_pi: Vec<f32> = (0..v).map(|i| b_t * pi_t[i] - a_ts * b_s * pi_s[i]).collect();
-    let vecc = |x: Vec<f32>| g.constant(HostTensor { shape: vec![v], data: gidd_engine::Data::F32(x) });
-    let q_t = x_hat.mul_scalar(a_t as f64)?.add(&vecc(pi_t.iter().map(|p| b_t * p).collect()))?;
-    let q_s = x_hat.mul_scalar(a_s as f64)?.add(&vecc(pi_s.iter().map(|p| b_s * p).collect()))?;
+    let beta_pi: Vec<f32> = (0..v)
+        .map(|i| b_t * pi_t[i] - a_ts * b_s * pi_s[i])
+        .collect();
+    let vecc = |x: Vec<f32>| {
+        g.constant(HostTensor {
+            shape: vec![v],
+            data: gidd_engine::Data::F32(x),
+        })
+    };
+    let q_t = x_hat
+        .mul_scalar(a_t as f64)?
+        .add(&vecc(pi_t.iter().map(|p| b_t * p).collect()))?;
+    let q_s = x_hat
+        .mul_scalar(a_s as f64)?
+        .add(&vecc(pi_s.iter().map(|p| b_s * p).collect()))?;
     let q_t_z = q_t.take_last(z_t)?; // (B, L)
     let bp_z = vecc(beta_pi).gather(0, z_t)?; // (B, L)
     let shape = [z_t.shape(), &[1]].concat();
     let onehot = z_t.one_hot(v, DType::F32)?;
-    let q_ts = onehot.mul_scalar(a_ts as f64)?.add(&bp_z.reshape(&shape)?)?;
+    let q_ts = onehot
+        .mul_scalar(a_ts as f64)?
+        .add(&bp_z.reshape(&shape)?)?;
     let p = q_s.mul(&q_ts)?.div(&q_t_z.reshape(&shape)?)?;
     Ok((x_hat, p))
 }
@@ -52,7 +73,10 @@ pub fn ancestral_probs(cfg: &GiddConfig, logits: &Tensor, z_t: &Tensor, lt: f64,
 pub fn adaptive_scores(cfg: &GiddConfig, logits: &Tensor, z: &Tensor, l: f64) -> Result<Tensor> {
     let g = logits.graph();
     let v = cfg.vocab_size;
-    let pi = g.constant(HostTensor { shape: vec![v], data: gidd_engine::Data::F32(pi_vec(cfg, l, 3)) });
+    let pi = g.constant(HostTensor {
+        shape: vec![v],
+        data: gidd_engine::Data::F32(pi_vec(cfg, l, 3)),
+    });
     let pn = pi.gather(0, z)?; // (B, L)
     let pn = pn.div(&pn.sum_last(true)?)?;
     let x_hat = mask_logits(logits, 3)?.softmax()?;

@@ -36,7 +36,11 @@ impl Schedule {
 
     /// beta_u(l) = sigmoid(a l + b): the uniform share of the mixing distribution.
     pub fn beta_u(&self, l: &Tensor) -> Result<Tensor> {
-        let x = if self.scale == 1.0 { l.clone() } else { l.mul_scalar(self.scale)? };
+        let x = if self.scale == 1.0 {
+            l.clone()
+        } else {
+            l.mul_scalar(self.scale)?
+        };
         x.add_scalar(self.shift)?.sigmoid()
     }
 
@@ -51,7 +55,9 @@ impl Schedule {
         let mut shape = l.shape().to_vec();
         shape.push(self.vocab_size);
         let g = l.graph();
-        let is_mask = g.iota(&shape, shape.len() - 1, DType::I32)?.eq_scalar(self.mask_id as f64)?;
+        let is_mask = g
+            .iota(&shape, shape.len() - 1, DType::I32)?
+            .eq_scalar(self.mask_id as f64)?;
         let b = beta.reshape(&[l.shape(), &[1]].concat())?; // (.., 1)
         let uni = b.mul_scalar(self.uniform_value())?.broadcast_to(&shape)?;
         let msk = b.rsub_scalar(1.0)?.broadcast_to(&shape)?;
@@ -62,7 +68,9 @@ impl Schedule {
     pub fn pi_at(&self, l: &Tensor, z: &Tensor) -> Result<Tensor> {
         let beta = self.beta_u(l)?;
         let m = z.eq_scalar(self.mask_id as f64)?.to(DType::F32)?;
-        let a = beta.mul(&m.rsub_scalar(1.0)?)?.mul_scalar(1.0 / (self.vocab_size as f64 - 1.0))?;
+        let a = beta
+            .mul(&m.rsub_scalar(1.0)?)?
+            .mul_scalar(1.0 / (self.vocab_size as f64 - 1.0))?;
         a.add(&beta.rsub_scalar(1.0)?.mul(&m)?)
     }
 
@@ -92,13 +100,16 @@ impl Schedule {
 
     /// Raw ELBO weights: loss weights / max(p(l), 1e-12).
     pub fn elbo_weights(&self, l: &Tensor, z: &Tensor, x: &Tensor) -> Result<Tensor> {
-        self.loss_weights(l, z, x)?.div(&self.p_log_snr(l)?.max_scalar(1e-12)?)
+        self.loss_weights(l, z, x)?
+            .div(&self.p_log_snr(l)?.max_scalar(1e-12)?)
     }
 
     /// log-SNR of time t under the linear rate: clip(safe_log(1 - t) - safe_log(t), min, max).
     pub fn log_snr_from_time(&self, t: &Tensor) -> Result<Tensor> {
         let a = t.rsub_scalar(1.0)?;
-        safe_log(&a)?.sub(&safe_log(&a.rsub_scalar(1.0)?)?)?.clip(self.min_log_snr, self.max_log_snr)
+        safe_log(&a)?
+            .sub(&safe_log(&a.rsub_scalar(1.0)?)?)?
+            .clip(self.min_log_snr, self.max_log_snr)
     }
 
     /// The marginal q_t(.|probs) = alpha probs + (1 - alpha) pi(l), [.., V].

@@ -18,12 +18,23 @@ pub struct Params {
 impl Params {
     /// Declares every parameter of `cfg` as a graph input named by its HF key.
     pub fn declare(g: &Graph, cfg: &GiddConfig) -> Params {
-        let list: Vec<(String, Tensor)> = cfg.param_shapes().into_iter().map(|(n, s)| (n.clone(), g.input(&n, &s, DType::F32))).collect();
-        let index = list.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+        let list: Vec<(String, Tensor)> = cfg
+            .param_shapes()
+            .into_iter()
+            .map(|(n, s)| (n.clone(), g.input(&n, &s, DType::F32)))
+            .collect();
+        let index = list
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), i))
+            .collect();
         Params { list, index }
     }
     pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.index.get(name).map(|&i| &self.list[i].1).ok_or_else(|| gidd_engine::Error::Msg(format!("no parameter named {name}")))
+        self.index
+            .get(name)
+            .map(|&i| &self.list[i].1)
+            .ok_or_else(|| gidd_engine::Error::Msg(format!("no parameter named {name}")))
     }
     pub fn names(&self) -> Vec<String> {
         self.list.iter().map(|(n, _)| n.clone()).collect()
@@ -50,7 +61,9 @@ pub fn rope_tables(cfg: &GiddConfig) -> (HostTensor, HostTensor) {
     let rd = cfg.hidden_size / cfg.num_attention_heads;
     let half = rd / 2;
     let theta = cfg.rope_theta as f32;
-    let inv: Vec<f32> = (0..half).map(|j| 1.0 / theta.powf((2 * j) as f32 / rd as f32)).collect();
+    let inv: Vec<f32> = (0..half)
+        .map(|j| 1.0 / theta.powf((2 * j) as f32 / rd as f32))
+        .collect();
     let mut cos = Vec::with_capacity(cfg.max_position_embeddings * half);
     let mut sin = Vec::with_capacity(cfg.max_position_embeddings * half);
     for p in 0..cfg.max_position_embeddings {
@@ -61,7 +74,16 @@ pub fn rope_tables(cfg: &GiddConfig) -> (HostTensor, HostTensor) {
         }
     }
     let shape = vec![cfg.max_position_embeddings, half];
-    (HostTensor { shape: shape.clone(), data: gidd_engine::Data::F32(cos) }, HostTensor { shape, data: gidd_engine::Data::F32(sin) })
+    (
+        HostTensor {
+            shape: shape.clone(),
+            data: gidd_engine::Data::F32(cos),
+        },
+        HostTensor {
+            shape,
+            data: gidd_engine::Data::F32(sin),
+        },
+    )
 }
 
 /// Options of one forward pass.
@@ -75,7 +97,10 @@ pub struct ForwardOpts {
 
 impl Default for ForwardOpts {
     fn default() -> Self {
-        ForwardOpts { dtype: DType::F32, attentions: false }
+        ForwardOpts {
+            dtype: DType::F32,
+            attentions: false,
+        }
     }
 }
 
@@ -93,7 +118,14 @@ fn scaled_linear(x: &Tensor, w: &Tensor, s: f64, b: Option<&Tensor>) -> Result<T
 ///
 /// # Shapes
 /// ids [B, L] (i32), mask bool [B, L] (keys) or [B, L, L], pos [B, L] (i32) -> logits [B, L, V]
-pub fn forward(cfg: &GiddConfig, p: &Params, ids: &Tensor, mask: &Tensor, pos: &Tensor, opts: ForwardOpts) -> Result<ForwardOut> {
+pub fn forward(
+    cfg: &GiddConfig,
+    p: &Params,
+    ids: &Tensor,
+    mask: &Tensor,
+    pos: &Tensor,
+    opts: ForwardOpts,
+) -> Result<ForwardOut> {
     let g = ids.graph().clone();
     let (b, l) = (ids.dim(0), ids.dim(1));
     let (d, h, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
@@ -107,7 +139,10 @@ pub fn forward(cfg: &GiddConfig, p: &Params, ids: &Tensor, mask: &Tensor, pos: &
     let (cos_t, sin_t) = rope_tables(cfg);
     let cos = g.constant(cos_t).gather(0, pos)?; // (B, L, hd/2)
     let sin = g.constant(sin_t).gather(0, pos)?;
-    let spec = AttnSpec { scale: (hd as f32).powf(-0.5), softcap: Some(cfg.attn_soft_cap as f32).filter(|c| *c > 0.0) };
+    let spec = AttnSpec {
+        scale: (hd as f32).powf(-0.5),
+        softcap: Some(cfg.attn_soft_cap as f32).filter(|c| *c > 0.0),
+    };
     let rs = cfg.resid_scale / cfg.num_hidden_layers as f64;
 
     let mut hcur = p.get("model.embed_tokens.weight")?.embedding(ids)?.to(dt)?; // (B, L, d)
@@ -126,23 +161,48 @@ pub fn forward(cfg: &GiddConfig, p: &Params, ids: &Tensor, mask: &Tensor, pos: &
             q = q.rms_norm(w("self_attn.q_norm.weight")?, eps)?;
             k = k.rms_norm(w("self_attn.k_norm.weight")?, eps)?;
         }
-        let q = q.reshape(&[b, l, h, hd])?.rope(&cos, &sin)?.transpose(&[0, 2, 1, 3])?; // (B, H, L, hd)
-        let k = k.reshape(&[b, l, h, hd])?.rope(&cos, &sin)?.transpose(&[0, 2, 1, 3])?;
+        let q = q
+            .reshape(&[b, l, h, hd])?
+            .rope(&cos, &sin)?
+            .transpose(&[0, 2, 1, 3])?; // (B, H, L, hd)
+        let k = k
+            .reshape(&[b, l, h, hd])?
+            .rope(&cos, &sin)?
+            .transpose(&[0, 2, 1, 3])?;
         let v = v.reshape(&[b, l, h, hd])?.transpose(&[0, 2, 1, 3])?;
-        let bias = if cfg.attention_bias { Some((w("self_attn.k_bias")?, w("self_attn.v_bias")?)) } else { None };
+        let bias = if cfg.attention_bias {
+            Some((w("self_attn.k_bias")?, w("self_attn.v_bias")?))
+        } else {
+            None
+        };
         if opts.attentions {
             attentions.push(attention_probs(&q, &k, &mask, bias.map(|x| x.0), spec)?);
         }
         let a = attention_with_bias_slot(&q, &k, &v, &mask, bias, spec)?; // (B, H, L, hd)
         let a = a.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, h * hd])?; // (B, L, H*hd)
-        let a = scaled_linear(&a, w("self_attn.o_proj.weight")?, cfg.linear_scale(h * hd, d), None)?;
+        let a = scaled_linear(
+            &a,
+            w("self_attn.o_proj.weight")?,
+            cfg.linear_scale(h * hd, d),
+            None,
+        )?;
         hcur = hcur.add(&a.mul_scalar(rs)?)?;
         // MLP branch
         let x = hcur.rms_norm(w("mlp_layernorm.weight")?, eps)?;
         let i = cfg.intermediate_size;
-        let ub = if cfg.mlp_bias { Some(w("mlp.up_proj.bias")?) } else { None };
-        let db = if cfg.mlp_bias { Some(w("mlp.down_proj.bias")?) } else { None };
-        let u = scaled_linear(&x, w("mlp.up_proj.weight")?, cfg.linear_scale(d, i), ub)?.relu()?.square()?; // (B, L, I)
+        let ub = if cfg.mlp_bias {
+            Some(w("mlp.up_proj.bias")?)
+        } else {
+            None
+        };
+        let db = if cfg.mlp_bias {
+            Some(w("mlp.down_proj.bias")?)
+        } else {
+            None
+        };
+        let u = scaled_linear(&x, w("mlp.up_proj.weight")?, cfg.linear_scale(d, i), ub)?
+            .relu()?
+            .square()?; // (B, L, I)
         let m = scaled_linear(&u, w("mlp.down_proj.weight")?, cfg.linear_scale(i, d), db)?;
         hcur = hcur.add(&m.mul_scalar(rs)?)?;
         if li + 1 < cfg.num_hidden_layers {
@@ -157,11 +217,22 @@ pub fn forward(cfg: &GiddConfig, p: &Params, ids: &Tensor, mask: &Tensor, pos: &
     } else {
         scaled_linear(&hn, p.get("lm_head.weight")?, cfg.head_scaling, None)?
     };
-    Ok(ForwardOut { logits: logits.to(DType::F32)?, hidden_states: hidden, last_prenorm, attentions })
+    Ok(ForwardOut {
+        logits: logits.to(DType::F32)?,
+        hidden_states: hidden,
+        last_prenorm,
+        attentions,
+    })
 }
 
 /// Attention probabilities written out (for audits): softmax of masked, capped scores.
-fn attention_probs(q: &Tensor, k: &Tensor, mask: &Tensor, kb: Option<&Tensor>, spec: AttnSpec) -> Result<Tensor> {
+fn attention_probs(
+    q: &Tensor,
+    k: &Tensor,
+    mask: &Tensor,
+    kb: Option<&Tensor>,
+    spec: AttnSpec,
+) -> Result<Tensor> {
     let (b, h, lq, hd) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let (q, mut k, mut m) = (q.to(DType::F32)?, k.to(DType::F32)?, mask.clone());
     if let Some(kb) = kb {
@@ -169,7 +240,12 @@ fn attention_probs(q: &Tensor, k: &Tensor, mask: &Tensor, kb: Option<&Tensor>, s
         k = Tensor::concat(&[&slot, &k], 2)?;
         m = Tensor::concat(&[&m.graph().splat(1.0, &[b, lq, 1], DType::Bool), &m], 2)?;
     }
-    let dd = gidd_engine::op::DotDims { lhs_batch: vec![0, 1], rhs_batch: vec![0, 1], lhs_contract: vec![3], rhs_contract: vec![3] };
+    let dd = gidd_engine::op::DotDims {
+        lhs_batch: vec![0, 1],
+        rhs_batch: vec![0, 1],
+        lhs_contract: vec![3],
+        rhs_contract: vec![3],
+    };
     let mut s = q.dot_general(&k, dd)?.mul_scalar(spec.scale as f64)?;
     if let Some(c) = spec.softcap {
         s = s.mul_scalar(1.0 / c as f64)?.tanh()?.mul_scalar(c as f64)?;

@@ -42,12 +42,17 @@ fn tolerance(name: &str, dtype: DType) -> f64 {
         tol::GRAD
     } else if name.starts_with("sched.elbo_weights") || name.starts_with("sched.loss_weights") {
         tol::SCHED_WEIGHTS
-    } else if name == "elbo" || name == "elbo_weights" || name == "p_log_snr" || name == "sched.p_log_snr" {
+    } else if name == "elbo"
+        || name == "elbo_weights"
+        || name == "p_log_snr"
+        || name == "sched.p_log_snr"
+    {
         tol::ELBO
     } else {
         tol::FORWARD
     };
-    if dtype == DType::BF16 && model_dependent && !name.ends_with("weights") && name != "p_log_snr" {
+    if dtype == DType::BF16 && model_dependent && !name.ends_with("weights") && name != "p_log_snr"
+    {
         base.max(tol::BF16)
     } else {
         base
@@ -70,7 +75,13 @@ pub fn compare(name: &str, got: &[f64], want: &[f64], tol: f64) -> Row {
         }
     }
     let len_ok = got.len() == want.len();
-    let rel = if den > 0.0 { (num / den).sqrt() } else if num == 0.0 { 0.0 } else { f64::INFINITY };
+    let rel = if den > 0.0 {
+        (num / den).sqrt()
+    } else if num == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    };
     let pass = len_ok && !nan && (rel <= tol || max_abs <= tol::ZERO_ABS);
     let note = if !len_ok {
         format!("length {} vs {}", got.len(), want.len())
@@ -79,7 +90,14 @@ pub fn compare(name: &str, got: &[f64], want: &[f64], tol: f64) -> Row {
     } else {
         String::new()
     };
-    Row { quantity: name.to_string(), max_abs, rel_l2: rel, tol, pass, note }
+    Row {
+        quantity: name.to_string(),
+        max_abs,
+        rel_l2: rel,
+        tol,
+        pass,
+        note,
+    }
 }
 
 fn ids_i32(t: &HostTensor) -> HostTensor {
@@ -117,30 +135,54 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
     if has("input_ids") {
         let ids = ids_i32(&get("input_ids")?);
         let (b, l) = (ids.shape[0], ids.shape[1]);
-        let mask = if has("attention_mask") { get("attention_mask")?.convert(DType::Bool) } else { HostTensor::bool(vec![b, l], vec![true; b * l])? };
+        let mask = if has("attention_mask") {
+            get("attention_mask")?.convert(DType::Bool)
+        } else {
+            HostTensor::bool(vec![b, l], vec![true; b * l])?
+        };
         let g = Graph::new();
         let p = gidd_model::Params::declare(&g, &cfg);
         let ids_t = g.input("input_ids", &ids.shape, DType::I32);
         let mask_t = g.input("attention_mask", &mask.shape, DType::Bool);
         let pos = g.iota(&[b, l], 1, DType::I32)?;
         let want_att = gold.names().iter().any(|n| n.starts_with("attentions."));
-        let out = forward(&cfg, &p, &ids_t, &mask_t, &pos, ForwardOpts { dtype, attentions: want_att })?;
+        let out = forward(
+            &cfg,
+            &p,
+            &ids_t,
+            &mask_t,
+            &pos,
+            ForwardOpts {
+                dtype,
+                attentions: want_att,
+            },
+        )?;
         let mut named: Vec<(String, Tensor)> = vec![("logits".into(), out.logits.clone())];
         for (i, h) in out.hidden_states.iter().enumerate() {
             named.push((format!("hidden_states.{i}"), h.to(DType::F32)?));
         }
-        named.push(("hidden_states.last_prenorm".into(), out.last_prenorm.to(DType::F32)?));
+        named.push((
+            "hidden_states.last_prenorm".into(),
+            out.last_prenorm.to(DType::F32)?,
+        ));
         for (i, a) in out.attentions.iter().enumerate() {
             named.push((format!("attentions.{i}"), a.clone()));
         }
-        let mut inputs: Vec<(String, HostTensor)> = vec![("input_ids".into(), ids.clone()), ("attention_mask".into(), mask)];
+        let mut inputs: Vec<(String, HostTensor)> = vec![
+            ("input_ids".into(), ids.clone()),
+            ("attention_mask".into(), mask),
+        ];
         if has("labels") && has("log_snr") {
             let x = ids_i32(&get("labels")?);
             let lsnr = get("log_snr")?.convert(DType::F32);
             let x_t = g.input("labels", &x.shape, DType::I32);
             let l_t = g.input("log_snr", &lsnr.shape, DType::F32);
             let terms = gidd_loss(&sched, &out.logits, &ids_t, &x_t, &l_t, beta_is_div)?;
-            let nm = if has("noise_mask") { get("noise_mask")?.convert(DType::F32) } else { HostTensor::f32(vec![b, l], vec![1.0; b * l])? };
+            let nm = if has("noise_mask") {
+                get("noise_mask")?.convert(DType::F32)
+            } else {
+                HostTensor::f32(vec![b, l], vec![1.0; b * l])?
+            };
             let nm_t = g.input("noise_mask", &nm.shape, DType::F32);
             let total = terms.loss.mul(&nm_t)?.sum_all()?;
             for (n, t) in [
@@ -155,13 +197,22 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
                 named.push((n.into(), t.clone()));
             }
             named.push(("total_loss".into(), total.reshape(&[1])?));
-            let grad_names: Vec<String> = gold.names().iter().filter(|n| n.starts_with("grad.")).map(|n| n.to_string()).collect();
+            let grad_names: Vec<String> = gold
+                .names()
+                .iter()
+                .filter(|n| n.starts_with("grad."))
+                .map(|n| n.to_string())
+                .collect();
             if !grad_names.is_empty() {
                 let mut wrt = vec![];
                 let mut wrt_names = vec![];
                 for gn in &grad_names {
                     let target = &gn["grad.".len()..];
-                    let t = if target == "logits" { out.logits.clone() } else { p.get(target)?.clone() };
+                    let t = if target == "logits" {
+                        out.logits.clone()
+                    } else {
+                        p.get(target)?.clone()
+                    };
                     wrt.push(t);
                     wrt_names.push(gn.clone());
                 }
@@ -177,7 +228,8 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
                 let ls = get("ancestral.log_snr_s")?.to_f32_vec()[0] as f64;
                 let zt = ids_i32(&get("ancestral.z_t")?);
                 let zt_t = g.input("ancestral.z_t", &zt.shape, DType::I32);
-                let (x_hat, probs) = gidd_model::sample::ancestral_probs(&cfg, &out.logits, &zt_t, lt, ls)?;
+                let (x_hat, probs) =
+                    gidd_model::sample::ancestral_probs(&cfg, &out.logits, &zt_t, lt, ls)?;
                 named.push(("ancestral.x_hat".into(), x_hat));
                 named.push(("ancestral.probs".into(), probs));
                 inputs.push(("ancestral.z_t".into(), zt));
@@ -202,13 +254,18 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
         let mut lp = CpuExecutor.load(&prog)?;
         let vals: Vec<&HostTensor> = used.iter().map(|(_, t)| t).collect();
         let res = CpuExecutor.run(&mut lp, &vals)?;
-        let mut got: std::collections::HashMap<String, HostTensor> = std::collections::HashMap::new();
+        let mut got: std::collections::HashMap<String, HostTensor> =
+            std::collections::HashMap::new();
         for ((n, _), r) in named.iter().zip(res) {
             let want = get(n)?.to_f64_vec();
             rows.push(compare(n, &r.to_f64_vec(), &want, tolerance(n, dtype)));
             got.insert(n.clone(), r);
         }
-        if let (Some(pd), Some(lg), true) = (got.get("adaptive.p_delta"), got.get("logits"), has("adaptive.positions")) {
+        if let (Some(pd), Some(lg), true) = (
+            got.get("adaptive.p_delta"),
+            got.get("logits"),
+            has("adaptive.positions"),
+        ) {
             rows.extend(adaptive_choice(&gold, pd, lg)?);
         }
     }
@@ -221,12 +278,33 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
     if has("generate.output") {
         rows.push(crate::generate::audit_generation(&cfg, &params, &gold)?);
     }
-    let covered: std::collections::HashSet<String> = rows.iter().map(|r| r.quantity.clone()).collect();
-    let inputs_only = ["input_ids", "labels", "log_snr", "noise_mask", "attention_mask", "sched.log_snr", "sched.t"];
+    let covered: std::collections::HashSet<String> =
+        rows.iter().map(|r| r.quantity.clone()).collect();
+    let inputs_only = [
+        "input_ids",
+        "labels",
+        "log_snr",
+        "noise_mask",
+        "attention_mask",
+        "sched.log_snr",
+        "sched.t",
+    ];
     for n in gold.names() {
-        let is_input = inputs_only.contains(&n) || n.ends_with(".z") || n.ends_with(".z_t") || n.contains("log_snr_") || n == "adaptive.log_snr" || n.starts_with("generate.");
+        let is_input = inputs_only.contains(&n)
+            || n.ends_with(".z")
+            || n.ends_with(".z_t")
+            || n.contains("log_snr_")
+            || n == "adaptive.log_snr"
+            || n.starts_with("generate.");
         if !covered.contains(n) && !is_input {
-            rows.push(Row { quantity: n.to_string(), max_abs: f64::NAN, rel_l2: f64::NAN, tol: 0.0, pass: false, note: "not computed by this audit".into() });
+            rows.push(Row {
+                quantity: n.to_string(),
+                max_abs: f64::NAN,
+                rel_l2: f64::NAN,
+                tol: 0.0,
+                pass: false,
+                note: "not computed by this audit".into(),
+            });
         }
     }
     Ok(rows)
@@ -234,7 +312,11 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
 
 /// The greedy adaptive step's chosen positions (top-n p_delta) and z_next (argmax
 /// of the logits with the mask excluded) at those positions, compared exactly.
-fn adaptive_choice(gold: &TensorStore, pd: &HostTensor, logits: &HostTensor) -> anyhow::Result<Vec<Row>> {
+fn adaptive_choice(
+    gold: &TensorStore,
+    pd: &HostTensor,
+    logits: &HostTensor,
+) -> anyhow::Result<Vec<Row>> {
     let want_pos = gold.get("adaptive.positions")?;
     let (b, n) = (want_pos.shape[0], want_pos.shape[1]);
     let l = pd.shape[1];
@@ -250,13 +332,25 @@ fn adaptive_choice(gold: &TensorStore, pd: &HostTensor, logits: &HostTensor) -> 
         for &j in idx.iter().take(n) {
             pos.push(j as f64);
             let row = &lg[(r * l + j) * v..(r * l + j + 1) * v];
-            let best = (0..v).filter(|&k| k != 3).fold(0, |bst, k| if row[k] > row[bst] { k } else { bst });
+            let best = (0..v)
+                .filter(|&k| k != 3)
+                .fold(0, |bst, k| if row[k] > row[bst] { k } else { bst });
             z_next[r * l + j] = best as f64;
         }
     }
-    let mut rows = vec![compare("adaptive.positions", &pos, &want_pos.to_f64_vec(), 0.0)];
+    let mut rows = vec![compare(
+        "adaptive.positions",
+        &pos,
+        &want_pos.to_f64_vec(),
+        0.0,
+    )];
     if gold.info("adaptive.z_next").is_some() {
-        rows.push(compare("adaptive.z_next", &z_next, &gold.get("adaptive.z_next")?.to_f64_vec(), 0.0));
+        rows.push(compare(
+            "adaptive.z_next",
+            &z_next,
+            &gold.get("adaptive.z_next")?.to_f64_vec(),
+            0.0,
+        ));
     }
     Ok(rows)
 }
@@ -277,9 +371,18 @@ fn used_inputs(outs: &[Tensor], all: &[(String, HostTensor)]) -> Vec<(String, Ho
         .iter()
         .enumerate()
         .filter(|(i, _)| live[*i])
-        .filter_map(|(_, n)| if let gidd_engine::Op::Input { name } = &n.op { Some(name.clone()) } else { None })
+        .filter_map(|(_, n)| {
+            if let gidd_engine::Op::Input { name } = &n.op {
+                Some(name.clone())
+            } else {
+                None
+            }
+        })
         .collect();
-    all.iter().filter(|(n, _)| names.contains(n)).cloned().collect()
+    all.iter()
+        .filter(|(n, _)| names.contains(n))
+        .cloned()
+        .collect()
 }
 
 fn audit_schedule(gold: &TensorStore, s: &Schedule) -> anyhow::Result<Vec<Row>> {
@@ -320,13 +423,23 @@ fn audit_schedule(gold: &TensorStore, s: &Schedule) -> anyhow::Result<Vec<Row>> 
     Ok(named
         .iter()
         .zip(res)
-        .map(|((n, _), r)| compare(n, &r.to_f64_vec(), &gold.get(n).map(|t| t.to_f64_vec()).unwrap_or_default(), tolerance(n, DType::F32)))
+        .map(|((n, _), r)| {
+            compare(
+                n,
+                &r.to_f64_vec(),
+                &gold.get(n).map(|t| t.to_f64_vec()).unwrap_or_default(),
+                tolerance(n, DType::F32),
+            )
+        })
         .collect())
 }
 
 /// The table as printed by `gidd audit`.
 pub fn format_table(rows: &[Row]) -> String {
-    let mut s = format!("{:<52} {:>12} {:>12} {:>9}  {}\n", "quantity", "max abs err", "rel L2 err", "tol", "result");
+    let mut s = format!(
+        "{:<52} {:>12} {:>12} {:>9}  {}\n",
+        "quantity", "max abs err", "rel L2 err", "tol", "result"
+    );
     for r in rows {
         s += &format!(
             "{:<52} {:>12.3e} {:>12.3e} {:>9.1e}  {}{}\n",
@@ -335,10 +448,19 @@ pub fn format_table(rows: &[Row]) -> String {
             r.rel_l2,
             r.tol,
             if r.pass { "PASS" } else { "FAIL" },
-            if r.note.is_empty() { String::new() } else { format!(" ({})", r.note) }
+            if r.note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.note)
+            }
         );
     }
     let fails = rows.iter().filter(|r| !r.pass).count();
-    s += &format!("{} quantities, {} passed, {} failed\n", rows.len(), rows.len() - fails, fails);
+    s += &format!(
+        "{} quantities, {} passed, {} failed\n",
+        rows.len(),
+        rows.len() - fails,
+        fails
+    );
     s
 }

@@ -48,23 +48,48 @@ pub struct Canvas {
 }
 
 impl Canvas {
-    pub fn new(cfg: &GiddConfig, params: &[(String, HostTensor)], batch: usize, len: usize, dtype: DType) -> Result<Canvas> {
+    pub fn new(
+        cfg: &GiddConfig,
+        params: &[(String, HostTensor)],
+        batch: usize,
+        len: usize,
+        dtype: DType,
+    ) -> Result<Canvas> {
         let g = Graph::new();
         let p = Params::declare(&g, cfg);
         let ids = g.input("ids", &[batch, len], DType::I32);
         let mask = g.input("mask", &[batch, len, len], DType::Bool);
         let pos = g.iota(&[batch, len], 1, DType::I32)?;
-        let out = forward(cfg, &p, &ids, &mask, &pos, ForwardOpts { dtype, attentions: false })?;
+        let out = forward(
+            cfg,
+            &p,
+            &ids,
+            &mask,
+            &pos,
+            ForwardOpts {
+                dtype,
+                attentions: false,
+            },
+        )?;
         let mut names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
         names.push("ids");
         names.push("mask");
         let prog = CpuExecutor.load(&Program::compile(&[out.logits], &names)?)?;
-        Ok(Canvas { cfg: cfg.clone(), params: params.iter().map(|(_, t)| t.clone()).collect(), prog, batch, len })
+        Ok(Canvas {
+            cfg: cfg.clone(),
+            params: params.iter().map(|(_, t)| t.clone()).collect(),
+            prog,
+            batch,
+            len,
+        })
     }
 
     /// Logits [B, L, V] for ids [B, L] under a [B, L, L] mask.
     pub fn logits(&mut self, ids: &[Vec<u32>], mask: &[bool]) -> Result<Vec<f32>> {
-        let flat: Vec<i32> = ids.iter().flat_map(|r| r.iter().map(|&x| x as i32)).collect();
+        let flat: Vec<i32> = ids
+            .iter()
+            .flat_map(|r| r.iter().map(|&x| x as i32))
+            .collect();
         let ids_t = HostTensor::i32(vec![self.batch, self.len], flat)?;
         let mask_t = HostTensor::bool(vec![self.batch, self.len, self.len], mask.to_vec())?;
         let mut ins: Vec<&HostTensor> = self.params.iter().collect();
@@ -84,7 +109,12 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// Tempered, top-k/top-p filtered probabilities in f64 (one-hot argmax at temperature 0).
-pub fn probs_with_topk_topp(logits: &[f64], temperature: f64, top_k: Option<usize>, top_p: Option<f64>) -> Vec<f64> {
+pub fn probs_with_topk_topp(
+    logits: &[f64],
+    temperature: f64,
+    top_k: Option<usize>,
+    top_p: Option<f64>,
+) -> Vec<f64> {
     let v = logits.len();
     if temperature == 0.0 {
         let mut best = 0;
@@ -102,7 +132,11 @@ pub fn probs_with_topk_topp(logits: &[f64], temperature: f64, top_k: Option<usiz
         let mut s = x.clone();
         s.sort_by(|a, b| b.total_cmp(a));
         let kth = s[k - 1];
-        x.iter_mut().for_each(|y| if *y < kth { *y = f64::NEG_INFINITY });
+        x.iter_mut().for_each(|y| {
+            if *y < kth {
+                *y = f64::NEG_INFINITY
+            }
+        });
     }
     let softmax = |x: &[f64]| -> Vec<f64> {
         let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -147,7 +181,14 @@ pub fn draw(p: &[f64], rng: &mut HostRng) -> usize {
 }
 
 /// Generates from one batch of equal-length prompts. `prior` replaces the sampled prior canvas when given.
-pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: &GenOpts, prior: Option<Vec<Vec<u32>>>, mut on_block: impl FnMut(&[Vec<u32>], usize)) -> Result<Vec<Vec<u32>>> {
+pub fn generate(
+    canvas: &mut Canvas,
+    cfg: &GiddConfig,
+    prompts: &[Vec<u32>],
+    o: &GenOpts,
+    prior: Option<Vec<Vec<u32>>>,
+    mut on_block: impl FnMut(&[Vec<u32>], usize),
+) -> Result<Vec<Vec<u32>>> {
     let b = prompts.len();
     let t = canvas.len;
     let v = canvas.vocab();
@@ -169,7 +210,19 @@ pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: 
         Some(p) => p,
         None => {
             let pu = sigmoid(cfg.min_log_snr + cfg.noise_type);
-            (0..b).map(|_| (0..t).map(|_| if rng.next_f64() < pu { rng.below(v as u32) } else { MASK }).collect()).collect()
+            (0..b)
+                .map(|_| {
+                    (0..t)
+                        .map(|_| {
+                            if rng.next_f64() < pu {
+                                rng.below(v as u32)
+                            } else {
+                                MASK
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
         }
     };
     for (row, p) in x.iter_mut().zip(prompts) {
@@ -179,7 +232,10 @@ pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: 
     for row in noise.iter_mut() {
         row[..p_len].fill(false);
     }
-    let (amin, amax) = (sigmoid(cfg.min_log_snr) as f32 as f64, sigmoid(cfg.max_log_snr) as f32 as f64);
+    let (amin, amax) = (
+        sigmoid(cfg.min_log_snr) as f32 as f64,
+        sigmoid(cfg.max_log_snr) as f32 as f64,
+    );
     let log_snrs: Vec<f64> = (0..=o.steps)
         .map(|i| {
             let ts = i as f64 / o.steps as f64;
@@ -196,7 +252,12 @@ pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: 
         let ws = p_len + nb * o.block_length;
         let we = (ws + o.block_length).min(t);
         let blk = we - ws;
-        let mask: Vec<bool> = (0..b).flat_map(|r| { let n = &noise[r]; (0..t).flat_map(move |q| (0..t).map(move |k| n[q] >= n[k])) }).collect();
+        let mask: Vec<bool> = (0..b)
+            .flat_map(|r| {
+                let n = &noise[r];
+                (0..t).flat_map(move |q| (0..t).map(move |k| n[q] >= n[k]))
+            })
+            .collect();
         let mut logits: Vec<f32> = vec![];
         let mut keep = false;
         for step in (1..=o.steps).rev() {
@@ -208,7 +269,8 @@ pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: 
             for r in 0..b {
                 let row_logits = |j: usize| -> Vec<f64> {
                     let base = (r * t + ws + j) * v;
-                    let mut l: Vec<f64> = logits[base..base + v].iter().map(|&y| y as f64).collect();
+                    let mut l: Vec<f64> =
+                        logits[base..base + v].iter().map(|&y| y as f64).collect();
                     l[MASK as usize] = f64::NEG_INFINITY;
                     if j < min_eos {
                         l[EOS as usize] = f64::NEG_INFINITY;
@@ -229,7 +291,10 @@ pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: 
                             let xh = probs_with_topk_topp(&l, 1.0, None, None);
                             let pmax = xh.iter().cloned().fold(0.0, f64::max);
                             delta[j] = (pmax - xh[z[j] as usize]) * pn[j] / sum;
-                            drawn[j] = draw(&probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p), &mut rng) as u32;
+                            drawn[j] = draw(
+                                &probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p),
+                                &mut rng,
+                            ) as u32;
                         }
                         let mut order: Vec<usize> = (0..blk).collect();
                         order.sort_by(|&a, &c| delta[c].total_cmp(&delta[a]));
@@ -240,11 +305,20 @@ pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: 
                     Method::Ancestral => {
                         let (lt, ls) = (log_snrs[step], log_snrs[step - 1]);
                         let (a_t, a_s) = (sigmoid(lt), sigmoid(ls));
-                        let (pi_t, pi_s) = (pi_vec(cfg, lt, MASK as usize), pi_vec(cfg, ls, MASK as usize));
+                        let (pi_t, pi_s) = (
+                            pi_vec(cfg, lt, MASK as usize),
+                            pi_vec(cfg, ls, MASK as usize),
+                        );
                         for j in 0..blk {
-                            let xh = probs_with_topk_topp(&row_logits(j), o.temperature, o.top_k, o.top_p);
+                            let xh = probs_with_topk_topp(
+                                &row_logits(j),
+                                o.temperature,
+                                o.top_k,
+                                o.top_p,
+                            );
                             let zt = z[j] as usize;
-                            let bpz = (1.0 - a_t) * pi_t[zt] as f64 - (a_t / a_s) * (1.0 - a_s) * pi_s[zt] as f64;
+                            let bpz = (1.0 - a_t) * pi_t[zt] as f64
+                                - (a_t / a_s) * (1.0 - a_s) * pi_s[zt] as f64;
                             let qtz = a_t * xh[zt] + (1.0 - a_t) * pi_t[zt] as f64;
                             let p: Vec<f64> = (0..v)
                                 .map(|k| {
@@ -285,12 +359,33 @@ pub fn generate(canvas: &mut Canvas, cfg: &GiddConfig, prompts: &[Vec<u32>], o: 
 }
 
 /// Reproduces the golden greedy generation (`generate.*` in a golden file) and compares token for token.
-pub fn audit_generation(cfg: &GiddConfig, params: &[(String, HostTensor)], gold: &TensorStore) -> Result<Row> {
-    let prompt: Vec<u32> = gold.get("generate.prompt")?.to_f64_vec().iter().map(|&x| x as u32).collect();
+pub fn audit_generation(
+    cfg: &GiddConfig,
+    params: &[(String, HostTensor)],
+    gold: &TensorStore,
+) -> Result<Row> {
+    let prompt: Vec<u32> = gold
+        .get("generate.prompt")?
+        .to_f64_vec()
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
     let want: Vec<f64> = gold.get("generate.output")?.to_f64_vec();
-    let prior = gold.get("generate.prior").ok().map(|t| vec![t.to_f64_vec().iter().map(|&x| x as u32).collect::<Vec<u32>>()]);
-    let steps = gold.info("generate.step_log_snr").map(|(_, s)| s[0]).unwrap_or(want.len());
-    let block = gold.info("generate.trace").map(|(_, s)| s[1]).unwrap_or(want.len() - prompt.len());
+    let prior = gold.get("generate.prior").ok().map(|t| {
+        vec![t
+            .to_f64_vec()
+            .iter()
+            .map(|&x| x as u32)
+            .collect::<Vec<u32>>()]
+    });
+    let steps = gold
+        .info("generate.step_log_snr")
+        .map(|(_, s)| s[0])
+        .unwrap_or(want.len());
+    let block = gold
+        .info("generate.trace")
+        .map(|(_, s)| s[1])
+        .unwrap_or(want.len() - prompt.len());
     let o = GenOpts {
         max_length: want.len() - prompt.len(),
         min_length: 0,
@@ -307,13 +402,18 @@ pub fn audit_generation(cfg: &GiddConfig, params: &[(String, HostTensor)], gold:
     let mut canvas = Canvas::new(cfg, params, 1, cfg.max_position_embeddings, DType::F32)?;
     let got = generate(&mut canvas, cfg, &[prompt], &o, prior, |_, _| {})?;
     let got: Vec<f64> = got[0].iter().map(|&x| x as f64).collect();
-    let mismatches = got.iter().zip(&want).filter(|(a, b)| a != b).count() + got.len().abs_diff(want.len());
+    let mismatches =
+        got.iter().zip(&want).filter(|(a, b)| a != b).count() + got.len().abs_diff(want.len());
     Ok(Row {
         quantity: "generate.output".into(),
         max_abs: if mismatches == 0 { 0.0 } else { 1.0 },
         rel_l2: mismatches as f64,
         tol: 0.0,
         pass: mismatches == 0,
-        note: if mismatches == 0 { "token for token".into() } else { format!("{mismatches} tokens differ: got {got:?}") },
+        note: if mismatches == 0 {
+            "token for token".into()
+        } else {
+            format!("{mismatches} tokens differ: got {got:?}")
+        },
     })
 }

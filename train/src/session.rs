@@ -18,7 +18,8 @@ pub fn load_config(dir: &Path) -> anyhow::Result<GiddConfig> {
         anyhow::bail!("{} not found: a model directory holds config.json and model.safetensors (or a sharded index)", path.display());
     }
     let obj = gidd_ports::read_json_object(&path)?;
-    Ok(GiddConfig::from_json(serde_json::Value::Object(obj)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+    Ok(GiddConfig::from_json(serde_json::Value::Object(obj))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
 }
 
 /// Loads and strictly checks a checkpoint: every expected tensor present with its shape, nothing extra.
@@ -27,6 +28,9 @@ pub fn load_checkpoint(dir: &Path) -> anyhow::Result<Loaded> {
     let store = TensorStore::open(dir)?;
     let expected = cfg.param_shapes();
     gidd_ports::check_names(&store, &expected)?;
-    let params = expected.iter().map(|(n, _)| Ok((n.clone(), store.get_f32(n)?))).collect::<anyhow::Result<Vec<_>>>()?;
+    let params = expected
+        .iter()
+        .map(|(n, _)| Ok((n.clone(), store.get_f32(n)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Loaded { cfg, params })
 }

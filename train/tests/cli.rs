@@ -15,7 +15,22 @@ fn tmp(name: &str) -> PathBuf {
     p
 }
 
-const SMALL: [&str; 14] = ["train", "--num_layers", "1", "--hidden_size", "32", "--num_attn_heads", "2", "--max_seq_len", "32", "--batch_size", "4", "--num_samples", "0", "--vocab_size"];
+const SMALL: [&str; 14] = [
+    "train",
+    "--num_layers",
+    "1",
+    "--hidden_size",
+    "32",
+    "--num_attn_heads",
+    "2",
+    "--max_seq_len",
+    "32",
+    "--batch_size",
+    "4",
+    "--num_samples",
+    "0",
+    "--vocab_size",
+];
 
 fn losses(dir: &Path) -> Vec<(u64, String)> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -33,16 +48,39 @@ fn resume_is_bitwise_identical() {
     let a = tmp("full");
     let b = tmp("resumed");
     let run = |dir: &Path, extra: &[&str]| {
-        let out = gidd().args(SMALL).arg("512").args(["--max_training_steps", "6", "--save_steps", "3", "--save_directory"]).arg(dir).args(extra).output().expect("run gidd");
-        assert!(out.status.success(), "gidd train failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = gidd()
+            .args(SMALL)
+            .arg("512")
+            .args([
+                "--max_training_steps",
+                "6",
+                "--save_steps",
+                "3",
+                "--save_directory",
+            ])
+            .arg(dir)
+            .args(extra)
+            .output()
+            .expect("run gidd");
+        assert!(
+            out.status.success(),
+            "gidd train failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(&a, &[]);
     // Run 3 steps (same total schedule), then resume from the step-3 checkpoint.
     run(&b, &[]);
     let ck = b.join("checkpoint-3");
-    assert!(ck.join("model.safetensors").exists() && ck.join("config.json").exists(), "checkpoint layout");
+    assert!(
+        ck.join("model.safetensors").exists() && ck.join("config.json").exists(),
+        "checkpoint layout"
+    );
     std::fs::remove_file(b.join("metrics.jsonl")).ok();
-    run(&b, &["--resume_from_checkpoint", ck.to_str().expect("utf8")]);
+    run(
+        &b,
+        &["--resume_from_checkpoint", ck.to_str().expect("utf8")],
+    );
     let full = losses(&a);
     let resumed = losses(&b);
     assert_eq!(resumed.len(), 3, "resumed run trains steps 4..6");
@@ -58,19 +96,65 @@ fn bad_inputs_fail_clearly() {
         let out = gidd().args(args).output().expect("run gidd");
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(!out.status.success(), "expected failure for {args:?}");
-        assert!(err.contains(needle), "error for {args:?} should mention '{needle}', got: {err}");
+        assert!(
+            err.contains(needle),
+            "error for {args:?} should mention '{needle}', got: {err}"
+        );
     };
     let missing = tmp("nothing").join("missing.jsonl");
-    expect_fail(&["train", "--data_files", missing.to_str().expect("utf8"), "--max_training_steps", "1"], "missing.jsonl");
+    expect_fail(
+        &[
+            "train",
+            "--data_files",
+            missing.to_str().expect("utf8"),
+            "--max_training_steps",
+            "1",
+        ],
+        "missing.jsonl",
+    );
     expect_fail(&["train", "--no_such_flag"], "no_such_flag");
     expect_fail(&["train", "--dtype", "f8"], "f8");
     let empty = tmp("empty").join("empty.jsonl");
     std::fs::write(&empty, "").expect("write");
-    expect_fail(&["train", "--data_files", empty.to_str().expect("utf8"), "--tokenizer", "/nonexistent/tokenizer.json"], "tokenizer");
+    expect_fail(
+        &[
+            "train",
+            "--data_files",
+            empty.to_str().expect("utf8"),
+            "--tokenizer",
+            "/nonexistent/tokenizer.json",
+        ],
+        "tokenizer",
+    );
     let badcfg = tmp("badcfg");
-    std::fs::write(badcfg.join("config.json"), "{\n  \"vocab_size\": 10,\n  oops\n}").expect("write");
-    expect_fail(&["info", "--checkpoint", badcfg.to_str().expect("utf8")], "config.json:3:");
-    expect_fail(&["audit", "--checkpoint", "/nonexistent", "--golden", "/nonexistent/g.safetensors"], "config.json");
+    std::fs::write(
+        badcfg.join("config.json"),
+        "{\n  \"vocab_size\": 10,\n  oops\n}",
+    )
+    .expect("write");
+    expect_fail(
+        &["info", "--checkpoint", badcfg.to_str().expect("utf8")],
+        "config.json:3:",
+    );
+    expect_fail(
+        &[
+            "audit",
+            "--checkpoint",
+            "/nonexistent",
+            "--golden",
+            "/nonexistent/g.safetensors",
+        ],
+        "config.json",
+    );
     // Root ignores permission bits, but /proc refuses everyone.
-    expect_fail(&["train", "--save_directory", "/proc/gidd-cannot-write", "--max_training_steps", "1"], "save directory");
+    expect_fail(
+        &[
+            "train",
+            "--save_directory",
+            "/proc/gidd-cannot-write",
+            "--max_training_steps",
+            "1",
+        ],
+        "save directory",
+    );
 }

@@ -136,11 +136,19 @@ impl Tensor {
     /// where(self, a, b) with broadcasting of all three.
     pub fn select(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         if self.dtype() != DType::Bool {
-            return Err(Error::dtype("select", "predicate must be bool", &[self.dtype()]));
+            return Err(Error::dtype(
+                "select",
+                "predicate must be bool",
+                &[self.dtype()],
+            ));
         }
         let s = broadcast_shapes("select", self.shape(), a.shape())?;
         let s = broadcast_shapes("select", &s, b.shape())?;
-        let (p, a, b) = (self.broadcast_to(&s)?, a.broadcast_to(&s)?, b.broadcast_to(&s)?);
+        let (p, a, b) = (
+            self.broadcast_to(&s)?,
+            a.broadcast_to(&s)?,
+            b.broadcast_to(&s)?,
+        );
         self.graph().apply1(Op::Select, &[&p, &a, &b])
     }
 

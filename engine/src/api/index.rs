@@ -18,7 +18,13 @@ impl Tensor {
 
     /// The adjoint of `gather`: zeros of `shape`, updates (self) added at the indices.
     pub fn scatter_add(&self, axis: usize, indices: &Tensor, shape: &[usize]) -> Result<Tensor> {
-        self.graph().apply1(Op::ScatterAdd { axis, shape: shape.to_vec() }, &[self, indices])
+        self.graph().apply1(
+            Op::ScatterAdd {
+                axis,
+                shape: shape.to_vec(),
+            },
+            &[self, indices],
+        )
     }
 
     /// Picks self[.., ids[..]] along the last axis where ids has self's shape without the last dim.

@@ -9,7 +9,12 @@ impl Tensor {
         if shape == self.shape() {
             return Ok(self.clone());
         }
-        self.graph().apply1(Op::Reshape { shape: shape.to_vec() }, &[self])
+        self.graph().apply1(
+            Op::Reshape {
+                shape: shape.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// numpy-style broadcast to `shape` (right-aligned).
@@ -18,7 +23,11 @@ impl Tensor {
             return Ok(self.clone());
         }
         if self.rank() > shape.len() {
-            return Err(Error::shape("broadcast_to", format!("cannot broadcast to {shape:?}"), &[self.shape()]));
+            return Err(Error::shape(
+                "broadcast_to",
+                format!("cannot broadcast to {shape:?}"),
+                &[self.shape()],
+            ));
         }
         let off = shape.len() - self.rank();
         let dims = (off..shape.len()).collect();
@@ -26,14 +35,25 @@ impl Tensor {
     }
 
     pub fn broadcast_in_dim(&self, shape: &[usize], dims: Vec<usize>) -> Result<Tensor> {
-        self.graph().apply1(Op::BroadcastInDim { shape: shape.to_vec(), dims }, &[self])
+        self.graph().apply1(
+            Op::BroadcastInDim {
+                shape: shape.to_vec(),
+                dims,
+            },
+            &[self],
+        )
     }
 
     pub fn transpose(&self, perm: &[usize]) -> Result<Tensor> {
         if perm.iter().enumerate().all(|(i, &p)| i == p) && perm.len() == self.rank() {
             return Ok(self.clone());
         }
-        self.graph().apply1(Op::Transpose { perm: perm.to_vec() }, &[self])
+        self.graph().apply1(
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            &[self],
+        )
     }
 
     /// Swaps the last two dims.
@@ -50,7 +70,11 @@ impl Tensor {
     /// Elements [start, end) of dim `dim`.
     pub fn narrow(&self, dim: usize, start: usize, end: usize) -> Result<Tensor> {
         if dim >= self.rank() {
-            return Err(Error::shape("narrow", format!("dim {dim} out of range"), &[self.shape()]));
+            return Err(Error::shape(
+                "narrow",
+                format!("dim {dim} out of range"),
+                &[self.shape()],
+            ));
         }
         let mut s = vec![0; self.rank()];
         let mut l = self.shape().to_vec();
@@ -60,11 +84,19 @@ impl Tensor {
     }
 
     pub fn slice(&self, start: &[usize], limit: &[usize]) -> Result<Tensor> {
-        self.graph().apply1(Op::Slice { start: start.to_vec(), limit: limit.to_vec() }, &[self])
+        self.graph().apply1(
+            Op::Slice {
+                start: start.to_vec(),
+                limit: limit.to_vec(),
+            },
+            &[self],
+        )
     }
 
     pub fn concat(parts: &[&Tensor], dim: usize) -> Result<Tensor> {
-        let first = parts.first().ok_or_else(|| Error::Msg("concat of nothing".into()))?;
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::Msg("concat of nothing".into()))?;
         first.graph().apply1(Op::Concatenate { dim }, parts)
     }
 
@@ -77,7 +109,11 @@ impl Tensor {
     pub fn matmul(&self, o: &Tensor) -> Result<Tensor> {
         let (ra, rb) = (self.rank(), o.rank());
         if ra < 2 || rb < 2 {
-            return Err(Error::shape("matmul", "operands need rank >= 2", &[self.shape(), o.shape()]));
+            return Err(Error::shape(
+                "matmul",
+                "operands need rank >= 2",
+                &[self.shape(), o.shape()],
+            ));
         }
         if rb == 2 {
             // Flatten leading dims into m: one GEMM against the shared matrix.
@@ -86,19 +122,33 @@ impl Tensor {
             let m: usize = lead.iter().product();
             let y = self.reshape(&[m, k])?.dot_general(
                 o,
-                DotDims { lhs_batch: vec![], rhs_batch: vec![], lhs_contract: vec![1], rhs_contract: vec![0] },
+                DotDims {
+                    lhs_batch: vec![],
+                    rhs_batch: vec![],
+                    lhs_contract: vec![1],
+                    rhs_contract: vec![0],
+                },
             )?;
             let mut shape = lead;
             shape.push(o.dim(-1));
             return y.reshape(&shape);
         }
         if ra != rb {
-            return Err(Error::shape("matmul", "batched operands need equal rank", &[self.shape(), o.shape()]));
+            return Err(Error::shape(
+                "matmul",
+                "batched operands need equal rank",
+                &[self.shape(), o.shape()],
+            ));
         }
         let batch: Vec<usize> = (0..ra - 2).collect();
         self.dot_general(
             o,
-            DotDims { lhs_batch: batch.clone(), rhs_batch: batch, lhs_contract: vec![ra - 1], rhs_contract: vec![ra - 2] },
+            DotDims {
+                lhs_batch: batch.clone(),
+                rhs_batch: batch,
+                lhs_contract: vec![ra - 1],
+                rhs_contract: vec![ra - 2],
+            },
         )
     }
 
@@ -109,7 +159,12 @@ impl Tensor {
         let m: usize = lead.iter().product();
         let y = self.reshape(&[m, k])?.dot_general(
             w,
-            DotDims { lhs_batch: vec![], rhs_batch: vec![], lhs_contract: vec![1], rhs_contract: vec![1] },
+            DotDims {
+                lhs_batch: vec![],
+                rhs_batch: vec![],
+                lhs_contract: vec![1],
+                rhs_contract: vec![1],
+            },
         )?;
         let mut shape = lead;
         shape.push(w.dim(0));

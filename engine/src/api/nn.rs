@@ -52,7 +52,13 @@ impl Tensor {
 ///
 /// # Shapes
 /// q [B,H,Lq,D], k and v [B,H,Lk,D], mask bool [B,Lq,Lk] -> [B,H,Lq,D]
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, spec: AttnSpec) -> Result<Tensor> {
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    spec: AttnSpec,
+) -> Result<Tensor> {
     let dt = q.dtype();
     let (q, k, v) = (q.to(DType::F32)?, k.to(DType::F32)?, v.to(DType::F32)?);
     let out = q.graph().apply(Op::Attention(spec), &[&q, &k, &v, mask])?;
@@ -79,7 +85,9 @@ pub fn attention_with_bias_slot(
     let (b, h, _, d) = (k.dim(0), k.dim(1), k.dim(2), k.dim(3));
     let lq = q.dim(2);
     let slot = |t: &Tensor| -> Result<Tensor> {
-        t.to(k.dtype())?.reshape(&[1, h, 1, d])?.broadcast_to(&[b, h, 1, d]) // (B, H, 1, D)
+        t.to(k.dtype())?
+            .reshape(&[1, h, 1, d])?
+            .broadcast_to(&[b, h, 1, d]) // (B, H, 1, D)
     };
     let k = Tensor::concat(&[&slot(kb)?, k], 2)?; // (B, H, 1+Lk, D)
     let v = Tensor::concat(&[&slot(vb)?, v], 2)?;

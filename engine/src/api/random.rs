@@ -11,7 +11,9 @@ use crate::rng::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1};
 fn mulhilo(a: &Tensor, m: u32) -> Result<(Tensor, Tensor)> {
     let g = a.graph();
     let p = a.to(DType::I64)?.mul(&g.scalar(m as f64, DType::I64))?;
-    let hi = p.binary(&g.scalar(32.0, DType::I64), BinaryOp::ShiftRightLogical)?.to(DType::U32)?;
+    let hi = p
+        .binary(&g.scalar(32.0, DType::I64), BinaryOp::ShiftRightLogical)?
+        .to(DType::U32)?;
     let lo = p.to(DType::U32)?;
     Ok((hi, lo))
 }
@@ -39,8 +41,16 @@ pub fn philox4x32(c: [Tensor; 4], k: [Tensor; 2]) -> Result<[Tensor; 4]> {
 /// block at counter (i / 4, stream, 0, 0) under key `seed` (u32 [2]).
 /// `stream` is a u32 scalar (e.g. the training step), so one program serves every step.
 pub fn uniform_f32(g: &Graph, shape: &[usize], seed: &Tensor, stream: &Tensor) -> Result<Tensor> {
-    if seed.shape() != [2] || seed.dtype() != DType::U32 || stream.rank() != 0 || stream.dtype() != DType::U32 {
-        return Err(Error::shape("uniform_f32", "seed must be u32 [2] and stream a u32 scalar", &[seed.shape(), stream.shape()]));
+    if seed.shape() != [2]
+        || seed.dtype() != DType::U32
+        || stream.rank() != 0
+        || stream.dtype() != DType::U32
+    {
+        return Err(Error::shape(
+            "uniform_f32",
+            "seed must be u32 [2] and stream a u32 scalar",
+            &[seed.shape(), stream.shape()],
+        ));
     }
     let n: usize = shape.iter().product();
     let blocks = n.div_ceil(4).max(1);
@@ -50,10 +60,17 @@ pub fn uniform_f32(g: &Graph, shape: &[usize], seed: &Tensor, stream: &Tensor) -
     let k0 = seed.narrow(0, 0, 1)?.reshape(&[])?;
     let k1 = seed.narrow(0, 1, 2)?.reshape(&[])?;
     let words = philox4x32([ctr0, ctr1, zero.clone(), zero], [k0, k1])?;
-    let cols: Vec<Tensor> = words.iter().map(|w| w.reshape(&[blocks, 1])).collect::<Result<_>>()?;
+    let cols: Vec<Tensor> = words
+        .iter()
+        .map(|w| w.reshape(&[blocks, 1]))
+        .collect::<Result<_>>()?;
     let refs: Vec<&Tensor> = cols.iter().collect();
-    let bits = Tensor::concat(&refs, 1)?.reshape(&[blocks * 4])?.narrow(0, 0, n)?;
+    let bits = Tensor::concat(&refs, 1)?
+        .reshape(&[blocks * 4])?
+        .narrow(0, 0, n)?;
     // 24 high bits -> [0, 1) exactly representable in f32.
     let top = bits.binary(&g.scalar(8.0, DType::U32), BinaryOp::ShiftRightLogical)?;
-    top.to(DType::F32)?.mul_scalar(1.0 / 16_777_216.0)?.reshape(shape)
+    top.to(DType::F32)?
+        .mul_scalar(1.0 / 16_777_216.0)?
+        .reshape(shape)
 }

@@ -10,12 +10,23 @@ impl Tensor {
         d.sort_unstable();
         d.dedup();
         if d.iter().any(|&x| x >= self.rank()) {
-            return Err(Error::shape("reduce", format!("dims {dims:?} out of range"), &[self.shape()]));
+            return Err(Error::shape(
+                "reduce",
+                format!("dims {dims:?} out of range"),
+                &[self.shape()],
+            ));
         }
-        let r = self.graph().apply1(Op::Reduce { op, dims: d.clone() }, &[self])?;
+        let r = self.graph().apply1(
+            Op::Reduce {
+                op,
+                dims: d.clone(),
+            },
+            &[self],
+        )?;
         if keepdim {
-            let shape: Vec<usize> =
-                (0..self.rank()).map(|i| if d.contains(&i) { 1 } else { self.shape()[i] }).collect();
+            let shape: Vec<usize> = (0..self.rank())
+                .map(|i| if d.contains(&i) { 1 } else { self.shape()[i] })
+                .collect();
             r.reshape(&shape)
         } else {
             Ok(r)

@@ -10,14 +10,22 @@ use std::collections::HashMap;
 /// `loss` does not depend on it), appended to the graph.
 pub fn grad(loss: &Tensor, wrt: &[Tensor]) -> Result<Vec<Tensor>> {
     if loss.rank() != 0 || !loss.dtype().is_float() {
-        return Err(Error::shape("grad", "loss must be a float scalar", &[loss.shape()]));
+        return Err(Error::shape(
+            "grad",
+            "loss must be a float scalar",
+            &[loss.shape()],
+        ));
     }
     let seed = loss.full_like(1.0);
     vjp(&[loss.clone()], &[Some(seed)], wrt)
 }
 
 /// Vector-Jacobian product: cotangents of `outputs` pulled back to `wrt`.
-pub fn vjp(outputs: &[Tensor], cotangents: &[Option<Tensor>], wrt: &[Tensor]) -> Result<Vec<Tensor>> {
+pub fn vjp(
+    outputs: &[Tensor],
+    cotangents: &[Option<Tensor>],
+    wrt: &[Tensor],
+) -> Result<Vec<Tensor>> {
     let g = outputs[0].graph().clone();
     let (nodes, values) = {
         let d = g.data();
@@ -28,7 +36,11 @@ pub fn vjp(outputs: &[Tensor], cotangents: &[Option<Tensor>], wrt: &[Tensor]) ->
     for t in wrt {
         needs[t.id()] = true;
     }
-    let last_node = outputs.iter().map(|t| values[t.id()].node).max().unwrap_or(0);
+    let last_node = outputs
+        .iter()
+        .map(|t| values[t.id()].node)
+        .max()
+        .unwrap_or(0);
     for node in &nodes[..=last_node] {
         if node.inputs.iter().any(|&i| needs[i]) {
             for &o in &node.outputs {
@@ -44,13 +56,19 @@ pub fn vjp(outputs: &[Tensor], cotangents: &[Option<Tensor>], wrt: &[Tensor]) ->
     }
     for ni in (0..=last_node).rev() {
         let node = &nodes[ni];
-        if !node.outputs.iter().any(|o| ct.contains_key(o)) || !node.inputs.iter().any(|&i| needs[i]) {
+        if !node.outputs.iter().any(|o| ct.contains_key(o))
+            || !node.inputs.iter().any(|&i| needs[i])
+        {
             continue;
         }
         let ins: Vec<Tensor> = node.inputs.iter().map(|&i| g.tensor(i)).collect();
         let outs: Vec<Tensor> = node.outputs.iter().map(|&o| g.tensor(o)).collect();
         let gs: Vec<Option<Tensor>> = node.outputs.iter().map(|o| ct.get(o).cloned()).collect();
-        let want: Vec<bool> = node.inputs.iter().map(|&i| needs[i] && values[i].ty.dtype.is_float()).collect();
+        let want: Vec<bool> = node
+            .inputs
+            .iter()
+            .map(|&i| needs[i] && values[i].ty.dtype.is_float())
+            .collect();
         let din = rules::vjp_rule(&node.op, &ins, &outs, &gs, &want)?;
         for ((&i, d), w) in node.inputs.iter().zip(din).zip(&want) {
             if let (Some(d), true) = (d, *w) {

@@ -9,7 +9,13 @@ use crate::op::{BinaryOp, DotDims, Op, ReduceOp, UnaryOp};
 
 /// Cotangents of the inputs of one node given its outputs' cotangents.
 /// `want[i]` says whether input i needs one (others may be returned as None).
-pub fn vjp_rule(op: &Op, x: &[Tensor], y: &[Tensor], gs: &[Option<Tensor>], want: &[bool]) -> Result<Vec<Option<Tensor>>> {
+pub fn vjp_rule(
+    op: &Op,
+    x: &[Tensor],
+    y: &[Tensor],
+    gs: &[Option<Tensor>],
+    want: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
     let none = |n: usize| vec![None; n];
     // Single-output ops: the cotangent of output 0 (zeros if only others were used).
     let g0 = || -> Tensor { gs[0].clone().unwrap_or_else(|| y[0].full_like(0.0)) };
@@ -42,13 +48,21 @@ pub fn vjp_rule(op: &Op, x: &[Tensor], y: &[Tensor], gs: &[Option<Tensor>], want
                 BinaryOp::Div => vec![Some(g.div(c)?), Some(g.mul(&y[0])?.div(c)?.neg()?)],
                 BinaryOp::Max | BinaryOp::Min => {
                     // Ties go to the second operand, so relu(x) = max(x, 0) has gradient 0 at 0 as in torch.
-                    let first = if *b == BinaryOp::Max { a.compare(c, crate::op::CmpOp::Gt)? } else { a.lt(c)? };
+                    let first = if *b == BinaryOp::Max {
+                        a.compare(c, crate::op::CmpOp::Gt)?
+                    } else {
+                        a.lt(c)?
+                    };
                     let z = g.full_like(0.0);
                     vec![Some(first.select(&g, &z)?), Some(first.select(&z, &g)?)]
                 }
                 BinaryOp::Pow => {
                     let da = g.mul(c)?.mul(&a.pow(&c.add_scalar(-1.0)?)?)?;
-                    let dc = if want[1] { Some(g.mul(&y[0])?.mul(&a.log()?)?) } else { None };
+                    let dc = if want[1] {
+                        Some(g.mul(&y[0])?.mul(&a.log()?)?)
+                    } else {
+                        None
+                    };
                     vec![Some(da), dc]
                 }
                 BinaryOp::Rem
@@ -66,14 +80,27 @@ pub fn vjp_rule(op: &Op, x: &[Tensor], y: &[Tensor], gs: &[Option<Tensor>], want
         }
         Op::Convert { .. } => {
             let d = x[0].dtype();
-            vec![if d.is_float() { Some(g0().to(d)?) } else { None }]
+            vec![if d.is_float() {
+                Some(g0().to(d)?)
+            } else {
+                None
+            }]
         }
         Op::BroadcastInDim { shape, dims } => {
             let g = g0();
             let src = x[0].shape();
-            let summed: Vec<usize> =
-                (0..shape.len()).filter(|r| dims.iter().position(|d| d == r).is_none_or(|i| src[i] != shape[*r])).collect();
-            let r = if summed.is_empty() { g } else { g.sum(&summed, false)? };
+            let summed: Vec<usize> = (0..shape.len())
+                .filter(|r| {
+                    dims.iter()
+                        .position(|d| d == r)
+                        .is_none_or(|i| src[i] != shape[*r])
+                })
+                .collect();
+            let r = if summed.is_empty() {
+                g
+            } else {
+                g.sum(&summed, false)?
+            };
             vec![Some(r.reshape(src)?)]
         }
         Op::Reshape { .. } => vec![Some(g0().reshape(x[0].shape())?)],
@@ -120,11 +147,17 @@ pub fn vjp_rule(op: &Op, x: &[Tensor], y: &[Tensor], gs: &[Option<Tensor>], want
             out
         }
         Op::DotGeneral(dd) => dot_vjp(dd, &x[0], &x[1], &g0(), want)?,
-        Op::Reduce { op: ReduceOp::Sum, dims } => {
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            dims,
+        } => {
             let kept: Vec<usize> = (0..x[0].rank()).filter(|d| !dims.contains(d)).collect();
             vec![Some(g0().broadcast_in_dim(x[0].shape(), kept)?)]
         }
-        Op::Reduce { op: ReduceOp::Max, dims } => {
+        Op::Reduce {
+            op: ReduceOp::Max,
+            dims,
+        } => {
             let kept: Vec<usize> = (0..x[0].rank()).filter(|d| !dims.contains(d)).collect();
             let yb = y[0].broadcast_in_dim(x[0].shape(), kept.clone())?;
             let gb = g0().broadcast_in_dim(x[0].shape(), kept)?;
@@ -141,41 +174,79 @@ pub fn vjp_rule(op: &Op, x: &[Tensor], y: &[Tensor], gs: &[Option<Tensor>], want
         }
         Op::RmsNorm { .. } => {
             if gs[1].is_some() {
-                return Err(unsupported(op, "the rstd output is auxiliary and has no gradient"));
+                return Err(unsupported(
+                    op,
+                    "the rstd output is auxiliary and has no gradient",
+                ));
             }
-            let r = x[0].graph().apply(Op::RmsNormBwd, &[&x[0], &x[1], &y[1], &g0()])?;
+            let r = x[0]
+                .graph()
+                .apply(Op::RmsNormBwd, &[&x[0], &x[1], &y[1], &g0()])?;
             vec![Some(r[0].clone()), Some(r[1].clone())]
         }
-        Op::Rope => vec![Some(x[0].graph().apply1(Op::RopeBwd, &[&g0(), &x[1], &x[2]])?), None, None],
-        Op::RopeBwd => vec![Some(x[0].graph().apply1(Op::Rope, &[&g0(), &x[1], &x[2]])?), None, None],
+        Op::Rope => vec![
+            Some(x[0].graph().apply1(Op::RopeBwd, &[&g0(), &x[1], &x[2]])?),
+            None,
+            None,
+        ],
+        Op::RopeBwd => vec![
+            Some(x[0].graph().apply1(Op::Rope, &[&g0(), &x[1], &x[2]])?),
+            None,
+            None,
+        ],
         Op::Attention(spec) => {
             if gs[1].is_some() {
-                return Err(unsupported(op, "the lse output is auxiliary and has no gradient"));
+                return Err(unsupported(
+                    op,
+                    "the lse output is auxiliary and has no gradient",
+                ));
             }
-            let r = x[0].graph().apply(Op::AttentionBwd(*spec), &[&x[0], &x[1], &x[2], &x[3], &y[0], &y[1], &g0()])?;
-            vec![Some(r[0].clone()), Some(r[1].clone()), Some(r[2].clone()), None]
+            let r = x[0].graph().apply(
+                Op::AttentionBwd(*spec),
+                &[&x[0], &x[1], &x[2], &x[3], &y[0], &y[1], &g0()],
+            )?;
+            vec![
+                Some(r[0].clone()),
+                Some(r[1].clone()),
+                Some(r[2].clone()),
+                None,
+            ]
         }
         // Second-order rules: differentiate the decomposition.
         Op::SoftmaxBwd | Op::RmsNormBwd | Op::AttentionBwd(_) => {
             let outs = decompose(op, x)?;
             let r = vjp(&outs, gs, x)?;
-            r.into_iter().zip(x).map(|(d, t)| if t.dtype().is_float() { Some(d) } else { None }).collect()
+            r.into_iter()
+                .zip(x)
+                .map(|(d, t)| if t.dtype().is_float() { Some(d) } else { None })
+                .collect()
         }
     })
 }
 
 fn unsupported(op: &Op, why: &str) -> Error {
-    Error::BackwardNotSupported { op: op.name().to_string(), why: why.to_string() }
+    Error::BackwardNotSupported {
+        op: op.name().to_string(),
+        why: why.to_string(),
+    }
 }
 
 /// Free (neither batch nor contracting) dims of an operand, in order.
 fn free_dims(rank: usize, batch: &[usize], contract: &[usize]) -> Vec<usize> {
-    (0..rank).filter(|d| !batch.contains(d) && !contract.contains(d)).collect()
+    (0..rank)
+        .filter(|d| !batch.contains(d) && !contract.contains(d))
+        .collect()
 }
 
 /// dot_general's VJP: each operand's cotangent is another dot_general of the
 /// output cotangent with the other operand, transposed back into the operand's order.
-fn dot_vjp(dd: &DotDims, l: &Tensor, r: &Tensor, g: &Tensor, want: &[bool]) -> Result<Vec<Option<Tensor>>> {
+fn dot_vjp(
+    dd: &DotDims,
+    l: &Tensor,
+    r: &Tensor,
+    g: &Tensor,
+    want: &[bool],
+) -> Result<Vec<Option<Tensor>>> {
     let nb = dd.lhs_batch.len();
     let lf = free_dims(l.rank(), &dd.lhs_batch, &dd.lhs_contract);
     let rf = free_dims(r.rank(), &dd.rhs_batch, &dd.rhs_contract);
@@ -187,25 +258,43 @@ fn dot_vjp(dd: &DotDims, l: &Tensor, r: &Tensor, g: &Tensor, want: &[bool]) -> R
         // g . r over r's free dims -> [batch, lhs free, r's contract dims sorted]
         let d = g.dot_general(
             r,
-            DotDims { lhs_batch: gb.clone(), rhs_batch: dd.rhs_batch.clone(), lhs_contract: g_rf.clone(), rhs_contract: rf.clone() },
+            DotDims {
+                lhs_batch: gb.clone(),
+                rhs_batch: dd.rhs_batch.clone(),
+                lhs_contract: g_rf.clone(),
+                rhs_contract: rf.clone(),
+            },
         )?;
         let mut rc_sorted = dd.rhs_contract.clone();
         rc_sorted.sort_unstable();
         let mut order: Vec<usize> = dd.lhs_batch.clone();
         order.extend(&lf);
-        order.extend(rc_sorted.iter().map(|rc| dd.lhs_contract[dd.rhs_contract.iter().position(|x| x == rc).unwrap_or(0)]));
+        order.extend(
+            rc_sorted.iter().map(|rc| {
+                dd.lhs_contract[dd.rhs_contract.iter().position(|x| x == rc).unwrap_or(0)]
+            }),
+        );
         out[0] = Some(d.transpose(&inverse(&order))?);
     }
     if want[1] {
         let d = g.dot_general(
             l,
-            DotDims { lhs_batch: gb, rhs_batch: dd.lhs_batch.clone(), lhs_contract: g_lf, rhs_contract: lf.clone() },
+            DotDims {
+                lhs_batch: gb,
+                rhs_batch: dd.lhs_batch.clone(),
+                lhs_contract: g_lf,
+                rhs_contract: lf.clone(),
+            },
         )?;
         let mut lc_sorted = dd.lhs_contract.clone();
         lc_sorted.sort_unstable();
         let mut order: Vec<usize> = dd.rhs_batch.clone();
         order.extend(&rf);
-        order.extend(lc_sorted.iter().map(|lc| dd.rhs_contract[dd.lhs_contract.iter().position(|x| x == lc).unwrap_or(0)]));
+        order.extend(
+            lc_sorted.iter().map(|lc| {
+                dd.rhs_contract[dd.lhs_contract.iter().position(|x| x == lc).unwrap_or(0)]
+            }),
+        );
         out[1] = Some(d.transpose(&inverse(&order))?);
     }
     let _ = DType::F32;

@@ -9,9 +9,15 @@ use rand::{Rng, SeedableRng};
 
 /// A fresh seed per run, printed so a failure can be replayed with GIDD_TEST_SEED.
 pub fn seed(test: &str) -> u64 {
-    let s = std::env::var("GIDD_TEST_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    });
+    let s = std::env::var("GIDD_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
     eprintln!("{test}: GIDD_TEST_SEED={s}");
     s
 }
@@ -22,24 +28,40 @@ pub fn rng(seed: u64) -> rand::rngs::StdRng {
 
 pub fn rand_f32(r: &mut impl Rng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
     let n = shape.iter().product();
-    HostTensor::f32(shape.to_vec(), (0..n).map(|_| r.random_range(lo..hi)).collect()).unwrap()
+    HostTensor::f32(
+        shape.to_vec(),
+        (0..n).map(|_| r.random_range(lo..hi)).collect(),
+    )
+    .unwrap()
 }
 
 pub fn rand_bool(r: &mut impl Rng, shape: &[usize], p_true: f64) -> HostTensor {
     let n = shape.iter().product();
-    HostTensor::bool(shape.to_vec(), (0..n).map(|_| r.random_bool(p_true)).collect()).unwrap()
+    HostTensor::bool(
+        shape.to_vec(),
+        (0..n).map(|_| r.random_bool(p_true)).collect(),
+    )
+    .unwrap()
 }
 
 pub fn rand_ids(r: &mut impl Rng, shape: &[usize], hi: i32) -> HostTensor {
     let n = shape.iter().product();
-    HostTensor::i32(shape.to_vec(), (0..n).map(|_| r.random_range(0..hi)).collect()).unwrap()
+    HostTensor::i32(
+        shape.to_vec(),
+        (0..n).map(|_| r.random_range(0..hi)).collect(),
+    )
+    .unwrap()
 }
 
 /// A random size that is often awkward: 1, odd, or just past a SIMD width.
 pub fn odd_size(r: &mut impl Rng, max: usize) -> usize {
     match r.random_range(0..4) {
         0 => 1,
-        1 => [15, 17, 31, 33, 7, 3].into_iter().filter(|&x| x <= max).nth(r.random_range(0..3)).unwrap_or(1),
+        1 => [15, 17, 31, 33, 7, 3]
+            .into_iter()
+            .filter(|&x| x <= max)
+            .nth(r.random_range(0..3))
+            .unwrap_or(1),
         _ => r.random_range(1..=max),
     }
 }
@@ -77,7 +99,11 @@ pub fn assert_close(what: &str, a: &[f64], b: &[f64], atol: f64, rtol: f64) {
             bad += 1;
         }
     }
-    assert!(bad == 0, "{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol})", a.len());
+    assert!(
+        bad == 0,
+        "{what}: {bad} of {} elements out of tolerance (atol {atol}, rtol {rtol})",
+        a.len()
+    );
 }
 
 pub fn as_f64(t: &HostTensor) -> Vec<f64> {
@@ -108,7 +134,10 @@ pub fn run_cpu(outputs: &[Tensor], inputs: &[(&str, &HostTensor)]) -> Vec<HostTe
 }
 
 pub fn run_ref(outputs: &[Tensor], inputs: &[(&str, &HostTensor)]) -> Vec<Vec<f64>> {
-    let m: HashMap<String, Vec<f64>> = inputs.iter().map(|(n, t)| (n.to_string(), t.to_f64_vec())).collect();
+    let m: HashMap<String, Vec<f64>> = inputs
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_f64_vec()))
+        .collect();
     refinterp::eval(outputs, &m)
 }
 
@@ -116,10 +145,24 @@ pub fn run_ref(outputs: &[Tensor], inputs: &[(&str, &HostTensor)]) -> Vec<Vec<f6
 /// CPU executor vs the f64 reference (forward), the autograd gradient of
 /// sum(f(x) * r) on the CPU vs the same gradient in f64, and that f64 gradient
 /// vs central finite differences of the f64 forward.
-pub fn gradcheck(name: &str, xs: &[HostTensor], extra: &[(&str, HostTensor)], f: impl Fn(&[Tensor], &[Tensor]) -> Tensor, fwd_tol: f64, grad_tol: f64) {
+pub fn gradcheck(
+    name: &str,
+    xs: &[HostTensor],
+    extra: &[(&str, HostTensor)],
+    f: impl Fn(&[Tensor], &[Tensor]) -> Tensor,
+    fwd_tol: f64,
+    grad_tol: f64,
+) {
     let g = Graph::new();
-    let ins: Vec<Tensor> = xs.iter().enumerate().map(|(i, x)| g.input(&format!("x{i}"), &x.shape, x.dtype())).collect();
-    let ext: Vec<Tensor> = extra.iter().map(|(n, t)| g.input(n, &t.shape, t.dtype())).collect();
+    let ins: Vec<Tensor> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| g.input(&format!("x{i}"), &x.shape, x.dtype()))
+        .collect();
+    let ext: Vec<Tensor> = extra
+        .iter()
+        .map(|(n, t)| g.input(n, &t.shape, t.dtype()))
+        .collect();
     let y = f(&ins, &ext);
     let mut r = rng(0x5eed ^ name.len() as u64);
     let rt = rand_f32(&mut r, y.shape(), -1.0, 1.0);
@@ -127,7 +170,8 @@ pub fn gradcheck(name: &str, xs: &[HostTensor], extra: &[(&str, HostTensor)], f:
     let loss = y.mul(&rv).unwrap().sum_all().unwrap();
     let grads = grad(&loss, &ins).unwrap();
     let names: Vec<String> = (0..xs.len()).map(|i| format!("x{i}")).collect();
-    let mut inputs: Vec<(&str, &HostTensor)> = names.iter().map(|n| n.as_str()).zip(xs.iter()).collect();
+    let mut inputs: Vec<(&str, &HostTensor)> =
+        names.iter().map(|n| n.as_str()).zip(xs.iter()).collect();
     inputs.extend(extra.iter().map(|(n, t)| (*n, t)));
     inputs.push(("r", &rt));
     let mut outs = vec![y.clone(), loss.clone()];
@@ -138,10 +182,16 @@ pub fn gradcheck(name: &str, xs: &[HostTensor], extra: &[(&str, HostTensor)], f:
     assert!(e <= fwd_tol, "{name}: forward rel err {e:e} > {fwd_tol:e}");
     for i in 0..xs.len() {
         let (e, _) = errors(&cpu[2 + i].to_f64_vec(), &reference[2 + i]);
-        assert!(e <= grad_tol, "{name}: grad x{i} cpu vs f64 rel err {e:e} > {grad_tol:e}");
+        assert!(
+            e <= grad_tol,
+            "{name}: grad x{i} cpu vs f64 rel err {e:e} > {grad_tol:e}"
+        );
     }
     // Central differences of the f64 loss.
-    let mut m: HashMap<String, Vec<f64>> = inputs.iter().map(|(n, t)| (n.to_string(), t.to_f64_vec())).collect();
+    let mut m: HashMap<String, Vec<f64>> = inputs
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_f64_vec()))
+        .collect();
     for i in 0..xs.len() {
         let key = format!("x{i}");
         let base = m[&key].clone();
@@ -160,6 +210,9 @@ pub fn gradcheck(name: &str, xs: &[HostTensor], extra: &[(&str, HostTensor)], f:
         m.insert(key, base);
         let (e, a) = errors(&reference[2 + i], &fd);
         // f64 central differences with h ~ 1e-6 are accurate to ~1e-8 relative.
-        assert!(e <= 1e-5 || a <= 1e-7, "{name}: grad x{i} autograd vs finite differences rel err {e:e} (max abs {a:e})");
+        assert!(
+            e <= 1e-5 || a <= 1e-7,
+            "{name}: grad x{i} autograd vs finite differences rel err {e:e} (max abs {a:e})"
+        );
     }
 }

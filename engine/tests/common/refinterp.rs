@@ -50,7 +50,10 @@ pub fn eval(outputs: &[Tensor], inputs: &HashMap<String, Vec<f64>>) -> Vec<Vec<f
         let xs = |i: usize| &data.values[node.inputs[i]].ty.shape;
         let xd = |i: usize| data.values[node.inputs[i]].ty.dtype;
         let out: Vec<f64> = match &node.op {
-            Op::Input { name } => inputs.get(name).unwrap_or_else(|| panic!("missing input {name}")).clone(),
+            Op::Input { name } => inputs
+                .get(name)
+                .unwrap_or_else(|| panic!("missing input {name}"))
+                .clone(),
             Op::Constant(c) => c.to_f64_vec(),
             Op::Splat(v) => vec![wrap(*v, ty.dtype); n],
             Op::Iota { dim } => (0..n).map(|i| unravel(i, &ty.shape)[*dim] as f64).collect(),
@@ -106,19 +109,57 @@ pub fn eval(outputs: &[Tensor], inputs: &HashMap<String, Vec<f64>>) -> Vec<Vec<f
                         BinaryOp::Sub => wrap_int(a as i128 - c as i128, d),
                         BinaryOp::Mul => wrap_int((a as i128).wrapping_mul(c as i128), d),
                         BinaryOp::Div if d.is_float() => a / c,
-                        BinaryOp::Div => if c == 0.0 { 0.0 } else { (a / c).trunc() },
+                        BinaryOp::Div => {
+                            if c == 0.0 {
+                                0.0
+                            } else {
+                                (a / c).trunc()
+                            }
+                        }
                         BinaryOp::Rem if d.is_float() => a % c,
-                        BinaryOp::Rem => if c == 0.0 { 0.0 } else { a % c },
-                        BinaryOp::Max => if a.is_nan() || c.is_nan() { f64::NAN } else { a.max(c) },
-                        BinaryOp::Min => if a.is_nan() || c.is_nan() { f64::NAN } else { a.min(c) },
+                        BinaryOp::Rem => {
+                            if c == 0.0 {
+                                0.0
+                            } else {
+                                a % c
+                            }
+                        }
+                        BinaryOp::Max => {
+                            if a.is_nan() || c.is_nan() {
+                                f64::NAN
+                            } else {
+                                a.max(c)
+                            }
+                        }
+                        BinaryOp::Min => {
+                            if a.is_nan() || c.is_nan() {
+                                f64::NAN
+                            } else {
+                                a.min(c)
+                            }
+                        }
                         BinaryOp::Pow => a.powf(c),
                         BinaryOp::And => from_bits(bits(a) & bits(c)),
                         BinaryOp::Or => from_bits(bits(a) | bits(c)),
                         BinaryOp::Xor => from_bits(bits(a) ^ bits(c)),
-                        BinaryOp::ShiftLeft => if c as u64 >= width { 0.0 } else { from_bits(bits(a) << (c as u64)) },
+                        BinaryOp::ShiftLeft => {
+                            if c as u64 >= width {
+                                0.0
+                            } else {
+                                from_bits(bits(a) << (c as u64))
+                            }
+                        }
                         BinaryOp::ShiftRightLogical => {
-                            let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
-                            if c as u64 >= width { 0.0 } else { from_bits((bits(a) & mask) >> (c as u64)) }
+                            let mask = if width == 64 {
+                                u64::MAX
+                            } else {
+                                (1u64 << width) - 1
+                            };
+                            if c as u64 >= width {
+                                0.0
+                            } else {
+                                from_bits((bits(a) & mask) >> (c as u64))
+                            }
                         }
                     })
                     .collect()
@@ -137,7 +178,9 @@ pub fn eval(outputs: &[Tensor], inputs: &HashMap<String, Vec<f64>>) -> Vec<Vec<f
                     }))
                 })
                 .collect(),
-            Op::Select => (0..n).map(|i| if x(0)[i] != 0.0 { x(1)[i] } else { x(2)[i] }).collect(),
+            Op::Select => (0..n)
+                .map(|i| if x(0)[i] != 0.0 { x(1)[i] } else { x(2)[i] })
+                .collect(),
             Op::Convert { to } => x(0)
                 .iter()
                 .map(|&a| match (*to, xd(0).is_float()) {
@@ -159,7 +202,11 @@ pub fn eval(outputs: &[Tensor], inputs: &HashMap<String, Vec<f64>>) -> Vec<Vec<f
                 .map(|i| {
                     let idx = unravel(i, shape);
                     let s = xs(0);
-                    let src: Vec<usize> = dims.iter().enumerate().map(|(k, &d)| if s[k] == 1 { 0 } else { idx[d] }).collect();
+                    let src: Vec<usize> = dims
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &d)| if s[k] == 1 { 0 } else { idx[d] })
+                        .collect();
                     x(0)[ravel(&src, s)]
                 })
                 .collect(),
@@ -194,8 +241,12 @@ pub fn eval(outputs: &[Tensor], inputs: &HashMap<String, Vec<f64>>) -> Vec<Vec<f
                 .collect(),
             Op::DotGeneral(dd) => {
                 let (ls, rs) = (xs(0), xs(1));
-                let lf: Vec<usize> = (0..ls.len()).filter(|d| !dd.lhs_batch.contains(d) && !dd.lhs_contract.contains(d)).collect();
-                let rf: Vec<usize> = (0..rs.len()).filter(|d| !dd.rhs_batch.contains(d) && !dd.rhs_contract.contains(d)).collect();
+                let lf: Vec<usize> = (0..ls.len())
+                    .filter(|d| !dd.lhs_batch.contains(d) && !dd.lhs_contract.contains(d))
+                    .collect();
+                let rf: Vec<usize> = (0..rs.len())
+                    .filter(|d| !dd.rhs_batch.contains(d) && !dd.rhs_contract.contains(d))
+                    .collect();
                 let cshape: Vec<usize> = dd.lhs_contract.iter().map(|&d| ls[d]).collect();
                 let kn: usize = cshape.iter().product();
                 (0..n)
@@ -217,7 +268,9 @@ pub fn eval(outputs: &[Tensor], inputs: &HashMap<String, Vec<f64>>) -> Vec<Vec<f
                         let mut s = 0.0;
                         for c in 0..kn {
                             let ci = unravel(c, &cshape);
-                            for (k, (&a, &b)) in dd.lhs_contract.iter().zip(&dd.rhs_contract).enumerate() {
+                            for (k, (&a, &b)) in
+                                dd.lhs_contract.iter().zip(&dd.rhs_contract).enumerate()
+                            {
                                 li[a] = ci[k];
                                 ri[b] = ci[k];
                             }
@@ -229,14 +282,30 @@ pub fn eval(outputs: &[Tensor], inputs: &HashMap<String, Vec<f64>>) -> Vec<Vec<f
             }
             Op::Reduce { op, dims } => {
                 let s = xs(0);
-                let mut out = vec![if *op == ReduceOp::Sum { 0.0 } else { f64::NEG_INFINITY }; n];
+                let mut out = vec![
+                    if *op == ReduceOp::Sum {
+                        0.0
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                    n
+                ];
                 for (i, &v) in x(0).iter().enumerate() {
                     let idx = unravel(i, s);
-                    let kept: Vec<usize> = (0..s.len()).filter(|d| !dims.contains(d)).map(|d| idx[d]).collect();
+                    let kept: Vec<usize> = (0..s.len())
+                        .filter(|d| !dims.contains(d))
+                        .map(|d| idx[d])
+                        .collect();
                     let o = ravel(&kept, &ty.shape);
                     out[o] = match op {
                         ReduceOp::Sum => out[o] + v,
-                        ReduceOp::Max => if v.is_nan() || out[o].is_nan() { f64::NAN } else { out[o].max(v) },
+                        ReduceOp::Max => {
+                            if v.is_nan() || out[o].is_nan() {
+                                f64::NAN
+                            } else {
+                                out[o].max(v)
+                            }
+                        }
                     };
                 }
                 out

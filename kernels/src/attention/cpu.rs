@@ -15,7 +15,7 @@ use crate::softmax::vector::{simd_entry, supported, SendPtr, Simd};
 use rayon::prelude::*;
 
 /// Keys per tile.
-pub(super) const KB: usize = 64;
+const KB: usize = 64;
 /// SIMD vectors per query block (64 queries with AVX-512, 32 with 8 lanes).
 const QV: usize = 4;
 /// Below this many multiply-adds (`B H Lq Lk D`) everything runs on the calling thread.

@@ -221,7 +221,7 @@ fn check_fwd(seed: u64, c: &Case) {
         c.mask.as_deref(),
     );
     let bd = bounds(c, &want_lse);
-    let (lq, lk) = (c.sh.lq as f64, c.sh.lk as f64);
+    let lk = c.sh.lk as f64;
     // o = sum_j p_j v_j: p's relative error is ~2 ds (score and lse), plus the f32 sums over
     // the keys (l and o, ~sqrt(Lk) eps) and the final scaling.
     let tol_o = |_: usize, _: f64| bd.vmax * (4.0 * bd.ds + EPS * (12.0 + 2.0 * lk.sqrt()));
@@ -253,7 +253,6 @@ fn check_fwd(seed: u64, c: &Case) {
             }
         }
     }
-    let _ = lq;
 }
 
 #[test]

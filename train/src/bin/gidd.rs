@@ -7,7 +7,11 @@ use gidd_train::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "gidd", version, about = "Train, sample, evaluate and audit GIDD discrete-diffusion language models.")]
+#[command(
+    name = "gidd",
+    version,
+    about = "Train, sample, evaluate and audit GIDD discrete-diffusion language models."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -84,7 +88,11 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Train(a) => gidd_train::trainer::run(&a),
-        Cmd::Audit { checkpoint, golden, dtype } => audit(&checkpoint, &golden, &dtype),
+        Cmd::Audit {
+            checkpoint,
+            golden,
+            dtype,
+        } => audit(&checkpoint, &golden, &dtype),
         Cmd::Info { checkpoint } => info(&checkpoint),
         Cmd::Generate(g) => gen(&g),
     };
@@ -106,21 +114,42 @@ fn audit(checkpoint: &std::path::Path, golden: &std::path::Path, dtype: &str) ->
 fn info(checkpoint: &std::path::Path) -> Result<()> {
     let cfg = gidd_train::session::load_config(checkpoint)?;
     println!("{}", serde_json::to_string_pretty(&cfg.to_json())?);
-    println!("parameters: {} ({:.3}M)", cfg.num_params(), cfg.num_params() as f64 / 1e6);
+    println!(
+        "parameters: {} ({:.3}M)",
+        cfg.num_params(),
+        cfg.num_params() as f64 / 1e6
+    );
     let l = cfg.max_position_embeddings;
-    println!("forward FLOPs per token at L={l}: {:.4e} (train step: 3x = {:.4e})", cfg.flops_per_token(l), 3.0 * cfg.flops_per_token(l));
+    println!(
+        "forward FLOPs per token at L={l}: {:.4e} (train step: 3x = {:.4e})",
+        cfg.flops_per_token(l),
+        3.0 * cfg.flops_per_token(l)
+    );
     Ok(())
 }
 
 fn gen(a: &GenArgs) -> Result<()> {
     let m = gidd_train::session::load_checkpoint(&a.checkpoint)?;
-    let tok_path = a.tokenizer.clone().unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
-    let tok = if tok_path.exists() { Some(gidd_train::data::tokenizer::Tok::from_file(&tok_path)?) } else { None };
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
+    let tok = if tok_path.exists() {
+        Some(gidd_train::data::tokenizer::Tok::from_file(&tok_path)?)
+    } else {
+        None
+    };
     let mut prompt = vec![0u32];
     if let Some(ids) = &a.prompt_ids {
-        prompt = ids.split(',').map(|s| s.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|e| anyhow::anyhow!("--prompt_ids: {e}"))?;
+        prompt = ids
+            .split(',')
+            .map(|s| s.trim().parse::<u32>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--prompt_ids: {e}"))?;
     } else if let Some(p) = &a.prompt {
-        let Some(t) = &tok else { bail!("--prompt needs a tokenizer: put tokenizer.json in the checkpoint directory or pass --tokenizer") };
+        let Some(t) = &tok else {
+            bail!("--prompt needs a tokenizer: put tokenizer.json in the checkpoint directory or pass --tokenizer")
+        };
         prompt.extend(t.encode(p)?);
     }
     let method = match a.sampling_method.as_str() {
@@ -146,8 +175,16 @@ fn gen(a: &GenArgs) -> Result<()> {
         tokens_per_step: a.tokens_per_step,
         seed: a.seed,
     };
-    let mut canvas = Canvas::new(&m.cfg, &m.params, 1, m.cfg.max_position_embeddings, DType::F32)?;
-    let out = generate(&mut canvas, &m.cfg, &[prompt], &o, None, |x, end| eprintln!("block done: {} tokens", end.min(x[0].len())))?;
+    let mut canvas = Canvas::new(
+        &m.cfg,
+        &m.params,
+        1,
+        m.cfg.max_position_embeddings,
+        DType::F32,
+    )?;
+    let out = generate(&mut canvas, &m.cfg, &[prompt], &o, None, |x, end| {
+        eprintln!("block done: {} tokens", end.min(x[0].len()))
+    })?;
     match &tok {
         Some(t) => println!("{}", t.decode(&out[0])?),
         None => println!("{:?}", out[0]),

@@ -19,7 +19,16 @@ pub struct State {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn save(root: &Path, step: usize, cfg: &GiddConfig, params: &[(String, HostTensor)], mu: &[HostTensor], nu: &[HostTensor], packer: &PackerState, keep: usize) -> Result<PathBuf> {
+pub fn save(
+    root: &Path,
+    step: usize,
+    cfg: &GiddConfig,
+    params: &[(String, HostTensor)],
+    mu: &[HostTensor],
+    nu: &[HostTensor],
+    packer: &PackerState,
+    keep: usize,
+) -> Result<PathBuf> {
     let name = format!("checkpoint-{step}");
     let tmp = root.join(format!(".{name}.tmp"));
     let dir = root.join(&name);
@@ -40,9 +49,11 @@ pub fn save(root: &Path, step: usize, cfg: &GiddConfig, params: &[(String, HostT
     let state = serde_json::json!({ "step": step, "packer": packer });
     gidd_ports::write_json_pretty(&tmp.join("trainer_state.json"), &state)?;
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot replace {}", dir.display()))?;
     }
-    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
+    std::fs::rename(&tmp, &dir)
+        .with_context(|| format!("cannot move {} into place", dir.display()))?;
     prune(root, keep)?;
     Ok(dir)
 }
@@ -56,7 +67,9 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().to_string();
-            n.strip_prefix("checkpoint-").and_then(|s| s.parse().ok()).map(|s| (s, e.path()))
+            n.strip_prefix("checkpoint-")
+                .and_then(|s| s.parse().ok())
+                .map(|s| (s, e.path()))
         })
         .collect();
     found.sort();
@@ -76,8 +89,19 @@ pub fn load(dir: &Path) -> Result<State> {
         mu.push(opt.get_f32(&format!("mu.{n}"))?);
         nu.push(opt.get_f32(&format!("nu.{n}"))?);
     }
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("trainer_state.json")).with_context(|| format!("{}/trainer_state.json", dir.display()))?)?;
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("trainer_state.json"))
+            .with_context(|| format!("{}/trainer_state.json", dir.display()))?,
+    )?;
     let step = st["step"].as_u64().context("trainer_state.json: step")? as usize;
-    let packer: PackerState = serde_json::from_value(st["packer"].clone()).context("trainer_state.json: packer")?;
-    Ok(State { cfg: loaded.cfg, params: loaded.params, mu, nu, step, packer })
+    let packer: PackerState =
+        serde_json::from_value(st["packer"].clone()).context("trainer_state.json: packer")?;
+    Ok(State {
+        cfg: loaded.cfg,
+        params: loaded.params,
+        mu,
+        nu,
+        step,
+        packer,
+    })
 }

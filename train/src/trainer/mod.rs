@@ -162,7 +162,11 @@ fn resolve(a: &TrainArgs) -> Result<Resolved> {
         Some(p) => bail!("unknown preset '{p}': use tiny, small or base"),
     };
     let hidden = a.hidden_size.unwrap_or(base.3);
-    let heads = a.num_attn_heads.unwrap_or(if a.hidden_size.is_some() { (hidden / a.head_dim).max(1) } else { base.4 });
+    let heads = a.num_attn_heads.unwrap_or(if a.hidden_size.is_some() {
+        (hidden / a.head_dim).max(1)
+    } else {
+        base.4
+    });
     let steps = a.max_training_steps.unwrap_or(base.5);
     Ok(Resolved {
         seq: a.max_seq_len.unwrap_or(base.0),
@@ -207,8 +211,22 @@ fn init_params(cfg: &GiddConfig, a: &TrainArgs, seed: u64) -> Vec<(String, HostT
                 Group::Emb => a.aux_init_scale,
                 Group::Bulk => a.init_scale / d.sqrt(),
             };
-            let v: Vec<f32> = (0..numel).map(|_| if std == 0.0 { 0.0 } else { (rng.normal() * std) as f32 }).collect();
-            (n, HostTensor { shape: s, data: gidd_engine::Data::F32(v) })
+            let v: Vec<f32> = (0..numel)
+                .map(|_| {
+                    if std == 0.0 {
+                        0.0
+                    } else {
+                        (rng.normal() * std) as f32
+                    }
+                })
+                .collect();
+            (
+                n,
+                HostTensor {
+                    shape: s,
+                    data: gidd_engine::Data::F32(v),
+                },
+            )
         })
         .collect()
 }
@@ -224,15 +242,27 @@ struct DataSetup {
 fn setup_data(a: &TrainArgs) -> Result<DataSetup> {
     match &a.data_files {
         None => {
-            let cache = std::env::var_os("GIDD_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".gidd-cache"));
+            let cache = std::env::var_os("GIDD_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".gidd-cache"));
             let (lang, tok, texts) = embedded_default(&cache, a.vocab_size, 4000)?;
             let src = crate::corpus::embedded_tokens(&tok, &texts)?;
-            Ok(DataSetup { source: Arc::from(src), tok: Some(tok), lang: Some(lang), texts })
+            Ok(DataSetup {
+                source: Arc::from(src),
+                tok: Some(tok),
+                lang: Some(lang),
+                texts,
+            })
         }
         Some(p) => {
             let tok = a.tokenizer.as_deref().map(Tok::from_file).transpose()?;
             let src = open_source(p, tok.as_ref())?;
-            Ok(DataSetup { source: Arc::from(src), tok, lang: None, texts: vec![] })
+            Ok(DataSetup {
+                source: Arc::from(src),
+                tok,
+                lang: None,
+                texts: vec![],
+            })
         }
     }
 }
@@ -242,16 +272,25 @@ fn f32_scalar(x: f64) -> HostTensor {
 }
 
 fn rows_tensor(rows: &[Vec<u32>], seq: usize) -> Result<HostTensor> {
-    let flat: Vec<i32> = rows.iter().flat_map(|r| r.iter().map(|&x| x as i32)).collect();
+    let flat: Vec<i32> = rows
+        .iter()
+        .flat_map(|r| r.iter().map(|&x| x as i32))
+        .collect();
     Ok(HostTensor::i32(vec![rows.len(), seq], flat)?)
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
     if a.backend != "cpu" {
-        bail!("backend '{}' is not available in this build: use --backend cpu", a.backend);
+        bail!(
+            "backend '{}' is not available in this build: use --backend cpu",
+            a.backend
+        );
     }
     if let Some(t) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
     }
     let dtype = match a.dtype.as_str() {
         "f32" | "fp32" => DType::F32,
@@ -269,7 +308,14 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     };
     let heldout = HeldOut::EveryK(50);
     let mut cfg = model_config(a, &r, vocab)?;
-    let sched = Schedule { min_log_snr: a.min_log_snr, max_log_snr: a.max_log_snr, scale: a.hybrid_mixing_scale, shift: a.hybrid_mixing_shift, vocab_size: vocab, mask_id: 3 };
+    let sched = Schedule {
+        min_log_snr: a.min_log_snr,
+        max_log_snr: a.max_log_snr,
+        scale: a.hybrid_mixing_scale,
+        shift: a.hybrid_mixing_shift,
+        vocab_size: vocab,
+        mask_id: 3,
+    };
     let no = NoiseOpts {
         p_independent: a.noise_p_independent.unwrap_or(a.max_empty_token_frac),
         p_linear: a.noise_p_linear,
@@ -298,7 +344,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         cooldown_steps: a.cooldown_steps,
         max_steps: r.steps,
     };
-    let lo = LossOpts { beta_is_div: a.beta_is_div, sum: a.loss_aggregation == "sum", loss_scale: a.loss_scale };
+    let lo = LossOpts {
+        beta_is_div: a.beta_is_div,
+        sum: a.loss_aggregation == "sum",
+        loss_scale: a.loss_scale,
+    };
     if a.loss_aggregation != "sum" && a.loss_aggregation != "mean" {
         bail!("--loss_aggregation {}: use sum or mean", a.loss_aggregation);
     }
@@ -313,15 +363,35 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         None => {
             let params = init_params(&cfg, a, a.seed);
-            let zeros = |p: &[(String, HostTensor)]| p.iter().map(|(_, t)| HostTensor::zeros(DType::F32, t.shape.clone())).collect::<Vec<_>>();
+            let zeros = |p: &[(String, HostTensor)]| {
+                p.iter()
+                    .map(|(_, t)| HostTensor::zeros(DType::F32, t.shape.clone()))
+                    .collect::<Vec<_>>()
+            };
             let (mu, nu) = (zeros(&params), zeros(&params));
-            let packer = Packer::new(data.source.clone(), PackerConfig { model_vocab: Some(vocab), ..PackerConfig::train(r.seq, a.seed, heldout) })?;
+            let packer = Packer::new(
+                data.source.clone(),
+                PackerConfig {
+                    model_vocab: Some(vocab),
+                    ..PackerConfig::train(r.seq, a.seed, heldout)
+                },
+            )?;
             (params, mu, nu, 0usize, packer)
         }
     };
-    std::fs::create_dir_all(&a.save_directory).with_context(|| format!("cannot create save directory {}", a.save_directory.display()))?;
+    std::fs::create_dir_all(&a.save_directory).with_context(|| {
+        format!(
+            "cannot create save directory {}",
+            a.save_directory.display()
+        )
+    })?;
     let probe = a.save_directory.join(".write-test");
-    std::fs::write(&probe, b"ok").with_context(|| format!("save directory {} is not writable", a.save_directory.display()))?;
+    std::fs::write(&probe, b"ok").with_context(|| {
+        format!(
+            "save directory {} is not writable",
+            a.save_directory.display()
+        )
+    })?;
     std::fs::remove_file(&probe).ok();
 
     let n_params = cfg.num_params();
@@ -337,7 +407,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(), prog.nodes.len(), prog.planned_bytes() as f64 / (1 << 20) as f64, prog.unplanned_bytes() as f64 / (1 << 20) as f64);
 
     let eval = EvalSet::build(data.source.as_ref(), heldout, r.seq, 4 * r.batch)?;
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(a.save_directory.join("metrics.jsonl"))?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(a.save_directory.join("metrics.jsonl"))?;
     let seed_t = HostTensor::u32(vec![2], vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37])?;
     let mut last_good: Option<PathBuf> = None;
     let run_start = Instant::now();
@@ -350,7 +423,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         let lr_b = oo.group_lr_wd(Group::Bulk).0 * f;
         let lr_a = oo.group_lr_wd(Group::Emb).0 * f;
         let step_t = HostTensor::u32(vec![], vec![k as u32])?;
-        let sc = [f32_scalar(lr_b), f32_scalar(lr_a), f32_scalar(b1t), f32_scalar(b2t)];
+        let sc = [
+            f32_scalar(lr_b),
+            f32_scalar(lr_a),
+            f32_scalar(b1t),
+            f32_scalar(b2t),
+        ];
         let t = Instant::now();
         let outs = {
             let mut ins: Vec<&HostTensor> = params.iter().map(|(_, t)| t).collect();
@@ -363,13 +441,19 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             CpuExecutor.run(&mut lp, &ins)?
         };
         let dt = t.elapsed().as_secs_f64();
-        let m: Vec<f64> = outs[..METRICS.len()].iter().map(|t| t.to_f64_vec()[0]).collect();
+        let m: Vec<f64> = outs[..METRICS.len()]
+            .iter()
+            .map(|t| t.to_f64_vec()[0])
+            .collect();
         if !m[0].is_finite() {
             bail!(
                 "loss is {} at step {}: stopping; the last good checkpoint is {}",
                 m[0],
                 k + 1,
-                last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none (no checkpoint saved yet)".into())
+                last_good
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none (no checkpoint saved yet)".into())
             );
         }
         let mut it = outs.into_iter().skip(METRICS.len());
@@ -399,16 +483,34 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         if a.eval_steps > 0 && start % a.eval_steps == 0 && start < r.steps {
             let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
-            eprintln!("  held-out ELBO {:.4} nats/token ({:.4} bits)", e, e / std::f64::consts::LN_2);
+            eprintln!(
+                "  held-out ELBO {:.4} nats/token ({:.4} bits)",
+                e,
+                e / std::f64::consts::LN_2
+            );
         }
         if start % r.save_steps == 0 || start == r.steps {
-            let dir = checkpoint::save(&a.save_directory, start, &cfg, &params, &mu, &nu, &packer.state(), a.save_total_limit)?;
+            let dir = checkpoint::save(
+                &a.save_directory,
+                start,
+                &cfg,
+                &params,
+                &mu,
+                &nu,
+                &packer.state(),
+                a.save_total_limit,
+            )?;
             last_good = Some(dir);
         }
     }
     // Final report: held-out ELBO against the corpus's true entropy.
     let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
-    println!("held-out ELBO: {:.4} nats/token ({:.4} bits/token, PPL bound {:.2})", e, e / std::f64::consts::LN_2, e.exp());
+    println!(
+        "held-out ELBO: {:.4} nats/token ({:.4} bits/token, PPL bound {:.2})",
+        e,
+        e / std::f64::consts::LN_2,
+        e.exp()
+    );
     if let (Some(lang), Some(_)) = (&data.lang, &data.tok) {
         let (mut true_nats, mut uni_nats) = (0.0, 0.0);
         for &i in &eval.docs {
@@ -423,20 +525,46 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         if let Some(tok) = &data.tok {
             let mut canvas = Canvas::new(&cfg, &params, 1, r.seq, dtype)?;
             for sidx in 0..a.num_samples {
-                let o = GenOpts { max_length: r.seq.min(64), min_length: 0, block_length: 32.min(r.seq - 1), steps: 32, method: Method::Ancestral, schedule: NoiseSchedule::Cosine, temperature: 1.0, top_k: None, top_p: None, tokens_per_step: 1, seed: a.seed + sidx as u64 };
+                let o = GenOpts {
+                    max_length: r.seq.min(64),
+                    min_length: 0,
+                    block_length: 32.min(r.seq - 1),
+                    steps: 32,
+                    method: Method::Ancestral,
+                    schedule: NoiseSchedule::Cosine,
+                    temperature: 1.0,
+                    top_k: None,
+                    top_p: None,
+                    tokens_per_step: 1,
+                    seed: a.seed + sidx as u64,
+                };
                 let out = generate(&mut canvas, &cfg, &[vec![0]], &o, None, |_, _| {})?;
                 let ids: Vec<u32> = out[0].iter().copied().filter(|&x| x > 3).collect();
                 println!("sample {}: {}", sidx + 1, tok.decode(&ids)?);
             }
         }
     }
-    println!("checkpoint: {}", last_good.map(|p| p.display().to_string()).unwrap_or_default());
+    println!(
+        "checkpoint: {}",
+        last_good
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
     Ok(())
 }
 
 /// Mean held-out ELBO per token (nats), averaged over 4 noise draws.
 #[allow(clippy::too_many_arguments)]
-fn heldout_elbo(cfg: &GiddConfig, s: &Schedule, no: &NoiseOpts, params: &[(String, HostTensor)], eval: &EvalSet, batch: usize, seq: usize, dtype: DType) -> Result<f64> {
+fn heldout_elbo(
+    cfg: &GiddConfig,
+    s: &Schedule,
+    no: &NoiseOpts,
+    params: &[(String, HostTensor)],
+    eval: &EvalSet,
+    batch: usize,
+    seq: usize,
+    dtype: DType,
+) -> Result<f64> {
     let (prog, _) = step::build_eval(cfg, s, no, batch, seq, dtype)?;
     let mut lp = CpuExecutor.load(&prog)?;
     let seed = HostTensor::u32(vec![2], vec![0xe7a1, 0x5eed])?;
@@ -445,7 +573,10 @@ fn heldout_elbo(cfg: &GiddConfig, s: &Schedule, no: &NoiseOpts, params: &[(Strin
         for (ci, chunk) in eval.rows.chunks(batch).enumerate() {
             let mut rows = chunk.to_vec();
             let mut valid = vec![0f32; batch * seq];
-            for (i, len) in eval.lens[ci * batch..ci * batch + chunk.len()].iter().enumerate() {
+            for (i, len) in eval.lens[ci * batch..ci * batch + chunk.len()]
+                .iter()
+                .enumerate()
+            {
                 valid[i * seq..i * seq + len].fill(1.0);
             }
             while rows.len() < batch {

@@ -31,17 +31,29 @@ pub struct NoisyBatch {
 }
 
 /// Draws the noise for labels x [B, L]. `seed` is u32 [2], `step` a u32 scalar.
-pub fn noisy_batch(s: &Schedule, o: &NoiseOpts, x: &Tensor, seed: &Tensor, step: &Tensor) -> Result<NoisyBatch> {
+pub fn noisy_batch(
+    s: &Schedule,
+    o: &NoiseOpts,
+    x: &Tensor,
+    seed: &Tensor,
+    step: &Tensor,
+) -> Result<NoisyBatch> {
     let g: Graph = x.graph().clone();
     let (b, l) = (x.dim(0), x.dim(1));
     // Independent streams per purpose: stream = step * 16 + k.
-    let stream = |k: u32| -> Result<Tensor> { step.mul(&g.scalar(16.0, DType::U32))?.add(&g.scalar(k as f64, DType::U32)) };
-    let u = |shape: &[usize], k: u32| -> Result<Tensor> { uniform_f32(&g, shape, seed, &stream(k)?) };
+    let stream = |k: u32| -> Result<Tensor> {
+        step.mul(&g.scalar(16.0, DType::U32))?
+            .add(&g.scalar(k as f64, DType::U32))
+    };
+    let u =
+        |shape: &[usize], k: u32| -> Result<Tensor> { uniform_f32(&g, shape, seed, &stream(k)?) };
     let row = |t: &Tensor| t.reshape(&[b, 1]); // (B, 1)
 
     // log-SNR: per token, or the row's first value, or linear in position.
     let (t_min, t_max) = s.t_range();
-    let t = u(&[b, l], 0)?.mul_scalar(t_max - t_min)?.add_scalar(t_min)?;
+    let t = u(&[b, l], 0)?
+        .mul_scalar(t_max - t_min)?
+        .add_scalar(t_min)?;
     let l_tok = s.log_snr_from_time(&t)?;
     let indep = row(&u(&[b], 1)?.lt_scalar(o.p_independent)?)?;
     let first = l_tok.narrow(1, 0, 1)?; // (B, 1)
@@ -81,7 +93,11 @@ pub fn noisy_batch(s: &Schedule, o: &NoiseOpts, x: &Tensor, seed: &Tensor, step:
     let alpha = s.alpha(&log_snr)?;
     let keep = u(&[b, l], 8)?.lt(&alpha)?;
     let unif = u(&[b, l], 9)?.lt(&s.beta_u(&log_snr)?)?;
-    let rand_id = u(&[b, l], 10)?.mul_scalar(s.vocab_size as f64)?.floor()?.to(DType::I32)?.min_scalar((s.vocab_size - 1) as f64)?;
+    let rand_id = u(&[b, l], 10)?
+        .mul_scalar(s.vocab_size as f64)?
+        .floor()?
+        .to(DType::I32)?
+        .min_scalar((s.vocab_size - 1) as f64)?;
     let noise_id = unif.select(&rand_id, &g.splat(s.mask_id as f64, &[b, l], DType::I32))?;
     let z = keep.select(x, &noise_id)?;
     let z = noisy.select(&z, x)?;
@@ -95,17 +111,28 @@ pub fn noisy_batch(s: &Schedule, o: &NoiseOpts, x: &Tensor, seed: &Tensor, step:
         let ki = g.iota(&[b, l, l], 2, DType::I32)?;
         let causal = ki.compare(&qi, gidd_engine::op::CmpOp::Le)?;
         let q_noisy = nq.broadcast_to(&[b, l, l])?.eq_scalar(1.0)?;
-        attn = q_noisy.select(&g.splat(1.0, &[b, l, l], DType::Bool), &causal.binary(&attn, gidd_engine::op::BinaryOp::And)?)?;
+        attn = q_noisy.select(
+            &g.splat(1.0, &[b, l, l], DType::Bool),
+            &causal.binary(&attn, gidd_engine::op::BinaryOp::And)?,
+        )?;
     }
     let _ = prompt_rows;
-    Ok(NoisyBatch { z, log_snr, noise_mask: nm, attn })
+    Ok(NoisyBatch {
+        z,
+        log_snr,
+        noise_mask: nm,
+        attn,
+    })
 }
 
 /// arccos(y) / pi for y in [-1, 1], from primitives: acos(y) = 2 atan(sqrt((1-y)/(1+y))),
 /// atan by range reduction and its odd series (error < 1e-6, plenty for a prompt cut).
 fn acos_over_pi(y: &Tensor) -> Result<Tensor> {
-    let r = y.rsub_scalar(1.0)?.div(&y.add_scalar(1.0)?.max_scalar(1e-12)?)?.sqrt()?; // tan(acos(y)/2) >= 0
-    // atan(r) = pi/2 - atan(1/r) for r > 1; then atan(x) = 2 atan(x / (1 + sqrt(1 + x^2))).
+    let r = y
+        .rsub_scalar(1.0)?
+        .div(&y.add_scalar(1.0)?.max_scalar(1e-12)?)?
+        .sqrt()?; // tan(acos(y)/2) >= 0
+                  // atan(r) = pi/2 - atan(1/r) for r > 1; then atan(x) = 2 atan(x / (1 + sqrt(1 + x^2))).
     let big = r.compare(&r.full_like(1.0), gidd_engine::op::CmpOp::Gt)?;
     let inv = r.full_like(1.0).div(&r.max_scalar(1e-12)?)?;
     let x = big.select(&inv, &r)?;

@@ -60,7 +60,11 @@ impl OptimOpts {
     }
     /// The schedule's factor at step k (0-based): linear warmup, constant, 1 - sqrt cooldown.
     pub fn lr_factor(&self, k: usize) -> f64 {
-        let cd = if self.cooldown_steps < 1.0 { (self.cooldown_steps * self.max_steps as f64).round() } else { self.cooldown_steps } as usize;
+        let cd = if self.cooldown_steps < 1.0 {
+            (self.cooldown_steps * self.max_steps as f64).round()
+        } else {
+            self.cooldown_steps
+        } as usize;
         let cd_start = self.max_steps.saturating_sub(cd);
         if k < self.warmup_steps {
             k as f64 / self.warmup_steps as f64
@@ -81,18 +85,37 @@ impl OptimOpts {
 /// LaProp: nu = b2 nu + (1-b2) g^2; mu = b1 mu + (1-b1) g / (sqrt(nu) + eps); p -= lr (mu + wd p).
 /// AdamW: mu = b1 mu + (1-b1) g; nu likewise; p -= lr (mu / (sqrt(nu) + eps) + wd p).
 #[allow(clippy::too_many_arguments)]
-pub fn update(laprop: bool, p: &Tensor, g: &Tensor, mu: &Tensor, nu: &Tensor, lr: &Tensor, b1t: &Tensor, b2t: &Tensor, eps: f64, wd: f64) -> Result<(Tensor, Tensor, Tensor)> {
-    let nu2 = b2t.mul(nu)?.add(&b2t.rsub_scalar(1.0)?.mul(&g.square()?)?)?;
+pub fn update(
+    laprop: bool,
+    p: &Tensor,
+    g: &Tensor,
+    mu: &Tensor,
+    nu: &Tensor,
+    lr: &Tensor,
+    b1t: &Tensor,
+    b2t: &Tensor,
+    eps: f64,
+    wd: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let nu2 = b2t
+        .mul(nu)?
+        .add(&b2t.rsub_scalar(1.0)?.mul(&g.square()?)?)?;
     let den = nu2.sqrt()?.add_scalar(eps)?;
     let (mu2, step) = if laprop {
-        let mu2 = b1t.mul(mu)?.add(&b1t.rsub_scalar(1.0)?.mul(&g.div(&den)?)?)?;
+        let mu2 = b1t
+            .mul(mu)?
+            .add(&b1t.rsub_scalar(1.0)?.mul(&g.div(&den)?)?)?;
         (mu2.clone(), mu2)
     } else {
         let mu2 = b1t.mul(mu)?.add(&b1t.rsub_scalar(1.0)?.mul(g)?)?;
         let s = mu2.div(&den)?;
         (mu2, s)
     };
-    let step = if wd != 0.0 { step.add(&p.mul_scalar(wd)?)? } else { step };
+    let step = if wd != 0.0 {
+        step.add(&p.mul_scalar(wd)?)?
+    } else {
+        step
+    };
     let p2 = p.sub(&lr.mul(&step)?)?;
     Ok((p2, mu2, nu2))
 }

@@ -22,38 +22,91 @@ pub struct LossOpts {
 /// Builds the training step: returns the program and its input names in order
 /// (params, mu.*, nu.*, labels, seed, step, scalars). Outputs: METRICS, then new params, mu, nu.
 #[allow(clippy::too_many_arguments)]
-pub fn build_step(cfg: &GiddConfig, s: &Schedule, no: &NoiseOpts, oo: &OptimOpts, lo: &LossOpts, batch: usize, seq: usize, dtype: DType) -> Result<(Program, Vec<String>)> {
+pub fn build_step(
+    cfg: &GiddConfig,
+    s: &Schedule,
+    no: &NoiseOpts,
+    oo: &OptimOpts,
+    lo: &LossOpts,
+    batch: usize,
+    seq: usize,
+    dtype: DType,
+) -> Result<(Program, Vec<String>)> {
     let g = Graph::new();
     let p = Params::declare(&g, cfg);
     let names = p.names();
     let shapes: Vec<Vec<usize>> = p.tensors().iter().map(|t| t.shape().to_vec()).collect();
-    let mu: Vec<Tensor> = names.iter().zip(&shapes).map(|(n, sh)| g.input(&format!("mu.{n}"), sh, DType::F32)).collect();
-    let nu: Vec<Tensor> = names.iter().zip(&shapes).map(|(n, sh)| g.input(&format!("nu.{n}"), sh, DType::F32)).collect();
+    let mu: Vec<Tensor> = names
+        .iter()
+        .zip(&shapes)
+        .map(|(n, sh)| g.input(&format!("mu.{n}"), sh, DType::F32))
+        .collect();
+    let nu: Vec<Tensor> = names
+        .iter()
+        .zip(&shapes)
+        .map(|(n, sh)| g.input(&format!("nu.{n}"), sh, DType::F32))
+        .collect();
     let labels = g.input("labels", &[batch, seq], DType::I32);
     let seed = g.input("seed", &[2], DType::U32);
     let step = g.input("step", &[], DType::U32);
-    let sc: Vec<Tensor> = SCALARS.iter().map(|n| g.input(n, &[], DType::F32)).collect();
+    let sc: Vec<Tensor> = SCALARS
+        .iter()
+        .map(|n| g.input(n, &[], DType::F32))
+        .collect();
 
     let nb = noisy_batch(s, no, &labels, &seed, &step)?;
     let pos = g.iota(&[batch, seq], 1, DType::I32)?;
-    let out = forward(cfg, &p, &nb.z, &nb.attn, &pos, ForwardOpts { dtype, attentions: false })?;
+    let out = forward(
+        cfg,
+        &p,
+        &nb.z,
+        &nb.attn,
+        &pos,
+        ForwardOpts {
+            dtype,
+            attentions: false,
+        },
+    )?;
     let t = gidd_loss(s, &out.logits, &nb.z, &labels, &nb.log_snr, lo.beta_is_div)?;
     let count = nb.noise_mask.sum_all()?.max_scalar(1.0)?;
     let masked = |x: &Tensor| x.mul(&nb.noise_mask)?.sum_all();
     let total = masked(&t.loss)?;
-    let objective = if lo.sum { total.clone() } else { total.div(&count)? }.mul_scalar(lo.loss_scale)?;
+    let objective = if lo.sum {
+        total.clone()
+    } else {
+        total.div(&count)?
+    }
+    .mul_scalar(lo.loss_scale)?;
     let grads = grad(&objective, &p.tensors())?;
     let mut gn = g.scalar(0.0, DType::F32);
     for gr in &grads {
         gn = gn.add(&gr.square()?.sum_all()?)?;
     }
-    let mut outs = vec![total.div(&count)?, masked(&t.elbo)?.div(&count)?, masked(&t.kl_loss)?.div(&count)?, masked(&t.is_loss)?.div(&count)?, gn.sqrt()?, count];
+    let mut outs = vec![
+        total.div(&count)?,
+        masked(&t.elbo)?.div(&count)?,
+        masked(&t.kl_loss)?.div(&count)?,
+        masked(&t.is_loss)?.div(&count)?,
+        gn.sqrt()?,
+        count,
+    ];
     let (mut np, mut nmu, mut nnu) = (vec![], vec![], vec![]);
     for (i, (name, pt)) in names.iter().zip(p.tensors()).enumerate() {
         let grp = group_of(name);
         let (_, wd) = oo.group_lr_wd(grp);
         let lr = if grp == Group::Bulk { &sc[0] } else { &sc[1] };
-        let (a, b, c) = update(oo.laprop, &pt, &grads[i], &mu[i], &nu[i], lr, &sc[2], &sc[3], oo.eps(), wd)?;
+        let (a, b, c) = update(
+            oo.laprop,
+            &pt,
+            &grads[i],
+            &mu[i],
+            &nu[i],
+            lr,
+            &sc[2],
+            &sc[3],
+            oo.eps(),
+            wd,
+        )?;
         np.push(a);
         nmu.push(b);
         nnu.push(c);
@@ -71,7 +124,14 @@ pub fn build_step(cfg: &GiddConfig, s: &Schedule, no: &NoiseOpts, oo: &OptimOpts
 }
 
 /// Held-out evaluation: mean ELBO (nats per noisy token) and the count, under noise drawn from (seed, step).
-pub fn build_eval(cfg: &GiddConfig, s: &Schedule, no: &NoiseOpts, batch: usize, seq: usize, dtype: DType) -> Result<(Program, Vec<String>)> {
+pub fn build_eval(
+    cfg: &GiddConfig,
+    s: &Schedule,
+    no: &NoiseOpts,
+    batch: usize,
+    seq: usize,
+    dtype: DType,
+) -> Result<(Program, Vec<String>)> {
     let g = Graph::new();
     let p = Params::declare(&g, cfg);
     let labels = g.input("labels", &[batch, seq], DType::I32);
@@ -79,16 +139,35 @@ pub fn build_eval(cfg: &GiddConfig, s: &Schedule, no: &NoiseOpts, batch: usize, 
     let seed = g.input("seed", &[2], DType::U32);
     let step = g.input("step", &[], DType::U32);
     // Held-out ELBO is over every token: no clean prompt positions.
-    let no = NoiseOpts { p_prompt: 0.0, p_infilling: 0.0, p_independent: 1.0, ..no.clone() };
+    let no = NoiseOpts {
+        p_prompt: 0.0,
+        p_infilling: 0.0,
+        p_independent: 1.0,
+        ..no.clone()
+    };
     let nb = noisy_batch(s, &no, &labels, &seed, &step)?;
     let pos = g.iota(&[batch, seq], 1, DType::I32)?;
-    let out = forward(cfg, &p, &nb.z, &nb.attn, &pos, ForwardOpts { dtype, attentions: false })?;
+    let out = forward(
+        cfg,
+        &p,
+        &nb.z,
+        &nb.attn,
+        &pos,
+        ForwardOpts {
+            dtype,
+            attentions: false,
+        },
+    )?;
     let t = gidd_loss(s, &out.logits, &nb.z, &labels, &nb.log_snr, 1.0)?;
     let m = nb.noise_mask.mul(&valid)?;
     let elbo_sum = t.elbo.mul(&m)?.sum_all()?;
     let count = m.sum_all()?;
     let mut order = p.names();
-    order.extend(["labels", "valid", "seed", "step"].iter().map(|s| s.to_string()));
+    order.extend(
+        ["labels", "valid", "seed", "step"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
     Ok((Program::compile(&[elbo_sum, count], &refs)?, order))
 }

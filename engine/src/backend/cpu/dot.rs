@@ -15,7 +15,13 @@ fn is_identity(p: &[usize]) -> bool {
 
 /// An operand as a [batch, rows, cols] matrix stack, with `trans` set when
 /// it is stored as [batch, cols, rows].
-fn canonical<'a, T: Elem>(x: Cow<'a, [T]>, shape: &[usize], batch: &[usize], first: &[usize], second: &[usize]) -> (Cow<'a, [T]>, bool) {
+fn canonical<'a, T: Elem>(
+    x: Cow<'a, [T]>,
+    shape: &[usize],
+    batch: &[usize],
+    first: &[usize],
+    second: &[usize],
+) -> (Cow<'a, [T]>, bool) {
     let order: Vec<usize> = batch.iter().chain(first).chain(second).copied().collect();
     if is_identity(&order) {
         return (x, false);
@@ -29,9 +35,21 @@ fn canonical<'a, T: Elem>(x: Cow<'a, [T]>, shape: &[usize], batch: &[usize], fir
     (Cow::Owned(out), false)
 }
 
-pub fn dot_general(dd: &DotDims, l: Arg, ls: &[usize], r: Arg, rs: &[usize], out: &mut Data, n_out: usize) {
-    let lf: Vec<usize> = (0..ls.len()).filter(|d| !dd.lhs_batch.contains(d) && !dd.lhs_contract.contains(d)).collect();
-    let rf: Vec<usize> = (0..rs.len()).filter(|d| !dd.rhs_batch.contains(d) && !dd.rhs_contract.contains(d)).collect();
+pub fn dot_general(
+    dd: &DotDims,
+    l: Arg,
+    ls: &[usize],
+    r: Arg,
+    rs: &[usize],
+    out: &mut Data,
+    n_out: usize,
+) {
+    let lf: Vec<usize> = (0..ls.len())
+        .filter(|d| !dd.lhs_batch.contains(d) && !dd.lhs_contract.contains(d))
+        .collect();
+    let rf: Vec<usize> = (0..rs.len())
+        .filter(|d| !dd.rhs_batch.contains(d) && !dd.rhs_contract.contains(d))
+        .collect();
     let prod = |s: &[usize], ds: &[usize]| ds.iter().map(|&d| s[d]).product::<usize>();
     let shape = GemmShape {
         batch: prod(ls, &dd.lhs_batch),
@@ -47,14 +65,47 @@ pub fn dot_general(dd: &DotDims, l: Arg, ls: &[usize], r: Arg, rs: &[usize], out
         Data::F32(o) => {
             let (a, ta) = canonical(l.slice::<f32>(nl), ls, &dd.lhs_batch, &lf, &dd.lhs_contract);
             let (b, tb) = canonical(r.slice::<f32>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, &rf);
-            gemm_f32(&GemmShape { trans_a: ta, trans_b: tb, ..shape }, &a, &b, &mut o[..n_out]);
+            gemm_f32(
+                &GemmShape {
+                    trans_a: ta,
+                    trans_b: tb,
+                    ..shape
+                },
+                &a,
+                &b,
+                &mut o[..n_out],
+            );
         }
         Data::BF16(o) => {
-            let (a, ta) = canonical(l.slice::<bf16>(nl), ls, &dd.lhs_batch, &lf, &dd.lhs_contract);
-            let (b, tb) = canonical(r.slice::<bf16>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, &rf);
+            let (a, ta) = canonical(
+                l.slice::<bf16>(nl),
+                ls,
+                &dd.lhs_batch,
+                &lf,
+                &dd.lhs_contract,
+            );
+            let (b, tb) = canonical(
+                r.slice::<bf16>(nr),
+                rs,
+                &dd.rhs_batch,
+                &dd.rhs_contract,
+                &rf,
+            );
             let mut c = vec![0f32; n_out];
-            gemm_bf16(&GemmShape { trans_a: ta, trans_b: tb, ..shape }, &a, &b, &mut c);
-            o[..n_out].iter_mut().zip(&c).for_each(|(y, &x)| *y = bf16::from_f32(x));
+            gemm_bf16(
+                &GemmShape {
+                    trans_a: ta,
+                    trans_b: tb,
+                    ..shape
+                },
+                &a,
+                &b,
+                &mut c,
+            );
+            o[..n_out]
+                .iter_mut()
+                .zip(&c)
+                .for_each(|(y, &x)| *y = bf16::from_f32(x));
         }
         _ => unreachable!("infer admits only float dot_general"),
     }

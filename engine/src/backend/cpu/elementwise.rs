@@ -16,7 +16,9 @@ fn par_map(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     if out.len() < PAR_MIN {
         f(0, out);
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| f(c * CHUNK, o));
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, o)| f(c * CHUNK, o));
     }
 }
 
@@ -42,21 +44,47 @@ pub fn unary(u: UnaryOp, a: Arg, out: &mut Data, n: usize) {
         Data::F32(o) => {
             let f = unary_f32(u);
             let a = a.f32s(n);
-            par_map(&mut o[..n], |s, o| o.iter_mut().enumerate().for_each(|(i, y)| *y = f(a[s + i])));
+            par_map(&mut o[..n], |s, o| {
+                o.iter_mut().enumerate().for_each(|(i, y)| *y = f(a[s + i]))
+            });
         }
         Data::BF16(o) => {
             let f = unary_f32(u);
             let a = a.f32s(n);
-            o[..n].iter_mut().zip(a.iter()).for_each(|(y, &x)| *y = bf16::from_f32(f(x)));
+            o[..n]
+                .iter_mut()
+                .zip(a.iter())
+                .for_each(|(y, &x)| *y = bf16::from_f32(f(x)));
         }
-        Data::I32(o) => int_unary(u, a.src::<i32>(), &mut o[..n], |x| x.wrapping_neg(), |x| x.wrapping_abs(), |x| !x),
-        Data::I64(o) => int_unary(u, a.src::<i64>(), &mut o[..n], |x| x.wrapping_neg(), |x| x.wrapping_abs(), |x| !x),
+        Data::I32(o) => int_unary(
+            u,
+            a.src::<i32>(),
+            &mut o[..n],
+            |x| x.wrapping_neg(),
+            |x| x.wrapping_abs(),
+            |x| !x,
+        ),
+        Data::I64(o) => int_unary(
+            u,
+            a.src::<i64>(),
+            &mut o[..n],
+            |x| x.wrapping_neg(),
+            |x| x.wrapping_abs(),
+            |x| !x,
+        ),
         Data::U32(o) => int_unary(u, a.src::<u32>(), &mut o[..n], |x| x, |x| x, |x| !x),
         Data::Bool(o) => int_unary(u, a.src::<u8>(), &mut o[..n], |x| x, |x| x, |x| 1 - x),
     }
 }
 
-fn int_unary<T: Copy>(u: UnaryOp, a: Src<T>, o: &mut [T], neg: fn(T) -> T, abs: fn(T) -> T, not: fn(T) -> T) {
+fn int_unary<T: Copy>(
+    u: UnaryOp,
+    a: Src<T>,
+    o: &mut [T],
+    neg: fn(T) -> T,
+    abs: fn(T) -> T,
+    not: fn(T) -> T,
+) {
     let f = match u {
         UnaryOp::Neg => neg,
         UnaryOp::Abs => abs,
@@ -71,8 +99,20 @@ fn binary_f32(b: BinaryOp) -> fn(f32, f32) -> f32 {
         BinaryOp::Sub => |x, y| x - y,
         BinaryOp::Mul => |x, y| x * y,
         BinaryOp::Div => |x, y| x / y,
-        BinaryOp::Max => |x: f32, y: f32| if x.is_nan() || y.is_nan() { f32::NAN } else { x.max(y) },
-        BinaryOp::Min => |x: f32, y: f32| if x.is_nan() || y.is_nan() { f32::NAN } else { x.min(y) },
+        BinaryOp::Max => |x: f32, y: f32| {
+            if x.is_nan() || y.is_nan() {
+                f32::NAN
+            } else {
+                x.max(y)
+            }
+        },
+        BinaryOp::Min => |x: f32, y: f32| {
+            if x.is_nan() || y.is_nan() {
+                f32::NAN
+            } else {
+                x.min(y)
+            }
+        },
         BinaryOp::Pow => f32::powf,
         BinaryOp::Rem => |x, y| x % y,
         _ => |_, _| f32::NAN,
@@ -85,28 +125,65 @@ pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
             let f = binary_f32(b);
             let (xs, ys) = (x.src::<f32>(), y.src::<f32>());
             par_map(&mut o[..n], |s, o| match (xs, ys) {
-                (Src::Slice(a), Src::Slice(c)) => {
-                    o.iter_mut().zip(&a[s..]).zip(&c[s..]).for_each(|((r, &a), &c)| *r = f(a, c))
+                (Src::Slice(a), Src::Slice(c)) => o
+                    .iter_mut()
+                    .zip(&a[s..])
+                    .zip(&c[s..])
+                    .for_each(|((r, &a), &c)| *r = f(a, c)),
+                (Src::Slice(a), Src::Scalar(c)) => {
+                    o.iter_mut().zip(&a[s..]).for_each(|(r, &a)| *r = f(a, c))
                 }
-                (Src::Slice(a), Src::Scalar(c)) => o.iter_mut().zip(&a[s..]).for_each(|(r, &a)| *r = f(a, c)),
-                (Src::Scalar(a), Src::Slice(c)) => o.iter_mut().zip(&c[s..]).for_each(|(r, &c)| *r = f(a, c)),
+                (Src::Scalar(a), Src::Slice(c)) => {
+                    o.iter_mut().zip(&c[s..]).for_each(|(r, &c)| *r = f(a, c))
+                }
                 (Src::Scalar(a), Src::Scalar(c)) => o.iter_mut().for_each(|r| *r = f(a, c)),
             });
         }
         Data::BF16(o) => {
             let f = binary_f32(b);
             let (xs, ys) = (x.f32s(n), y.f32s(n));
-            o[..n].iter_mut().enumerate().for_each(|(i, r)| *r = bf16::from_f32(f(xs[i], ys[i])));
+            o[..n]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, r)| *r = bf16::from_f32(f(xs[i], ys[i])));
         }
-        Data::I32(o) => int_binary(b, x.src(), y.src(), &mut o[..n], |a: i32, s| a.wrapping_shl(s as u32), |a, s| ((a as u32).wrapping_shr(s as u32)) as i32),
-        Data::I64(o) => int_binary(b, x.src(), y.src(), &mut o[..n], |a: i64, s| a.wrapping_shl(s as u32), |a, s| ((a as u64).wrapping_shr(s as u32)) as i64),
-        Data::U32(o) => int_binary(b, x.src(), y.src(), &mut o[..n], |a: u32, s| a.wrapping_shl(s), |a, s| a.wrapping_shr(s)),
+        Data::I32(o) => int_binary(
+            b,
+            x.src(),
+            y.src(),
+            &mut o[..n],
+            |a: i32, s| a.wrapping_shl(s as u32),
+            |a, s| ((a as u32).wrapping_shr(s as u32)) as i32,
+        ),
+        Data::I64(o) => int_binary(
+            b,
+            x.src(),
+            y.src(),
+            &mut o[..n],
+            |a: i64, s| a.wrapping_shl(s as u32),
+            |a, s| ((a as u64).wrapping_shr(s as u32)) as i64,
+        ),
+        Data::U32(o) => int_binary(
+            b,
+            x.src(),
+            y.src(),
+            &mut o[..n],
+            |a: u32, s| a.wrapping_shl(s),
+            |a, s| a.wrapping_shr(s),
+        ),
         Data::Bool(o) => int_binary(b, x.src(), y.src(), &mut o[..n], |a: u8, _| a, |a, _| a),
     }
 }
 
 /// Integer arithmetic wraps (as StableHLO's does); shifts by >= the bit width give 0.
-trait IntOps: Copy + Default + PartialOrd + std::ops::BitAnd<Output = Self> + std::ops::BitOr<Output = Self> + std::ops::BitXor<Output = Self> {
+trait IntOps:
+    Copy
+    + Default
+    + PartialOrd
+    + std::ops::BitAnd<Output = Self>
+    + std::ops::BitOr<Output = Self>
+    + std::ops::BitXor<Output = Self>
+{
     const BITS: u32;
     fn add(self, o: Self) -> Self;
     fn sub(self, o: Self) -> Self;
@@ -119,12 +196,32 @@ macro_rules! int_ops {
     ($t:ty) => {
         impl IntOps for $t {
             const BITS: u32 = <$t>::BITS;
-            fn add(self, o: Self) -> Self { self.wrapping_add(o) }
-            fn sub(self, o: Self) -> Self { self.wrapping_sub(o) }
-            fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
-            fn div(self, o: Self) -> Self { if o == 0 { 0 } else { self.wrapping_div(o) } }
-            fn rem(self, o: Self) -> Self { if o == 0 { 0 } else { self.wrapping_rem(o) } }
-            fn as_shift(self) -> u64 { self as u64 }
+            fn add(self, o: Self) -> Self {
+                self.wrapping_add(o)
+            }
+            fn sub(self, o: Self) -> Self {
+                self.wrapping_sub(o)
+            }
+            fn mul(self, o: Self) -> Self {
+                self.wrapping_mul(o)
+            }
+            fn div(self, o: Self) -> Self {
+                if o == 0 {
+                    0
+                } else {
+                    self.wrapping_div(o)
+                }
+            }
+            fn rem(self, o: Self) -> Self {
+                if o == 0 {
+                    0
+                } else {
+                    self.wrapping_rem(o)
+                }
+            }
+            fn as_shift(self) -> u64 {
+                self as u64
+            }
         }
     };
 }
@@ -133,7 +230,14 @@ int_ops!(i64);
 int_ops!(u32);
 int_ops!(u8);
 
-fn int_binary<T: IntOps>(b: BinaryOp, x: Src<T>, y: Src<T>, o: &mut [T], shl: fn(T, T) -> T, shr: fn(T, T) -> T) {
+fn int_binary<T: IntOps>(
+    b: BinaryOp,
+    x: Src<T>,
+    y: Src<T>,
+    o: &mut [T],
+    shl: fn(T, T) -> T,
+    shr: fn(T, T) -> T,
+) {
     let f = |a: T, c: T| -> T {
         match b {
             BinaryOp::Add => a.add(c),
@@ -141,18 +245,34 @@ fn int_binary<T: IntOps>(b: BinaryOp, x: Src<T>, y: Src<T>, o: &mut [T], shl: fn
             BinaryOp::Mul => a.mul(c),
             BinaryOp::Div => a.div(c),
             BinaryOp::Rem => a.rem(c),
-            BinaryOp::Max => if a >= c { a } else { c },
-            BinaryOp::Min => if a <= c { a } else { c },
+            BinaryOp::Max => {
+                if a >= c {
+                    a
+                } else {
+                    c
+                }
+            }
+            BinaryOp::Min => {
+                if a <= c {
+                    a
+                } else {
+                    c
+                }
+            }
             BinaryOp::And => a & c,
             BinaryOp::Or => a | c,
             BinaryOp::Xor => a ^ c,
-            BinaryOp::ShiftLeft | BinaryOp::ShiftRightLogical if c.as_shift() >= T::BITS as u64 => T::default(),
+            BinaryOp::ShiftLeft | BinaryOp::ShiftRightLogical if c.as_shift() >= T::BITS as u64 => {
+                T::default()
+            }
             BinaryOp::ShiftLeft => shl(a, c),
             BinaryOp::ShiftRightLogical => shr(a, c),
             BinaryOp::Pow => T::default(),
         }
     };
-    o.iter_mut().enumerate().for_each(|(i, r)| *r = f(x.at(i), y.at(i)));
+    o.iter_mut()
+        .enumerate()
+        .for_each(|(i, r)| *r = f(x.at(i), y.at(i)));
 }
 
 pub fn compare(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) {
@@ -165,7 +285,9 @@ pub fn compare(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) {
             CmpOp::Gt => a > b,
             CmpOp::Ge => a >= b,
         };
-        out.iter_mut().enumerate().for_each(|(i, r)| *r = u8::from(f(x.at(i), y.at(i))));
+        out.iter_mut()
+            .enumerate()
+            .for_each(|(i, r)| *r = u8::from(f(x.at(i), y.at(i))));
     }
     with_dtype!(x.dtype(), T, { go::<T>(c, x.src(), y.src(), out) })
 }
@@ -175,28 +297,52 @@ pub fn select(p: Arg, a: Arg, b: Arg, out: &mut Data, n: usize) {
     with_dtype!(out.dtype(), T, {
         let (a, b) = (a.src::<T>(), b.src::<T>());
         let o = &mut T::vec_mut(out).expect("slot dtype")[..n];
-        o.iter_mut().enumerate().for_each(|(i, r)| *r = if p.at(i) != 0 { a.at(i) } else { b.at(i) });
+        o.iter_mut()
+            .enumerate()
+            .for_each(|(i, r)| *r = if p.at(i) != 0 { a.at(i) } else { b.at(i) });
     })
 }
 
 pub fn convert(a: Arg, out: &mut Data, n: usize) {
     match (a, &mut *out) {
-        (Arg::Data(Data::F32(x)), Data::BF16(o)) => {
-            o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = bf16::from_f32(v))
-        }
-        (Arg::Data(Data::BF16(x)), Data::F32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, v)| *r = v.to_f32()),
+        (Arg::Data(Data::F32(x)), Data::BF16(o)) => o[..n]
+            .iter_mut()
+            .zip(&x[..n])
+            .for_each(|(r, &v)| *r = bf16::from_f32(v)),
+        (Arg::Data(Data::BF16(x)), Data::F32(o)) => o[..n]
+            .iter_mut()
+            .zip(&x[..n])
+            .for_each(|(r, v)| *r = v.to_f32()),
         // Integer <-> integer conversions wrap (truncate), as XLA's do.
-        (Arg::Data(Data::I64(x)), Data::U32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as u32),
-        (Arg::Data(Data::U32(x)), Data::I64(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as i64),
-        (Arg::Data(Data::I64(x)), Data::I32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as i32),
-        (Arg::Data(Data::U32(x)), Data::I32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as i32),
-        (Arg::Data(Data::I32(x)), Data::U32(o)) => o[..n].iter_mut().zip(&x[..n]).for_each(|(r, &v)| *r = v as u32),
+        (Arg::Data(Data::I64(x)), Data::U32(o)) => o[..n]
+            .iter_mut()
+            .zip(&x[..n])
+            .for_each(|(r, &v)| *r = v as u32),
+        (Arg::Data(Data::U32(x)), Data::I64(o)) => o[..n]
+            .iter_mut()
+            .zip(&x[..n])
+            .for_each(|(r, &v)| *r = v as i64),
+        (Arg::Data(Data::I64(x)), Data::I32(o)) => o[..n]
+            .iter_mut()
+            .zip(&x[..n])
+            .for_each(|(r, &v)| *r = v as i32),
+        (Arg::Data(Data::U32(x)), Data::I32(o)) => o[..n]
+            .iter_mut()
+            .zip(&x[..n])
+            .for_each(|(r, &v)| *r = v as i32),
+        (Arg::Data(Data::I32(x)), Data::U32(o)) => o[..n]
+            .iter_mut()
+            .zip(&x[..n])
+            .for_each(|(r, &v)| *r = v as u32),
         (a, o) => {
             // Through f64: exact for every remaining pair (floats, bools, small ints).
             with_dtype!(o.dtype(), T, {
                 let o = &mut T::vec_mut(o).expect("slot dtype")[..n];
                 match a {
-                    Arg::Data(d) => o.iter_mut().enumerate().for_each(|(i, r)| *r = T::from_f64(to_f64_for(d, i))),
+                    Arg::Data(d) => o
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(i, r)| *r = T::from_f64(to_f64_for(d, i))),
                     Arg::Splat(x, _) => o.iter_mut().for_each(|r| *r = T::from_f64(x)),
                 }
             })
@@ -213,7 +359,9 @@ pub fn iota(shape: &[usize], dim: usize, out: &mut Data) {
     let n: usize = shape.iter().product();
     with_dtype!(out.dtype(), T, {
         let o = &mut T::vec_mut(out).expect("slot dtype")[..n];
-        o.iter_mut().enumerate().for_each(|(i, r)| *r = T::from_f64(((i / st[dim]) % shape[dim]) as f64));
+        o.iter_mut()
+            .enumerate()
+            .for_each(|(i, r)| *r = T::from_f64(((i / st[dim]) % shape[dim]) as f64));
     })
 }
 

@@ -29,7 +29,13 @@ pub fn softmax_bwd(y: Arg, dy: Arg, shape: &[usize], out: &mut Data) {
     let n = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
     let rows = if n == 0 { 0 } else { total / n };
-    softmax::softmax_bwd(rows, n, &y.slice::<f32>(total), &dy.slice::<f32>(total), &mut f32_out(out)[..total]);
+    softmax::softmax_bwd(
+        rows,
+        n,
+        &y.slice::<f32>(total),
+        &dy.slice::<f32>(total),
+        &mut f32_out(out)[..total],
+    );
 }
 
 pub fn rms_norm_fwd(eps: f32, x: Arg, w: Arg, shape: &[usize], outs: &mut [Data]) {
@@ -37,7 +43,15 @@ pub fn rms_norm_fwd(eps: f32, x: Arg, w: Arg, shape: &[usize], outs: &mut [Data]
     let total: usize = shape.iter().product();
     let rows = total / n.max(1);
     let (y, rstd) = outs.split_at_mut(1);
-    norm::rms_norm_fwd(rows, n, eps, &x.slice::<f32>(total), &w.slice::<f32>(n), &mut f32_out(&mut y[0])[..total], &mut f32_out(&mut rstd[0])[..rows]);
+    norm::rms_norm_fwd(
+        rows,
+        n,
+        eps,
+        &x.slice::<f32>(total),
+        &w.slice::<f32>(n),
+        &mut f32_out(&mut y[0])[..total],
+        &mut f32_out(&mut rstd[0])[..rows],
+    );
 }
 
 pub fn rms_norm_bwd(x: Arg, w: Arg, rstd: Arg, dy: Arg, shape: &[usize], outs: &mut [Data]) {
@@ -60,7 +74,10 @@ pub fn rms_norm_bwd(x: Arg, w: Arg, rstd: Arg, dy: Arg, shape: &[usize], outs: &
 pub fn rope_apply(backward: bool, x: Arg, cos: Arg, sin: Arg, shape: &[usize], out: &mut Data) {
     let (rows, heads, d) = (shape[0], shape[1], shape[2]);
     let total = rows * heads * d;
-    let (c, s) = (cos.slice::<f32>(rows * d / 2), sin.slice::<f32>(rows * d / 2));
+    let (c, s) = (
+        cos.slice::<f32>(rows * d / 2),
+        sin.slice::<f32>(rows * d / 2),
+    );
     let o = &mut f32_out(out)[..total];
     if backward {
         rope::rope_bwd(rows, heads, d, &x.slice::<f32>(total), &c, &s, o);
@@ -70,11 +87,20 @@ pub fn rope_apply(backward: bool, x: Arg, cos: Arg, sin: Arg, shape: &[usize], o
 }
 
 fn attn_shape(q: &[usize], k: &[usize]) -> attn::AttnShape {
-    attn::AttnShape { batch: q[0], heads: q[1], lq: q[2], lk: k[2], head_dim: q[3] }
+    attn::AttnShape {
+        batch: q[0],
+        heads: q[1],
+        lq: q[2],
+        lk: k[2],
+        head_dim: q[3],
+    }
 }
 
 fn params(spec: &AttnSpec) -> attn::AttnParams {
-    attn::AttnParams { scale: spec.scale, softcap: spec.softcap }
+    attn::AttnParams {
+        scale: spec.scale,
+        softcap: spec.softcap,
+    }
 }
 
 pub fn attention_fwd(spec: &AttnSpec, ins: &[Arg], qs: &[usize], ks: &[usize], outs: &mut [Data]) {

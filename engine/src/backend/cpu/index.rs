@@ -49,7 +49,10 @@ pub fn scatter_add(upd: Arg, shape: &[usize], axis: usize, idx: Arg, n_idx: usiz
                     let id = id.clamp(0, len as i64 - 1) as usize;
                     let d = (p * len + id) * post;
                     let s = (p * n_idx + j) * post;
-                    o[d..d + post].iter_mut().zip(&u[s..s + post]).for_each(|(y, &v)| *y += v);
+                    o[d..d + post]
+                        .iter_mut()
+                        .zip(&u[s..s + post])
+                        .for_each(|(y, &v)| *y += v);
                 }
             }
         }
@@ -57,7 +60,9 @@ pub fn scatter_add(upd: Arg, shape: &[usize], axis: usize, idx: Arg, n_idx: usiz
             // Rare (bf16/int updates): accumulate in f64 through the generic path.
             let mut acc = vec![0f64; n];
             let u = match upd {
-                Arg::Data(d) => (0..pre * n_idx * post).map(|i| d.get_f64(i)).collect::<Vec<_>>(),
+                Arg::Data(d) => (0..pre * n_idx * post)
+                    .map(|i| d.get_f64(i))
+                    .collect::<Vec<_>>(),
                 Arg::Splat(x, _) => vec![x; pre * n_idx * post],
             };
             for p in 0..pre {
@@ -70,7 +75,10 @@ pub fn scatter_add(upd: Arg, shape: &[usize], axis: usize, idx: Arg, n_idx: usiz
             }
             with_dtype!(other.dtype(), T, {
                 let o = T::vec_mut(other).expect("slot dtype");
-                o[..n].iter_mut().zip(&acc).for_each(|(y, &v)| *y = T::from_f64(v));
+                o[..n]
+                    .iter_mut()
+                    .zip(&acc)
+                    .for_each(|(y, &v)| *y = T::from_f64(v));
             })
         }
     }

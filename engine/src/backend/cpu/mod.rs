@@ -37,7 +37,11 @@ impl Executor for CpuExecutor {
     type Loaded = CpuProgram;
 
     fn name(&self) -> String {
-        format!("cpu ({}, {} threads)", gidd_kernels::simd::describe(), rayon::current_num_threads())
+        format!(
+            "cpu ({}, {} threads)",
+            gidd_kernels::simd::describe(),
+            rayon::current_num_threads()
+        )
     }
 
     fn upload(&self, t: &HostTensor) -> Result<HostTensor> {
@@ -50,13 +54,19 @@ impl Executor for CpuExecutor {
 
     fn load(&self, p: &Program) -> Result<CpuProgram> {
         let slots = p.slots.iter().map(|&(d, n)| Data::zeros(d, n)).collect();
-        Ok(CpuProgram { program: p.clone(), slots })
+        Ok(CpuProgram {
+            program: p.clone(),
+            slots,
+        })
     }
 
     fn run(&self, lp: &mut CpuProgram, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
         let p = &lp.program;
         if inputs.len() != p.inputs.len() {
-            return Err(Error::InputCount { expected: p.inputs.len(), got: inputs.len() });
+            return Err(Error::InputCount {
+                expected: p.inputs.len(),
+                got: inputs.len(),
+            });
         }
         for (i, ((name, v), t)) in p.inputs.iter().zip(inputs).enumerate() {
             let ty = &p.values[*v].ty;
@@ -82,7 +92,11 @@ impl Executor for CpuExecutor {
                 })
                 .collect();
             {
-                let args: Vec<Arg> = node.inputs.iter().map(|&v| arg(p, &lp.slots, inputs, v)).collect();
+                let args: Vec<Arg> = node
+                    .inputs
+                    .iter()
+                    .map(|&v| arg(p, &lp.slots, inputs, v))
+                    .collect();
                 exec(p, node, &args, &mut outs)?;
             }
             for (&o, d) in node.outputs.iter().zip(outs) {
@@ -153,20 +167,43 @@ fn exec(p: &Program, node: &crate::graph::Node, a: &[Arg], outs: &mut [Data]) ->
         Op::BroadcastInDim { shape, dims } => with_dtype!(out_ty.dtype, T, {
             let src_shape = in_shape(0);
             let src = a[0].slice::<T>(src_shape.iter().product());
-            movement::broadcast_in_dim(T::vec_mut(out).expect("slot dtype"), shape, &src, src_shape, dims);
+            movement::broadcast_in_dim(
+                T::vec_mut(out).expect("slot dtype"),
+                shape,
+                &src,
+                src_shape,
+                dims,
+            );
         }),
         Op::Transpose { perm } => with_dtype!(out_ty.dtype, T, {
             let src = a[0].slice::<T>(n);
-            movement::transpose(T::vec_mut(out).expect("slot dtype"), &src, in_shape(0), perm);
+            movement::transpose(
+                T::vec_mut(out).expect("slot dtype"),
+                &src,
+                in_shape(0),
+                perm,
+            );
         }),
         Op::Slice { start, limit } => with_dtype!(out_ty.dtype, T, {
             let src_shape = in_shape(0);
             let src = a[0].slice::<T>(src_shape.iter().product());
-            movement::slice(T::vec_mut(out).expect("slot dtype"), &src, src_shape, start, limit);
+            movement::slice(
+                T::vec_mut(out).expect("slot dtype"),
+                &src,
+                src_shape,
+                start,
+                limit,
+            );
         }),
         Op::Concatenate { dim } => with_dtype!(out_ty.dtype, T, {
-            let srcs: Vec<_> = (0..a.len()).map(|i| a[i].slice::<T>(in_shape(i).iter().product())).collect();
-            let parts: Vec<(&[T], &[usize])> = srcs.iter().enumerate().map(|(i, s)| (&s[..], in_shape(i))).collect();
+            let srcs: Vec<_> = (0..a.len())
+                .map(|i| a[i].slice::<T>(in_shape(i).iter().product()))
+                .collect();
+            let parts: Vec<(&[T], &[usize])> = srcs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (&s[..], in_shape(i)))
+                .collect();
             movement::concatenate(T::vec_mut(out).expect("slot dtype"), &parts, *dim);
         }),
         Op::DotGeneral(dd) => dot::dot_general(dd, a[0], in_shape(0), a[1], in_shape(1), out, n),

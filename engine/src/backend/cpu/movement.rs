@@ -6,7 +6,13 @@ use rayon::prelude::*;
 
 /// out[i] = src[offset + sum_d idx_d(i) * src_strides[d]] over `out_shape`
 /// (row-major). Rows of the last dim are copied contiguously when their stride is 1.
-pub fn strided_copy<T: Elem>(out: &mut [T], out_shape: &[usize], src: &[T], src_strides: &[usize], offset: usize) {
+pub fn strided_copy<T: Elem>(
+    out: &mut [T],
+    out_shape: &[usize],
+    src: &[T],
+    src_strides: &[usize],
+    offset: usize,
+) {
     let n: usize = out_shape.iter().product();
     if n == 0 {
         return;
@@ -35,18 +41,30 @@ pub fn strided_copy<T: Elem>(out: &mut [T], out_shape: &[usize], src: &[T], src_
         } else if s_inner == 0 {
             o.fill(src[base]);
         } else {
-            o.iter_mut().enumerate().for_each(|(j, y)| *y = src[base + j * s_inner]);
+            o.iter_mut()
+                .enumerate()
+                .for_each(|(j, y)| *y = src[base + j * s_inner]);
         }
     };
     let out = &mut out[..n];
     if n >= 1 << 16 && rows > 1 {
-        out.par_chunks_mut(inner).enumerate().for_each(|(row, o)| copy_row(row, o));
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(row, o)| copy_row(row, o));
     } else {
-        out.chunks_mut(inner).enumerate().for_each(|(row, o)| copy_row(row, o));
+        out.chunks_mut(inner)
+            .enumerate()
+            .for_each(|(row, o)| copy_row(row, o));
     }
 }
 
-pub fn broadcast_in_dim<T: Elem>(out: &mut [T], shape: &[usize], src: &[T], src_shape: &[usize], dims: &[usize]) {
+pub fn broadcast_in_dim<T: Elem>(
+    out: &mut [T],
+    shape: &[usize],
+    src: &[T],
+    src_shape: &[usize],
+    dims: &[usize],
+) {
     let ss = strides(src_shape);
     let mut st = vec![0; shape.len()];
     for (i, &d) in dims.iter().enumerate() {
@@ -64,7 +82,13 @@ pub fn transpose<T: Elem>(out: &mut [T], src: &[T], src_shape: &[usize], perm: &
     strided_copy(out, &shape, src, &st, 0);
 }
 
-pub fn slice<T: Elem>(out: &mut [T], src: &[T], src_shape: &[usize], start: &[usize], limit: &[usize]) {
+pub fn slice<T: Elem>(
+    out: &mut [T],
+    src: &[T],
+    src_shape: &[usize],
+    start: &[usize],
+    limit: &[usize],
+) {
     let ss = strides(src_shape);
     let shape: Vec<usize> = start.iter().zip(limit).map(|(a, b)| b - a).collect();
     let offset = start.iter().zip(&ss).map(|(a, s)| a * s).sum();

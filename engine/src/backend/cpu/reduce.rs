@@ -36,7 +36,10 @@ pub fn reduce(op: ReduceOp, dims: &[usize], x: Arg, shape: &[usize], out: &mut D
         }
         off
     };
-    let contiguous_tail = dims.iter().enumerate().all(|(k, &d)| d == shape.len() - dims.len() + k);
+    let contiguous_tail = dims
+        .iter()
+        .enumerate()
+        .all(|(k, &d)| d == shape.len() - dims.len() + k);
     with_dtype!(out.dtype(), T, {
         let o = &mut T::vec_mut(out).expect("slot dtype")[..out_n];
         reduce_typed::<T>(op, x, n, o, &red_off, base, contiguous_tail, red_n);
@@ -49,21 +52,39 @@ trait Acc: Elem {
     fn is_float() -> bool;
 }
 impl Acc for f32 {
-    fn to_acc(self) -> f64 { self as f64 }
-    fn from_acc(x: f64) -> Self { x as f32 }
-    fn is_float() -> bool { true }
+    fn to_acc(self) -> f64 {
+        self as f64
+    }
+    fn from_acc(x: f64) -> Self {
+        x as f32
+    }
+    fn is_float() -> bool {
+        true
+    }
 }
 impl Acc for half::bf16 {
-    fn to_acc(self) -> f64 { self.to_f64() }
-    fn from_acc(x: f64) -> Self { half::bf16::from_f64(x) }
-    fn is_float() -> bool { true }
+    fn to_acc(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_acc(x: f64) -> Self {
+        half::bf16::from_f64(x)
+    }
+    fn is_float() -> bool {
+        true
+    }
 }
 macro_rules! acc_int {
     ($t:ty) => {
         impl Acc for $t {
-            fn to_acc(self) -> f64 { self as f64 }
-            fn from_acc(x: f64) -> Self { x as $t }
-            fn is_float() -> bool { false }
+            fn to_acc(self) -> f64 {
+                self as f64
+            }
+            fn from_acc(x: f64) -> Self {
+                x as $t
+            }
+            fn is_float() -> bool {
+                false
+            }
         }
     };
 }
@@ -105,7 +126,11 @@ fn reduce_typed<T: Acc>(
                     }
                     m = m.max(v);
                 }
-                if red_n == 0 && !T::is_float() { T::from_acc(0.0) } else { T::from_acc(m) }
+                if red_n == 0 && !T::is_float() {
+                    T::from_acc(0.0)
+                } else {
+                    T::from_acc(m)
+                }
             }
         }
     };
