@@ -1,6 +1,7 @@
 //! gidd-train: the trainer, optimizers, data pipeline, checkpoints and the CLI.
 
 pub mod audit;
+pub mod bench;
 pub mod corpus;
 pub mod data;
 pub mod generate;

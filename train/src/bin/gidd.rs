@@ -37,6 +37,13 @@ enum Cmd {
     },
     /// Generate text with a trained or released model.
     Generate(GenArgs),
+    /// Benchmarks: `gidd bench kernels [--json]`.
+    Bench {
+        /// what to benchmark: kernels
+        what: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -95,6 +102,15 @@ fn main() {
         } => audit(&checkpoint, &golden, &dtype),
         Cmd::Info { checkpoint } => info(&checkpoint),
         Cmd::Generate(g) => gen(&g),
+        Cmd::Bench { what, json } => match what.as_str() {
+            "kernels" => {
+                gidd_train::bench::run(json);
+                Ok(())
+            }
+            w => Err(anyhow::anyhow!(
+                "gidd bench {w}: only `kernels` exists so far"
+            )),
+        },
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
