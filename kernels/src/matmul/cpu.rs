@@ -104,8 +104,9 @@ impl Convert<bf16, f32> for Widen {
     }
 }
 
-/// Below this many flops the whole call runs on the calling thread (a rayon fork/join
-/// costs a few microseconds; 2 MFLOP is ~20 us on one core).
+/// Below this many flops the whole call runs on the calling thread: a rayon fork/join costs
+/// microseconds, and on the 2-core Zen 4 host 96³ (1.8 MFLOP) ran no faster on two threads
+/// while 112³ (2.8 MFLOP) gained ~13%.
 const PAR_MIN_FLOPS: f64 = 2.0e6;
 /// A single matrix below this many flops is not split across threads when the batch can be.
 const SPLIT_MATRIX_FLOPS: f64 = 32.0e6;
@@ -657,7 +658,7 @@ fn f32_kernel(level: Level) -> &'static Kernel<f32> {
 
 /// [`super::gemm_f32`] on a chosen level (clamped to what the CPU supports).
 pub fn gemm_f32_at(level: Level, s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
-    gemm_generic::<f32, f32, Same>(&tune(f32_kernel(level)), s, a, b, c);
+    gemm_generic::<f32, f32, Same>(f32_kernel(level), s, a, b, c);
 }
 
 /// [`super::gemm_bf16`] on a chosen level; `native` asks for `vdpbf16ps` (used only if the
@@ -672,32 +673,8 @@ pub fn gemm_bf16_at(
 ) {
     #[cfg(target_arch = "x86_64")]
     if native && usable(level) == Level::Avx512 && usable_bf16() {
-        return gemm_generic::<bf16, bf16, Same>(&tune(&super::cpu_avx512::BF16), s, a, b, c);
+        return gemm_generic::<bf16, bf16, Same>(&super::cpu_avx512::BF16, s, a, b, c);
     }
     let _ = native;
     gemm_generic::<bf16, f32, Widen>(f32_kernel(level), s, a, b, c);
-}
-
-// TUNE-TMP
-fn tune<P>(k: &'static Kernel<P>) -> Kernel<P> {
-    let g = |n: &str, d: usize| {
-        std::env::var(n)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    Kernel {
-        mr: k.mr,
-        nr: k.nr,
-        mc: g("T_MC", k.mc),
-        kc: g("T_KC", k.kc),
-        nc: g("T_NC", k.nc),
-        micro: k.micro,
-        transpose: if g("T_NOTP", 0) == 1 {
-            None
-        } else {
-            k.transpose
-        },
-        strided: if g("T_NOSP", 0) == 1 { None } else { k.strided },
-    }
 }

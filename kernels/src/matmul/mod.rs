@@ -17,8 +17,15 @@
 //! contiguous, zero-padded buffers (this absorbs the transposes and the bf16 pairing), and a
 //! register-blocked microkernel runs over them. The microkernel is picked at run time from
 //! [`crate::simd::level`]: AVX-512 (14×32 f32 tile; bf16 via `vdpbf16ps`), AVX2+FMA (6×16),
-//! or a portable scalar tile. Work is split over rayon's pool by batch entry, by row blocks
-//! of `C` or by column panels, and tiny problems stay on the calling thread.
+//! or a portable scalar tile. On AVX-512, packing itself is SIMD too (16×16 in-register
+//! transposes for depth-contiguous operands, masked copies / `vpermt2w` interleaves for
+//! strided ones). Work is split over rayon's pool by batch entry, by row blocks of `C`
+//! (sharing one packed B block) or by column panels, and tiny problems (< 2 MFLOP) stay on
+//! the calling thread. [`cpu::gemm_f32_at`] / [`cpu::gemm_bf16_at`] run a chosen level
+//! (tests and benchmarks).
+//!
+//! Measured on the 2-core Zen 4 (AVX-512, 1 MiB L2/core) host, 2 threads, quiet machine:
+//! f32 1024³ ≈ 210 GFLOP/s (numpy/OpenBLAS ≈ 200; FMA peak ≈ 226), bf16 1024³ ≈ 420.
 
 pub mod cpu;
 #[cfg(target_arch = "x86_64")]
