@@ -60,8 +60,10 @@ pub fn decompose(op: &Op, ins: &[Tensor]) -> Result<Vec<Tensor>> {
                 &ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5], &ins[6],
             );
             let (s, capped) = attention_scores(q, k, mask, spec)?;
-            let lse4 = lse.reshape(&[lse.shape(), &[1]].concat())?;
-            let p = s.sub(&lse4)?.exp()?; // (B, H, Lq, Lk)
+            // P is recomputed as softmax(s), not exp(s - lse): on a fully masked row
+            // lse = f32::MIN + log Lk rounds to f32::MIN and would lose the 1/Lk.
+            let _ = lse;
+            let p = softmax(&s)?; // (B, H, Lq, Lk)
             let dv = bmm_tn(&p, dout)?; // P^T dO
             let dp = bmm(dout, v, true)?; // dO V^T
             let dsum = dout.mul(out)?.sum(&[3], true)?;
