@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_step;
 pub mod corpus;
 pub mod data;
 pub mod generate;

@@ -37,13 +37,22 @@ enum Cmd {
     },
     /// Generate text with a trained or released model.
     Generate(GenArgs),
-    /// Benchmarks: `gidd bench kernels [--json]`.
+    /// Benchmarks: `gidd bench kernels [--json]` or `gidd bench step [flags of torch_gidd.py]`.
     Bench {
-        /// what to benchmark: kernels
-        what: String,
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// GEMM and attention kernels: time, GFLOP/s, fraction of peak.
+    Kernels {
         #[arg(long)]
         json: bool,
     },
+    /// One step of a synthetic model; one JSON line (for shared/baselines/run_bench.py).
+    Step(gidd_train::bench_step::StepArgs),
 }
 
 #[derive(clap::Args)]
@@ -102,15 +111,15 @@ fn main() {
         } => audit(&checkpoint, &golden, &dtype),
         Cmd::Info { checkpoint } => info(&checkpoint),
         Cmd::Generate(g) => gen(&g),
-        Cmd::Bench { what, json } => match what.as_str() {
-            "kernels" => {
-                gidd_train::bench::run(json);
-                Ok(())
-            }
-            w => Err(anyhow::anyhow!(
-                "gidd bench {w}: only `kernels` exists so far"
-            )),
-        },
+        Cmd::Bench {
+            what: BenchCmd::Kernels { json },
+        } => {
+            gidd_train::bench::run(json);
+            Ok(())
+        }
+        Cmd::Bench {
+            what: BenchCmd::Step(a),
+        } => gidd_train::bench_step::run(&a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

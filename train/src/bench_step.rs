@@ -1,0 +1,211 @@
+//! `gidd bench step`: one training / forward / sampling step on a synthetic model,
+//! with the flags of shared/baselines/torch_gidd.py, printing one JSON line that
+//! shared/baselines/run_bench.py compares with PyTorch in one interleaved run.
+
+use crate::trainer::noise::NoiseOpts;
+use crate::trainer::optim::{Group, OptimOpts};
+use crate::trainer::step::{build_eval, build_step, LossOpts};
+use anyhow::{bail, Result};
+use gidd_engine::rng::HostRng;
+use gidd_engine::{CpuExecutor, DType, Executor, HostTensor};
+use gidd_model::{GiddConfig, Schedule};
+use std::time::Instant;
+
+#[derive(clap::Args, Clone, Debug)]
+#[command(rename_all = "snake_case")]
+pub struct StepArgs {
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 4096)]
+    pub vocab: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// train | forward | sample-step
+    #[arg(long, default_value = "train")]
+    pub mode: String,
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 1000.0)]
+    pub shift: f64,
+}
+
+/// (utime + stime) seconds of this process, from /proc.
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = s.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+fn peak_rss_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+pub fn run(a: &StepArgs) -> Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads)
+        .build_global()
+        .ok();
+    let dtype = match a.dtype.as_str() {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        d => bail!("--dtype {d}: use f32 or bf16"),
+    };
+    let cfg = GiddConfig::from_json(serde_json::json!({
+        "vocab_size": a.vocab, "hidden_size": a.hidden, "intermediate_size": 4 * a.hidden,
+        "num_hidden_layers": a.layers, "num_attention_heads": a.heads, "max_position_embeddings": a.seq,
+        "attention_bias": true, "mlp_bias": true, "weight_scaling": 1.0, "head_scaling": 512.0 / a.hidden as f64,
+        "noise_type": a.shift,
+    }))
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sched = Schedule {
+        min_log_snr: -9.0,
+        max_log_snr: 9.0,
+        scale: 1.0,
+        shift: a.shift,
+        vocab_size: a.vocab,
+        mask_id: 3,
+    };
+    // The baseline's step: per-token log-SNR shared per row w.p. 0.8, no prompts.
+    let no = NoiseOpts {
+        p_independent: 0.2,
+        p_linear: 0.0,
+        p_prompt: 0.0,
+        p_infilling: 0.0,
+        causal_prompt_attn: false,
+        clean_log_snr: 10.0,
+    };
+    let mut rng = HostRng::new(0);
+    let params: Vec<HostTensor> = cfg
+        .param_shapes()
+        .iter()
+        .map(|(_, s)| {
+            let n: usize = s.iter().product();
+            HostTensor {
+                shape: s.clone(),
+                data: gidd_engine::Data::F32(
+                    (0..n).map(|_| (rng.normal() * 0.02) as f32).collect(),
+                ),
+            }
+        })
+        .collect();
+    let labels = HostTensor::i32(
+        vec![a.batch, a.seq],
+        (0..a.batch * a.seq)
+            .map(|_| 4 + rng.below(a.vocab as u32 - 4) as i32)
+            .collect(),
+    )?;
+    let seed = HostTensor::u32(vec![2], vec![1, 2])?;
+    let t_compile = Instant::now();
+    let (prog, mode_inputs): (gidd_engine::Program, usize) = match a.mode.as_str() {
+        "train" => {
+            let oo = OptimOpts {
+                laprop: true,
+                lr: 0.5,
+                aux_lr_factor: 0.02,
+                beta1: 0.9,
+                beta2: 0.99,
+                adam_eps: 1e-8,
+                weight_decay: 0.0,
+                ln_wd: 0.0,
+                bias_wd: 0.0,
+                hidden: a.hidden,
+                layers: a.layers,
+                warmup_steps: 0,
+                cooldown_steps: 0.0,
+                max_steps: 1,
+            };
+            let lo = LossOpts {
+                beta_is_div: 1.0,
+                sum: true,
+                loss_scale: 1.0,
+            };
+            let _ = Group::Bulk;
+            (
+                build_step(&cfg, &sched, &no, &oo, &lo, a.batch, a.seq, dtype)?.0,
+                0,
+            )
+        }
+        // forward (+ loss) and the sampling step cost the same model pass here; the sample step's
+        // posterior is O(B L V) elementwise on top, which the loss's pass already stands in for.
+        "forward" | "sample-step" => (build_eval(&cfg, &sched, &no, a.batch, a.seq, dtype)?.0, 1),
+        m => bail!("--mode {m}: use train, forward or sample-step"),
+    };
+    let mut lp = CpuExecutor.load(&prog)?;
+    let compile_s = t_compile.elapsed().as_secs_f64();
+    let zeros: Vec<HostTensor> = params
+        .iter()
+        .map(|p| HostTensor::zeros(DType::F32, p.shape.clone()))
+        .collect();
+    let valid = HostTensor::f32(vec![a.batch, a.seq], vec![1.0; a.batch * a.seq])?;
+    let sc = [
+        HostTensor::scalar_f32(1e-3),
+        HostTensor::scalar_f32(1e-4),
+        HostTensor::scalar_f32(0.9),
+        HostTensor::scalar_f32(0.99),
+    ];
+    let mut times = vec![];
+    let (mut cpu0, mut wall0) = (0.0, Instant::now());
+    for i in 0..a.warmup + a.steps {
+        if i == a.warmup {
+            cpu0 = cpu_seconds();
+            wall0 = Instant::now();
+        }
+        let step = HostTensor::u32(vec![], vec![i as u32])?;
+        let mut ins: Vec<&HostTensor> = params.iter().collect();
+        if mode_inputs == 0 {
+            ins.extend(zeros.iter());
+            ins.extend(zeros.iter());
+            ins.push(&labels);
+            ins.push(&seed);
+            ins.push(&step);
+            ins.extend(sc.iter());
+        } else {
+            ins.push(&labels);
+            ins.push(&valid);
+            ins.push(&seed);
+            ins.push(&step);
+        }
+        let t = Instant::now();
+        let out = CpuExecutor.run(&mut lp, &ins)?;
+        let dt = t.elapsed().as_secs_f64();
+        std::hint::black_box(&out);
+        if i >= a.warmup {
+            times.push(dt);
+        }
+    }
+    let util = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9);
+    times.sort_by(f64::total_cmp);
+    let med = times[times.len() / 2];
+    let tokens = (a.batch * a.seq) as f64;
+    let flops = cfg.flops_per_token(a.seq) * tokens * if a.mode == "train" { 3.0 } else { 1.0 };
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "gidd", "mode": a.mode, "dtype": a.dtype, "ms_per_step": med * 1e3, "ms_per_step_min": times[0] * 1e3,
+            "tokens_per_s": tokens / med, "achieved_gflop_s": flops / med / 1e9, "cpu_util": util,
+            "peak_rss_mb": peak_rss_mb(), "threads": a.threads, "compile_s": compile_s,
+            "planned_mib": prog.planned_bytes() as f64 / 1048576.0,
+        })
+    );
+    Ok(())
+}
