@@ -81,6 +81,16 @@ pub fn decompose(op: &Op, ins: &[Tensor]) -> Result<Vec<Tensor>> {
             let dk = bmm_tn(&ds, q)?;
             Ok(vec![dq, dk, dv])
         }
+        Op::DiffusionKl(spec) => diffusion_kl(spec, &ins[0], &ins[1], &ins[2], &ins[3]),
+        Op::DiffusionKlBwd(spec) => {
+            // The backward's reference is autograd of the forward's decomposition.
+            let outs = diffusion_kl(spec, &ins[0], &ins[1], &ins[2], &ins[3])?;
+            crate::autograd::vjp(
+                &outs[..2],
+                &[Some(ins[4].clone()), Some(ins[5].clone())],
+                &[ins[0].clone()],
+            )
+        }
         other => Err(Error::Msg(format!(
             "{} is a primitive: nothing to decompose",
             other.name()
@@ -147,4 +157,53 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, transpose: bool) -> Result<Tenso
     let o2 = x2.mul(&c)?.add(&x1.mul(&s)?)?;
     let _ = h;
     Tensor::concat(&[&o1, &o2], 2)
+}
+
+/// log(y) floored at log(f32 tiny) = -87.3 (the reference's safe_log), so 0 log 0 = 0.
+pub fn safe_log(y: &Tensor) -> Result<Tensor> {
+    let tiny = f32::MIN_POSITIVE as f64;
+    let pos = y.compare(&y.full_like(0.0), crate::op::CmpOp::Gt)?;
+    let l = y.max_scalar(tiny)?.log()?;
+    pos.select(&l, &l.full_like(tiny.ln()))
+}
+
+/// The GIDD loss's pass over the vocabulary written out (SPEC.md section 3):
+/// logits[mask] = -1e6, x_hat = softmax; p = alpha x_hat + (1-alpha) pi; q = alpha onehot(x) + (1-alpha) pi;
+/// kl = sum exp(log q)(log q - log p) with safe logs; also log p[z], log q[z].
+fn diffusion_kl(
+    s: &crate::op::MarginalSpec,
+    logits: &Tensor,
+    z: &Tensor,
+    x: &Tensor,
+    l: &Tensor,
+) -> Result<Vec<Tensor>> {
+    let v = logits.dim(-1);
+    let g = logits.graph();
+    let r = logits.rank();
+    let is_mask = g
+        .iota(logits.shape(), r - 1, DType::I32)?
+        .eq_scalar(s.mask_id as f64)?;
+    let lg = is_mask.select(&logits.full_like(-1e6), logits)?;
+    let x_hat = softmax(&lg)?;
+    let col = [l.shape(), &[1]].concat();
+    let alpha = l
+        .clip(s.min_log_snr as f64, s.max_log_snr as f64)?
+        .sigmoid()?
+        .reshape(&col)?; // (.., 1)
+    let beta = l
+        .mul_scalar(s.scale as f64)?
+        .add_scalar(s.shift as f64)?
+        .sigmoid()?
+        .reshape(&col)?;
+    let u = (1.0 / (v as f64 - 1.0)) as f32 as f64;
+    let pi = is_mask.select(
+        &beta.rsub_scalar(1.0)?.broadcast_to(logits.shape())?,
+        &beta.mul_scalar(u)?.broadcast_to(logits.shape())?,
+    )?;
+    let rest = alpha.rsub_scalar(1.0)?.mul(&pi)?;
+    let p = alpha.mul(&x_hat)?.add(&rest)?;
+    let q = alpha.mul(&x.one_hot(v, DType::F32)?)?.add(&rest)?;
+    let (lp, lq) = (safe_log(&p)?, safe_log(&q)?);
+    let kl = lq.exp()?.mul(&lq.sub(&lp)?)?.sum_last(false)?;
+    Ok(vec![kl, lp.take_last(z)?, lq.take_last(z)?])
 }

@@ -367,6 +367,47 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
                 TensorType::new(q[..3].to_vec(), DType::F32),
             ])
         }
+        Op::DiffusionKl(_) | Op::DiffusionKlBwd(_) => {
+            arity(
+                op,
+                ins,
+                if matches!(op, Op::DiffusionKl(_)) {
+                    4
+                } else {
+                    6
+                },
+            )?;
+            let lg = &ins[0].shape;
+            let rows = lg.get(..lg.len().wrapping_sub(1)).unwrap_or(&[]).to_vec();
+            if lg.is_empty() || lg[lg.len() - 1] < 5 {
+                return Err(serr(
+                    op,
+                    "logits must be [.., V] with V > 4 (the special ids)",
+                    ins,
+                ));
+            }
+            want_dtype(op, ins, 0, |d| d == DType::F32, "f32 logits")?;
+            want_dtype(op, ins, 1, |d| d.is_int(), "integer noisy ids z")?;
+            want_dtype(op, ins, 2, |d| d.is_int(), "integer labels x")?;
+            for i in 3..ins.len() {
+                want_dtype(op, ins, i, |d| d == DType::F32, "f32")?;
+            }
+            if ins[1..].iter().any(|t| t.shape != rows) {
+                return Err(serr(
+                    op,
+                    format!(
+                        "z, x, l (and cotangents) must have the logits' shape without V: {rows:?}"
+                    ),
+                    ins,
+                ));
+            }
+            if matches!(op, Op::DiffusionKl(_)) {
+                let t = TensorType::new(rows, DType::F32);
+                Ok(vec![t.clone(), t.clone(), t])
+            } else {
+                Ok(vec![ins[0].clone()])
+            }
+        }
         Op::AttentionBwd(_) => {
             arity(op, ins, 7)?;
             Ok(vec![ins[0].clone(), ins[1].clone(), ins[2].clone()])

@@ -76,6 +76,17 @@ pub struct AttnSpec {
     pub softcap: Option<f32>,
 }
 
+/// Schedule constants of the fused diffusion KL (the GIDD loss's pass over the vocabulary).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MarginalSpec {
+    pub mask_id: u32,
+    pub min_log_snr: f32,
+    pub max_log_snr: f32,
+    /// hybrid mixing scale a and shift b: beta_u = sigmoid(a l + b)
+    pub scale: f32,
+    pub shift: f32,
+}
+
 #[derive(Clone, Debug)]
 pub enum Op {
     // ---- leaves ----
@@ -159,6 +170,11 @@ pub enum Op {
     Attention(AttnSpec),
     /// (q, k, v, mask, out, lse, dout) -> (dq, dk, dv), recompute-based
     AttentionBwd(AttnSpec),
+    /// (logits [.., V] f32, z [..] int, x [..] int, l [..] f32) -> (kl, log p_t[z], log q_t[z]) [..]:
+    /// one pass over the vocabulary per token, p_t and q_t never stored (SPEC.md section 3)
+    DiffusionKl(MarginalSpec),
+    /// (logits, z, x, l, g_kl, g_log_p_z) -> d logits
+    DiffusionKlBwd(MarginalSpec),
 }
 
 impl Op {
@@ -191,6 +207,8 @@ impl Op {
             Op::RopeBwd => "rope_bwd",
             Op::Attention(_) => "attention",
             Op::AttentionBwd(_) => "attention_bwd",
+            Op::DiffusionKl(_) => "diffusion_kl",
+            Op::DiffusionKlBwd(_) => "diffusion_kl_bwd",
         }
     }
 
@@ -207,6 +225,8 @@ impl Op {
                 | Op::RopeBwd
                 | Op::Attention(_)
                 | Op::AttentionBwd(_)
+                | Op::DiffusionKl(_)
+                | Op::DiffusionKlBwd(_)
         )
     }
 }

@@ -1,8 +1,8 @@
 //! The GIDD loss and ELBO per token (SPEC.md section 3), written as the plain
 //! formula over the vocabulary.
 
-use crate::schedule::{safe_log, Schedule};
-use gidd_engine::{DType, Result, Tensor};
+use crate::schedule::Schedule;
+use gidd_engine::{Result, Tensor};
 
 /// Per-token terms [B, L] (f32).
 pub struct LossTerms {
@@ -28,25 +28,22 @@ pub fn gidd_loss(
     l: &Tensor,
     beta_is_div: f64,
 ) -> Result<LossTerms> {
-    let v = logits.dim(-1);
-    let g = logits.graph();
     let loss_weights = s.loss_weights(l, z, x)?;
     let p_log_snr = s.p_log_snr(l)?;
     let elbo_weights = loss_weights.div(&p_log_snr.max_scalar(1e-12)?)?;
     let w = loss_weights.clip(0.0, 1e3)?;
     let we = elbo_weights.clip(0.0, 1e6)?;
 
-    // The mask token is never a prediction: its logit is overwritten with -1e6.
-    let is_mask = g
-        .iota(logits.shape(), 2, DType::I32)?
-        .eq_scalar(s.mask_id as f64)?;
-    let logits = is_mask.select(&logits.full_like(-1e6), &logits.to(DType::F32)?)?;
-    let x_hat = logits.softmax()?; // (B, L, V)
-    let log_p = safe_log(&s.marginal(l, &x_hat)?)?;
-    let log_q = safe_log(&s.marginal(l, &x.one_hot(v, DType::F32)?)?)?;
-    let kl = log_q.exp()?.mul(&log_q.sub(&log_p)?)?.sum_last(false)?; // (B, L)
-    let log_p_z = log_p.take_last(z)?;
-    let log_q_z = log_q.take_last(z)?;
+    // The pass over the vocabulary is one fused op (mask logit overwritten with -1e6,
+    // softmax, marginals, safe logs, KL, values at z); its decomposition is the plain formula.
+    let spec = gidd_engine::op::MarginalSpec {
+        mask_id: s.mask_id,
+        min_log_snr: s.min_log_snr as f32,
+        max_log_snr: s.max_log_snr as f32,
+        scale: s.scale as f32,
+        shift: s.shift as f32,
+    };
+    let (kl, log_p_z, log_q_z) = gidd_engine::api::diffusion_kl(logits, z, x, l, spec)?; // (B, L)
     let ratio = log_q_z.exp()?.div(&log_p_z.exp()?.add_scalar(1e-12)?)?;
     let is = ratio.sub(&log_q_z.sub(&log_p_z)?)?.add_scalar(-1.0)?;
     let kl_loss = w.mul(&kl)?;

@@ -20,13 +20,7 @@ pub struct Schedule {
     pub mask_id: u32,
 }
 
-/// log(x) floored at log(f32 tiny) = -87.3 (the reference's safe_log), so 0 log 0 = 0.
-pub fn safe_log(x: &Tensor) -> Result<Tensor> {
-    let tiny = f32::MIN_POSITIVE as f64;
-    let pos = x.compare(&x.full_like(0.0), gidd_engine::op::CmpOp::Gt)?;
-    let l = x.max_scalar(tiny)?.log()?;
-    pos.select(&l, &l.full_like(tiny.ln()))
-}
+pub use gidd_engine::decompose::safe_log;
 
 impl Schedule {
     /// alpha(l) = sigmoid(clip(l, min, max))
@@ -47,21 +41,6 @@ impl Schedule {
     /// 1/(V-1) on non-mask ids, 0 on the mask (as f32, the reference's uniform_vec).
     fn uniform_value(&self) -> f64 {
         (1.0 / (self.vocab_size as f64 - 1.0)) as f32 as f64
-    }
-
-    /// pi(l) [.., V] = beta_u u + (1 - beta_u) e_mask.
-    pub fn pi(&self, l: &Tensor) -> Result<Tensor> {
-        let beta = self.beta_u(l)?;
-        let mut shape = l.shape().to_vec();
-        shape.push(self.vocab_size);
-        let g = l.graph();
-        let is_mask = g
-            .iota(&shape, shape.len() - 1, DType::I32)?
-            .eq_scalar(self.mask_id as f64)?;
-        let b = beta.reshape(&[l.shape(), &[1]].concat())?; // (.., 1)
-        let uni = b.mul_scalar(self.uniform_value())?.broadcast_to(&shape)?;
-        let msk = b.rsub_scalar(1.0)?.broadcast_to(&shape)?;
-        is_mask.select(&msk, &uni)
     }
 
     /// pi(l)[z] = beta_u (1 - [z = m]) / (V - 1) + (1 - beta_u) [z = m]
@@ -110,13 +89,6 @@ impl Schedule {
         safe_log(&a)?
             .sub(&safe_log(&a.rsub_scalar(1.0)?)?)?
             .clip(self.min_log_snr, self.max_log_snr)
-    }
-
-    /// The marginal q_t(.|probs) = alpha probs + (1 - alpha) pi(l), [.., V].
-    pub fn marginal(&self, l: &Tensor, probs: &Tensor) -> Result<Tensor> {
-        let a = self.alpha(l)?.reshape(&[l.shape(), &[1]].concat())?;
-        let pi = self.pi(l)?;
-        a.mul(probs)?.add(&a.rsub_scalar(1.0)?.mul(&pi)?)
     }
 
     /// t range of the linear rate: [1 - alpha(max), 1 - alpha(min)].

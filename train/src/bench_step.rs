@@ -39,6 +39,9 @@ pub struct StepArgs {
     pub threads: usize,
     #[arg(long, default_value_t = 1000.0)]
     pub shift: f64,
+    /// Print time per op kind (stderr) over the timed steps.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// (utime + stime) seconds of this process, from /proc.
@@ -167,6 +170,9 @@ pub fn run(a: &StepArgs) -> Result<()> {
     let (mut cpu0, mut wall0) = (0.0, Instant::now());
     for i in 0..a.warmup + a.steps {
         if i == a.warmup {
+            if a.profile {
+                lp.enable_profile();
+            }
             cpu0 = cpu_seconds();
             wall0 = Instant::now();
         }
@@ -191,6 +197,18 @@ pub fn run(a: &StepArgs) -> Result<()> {
         std::hint::black_box(&out);
         if i >= a.warmup {
             times.push(dt);
+        }
+    }
+    if a.profile {
+        let prof = lp.profile();
+        let total: f64 = prof.iter().map(|p| p.1).sum();
+        for (k, t, n) in prof.iter().take(25) {
+            eprintln!(
+                "{:>8.1} ms/step {:>5.1}%  {:>6} calls/step  {k}",
+                t * 1e3 / a.steps as f64,
+                100.0 * t / total,
+                n / a.steps
+            );
         }
     }
     let util = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9);

@@ -8,7 +8,7 @@ mod nn;
 mod random;
 mod reduce;
 
-pub use nn::{attention, attention_with_bias_slot};
+pub use nn::{attention, attention_with_bias_slot, diffusion_kl};
 pub use random::{philox4x32, uniform_f32};
 
 use crate::error::{Error, Result};

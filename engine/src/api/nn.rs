@@ -95,3 +95,21 @@ pub fn attention_with_bias_slot(
     let mask = Tensor::concat(&[&ones, mask], 2)?; // (B, Lq, 1+Lk)
     attention(q, &k, &v, &mask, spec)
 }
+
+/// The GIDD loss's fused pass over the vocabulary: (kl, log p_t[z], log q_t[z]) per token.
+///
+/// # Shapes
+/// logits [.., V] (any float, computed in f32), z and x [..] (int), l [..] (f32) -> three [..]
+pub fn diffusion_kl(
+    logits: &Tensor,
+    z: &Tensor,
+    x: &Tensor,
+    l: &Tensor,
+    spec: crate::op::MarginalSpec,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let lg = logits.to(DType::F32)?;
+    let o = logits
+        .graph()
+        .apply(Op::DiffusionKl(spec), &[&lg, z, x, l])?;
+    Ok((o[0].clone(), o[1].clone(), o[2].clone()))
+}

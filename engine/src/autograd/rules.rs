@@ -212,8 +212,19 @@ pub fn vjp_rule(
                 None,
             ]
         }
+        Op::DiffusionKl(spec) => {
+            // No gradient reaches the log-SNR or the ids (the reference never differentiates them).
+            let zero = || y[0].full_like(0.0);
+            let gk = gs[0].clone().unwrap_or_else(zero);
+            let gp = gs[1].clone().unwrap_or_else(zero);
+            let d = x[0].graph().apply1(
+                Op::DiffusionKlBwd(*spec),
+                &[&x[0], &x[1], &x[2], &x[3], &gk, &gp],
+            )?;
+            vec![Some(d), None, None, None]
+        }
         // Second-order rules: differentiate the decomposition.
-        Op::SoftmaxBwd | Op::RmsNormBwd | Op::AttentionBwd(_) => {
+        Op::SoftmaxBwd | Op::RmsNormBwd | Op::AttentionBwd(_) | Op::DiffusionKlBwd(_) => {
             let outs = decompose(op, x)?;
             let r = vjp(&outs, gs, x)?;
             r.into_iter()

@@ -3,7 +3,7 @@
 use super::elem::Arg;
 use crate::host::Data;
 use crate::op::AttnSpec;
-use gidd_kernels::{attention as attn, norm, rope, softmax};
+use gidd_kernels::{attention as attn, gidd_loss, norm, rope, softmax};
 
 fn f32_out(d: &mut Data) -> &mut Vec<f32> {
     match d {
@@ -139,5 +139,65 @@ pub fn attention_bwd(spec: &AttnSpec, ins: &[Arg], qs: &[usize], ks: &[usize], o
         &mut f32_out(&mut dq[0])[..nq],
         &mut f32_out(&mut dk[0])[..nk],
         &mut f32_out(&mut dv[0])[..nk],
+    );
+}
+
+fn marginal(spec: &crate::op::MarginalSpec, v: usize) -> gidd_loss::Marginal {
+    gidd_loss::Marginal {
+        vocab: v,
+        mask_id: spec.mask_id as usize,
+        min_log_snr: spec.min_log_snr,
+        max_log_snr: spec.max_log_snr,
+        scale: spec.scale,
+        shift: spec.shift,
+    }
+}
+
+fn ids(a: &Arg, n: usize) -> Vec<i64> {
+    match a {
+        Arg::Data(d) => (0..n).map(|i| d.get_f64(i) as i64).collect(),
+        Arg::Splat(x, _) => vec![*x as i64; n],
+    }
+}
+
+pub fn diffusion_kl(
+    spec: &crate::op::MarginalSpec,
+    ins: &[Arg],
+    shape: &[usize],
+    outs: &mut [Data],
+) {
+    let v = *shape.last().unwrap_or(&1);
+    let rows: usize = shape[..shape.len() - 1].iter().product();
+    let (kl, rest) = outs.split_at_mut(1);
+    let (lpz, lqz) = rest.split_at_mut(1);
+    gidd_loss::forward(
+        &marginal(spec, v),
+        &ins[0].slice::<f32>(rows * v),
+        &ids(&ins[1], rows),
+        &ids(&ins[2], rows),
+        &ins[3].slice::<f32>(rows),
+        &mut f32_out(&mut kl[0])[..rows],
+        &mut f32_out(&mut lpz[0])[..rows],
+        &mut f32_out(&mut lqz[0])[..rows],
+    );
+}
+
+pub fn diffusion_kl_bwd(
+    spec: &crate::op::MarginalSpec,
+    ins: &[Arg],
+    shape: &[usize],
+    out: &mut Data,
+) {
+    let v = *shape.last().unwrap_or(&1);
+    let rows: usize = shape[..shape.len() - 1].iter().product();
+    gidd_loss::backward(
+        &marginal(spec, v),
+        &ins[0].slice::<f32>(rows * v),
+        &ids(&ins[1], rows),
+        &ids(&ins[2], rows),
+        &ins[3].slice::<f32>(rows),
+        &ins[4].slice::<f32>(rows),
+        &ins[5].slice::<f32>(rows),
+        &mut f32_out(out)[..rows * v],
     );
 }

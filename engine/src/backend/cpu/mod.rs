@@ -24,11 +24,38 @@ pub struct CpuExecutor;
 pub struct CpuProgram {
     pub program: Program,
     slots: Vec<Data>,
+    /// Seconds and calls per op kind, when profiling is on.
+    profile: Option<std::collections::BTreeMap<String, (f64, usize)>>,
 }
 
 impl CpuProgram {
     pub fn program(&self) -> &Program {
         &self.program
+    }
+    /// Starts collecting time per op kind over the following runs.
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(Default::default());
+    }
+    /// (op kind, seconds, calls), slowest first.
+    pub fn profile(&self) -> Vec<(String, f64, usize)> {
+        let mut v: Vec<(String, f64, usize)> = self
+            .profile
+            .iter()
+            .flatten()
+            .map(|(k, &(t, n))| (k.clone(), t, n))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+}
+
+fn op_kind(op: &Op) -> String {
+    match op {
+        Op::Unary(u) => format!("unary {u:?}"),
+        Op::Binary(b) => format!("binary {b:?}"),
+        Op::Compare(c) => format!("compare {c:?}"),
+        Op::Reduce { op, .. } => format!("reduce {op:?}"),
+        o => o.name().to_string(),
     }
 }
 
@@ -57,6 +84,7 @@ impl Executor for CpuExecutor {
         Ok(CpuProgram {
             program: p.clone(),
             slots,
+            profile: None,
         })
     }
 
@@ -92,12 +120,18 @@ impl Executor for CpuExecutor {
                 })
                 .collect();
             {
+                let t = lp.profile.as_ref().map(|_| std::time::Instant::now());
                 let args: Vec<Arg> = node
                     .inputs
                     .iter()
                     .map(|&v| arg(p, &lp.slots, inputs, v))
                     .collect();
                 exec(p, node, &args, &mut outs)?;
+                if let (Some(t), Some(prof)) = (t, lp.profile.as_mut()) {
+                    let e = prof.entry(op_kind(&node.op)).or_insert((0.0, 0));
+                    e.0 += t.elapsed().as_secs_f64();
+                    e.1 += 1;
+                }
             }
             for (&o, d) in node.outputs.iter().zip(outs) {
                 if let Loc::Slot(s) = &p.loc[o] {
@@ -225,6 +259,8 @@ fn exec(p: &Program, node: &crate::graph::Node, a: &[Arg], outs: &mut [Data]) ->
         Op::RopeBwd => fused::rope_apply(true, a[0], a[1], a[2], in_shape(0), out),
         Op::Attention(spec) => fused::attention_fwd(spec, a, in_shape(0), in_shape(1), outs),
         Op::AttentionBwd(spec) => fused::attention_bwd(spec, a, in_shape(0), in_shape(1), outs),
+        Op::DiffusionKl(spec) => fused::diffusion_kl(spec, a, in_shape(0), outs),
+        Op::DiffusionKlBwd(spec) => fused::diffusion_kl_bwd(spec, a, in_shape(0), out),
     }
     Ok(())
 }

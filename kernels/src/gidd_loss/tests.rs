@@ -1,0 +1,104 @@
+use super::*;
+use rand::{Rng, SeedableRng};
+
+fn seed() -> u64 {
+    let s = std::env::var("GIDD_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        });
+    eprintln!("gidd_loss: GIDD_TEST_SEED={s}");
+    s
+}
+
+/// f32 forward vs the f64 reference, and the backward vs central differences of the reference,
+/// for masked, uniform and hybrid shifts, odd vocabularies and log-SNRs past the clip.
+#[test]
+fn forward_matches_reference_and_backward_matches_finite_differences() {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed());
+    for shift in [-1000.0f32, 0.0, 1000.0, 2.5] {
+        let v = r.random_range(5..70);
+        let rows = r.random_range(1..9);
+        let m = Marginal {
+            vocab: v,
+            mask_id: 3,
+            min_log_snr: -9.0,
+            max_log_snr: 9.0,
+            scale: 1.0,
+            shift,
+        };
+        let lg: Vec<f32> = (0..rows * v).map(|_| r.random_range(-4.0..4.0)).collect();
+        let x: Vec<i64> = (0..rows)
+            .map(|_| [0, 1, 2, 4 + r.random_range(0..v as i64 - 4)][r.random_range(0..4)])
+            .collect();
+        let z: Vec<i64> = (0..rows)
+            .map(|i| {
+                if r.random_bool(0.3) {
+                    x[i]
+                } else {
+                    r.random_range(0..v as i64)
+                }
+            })
+            .collect();
+        let l: Vec<f32> = (0..rows).map(|_| r.random_range(-11.0..11.0)).collect();
+        let (mut kl, mut lpz, mut lqz) = (vec![0.0; rows], vec![0.0; rows], vec![0.0; rows]);
+        forward(&m, &lg, &z, &x, &l, &mut kl, &mut lpz, &mut lqz);
+        let lg64: Vec<f64> = lg.iter().map(|&y| y as f64).collect();
+        let l64: Vec<f64> = l.iter().map(|&y| y as f64).collect();
+        let want = reference::forward_f64(&m, &lg64, &z, &x, &l64);
+        for i in 0..rows {
+            // f32 rounding of softmax and logs (a few ulps), plus the f32 subtraction 1 - alpha,
+            // whose relative error eps/(1 - alpha) reaches 1e-3 near the clip (the reference's f32 does the same).
+            let a64 = 1.0 / (1.0 + (-(l[i] as f64).clamp(-9.0, 9.0)).exp());
+            let cancel = 2.0 * f32::EPSILON as f64 / (1.0 - a64);
+            let tol = |w: f64| 1e-5 * (1.0 + w.abs()) + cancel * (1.0 + w.abs());
+            assert!(
+                (kl[i] as f64 - want[i].0).abs() <= tol(want[i].0) * 10.0,
+                "kl row {i}: {} vs {}",
+                kl[i],
+                want[i].0
+            );
+            assert!(
+                (lpz[i] as f64 - want[i].1).abs() <= tol(want[i].1),
+                "log p_z row {i}: {} vs {}",
+                lpz[i],
+                want[i].1
+            );
+            assert!(
+                (lqz[i] as f64 - want[i].2).abs() <= tol(want[i].2),
+                "log q_z row {i}"
+            );
+        }
+        let gk: Vec<f32> = (0..rows).map(|_| r.random_range(-1.0..1.0)).collect();
+        let gp: Vec<f32> = (0..rows).map(|_| r.random_range(-1.0..1.0)).collect();
+        let mut d = vec![0.0; rows * v];
+        backward(&m, &lg, &z, &x, &l, &gk, &gp, &mut d);
+        let obj = |lg: &[f64]| -> f64 {
+            reference::forward_f64(&m, lg, &z, &x, &l64)
+                .iter()
+                .enumerate()
+                .map(|(i, t)| gk[i] as f64 * t.0 + gp[i] as f64 * t.1)
+                .sum()
+        };
+        let mut num = 0.0;
+        let mut den = 0.0;
+        for j in 0..rows * v {
+            let mut a = lg64.clone();
+            a[j] += 1e-6;
+            let mut b = lg64.clone();
+            b[j] -= 1e-6;
+            let fd = (obj(&a) - obj(&b)) / 2e-6;
+            num += (d[j] as f64 - fd).powi(2);
+            den += fd * fd;
+        }
+        let rel = (num / den.max(1e-30)).sqrt();
+        assert!(
+            rel < 1e-3 || num.sqrt() < 1e-5,
+            "shift {shift}: backward vs finite differences rel err {rel}"
+        );
+    }
+}
