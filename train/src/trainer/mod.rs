@@ -511,6 +511,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         e / std::f64::consts::LN_2,
         e.exp()
     );
+    let uni = unigram_cross_entropy(data.source.as_ref(), heldout, &eval, vocab)?;
+    println!("token-unigram baseline (train-set frequencies on the same held-out tokens): {uni:.4} nats/token; ELBO - unigram: {:.4}", e - uni);
     if let (Some(lang), Some(_)) = (&data.lang, &data.tok) {
         let (mut true_nats, mut uni_nats) = (0.0, 0.0);
         for &i in &eval.docs {
@@ -551,6 +553,33 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             .unwrap_or_default()
     );
     Ok(())
+}
+
+/// Cross-entropy (nats/token) of the held-out evaluation tokens under the training
+/// documents' token frequencies (add-one smoothed): the unigram baseline a model must beat.
+fn unigram_cross_entropy(
+    src: &dyn DocSource,
+    heldout: HeldOut,
+    eval: &EvalSet,
+    vocab: usize,
+) -> Result<f64> {
+    let mut counts = vec![1.0f64; vocab];
+    let train =
+        crate::data::packer::split_indices(src.len(), heldout, crate::data::packer::Split::Train);
+    for &i in &train {
+        for t in src.doc(i)?.into_iter().chain([1]) {
+            counts[(t as usize).min(vocab - 1)] += 1.0;
+        }
+    }
+    let total: f64 = counts.iter().sum();
+    let (mut nats, mut n) = (0.0, 0usize);
+    for (row, &len) in eval.rows.iter().zip(&eval.lens) {
+        for &t in &row[..len] {
+            nats -= (counts[(t as usize).min(vocab - 1)] / total).ln();
+            n += 1;
+        }
+    }
+    Ok(nats / n.max(1) as f64)
 }
 
 /// Mean held-out ELBO per token (nats), averaged over 4 noise draws.
