@@ -1,0 +1,131 @@
+//! The `xla` executor: programs are emitted as StableHLO, compiled once by the
+//! PJRT plugin, and run on device buffers that stay on the device between runs
+//! (parameters and optimizer state go up once; each run returns new device buffers).
+
+use crate::emit::emit_module;
+use crate::error::Result;
+use crate::pjrt::{find_plugin, load_plugin, Client, CompileOptions, DeviceBuffer, Executable};
+use gidd_engine::op::TensorType;
+use gidd_engine::{Error, Executor, HostTensor, Program};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Runs programs on one device of a PJRT client.
+#[derive(Clone)]
+pub struct XlaExecutor {
+    client: Client,
+    device: usize,
+}
+
+/// A compiled program and the types it was compiled for.
+pub struct XlaProgram {
+    exe: Executable,
+    inputs: Vec<(String, TensorType)>,
+    outputs: Vec<TensorType>,
+    module: String,
+    compile_time: Duration,
+}
+
+impl XlaProgram {
+    /// The StableHLO module that was compiled.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+    /// Wall time of emission plus XLA compilation.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+    pub fn output_types(&self) -> &[TensorType] {
+        &self.outputs
+    }
+}
+
+impl XlaExecutor {
+    /// Loads the plugin (`plugin`, else `$GIDD_PJRT_PLUGIN`, else `.xla-plugin/`) and
+    /// creates a client that runs on its first addressable device.
+    pub fn new(plugin: Option<&Path>) -> Result<XlaExecutor> {
+        let api = load_plugin(&find_plugin(plugin)?)?;
+        Ok(Self::with_client(Client::new(api)?))
+    }
+
+    pub fn with_client(client: Client) -> XlaExecutor {
+        XlaExecutor { client, device: 0 }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Executor for XlaExecutor {
+    type Buffer = DeviceBuffer;
+    type Loaded = XlaProgram;
+
+    fn name(&self) -> String {
+        let (major, minor) = self.client.api().version();
+        format!(
+            "xla ({} {}, PJRT C API {major}.{minor}, device {} of {})",
+            self.client.platform(),
+            self.client.platform_version(),
+            self.device,
+            self.client.device_count()
+        )
+    }
+
+    fn upload(&self, t: &HostTensor) -> gidd_engine::Result<DeviceBuffer> {
+        Ok(self.client.upload(t, self.device)?)
+    }
+
+    fn download(&self, b: &DeviceBuffer) -> gidd_engine::Result<HostTensor> {
+        Ok(b.download()?)
+    }
+
+    fn load(&self, p: &Program) -> gidd_engine::Result<XlaProgram> {
+        let t0 = Instant::now();
+        let module = emit_module(p)?;
+        let exe = self.client.compile(&module, &CompileOptions::default())?;
+        if exe.num_outputs() != p.outputs.len() {
+            return Err(Error::Msg(format!(
+                "xla: the compiled module has {} outputs, the program {}",
+                exe.num_outputs(),
+                p.outputs.len()
+            )));
+        }
+        Ok(XlaProgram {
+            exe,
+            inputs: p
+                .input_types()
+                .into_iter()
+                .map(|(n, t)| (n.to_string(), t.clone()))
+                .collect(),
+            outputs: p.output_types().into_iter().cloned().collect(),
+            module,
+            compile_time: t0.elapsed(),
+        })
+    }
+
+    fn run(
+        &self,
+        lp: &mut XlaProgram,
+        inputs: &[&DeviceBuffer],
+    ) -> gidd_engine::Result<Vec<DeviceBuffer>> {
+        if inputs.len() != lp.inputs.len() {
+            return Err(Error::InputCount {
+                expected: lp.inputs.len(),
+                got: inputs.len(),
+            });
+        }
+        for (i, ((name, ty), b)) in lp.inputs.iter().zip(inputs).enumerate() {
+            if b.shape() != ty.shape.as_slice() || b.dtype() != ty.dtype {
+                return Err(Error::InputMismatch {
+                    index: i,
+                    name: name.clone(),
+                    expected: ty.to_string(),
+                    got: format!("{:?}{}", b.shape(), b.dtype()),
+                });
+            }
+        }
+        let mut outs = lp.exe.execute(&[inputs.to_vec()])?;
+        Ok(outs.pop().unwrap_or_default())
+    }
+}
