@@ -37,6 +37,13 @@ enum Cmd {
     },
     /// Generate text with a trained or released model.
     Generate(GenArgs),
+    /// Write the training step the train flags describe as a StableHLO module.
+    ExportHlo {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        train: gidd_train::trainer::TrainArgs,
+    },
     /// Benchmarks: `gidd bench kernels [--json]` or `gidd bench step [flags of torch_gidd.py]`.
     Bench {
         #[command(subcommand)]
@@ -111,6 +118,7 @@ fn main() {
         } => audit(&checkpoint, &golden, &dtype),
         Cmd::Info { checkpoint } => info(&checkpoint),
         Cmd::Generate(g) => gen(&g),
+        Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
         Cmd::Bench {
             what: BenchCmd::Kernels { json },
         } => {
@@ -214,5 +222,19 @@ fn gen(a: &GenArgs) -> Result<()> {
         Some(t) => println!("{}", t.decode(&out[0])?),
         None => println!("{:?}", out[0]),
     }
+    Ok(())
+}
+
+fn export_hlo(out: &std::path::Path, a: &gidd_train::trainer::TrainArgs) -> Result<()> {
+    let p = gidd_train::trainer::step_program(a)?;
+    let text = gidd_xla::emit_module(&p)?;
+    gidd_ports::write_atomic(out, text.as_bytes())?;
+    eprintln!(
+        "wrote {} ({} bytes, {} inputs, {} outputs)",
+        out.display(),
+        text.len(),
+        p.inputs.len(),
+        p.outputs.len()
+    );
     Ok(())
 }

@@ -129,8 +129,11 @@ pub struct TrainArgs {
     /// Tokenizer vocabulary of the embedded corpus.
     #[arg(long, default_value_t = 1024)]
     pub vocab_size: usize,
+    /// cpu or xla (a PJRT plugin: --pjrt_plugin, $GIDD_PJRT_PLUGIN, or .xla-plugin/ from xla/install-plugin.sh)
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    #[arg(long)]
+    pub pjrt_plugin: Option<PathBuf>,
     #[arg(long)]
     pub threads: Option<usize>,
     /// Held-out ELBO every N steps (0: only at the end).
@@ -279,35 +282,17 @@ fn rows_tensor(rows: &[Vec<u32>], seq: usize) -> Result<HostTensor> {
     Ok(HostTensor::i32(vec![rows.len(), seq], flat)?)
 }
 
-pub fn run(a: &TrainArgs) -> Result<()> {
-    if a.backend != "cpu" {
-        bail!(
-            "backend '{}' is not available in this build: use --backend cpu",
-            a.backend
-        );
-    }
-    if let Some(t) = a.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .ok();
-    }
-    let dtype = match a.dtype.as_str() {
-        "f32" | "fp32" => DType::F32,
-        "bf16" => DType::BF16,
-        d => bail!("--dtype {d}: use f32 or bf16"),
-    };
-    let r = resolve(a)?;
-    if let Some(m) = a.micro_batch_size.filter(|&m| m != r.batch) {
-        bail!("--micro_batch_size {m} != --batch_size {}: gradient accumulation is not implemented yet", r.batch);
-    }
-    let data = setup_data(a)?;
-    let vocab = match &data.tok {
-        Some(t) => t.vocab_size().max(4),
-        None => a.vocab_size,
-    };
-    let heldout = HeldOut::EveryK(50);
-    let mut cfg = model_config(a, &r, vocab)?;
+/// Everything a run's step program is built from.
+pub struct Setup {
+    pub cfg: GiddConfig,
+    pub sched: Schedule,
+    pub no: NoiseOpts,
+    pub oo: OptimOpts,
+    pub lo: LossOpts,
+}
+
+fn setup(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<Setup> {
+    let cfg = model_config(a, r, vocab)?;
     let sched = Schedule {
         min_log_snr: a.min_log_snr,
         max_log_snr: a.max_log_snr,
@@ -353,8 +338,68 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         bail!("--loss_aggregation {}: use sum or mean", a.loss_aggregation);
     }
 
+    Ok(Setup {
+        cfg,
+        sched,
+        no,
+        oo,
+        lo,
+    })
+}
+
+/// The training step program the flags describe (for `gidd export-hlo`).
+pub fn step_program(a: &TrainArgs) -> Result<gidd_engine::Program> {
+    let r = resolve(a)?;
+    let st = setup(a, &r, a.vocab_size)?;
+    let dtype = parse_dtype(&a.dtype)?;
+    Ok(step::build_step(
+        &st.cfg, &st.sched, &st.no, &st.oo, &st.lo, r.batch, r.seq, dtype,
+    )?
+    .0)
+}
+
+fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" | "fp32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        d => bail!("--dtype {d}: use f32 or bf16"),
+    }
+}
+
+pub fn run(a: &TrainArgs) -> Result<()> {
+    if a.backend != "cpu" && a.backend != "xla" {
+        bail!(
+            "--backend {}: use cpu or xla (wgpu and cuda are not built yet)",
+            a.backend
+        );
+    }
+    if let Some(t) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
+    }
+    let dtype = parse_dtype(&a.dtype)?;
+    let r = resolve(a)?;
+    if let Some(m) = a.micro_batch_size.filter(|&m| m != r.batch) {
+        bail!("--micro_batch_size {m} != --batch_size {}: gradient accumulation is not implemented yet", r.batch);
+    }
+    let data = setup_data(a)?;
+    let vocab = match &data.tok {
+        Some(t) => t.vocab_size().max(4),
+        None => a.vocab_size,
+    };
+    let heldout = HeldOut::EveryK(50);
+    let Setup {
+        mut cfg,
+        sched,
+        no,
+        oo,
+        lo,
+    } = setup(a, &r, vocab)?;
+
     // State: fresh or resumed.
-    let (mut params, mut mu, mut nu, mut start, mut packer) = match &a.resume_from_checkpoint {
+    let (mut params, mut mu, mut nu, start, mut packer) = match &a.resume_from_checkpoint {
         Some(dir) => {
             let st = checkpoint::load(dir)?;
             cfg = st.cfg;
@@ -395,114 +440,31 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     std::fs::remove_file(&probe).ok();
 
     let n_params = cfg.num_params();
-    let flops_tok = 3.0 * cfg.flops_per_token(r.seq);
     eprintln!(
         "gidd train: {} layers, d {}, {} heads, vocab {}, {:.2}M params, seq {}, batch {}, {} steps, {} on {}",
         cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, vocab, n_params as f64 / 1e6, r.seq, r.batch, r.steps, a.dtype, CpuExecutor.name()
     );
-    let t0 = Instant::now();
     let (prog, _order) = step::build_step(&cfg, &sched, &no, &oo, &lo, r.batch, r.seq, dtype)?;
-    let mut lp = CpuExecutor.load(&prog)?;
-    eprintln!("compiled the step in {:.1}s: {} ops, {:.1} MiB planned for intermediates (vs {:.1} MiB unplanned)",
-        t0.elapsed().as_secs_f64(), prog.nodes.len(), prog.planned_bytes() as f64 / (1 << 20) as f64, prog.unplanned_bytes() as f64 / (1 << 20) as f64);
-
     let eval = EvalSet::build(data.source.as_ref(), heldout, r.seq, 4 * r.batch)?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(a.save_directory.join("metrics.jsonl"))?;
-    let seed_t = HostTensor::u32(vec![2], vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37])?;
-    let mut last_good: Option<PathBuf> = None;
-    let run_start = Instant::now();
-    while start < r.steps {
-        let k = start;
-        let rows = packer.next_batch(r.batch)?;
-        let labels = rows_tensor(&rows, r.seq)?;
-        let f = oo.lr_factor(k);
-        let (b1t, b2t) = oo.betas(k + 1);
-        let lr_b = oo.group_lr_wd(Group::Bulk).0 * f;
-        let lr_a = oo.group_lr_wd(Group::Emb).0 * f;
-        let step_t = HostTensor::u32(vec![], vec![k as u32])?;
-        let sc = [
-            f32_scalar(lr_b),
-            f32_scalar(lr_a),
-            f32_scalar(b1t),
-            f32_scalar(b2t),
-        ];
-        let t = Instant::now();
-        let outs = {
-            let mut ins: Vec<&HostTensor> = params.iter().map(|(_, t)| t).collect();
-            ins.extend(mu.iter());
-            ins.extend(nu.iter());
-            ins.push(&labels);
-            ins.push(&seed_t);
-            ins.push(&step_t);
-            ins.extend(sc.iter());
-            CpuExecutor.run(&mut lp, &ins)?
-        };
-        let dt = t.elapsed().as_secs_f64();
-        let m: Vec<f64> = outs[..METRICS.len()]
-            .iter()
-            .map(|t| t.to_f64_vec()[0])
-            .collect();
-        if !m[0].is_finite() {
-            bail!(
-                "loss is {} at step {}: stopping; the last good checkpoint is {}",
-                m[0],
-                k + 1,
-                last_good
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "none (no checkpoint saved yet)".into())
-            );
+    let mut ctx = LoopCtx {
+        a,
+        r: &r,
+        cfg: &cfg,
+        sched: &sched,
+        no: &no,
+        oo: &oo,
+        dtype,
+        eval: &eval,
+        packer: &mut packer,
+        start,
+    };
+    let last_good = match a.backend.as_str() {
+        "xla" => {
+            let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
+            train_loop(&exec, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?
         }
-        let mut it = outs.into_iter().skip(METRICS.len());
-        for (_, p) in params.iter_mut() {
-            *p = it.next().context("step output")?;
-        }
-        for x in mu.iter_mut().chain(nu.iter_mut()) {
-            *x = it.next().context("step output")?;
-        }
-        start += 1;
-        let tps = (r.batch * r.seq) as f64 / dt;
-        let mfu_flops = flops_tok * tps;
-        let line = serde_json::json!({
-            "step": start, "loss": m[0], "elbo": m[1], "kl": m[2], "is": m[3], "lr": lr_b, "grad_norm": m[4],
-            "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "ms_per_step": dt * 1e3,
-        });
-        writeln!(metrics, "{line}")?;
-        if start % 10 == 0 || start == 1 || start == r.steps {
-            let eta = run_start.elapsed().as_secs_f64() / (start - k.min(start - 1)) as f64;
-            let _ = eta;
-            let done = start as f64 / r.steps as f64;
-            let elapsed = run_start.elapsed().as_secs_f64();
-            eprintln!(
-                "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s eta {:.0}s",
-                r.steps, 100.0 * done, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, elapsed / done * (1.0 - done)
-            );
-        }
-        if a.eval_steps > 0 && start % a.eval_steps == 0 && start < r.steps {
-            let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
-            eprintln!(
-                "  held-out ELBO {:.4} nats/token ({:.4} bits)",
-                e,
-                e / std::f64::consts::LN_2
-            );
-        }
-        if start % r.save_steps == 0 || start == r.steps {
-            let dir = checkpoint::save(
-                &a.save_directory,
-                start,
-                &cfg,
-                &params,
-                &mu,
-                &nu,
-                &packer.state(),
-                a.save_total_limit,
-            )?;
-            last_good = Some(dir);
-        }
-    }
+        _ => train_loop(&CpuExecutor, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?,
+    };
     // Final report: held-out ELBO against the corpus's true entropy.
     let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
     println!(
@@ -553,6 +515,168 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             .unwrap_or_default()
     );
     Ok(())
+}
+
+/// What the step loop reads and advances.
+struct LoopCtx<'a> {
+    a: &'a TrainArgs,
+    r: &'a Resolved,
+    cfg: &'a GiddConfig,
+    sched: &'a Schedule,
+    no: &'a NoiseOpts,
+    oo: &'a OptimOpts,
+    dtype: DType,
+    eval: &'a EvalSet,
+    packer: &'a mut Packer,
+    start: usize,
+}
+
+/// Runs the training steps on any executor: parameters and optimizer state stay
+/// where the executor keeps them and come back to the host only for evaluation
+/// and checkpoints. Returns the last checkpoint written.
+fn train_loop<E: Executor>(
+    exec: &E,
+    prog: &gidd_engine::Program,
+    c: &mut LoopCtx,
+    params: &mut [(String, HostTensor)],
+    mu: &mut [HostTensor],
+    nu: &mut [HostTensor],
+) -> Result<Option<PathBuf>> {
+    let (a, r, cfg, oo) = (c.a, c.r, c.cfg, c.oo);
+    let t0 = Instant::now();
+    let mut lp = exec.load(prog)?;
+    eprintln!(
+        "compiled the step for {} in {:.1}s: {} ops, {:.1} MiB planned for intermediates (vs {:.1} MiB unplanned)",
+        exec.name(),
+        t0.elapsed().as_secs_f64(),
+        prog.nodes.len(),
+        prog.planned_bytes() as f64 / (1 << 20) as f64,
+        prog.unplanned_bytes() as f64 / (1 << 20) as f64
+    );
+    let up = |t: &HostTensor| exec.upload(t);
+    let mut dp: Vec<E::Buffer> = params
+        .iter()
+        .map(|(_, t)| up(t))
+        .collect::<gidd_engine::Result<_>>()?;
+    let mut dmu: Vec<E::Buffer> = mu.iter().map(up).collect::<gidd_engine::Result<_>>()?;
+    let mut dnu: Vec<E::Buffer> = nu.iter().map(up).collect::<gidd_engine::Result<_>>()?;
+    let download_all = |dp: &[E::Buffer],
+                        dmu: &[E::Buffer],
+                        dnu: &[E::Buffer],
+                        params: &mut [(String, HostTensor)],
+                        mu: &mut [HostTensor],
+                        nu: &mut [HostTensor]|
+     -> Result<()> {
+        for (i, (_, p)) in params.iter_mut().enumerate() {
+            *p = exec.download(&dp[i])?;
+            mu[i] = exec.download(&dmu[i])?;
+            nu[i] = exec.download(&dnu[i])?;
+        }
+        Ok(())
+    };
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(a.save_directory.join("metrics.jsonl"))?;
+    let seed_t = up(&HostTensor::u32(
+        vec![2],
+        vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37],
+    )?)?;
+    let flops_tok = 3.0 * cfg.flops_per_token(r.seq);
+    let mut last_good: Option<PathBuf> = None;
+    let run_start = Instant::now();
+    let first = c.start;
+    while c.start < r.steps {
+        let k = c.start;
+        let rows = c.packer.next_batch(r.batch)?;
+        let labels = up(&rows_tensor(&rows, r.seq)?)?;
+        let f = oo.lr_factor(k);
+        let (b1t, b2t) = oo.betas(k + 1);
+        let lr_b = oo.group_lr_wd(Group::Bulk).0 * f;
+        let lr_a = oo.group_lr_wd(Group::Emb).0 * f;
+        let step_t = up(&HostTensor::u32(vec![], vec![k as u32])?)?;
+        let sc = [
+            up(&f32_scalar(lr_b))?,
+            up(&f32_scalar(lr_a))?,
+            up(&f32_scalar(b1t))?,
+            up(&f32_scalar(b2t))?,
+        ];
+        let t = Instant::now();
+        let outs = {
+            let mut ins: Vec<&E::Buffer> = dp.iter().collect();
+            ins.extend(dmu.iter());
+            ins.extend(dnu.iter());
+            ins.push(&labels);
+            ins.push(&seed_t);
+            ins.push(&step_t);
+            ins.extend(sc.iter());
+            exec.run(&mut lp, &ins)?
+        };
+        let m: Vec<f64> = outs[..METRICS.len()]
+            .iter()
+            .map(|t| Ok(exec.download(t)?.to_f64_vec()[0]))
+            .collect::<Result<_>>()?;
+        let dt = t.elapsed().as_secs_f64();
+        if !m[0].is_finite() {
+            bail!(
+                "loss is {} at step {}: stopping; the last good checkpoint is {}",
+                m[0],
+                k + 1,
+                last_good
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none (no checkpoint saved yet)".into())
+            );
+        }
+        let mut it = outs.into_iter().skip(METRICS.len());
+        for p in dp.iter_mut().chain(dmu.iter_mut()).chain(dnu.iter_mut()) {
+            *p = it.next().context("step output")?;
+        }
+        c.start += 1;
+        let start = c.start;
+        let tps = (r.batch * r.seq) as f64 / dt;
+        let mfu_flops = flops_tok * tps;
+        let line = serde_json::json!({
+            "step": start, "loss": m[0], "elbo": m[1], "kl": m[2], "is": m[3], "lr": lr_b, "grad_norm": m[4],
+            "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "ms_per_step": dt * 1e3,
+        });
+        writeln!(metrics, "{line}")?;
+        if start % 10 == 0 || start == first + 1 || start == r.steps {
+            let done = (start - first) as f64 / (r.steps - first) as f64;
+            let elapsed = run_start.elapsed().as_secs_f64();
+            eprintln!(
+                "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s eta {:.0}s",
+                r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, elapsed / done * (1.0 - done)
+            );
+        }
+        let want_eval = a.eval_steps > 0 && start % a.eval_steps == 0 && start < r.steps;
+        let want_save = start % r.save_steps == 0 || start == r.steps;
+        if want_eval || want_save {
+            download_all(&dp, &dmu, &dnu, params, mu, nu)?;
+        }
+        if want_eval {
+            let e = heldout_elbo(cfg, c.sched, c.no, params, c.eval, r.batch, r.seq, c.dtype)?;
+            eprintln!(
+                "  held-out ELBO {:.4} nats/token ({:.4} bits)",
+                e,
+                e / std::f64::consts::LN_2
+            );
+        }
+        if want_save {
+            last_good = Some(checkpoint::save(
+                &a.save_directory,
+                start,
+                cfg,
+                params,
+                mu,
+                nu,
+                &c.packer.state(),
+                a.save_total_limit,
+            )?);
+        }
+    }
+    download_all(&dp, &dmu, &dnu, params, mu, nu)?;
+    Ok(last_good)
 }
 
 /// Cross-entropy (nats/token) of the held-out evaluation tokens under the training
