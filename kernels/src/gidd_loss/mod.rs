@@ -9,6 +9,7 @@
 //! One pass per row after the softmax statistics: q_t and p_t are never stored.
 //! The backward takes cotangents of kl and log p[z] and writes d logits.
 
+mod fastmath;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -28,16 +29,9 @@ pub struct Marginal {
 
 const TINY: f32 = f32::MIN_POSITIVE;
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-fn safe_log(y: f32) -> f32 {
-    if y > 0.0 {
-        y.max(TINY).ln()
-    } else {
-        TINY.ln()
-    }
 }
 
 /// Per-row constants: alpha, (1 - alpha) pi at a non-mask id and at the mask.
@@ -60,21 +54,6 @@ impl Marginal {
     }
 }
 
-/// Max and sum of exp(lg - max) with the mask logit replaced by -1e6.
-fn softmax_stats(m: &Marginal, lg: &[f32]) -> (f32, f32) {
-    let mut mx = f32::NEG_INFINITY;
-    for (v, &y) in lg.iter().enumerate() {
-        let y = if v == m.mask_id { -1e6 } else { y };
-        mx = mx.max(y);
-    }
-    let mut se = 0.0f64;
-    for (v, &y) in lg.iter().enumerate() {
-        let y = if v == m.mask_id { -1e6 } else { y };
-        se += ((y - mx).exp()) as f64;
-    }
-    (mx, se as f32)
-}
-
 /// The marginals p_v, q_v of one entry.
 #[inline(always)]
 fn pq(m: &Marginal, c: &RowConst, v: usize, xh: f32, x: usize) -> (f32, f32) {
@@ -87,6 +66,59 @@ fn pq(m: &Marginal, c: &RowConst, v: usize, xh: f32, x: usize) -> (f32, f32) {
     let p = c.alpha * xh + rest;
     let q = c.alpha * if v == x { 1.0 } else { 0.0 } + rest;
     (p, q)
+}
+
+/// One row's softmax: e[k] = exp(lg[k] - max) (mask logit as -1e6); returns 1 / sum(e).
+fn row_softmax(m: &Marginal, lg: &[f32], e: &mut [f32]) -> f32 {
+    let mut mx = -1e6f32;
+    for (k, &y) in lg.iter().enumerate() {
+        if k != m.mask_id {
+            mx = mx.max(y);
+        }
+    }
+    for (o, &y) in e.iter_mut().zip(lg) {
+        *o = fastmath::exp(y - mx);
+    }
+    e[m.mask_id] = fastmath::exp(-1e6 - mx);
+    (1.0 / fastmath::sum(e)) as f32
+}
+
+#[inline(always)]
+fn safe_ln(y: f32) -> f32 {
+    let l = fastmath::ln(y.max(TINY));
+    if y > 0.0 {
+        l
+    } else {
+        fastmath::ln(TINY)
+    }
+}
+
+/// Per-row values of q: log q and exp(log q) elsewhere, at x, and at the mask.
+struct RowQ {
+    lq: [f32; 3],
+    eq: [f32; 3],
+}
+
+fn row_q(m: &Marginal, c: &RowConst, xi: usize) -> RowQ {
+    let other = (0..m.vocab)
+        .find(|&k| k != xi && k != m.mask_id)
+        .unwrap_or(0);
+    let lq = [other, xi, m.mask_id].map(|k| safe_ln(pq(m, c, k, 0.0, xi).1));
+    RowQ {
+        lq,
+        eq: lq.map(fastmath::exp),
+    }
+}
+
+/// Fills e with p_k = alpha x_hat_k + (1 - alpha) pi_k from the softmax numerators.
+fn row_p(m: &Marginal, c: &RowConst, inv: f32, e: &mut [f32]) {
+    let a = c.alpha * inv;
+    let rest_o = (1.0 - c.alpha) * c.pi_other;
+    for t in e.iter_mut() {
+        *t = a * *t + rest_o;
+    }
+    let km = m.mask_id;
+    e[km] += (1.0 - c.alpha) * c.pi_mask - rest_o;
 }
 
 /// Forward. logits [rows, V]; z, x [rows] (ids); l [rows]. Writes kl, log p[z], log q[z] [rows].
@@ -103,41 +135,43 @@ pub fn forward(
 ) {
     let v = m.vocab;
     let rows = l.len();
-    let one = |r: usize| -> (f32, f32, f32) {
+    let one = |r: usize, e: &mut Vec<f32>| -> (f32, f32, f32) {
+        e.resize(v, 0.0);
         let lg = &logits[r * v..(r + 1) * v];
         let c = m.row(l[r]);
-        let (mx, se) = softmax_stats(m, lg);
         let (zi, xi) = (z[r] as usize, x[r] as usize);
-        // q takes three values per row (at x, at the mask, elsewhere): its logs are per-row constants.
-        let lq_of = |k: usize| safe_log(pq(m, &c, k, 0.0, xi).1);
-        let other = (0..v).find(|&k| k != xi && k != m.mask_id).unwrap_or(0);
-        let (lq_o, lq_x, lq_m) = (lq_of(other), lq_of(xi), lq_of(m.mask_id));
-        let mut acc = 0.0f64;
-        let mut a = 0.0;
-        for (k, &y) in lg.iter().enumerate() {
-            let y = if k == m.mask_id { -1e6 } else { y };
-            let xh = (y - mx).exp() / se;
-            let (p, _) = pq(m, &c, k, xh, xi);
-            let lp = safe_log(p);
-            let lq = if k == xi {
-                lq_x
-            } else if k == m.mask_id {
-                lq_m
-            } else {
-                lq_o
-            };
-            acc += (lq.exp() * (lq - lp)) as f64;
-            if k == zi {
-                a = lp;
-            }
+        let q = row_q(m, &c, xi);
+        let inv = row_softmax(m, lg, e);
+        row_p(m, &c, inv, e);
+        for t in e.iter_mut() {
+            *t = safe_ln(*t);
         }
-        let b = lq_of(zi);
-        (acc as f32, a, b)
+        // kl = sum_k eq_k (lq_k - lp_k): the bulk as if every entry were "elsewhere", then x and the mask.
+        let mut acc = q.eq[0] as f64 * (v as f64 * q.lq[0] as f64 - fastmath::sum(e));
+        let mut fix = |k: usize, j: usize| {
+            acc += (q.eq[j] * (q.lq[j] - e[k]) - q.eq[0] * (q.lq[0] - e[k])) as f64;
+        };
+        fix(xi, 1);
+        if m.mask_id != xi {
+            fix(m.mask_id, 2);
+        }
+        let j = if zi == xi {
+            1
+        } else if zi == m.mask_id {
+            2
+        } else {
+            0
+        };
+        (acc as f32, e[zi], q.lq[j])
     };
     let outs: Vec<(f32, f32, f32)> = if rows * v >= 1 << 15 {
-        (0..rows).into_par_iter().map(one).collect()
+        (0..rows)
+            .into_par_iter()
+            .map_init(Vec::new, |e, r| one(r, e))
+            .collect()
     } else {
-        (0..rows).map(one).collect()
+        let mut e = Vec::new();
+        (0..rows).map(|r| one(r, &mut e)).collect()
     };
     for (r, (k, a, b)) in outs.into_iter().enumerate() {
         kl[r] = k;
@@ -159,51 +193,64 @@ pub fn backward(
     dlogits: &mut [f32],
 ) {
     let v = m.vocab;
-    let one = |(r, out): (usize, &mut [f32])| {
+    let one = |r: usize, out: &mut [f32], xh: &mut Vec<f32>| {
+        xh.resize(v, 0.0);
         let lg = &logits[r * v..(r + 1) * v];
         let c = m.row(l[r]);
-        let (mx, se) = softmax_stats(m, lg);
         let (zi, xi) = (z[r] as usize, x[r] as usize);
-        // g_k = d loss / d x_hat_k, kept in `out`; then the softmax backward in place.
-        // exp(log q) takes three values per row (at x, at the mask, elsewhere).
-        let eq_of = |k: usize| safe_log(pq(m, &c, k, 0.0, xi).1).exp();
-        let other = (0..v).find(|&k| k != xi && k != m.mask_id).unwrap_or(0);
-        let (eq_o, eq_x, eq_m) = (eq_of(other), eq_of(xi), eq_of(m.mask_id));
-        let mut dot = 0.0f64;
-        for (k, &y) in lg.iter().enumerate() {
-            let y = if k == m.mask_id { -1e6 } else { y };
-            let xh = (y - mx).exp() / se;
-            let (p, _) = pq(m, &c, k, xh, xi);
-            // d safe_log(p)/dp = 1/p where p > tiny (the clip and the where stop it below)
-            let dlogp = if p > TINY { 1.0 / p } else { 0.0 };
-            let eq = if k == xi {
-                eq_x
-            } else if k == m.mask_id {
-                eq_m
+        let q = row_q(m, &c, xi);
+        let inv = row_softmax(m, lg, xh);
+        out.copy_from_slice(xh);
+        row_p(m, &c, inv, out); // out = p
+        for t in xh.iter_mut() {
+            *t *= inv; // x_hat
+        }
+        // g_k = d loss / d x_hat_k = alpha (-g_kl eq_k + [k = z] g_lpz) / p_k where p_k > tiny
+        // (the clip in safe_log stops the gradient below).
+        let (gk, gz) = (g_kl[r], g_lpz[r]);
+        let g = |p: f32, eq: f32| {
+            if p > TINY {
+                c.alpha * (-gk * eq) / p
             } else {
-                eq_o
-            };
-            let mut g = -g_kl[r] * eq * dlogp;
-            if k == zi {
-                g += g_lpz[r] * dlogp;
+                0.0
             }
-            let g = g * c.alpha;
-            out[k] = g;
-            dot += (g * xh) as f64;
+        };
+        let (pz, px, pm) = (out[zi], out[xi], out[m.mask_id]);
+        for t in out.iter_mut() {
+            *t = g(*t, q.eq[0]);
         }
-        let dot = dot as f32;
-        for (k, &y) in lg.iter().enumerate() {
-            if k == m.mask_id {
-                out[k] = 0.0;
-                continue;
+        out[xi] = g(px, q.eq[1]);
+        if m.mask_id != xi {
+            out[m.mask_id] = g(pm, q.eq[2]);
+        }
+        if pz > TINY {
+            out[zi] += c.alpha * gz / pz;
+        }
+        let mut dot = [0f32; 16];
+        let (ch_o, ch_x) = (out.chunks_exact(16), xh.chunks_exact(16));
+        let (ro, rx) = (ch_o.remainder(), ch_x.remainder());
+        for (a, b) in ch_o.zip(ch_x) {
+            for i in 0..16 {
+                dot[i] += a[i] * b[i];
             }
-            let xh = (y - mx).exp() / se;
-            out[k] = xh * (out[k] - dot);
         }
+        let dot = (dot.iter().map(|&d| d as f64).sum::<f64>()
+            + ro.iter().zip(rx).map(|(a, b)| (a * b) as f64).sum::<f64>()) as f32;
+        for (o, &h) in out.iter_mut().zip(xh.iter()) {
+            *o = h * (*o - dot);
+        }
+        out[m.mask_id] = 0.0;
     };
     if dlogits.len() >= 1 << 15 {
-        dlogits.par_chunks_mut(v).enumerate().for_each(one);
+        dlogits
+            .par_chunks_mut(v)
+            .enumerate()
+            .for_each_init(Vec::new, |xh, (r, out)| one(r, out, xh));
     } else {
-        dlogits.chunks_mut(v).enumerate().for_each(one);
+        let mut xh = Vec::new();
+        dlogits
+            .chunks_mut(v)
+            .enumerate()
+            .for_each(|(r, out)| one(r, out, &mut xh));
     }
 }

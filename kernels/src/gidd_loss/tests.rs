@@ -102,3 +102,25 @@ fn forward_matches_reference_and_backward_matches_finite_differences() {
         );
     }
 }
+
+/// The vectorisable exp and ln against f64 over the ranges the loss feeds them.
+#[test]
+fn fastmath_exp_and_ln_are_accurate() {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed());
+    for _ in 0..200_000 {
+        let x: f32 = r.random_range(-87.0..88.0);
+        let (got, want) = (super::fastmath::exp(x) as f64, (x as f64).exp());
+        assert!(
+            ((got - want) / want).abs() < 4.0 * f32::EPSILON as f64,
+            "exp({x}) = {got}, want {want}"
+        );
+        let y: f32 = f32::from_bits(r.random_range(0x0080_0000u32..0x7f7f_ffff)); // every normal f32
+        let (got, want) = (super::fastmath::ln(y) as f64, (y as f64).ln());
+        assert!(
+            (got - want).abs() <= 4.0 * f32::EPSILON as f64 * want.abs().max(1.0),
+            "ln({y}) = {got}, want {want}"
+        );
+    }
+    assert_eq!(super::fastmath::exp(-1e6), 0.0);
+    assert_eq!(super::fastmath::exp(-88.0), 0.0);
+}

@@ -93,6 +93,25 @@ fn int_unary<T: Copy>(
     o.iter_mut().enumerate().for_each(|(i, y)| *y = f(a.at(i)));
 }
 
+/// out = f(x, y) elementwise over slices or scalars, chunked across threads when large.
+#[inline(always)]
+fn map2(out: &mut [f32], xs: Src<f32>, ys: Src<f32>, f: impl Fn(f32, f32) -> f32 + Sync + Copy) {
+    par_map(out, |s, o| match (xs, ys) {
+        (Src::Slice(a), Src::Slice(c)) => o
+            .iter_mut()
+            .zip(&a[s..])
+            .zip(&c[s..])
+            .for_each(|((r, &a), &c)| *r = f(a, c)),
+        (Src::Slice(a), Src::Scalar(c)) => {
+            o.iter_mut().zip(&a[s..]).for_each(|(r, &a)| *r = f(a, c))
+        }
+        (Src::Scalar(a), Src::Slice(c)) => {
+            o.iter_mut().zip(&c[s..]).for_each(|(r, &c)| *r = f(a, c))
+        }
+        (Src::Scalar(a), Src::Scalar(c)) => o.iter_mut().for_each(|r| *r = f(a, c)),
+    });
+}
+
 fn binary_f32(b: BinaryOp) -> fn(f32, f32) -> f32 {
     match b {
         BinaryOp::Add => |x, y| x + y,
@@ -122,22 +141,33 @@ fn binary_f32(b: BinaryOp) -> fn(f32, f32) -> f32 {
 pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
     match out {
         Data::F32(o) => {
-            let f = binary_f32(b);
             let (xs, ys) = (x.src::<f32>(), y.src::<f32>());
-            par_map(&mut o[..n], |s, o| match (xs, ys) {
-                (Src::Slice(a), Src::Slice(c)) => o
-                    .iter_mut()
-                    .zip(&a[s..])
-                    .zip(&c[s..])
-                    .for_each(|((r, &a), &c)| *r = f(a, c)),
-                (Src::Slice(a), Src::Scalar(c)) => {
-                    o.iter_mut().zip(&a[s..]).for_each(|(r, &a)| *r = f(a, c))
+            let o = &mut o[..n];
+            // One monomorphised loop per op, so the compiler vectorises add/mul/sub/div/max/min.
+            match b {
+                BinaryOp::Add => map2(o, xs, ys, |a, c| a + c),
+                BinaryOp::Sub => map2(o, xs, ys, |a, c| a - c),
+                BinaryOp::Mul => map2(o, xs, ys, |a, c| a * c),
+                BinaryOp::Div => map2(o, xs, ys, |a, c| a / c),
+                BinaryOp::Max => map2(o, xs, ys, |a: f32, c: f32| {
+                    if a.is_nan() || c.is_nan() {
+                        f32::NAN
+                    } else {
+                        a.max(c)
+                    }
+                }),
+                BinaryOp::Min => map2(o, xs, ys, |a: f32, c: f32| {
+                    if a.is_nan() || c.is_nan() {
+                        f32::NAN
+                    } else {
+                        a.min(c)
+                    }
+                }),
+                _ => {
+                    let f = binary_f32(b);
+                    map2(o, xs, ys, f)
                 }
-                (Src::Scalar(a), Src::Slice(c)) => {
-                    o.iter_mut().zip(&c[s..]).for_each(|(r, &c)| *r = f(a, c))
-                }
-                (Src::Scalar(a), Src::Scalar(c)) => o.iter_mut().for_each(|r| *r = f(a, c)),
-            });
+            }
         }
         Data::BF16(o) => {
             let f = binary_f32(b);

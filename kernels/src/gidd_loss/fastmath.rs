@@ -1,0 +1,61 @@
+//! exp and ln written with arithmetic and bit casts only, so loops over slices
+//! that call them vectorise. Accuracy: a few ulp over the ranges the loss uses
+//! (tested against f64 in tests.rs).
+
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+
+/// e^x; exactly 0 below -87.3 (where the result would be subnormal), +inf above 88.7.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let xc = x.clamp(-87.3, 88.7);
+    let n = (xc * LOG2E).round();
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    // e^r on [-ln2/2, ln2/2], Taylor to r^7 (relative error < 1e-8 there)
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    let y = p * scale;
+    if x < -87.3 {
+        0.0
+    } else if x > 88.7 {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+/// ln(y) for finite y > 0 (callers floor y at f32::MIN_POSITIVE first).
+#[inline(always)]
+pub fn ln(y: f32) -> f32 {
+    let bits = y.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // [1, 2)
+    if m > std::f32::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let t = (m - 1.0) / (m + 1.0); // |t| <= 0.1716
+    let t2 = t * t;
+    let s = t * (2.0 + t2 * (2.0 / 3.0 + t2 * (2.0 / 5.0 + t2 * (2.0 / 7.0 + t2 * (2.0 / 9.0)))));
+    e as f32 * LN2_HI + (s + e as f32 * LN2_LO)
+}
+
+/// Sum of a slice with 16 partial sums (vectorises; f32 partials, f64 total).
+#[inline(always)]
+pub fn sum(xs: &[f32]) -> f64 {
+    let mut acc = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().map(|&a| a as f64).sum::<f64>() + rest.iter().map(|&a| a as f64).sum::<f64>()
+}
