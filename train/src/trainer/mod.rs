@@ -159,7 +159,9 @@ struct Resolved {
 fn resolve(a: &TrainArgs) -> Result<Resolved> {
     // (seq, batch, layers, hidden, heads, steps, warmup, lr)
     let base = match a.preset.as_deref() {
-        None | Some("tiny") => (128, 16, 2, 128, 4, 400, 40, 0.5),
+        // tiny: short rows and a larger lr get past the bidirectional-attention plateau in a
+        // couple of minutes on 2 cores (measured: held-out ELBO 5.2 vs token unigram 5.9).
+        None | Some("tiny") => (64, 32, 2, 128, 4, 1500, 100, 1.0),
         Some("small") => (256, 16, 4, 256, 4, 1000, 100, 0.5),
         Some("base") => (512, 8, 8, 512, 8, 5000, 500, 0.5),
         Some(p) => bail!("unknown preset '{p}': use tiny, small or base"),
