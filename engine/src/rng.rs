@@ -96,3 +96,18 @@ impl HostRng {
         }
     }
 }
+
+/// The host twin of `api::uniform_rows`.
+pub fn uniform_rows(rows: usize, cols: usize, seed: [u32; 2], stream: u32, row0: u32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            let w = philox4x32(
+                [(c / 4) as u32, stream, row0.wrapping_add(r as u32), 0],
+                seed,
+            )[c % 4];
+            out.push((w >> 8) as f32 * (1.0 / 16_777_216.0));
+        }
+    }
+    out
+}

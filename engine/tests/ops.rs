@@ -654,3 +654,30 @@ fn fused_diffusion_kl_matches_decomposition_and_gradcheck() {
         );
     }
 }
+
+#[test]
+fn position_keyed_uniforms_equal_host_and_split_across_micro_batches() {
+    let mut r = rng(seed("uniform_rows"));
+    let (rows, cols) = (2 * odd_size(&mut r, 4), odd_size(&mut r, 30));
+    let key = [r.random::<u32>(), r.random::<u32>()];
+    let g = Graph::new();
+    let s = g.input("seed", &[2], DType::U32);
+    let st = g.input("stream", &[], DType::U32);
+    let r0 = g.input("row0", &[], DType::U32);
+    let u = api::uniform_rows(&g, rows / 2, cols, &s, &st, &r0).unwrap();
+    let seed_t = HostTensor::u32(vec![2], key.to_vec()).unwrap();
+    let stream_t = HostTensor::u32(vec![], vec![7]).unwrap();
+    let full = gidd_engine::rng::uniform_rows(rows, cols, key, 7, 0);
+    for half in 0..2 {
+        let row0 = HostTensor::u32(vec![], vec![(half * rows / 2) as u32]).unwrap();
+        let out = run_cpu(
+            &[u.clone()],
+            &[("seed", &seed_t), ("stream", &stream_t), ("row0", &row0)],
+        );
+        assert_eq!(
+            out[0].as_f32().unwrap(),
+            &full[half * rows / 2 * cols..(half + 1) * rows / 2 * cols],
+            "half {half}"
+        );
+    }
+}

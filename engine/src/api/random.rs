@@ -74,3 +74,48 @@ pub fn uniform_f32(g: &Graph, shape: &[usize], seed: &Tensor, stream: &Tensor) -
         .mul_scalar(1.0 / 16_777_216.0)?
         .reshape(shape)
 }
+
+/// Uniform f32 in [0, 1) keyed by position: element (r, c) of a [rows, cols] draw is word
+/// c % 4 of the Philox block at counter (c / 4, stream, row0 + r, 0). A micro-batch that
+/// starts at row `row0` of a batch therefore draws exactly the full batch's numbers.
+pub fn uniform_rows(
+    g: &Graph,
+    rows: usize,
+    cols: usize,
+    seed: &Tensor,
+    stream: &Tensor,
+    row0: &Tensor,
+) -> Result<Tensor> {
+    if seed.shape() != [2]
+        || seed.dtype() != DType::U32
+        || stream.rank() != 0
+        || stream.dtype() != DType::U32
+        || row0.rank() != 0
+        || row0.dtype() != DType::U32
+    {
+        return Err(Error::shape(
+            "uniform_rows",
+            "seed must be u32 [2]; stream and row0 u32 scalars",
+            &[seed.shape(), stream.shape(), row0.shape()],
+        ));
+    }
+    let bpr = cols.div_ceil(4).max(1);
+    let shape = [rows, bpr];
+    let ctr0 = g.iota(&shape, 1, DType::U32)?;
+    let ctr1 = stream.broadcast_to(&shape)?;
+    let ctr2 = g.iota(&shape, 0, DType::U32)?.add(row0)?;
+    let zero = g.zeros(&shape, DType::U32);
+    let k0 = seed.narrow(0, 0, 1)?.reshape(&[])?;
+    let k1 = seed.narrow(0, 1, 2)?.reshape(&[])?;
+    let words = philox4x32([ctr0, ctr1, ctr2, zero], [k0, k1])?;
+    let cols4: Vec<Tensor> = words
+        .iter()
+        .map(|w| w.reshape(&[rows, bpr, 1]))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&Tensor> = cols4.iter().collect();
+    let bits = Tensor::concat(&refs, 2)?
+        .reshape(&[rows, bpr * 4])?
+        .narrow(1, 0, cols)?; // (rows, cols)
+    let top = bits.binary(&g.scalar(8.0, DType::U32), BinaryOp::ShiftRightLogical)?;
+    top.to(DType::F32)?.mul_scalar(1.0 / 16_777_216.0)
+}

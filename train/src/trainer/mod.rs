@@ -383,8 +383,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     let dtype = parse_dtype(&a.dtype)?;
     let r = resolve(a)?;
-    if let Some(m) = a.micro_batch_size.filter(|&m| m != r.batch) {
-        bail!("--micro_batch_size {m} != --batch_size {}: gradient accumulation is not implemented yet", r.batch);
+    if let Some(m) = a.micro_batch_size.filter(|&m| m == 0 || r.batch % m != 0) {
+        bail!(
+            "--micro_batch_size {m} must divide --batch_size {}",
+            r.batch
+        );
     }
     let data = setup_data(a)?;
     let vocab = match &data.tok {
@@ -459,6 +462,15 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         eval: &eval,
         packer: &mut packer,
         start,
+        accum: match a.micro_batch_size.filter(|&m| m < r.batch) {
+            Some(micro) => Some(Accum {
+                micro_prog: step::build_micro(&cfg, &sched, &no, &lo, micro, r.seq, dtype)?,
+                update_prog: step::build_update(&cfg, &oo)?,
+                micro,
+                sum: lo.sum,
+            }),
+            None => None,
+        },
     };
     let last_good = match a.backend.as_str() {
         "xla" => {
@@ -531,6 +543,15 @@ struct LoopCtx<'a> {
     eval: &'a EvalSet,
     packer: &'a mut Packer,
     start: usize,
+    accum: Option<Accum>,
+}
+
+/// Gradient accumulation: programs for a micro-batch's gradients and for the update.
+struct Accum {
+    micro_prog: gidd_engine::Program,
+    update_prog: gidd_engine::Program,
+    micro: usize,
+    sum: bool,
 }
 
 /// Runs the training steps on any executor: parameters and optimizer state stay
@@ -547,6 +568,14 @@ fn train_loop<E: Executor>(
     let (a, r, cfg, oo) = (c.a, c.r, c.cfg, c.oo);
     let t0 = Instant::now();
     let mut lp = exec.load(prog)?;
+    let mut accum = match &c.accum {
+        Some(acc) => Some((
+            exec.load(&acc.micro_prog)?,
+            exec.load(&acc.update_prog)?,
+            acc,
+        )),
+        None => None,
+    };
     eprintln!(
         "compiled the step for {} in {:.1}s: {} ops, {:.1} MiB planned for intermediates (vs {:.1} MiB unplanned)",
         exec.name(),
@@ -604,20 +633,82 @@ fn train_loop<E: Executor>(
             up(&f32_scalar(b2t))?,
         ];
         let t = Instant::now();
-        let outs = {
-            let mut ins: Vec<&E::Buffer> = dp.iter().collect();
-            ins.extend(dmu.iter());
-            ins.extend(dnu.iter());
-            ins.push(&labels);
-            ins.push(&seed_t);
-            ins.push(&step_t);
-            ins.extend(sc.iter());
-            exec.run(&mut lp, &ins)?
+        let (m, state): (Vec<f64>, Vec<E::Buffer>) = match &mut accum {
+            None => {
+                let outs = {
+                    let mut ins: Vec<&E::Buffer> = dp.iter().collect();
+                    ins.extend(dmu.iter());
+                    ins.extend(dnu.iter());
+                    ins.push(&labels);
+                    ins.push(&seed_t);
+                    ins.push(&step_t);
+                    ins.extend(sc.iter());
+                    exec.run(&mut lp, &ins)?
+                };
+                let m = outs[..METRICS.len()]
+                    .iter()
+                    .map(|t| Ok(exec.download(t)?.to_f64_vec()[0]))
+                    .collect::<Result<_>>()?;
+                (m, outs.into_iter().skip(METRICS.len()).collect())
+            }
+            Some((lmicro, lupdate, acc)) => {
+                // Gradient accumulation: micro-batch i is rows [i m, (i+1) m) of the batch and draws
+                // that part of the full batch's noise (keyed by row), so only summation order differs.
+                let n = r.batch / acc.micro;
+                let mut sums = [0f64; 5];
+                let mut gsum: Vec<Vec<f32>> =
+                    params.iter().map(|(_, t)| vec![0f32; t.numel()]).collect();
+                for i in 0..n {
+                    let li = up(&rows_tensor(
+                        &rows[i * acc.micro..(i + 1) * acc.micro],
+                        r.seq,
+                    )?)?;
+                    let r0 = up(&HostTensor::u32(vec![], vec![(i * acc.micro) as u32])?)?;
+                    let mut ins: Vec<&E::Buffer> = dp.iter().collect();
+                    ins.extend([&li, &seed_t, &step_t, &r0]);
+                    let o = exec.run(lmicro, &ins)?;
+                    for (j, s) in sums.iter_mut().enumerate() {
+                        *s += exec.download(&o[j])?.to_f64_vec()[0];
+                    }
+                    for (acc_g, b) in gsum.iter_mut().zip(&o[5..]) {
+                        let h = exec.download(b)?;
+                        acc_g
+                            .iter_mut()
+                            .zip(h.as_f32()?)
+                            .for_each(|(a, &x)| *a += x);
+                    }
+                }
+                let count = sums[4].max(1.0);
+                let scale = up(&f32_scalar(if acc.sum { 1.0 } else { 1.0 / count }))?;
+                let gbufs: Vec<E::Buffer> = gsum
+                    .into_iter()
+                    .zip(params.iter())
+                    .map(|(g, (_, p))| {
+                        up(&HostTensor {
+                            shape: p.shape.clone(),
+                            data: gidd_engine::Data::F32(g),
+                        })
+                    })
+                    .collect::<gidd_engine::Result<_>>()?;
+                let mut ins: Vec<&E::Buffer> = dp.iter().collect();
+                ins.extend(dmu.iter());
+                ins.extend(dnu.iter());
+                ins.extend(gbufs.iter());
+                ins.extend(sc.iter());
+                ins.push(&scale);
+                let o = exec.run(lupdate, &ins)?;
+                let gn = exec.download(&o[0])?.to_f64_vec()[0];
+                let m = vec![
+                    sums[0] / count,
+                    sums[1] / count,
+                    sums[2] / count,
+                    sums[3] / count,
+                    gn,
+                    count,
+                ];
+                (m, o.into_iter().skip(1).collect())
+            }
         };
-        let m: Vec<f64> = outs[..METRICS.len()]
-            .iter()
-            .map(|t| Ok(exec.download(t)?.to_f64_vec()[0]))
-            .collect::<Result<_>>()?;
         let dt = t.elapsed().as_secs_f64();
         if !m[0].is_finite() {
             bail!(
@@ -630,7 +721,7 @@ fn train_loop<E: Executor>(
                     .unwrap_or_else(|| "none (no checkpoint saved yet)".into())
             );
         }
-        let mut it = outs.into_iter().skip(METRICS.len());
+        let mut it = state.into_iter();
         for p in dp.iter_mut().chain(dmu.iter_mut()).chain(dnu.iter_mut()) {
             *p = it.next().context("step output")?;
         }

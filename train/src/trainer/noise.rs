@@ -2,7 +2,7 @@
 //! counter-based generator keyed by (seed, step, position): a step is
 //! reproducible and identical on every executor.
 
-use gidd_engine::api::uniform_f32;
+use gidd_engine::api::uniform_rows;
 use gidd_engine::{DType, Graph, Result, Tensor};
 use gidd_model::Schedule;
 
@@ -30,13 +30,16 @@ pub struct NoisyBatch {
     pub attn: Tensor,
 }
 
-/// Draws the noise for labels x [B, L]. `seed` is u32 [2], `step` a u32 scalar.
+/// Draws the noise for labels x [B, L]. `seed` is u32 [2], `step` a u32 scalar, `row0`
+/// (u32 scalar) the batch row of x's first row: draws are keyed by (seed, step, row, column),
+/// so micro-batches of a batch draw exactly the full batch's noise.
 pub fn noisy_batch(
     s: &Schedule,
     o: &NoiseOpts,
     x: &Tensor,
     seed: &Tensor,
     step: &Tensor,
+    row0: &Tensor,
 ) -> Result<NoisyBatch> {
     let g: Graph = x.graph().clone();
     let (b, l) = (x.dim(0), x.dim(1));
@@ -45,8 +48,10 @@ pub fn noisy_batch(
         step.mul(&g.scalar(16.0, DType::U32))?
             .add(&g.scalar(k as f64, DType::U32))
     };
-    let u =
-        |shape: &[usize], k: u32| -> Result<Tensor> { uniform_f32(&g, shape, seed, &stream(k)?) };
+    let u = |shape: &[usize], k: u32| -> Result<Tensor> {
+        let cols = if shape.len() == 2 { shape[1] } else { 1 };
+        uniform_rows(&g, shape[0], cols, seed, &stream(k)?, row0)?.reshape(shape)
+    };
     let row = |t: &Tensor| t.reshape(&[b, 1]); // (B, 1)
 
     // log-SNR: per token, or the row's first value, or linear in position.

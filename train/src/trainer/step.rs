@@ -54,7 +54,7 @@ pub fn build_step(
         .map(|n| g.input(n, &[], DType::F32))
         .collect();
 
-    let nb = noisy_batch(s, no, &labels, &seed, &step)?;
+    let nb = noisy_batch(s, no, &labels, &seed, &step, &g.scalar(0.0, DType::U32))?;
     let pos = g.iota(&[batch, seq], 1, DType::I32)?;
     let out = forward(
         cfg,
@@ -145,7 +145,7 @@ pub fn build_eval(
         p_independent: 1.0,
         ..no.clone()
     };
-    let nb = noisy_batch(s, &no, &labels, &seed, &step)?;
+    let nb = noisy_batch(s, &no, &labels, &seed, &step, &g.scalar(0.0, DType::U32))?;
     let pos = g.iota(&[batch, seq], 1, DType::I32)?;
     let out = forward(
         cfg,
@@ -170,4 +170,117 @@ pub fn build_eval(
     );
     let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
     Ok((Program::compile(&[elbo_sum, count], &refs)?, order))
+}
+
+/// Gradient accumulation, part 1: one micro-batch's loss sums and the gradients of
+/// its summed (scaled) loss. Inputs: params, labels, seed, step. Outputs:
+/// [loss_sum, elbo_sum, kl_sum, is_sum, noisy_tokens], then one gradient per parameter.
+#[allow(clippy::too_many_arguments)]
+pub fn build_micro(
+    cfg: &GiddConfig,
+    s: &Schedule,
+    no: &NoiseOpts,
+    lo: &LossOpts,
+    batch: usize,
+    seq: usize,
+    dtype: DType,
+) -> Result<Program> {
+    let g = Graph::new();
+    let p = Params::declare(&g, cfg);
+    let labels = g.input("labels", &[batch, seq], DType::I32);
+    let seed = g.input("seed", &[2], DType::U32);
+    let step = g.input("step", &[], DType::U32);
+    let row0 = g.input("row0", &[], DType::U32);
+    let nb = noisy_batch(s, no, &labels, &seed, &step, &row0)?;
+    let pos = g.iota(&[batch, seq], 1, DType::I32)?;
+    let out = forward(
+        cfg,
+        &p,
+        &nb.z,
+        &nb.attn,
+        &pos,
+        ForwardOpts {
+            dtype,
+            attentions: false,
+        },
+    )?;
+    let t = gidd_loss(s, &out.logits, &nb.z, &labels, &nb.log_snr, lo.beta_is_div)?;
+    let masked = |x: &Tensor| x.mul(&nb.noise_mask)?.sum_all();
+    let total = masked(&t.loss)?;
+    let grads = grad(&total.mul_scalar(lo.loss_scale)?, &p.tensors())?;
+    let mut outs = vec![
+        total,
+        masked(&t.elbo)?,
+        masked(&t.kl_loss)?,
+        masked(&t.is_loss)?,
+        nb.noise_mask.sum_all()?,
+    ];
+    outs.extend(grads);
+    let mut order = p.names();
+    order.extend(
+        ["labels", "seed", "step", "row0"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
+    Program::compile(&outs, &refs)
+}
+
+/// Gradient accumulation, part 2: the optimizer update from accumulated gradients
+/// times `grad_scale` (1 for sum aggregation, 1 / noisy tokens for mean).
+/// Inputs: params, mu.*, nu.*, grad.*, SCALARS, grad_scale. Outputs: [grad_norm], new params, mu, nu.
+pub fn build_update(cfg: &GiddConfig, oo: &OptimOpts) -> Result<Program> {
+    let g = Graph::new();
+    let p = Params::declare(&g, cfg);
+    let names = p.names();
+    let decl = |prefix: &str| -> Vec<Tensor> {
+        p.tensors()
+            .iter()
+            .zip(&names)
+            .map(|(t, n)| g.input(&format!("{prefix}.{n}"), t.shape(), DType::F32))
+            .collect()
+    };
+    let (mu, nu, gr) = (decl("mu"), decl("nu"), decl("grad"));
+    let sc: Vec<Tensor> = SCALARS
+        .iter()
+        .map(|n| g.input(n, &[], DType::F32))
+        .collect();
+    let gs = g.input("grad_scale", &[], DType::F32);
+    let grads: Vec<Tensor> = gr.iter().map(|x| x.mul(&gs)).collect::<Result<_>>()?;
+    let mut gn = g.scalar(0.0, DType::F32);
+    for x in &grads {
+        gn = gn.add(&x.square()?.sum_all()?)?;
+    }
+    let mut outs = vec![gn.sqrt()?];
+    let (mut np, mut nmu, mut nnu) = (vec![], vec![], vec![]);
+    for (i, (name, pt)) in names.iter().zip(p.tensors()).enumerate() {
+        let grp = group_of(name);
+        let lr = if grp == Group::Bulk { &sc[0] } else { &sc[1] };
+        let (a, b, c) = update(
+            oo.laprop,
+            &pt,
+            &grads[i],
+            &mu[i],
+            &nu[i],
+            lr,
+            &sc[2],
+            &sc[3],
+            oo.eps(),
+            oo.group_lr_wd(grp).1,
+        )?;
+        np.push(a);
+        nmu.push(b);
+        nnu.push(c);
+    }
+    outs.extend(np);
+    outs.extend(nmu);
+    outs.extend(nnu);
+    let mut order = names.clone();
+    for pre in ["mu", "nu", "grad"] {
+        order.extend(names.iter().map(|n| format!("{pre}.{n}")));
+    }
+    order.extend(SCALARS.iter().map(|s| s.to_string()));
+    order.push("grad_scale".into());
+    let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
+    Program::compile(&outs, &refs)
 }
