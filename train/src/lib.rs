@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_step;
 pub mod corpus;
 pub mod data;
+pub mod eval;
 pub mod generate;
 pub mod session;
 pub mod trainer;

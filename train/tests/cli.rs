@@ -211,3 +211,106 @@ fn gradient_accumulation_matches_the_full_batch() {
         }
     }
 }
+
+#[test]
+fn generate_and_eval_on_a_trained_checkpoint() {
+    let dir = tmp("gen-eval");
+    let out = gidd()
+        .args(SMALL)
+        .arg("512")
+        .args([
+            "--batch_size",
+            "4",
+            "--max_training_steps",
+            "2",
+            "--save_directory",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run gidd");
+    assert!(
+        out.status.success(),
+        "train: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ck = dir.join("checkpoint-2");
+    assert!(
+        ck.join("tokenizer.json").exists(),
+        "the checkpoint carries its tokenizer"
+    );
+    let out = gidd()
+        .args(["generate", "--checkpoint"])
+        .arg(&ck)
+        .args([
+            "--prompt",
+            "Bom",
+            "--max_length",
+            "12",
+            "--block_length",
+            "6",
+            "--steps",
+            "4",
+            "--seed",
+            "3",
+        ])
+        .output()
+        .expect("generate");
+    assert!(
+        out.status.success(),
+        "generate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = gidd()
+        .args(["generate", "--checkpoint"])
+        .arg(&ck)
+        .args([
+            "--prompt",
+            "Bom",
+            "--max_length",
+            "12",
+            "--block_length",
+            "6",
+            "--steps",
+            "4",
+            "--seed",
+            "3",
+        ])
+        .output()
+        .expect("generate");
+    assert_eq!(out.stdout, again.stdout, "same seed, same output");
+    let shard = std::fs::read_dir(tmp("cache"))
+        .expect("cache")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("corpus.bin"))
+        .find(|p| p.exists())
+        .expect("corpus shard");
+    let out = gidd()
+        .args(["eval", "--checkpoint"])
+        .arg(&ck)
+        .arg("--data_files")
+        .arg(&shard)
+        .args(["--max_rows", "8", "--draws", "2", "--batch_size", "4"])
+        .output()
+        .expect("eval");
+    assert!(
+        out.status.success(),
+        "eval: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let e = v["elbo_nats_per_token"].as_f64().expect("elbo");
+    assert!(
+        e.is_finite() && e > 0.0 && v["stderr_nats"].as_f64().is_some(),
+        "{v}"
+    );
+    let out = gidd()
+        .args(["generate", "--checkpoint"])
+        .arg(&ck)
+        .args(["--prompt_ids", "0,99999"])
+        .output()
+        .expect("generate");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("99999"),
+        "out-of-range prompt ids are refused"
+    );
+}

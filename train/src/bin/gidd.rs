@@ -37,6 +37,8 @@ enum Cmd {
     },
     /// Generate text with a trained or released model.
     Generate(GenArgs),
+    /// Negative ELBO per token of a dataset (nats, bits, perplexity bound) with its standard error.
+    Eval(gidd_train::eval::EvalArgs),
     /// Write the training step the train flags describe as a StableHLO module.
     ExportHlo {
         #[arg(long)]
@@ -118,6 +120,7 @@ fn main() {
         } => audit(&checkpoint, &golden, &dtype),
         Cmd::Info { checkpoint } => info(&checkpoint),
         Cmd::Generate(g) => gen(&g),
+        Cmd::Eval(e) => gidd_train::eval::run(&e),
         Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
         Cmd::Bench {
             what: BenchCmd::Kernels { json },

@@ -6,7 +6,7 @@ pub mod optim;
 pub mod step;
 
 use crate::corpus::{embedded_default, Language};
-use crate::data::packer::{EvalSet, HeldOut, Packer, PackerConfig, PackerState};
+use crate::data::packer::{EvalSet, HeldOut, Packer, PackerConfig};
 use crate::data::source::{open_source, DocSource};
 use crate::data::tokenizer::Tok;
 use crate::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
@@ -17,7 +17,7 @@ use gidd_model::{GiddConfig, Schedule};
 use noise::NoiseOpts;
 use optim::{group_of, Group, OptimOpts};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use step::{LossOpts, METRICS};
@@ -462,6 +462,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         eval: &eval,
         packer: &mut packer,
         start,
+        tokenizer: data.tok.as_ref().map(|t| t.path().to_path_buf()),
         accum: match a.micro_batch_size.filter(|&m| m < r.batch) {
             Some(micro) => Some(Accum {
                 micro_prog: step::build_micro(&cfg, &sched, &no, &lo, micro, r.seq, dtype)?,
@@ -544,6 +545,8 @@ struct LoopCtx<'a> {
     packer: &'a mut Packer,
     start: usize,
     accum: Option<Accum>,
+    /// tokenizer.json copied into every checkpoint, so generate/eval find it there
+    tokenizer: Option<PathBuf>,
 }
 
 /// Gradient accumulation: programs for a micro-batch's gradients and for the update.
@@ -756,7 +759,7 @@ fn train_loop<E: Executor>(
             );
         }
         if want_save {
-            last_good = Some(checkpoint::save(
+            let dir = checkpoint::save(
                 &a.save_directory,
                 start,
                 cfg,
@@ -765,7 +768,12 @@ fn train_loop<E: Executor>(
                 nu,
                 &c.packer.state(),
                 a.save_total_limit,
-            )?);
+            )?;
+            if let Some(t) = &c.tokenizer {
+                let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
+                gidd_ports::write_atomic(&dir.join("tokenizer.json"), &bytes)?;
+            }
+            last_good = Some(dir);
         }
     }
     download_all(&dp, &dmu, &dnu, params, mu, nu)?;
@@ -799,9 +807,10 @@ fn unigram_cross_entropy(
     Ok(nats / n.max(1) as f64)
 }
 
-/// Mean held-out ELBO per token (nats), averaged over 4 noise draws.
+/// Mean ELBO per token (nats) of an evaluation set, averaged over `reps` noise draws,
+/// with the standard error of that mean across draws.
 #[allow(clippy::too_many_arguments)]
-fn heldout_elbo(
+pub fn elbo_over(
     cfg: &GiddConfig,
     s: &Schedule,
     no: &NoiseOpts,
@@ -810,12 +819,14 @@ fn heldout_elbo(
     batch: usize,
     seq: usize,
     dtype: DType,
-) -> Result<f64> {
+    reps: u32,
+) -> Result<(f64, f64)> {
     let (prog, _) = step::build_eval(cfg, s, no, batch, seq, dtype)?;
     let mut lp = CpuExecutor.load(&prog)?;
     let seed = HostTensor::u32(vec![2], vec![0xe7a1, 0x5eed])?;
-    let (mut sum, mut count) = (0.0, 0.0);
-    for rep in 0..4u32 {
+    let mut per_rep = vec![];
+    for rep in 0..reps {
+        let (mut sum, mut count) = (0.0, 0.0);
         for (ci, chunk) in eval.rows.chunks(batch).enumerate() {
             let mut rows = chunk.to_vec();
             let mut valid = vec![0f32; batch * seq];
@@ -840,9 +851,25 @@ fn heldout_elbo(
             sum += out[0].to_f64_vec()[0];
             count += out[1].to_f64_vec()[0];
         }
+        per_rep.push(sum / count.max(1.0));
     }
-    Ok(sum / count.max(1.0))
+    let n = per_rep.len() as f64;
+    let mean = per_rep.iter().sum::<f64>() / n;
+    let var = per_rep.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    Ok((mean, (var / n).sqrt()))
 }
 
-#[allow(dead_code)]
-fn _path_used(_: &Path, _: PackerState) {}
+/// Mean held-out ELBO per token (nats), averaged over 4 noise draws.
+#[allow(clippy::too_many_arguments)]
+fn heldout_elbo(
+    cfg: &GiddConfig,
+    s: &Schedule,
+    no: &NoiseOpts,
+    params: &[(String, HostTensor)],
+    eval: &EvalSet,
+    batch: usize,
+    seq: usize,
+    dtype: DType,
+) -> Result<f64> {
+    Ok(elbo_over(cfg, s, no, params, eval, batch, seq, dtype, 4)?.0)
+}
