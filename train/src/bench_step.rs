@@ -220,7 +220,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
         "{}",
         serde_json::json!({
             "impl": "gidd", "mode": a.mode, "dtype": a.dtype, "ms_per_step": med * 1e3, "ms_per_step_min": times[0] * 1e3,
-            "tokens_per_s": tokens / med, "achieved_gflop_s": flops / med / 1e9, "cpu_util": util,
+            "tokens_per_s": tokens / med, "tokens_per_step": tokens, "achieved_gflop_s": flops / med / 1e9, "cpu_util": util,
             "peak_rss_mb": peak_rss_mb(), "threads": a.threads, "compile_s": compile_s,
             "planned_mib": prog.planned_bytes() as f64 / 1048576.0,
         })

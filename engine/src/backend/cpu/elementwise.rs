@@ -22,6 +22,47 @@ fn par_map(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     }
 }
 
+#[inline(always)]
+fn map2_bf16(
+    out: &mut [bf16],
+    xs: Src<bf16>,
+    ys: Src<bf16>,
+    f: impl Fn(f32, f32) -> f32 + Sync + Copy,
+) {
+    par_map_bf16(out, |s, o| match (xs, ys) {
+        (Src::Slice(a), Src::Slice(c)) => o
+            .iter_mut()
+            .zip(&a[s..])
+            .zip(&c[s..])
+            .for_each(|((r, a), c)| *r = bf16::from_f32(f(a.to_f32(), c.to_f32()))),
+        (Src::Slice(a), Src::Scalar(c)) => {
+            let c = c.to_f32();
+            o.iter_mut()
+                .zip(&a[s..])
+                .for_each(|(r, a)| *r = bf16::from_f32(f(a.to_f32(), c)))
+        }
+        (Src::Scalar(a), Src::Slice(c)) => {
+            let a = a.to_f32();
+            o.iter_mut()
+                .zip(&c[s..])
+                .for_each(|(r, c)| *r = bf16::from_f32(f(a, c.to_f32())))
+        }
+        (Src::Scalar(a), Src::Scalar(c)) => o
+            .iter_mut()
+            .for_each(|r| *r = bf16::from_f32(f(a.to_f32(), c.to_f32()))),
+    });
+}
+
+fn par_map_bf16(out: &mut [bf16], f: impl Fn(usize, &mut [bf16]) + Sync) {
+    if out.len() < PAR_MIN {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, o)| f(c * CHUNK, o));
+    }
+}
+
 fn unary_f32(u: UnaryOp) -> fn(f32) -> f32 {
     match u {
         UnaryOp::Neg => |x| -x,
@@ -50,11 +91,12 @@ pub fn unary(u: UnaryOp, a: Arg, out: &mut Data, n: usize) {
         }
         Data::BF16(o) => {
             let f = unary_f32(u);
-            let a = a.f32s(n);
-            o[..n]
-                .iter_mut()
-                .zip(a.iter())
-                .for_each(|(y, &x)| *y = bf16::from_f32(f(x)));
+            let a = a.src::<bf16>();
+            par_map_bf16(&mut o[..n], |s, o| {
+                o.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, y)| *y = bf16::from_f32(f(a.at(s + i).to_f32())))
+            });
         }
         Data::I32(o) => int_unary(
             u,
@@ -170,12 +212,19 @@ pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
             }
         }
         Data::BF16(o) => {
-            let f = binary_f32(b);
-            let (xs, ys) = (x.f32s(n), y.f32s(n));
-            o[..n]
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, r)| *r = bf16::from_f32(f(xs[i], ys[i])));
+            // Computed in f32 and rounded once, chunked across threads; one loop per op.
+            let (xs, ys) = (x.src::<bf16>(), y.src::<bf16>());
+            let o = &mut o[..n];
+            match b {
+                BinaryOp::Add => map2_bf16(o, xs, ys, |a, c| a + c),
+                BinaryOp::Sub => map2_bf16(o, xs, ys, |a, c| a - c),
+                BinaryOp::Mul => map2_bf16(o, xs, ys, |a, c| a * c),
+                BinaryOp::Div => map2_bf16(o, xs, ys, |a, c| a / c),
+                _ => {
+                    let f = binary_f32(b);
+                    map2_bf16(o, xs, ys, f)
+                }
+            }
         }
         Data::I32(o) => int_binary(
             b,
@@ -335,10 +384,11 @@ pub fn select(p: Arg, a: Arg, b: Arg, out: &mut Data, n: usize) {
 
 pub fn convert(a: Arg, out: &mut Data, n: usize) {
     match (a, &mut *out) {
-        (Arg::Data(Data::F32(x)), Data::BF16(o)) => o[..n]
-            .iter_mut()
-            .zip(&x[..n])
-            .for_each(|(r, &v)| *r = bf16::from_f32(v)),
+        (Arg::Data(Data::F32(x)), Data::BF16(o)) => par_map_bf16(&mut o[..n], |s, o| {
+            o.iter_mut()
+                .zip(&x[s..])
+                .for_each(|(r, &v)| *r = bf16::from_f32(v))
+        }),
         (Arg::Data(Data::BF16(x)), Data::F32(o)) => o[..n]
             .iter_mut()
             .zip(&x[..n])
