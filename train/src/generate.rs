@@ -39,15 +39,16 @@ pub struct GenOpts {
 }
 
 /// A forward program over a fixed canvas shape, loaded once and run every step.
-pub struct Canvas {
+pub struct Canvas<E: Executor = CpuExecutor> {
     cfg: GiddConfig,
-    params: Vec<HostTensor>,
-    prog: gidd_engine::backend::cpu::CpuProgram,
+    exec: E,
+    params: Vec<E::Buffer>,
+    prog: E::Loaded,
     pub batch: usize,
     pub len: usize,
 }
 
-impl Canvas {
+impl Canvas<CpuExecutor> {
     pub fn new(
         cfg: &GiddConfig,
         params: &[(String, HostTensor)],
@@ -55,6 +56,20 @@ impl Canvas {
         len: usize,
         dtype: DType,
     ) -> Result<Canvas> {
+        Canvas::with_executor(CpuExecutor, cfg, params, batch, len, dtype)
+    }
+}
+
+impl<E: Executor> Canvas<E> {
+    /// The forward program over a [batch, len] canvas on `exec`; parameters are uploaded once.
+    pub fn with_executor(
+        exec: E,
+        cfg: &GiddConfig,
+        params: &[(String, HostTensor)],
+        batch: usize,
+        len: usize,
+        dtype: DType,
+    ) -> Result<Canvas<E>> {
         let g = Graph::new();
         let p = Params::declare(&g, cfg);
         let ids = g.input("ids", &[batch, len], DType::I32);
@@ -74,10 +89,15 @@ impl Canvas {
         let mut names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
         names.push("ids");
         names.push("mask");
-        let prog = CpuExecutor.load(&Program::compile(&[out.logits], &names)?)?;
+        let prog = exec.load(&Program::compile(&[out.logits], &names)?)?;
+        let params = params
+            .iter()
+            .map(|(_, t)| exec.upload(t))
+            .collect::<gidd_engine::Result<_>>()?;
         Ok(Canvas {
             cfg: cfg.clone(),
-            params: params.iter().map(|(_, t)| t.clone()).collect(),
+            exec,
+            params,
             prog,
             batch,
             len,
@@ -90,13 +110,18 @@ impl Canvas {
             .iter()
             .flat_map(|r| r.iter().map(|&x| x as i32))
             .collect();
-        let ids_t = HostTensor::i32(vec![self.batch, self.len], flat)?;
-        let mask_t = HostTensor::bool(vec![self.batch, self.len, self.len], mask.to_vec())?;
-        let mut ins: Vec<&HostTensor> = self.params.iter().collect();
+        let ids_t = self
+            .exec
+            .upload(&HostTensor::i32(vec![self.batch, self.len], flat)?)?;
+        let mask_t = self.exec.upload(&HostTensor::bool(
+            vec![self.batch, self.len, self.len],
+            mask.to_vec(),
+        )?)?;
+        let mut ins: Vec<&E::Buffer> = self.params.iter().collect();
         ins.push(&ids_t);
         ins.push(&mask_t);
-        let out = CpuExecutor.run(&mut self.prog, &ins)?;
-        Ok(out[0].as_f32()?.to_vec())
+        let out = self.exec.run(&mut self.prog, &ins)?;
+        Ok(self.exec.download(&out[0])?.as_f32()?.to_vec())
     }
 
     pub fn vocab(&self) -> usize {
@@ -181,8 +206,8 @@ pub fn draw(p: &[f64], rng: &mut HostRng) -> usize {
 }
 
 /// Generates from one batch of equal-length prompts. `prior` replaces the sampled prior canvas when given.
-pub fn generate(
-    canvas: &mut Canvas,
+pub fn generate<E: Executor>(
+    canvas: &mut Canvas<E>,
     cfg: &GiddConfig,
     prompts: &[Vec<u32>],
     o: &GenOpts,

@@ -99,6 +99,11 @@ struct GenArgs {
     tokens_per_step: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// cpu or xla
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    #[arg(long)]
+    pjrt_plugin: Option<PathBuf>,
 }
 
 fn parse_dtype(s: &str) -> Result<DType> {
@@ -211,16 +216,31 @@ fn gen(a: &GenArgs) -> Result<()> {
         tokens_per_step: a.tokens_per_step,
         seed: a.seed,
     };
-    let mut canvas = Canvas::new(
-        &m.cfg,
-        &m.params,
-        1,
-        m.cfg.max_position_embeddings,
-        DType::F32,
-    )?;
-    let out = generate(&mut canvas, &m.cfg, &[prompt], &o, None, |x, end| {
-        eprintln!("block done: {} tokens", end.min(x[0].len()))
-    })?;
+    let report =
+        |x: &[Vec<u32>], end: usize| eprintln!("block done: {} tokens", end.min(x[0].len()));
+    let len = m.cfg.max_position_embeddings;
+    let out = match a.backend.as_str() {
+        "cpu" => generate(
+            &mut Canvas::new(&m.cfg, &m.params, 1, len, DType::F32)?,
+            &m.cfg,
+            &[prompt],
+            &o,
+            None,
+            report,
+        )?,
+        "xla" => {
+            let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
+            generate(
+                &mut Canvas::with_executor(exec, &m.cfg, &m.params, 1, len, DType::F32)?,
+                &m.cfg,
+                &[prompt],
+                &o,
+                None,
+                report,
+            )?
+        }
+        b => bail!("--backend {b}: use cpu or xla"),
+    };
     match &tok {
         Some(t) => println!("{}", t.decode(&out[0])?),
         None => println!("{:?}", out[0]),
