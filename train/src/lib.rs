@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod bench_step;
 pub mod corpus;
+pub mod correct;
 pub mod data;
 pub mod eval;
 pub mod generate;

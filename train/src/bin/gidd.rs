@@ -37,6 +37,8 @@ enum Cmd {
     },
     /// Generate text with a trained or released model.
     Generate(GenArgs),
+    /// Self-correction: re-predict a text and replace its least-confident tokens.
+    Correct(CorrectArgs),
     /// Negative ELBO per token of a dataset (nats, bits, perplexity bound) with its standard error.
     Eval(gidd_train::eval::EvalArgs),
     /// Write the training step the train flags describe as a StableHLO module.
@@ -62,6 +64,28 @@ enum BenchCmd {
     },
     /// One step of a synthetic model; one JSON line (for shared/baselines/run_bench.py).
     Step(gidd_train::bench_step::StepArgs),
+}
+
+#[derive(clap::Args)]
+#[command(rename_all = "snake_case")]
+struct CorrectArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    text: String,
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Step budget.
+    #[arg(long, default_value_t = 16)]
+    steps: usize,
+    /// Tokens replaced per step.
+    #[arg(long, default_value_t = 1)]
+    tokens_per_step: usize,
+    /// 0 = argmax.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +150,7 @@ fn main() {
         Cmd::Info { checkpoint } => info(&checkpoint),
         Cmd::Generate(g) => gen(&g),
         Cmd::Eval(e) => gidd_train::eval::run(&e),
+        Cmd::Correct(c) => correct(&c),
         Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
         Cmd::Bench {
             what: BenchCmd::Kernels { json },
@@ -259,5 +284,50 @@ fn export_hlo(out: &std::path::Path, a: &gidd_train::trainer::TrainArgs) -> Resu
         p.inputs.len(),
         p.outputs.len()
     );
+    Ok(())
+}
+
+fn correct(a: &CorrectArgs) -> Result<()> {
+    let m = gidd_train::session::load_checkpoint(&a.checkpoint)?;
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
+    if !tok_path.exists() {
+        bail!(
+            "{} not found: self-correction reads text, pass --tokenizer",
+            tok_path.display()
+        );
+    }
+    let tok = gidd_train::data::tokenizer::Tok::from_file(&tok_path)?;
+    let mut ids = vec![0u32];
+    ids.extend(tok.encode(&a.text)?);
+    let mut canvas = Canvas::new(
+        &m.cfg,
+        &m.params,
+        1,
+        m.cfg.max_position_embeddings,
+        DType::F32,
+    )?;
+    let (out, changes) = gidd_train::correct::self_correct(
+        &mut canvas,
+        &ids,
+        1,
+        a.steps,
+        a.tokens_per_step,
+        a.temperature,
+        a.seed,
+    )?;
+    for c in &changes {
+        eprintln!(
+            "step {}: position {}: {:?} -> {:?}",
+            c.step,
+            c.position,
+            tok.decode(&[c.from])?,
+            tok.decode(&[c.to])?
+        );
+    }
+    eprintln!("{} changes", changes.len());
+    println!("{}", tok.decode(&out)?);
     Ok(())
 }
