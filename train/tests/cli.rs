@@ -278,12 +278,14 @@ fn generate_and_eval_on_a_trained_checkpoint() {
         .output()
         .expect("generate");
     assert_eq!(out.stdout, again.stdout, "same seed, same output");
+    // The run above trained with --vocab_size 512: its corpus shard sits in the cache dir named for that vocabulary.
     let shard = std::fs::read_dir(tmp("cache"))
         .expect("cache")
         .filter_map(|e| e.ok())
-        .map(|e| e.path().join("corpus.bin"))
-        .find(|p| p.exists())
-        .expect("corpus shard");
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("vocab512") && p.join("corpus.bin").exists())
+        .expect("corpus shard of the vocab-512 tokenizer")
+        .join("corpus.bin");
     let out = gidd()
         .args(["eval", "--checkpoint"])
         .arg(&ck)
