@@ -1,16 +1,48 @@
 //! The whole training step as one graph: noise, forward, GIDD loss, backward,
 //! optimizer update. Compiled once, run every step.
 
-use super::noise::{noisy_batch, NoiseOpts};
+use super::noise::{noisy_batch, NoiseOpts, NoisyBatch};
 use super::optim::{group_of, update, Group, OptimOpts};
 use gidd_engine::{grad, DType, Graph, Program, Result, Tensor};
-use gidd_model::loss::gidd_loss;
+use gidd_model::loss::{gidd_loss, LossTerms};
 use gidd_model::transformer::{forward, ForwardOpts};
 use gidd_model::{GiddConfig, Params, Schedule};
 
 /// Names of the step's scalar inputs and metric outputs.
 pub const SCALARS: [&str; 4] = ["lr_bulk", "lr_aux", "b1t", "b2t"];
 pub const METRICS: [&str; 6] = ["loss", "elbo", "kl", "is", "grad_norm", "noisy_tokens"];
+
+/// Noise, forward and per-token loss terms of a batch of labels [B, L].
+#[allow(clippy::too_many_arguments)]
+fn noisy_loss(
+    cfg: &GiddConfig,
+    p: &Params,
+    s: &Schedule,
+    no: &NoiseOpts,
+    labels: &Tensor,
+    seed: &Tensor,
+    step: &Tensor,
+    row0: &Tensor,
+    beta_is_div: f64,
+    dtype: DType,
+) -> Result<(LossTerms, NoisyBatch)> {
+    let g = labels.graph();
+    let nb = noisy_batch(s, no, labels, seed, step, row0)?;
+    let pos = g.iota(labels.shape(), 1, DType::I32)?;
+    let out = forward(
+        cfg,
+        p,
+        &nb.z,
+        &nb.attn,
+        &pos,
+        ForwardOpts {
+            dtype,
+            attentions: false,
+        },
+    )?;
+    let t = gidd_loss(s, &out.logits, &nb.z, labels, &nb.log_snr, beta_is_div)?;
+    Ok((t, nb))
+}
 
 pub struct LossOpts {
     pub beta_is_div: f64,
@@ -54,20 +86,18 @@ pub fn build_step(
         .map(|n| g.input(n, &[], DType::F32))
         .collect();
 
-    let nb = noisy_batch(s, no, &labels, &seed, &step, &g.scalar(0.0, DType::U32))?;
-    let pos = g.iota(&[batch, seq], 1, DType::I32)?;
-    let out = forward(
+    let (t, nb) = noisy_loss(
         cfg,
         &p,
-        &nb.z,
-        &nb.attn,
-        &pos,
-        ForwardOpts {
-            dtype,
-            attentions: false,
-        },
+        s,
+        no,
+        &labels,
+        &seed,
+        &step,
+        &g.scalar(0.0, DType::U32),
+        lo.beta_is_div,
+        dtype,
     )?;
-    let t = gidd_loss(s, &out.logits, &nb.z, &labels, &nb.log_snr, lo.beta_is_div)?;
     let count = nb.noise_mask.sum_all()?.max_scalar(1.0)?;
     let masked = |x: &Tensor| x.mul(&nb.noise_mask)?.sum_all();
     let total = masked(&t.loss)?;
@@ -145,20 +175,18 @@ pub fn build_eval(
         p_independent: 1.0,
         ..no.clone()
     };
-    let nb = noisy_batch(s, &no, &labels, &seed, &step, &g.scalar(0.0, DType::U32))?;
-    let pos = g.iota(&[batch, seq], 1, DType::I32)?;
-    let out = forward(
+    let (t, nb) = noisy_loss(
         cfg,
         &p,
-        &nb.z,
-        &nb.attn,
-        &pos,
-        ForwardOpts {
-            dtype,
-            attentions: false,
-        },
+        s,
+        &no,
+        &labels,
+        &seed,
+        &step,
+        &g.scalar(0.0, DType::U32),
+        1.0,
+        dtype,
     )?;
-    let t = gidd_loss(s, &out.logits, &nb.z, &labels, &nb.log_snr, 1.0)?;
     let m = nb.noise_mask.mul(&valid)?;
     let elbo_sum = t.elbo.mul(&m)?.sum_all()?;
     let count = m.sum_all()?;
@@ -191,20 +219,18 @@ pub fn build_micro(
     let seed = g.input("seed", &[2], DType::U32);
     let step = g.input("step", &[], DType::U32);
     let row0 = g.input("row0", &[], DType::U32);
-    let nb = noisy_batch(s, no, &labels, &seed, &step, &row0)?;
-    let pos = g.iota(&[batch, seq], 1, DType::I32)?;
-    let out = forward(
+    let (t, nb) = noisy_loss(
         cfg,
         &p,
-        &nb.z,
-        &nb.attn,
-        &pos,
-        ForwardOpts {
-            dtype,
-            attentions: false,
-        },
+        s,
+        no,
+        &labels,
+        &seed,
+        &step,
+        &row0,
+        lo.beta_is_div,
+        dtype,
     )?;
-    let t = gidd_loss(s, &out.logits, &nb.z, &labels, &nb.log_snr, lo.beta_is_div)?;
     let masked = |x: &Tensor| x.mul(&nb.noise_mask)?.sum_all();
     let total = masked(&t.loss)?;
     let grads = grad(&total.mul_scalar(lo.loss_scale)?, &p.tensors())?;

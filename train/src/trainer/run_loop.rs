@@ -1,0 +1,262 @@
+//! The training steps on any executor: state stays where the executor keeps it.
+
+use super::checkpoint;
+use super::noise::NoiseOpts;
+use super::optim::{Group, OptimOpts};
+use super::step::METRICS;
+use super::{f32_scalar, heldout_elbo, rows_tensor, Resolved, TrainArgs};
+use crate::data::packer::{EvalSet, Packer};
+use anyhow::{bail, Context, Result};
+use gidd_engine::{DType, Executor, HostTensor};
+use gidd_model::{GiddConfig, Schedule};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What the step loop reads and advances.
+pub(super) struct LoopCtx<'a> {
+    pub(super) a: &'a TrainArgs,
+    pub(super) r: &'a Resolved,
+    pub(super) cfg: &'a GiddConfig,
+    pub(super) sched: &'a Schedule,
+    pub(super) no: &'a NoiseOpts,
+    pub(super) oo: &'a OptimOpts,
+    pub(super) dtype: DType,
+    pub(super) eval: &'a EvalSet,
+    pub(super) packer: &'a mut Packer,
+    pub(super) start: usize,
+    pub(super) accum: Option<Accum>,
+    /// tokenizer.json copied into every checkpoint, so generate/eval find it there
+    pub(super) tokenizer: Option<PathBuf>,
+}
+
+/// Gradient accumulation: programs for a micro-batch's gradients and for the update.
+pub(super) struct Accum {
+    pub(super) micro_prog: gidd_engine::Program,
+    pub(super) update_prog: gidd_engine::Program,
+    pub(super) micro: usize,
+    pub(super) sum: bool,
+}
+
+/// Runs the training steps on any executor: parameters and optimizer state stay
+/// where the executor keeps them and come back to the host only for evaluation
+/// and checkpoints. Returns the last checkpoint written.
+pub(super) fn train_loop<E: Executor>(
+    exec: &E,
+    prog: &gidd_engine::Program,
+    c: &mut LoopCtx,
+    params: &mut [(String, HostTensor)],
+    mu: &mut [HostTensor],
+    nu: &mut [HostTensor],
+) -> Result<Option<PathBuf>> {
+    let (a, r, cfg, oo) = (c.a, c.r, c.cfg, c.oo);
+    let t0 = Instant::now();
+    let mut lp = exec.load(prog)?;
+    let mut accum = match &c.accum {
+        Some(acc) => Some((
+            exec.load(&acc.micro_prog)?,
+            exec.load(&acc.update_prog)?,
+            acc,
+        )),
+        None => None,
+    };
+    eprintln!(
+        "compiled the step for {} in {:.1}s: {} ops, {:.1} MiB planned for intermediates (vs {:.1} MiB unplanned)",
+        exec.name(),
+        t0.elapsed().as_secs_f64(),
+        prog.nodes.len(),
+        prog.planned_bytes() as f64 / (1 << 20) as f64,
+        prog.unplanned_bytes() as f64 / (1 << 20) as f64
+    );
+    let up = |t: &HostTensor| exec.upload(t);
+    let mut dp: Vec<E::Buffer> = params
+        .iter()
+        .map(|(_, t)| up(t))
+        .collect::<gidd_engine::Result<_>>()?;
+    let mut dmu: Vec<E::Buffer> = mu.iter().map(up).collect::<gidd_engine::Result<_>>()?;
+    let mut dnu: Vec<E::Buffer> = nu.iter().map(up).collect::<gidd_engine::Result<_>>()?;
+    let download_all = |dp: &[E::Buffer],
+                        dmu: &[E::Buffer],
+                        dnu: &[E::Buffer],
+                        params: &mut [(String, HostTensor)],
+                        mu: &mut [HostTensor],
+                        nu: &mut [HostTensor]|
+     -> Result<()> {
+        for (i, (_, p)) in params.iter_mut().enumerate() {
+            *p = exec.download(&dp[i])?;
+            mu[i] = exec.download(&dmu[i])?;
+            nu[i] = exec.download(&dnu[i])?;
+        }
+        Ok(())
+    };
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(a.save_directory.join("metrics.jsonl"))?;
+    let seed_t = up(&HostTensor::u32(
+        vec![2],
+        vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37],
+    )?)?;
+    let flops_tok = 3.0 * cfg.flops_per_token(r.seq);
+    let mut last_good: Option<PathBuf> = None;
+    let run_start = Instant::now();
+    let first = c.start;
+    while c.start < r.steps {
+        let k = c.start;
+        let rows = c.packer.next_batch(r.batch)?;
+        let labels = up(&rows_tensor(&rows, r.seq)?)?;
+        let f = oo.lr_factor(k);
+        let (b1t, b2t) = oo.betas(k + 1);
+        let lr_b = oo.group_lr_wd(Group::Bulk).0 * f;
+        let lr_a = oo.group_lr_wd(Group::Emb).0 * f;
+        let step_t = up(&HostTensor::u32(vec![], vec![k as u32])?)?;
+        let sc = [
+            up(&f32_scalar(lr_b))?,
+            up(&f32_scalar(lr_a))?,
+            up(&f32_scalar(b1t))?,
+            up(&f32_scalar(b2t))?,
+        ];
+        let t = Instant::now();
+        let (m, state): (Vec<f64>, Vec<E::Buffer>) = match &mut accum {
+            None => {
+                let outs = {
+                    let mut ins: Vec<&E::Buffer> = dp.iter().collect();
+                    ins.extend(dmu.iter());
+                    ins.extend(dnu.iter());
+                    ins.push(&labels);
+                    ins.push(&seed_t);
+                    ins.push(&step_t);
+                    ins.extend(sc.iter());
+                    exec.run(&mut lp, &ins)?
+                };
+                let m = outs[..METRICS.len()]
+                    .iter()
+                    .map(|t| Ok(exec.download(t)?.to_f64_vec()[0]))
+                    .collect::<Result<_>>()?;
+                (m, outs.into_iter().skip(METRICS.len()).collect())
+            }
+            Some((lmicro, lupdate, acc)) => {
+                // Gradient accumulation: micro-batch i is rows [i m, (i+1) m) of the batch and draws
+                // that part of the full batch's noise (keyed by row), so only summation order differs.
+                let n = r.batch / acc.micro;
+                let mut sums = [0f64; 5];
+                let mut gsum: Vec<Vec<f32>> =
+                    params.iter().map(|(_, t)| vec![0f32; t.numel()]).collect();
+                for i in 0..n {
+                    let li = up(&rows_tensor(
+                        &rows[i * acc.micro..(i + 1) * acc.micro],
+                        r.seq,
+                    )?)?;
+                    let r0 = up(&HostTensor::u32(vec![], vec![(i * acc.micro) as u32])?)?;
+                    let mut ins: Vec<&E::Buffer> = dp.iter().collect();
+                    ins.extend([&li, &seed_t, &step_t, &r0]);
+                    let o = exec.run(lmicro, &ins)?;
+                    for (j, s) in sums.iter_mut().enumerate() {
+                        *s += exec.download(&o[j])?.to_f64_vec()[0];
+                    }
+                    for (acc_g, b) in gsum.iter_mut().zip(&o[5..]) {
+                        let h = exec.download(b)?;
+                        acc_g
+                            .iter_mut()
+                            .zip(h.as_f32()?)
+                            .for_each(|(a, &x)| *a += x);
+                    }
+                }
+                let count = sums[4].max(1.0);
+                let scale = up(&f32_scalar(if acc.sum { 1.0 } else { 1.0 / count }))?;
+                let gbufs: Vec<E::Buffer> = gsum
+                    .into_iter()
+                    .zip(params.iter())
+                    .map(|(g, (_, p))| {
+                        up(&HostTensor {
+                            shape: p.shape.clone(),
+                            data: gidd_engine::Data::F32(g),
+                        })
+                    })
+                    .collect::<gidd_engine::Result<_>>()?;
+                let mut ins: Vec<&E::Buffer> = dp.iter().collect();
+                ins.extend(dmu.iter());
+                ins.extend(dnu.iter());
+                ins.extend(gbufs.iter());
+                ins.extend(sc.iter());
+                ins.push(&scale);
+                let o = exec.run(lupdate, &ins)?;
+                let gn = exec.download(&o[0])?.to_f64_vec()[0];
+                let m = vec![
+                    sums[0] / count,
+                    sums[1] / count,
+                    sums[2] / count,
+                    sums[3] / count,
+                    gn,
+                    count,
+                ];
+                (m, o.into_iter().skip(1).collect())
+            }
+        };
+        let dt = t.elapsed().as_secs_f64();
+        if !m[0].is_finite() {
+            bail!(
+                "loss is {} at step {}: stopping; the last good checkpoint is {}",
+                m[0],
+                k + 1,
+                last_good
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "none (no checkpoint saved yet)".into())
+            );
+        }
+        let mut it = state.into_iter();
+        for p in dp.iter_mut().chain(dmu.iter_mut()).chain(dnu.iter_mut()) {
+            *p = it.next().context("step output")?;
+        }
+        c.start += 1;
+        let start = c.start;
+        let tps = (r.batch * r.seq) as f64 / dt;
+        let mfu_flops = flops_tok * tps;
+        let line = serde_json::json!({
+            "step": start, "loss": m[0], "elbo": m[1], "kl": m[2], "is": m[3], "lr": lr_b, "grad_norm": m[4],
+            "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "ms_per_step": dt * 1e3,
+        });
+        writeln!(metrics, "{line}")?;
+        if start % (r.steps / 40).max(10) == 0 || start == first + 1 || start == r.steps {
+            let done = (start - first) as f64 / (r.steps - first) as f64;
+            let elapsed = run_start.elapsed().as_secs_f64();
+            eprintln!(
+                "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s eta {:.0}s",
+                r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, elapsed / done * (1.0 - done)
+            );
+        }
+        let want_eval = a.eval_steps > 0 && start % a.eval_steps == 0 && start < r.steps;
+        let want_save = start % r.save_steps == 0 || start == r.steps;
+        if want_eval || want_save {
+            download_all(&dp, &dmu, &dnu, params, mu, nu)?;
+        }
+        if want_eval {
+            let e = heldout_elbo(cfg, c.sched, c.no, params, c.eval, r.batch, r.seq, c.dtype)?;
+            eprintln!(
+                "  held-out ELBO {:.4} nats/token ({:.4} bits)",
+                e,
+                e / std::f64::consts::LN_2
+            );
+        }
+        if want_save {
+            let dir = checkpoint::save(
+                &a.save_directory,
+                start,
+                cfg,
+                params,
+                mu,
+                nu,
+                &c.packer.state(),
+                a.save_total_limit,
+            )?;
+            if let Some(t) = &c.tokenizer {
+                let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
+                gidd_ports::write_atomic(&dir.join("tokenizer.json"), &bytes)?;
+            }
+            last_good = Some(dir);
+        }
+    }
+    download_all(&dp, &dmu, &dnu, params, mu, nu)?;
+    Ok(last_good)
+}
