@@ -8,5 +8,6 @@ pub mod correct;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod plot;
 pub mod session;
 pub mod trainer;

@@ -306,6 +306,28 @@ fn generate_and_eval_on_a_trained_checkpoint() {
         "{v}"
     );
     let out = gidd()
+        .args(["correct", "--checkpoint"])
+        .arg(&ck)
+        .args(["--text", "Bom wal yi woze.", "--steps", "3"])
+        .output()
+        .expect("correct");
+    assert!(
+        out.status.success(),
+        "correct: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let n: usize = err
+        .lines()
+        .find_map(|l| l.strip_suffix(" changes"))
+        .and_then(|x| x.parse().ok())
+        .expect("change count");
+    assert!(n <= 3, "at most one change per step: {err}");
+    assert!(
+        std::path::Path::new(&dir).join("curves.svg").exists(),
+        "the run plots its curves"
+    );
+    let out = gidd()
         .args(["generate", "--checkpoint"])
         .arg(&ck)
         .args(["--prompt_ids", "0,99999"])

@@ -481,6 +481,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         _ => train_loop(&CpuExecutor, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?,
     };
+    // Curves of this run's metrics next to them.
+    let metrics =
+        std::fs::read_to_string(a.save_directory.join("metrics.jsonl")).unwrap_or_default();
+    gidd_ports::write_atomic(
+        &a.save_directory.join("curves.svg"),
+        crate::plot::metrics_svg(&metrics, 20).as_bytes(),
+    )?;
     // Final report: held-out ELBO against the corpus's true entropy.
     let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
     println!(
