@@ -98,6 +98,14 @@ pub(super) fn train_loop<E: Executor>(
         vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37],
     )?)?;
     let flops_tok = 3.0 * cfg.flops_per_token(r.seq);
+    // MFU against this machine's measured f32 FMA peak (twice it for bf16 dot products).
+    let peak = gidd_kernels::simd::measure_f32_peak(0.2)
+        * 1e9
+        * if c.dtype == DType::BF16 && gidd_kernels::simd::has_avx512_bf16() {
+            2.0
+        } else {
+            1.0
+        };
     let mut last_good: Option<PathBuf> = None;
     let run_start = Instant::now();
     let first = c.start;
@@ -215,15 +223,15 @@ pub(super) fn train_loop<E: Executor>(
         let mfu_flops = flops_tok * tps;
         let line = serde_json::json!({
             "step": start, "loss": m[0], "elbo": m[1], "kl": m[2], "is": m[3], "lr": lr_b, "grad_norm": m[4],
-            "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "ms_per_step": dt * 1e3,
+            "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "mfu": mfu_flops / peak, "ms_per_step": dt * 1e3,
         });
         writeln!(metrics, "{line}")?;
         if start % (r.steps / 40).max(10) == 0 || start == first + 1 || start == r.steps {
             let done = (start - first) as f64 / (r.steps - first) as f64;
             let elapsed = run_start.elapsed().as_secs_f64();
             eprintln!(
-                "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s eta {:.0}s",
-                r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, elapsed / done * (1.0 - done)
+                "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s MFU {:.0}% eta {:.0}s",
+                r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, 100.0 * mfu_flops / peak, elapsed / done * (1.0 - done)
             );
         }
         let want_eval = a.eval_steps > 0 && start % a.eval_steps == 0 && start < r.steps;
