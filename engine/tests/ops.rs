@@ -681,3 +681,50 @@ fn position_keyed_uniforms_equal_host_and_split_across_micro_batches() {
         );
     }
 }
+
+#[test]
+fn bernoulli_and_randint_from_counter_uniforms() {
+    let mut r = rng(seed("bernoulli"));
+    let (rows, cols) = (64, 257);
+    let key = [r.random::<u32>(), r.random::<u32>()];
+    let g = Graph::new();
+    let s = g.input("seed", &[2], DType::U32);
+    let st = g.input("stream", &[], DType::U32);
+    let r0 = g.input("row0", &[], DType::U32);
+    let u = api::uniform_rows(&g, rows, cols, &s, &st, &r0).unwrap();
+    let b = api::bernoulli(&u, &g.scalar(0.3, DType::F32))
+        .unwrap()
+        .to(DType::F32)
+        .unwrap();
+    let k = api::randint(&u, 7).unwrap();
+    let ins = [
+        HostTensor::u32(vec![2], key.to_vec()).unwrap(),
+        HostTensor::u32(vec![], vec![3]).unwrap(),
+        HostTensor::u32(vec![], vec![0]).unwrap(),
+    ];
+    let out = run_cpu(
+        &[b, k],
+        &[("seed", &ins[0]), ("stream", &ins[1]), ("row0", &ins[2])],
+    );
+    let host = gidd_engine::rng::uniform_rows(rows, cols, key, 3, 0);
+    let n = (rows * cols) as f64;
+    // Exactly the host draws thresholded/floored; and the frequencies are right (4 sigma).
+    let bits = out[0].to_f64_vec();
+    let ints = out[1].to_f64_vec();
+    for i in 0..host.len() {
+        assert_eq!(bits[i], f64::from(u8::from(host[i] < 0.3)));
+        assert_eq!(ints[i], ((host[i] * 7.0).floor() as i32).min(6) as f64);
+    }
+    let mean = bits.iter().sum::<f64>() / n;
+    assert!(
+        (mean - 0.3).abs() < 4.0 * (0.3f64 * 0.7 / n).sqrt(),
+        "bernoulli mean {mean}"
+    );
+    for v in 0..7 {
+        let f = ints.iter().filter(|&&x| x == v as f64).count() as f64 / n;
+        assert!(
+            (f - 1.0 / 7.0).abs() < 4.0 * ((1.0 / 7.0) * (6.0 / 7.0) / n).sqrt(),
+            "randint frequency of {v}: {f}"
+        );
+    }
+}

@@ -119,3 +119,17 @@ pub fn uniform_rows(
     let top = bits.binary(&g.scalar(8.0, DType::U32), BinaryOp::ShiftRightLogical)?;
     top.to(DType::F32)?.mul_scalar(1.0 / 16_777_216.0)
 }
+
+/// Bernoulli draws: u < p elementwise (p broadcast to u's shape), from position-keyed uniforms.
+pub fn bernoulli(u: &Tensor, p: &Tensor) -> Result<Tensor> {
+    u.lt(&p.to(DType::F32)?)
+}
+
+/// Integers uniform in [0, n) from uniforms u in [0, 1): floor(u n), clamped below n
+/// (u < 1, but u n can round up to n in f32).
+pub fn randint(u: &Tensor, n: usize) -> Result<Tensor> {
+    u.mul_scalar(n as f64)?
+        .floor()?
+        .to(DType::I32)?
+        .min_scalar((n - 1) as f64)
+}

@@ -2,7 +2,7 @@
 //! counter-based generator keyed by (seed, step, position): a step is
 //! reproducible and identical on every executor.
 
-use gidd_engine::api::uniform_rows;
+use gidd_engine::api::{randint, uniform_rows};
 use gidd_engine::{DType, Graph, Result, Tensor};
 use gidd_model::Schedule;
 
@@ -98,11 +98,7 @@ pub fn noisy_batch(
     let alpha = s.alpha(&log_snr)?;
     let keep = u(&[b, l], 8)?.lt(&alpha)?;
     let unif = u(&[b, l], 9)?.lt(&s.beta_u(&log_snr)?)?;
-    let rand_id = u(&[b, l], 10)?
-        .mul_scalar(s.vocab_size as f64)?
-        .floor()?
-        .to(DType::I32)?
-        .min_scalar((s.vocab_size - 1) as f64)?;
+    let rand_id = randint(&u(&[b, l], 10)?, s.vocab_size)?;
     let noise_id = unif.select(&rand_id, &g.splat(s.mask_id as f64, &[b, l], DType::I32))?;
     let z = keep.select(x, &noise_id)?;
     let z = noisy.select(&z, x)?;
