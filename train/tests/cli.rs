@@ -238,45 +238,32 @@ fn generate_and_eval_on_a_trained_checkpoint() {
         ck.join("tokenizer.json").exists(),
         "the checkpoint carries its tokenizer"
     );
-    let out = gidd()
-        .args(["generate", "--checkpoint"])
-        .arg(&ck)
-        .args([
-            "--prompt",
-            "Bom",
-            "--max_length",
-            "12",
-            "--block_length",
-            "6",
-            "--steps",
-            "4",
-            "--seed",
-            "3",
-        ])
-        .output()
-        .expect("generate");
+    let generate = || {
+        gidd()
+            .args(["generate", "--checkpoint"])
+            .arg(&ck)
+            .args([
+                "--prompt",
+                "Bom",
+                "--max_length",
+                "12",
+                "--block_length",
+                "6",
+                "--steps",
+                "4",
+                "--seed",
+                "3",
+            ])
+            .output()
+            .expect("generate")
+    };
+    let out = generate();
     assert!(
         out.status.success(),
         "generate: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let again = gidd()
-        .args(["generate", "--checkpoint"])
-        .arg(&ck)
-        .args([
-            "--prompt",
-            "Bom",
-            "--max_length",
-            "12",
-            "--block_length",
-            "6",
-            "--steps",
-            "4",
-            "--seed",
-            "3",
-        ])
-        .output()
-        .expect("generate");
+    let again = generate();
     assert_eq!(out.stdout, again.stdout, "same seed, same output");
     // The run above trained with --vocab_size 512: its corpus shard sits in the cache dir named for that vocabulary.
     let shard = std::fs::read_dir(tmp("cache"))

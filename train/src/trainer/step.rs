@@ -44,6 +44,59 @@ fn noisy_loss(
     Ok((t, nb))
 }
 
+/// One f32 input per parameter named "{prefix}.{name}" (optimizer state, gradients).
+fn declare_like(g: &Graph, p: &Params, prefix: &str) -> Vec<Tensor> {
+    p.names()
+        .iter()
+        .zip(p.tensors())
+        .map(|(n, t)| g.input(&format!("{prefix}.{n}"), t.shape(), DType::F32))
+        .collect()
+}
+
+/// sqrt(sum of squares) over all gradients.
+fn global_norm(grads: &[Tensor]) -> Result<Tensor> {
+    let mut gn = grads[0].graph().scalar(0.0, DType::F32);
+    for x in grads {
+        gn = gn.add(&x.square()?.sum_all()?)?;
+    }
+    gn.sqrt()
+}
+
+/// The optimizer update of every parameter with its group's lr and decay:
+/// returns new params, then new mu, then new nu. `sc` holds the SCALARS inputs.
+fn update_all(
+    oo: &OptimOpts,
+    p: &Params,
+    grads: &[Tensor],
+    mu: &[Tensor],
+    nu: &[Tensor],
+    sc: &[Tensor],
+) -> Result<Vec<Tensor>> {
+    let (mut np, mut nmu, mut nnu) = (vec![], vec![], vec![]);
+    for (i, (name, pt)) in p.names().iter().zip(p.tensors()).enumerate() {
+        let grp = group_of(name);
+        let lr = if grp == Group::Bulk { &sc[0] } else { &sc[1] };
+        let (a, b, c) = update(
+            oo.laprop,
+            &pt,
+            &grads[i],
+            &mu[i],
+            &nu[i],
+            lr,
+            &sc[2],
+            &sc[3],
+            oo.eps(),
+            oo.group_lr_wd(grp).1,
+        )?;
+        np.push(a);
+        nmu.push(b);
+        nnu.push(c);
+    }
+    np.extend(nmu);
+    np.extend(nnu);
+    Ok(np)
+}
+
 pub struct LossOpts {
     pub beta_is_div: f64,
     /// "sum" (the reference's default) or mean over noisy tokens
@@ -67,17 +120,7 @@ pub fn build_step(
     let g = Graph::new();
     let p = Params::declare(&g, cfg);
     let names = p.names();
-    let shapes: Vec<Vec<usize>> = p.tensors().iter().map(|t| t.shape().to_vec()).collect();
-    let mu: Vec<Tensor> = names
-        .iter()
-        .zip(&shapes)
-        .map(|(n, sh)| g.input(&format!("mu.{n}"), sh, DType::F32))
-        .collect();
-    let nu: Vec<Tensor> = names
-        .iter()
-        .zip(&shapes)
-        .map(|(n, sh)| g.input(&format!("nu.{n}"), sh, DType::F32))
-        .collect();
+    let (mu, nu) = (declare_like(&g, &p, "mu"), declare_like(&g, &p, "nu"));
     let labels = g.input("labels", &[batch, seq], DType::I32);
     let seed = g.input("seed", &[2], DType::U32);
     let step = g.input("step", &[], DType::U32);
@@ -108,42 +151,15 @@ pub fn build_step(
     }
     .mul_scalar(lo.loss_scale)?;
     let grads = grad(&objective, &p.tensors())?;
-    let mut gn = g.scalar(0.0, DType::F32);
-    for gr in &grads {
-        gn = gn.add(&gr.square()?.sum_all()?)?;
-    }
     let mut outs = vec![
         total.div(&count)?,
         masked(&t.elbo)?.div(&count)?,
         masked(&t.kl_loss)?.div(&count)?,
         masked(&t.is_loss)?.div(&count)?,
-        gn.sqrt()?,
+        global_norm(&grads)?,
         count,
     ];
-    let (mut np, mut nmu, mut nnu) = (vec![], vec![], vec![]);
-    for (i, (name, pt)) in names.iter().zip(p.tensors()).enumerate() {
-        let grp = group_of(name);
-        let (_, wd) = oo.group_lr_wd(grp);
-        let lr = if grp == Group::Bulk { &sc[0] } else { &sc[1] };
-        let (a, b, c) = update(
-            oo.laprop,
-            &pt,
-            &grads[i],
-            &mu[i],
-            &nu[i],
-            lr,
-            &sc[2],
-            &sc[3],
-            oo.eps(),
-            wd,
-        )?;
-        np.push(a);
-        nmu.push(b);
-        nnu.push(c);
-    }
-    outs.extend(np);
-    outs.extend(nmu);
-    outs.extend(nnu);
+    outs.extend(update_all(oo, &p, &grads, &mu, &nu, &sc)?);
     let mut order: Vec<String> = names.clone();
     order.extend(names.iter().map(|n| format!("mu.{n}")));
     order.extend(names.iter().map(|n| format!("nu.{n}")));
@@ -259,48 +275,19 @@ pub fn build_update(cfg: &GiddConfig, oo: &OptimOpts) -> Result<Program> {
     let g = Graph::new();
     let p = Params::declare(&g, cfg);
     let names = p.names();
-    let decl = |prefix: &str| -> Vec<Tensor> {
-        p.tensors()
-            .iter()
-            .zip(&names)
-            .map(|(t, n)| g.input(&format!("{prefix}.{n}"), t.shape(), DType::F32))
-            .collect()
-    };
-    let (mu, nu, gr) = (decl("mu"), decl("nu"), decl("grad"));
+    let (mu, nu, gr) = (
+        declare_like(&g, &p, "mu"),
+        declare_like(&g, &p, "nu"),
+        declare_like(&g, &p, "grad"),
+    );
     let sc: Vec<Tensor> = SCALARS
         .iter()
         .map(|n| g.input(n, &[], DType::F32))
         .collect();
     let gs = g.input("grad_scale", &[], DType::F32);
     let grads: Vec<Tensor> = gr.iter().map(|x| x.mul(&gs)).collect::<Result<_>>()?;
-    let mut gn = g.scalar(0.0, DType::F32);
-    for x in &grads {
-        gn = gn.add(&x.square()?.sum_all()?)?;
-    }
-    let mut outs = vec![gn.sqrt()?];
-    let (mut np, mut nmu, mut nnu) = (vec![], vec![], vec![]);
-    for (i, (name, pt)) in names.iter().zip(p.tensors()).enumerate() {
-        let grp = group_of(name);
-        let lr = if grp == Group::Bulk { &sc[0] } else { &sc[1] };
-        let (a, b, c) = update(
-            oo.laprop,
-            &pt,
-            &grads[i],
-            &mu[i],
-            &nu[i],
-            lr,
-            &sc[2],
-            &sc[3],
-            oo.eps(),
-            oo.group_lr_wd(grp).1,
-        )?;
-        np.push(a);
-        nmu.push(b);
-        nnu.push(c);
-    }
-    outs.extend(np);
-    outs.extend(nmu);
-    outs.extend(nnu);
+    let mut outs = vec![global_norm(&grads)?];
+    outs.extend(update_all(oo, &p, &grads, &mu, &nu, &sc)?);
     let mut order = names.clone();
     for pre in ["mu", "nu", "grad"] {
         order.extend(names.iter().map(|n| format!("{pre}.{n}")));
