@@ -146,7 +146,7 @@ fn attention_scores(
 
 /// neox rotation of x [R, H, D] by cos/sin [R, D/2]; `transpose` rotates backwards.
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, transpose: bool) -> Result<Tensor> {
-    let (r, h, d) = (x.dim(0), x.dim(1), x.dim(2));
+    let (r, d) = (x.dim(0), x.dim(2));
     let half = d / 2;
     let x1 = x.narrow(2, 0, half)?;
     let x2 = x.narrow(2, half, d)?;
@@ -155,7 +155,6 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, transpose: bool) -> Result<Tenso
     let s = if transpose { s.neg()? } else { s };
     let o1 = x1.mul(&c)?.sub(&x2.mul(&s)?)?;
     let o2 = x2.mul(&c)?.add(&x1.mul(&s)?)?;
-    let _ = h;
     Tensor::concat(&[&o1, &o2], 2)
 }
 

@@ -3,7 +3,7 @@
 //! shared/baselines/run_bench.py compares with PyTorch in one interleaved run.
 
 use crate::trainer::noise::NoiseOpts;
-use crate::trainer::optim::{Group, OptimOpts};
+use crate::trainer::optim::OptimOpts;
 use crate::trainer::step::{build_eval, build_step, LossOpts};
 use anyhow::{bail, Result};
 use gidd_engine::rng::HostRng;
@@ -142,7 +142,6 @@ pub fn run(a: &StepArgs) -> Result<()> {
                 sum: true,
                 loss_scale: 1.0,
             };
-            let _ = Group::Bulk;
             (
                 build_step(&cfg, &sched, &no, &oo, &lo, a.batch, a.seq, dtype)?.0,
                 0,

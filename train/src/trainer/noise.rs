@@ -74,9 +74,8 @@ pub fn noisy_batch(
     // Noise mask: prompt prefixes (p <= frac (L-1) clean) and infilling.
     let pos = g.iota(&[b, l], 1, DType::F32)?;
     let mut clean = g.splat(0.0, &[b, l], DType::Bool);
-    let mut prompt_rows = g.splat(0.0, &[b, 1], DType::Bool);
     if o.p_prompt > 0.0 {
-        prompt_rows = row(&u(&[b], 3)?.lt_scalar(o.p_prompt)?)?;
+        let prompt_rows = row(&u(&[b], 3)?.lt_scalar(o.p_prompt)?)?;
         // frac = arccos(1 - 2r) / pi (max_cond_frac 1): arccos via atan2-free identity acos(y) = 2 atan(sqrt((1-y)/(1+y)))
         let r = row(&u(&[b], 4)?)?;
         let frac = acos_over_pi(&r.mul_scalar(-2.0)?.add_scalar(1.0)?)?;
@@ -117,7 +116,6 @@ pub fn noisy_batch(
             &causal.binary(&attn, gidd_engine::op::BinaryOp::And)?,
         )?;
     }
-    let _ = prompt_rows;
     Ok(NoisyBatch {
         z,
         log_snr,
