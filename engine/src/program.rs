@@ -41,6 +41,17 @@ impl Program {
     /// Compiles the part of `outputs`' graph they depend on. Inputs are ordered as
     /// `input_order` names them; every `Input` op reached must be named there.
     pub fn compile(outputs: &[Tensor], input_order: &[&str]) -> Result<Program> {
+        Program::compile_inner(outputs, input_order, true)
+    }
+
+    /// Like `compile`, but names in `input_order` that the outputs do not use are left
+    /// out (a program over part of a model, e.g. only its keys and values, needs fewer
+    /// parameters); `inputs` tells which were kept, in `input_order`'s order.
+    pub fn compile_pruned(outputs: &[Tensor], input_order: &[&str]) -> Result<Program> {
+        Program::compile_inner(outputs, input_order, false)
+    }
+
+    fn compile_inner(outputs: &[Tensor], input_order: &[&str], strict: bool) -> Result<Program> {
         let g = outputs
             .first()
             .ok_or_else(|| Error::Msg("a program needs at least one output".into()))?
@@ -101,6 +112,7 @@ impl Program {
         for name in input_order {
             match inputs.iter().position(|(n, _)| n == name) {
                 Some(i) => ordered.push(inputs.remove(i)),
+                None if !strict => {}
                 None => {
                     return Err(Error::Msg(format!(
                         "input '{name}' is not used by the program's outputs"

@@ -126,13 +126,58 @@ pub fn forward(
     pos: &Tensor,
     opts: ForwardOpts,
 ) -> Result<ForwardOut> {
+    Ok(forward_cached(cfg, p, ids, mask, pos, None, None, opts)?.0)
+}
+
+/// Keys and values of earlier positions, per layer: (k, v) [B, H, Lp, hd] after QK-norm and
+/// RoPE, without the bias slot (the attention adds that once, whatever the cache holds).
+pub type KvCache = Vec<(Tensor, Tensor)>;
+
+/// The forward pass over `ids` that follow the positions held in `past` (SPEC.md section 1,
+/// "KV cache"): the queries attend to the cached keys, then to their own. Returns the
+/// outputs and this call's own keys and values (not including `past`).
+///
+/// Exact for generation's clean prefix: a clean query attends only to clean keys, so the
+/// prefix's keys do not depend on anything after it.
+///
+/// `logit_rows` = (start, end) computes logits only for those query rows (the lm_head is
+/// the widest matmul; generation reads one block's rows).
+///
+/// # Shapes
+/// ids [B, Lq], mask bool [B, Lp + Lq] (keys) or [B, Lq, Lp + Lq], pos [B, Lq],
+/// past per layer [B, H, Lp, hd] -> logits [B, Lq or end - start, V]
+#[allow(clippy::too_many_arguments)]
+pub fn forward_cached(
+    cfg: &GiddConfig,
+    p: &Params,
+    ids: &Tensor,
+    mask: &Tensor,
+    pos: &Tensor,
+    past: Option<&KvCache>,
+    logit_rows: Option<(usize, usize)>,
+    opts: ForwardOpts,
+) -> Result<(ForwardOut, KvCache)> {
     let g = ids.graph().clone();
     let (b, l) = (ids.dim(0), ids.dim(1));
     let (d, h, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim());
+    let lp = past
+        .and_then(|c| c.first())
+        .map(|(k, _)| k.dim(2))
+        .unwrap_or(0);
+    if let Some(c) = past {
+        if c.len() != cfg.num_hidden_layers {
+            return Err(gidd_engine::Error::Msg(format!(
+                "KV cache holds {} layers, the model has {}",
+                c.len(),
+                cfg.num_hidden_layers
+            )));
+        }
+    }
     let eps = cfg.rms_norm_eps as f32;
     let dt = opts.dtype;
     let mask = if mask.rank() == 2 {
-        mask.reshape(&[b, 1, l])?.broadcast_to(&[b, l, l])? // keys -> (B, Lq, Lk)
+        mask.reshape(&[b, 1, lp + l])?
+            .broadcast_to(&[b, l, lp + l])? // keys -> (B, Lq, Lk)
     } else {
         mask.clone()
     };
@@ -148,6 +193,7 @@ pub fn forward(
     let mut hcur = p.get("model.embed_tokens.weight")?.embedding(ids)?.to(dt)?; // (B, L, d)
     let mut hidden = vec![hcur.clone()];
     let mut attentions = vec![];
+    let mut present = vec![];
     for li in 0..cfg.num_hidden_layers {
         let pre = format!("model.layers.{li}");
         let w = |n: &str| p.get(&format!("{pre}.{n}"));
@@ -170,6 +216,17 @@ pub fn forward(
             .rope(&cos, &sin)?
             .transpose(&[0, 2, 1, 3])?;
         let v = v.reshape(&[b, l, h, hd])?.transpose(&[0, 2, 1, 3])?;
+        present.push((k.clone(), v.clone()));
+        let (k, v) = match past {
+            Some(c) => {
+                let (pk, pv) = &c[li];
+                (
+                    Tensor::concat(&[&pk.to(k.dtype())?, &k], 2)?,
+                    Tensor::concat(&[&pv.to(v.dtype())?, &v], 2)?,
+                )
+            }
+            None => (k, v),
+        };
         let bias = if cfg.attention_bias {
             Some((w("self_attn.k_bias")?, w("self_attn.v_bias")?))
         } else {
@@ -212,17 +269,24 @@ pub fn forward(
     let last_prenorm = hcur.clone();
     let hn = hcur.rms_norm(p.get("model.norm.weight")?, eps)?;
     hidden.push(hn.clone());
-    let logits = if cfg.tie_word_embeddings {
-        hn.linear(&p.get("model.embed_tokens.weight")?.to(dt)?)?
-    } else {
-        scaled_linear(&hn, p.get("lm_head.weight")?, cfg.head_scaling, None)?
+    let hl = match logit_rows {
+        Some((s, e)) => hn.slice(&[0, s, 0], &[b, e, d])?,
+        None => hn,
     };
-    Ok(ForwardOut {
-        logits: logits.to(DType::F32)?,
-        hidden_states: hidden,
-        last_prenorm,
-        attentions,
-    })
+    let logits = if cfg.tie_word_embeddings {
+        hl.linear(&p.get("model.embed_tokens.weight")?.to(dt)?)?
+    } else {
+        scaled_linear(&hl, p.get("lm_head.weight")?, cfg.head_scaling, None)?
+    };
+    Ok((
+        ForwardOut {
+            logits: logits.to(DType::F32)?,
+            hidden_states: hidden,
+            last_prenorm,
+            attentions,
+        },
+        present,
+    ))
 }
 
 /// Attention probabilities written out (for audits): softmax of masked, capped scores.
