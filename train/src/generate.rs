@@ -60,11 +60,13 @@ pub struct Canvas<E: Executor = CpuExecutor> {
     pub batch: usize,
     pub len: usize,
     pub kv_cache: bool,
+    /// reuse the last logits when a step changed nothing (the reference does)
+    pub reuse_logits: bool,
     pub stats: CanvasStats,
 }
 
 /// What the canvas computed, in token positions through the model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct CanvasStats {
     /// model calls for denoising steps
     pub step_calls: usize,
@@ -74,6 +76,27 @@ pub struct CanvasStats {
     pub positions: usize,
     /// positions whose logits (the lm_head) were computed
     pub logit_positions: usize,
+    /// forward FLOPs of those calls (matmuls and attention, 2 per multiply-add)
+    pub flops: f64,
+}
+
+impl CanvasStats {
+    /// Accounts one call: `rows` x `queries` positions attending to `keys` keys, and
+    /// `rows` x `logit_rows` positions through the lm_head.
+    fn add(
+        &mut self,
+        cfg: &GiddConfig,
+        rows: usize,
+        queries: usize,
+        keys: usize,
+        logit_rows: usize,
+    ) {
+        let head = 2.0 * (cfg.hidden_size * cfg.vocab_size) as f64;
+        let body = cfg.flops_per_token(keys) - head;
+        self.positions += rows * queries;
+        self.logit_positions += rows * logit_rows;
+        self.flops += (rows * queries) as f64 * body + (rows * logit_rows) as f64 * head;
+    }
 }
 
 /// A loaded program and which of the canvas's parameters it takes (pruned programs take fewer).
@@ -127,6 +150,7 @@ impl<E: Executor> Canvas<E> {
             batch,
             len,
             kv_cache: true,
+            reuse_logits: true,
             stats: CanvasStats::default(),
         })
     }
@@ -210,8 +234,7 @@ impl<E: Executor> Canvas<E> {
         let l = self.full.as_mut().expect("compiled above");
         let out = Self::run(&self.exec, &self.params, l, &[&ids_t, &mask_t])?;
         self.stats.step_calls += 1;
-        self.stats.positions += b * t;
-        self.stats.logit_positions += b * t;
+        self.stats.add(&self.cfg, b, t, t, t);
         Ok(self.exec.download(&out[0])?.as_f32()?.to_vec())
     }
 
@@ -239,7 +262,7 @@ impl<E: Executor> Canvas<E> {
         let l = self.prefixes.get_mut(&ws).expect("compiled above");
         let kv = Self::run(&self.exec, &self.params, l, &[&ids_t])?;
         self.stats.prefix_calls += 1;
-        self.stats.positions += b * ws;
+        self.stats.add(&self.cfg, b, ws, ws, 0);
         self.cache = Some((ws, kv));
         Ok(())
     }
@@ -295,7 +318,9 @@ impl<E: Executor> Canvas<E> {
                     })
                     .collect()
             });
-            let rows = (ws - q0, we - q0);
+            // With the cache, the lm_head runs on the block's rows only; without it, on the
+            // whole canvas as the reference does (the baseline the cache is measured against).
+            let rows = cached.then_some((ws - q0, we - q0));
             let (out, _) = forward_cached(
                 &self.cfg,
                 &p,
@@ -303,7 +328,7 @@ impl<E: Executor> Canvas<E> {
                 &m,
                 &pos,
                 past.as_ref(),
-                Some(rows),
+                rows,
                 self.opts(),
             )?;
             let l = self.load(&[out.logits], &extra)?;
@@ -322,9 +347,17 @@ impl<E: Executor> Canvas<E> {
         let l = self.steps.get_mut(&key).expect("compiled above");
         let out = Self::run(&self.exec, &self.params, l, &extra)?;
         self.stats.step_calls += 1;
-        self.stats.positions += b * lq;
-        self.stats.logit_positions += b * (we - ws);
-        Ok(self.exec.download(&out[0])?.as_f32()?.to_vec())
+        let logits = self.exec.download(&out[0])?;
+        let logits = logits.as_f32()?;
+        if cached {
+            self.stats.add(&self.cfg, b, lq, t, we - ws);
+            return Ok(logits.to_vec());
+        }
+        self.stats.add(&self.cfg, b, lq, t, t);
+        let v = self.cfg.vocab_size;
+        Ok((0..b)
+            .flat_map(|r| logits[(r * t + ws) * v..(r * t + we) * v].iter().copied())
+            .collect())
     }
 
     pub fn vocab(&self) -> usize {
@@ -408,7 +441,21 @@ pub fn draw(p: &[f64], rng: &mut HostRng) -> usize {
     p.iter().rposition(|&q| q > 0.0).unwrap_or(0)
 }
 
-/// Generates from one batch of equal-length prompts. `prior` replaces the sampled prior canvas when given.
+/// What generation reports while it runs.
+pub enum GenEvent<'a> {
+    /// a denoising step ran (`step` counts down from `steps` to 1 in each block)
+    Step { block: usize, step: usize },
+    /// block `block` is final: `x` is the canvas, [start, end) the block's positions
+    Block {
+        x: &'a [Vec<u32>],
+        block: usize,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// Generates from one batch of equal-length prompts. `prior` replaces the sampled prior
+/// canvas when given; `on_block(canvas, end)` is called as each block becomes final.
 pub fn generate<E: Executor>(
     canvas: &mut Canvas<E>,
     cfg: &GiddConfig,
@@ -416,6 +463,29 @@ pub fn generate<E: Executor>(
     o: &GenOpts,
     prior: Option<Vec<Vec<u32>>>,
     mut on_block: impl FnMut(&[Vec<u32>], usize),
+) -> Result<Vec<Vec<u32>>> {
+    generate_with(canvas, cfg, prompts, o, prior, |e| {
+        if let GenEvent::Block { x, end, .. } = e {
+            on_block(x, end)
+        }
+    })
+}
+
+/// The number of blocks a generation of `o` from a `p_len`-token prompt runs at most
+/// on a `t`-token canvas (fewer when every row reaches eos).
+pub fn max_blocks(o: &GenOpts, p_len: usize, t: usize) -> usize {
+    let span = o.max_length.min(t.saturating_sub(p_len));
+    span.div_ceil(o.block_length.max(1)).max(1)
+}
+
+/// `generate`, reporting every step and block to `on_event`.
+pub fn generate_with<E: Executor>(
+    canvas: &mut Canvas<E>,
+    cfg: &GiddConfig,
+    prompts: &[Vec<u32>],
+    o: &GenOpts,
+    prior: Option<Vec<Vec<u32>>>,
+    mut on_event: impl FnMut(GenEvent<'_>),
 ) -> Result<Vec<Vec<u32>>> {
     let b = prompts.len();
     let t = canvas.len;
@@ -487,6 +557,7 @@ pub fn generate<E: Executor>(
             if !keep {
                 logits = canvas.block_logits(&x, &noise, ws, we)?;
             }
+            on_event(GenEvent::Step { block: nb, step });
             let min_eos = (o.min_length + p_len).saturating_sub(ws);
             let mut changed = false;
             for r in 0..b {
@@ -557,13 +628,18 @@ pub fn generate<E: Executor>(
                 changed |= z_next != z;
                 x[r][ws..we].copy_from_slice(&z_next);
             }
-            keep = !changed;
+            keep = !changed && canvas.reuse_logits;
         }
-        nb += 1;
         for row in noise.iter_mut() {
             row[..we].fill(false);
         }
-        on_block(&x, we);
+        on_event(GenEvent::Block {
+            x: &x,
+            block: nb,
+            start: ws,
+            end: we,
+        });
+        nb += 1;
         let has_eos = x.iter().all(|row| row.contains(&EOS));
         if ws + o.block_length >= o.max_length + p_len || has_eos || we >= t {
             break;

@@ -2,12 +2,14 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_generate;
 pub mod bench_step;
 pub mod corpus;
 pub mod correct;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod generate_cli;
 pub mod plot;
 pub mod session;
 pub mod trainer;

@@ -325,3 +325,82 @@ fn generate_and_eval_on_a_trained_checkpoint() {
         "out-of-range prompt ids are refused"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// What `gidd train` shows and writes (issue 4, item 6): curves.png beside curves.svg, and the
+// periodic held-out ELBO beside the true entropy of the same held-out text (embedded corpus).
+// Stderr is a pipe here, so the run prints the plain progress lines, not the redrawing bar.
+
+#[test]
+fn periodic_eval_shows_the_true_entropy_and_the_run_writes_curves_png() {
+    let dir = tmp("eval-entropy");
+    let out = gidd()
+        .args(SMALL)
+        .arg("512")
+        .args([
+            "--batch_size",
+            "4",
+            "--max_training_steps",
+            "4",
+            "--eval_steps",
+            "2",
+            "--save_directory",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run gidd");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "train: {err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("step      1/4 [ 25.0%] loss ")),
+        "plain progress lines when stderr is not a terminal: {err}"
+    );
+    let shown = err
+        .lines()
+        .find(|l| l.trim_start().starts_with("held-out ELBO"))
+        .expect("a periodic held-out ELBO line");
+    assert!(
+        shown.contains("nats/token")
+            && shown.contains("; true entropy ")
+            && shown.contains("; gap "),
+        "{shown}"
+    );
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    let evals: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .filter(|v: &serde_json::Value| v.get("heldout_elbo").is_some())
+        .collect();
+    assert_eq!(evals.len(), 1, "one periodic eval (step 2): {metrics}");
+    let (e, t) = (
+        evals[0]["heldout_elbo"].as_f64().expect("elbo"),
+        evals[0]["heldout_true_entropy"]
+            .as_f64()
+            .expect("true entropy"),
+    );
+    let gap = evals[0]["heldout_gap"].as_f64().expect("gap");
+    assert!(
+        t.is_finite() && t > 0.0 && (gap - (e - t)).abs() < 1e-9,
+        "{}",
+        evals[0]
+    );
+    assert!(
+        shown.contains(&format!("true entropy {t:.4} nats/token")),
+        "{shown}"
+    );
+    // The final report prints the same true entropy (computed once for the run).
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&format!(
+            "true entropy of the same held-out text: {t:.4} nats/token"
+        )),
+        "{report}"
+    );
+    let png = std::fs::read(dir.join("curves.png")).expect("curves.png beside curves.svg");
+    assert!(dir.join("curves.svg").exists());
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    assert_eq!(&png[12..16], b"IHDR");
+    let size = |i: usize| u32::from_be_bytes([png[i], png[i + 1], png[i + 2], png[i + 3]]);
+    assert_eq!((size(16), size(20)), (1440, 720), "curves.png size");
+}

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use gidd_engine::DType;
-use gidd_train::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use gidd_train::generate::Canvas;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -36,7 +36,7 @@ enum Cmd {
         checkpoint: PathBuf,
     },
     /// Generate text with a trained or released model.
-    Generate(GenArgs),
+    Generate(gidd_train::generate_cli::GenArgs),
     /// Self-correction: re-predict a text and replace its least-confident tokens.
     Correct(CorrectArgs),
     /// Negative ELBO per token of a dataset (nats, bits, perplexity bound) with its standard error.
@@ -64,6 +64,8 @@ enum BenchCmd {
     },
     /// One step of a synthetic model; one JSON line (for shared/baselines/run_bench.py).
     Step(gidd_train::bench_step::StepArgs),
+    /// Sampling throughput, and what the KV cache and logits reuse save (same tokens generated).
+    Generate(gidd_train::bench_generate::GenBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -88,48 +90,6 @@ struct CorrectArgs {
     seed: u64,
 }
 
-#[derive(clap::Args)]
-#[command(rename_all = "snake_case")]
-struct GenArgs {
-    #[arg(long)]
-    checkpoint: PathBuf,
-    /// Prompt text (needs tokenizer.json in the checkpoint or --tokenizer); empty: unconditional from bos.
-    #[arg(long)]
-    prompt: Option<String>,
-    /// Prompt as comma-separated token ids.
-    #[arg(long)]
-    prompt_ids: Option<String>,
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
-    #[arg(long, default_value_t = 128)]
-    max_length: usize,
-    #[arg(long, default_value_t = 0)]
-    min_length: usize,
-    #[arg(long, default_value_t = 64)]
-    block_length: usize,
-    #[arg(long, default_value_t = 64)]
-    steps: usize,
-    #[arg(long, default_value = "ancestral")]
-    sampling_method: String,
-    #[arg(long, default_value = "cosine")]
-    noise_schedule: String,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    #[arg(long)]
-    top_k: Option<usize>,
-    #[arg(long)]
-    top_p: Option<f64>,
-    #[arg(long, default_value_t = 1)]
-    tokens_per_step: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// cpu or xla
-    #[arg(long, default_value = "cpu")]
-    backend: String,
-    #[arg(long)]
-    pjrt_plugin: Option<PathBuf>,
-}
-
 fn parse_dtype(s: &str) -> Result<DType> {
     match s {
         "f32" | "fp32" => Ok(DType::F32),
@@ -148,7 +108,7 @@ fn main() {
             dtype,
         } => audit(&checkpoint, &golden, &dtype),
         Cmd::Info { checkpoint } => info(&checkpoint),
-        Cmd::Generate(g) => gen(&g),
+        Cmd::Generate(g) => gidd_train::generate_cli::run(&g),
         Cmd::Eval(e) => gidd_train::eval::run(&e),
         Cmd::Correct(c) => correct(&c),
         Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
@@ -161,6 +121,9 @@ fn main() {
         Cmd::Bench {
             what: BenchCmd::Step(a),
         } => gidd_train::bench_step::run(&a),
+        Cmd::Bench {
+            what: BenchCmd::Generate(a),
+        } => gidd_train::bench_generate::run(&a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");
@@ -191,85 +154,6 @@ fn info(checkpoint: &std::path::Path) -> Result<()> {
         cfg.flops_per_token(l),
         3.0 * cfg.flops_per_token(l)
     );
-    Ok(())
-}
-
-fn gen(a: &GenArgs) -> Result<()> {
-    let m = gidd_train::session::load_checkpoint(&a.checkpoint)?;
-    let tok_path = a
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
-    let tok = if tok_path.exists() {
-        Some(gidd_train::data::tokenizer::Tok::from_file(&tok_path)?)
-    } else {
-        None
-    };
-    let mut prompt = vec![0u32];
-    if let Some(ids) = &a.prompt_ids {
-        prompt = ids
-            .split(',')
-            .map(|s| s.trim().parse::<u32>())
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow::anyhow!("--prompt_ids: {e}"))?;
-    } else if let Some(p) = &a.prompt {
-        let Some(t) = &tok else {
-            bail!("--prompt needs a tokenizer: put tokenizer.json in the checkpoint directory or pass --tokenizer")
-        };
-        prompt.extend(t.encode(p)?);
-    }
-    let method = match a.sampling_method.as_str() {
-        "ancestral" => Method::Ancestral,
-        "adaptive" => Method::Adaptive,
-        s => bail!("--sampling_method {s}: use ancestral or adaptive"),
-    };
-    let schedule = match a.noise_schedule.as_str() {
-        "linear" => NoiseSchedule::Linear,
-        "cosine" => NoiseSchedule::Cosine,
-        s => bail!("--noise_schedule {s}: use linear or cosine"),
-    };
-    let o = GenOpts {
-        max_length: a.max_length,
-        min_length: a.min_length,
-        block_length: a.block_length,
-        steps: a.steps,
-        method,
-        schedule,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        tokens_per_step: a.tokens_per_step,
-        seed: a.seed,
-    };
-    let report =
-        |x: &[Vec<u32>], end: usize| eprintln!("block done: {} tokens", end.min(x[0].len()));
-    let len = m.cfg.max_position_embeddings;
-    let out = match a.backend.as_str() {
-        "cpu" => generate(
-            &mut Canvas::new(&m.cfg, &m.params, 1, len, DType::F32)?,
-            &m.cfg,
-            &[prompt],
-            &o,
-            None,
-            report,
-        )?,
-        "xla" => {
-            let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
-            generate(
-                &mut Canvas::with_executor(exec, &m.cfg, &m.params, 1, len, DType::F32)?,
-                &m.cfg,
-                &[prompt],
-                &o,
-                None,
-                report,
-            )?
-        }
-        b => bail!("--backend {b}: use cpu or xla"),
-    };
-    match &tok {
-        Some(t) => println!("{}", t.decode(&out[0])?),
-        None => println!("{:?}", out[0]),
-    }
     Ok(())
 }
 

@@ -452,6 +452,21 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     );
     let (prog, _order) = step::build_step(&cfg, &sched, &no, &oo, &lo, r.batch, r.seq, dtype)?;
     let eval = EvalSet::build(data.source.as_ref(), heldout, r.seq, 4 * r.batch)?;
+    // The true entropy and the unigram (word) entropy, nats/token, of the same held-out text
+    // when its language is known (embedded corpus): computed once, printed beside every
+    // periodic held-out ELBO and in the final report.
+    let entropy = match (&data.lang, &data.tok) {
+        (Some(lang), Some(_)) => {
+            let (mut true_nats, mut uni_nats) = (0.0, 0.0);
+            for &i in &eval.docs {
+                true_nats += lang.true_nats(&data.texts[i]).unwrap_or(f64::NAN);
+                uni_nats += lang.unigram_text_nats(&data.texts[i]).unwrap_or(f64::NAN);
+            }
+            let n = eval.n_tokens as f64;
+            Some((true_nats / n, uni_nats / n))
+        }
+        _ => None,
+    };
     let mut ctx = LoopCtx {
         a,
         r: &r,
@@ -464,6 +479,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         packer: &mut packer,
         start,
         tokenizer: data.tok.as_ref().map(|t| t.path().to_path_buf()),
+        heldout_true_entropy: entropy.map(|(t, _)| t),
         accum: match a.micro_batch_size.filter(|&m| m < r.batch) {
             Some(micro) => Some(Accum {
                 micro_prog: step::build_micro(&cfg, &sched, &no, &lo, micro, r.seq, dtype)?,
@@ -488,6 +504,10 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         &a.save_directory.join("curves.svg"),
         crate::plot::metrics_svg(&metrics, 20).as_bytes(),
     )?;
+    gidd_ports::write_atomic(
+        &a.save_directory.join("curves.png"),
+        &crate::plot::metrics_png(&metrics, 20)?,
+    )?;
     // Final report: held-out ELBO against the corpus's true entropy.
     let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
     println!(
@@ -498,15 +518,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     );
     let uni = unigram_cross_entropy(data.source.as_ref(), heldout, &eval, vocab)?;
     println!("token-unigram baseline (train-set frequencies on the same held-out tokens): {uni:.4} nats/token; ELBO - unigram: {:.4}", e - uni);
-    if let (Some(lang), Some(_)) = (&data.lang, &data.tok) {
-        let (mut true_nats, mut uni_nats) = (0.0, 0.0);
-        for &i in &eval.docs {
-            true_nats += lang.true_nats(&data.texts[i]).unwrap_or(f64::NAN);
-            uni_nats += lang.unigram_text_nats(&data.texts[i]).unwrap_or(f64::NAN);
-        }
-        let n = eval.n_tokens as f64;
-        println!("true entropy of the same held-out text: {:.4} nats/token; unigram (word) entropy: {:.4} nats/token; gap ELBO - true: {:.4} nats/token",
-            true_nats / n, uni_nats / n, e - true_nats / n);
+    if let Some((true_h, uni_h)) = entropy {
+        println!("true entropy of the same held-out text: {true_h:.4} nats/token; unigram (word) entropy: {uni_h:.4} nats/token; gap ELBO - true: {:.4} nats/token",
+            e - true_h);
     }
     if a.num_samples > 0 {
         if let Some(tok) = &data.tok {

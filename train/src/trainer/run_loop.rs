@@ -9,7 +9,9 @@ use crate::data::packer::{EvalSet, Packer};
 use anyhow::{bail, Context, Result};
 use gidd_engine::{DType, Executor, HostTensor};
 use gidd_model::{GiddConfig, Schedule};
-use std::io::Write;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::f64::consts::LN_2;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,6 +30,58 @@ pub(super) struct LoopCtx<'a> {
     pub(super) accum: Option<Accum>,
     /// tokenizer.json copied into every checkpoint, so generate/eval find it there
     pub(super) tokenizer: Option<PathBuf>,
+    /// True entropy (nats/token) of the held-out text, when the corpus's language is known
+    /// (embedded corpus): printed beside every periodic held-out ELBO.
+    pub(super) heldout_true_entropy: Option<f64>,
+}
+
+/// Where progress goes: a redrawing bar when stderr is a terminal; otherwise (CI, logs,
+/// pipes) about 40 plain lines per run, as before the bar existed.
+enum Progress {
+    Bar(ProgressBar),
+    Lines,
+}
+
+impl Progress {
+    fn new(first: usize, total: usize) -> Progress {
+        // A dumb terminal cannot move the cursor back, and a bar that would not draw
+        // (indicatif's own check) would swallow the messages sent through it.
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        if !std::io::stderr().is_terminal() || dumb {
+            return Progress::Lines;
+        }
+        match ProgressStyle::with_template("[{bar:16.cyan/blue}] {pos}/{len} {msg}") {
+            Ok(st) => {
+                let bar = ProgressBar::new(total as u64)
+                    .with_style(st.progress_chars("=> "))
+                    .with_position(first as u64);
+                if bar.is_hidden() {
+                    Progress::Lines
+                } else {
+                    Progress::Bar(bar)
+                }
+            }
+            Err(_) => Progress::Lines,
+        }
+    }
+
+    /// A message during the run: above the bar (never through it), or a plain line.
+    fn say(&self, msg: &str) {
+        match self {
+            Progress::Bar(b) => b.println(msg),
+            Progress::Lines => eprintln!("{msg}"),
+        }
+    }
+}
+
+/// Seconds as 42s, 3m07s or 1h05m.
+fn hms(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 /// Gradient accumulation: programs for a micro-batch's gradients and for the update.
@@ -109,6 +163,7 @@ pub(super) fn train_loop<E: Executor>(
     let mut last_good: Option<PathBuf> = None;
     let run_start = Instant::now();
     let first = c.start;
+    let progress = Progress::new(first, r.steps);
     while c.start < r.steps {
         let k = c.start;
         let rows = c.packer.next_batch(r.batch)?;
@@ -226,9 +281,20 @@ pub(super) fn train_loop<E: Executor>(
             "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "mfu": mfu_flops / peak, "ms_per_step": dt * 1e3,
         });
         writeln!(metrics, "{line}")?;
-        if start % (r.steps / 40).max(10) == 0 || start == first + 1 || start == r.steps {
-            let done = (start - first) as f64 / (r.steps - first) as f64;
-            let elapsed = run_start.elapsed().as_secs_f64();
+        let done = (start - first) as f64 / (r.steps - first) as f64;
+        let elapsed = run_start.elapsed().as_secs_f64();
+        if let Progress::Bar(bar) = &progress {
+            // Fits 80 columns; the message first, so one redraw shows it with the new position.
+            bar.set_message(format!(
+                "loss {:.3} elbo {:.3} {:.0} tok/s MFU {:.0}% eta {}",
+                m[0],
+                m[1],
+                tps,
+                100.0 * mfu_flops / peak,
+                hms(elapsed / done * (1.0 - done))
+            ));
+            bar.set_position(start as u64);
+        } else if start % (r.steps / 40).max(10) == 0 || start == first + 1 || start == r.steps {
             eprintln!(
                 "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s MFU {:.0}% eta {:.0}s",
                 r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, 100.0 * mfu_flops / peak, elapsed / done * (1.0 - done)
@@ -241,11 +307,23 @@ pub(super) fn train_loop<E: Executor>(
         }
         if want_eval {
             let e = heldout_elbo(cfg, c.sched, c.no, params, c.eval, r.batch, r.seq, c.dtype)?;
-            eprintln!(
-                "  held-out ELBO {:.4} nats/token ({:.4} bits)",
-                e,
-                e / std::f64::consts::LN_2
-            );
+            let mut msg = format!("  held-out ELBO {e:.4} nats/token ({:.4} bits)", e / LN_2);
+            let mut line = serde_json::json!({
+                "step": start, "heldout_elbo": e, "heldout_elbo_bits": e / LN_2,
+            });
+            if let Some(t) = c.heldout_true_entropy {
+                let gap = e - t;
+                msg += &format!(
+                    "; true entropy {t:.4} nats/token ({:.4} bits); gap {gap:.4} nats/token ({:.4} bits)",
+                    t / LN_2,
+                    gap / LN_2
+                );
+                line["heldout_true_entropy"] = t.into();
+                line["heldout_true_entropy_bits"] = (t / LN_2).into();
+                line["heldout_gap"] = gap.into();
+            }
+            writeln!(metrics, "{line}")?;
+            progress.say(&msg);
         }
         if want_save {
             let dir = checkpoint::save(
@@ -262,8 +340,12 @@ pub(super) fn train_loop<E: Executor>(
                 let bytes = std::fs::read(t).with_context(|| format!("reading {}", t.display()))?;
                 gidd_ports::write_atomic(&dir.join("tokenizer.json"), &bytes)?;
             }
+            progress.say(&format!("  saved {}", dir.display()));
             last_good = Some(dir);
         }
+    }
+    if let Progress::Bar(bar) = &progress {
+        bar.finish();
     }
     download_all(&dp, &dmu, &dnu, params, mu, nu)?;
     Ok(last_good)

@@ -1,0 +1,381 @@
+//! `gidd generate`: prompts from flags or a JSONL file, batched by length, blocks shown
+//! as they finish, a progress bar on a terminal, and the HF `generate` flag names.
+
+use crate::data::tokenizer::Tok;
+use crate::generate::{
+    generate_with, max_blocks, Canvas, GenEvent, GenOpts, Method, NoiseSchedule,
+};
+use anyhow::{bail, Context, Result};
+use gidd_engine::{DType, Executor};
+use gidd_model::GiddConfig;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Clone, Debug)]
+#[command(rename_all = "snake_case")]
+pub struct GenArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Prompt text (needs tokenizer.json in the checkpoint or --tokenizer); none: unconditional from bos.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Prompt as comma-separated token ids (bos included if wanted).
+    #[arg(long)]
+    pub prompt_ids: Option<String>,
+    /// A JSONL file of prompts, one object a line: {"prompt": TEXT} or {"prompt_ids": [..]};
+    /// the output is one JSON line per prompt, in input order.
+    #[arg(long)]
+    pub prompts_file: Option<PathBuf>,
+    /// Prompts of equal length generate together, this many at a time.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    #[arg(long, default_value_t = 0)]
+    pub min_length: usize,
+    #[arg(long, default_value_t = 64)]
+    pub block_length: usize,
+    #[arg(long, default_value_t = 64)]
+    pub steps: usize,
+    #[arg(long, default_value = "ancestral")]
+    pub sampling_method: String,
+    #[arg(long, default_value = "cosine")]
+    pub noise_schedule: String,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    pub tokens_per_step: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Recompute the whole canvas every step instead of encoding the clean prefix once per block.
+    #[arg(long)]
+    pub no_kv_cache: bool,
+    /// Run the model even when the previous step changed nothing.
+    #[arg(long)]
+    pub no_logits_reuse: bool,
+    /// Print nothing while generating (no progress bar, no blocks).
+    #[arg(long)]
+    pub quiet: bool,
+    /// cpu or xla
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    #[arg(long)]
+    pub pjrt_plugin: Option<PathBuf>,
+}
+
+impl GenArgs {
+    pub fn opts(&self) -> Result<GenOpts> {
+        let method = match self.sampling_method.as_str() {
+            "ancestral" => Method::Ancestral,
+            "adaptive" => Method::Adaptive,
+            s => bail!("--sampling_method {s}: use ancestral or adaptive"),
+        };
+        let schedule = match self.noise_schedule.as_str() {
+            "linear" => NoiseSchedule::Linear,
+            "cosine" => NoiseSchedule::Cosine,
+            s => bail!("--noise_schedule {s}: use linear or cosine"),
+        };
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            bail!(
+                "--temperature {}: use a finite value >= 0 (0 = argmax)",
+                self.temperature
+            );
+        }
+        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            bail!("--top_p {p}: use a value in (0, 1]");
+        }
+        if self.tokens_per_step == 0 || self.batch_size == 0 {
+            bail!("--tokens_per_step and --batch_size must be positive");
+        }
+        Ok(GenOpts {
+            max_length: self.max_length,
+            min_length: self.min_length,
+            block_length: self.block_length,
+            steps: self.steps,
+            method,
+            schedule,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            tokens_per_step: self.tokens_per_step,
+            seed: self.seed,
+        })
+    }
+}
+
+/// One prompt as given: its text (if any) and its ids.
+struct Prompt {
+    text: Option<String>,
+    ids: Vec<u32>,
+}
+
+fn need_tok<'a>(tok: Option<&'a Tok>, what: &str) -> Result<&'a Tok> {
+    tok.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what} needs a tokenizer: put tokenizer.json in the checkpoint directory or pass --tokenizer"
+        )
+    })
+}
+
+fn text_prompt(tok: &Tok, text: &str) -> Result<Vec<u32>> {
+    let mut ids = vec![0u32]; // bos
+    ids.extend(tok.encode(text)?);
+    Ok(ids)
+}
+
+fn read_prompts(a: &GenArgs, tok: Option<&Tok>) -> Result<Vec<Prompt>> {
+    let given = [
+        a.prompt.is_some(),
+        a.prompt_ids.is_some(),
+        a.prompts_file.is_some(),
+    ];
+    if given.iter().filter(|&&g| g).count() > 1 {
+        bail!("give one of --prompt, --prompt_ids, --prompts_file");
+    }
+    if let Some(ids) = &a.prompt_ids {
+        let ids = ids
+            .split(',')
+            .map(|s| s.trim().parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                anyhow::anyhow!("--prompt_ids {ids:?}: {e}: use comma-separated token ids")
+            })?;
+        return Ok(vec![Prompt { text: None, ids }]);
+    }
+    if let Some(p) = &a.prompt {
+        let ids = text_prompt(need_tok(tok, "--prompt")?, p)?;
+        return Ok(vec![Prompt {
+            text: Some(p.clone()),
+            ids,
+        }]);
+    }
+    let Some(path) = &a.prompts_file else {
+        return Ok(vec![Prompt {
+            text: None,
+            ids: vec![0],
+        }]);
+    };
+    let f = std::fs::File::open(path)
+        .with_context(|| format!("--prompts_file {}: cannot open", path.display()))?;
+    let mut out = vec![];
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("{}: line {}", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let v: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("{}: not a JSON object", at()))?;
+        if let Some(t) = v.get("prompt").and_then(|t| t.as_str()) {
+            let ids = text_prompt(need_tok(tok, "a text prompt")?, t)?;
+            out.push(Prompt {
+                text: Some(t.to_string()),
+                ids,
+            });
+        } else if let Some(ids) = v.get("prompt_ids").and_then(|t| t.as_array()) {
+            let ids = ids
+                .iter()
+                .map(|x| {
+                    x.as_u64()
+                        .filter(|&x| x <= u32::MAX as u64)
+                        .map(|x| x as u32)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("{}: prompt_ids holds {x}, not a token id", at())
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push(Prompt { text: None, ids });
+        } else {
+            bail!(
+                "{}: expected {{\"prompt\": TEXT}} or {{\"prompt_ids\": [ids]}}",
+                at()
+            );
+        }
+    }
+    if out.is_empty() {
+        bail!("--prompts_file {}: no prompts in it", path.display());
+    }
+    Ok(out)
+}
+
+fn check_prompt(cfg: &GiddConfig, i: usize, p: &[u32]) -> Result<()> {
+    let t = cfg.max_position_embeddings;
+    if p.is_empty() {
+        bail!("prompt {i} is empty: start it with bos (id 0)");
+    }
+    if p.len() >= t {
+        bail!(
+            "prompt {i} has {} tokens: the model's context is {t} (max_position_embeddings), leaving no room to generate",
+            p.len()
+        );
+    }
+    if let Some(bad) = p.iter().find(|&&x| x as usize >= cfg.vocab_size) {
+        bail!(
+            "prompt {i}: token id {bad} is outside the model's vocabulary of {}",
+            cfg.vocab_size
+        );
+    }
+    Ok(())
+}
+
+pub fn run(a: &GenArgs) -> Result<()> {
+    let m = crate::session::load_checkpoint(&a.checkpoint)?;
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
+    let tok = if tok_path.exists() {
+        Some(Tok::from_file(&tok_path)?)
+    } else if a.tokenizer.is_some() {
+        bail!("--tokenizer {}: not found", tok_path.display());
+    } else {
+        None
+    };
+    let o = a.opts()?;
+    let prompts = read_prompts(a, tok.as_ref())?;
+    for (i, p) in prompts.iter().enumerate() {
+        check_prompt(&m.cfg, i, &p.ids)?;
+    }
+    let dtype = match a.dtype.as_str() {
+        "f32" | "fp32" => DType::F32,
+        "bf16" => DType::BF16,
+        d => bail!("--dtype {d}: use f32 or bf16"),
+    };
+    match a.backend.as_str() {
+        "cpu" => run_on(
+            gidd_engine::CpuExecutor,
+            a,
+            &m,
+            &o,
+            &prompts,
+            tok.as_ref(),
+            dtype,
+        ),
+        "xla" => {
+            let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
+            run_on(exec, a, &m, &o, &prompts, tok.as_ref(), dtype)
+        }
+        b => bail!("--backend {b}: use cpu or xla"),
+    }
+}
+
+fn run_on<E: Executor + Clone>(
+    exec: E,
+    a: &GenArgs,
+    m: &crate::session::Loaded,
+    o: &GenOpts,
+    prompts: &[Prompt],
+    tok: Option<&Tok>,
+    dtype: DType,
+) -> Result<()> {
+    let cfg = &m.cfg;
+    let t = cfg.max_position_embeddings;
+    // Batches of equal-length prompts, each batch in input order.
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| (prompts[i].ids.len(), i));
+    let mut batches: Vec<Vec<usize>> = vec![];
+    for i in order {
+        match batches.last_mut() {
+            Some(b)
+                if b.len() < a.batch_size && prompts[b[0]].ids.len() == prompts[i].ids.len() =>
+            {
+                b.push(i)
+            }
+            _ => batches.push(vec![i]),
+        }
+    }
+    let total_steps: usize = batches
+        .iter()
+        .map(|b| max_blocks(o, prompts[b[0]].ids.len(), t) * o.steps)
+        .sum();
+    let show = !a.quiet && std::io::stderr().is_terminal();
+    let bar = if show {
+        let pb = indicatif::ProgressBar::new(total_steps as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let file_mode = a.prompts_file.is_some();
+    let mut results: Vec<Option<Vec<u32>>> = vec![None; prompts.len()];
+    let t0 = std::time::Instant::now();
+    let mut new_tokens = 0usize;
+    for (bi, batch) in batches.iter().enumerate() {
+        let mut canvas =
+            Canvas::with_executor(exec.clone(), cfg, &m.params, batch.len(), t, dtype)?;
+        canvas.kv_cache = !a.no_kv_cache;
+        canvas.reuse_logits = !a.no_logits_reuse;
+        let ids: Vec<Vec<u32>> = batch.iter().map(|&i| prompts[i].ids.clone()).collect();
+        // the seed is per batch so that batches differ and a rerun repeats them
+        let ob = GenOpts {
+            seed: o.seed.wrapping_add(bi as u64),
+            ..o.clone()
+        };
+        let out = generate_with(&mut canvas, cfg, &ids, &ob, None, |e| match e {
+            GenEvent::Step { .. } => bar.inc(1),
+            GenEvent::Block {
+                x,
+                block,
+                start,
+                end,
+            } => {
+                if a.quiet || file_mode {
+                    return;
+                }
+                let text = match tok {
+                    Some(tk) => tk.decode(&x[0][start..end]).unwrap_or_default(),
+                    None => format!("{:?}", &x[0][start..end]),
+                };
+                bar.suspend(|| eprintln!("[block {block}: positions {start}..{end}] {text}"));
+            }
+        })?;
+        for (&i, row) in batch.iter().zip(out) {
+            new_tokens += row.len() - prompts[i].ids.len();
+            results[i] = Some(row);
+        }
+        bar.set_message(format!("{}/{} prompts", bi + 1, batches.len()));
+    }
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    if !a.quiet {
+        eprintln!(
+            "generated {new_tokens} tokens for {} prompt(s) in {secs:.2}s ({:.1} tokens/s)",
+            prompts.len(),
+            new_tokens as f64 / secs.max(1e-9)
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    for (p, row) in prompts.iter().zip(results) {
+        let row = row.expect("every prompt is in one batch");
+        let gen = &row[p.ids.len()..];
+        if file_mode {
+            let mut j = serde_json::json!({ "prompt_ids": p.ids, "output_ids": gen });
+            if let Some(tk) = tok {
+                j["completion"] = tk.decode(gen)?.into();
+            }
+            if let Some(text) = &p.text {
+                j["prompt"] = text.clone().into();
+            }
+            writeln!(stdout, "{j}")?;
+        } else {
+            match tok {
+                Some(tk) => writeln!(stdout, "{}", tk.decode(&row)?)?,
+                None => writeln!(stdout, "{row:?}")?,
+            }
+        }
+    }
+    Ok(())
+}
