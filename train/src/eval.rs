@@ -1,30 +1,62 @@
 //! `gidd eval`: the negative ELBO per token of a dataset under a model (nats, bits,
-//! perplexity bound), Monte Carlo over noise draws with its standard error.
+//! perplexity bound), Monte Carlo over noise draws with its standard error
+//! (`--data_files`); or the likelihood of completions given prompts, the reference's
+//! `likelihood.py` (`--requests`, SPEC.md section 7, `crate::likelihood`).
 
 use crate::data::packer::{EvalSet, HeldOut};
 use crate::data::source::open_source;
 use crate::data::tokenizer::Tok;
-use crate::session::load_checkpoint;
+use crate::generate::NoiseSchedule;
+use crate::likelihood::{self, LikelihoodOpts, Prior};
+use crate::session::{load_checkpoint, Loaded};
 use crate::trainer::noise::NoiseOpts;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use gidd_engine::DType;
 use gidd_model::Schedule;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Clone, Debug)]
 #[command(rename_all = "snake_case")]
 pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Text, jsonl, parquet buckets or token shards (as for train).
+    /// The dataset ELBO of text, jsonl, parquet buckets or token shards (as for train).
     #[arg(long)]
-    pub data_files: PathBuf,
+    pub data_files: Option<PathBuf>,
+    /// Likelihood of completions: a jsonl of {"prompt", "completion"} (text) or
+    /// {"prompt_ids", "completion_ids"} lines (give this or --data_files).
+    #[arg(long)]
+    pub requests: Option<PathBuf>,
+    /// Where the requests' scores go, one JSON line each, in order (default: stdout).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Requests: noise levels averaged over.
+    #[arg(long, default_value_t = 128)]
+    pub num_denoising_steps: usize,
+    /// Requests: the levels' grid, linear or cosine (the reference's lm-eval fork uses linear).
+    #[arg(long, default_value = "linear")]
+    pub noise_schedule: String,
+    /// Requests: the ELBO at the effective log-SNR (the fraction of completion tokens left
+    /// unchanged); on by default as in the reference; `--effective_log_snr false` turns it off.
+    #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub effective_log_snr: bool,
+    /// Requests: seed of the noise draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Requests: canvas length (the reference pads every row to it with prior tokens;
+    /// default: max_position_embeddings).
+    #[arg(long)]
+    pub max_sequence_length: Option<usize>,
+    /// Requests: the canvas tail's prior, mask or uniform (default: the model's noise type).
+    #[arg(long)]
+    pub prior: Option<String>,
     /// tokenizer.json (default: the checkpoint's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Sequence length of evaluation rows (default: max_position_embeddings).
     #[arg(long)]
     pub seq: Option<usize>,
+    /// Rows per model call.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// At most this many rows of documents.
@@ -38,17 +70,103 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
-    let m = load_checkpoint(&a.checkpoint)?;
-    let tok_path = a
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
-    let tok = if tok_path.exists() {
-        Some(Tok::from_file(&tok_path)?)
-    } else {
-        None
+    match (&a.data_files, &a.requests) {
+        (Some(d), None) => run_dataset(a, d),
+        (None, Some(r)) => run_requests(a, r),
+        (Some(_), Some(_)) => bail!("give either --data_files (the dataset ELBO) or --requests (likelihood of completions), not both"),
+        (None, None) => bail!("give --data_files (the dataset ELBO) or --requests (likelihood of completions given prompts)"),
+    }
+}
+
+/// --tokenizer, or the checkpoint's tokenizer.json when it has one.
+fn load_tok(a: &EvalArgs) -> Result<Option<Tok>> {
+    match &a.tokenizer {
+        Some(p) => Ok(Some(Tok::from_file(p)?)),
+        None => {
+            let p = a.checkpoint.join("tokenizer.json");
+            Ok(if p.exists() {
+                Some(Tok::from_file(&p)?)
+            } else {
+                None
+            })
+        }
+    }
+}
+
+fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" | "fp32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        d => bail!("--dtype {d}: use f32 or bf16"),
+    }
+}
+
+/// `--requests`: one JSON line per request, in order.
+fn run_requests(a: &EvalArgs, path: &Path) -> Result<()> {
+    let Loaded { cfg, params } = load_checkpoint(&a.checkpoint)?;
+    let tok = load_tok(a)?;
+    let canvas_len = a.max_sequence_length.unwrap_or(cfg.max_position_embeddings);
+    if canvas_len == 0 || canvas_len > cfg.max_position_embeddings {
+        bail!(
+            "--max_sequence_length {canvas_len}: the model takes 1..={} (max_position_embeddings)",
+            cfg.max_position_embeddings
+        );
+    }
+    if a.num_denoising_steps == 0 {
+        bail!("--num_denoising_steps must be at least 1");
+    }
+    if a.batch_size == 0 {
+        bail!("--batch_size must be at least 1");
+    }
+    let noise_schedule = match a.noise_schedule.as_str() {
+        "linear" => NoiseSchedule::Linear,
+        "cosine" => NoiseSchedule::Cosine,
+        s => bail!("--noise_schedule {s}: use linear or cosine"),
     };
-    let src = open_source(&a.data_files, tok.as_ref())?;
+    let prior = match a.prior.as_deref() {
+        None => Prior::of_config(&cfg),
+        Some("mask") | Some("masked") => Prior::Mask,
+        Some("uniform") => Prior::Uniform,
+        Some(p) => bail!("--prior {p}: use mask or uniform"),
+    };
+    let lines = likelihood::read_requests(path, tok.as_ref())?;
+    for (line, r) in &lines {
+        likelihood::check_request(r, &cfg, canvas_len)
+            .with_context(|| format!("{} line {line}", path.display()))?;
+    }
+    let reqs: Vec<likelihood::Request> = lines.into_iter().map(|(_, r)| r).collect();
+    let o = LikelihoodOpts {
+        num_denoising_steps: a.num_denoising_steps,
+        noise_schedule,
+        effective_log_snr: a.effective_log_snr,
+        seed: a.seed,
+        batch_size: a.batch_size,
+        canvas_len,
+        prior,
+        dtype: parse_dtype(&a.dtype)?,
+        progress: true,
+    };
+    let scores = likelihood::likelihood(&cfg, &params, &reqs, &o, None)?;
+    let mut out = String::new();
+    for s in &scores {
+        out.push_str(&likelihood::score_json(s).to_string());
+        out.push('\n');
+    }
+    match &a.output {
+        Some(p) => {
+            gidd_ports::write_atomic(p, out.as_bytes())?;
+            eprintln!("wrote {} scores to {}", scores.len(), p.display());
+        }
+        None => print!("{out}"),
+    }
+    Ok(())
+}
+
+/// `--data_files`: the dataset's negative ELBO per token.
+fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
+    let m = load_checkpoint(&a.checkpoint)?;
+    let tok = load_tok(a)?;
+    let src = open_source(data_files, tok.as_ref())?;
     let seq = a.seq.unwrap_or(m.cfg.max_position_embeddings);
     if seq > m.cfg.max_position_embeddings {
         bail!(
@@ -59,11 +177,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if a.draws < 2 {
         bail!("--draws must be at least 2 for a standard error");
     }
-    let dtype = match a.dtype.as_str() {
-        "f32" | "fp32" => DType::F32,
-        "bf16" => DType::BF16,
-        d => bail!("--dtype {d}: use f32 or bf16"),
-    };
+    let dtype = parse_dtype(&a.dtype)?;
     // Every document is evaluated (k = 1 holds out all of them).
     let eval = EvalSet::build(src.as_ref(), HeldOut::EveryK(1), seq, a.max_rows)?;
     if let Some(bad) = eval

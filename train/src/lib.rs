@@ -10,6 +10,7 @@ pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod generate_cli;
+pub mod likelihood;
 pub mod plot;
 pub mod session;
 pub mod trainer;
