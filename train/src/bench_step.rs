@@ -148,7 +148,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
             )
         }
         "forward" => (build_eval(&cfg, &sched, &no, a.batch, a.seq, dtype)?.0, 1),
-        "sample-step" => (build_sample_step(&cfg, a.batch, a.seq, dtype)?, 2),
+        "sample-step" => (build_logits(&cfg, a.batch, a.seq, dtype)?, 2),
         m => bail!("--mode {m}: use train, forward or sample-step"),
     };
     let mut lp = CpuExecutor.load(&prog)?;
@@ -179,8 +179,6 @@ pub fn run(a: &StepArgs) -> Result<()> {
         let mut ins: Vec<&HostTensor> = params.iter().collect();
         if mode_inputs == 2 {
             ins.push(&canvas);
-            ins.push(&seed);
-            ins.push(&step);
         } else if mode_inputs == 0 {
             ins.extend(zeros.iter());
             ins.extend(zeros.iter());
@@ -196,13 +194,13 @@ pub fn run(a: &StepArgs) -> Result<()> {
         }
         let t = Instant::now();
         let out = CpuExecutor.run(&mut lp, &ins)?;
-        let dt = t.elapsed().as_secs_f64();
         if mode_inputs == 2 {
             // the canvas carries over, as the baseline's state["z"] does
-            canvas = out.into_iter().next().expect("one output");
+            canvas = ancestral_canvas(&cfg, &out[0], &canvas, i as u64)?;
         } else {
             std::hint::black_box(&out);
         }
+        let dt = t.elapsed().as_secs_f64();
         if i >= a.warmup {
             times.push(dt);
         }
@@ -236,36 +234,20 @@ pub fn run(a: &StepArgs) -> Result<()> {
     Ok(())
 }
 
-/// The baseline's sample step: a no-grad forward over the canvas, then one ancestral
-/// GIDD step (l_t = -1, l_s = -0.5) on every position, drawn by Gumbel-max on the
-/// executor: p(z_s) = q_s (a_t/a_s 1[z_t] + beta_pi[z_t]) / q_t[z_t], z_s = argmax(log p + g).
+/// The forward program of the sample step: logits of the whole canvas.
 ///
 /// # Shapes
-/// params..., canvas [B, L] i32, seed u32 [2], step u32 [] -> next canvas [B, L] i32
-fn build_sample_step(
+/// params..., canvas [B, L] i32 -> logits [B, L, V] f32
+fn build_logits(
     cfg: &GiddConfig,
     batch: usize,
     seq: usize,
     dtype: DType,
 ) -> Result<gidd_engine::Program> {
-    let (outs, order) = sample_step_graph(cfg, batch, seq, dtype)?;
-    let refs: Vec<&str> = order.iter().map(String::as_str).collect();
-    Ok(gidd_engine::Program::compile(&outs[..1], &refs)?)
-}
-
-/// [next canvas, posterior probs, uniforms] and the input order.
-fn sample_step_graph(
-    cfg: &GiddConfig,
-    batch: usize,
-    seq: usize,
-    dtype: DType,
-) -> Result<(Vec<gidd_engine::Tensor>, Vec<String>)> {
     use gidd_model::transformer::{forward, ForwardOpts, Params};
     let g = gidd_engine::Graph::new();
     let p = Params::declare(&g, cfg);
     let z = g.input("canvas", &[batch, seq], DType::I32);
-    let seed = g.input("seed", &[2], DType::U32);
-    let step = g.input("step", &[], DType::U32);
     let mask = g.splat(1.0, &[batch, seq], DType::Bool);
     let pos = g.iota(&[batch, seq], 1, DType::I32)?;
     let opts = ForwardOpts {
@@ -273,75 +255,34 @@ fn sample_step_graph(
         attentions: false,
     };
     let logits = forward(cfg, &p, &z, &mask, &pos, opts)?.logits;
-    let (_, probs) = gidd_model::sample::ancestral_probs(cfg, &logits, &z, -1.0, -0.5)?;
-    let v = cfg.vocab_size;
-    let shape = [batch, seq, v];
-    let u = gidd_engine::api::uniform_f32(&g, &shape, &seed, &step)?;
-    let gumbel = u.max_scalar(1e-20)?.log()?.neg()?.log()?.neg()?;
-    let score = probs
-        .max_scalar(f32::MIN_POSITIVE as f64)?
-        .log()?
-        .add(&gumbel)?;
-    // argmax as the first index attaining the max: max over (V - index) where score == max
-    let best = score.max(&[2], true)?.broadcast_to(&shape)?;
-    let rev = g.iota(&shape, 2, DType::F32)?.rsub_scalar(v as f64)?;
-    let hit = score.eq(&best)?.select(&rev, &rev.full_like(0.0))?;
-    let next = hit
-        .max(&[2], false)?
-        .rsub_scalar(v as f64)?
-        .to(DType::I32)?;
     let mut order = p.names();
-    order.extend(["canvas", "seed", "step"].map(String::from));
-    Ok((vec![next, probs, u], order))
+    order.push("canvas".into());
+    let refs: Vec<&str> = order.iter().map(String::as_str).collect();
+    Ok(gidd_engine::Program::compile(&[logits], &refs)?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The executor's draw is argmax(log p + Gumbel(u)) recomputed on the host in f64,
-    /// always a token of positive probability.
-    #[test]
-    fn sample_step_draws_the_gumbel_argmax_of_the_posterior() {
-        let cfg = GiddConfig::from_json(serde_json::json!({
-            "vocab_size": 37, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "max_position_embeddings": 9, "noise_type": 0.5,
-        }))
-        .expect("config");
-        let (b, l, v) = (2, 9, 37);
-        let (outs, order) = sample_step_graph(&cfg, b, l, DType::F32).expect("graph");
-        let refs: Vec<&str> = order.iter().map(String::as_str).collect();
-        let prog = gidd_engine::Program::compile(&outs, &refs).expect("compile");
-        let mut lp = CpuExecutor.load(&prog).expect("load");
-        let mut rng = HostRng::new(std::process::id() as u64);
-        let mut ins: Vec<HostTensor> = cfg
-            .param_shapes()
-            .iter()
-            .map(|(_, s)| {
-                let n: usize = s.iter().product();
-                let d = (0..n).map(|_| rng.normal() as f32).collect();
-                HostTensor::f32(s.clone(), d).expect("param")
-            })
-            .collect();
-        let z: Vec<i32> = (0..b * l).map(|_| rng.below(v as u32) as i32).collect();
-        ins.push(HostTensor::i32(vec![b, l], z).expect("canvas"));
-        ins.push(HostTensor::u32(vec![2], vec![rng.below(1000), 7]).expect("seed"));
-        ins.push(HostTensor::u32(vec![], vec![3]).expect("step"));
-        let refs: Vec<&HostTensor> = ins.iter().collect();
-        let out = CpuExecutor.run(&mut lp, &refs).expect("run");
-        let next = out[0].to_f64_vec();
-        let (p, u) = (out[1].to_f64_vec(), out[2].to_f64_vec());
-        for i in 0..b * l {
-            let score = |k: usize| {
-                let pk = p[i * v + k].max(f32::MIN_POSITIVE as f64);
-                pk.ln() - (-(u[i * v + k].max(1e-20)).ln()).ln()
-            };
-            let want = (0..v).fold(0, |best, k| if score(k) > score(best) { k } else { best });
-            assert_eq!(next[i] as usize, want, "position {i}");
-            assert!(
-                p[i * v + want] > 0.0,
-                "position {i} drew a zero-probability token"
-            );
-        }
-    }
+/// The baseline's sample step after the forward: one ancestral GIDD step (l_t = -1,
+/// l_s = -0.5) on every position of the canvas, as `gidd generate` draws it (f64, on
+/// the host, positions in parallel).
+fn ancestral_canvas(
+    cfg: &GiddConfig,
+    logits: &HostTensor,
+    z: &HostTensor,
+    step: u64,
+) -> Result<HostTensor> {
+    use rayon::prelude::*;
+    let (lg, z_t) = (logits.as_f32()?, z.to_f64_vec());
+    let v = cfg.vocab_size;
+    let post = crate::generate::Posterior::new(cfg, -1.0, -0.5);
+    let next: Vec<i32> = (0..z_t.len())
+        .into_par_iter()
+        .map(|i| {
+            let mut l: Vec<f64> = lg[i * v..(i + 1) * v].iter().map(|&y| y as f64).collect();
+            l[3] = f64::NEG_INFINITY; // mask is never predicted
+            let xh = crate::generate::probs_with_topk_topp(&l, 1.0, None, None);
+            let mut rng = HostRng::new(step << 32 | i as u64);
+            post.draw(&xh, z_t[i] as usize, rng.next_f64()) as i32
+        })
+        .collect();
+    Ok(HostTensor::i32(z.shape.clone(), next)?)
 }

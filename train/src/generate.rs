@@ -2,15 +2,17 @@
 //! the model runs on the canvas, sampling happens on the host in f64.
 
 use crate::audit::Row;
+pub use crate::canvas::{Canvas, CanvasStats};
+pub use crate::sampler::{draw, draw_u, probs_with_topk_topp, Posterior};
+use crate::sampler::sigmoid;
 use anyhow::{bail, Result};
-use gidd_engine::rng::HostRng;
-use gidd_engine::{CpuExecutor, DType, Executor, Graph, HostTensor, Program};
+use gidd_engine::rng::{philox4x32, HostRng};
+use gidd_engine::{DType, Executor, HostTensor};
 use gidd_model::sample::pi_vec;
 use gidd_model::schedule::{EOS, MASK, PAD};
-use gidd_model::transformer::{forward, forward_cached, ForwardOpts, KvCache};
-use gidd_model::{GiddConfig, Params};
+use gidd_model::GiddConfig;
 use gidd_ports::TensorStore;
-use std::collections::HashMap;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -39,406 +41,45 @@ pub struct GenOpts {
     pub seed: u64,
 }
 
-/// Forward programs over a canvas of `batch` rows of `len` tokens on one executor,
-/// compiled once per shape and run every step; parameters are uploaded once.
-///
-/// Block-wise generation encodes the clean prefix once per block into a KV cache
-/// (`begin_block`) and then runs each step on the positions from the window start only
-/// (`block_logits`), computing the lm_head for the block's rows only. With `kv_cache`
-/// off, every step runs the whole canvas (the reference's arithmetic, for comparison).
-pub struct Canvas<E: Executor = CpuExecutor> {
-    cfg: GiddConfig,
-    exec: E,
-    names: Vec<String>,
-    params: Vec<E::Buffer>,
-    dtype: DType,
-    full: Option<Loaded<E>>,
-    steps: HashMap<(usize, usize, bool), Loaded<E>>,
-    prefixes: HashMap<usize, Loaded<E>>,
-    /// the current block's prefix keys/values: (window start, [k0, v0, k1, v1, ..])
-    cache: Option<(usize, Vec<E::Buffer>)>,
-    pub batch: usize,
-    pub len: usize,
-    pub kv_cache: bool,
-    /// reuse the last logits when a step changed nothing (the reference does)
-    pub reuse_logits: bool,
-    pub stats: CanvasStats,
+/// One denoising step's shared inputs: the block's logits and where the draws are keyed.
+struct StepCtx<'a> {
+    logits: &'a [f32],
+    v: usize,
+    blk: usize,
+    min_eos: usize,
+    seed: u64,
+    block: usize,
+    step: usize,
+    ws: usize,
 }
 
-/// What the canvas computed, in token positions through the model.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct CanvasStats {
-    /// model calls for denoising steps
-    pub step_calls: usize,
-    /// prefix encodings into the KV cache
-    pub prefix_calls: usize,
-    /// query positions run through the transformer, summed over calls and rows
-    pub positions: usize,
-    /// positions whose logits (the lm_head) were computed
-    pub logit_positions: usize,
-    /// forward FLOPs of those calls (matmuls and attention, 2 per multiply-add)
-    pub flops: f64,
-}
-
-impl CanvasStats {
-    /// Accounts one call: `rows` x `queries` positions attending to `keys` keys, and
-    /// `rows` x `logit_rows` positions through the lm_head.
-    fn add(
-        &mut self,
-        cfg: &GiddConfig,
-        rows: usize,
-        queries: usize,
-        keys: usize,
-        logit_rows: usize,
-    ) {
-        let head = 2.0 * (cfg.hidden_size * cfg.vocab_size) as f64;
-        let body = cfg.flops_per_token(keys) - head;
-        self.positions += rows * queries;
-        self.logit_positions += rows * logit_rows;
-        self.flops += (rows * queries) as f64 * body + (rows * logit_rows) as f64 * head;
-    }
-}
-
-/// A loaded program and which of the canvas's parameters it takes (pruned programs take fewer).
-struct Loaded<E: Executor> {
-    prog: E::Loaded,
-    param_idx: Vec<usize>,
-}
-
-impl Canvas<CpuExecutor> {
-    pub fn new(
-        cfg: &GiddConfig,
-        params: &[(String, HostTensor)],
-        batch: usize,
-        len: usize,
-        dtype: DType,
-    ) -> Result<Canvas> {
-        Canvas::with_executor(CpuExecutor, cfg, params, batch, len, dtype)
-    }
-}
-
-impl<E: Executor> Canvas<E> {
-    /// Forward programs over a [batch, len] canvas on `exec`; parameters are uploaded once.
-    pub fn with_executor(
-        exec: E,
-        cfg: &GiddConfig,
-        params: &[(String, HostTensor)],
-        batch: usize,
-        len: usize,
-        dtype: DType,
-    ) -> Result<Canvas<E>> {
-        if len == 0 || len > cfg.max_position_embeddings {
-            bail!(
-                "canvas of {len} tokens: the model takes 1..={} (max_position_embeddings)",
-                cfg.max_position_embeddings
-            );
-        }
-        let uploaded = params
+impl StepCtx<'_> {
+    /// Logits of block position i (= row * blk + j) in f64: mask never predicted, eos
+    /// not before min_length.
+    fn row_logits(&self, i: usize) -> Vec<f64> {
+        let mut l: Vec<f64> = self.logits[i * self.v..(i + 1) * self.v]
             .iter()
-            .map(|(_, t)| exec.upload(t))
-            .collect::<gidd_engine::Result<_>>()?;
-        Ok(Canvas {
-            cfg: cfg.clone(),
-            exec,
-            names: params.iter().map(|(n, _)| n.clone()).collect(),
-            params: uploaded,
-            dtype,
-            full: None,
-            steps: HashMap::new(),
-            prefixes: HashMap::new(),
-            cache: None,
-            batch,
-            len,
-            kv_cache: true,
-            reuse_logits: true,
-            stats: CanvasStats::default(),
-        })
-    }
-
-    /// Compiles `outputs` over the parameters plus `extra` inputs (in that order), keeping
-    /// only the parameters the outputs use.
-    fn load(&self, outputs: &[gidd_engine::Tensor], extra: &[String]) -> Result<Loaded<E>> {
-        let mut order: Vec<&str> = self.names.iter().map(|n| n.as_str()).collect();
-        order.extend(extra.iter().map(|n| n.as_str()));
-        let prog = Program::compile_pruned(outputs, &order)?;
-        let missing: Vec<&String> = extra
-            .iter()
-            .filter(|n| !prog.inputs.iter().any(|(m, _)| m == *n))
+            .map(|&y| y as f64)
             .collect();
-        if !missing.is_empty() {
-            bail!("internal: canvas program does not use its inputs {missing:?}");
+        l[MASK as usize] = f64::NEG_INFINITY;
+        if i % self.blk < self.min_eos {
+            l[EOS as usize] = f64::NEG_INFINITY;
         }
-        let param_idx = prog
-            .inputs
-            .iter()
-            .filter_map(|(n, _)| self.names.iter().position(|m| m == n))
-            .collect();
-        Ok(Loaded {
-            prog: self.exec.load(&prog)?,
-            param_idx,
-        })
+        l
     }
 
-    fn opts(&self) -> ForwardOpts {
-        ForwardOpts {
-            dtype: self.dtype,
-            attentions: false,
-        }
+    /// The uniform for block position i's draw, keyed by (seed; block, step, row,
+    /// canvas position): the same whatever order or thread the positions run in.
+    fn uniform(&self, i: usize) -> f64 {
+        let (row, j) = (i / self.blk, self.ws + i % self.blk);
+        let key = [self.seed as u32, (self.seed >> 32) as u32];
+        let w = philox4x32(
+            [j as u32, row as u32, self.step as u32, self.block as u32],
+            key,
+        );
+        let (hi, lo) = ((w[0] >> 5) as u64, (w[1] >> 6) as u64);
+        ((hi << 26) | lo) as f64 / (1u64 << 53) as f64
     }
-
-    fn ids_buffer(&self, ids: &[Vec<u32>], from: usize, to: usize) -> Result<E::Buffer> {
-        if ids.len() != self.batch || ids.iter().any(|r| r.len() != self.len) {
-            bail!(
-                "canvas takes {} rows of {} tokens, got {} rows",
-                self.batch,
-                self.len,
-                ids.len()
-            );
-        }
-        let flat: Vec<i32> = ids
-            .iter()
-            .flat_map(|r| r[from..to].iter().map(|&x| x as i32))
-            .collect();
-        Ok(self
-            .exec
-            .upload(&HostTensor::i32(vec![self.batch, to - from], flat)?)?)
-    }
-
-    fn run(
-        exec: &E,
-        params: &[E::Buffer],
-        l: &mut Loaded<E>,
-        extra: &[&E::Buffer],
-    ) -> Result<Vec<E::Buffer>> {
-        let mut ins: Vec<&E::Buffer> = l.param_idx.iter().map(|&i| &params[i]).collect();
-        ins.extend_from_slice(extra);
-        Ok(exec.run(&mut l.prog, &ins)?)
-    }
-
-    /// Logits [B, L, V] for ids [B, L] under a [B, L, L] mask, the whole canvas.
-    pub fn logits(&mut self, ids: &[Vec<u32>], mask: &[bool]) -> Result<Vec<f32>> {
-        let (b, t) = (self.batch, self.len);
-        if self.full.is_none() {
-            let g = Graph::new();
-            let p = Params::declare(&g, &self.cfg);
-            let x = g.input("ids", &[b, t], DType::I32);
-            let m = g.input("mask", &[b, t, t], DType::Bool);
-            let pos = g.iota(&[b, t], 1, DType::I32)?;
-            let out = forward(&self.cfg, &p, &x, &m, &pos, self.opts())?;
-            self.full = Some(self.load(&[out.logits], &["ids".into(), "mask".into()])?);
-        }
-        let ids_t = self.ids_buffer(ids, 0, t)?;
-        let mask_t = self
-            .exec
-            .upload(&HostTensor::bool(vec![b, t, t], mask.to_vec())?)?;
-        let l = self.full.as_mut().expect("compiled above");
-        let out = Self::run(&self.exec, &self.params, l, &[&ids_t, &mask_t])?;
-        self.stats.step_calls += 1;
-        self.stats.add(&self.cfg, b, t, t, t);
-        Ok(self.exec.download(&out[0])?.as_f32()?.to_vec())
-    }
-
-    /// Starts a block whose window begins at `ws`: positions before it must be clean, and
-    /// with `kv_cache` on they are encoded once into the KV cache here.
-    pub fn begin_block(&mut self, ids: &[Vec<u32>], ws: usize) -> Result<()> {
-        self.cache = None;
-        if !self.kv_cache || ws == 0 {
-            return Ok(());
-        }
-        let b = self.batch;
-        if !self.prefixes.contains_key(&ws) {
-            let g = Graph::new();
-            let p = Params::declare(&g, &self.cfg);
-            let x = g.input("ids", &[b, ws], DType::I32);
-            // a clean prefix attends to itself only (noise[q] >= noise[k] with both false)
-            let m = g.splat(1.0, &[b, ws, ws], DType::Bool);
-            let pos = g.iota(&[b, ws], 1, DType::I32)?;
-            let (_, kv) = forward_cached(&self.cfg, &p, &x, &m, &pos, None, None, self.opts())?;
-            let outs: Vec<gidd_engine::Tensor> = kv.into_iter().flat_map(|(k, v)| [k, v]).collect();
-            let l = self.load(&outs, &["ids".into()])?;
-            self.prefixes.insert(ws, l);
-        }
-        let ids_t = self.ids_buffer(ids, 0, ws)?;
-        let l = self.prefixes.get_mut(&ws).expect("compiled above");
-        let kv = Self::run(&self.exec, &self.params, l, &[&ids_t])?;
-        self.stats.prefix_calls += 1;
-        self.stats.add(&self.cfg, b, ws, ws, 0);
-        self.cache = Some((ws, kv));
-        Ok(())
-    }
-
-    /// Logits [B, we - ws, V] of the window [ws, we) under generation's attention
-    /// (att[q, k] = noise[q] >= noise[k]); the model runs on everything from `ws` on,
-    /// after the prefix held in the KV cache when `begin_block(ws)` made one.
-    pub fn block_logits(
-        &mut self,
-        ids: &[Vec<u32>],
-        noise: &[Vec<bool>],
-        ws: usize,
-        we: usize,
-    ) -> Result<Vec<f32>> {
-        let (b, t) = (self.batch, self.len);
-        if !(ws < we && we <= t) || noise.len() != b {
-            bail!("block [{ws}, {we}) does not fit a canvas of {b} rows of {t} tokens");
-        }
-        let cached = matches!(&self.cache, Some((w, _)) if *w == ws);
-        // The cache is exact only when the prefix attends to nothing after it: every
-        // position before ws clean, every position from ws on still noisy.
-        if cached
-            && noise
-                .iter()
-                .any(|n| n[..ws].iter().any(|&x| x) || n[ws..].iter().any(|&x| !x))
-        {
-            bail!("internal: a KV-cached prefix must be clean and everything after it noisy");
-        }
-        let q0 = if cached { ws } else { 0 };
-        let lq = t - q0;
-        let key = (ws, we, cached);
-        if !self.steps.contains_key(&key) {
-            let g = Graph::new();
-            let p = Params::declare(&g, &self.cfg);
-            let x = g.input("ids", &[b, lq], DType::I32);
-            let m = g.input("mask", &[b, lq, t], DType::Bool);
-            let pos = g.iota(&[b, lq], 1, DType::I32)?.add_scalar(q0 as f64)?;
-            let (h, hd, dt) = (
-                self.cfg.num_attention_heads,
-                self.cfg.head_dim(),
-                self.dtype,
-            );
-            let mut extra = vec!["ids".to_string(), "mask".to_string()];
-            let past: Option<KvCache> = cached.then(|| {
-                (0..self.cfg.num_hidden_layers)
-                    .map(|i| {
-                        let (kn, vn) = (format!("past.{i}.k"), format!("past.{i}.v"));
-                        let k = g.input(&kn, &[b, h, ws, hd], dt);
-                        let v = g.input(&vn, &[b, h, ws, hd], dt);
-                        extra.push(kn);
-                        extra.push(vn);
-                        (k, v)
-                    })
-                    .collect()
-            });
-            // With the cache, the lm_head runs on the block's rows only; without it, on the
-            // whole canvas as the reference does (the baseline the cache is measured against).
-            let rows = cached.then_some((ws - q0, we - q0));
-            let (out, _) = forward_cached(
-                &self.cfg,
-                &p,
-                &x,
-                &m,
-                &pos,
-                past.as_ref(),
-                rows,
-                self.opts(),
-            )?;
-            let l = self.load(&[out.logits], &extra)?;
-            self.steps.insert(key, l);
-        }
-        let mask: Vec<bool> = noise
-            .iter()
-            .flat_map(|n| (q0..t).flat_map(move |q| (0..t).map(move |k| n[q] >= n[k])))
-            .collect();
-        let ids_t = self.ids_buffer(ids, q0, t)?;
-        let mask_t = self.exec.upload(&HostTensor::bool(vec![b, lq, t], mask)?)?;
-        let mut extra: Vec<&E::Buffer> = vec![&ids_t, &mask_t];
-        if let (true, Some((_, kv))) = (cached, &self.cache) {
-            extra.extend(kv.iter());
-        }
-        let l = self.steps.get_mut(&key).expect("compiled above");
-        let out = Self::run(&self.exec, &self.params, l, &extra)?;
-        self.stats.step_calls += 1;
-        let logits = self.exec.download(&out[0])?;
-        let logits = logits.as_f32()?;
-        if cached {
-            self.stats.add(&self.cfg, b, lq, t, we - ws);
-            return Ok(logits.to_vec());
-        }
-        self.stats.add(&self.cfg, b, lq, t, t);
-        let v = self.cfg.vocab_size;
-        Ok((0..b)
-            .flat_map(|r| logits[(r * t + ws) * v..(r * t + we) * v].iter().copied())
-            .collect())
-    }
-
-    pub fn vocab(&self) -> usize {
-        self.cfg.vocab_size
-    }
-}
-
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-/// Tempered, top-k/top-p filtered probabilities in f64 (one-hot argmax at temperature 0).
-pub fn probs_with_topk_topp(
-    logits: &[f64],
-    temperature: f64,
-    top_k: Option<usize>,
-    top_p: Option<f64>,
-) -> Vec<f64> {
-    let v = logits.len();
-    if temperature == 0.0 {
-        let mut best = 0;
-        for i in 1..v {
-            if logits[i] > logits[best] {
-                best = i;
-            }
-        }
-        let mut p = vec![0.0; v];
-        p[best] = 1.0;
-        return p;
-    }
-    let mut x: Vec<f64> = logits.iter().map(|l| l / temperature).collect();
-    if let Some(k) = top_k.filter(|&k| k > 0 && k < v) {
-        let mut s = x.clone();
-        s.sort_by(|a, b| b.total_cmp(a));
-        let kth = s[k - 1];
-        x.iter_mut().for_each(|y| {
-            if *y < kth {
-                *y = f64::NEG_INFINITY
-            }
-        });
-    }
-    let softmax = |x: &[f64]| -> Vec<f64> {
-        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = x.iter().map(|y| (y - m).exp()).collect();
-        let z: f64 = e.iter().sum();
-        e.into_iter().map(|y| y / z).collect()
-    };
-    if let Some(p) = top_p.filter(|&p| p > 0.0 && p < 1.0) {
-        let mut idx: Vec<usize> = (0..v).collect();
-        idx.sort_by(|&a, &b| x[b].total_cmp(&x[a]));
-        let sorted: Vec<f64> = idx.iter().map(|&i| x[i]).collect();
-        let sp = softmax(&sorted);
-        let mut cum = 0.0;
-        let mut keep = vec![true; v];
-        for r in 0..v {
-            // A token is removed when the mass before it already exceeds p (the first always stays).
-            if r > 0 && cum > p {
-                keep[r] = false;
-            }
-            cum += sp[r];
-        }
-        for r in 0..v {
-            if !keep[r] {
-                x[idx[r]] = f64::NEG_INFINITY;
-            }
-        }
-    }
-    softmax(&x)
-}
-
-/// A categorical draw in f64 (f32 draws would lower the effective temperature).
-pub fn draw(p: &[f64], rng: &mut HostRng) -> usize {
-    let total: f64 = p.iter().sum();
-    let mut u = rng.next_f64() * total;
-    for (i, &q) in p.iter().enumerate() {
-        if u < q {
-            return i;
-        }
-        u -= q;
-    }
-    p.iter().rposition(|&q| q > 0.0).unwrap_or(0)
 }
 
 /// What generation reports while it runs.
@@ -559,74 +200,76 @@ pub fn generate_with<E: Executor>(
             }
             on_event(GenEvent::Step { block: nb, step });
             let min_eos = (o.min_length + p_len).saturating_sub(ws);
-            let mut changed = false;
-            for r in 0..b {
-                let row_logits = |j: usize| -> Vec<f64> {
-                    let base = (r * blk + j) * v;
-                    let mut l: Vec<f64> =
-                        logits[base..base + v].iter().map(|&y| y as f64).collect();
-                    l[MASK as usize] = f64::NEG_INFINITY;
-                    if j < min_eos {
-                        l[EOS as usize] = f64::NEG_INFINITY;
-                    }
-                    l
-                };
-                let z: Vec<u32> = x[r][ws..we].to_vec();
-                let mut z_next = z.clone();
-                match o.method {
-                    Method::Adaptive => {
-                        let pi = pi_vec(cfg, log_snrs[step], MASK as usize);
-                        let pn: Vec<f64> = z.iter().map(|&id| pi[id as usize] as f64).collect();
-                        let sum: f64 = pn.iter().sum();
-                        let mut delta = vec![0.0; blk];
-                        let mut drawn = vec![0u32; blk];
-                        for j in 0..blk {
-                            let l = row_logits(j);
+            let sc = StepCtx {
+                logits: &logits,
+                v,
+                blk,
+                min_eos,
+                seed: o.seed,
+                block: nb,
+                step,
+                ws,
+            };
+            // Every position's draw is independent given the logits: in parallel, each
+            // from its own counter-keyed uniform.
+            let z_next: Vec<u32> = match o.method {
+                Method::Adaptive => {
+                    let pi = pi_vec(cfg, log_snrs[step], MASK as usize);
+                    let per: Vec<(f64, u32)> = (0..b * blk)
+                        .into_par_iter()
+                        .map(|i| {
+                            let l = sc.row_logits(i);
+                            let zj = x[i / blk][ws + i % blk] as usize;
                             let xh = probs_with_topk_topp(&l, 1.0, None, None);
                             let pmax = xh.iter().cloned().fold(0.0, f64::max);
-                            delta[j] = (pmax - xh[z[j] as usize]) * pn[j] / sum;
-                            drawn[j] = draw(
-                                &probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p),
-                                &mut rng,
-                            ) as u32;
-                        }
+                            let tempered =
+                                probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p);
+                            (
+                                (pmax - xh[zj]) * pi[zj] as f64,
+                                draw_u(&tempered, sc.uniform(i)) as u32,
+                            )
+                        })
+                        .collect();
+                    let mut out = Vec::with_capacity(b * blk);
+                    for r in 0..b {
+                        let z = &x[r][ws..we];
+                        let row = &per[r * blk..(r + 1) * blk];
+                        // p_noise normalised over the block's positions (the HF sampler)
+                        let sum: f64 = z.iter().map(|&id| pi[id as usize] as f64).sum();
+                        let delta: Vec<f64> = row.iter().map(|d| d.0 / sum).collect();
                         let mut order: Vec<usize> = (0..blk).collect();
                         order.sort_by(|&a, &c| delta[c].total_cmp(&delta[a]));
+                        let mut zn = z.to_vec();
                         for &j in order.iter().take(o.tokens_per_step) {
-                            z_next[j] = drawn[j];
+                            zn[j] = row[j].1;
                         }
+                        out.extend(zn);
                     }
-                    Method::Ancestral => {
-                        let (lt, ls) = (log_snrs[step], log_snrs[step - 1]);
-                        let (a_t, a_s) = (sigmoid(lt), sigmoid(ls));
-                        let (pi_t, pi_s) = (
-                            pi_vec(cfg, lt, MASK as usize),
-                            pi_vec(cfg, ls, MASK as usize),
-                        );
-                        for j in 0..blk {
+                    out
+                }
+                Method::Ancestral => {
+                    let (lt, ls) = (log_snrs[step], log_snrs[step - 1]);
+                    let post = Posterior::new(cfg, lt, ls);
+                    (0..b * blk)
+                        .into_par_iter()
+                        .map(|i| {
                             let xh = probs_with_topk_topp(
-                                &row_logits(j),
+                                &sc.row_logits(i),
                                 o.temperature,
                                 o.top_k,
                                 o.top_p,
                             );
-                            let zt = z[j] as usize;
-                            let bpz = (1.0 - a_t) * pi_t[zt] as f64
-                                - (a_t / a_s) * (1.0 - a_s) * pi_s[zt] as f64;
-                            let qtz = a_t * xh[zt] + (1.0 - a_t) * pi_t[zt] as f64;
-                            let p: Vec<f64> = (0..v)
-                                .map(|k| {
-                                    let qs = a_s * xh[k] + (1.0 - a_s) * pi_s[k] as f64;
-                                    let qts = if k == zt { a_t / a_s } else { 0.0 } + bpz;
-                                    (qs * qts / qtz).max(0.0)
-                                })
-                                .collect();
-                            z_next[j] = draw(&p, &mut rng) as u32;
-                        }
-                    }
+                            let zt = x[i / blk][ws + i % blk] as usize;
+                            post.draw(&xh, zt, sc.uniform(i)) as u32
+                        })
+                        .collect()
                 }
-                changed |= z_next != z;
-                x[r][ws..we].copy_from_slice(&z_next);
+            };
+            let mut changed = false;
+            for r in 0..b {
+                let zn = &z_next[r * blk..(r + 1) * blk];
+                changed |= x[r][ws..we] != *zn;
+                x[r][ws..we].copy_from_slice(zn);
             }
             keep = !changed && canvas.reuse_logits;
         }
