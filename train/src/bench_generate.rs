@@ -4,11 +4,11 @@
 //! The four variants generate the same tokens (the cache is exact; reuse skips only
 //! calls whose inputs did not change), so the table compares work for the same output.
 
+use crate::bench_step::{random_params, synthetic_config};
 use crate::generate::{generate, Canvas, CanvasStats, GenOpts, Method, NoiseSchedule};
 use anyhow::{bail, Result};
 use gidd_engine::rng::HostRng;
-use gidd_engine::{DType, HostTensor};
-use gidd_model::GiddConfig;
+use gidd_engine::DType;
 use std::time::Instant;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -72,23 +72,9 @@ pub fn run(a: &GenBenchArgs) -> Result<()> {
         "adaptive" => Method::Adaptive,
         s => bail!("--sampling_method {s}: use ancestral or adaptive"),
     };
-    let cfg = GiddConfig::from_json(serde_json::json!({
-        "vocab_size": a.vocab, "hidden_size": a.hidden, "intermediate_size": 4 * a.hidden,
-        "num_hidden_layers": a.layers, "num_attention_heads": a.heads, "max_position_embeddings": a.seq,
-        "attention_bias": true, "mlp_bias": true, "weight_scaling": 1.0, "head_scaling": 512.0 / a.hidden as f64,
-        "noise_type": a.shift,
-    }))
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = synthetic_config(a.layers, a.hidden, a.heads, a.vocab, a.seq, a.shift)?;
     let mut rng = HostRng::new(0);
-    let params: Vec<(String, HostTensor)> = cfg
-        .param_shapes()
-        .into_iter()
-        .map(|(n, s)| {
-            let k: usize = s.iter().product();
-            let data = (0..k).map(|_| (rng.normal() * 0.05) as f32).collect();
-            Ok((n, HostTensor::f32(s, data)?))
-        })
-        .collect::<Result<_>>()?;
+    let params = random_params(&cfg, 0.05, &mut rng);
     let prompts: Vec<Vec<u32>> = (0..a.batch)
         .map(|_| {
             let mut p = vec![0];

@@ -44,6 +44,47 @@ pub struct StepArgs {
     pub profile: bool,
 }
 
+/// The benchmarks' synthetic model: the training recipe's shape (SPEC.md section 1,
+/// "Training init": intermediate 4d, biases, head scaling 512/d) at the given sizes.
+pub(crate) fn synthetic_config(
+    layers: usize,
+    hidden: usize,
+    heads: usize,
+    vocab: usize,
+    seq: usize,
+    shift: f64,
+) -> Result<GiddConfig> {
+    GiddConfig::from_json(serde_json::json!({
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": 4 * hidden,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "max_position_embeddings": seq,
+        "attention_bias": true, "mlp_bias": true, "weight_scaling": 1.0, "head_scaling": 512.0 / hidden as f64,
+        "noise_type": shift,
+    }))
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Every parameter of `cfg` drawn from N(0, std^2).
+pub(crate) fn random_params(
+    cfg: &GiddConfig,
+    std: f64,
+    rng: &mut HostRng,
+) -> Vec<(String, HostTensor)> {
+    cfg.param_shapes()
+        .into_iter()
+        .map(|(n, shape)| {
+            let k: usize = shape.iter().product();
+            let data = (0..k).map(|_| (rng.normal() * std) as f32).collect();
+            (
+                n,
+                HostTensor {
+                    shape,
+                    data: gidd_engine::Data::F32(data),
+                },
+            )
+        })
+        .collect()
+}
+
 /// (utime + stime) seconds of this process, from /proc.
 fn cpu_seconds() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -73,13 +114,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
         "bf16" => DType::BF16,
         d => bail!("--dtype {d}: use f32 or bf16"),
     };
-    let cfg = GiddConfig::from_json(serde_json::json!({
-        "vocab_size": a.vocab, "hidden_size": a.hidden, "intermediate_size": 4 * a.hidden,
-        "num_hidden_layers": a.layers, "num_attention_heads": a.heads, "max_position_embeddings": a.seq,
-        "attention_bias": true, "mlp_bias": true, "weight_scaling": 1.0, "head_scaling": 512.0 / a.hidden as f64,
-        "noise_type": a.shift,
-    }))
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = synthetic_config(a.layers, a.hidden, a.heads, a.vocab, a.seq, a.shift)?;
     let sched = Schedule {
         min_log_snr: -9.0,
         max_log_snr: 9.0,
@@ -98,18 +133,9 @@ pub fn run(a: &StepArgs) -> Result<()> {
         clean_log_snr: 10.0,
     };
     let mut rng = HostRng::new(0);
-    let params: Vec<HostTensor> = cfg
-        .param_shapes()
-        .iter()
-        .map(|(_, s)| {
-            let n: usize = s.iter().product();
-            HostTensor {
-                shape: s.clone(),
-                data: gidd_engine::Data::F32(
-                    (0..n).map(|_| (rng.normal() * 0.02) as f32).collect(),
-                ),
-            }
-        })
+    let params: Vec<HostTensor> = random_params(&cfg, 0.02, &mut rng)
+        .into_iter()
+        .map(|(_, t)| t)
         .collect();
     let labels = HostTensor::i32(
         vec![a.batch, a.seq],

@@ -65,6 +65,10 @@ pub struct EvalArgs {
     /// Noise draws (the standard error is across them).
     #[arg(long, default_value_t = 8)]
     pub draws: u32,
+    /// Dataset: a fixed grid of this many noise levels (the --requests levels, no effective
+    /// log-SNR) instead of Monte Carlo draws; the standard error is then across rows.
+    #[arg(long)]
+    pub grid: Option<usize>,
     #[arg(long, default_value = "f32")]
     pub dtype: String,
 }
@@ -191,6 +195,9 @@ fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
             m.cfg.vocab_size
         );
     }
+    if let Some(levels) = a.grid {
+        return dataset_on_grid(a, &m, &eval, seq, levels, dtype);
+    }
     let c = &m.cfg;
     let sched = Schedule {
         min_log_snr: c.min_log_snr,
@@ -224,6 +231,70 @@ fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
         "{}",
         serde_json::json!({
             "documents": eval.docs.len(), "tokens": eval.n_tokens, "draws": a.draws,
+            "elbo_nats_per_token": e, "stderr_nats": se, "elbo_bits_per_token": e / ln2, "ppl_bound": e.exp(),
+        })
+    );
+    Ok(())
+}
+
+/// The dataset ELBO on a fixed grid of noise levels: every row scored as a completion
+/// with no prompt (`crate::likelihood`, linear levels, the level's own log-SNR), so the
+/// only randomness left is z at each level. Standard error across rows (ratio estimator).
+fn dataset_on_grid(
+    a: &EvalArgs,
+    m: &Loaded,
+    eval: &EvalSet,
+    seq: usize,
+    levels: usize,
+    dtype: DType,
+) -> Result<()> {
+    if levels == 0 {
+        bail!("--grid must be at least 1 level");
+    }
+    let reqs: Vec<likelihood::Request> = eval
+        .rows
+        .iter()
+        .zip(&eval.lens)
+        .filter(|(_, &n)| n > 0)
+        .map(|(r, &n)| likelihood::Request {
+            prompt: vec![],
+            completion: r[..n].to_vec(),
+        })
+        .collect();
+    if reqs.len() < 2 {
+        bail!(
+            "--grid needs at least 2 rows of data for a standard error (got {})",
+            reqs.len()
+        );
+    }
+    let o = LikelihoodOpts {
+        num_denoising_steps: levels,
+        noise_schedule: NoiseSchedule::Linear,
+        effective_log_snr: false,
+        seed: a.seed,
+        batch_size: a.batch_size,
+        canvas_len: seq,
+        prior: Prior::of_config(&m.cfg),
+        dtype,
+        progress: false,
+    };
+    let scores = likelihood::likelihood(&m.cfg, &m.params, &reqs, &o, None)?;
+    let total: f64 = scores.iter().map(|s| s.total_nll).sum();
+    let n: f64 = scores.iter().map(|s| s.num_tokens as f64).sum();
+    let e = total / n;
+    let r = scores.len() as f64;
+    let nbar = n / r;
+    let var = scores
+        .iter()
+        .map(|s| (s.total_nll - e * s.num_tokens as f64).powi(2))
+        .sum::<f64>()
+        / (r - 1.0);
+    let se = (var / r).sqrt() / nbar;
+    let ln2 = std::f64::consts::LN_2;
+    println!(
+        "{}",
+        serde_json::json!({
+            "documents": eval.docs.len(), "rows": reqs.len(), "tokens": n as usize, "grid_levels": levels,
             "elbo_nats_per_token": e, "stderr_nats": se, "elbo_bits_per_token": e / ln2, "ppl_bound": e.exp(),
         })
     );

@@ -292,6 +292,28 @@ fn generate_and_eval_on_a_trained_checkpoint() {
         e.is_finite() && e > 0.0 && v["stderr_nats"].as_f64().is_some(),
         "{v}"
     );
+    // The same ELBO on a fixed grid of noise levels: another estimator of the same quantity.
+    let out = gidd()
+        .args(["eval", "--checkpoint"])
+        .arg(&ck)
+        .arg("--data_files")
+        .arg(&shard)
+        .args(["--max_rows", "8", "--grid", "16", "--batch_size", "4"])
+        .output()
+        .expect("eval --grid");
+    assert!(
+        out.status.success(),
+        "eval --grid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let eg = g["elbo_nats_per_token"].as_f64().expect("elbo");
+    let se = g["stderr_nats"].as_f64().expect("stderr");
+    assert!(g["grid_levels"] == 16 && se.is_finite() && se > 0.0, "{g}");
+    assert!(
+        (eg - e).abs() <= 0.25 * e,
+        "grid ELBO {eg} far from the Monte Carlo one {e}"
+    );
     let out = gidd()
         .args(["correct", "--checkpoint"])
         .arg(&ck)

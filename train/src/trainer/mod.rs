@@ -33,7 +33,7 @@ pub struct TrainArgs {
     pub max_seq_len: Option<usize>,
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Must equal batch_size for now (gradient accumulation is not implemented yet).
+    /// Rows per micro-batch: gradients accumulate over batch_size / micro_batch_size of them.
     #[arg(long)]
     pub micro_batch_size: Option<usize>,
     #[arg(long)]
