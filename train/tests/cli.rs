@@ -30,14 +30,14 @@ const SMALL: [&str; 12] = [
     "--vocab_size",
 ];
 
+/// (step, loss) of every training line of metrics.jsonl (held-out lines carry no loss).
 fn losses(dir: &Path) -> Vec<(u64, String)> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .expect("metrics.jsonl")
         .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
-            (v["step"].as_u64().expect("step"), v["loss"].to_string())
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| (v["step"].as_u64().expect("step"), v["loss"].to_string()))
         .collect()
 }
 

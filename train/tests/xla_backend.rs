@@ -1,7 +1,46 @@
-//! `gidd train --backend xla` against `--backend cpu`: the tiny preset's first 20 losses.
+//! `gidd train --backend xla` against `--backend cpu` on the tiny preset's first 20 steps.
+//!
+//! Two comparisons:
+//! 1. Teacher-forced, the executor check: every step's loss (and ELBO, KL, IS, gradient
+//!    norm, noisy-token count) computed by both executors from the *same* state, namely the
+//!    cpu run's state after the previous step (step 1 from the shared initialisation).
+//!    They agree within 1e-4 relative (measured: <= 1.8e-6).
+//! 2. Free-running, two independent runs: they agree within 1e-4 until the first update of
+//!    the transformer body lands, then may drift apart. That drift is not an executor defect
+//!    and no pair of f32 executors can bound it by 1e-4 on this preset, as measured
+//!    (issue 6 item 5) against an f64 evaluation of the same steps:
+//!    - the lm_head starts at zero, so the body's first non-zero gradient is at step 3, when
+//!      LaProp's mu and nu are still empty: its update is exactly 0.636 lr sign(g), however
+//!      small |g| is;
+//!    - a few body weights have a true gradient of ~1e-6 (rms 1.6) there, below the f32
+//!      noise of the gradient that reaches them: the lm_head backward d h = d logits W
+//!      cancels (softmax-gradient rows sum to zero and the once-updated lm_head has nearly
+//!      equal rows), so its f32 accumulation error is ~10x its rounding (cpu GEMM 3.4e-6,
+//!      XLA 1.8e-6, f64-accumulated 4.6e-7 relative). Those signs are coin tosses: the cpu
+//!      executor gets 2 wrong (up_proj.0[5832], down_proj.0[2101]), xla 1 (the latter);
+//!    - cpu vs f64 losses then differ by 3.0e-4 at step 5 and 5.6e-3 at step 20; setting
+//!      just those 2 elements of the cpu state after step 3 to the f64 signs brings cpu
+//!      within 2.5e-5 of f64 for all 20 steps, as close as perturbing every parameter by
+//!      1 ulp gets (2.5e-5): the rest of the dynamics is not chaotic at 1e-4;
+//!    - the one element the executors disagree on is the whole free-running gap: cpu vs xla
+//!      reaches 3.1e-3 at step 20, and 5.0e-5 over all 20 steps once that element of the cpu
+//!      state takes the sign xla (and f64) give it.
+//!
+//!    Free-running agreement within 1e-4 after step 3 would take the cpu executor's exact
+//!    rounding, not more accuracy. The free-running table is printed; steps 1-3 are asserted.
 
-use std::path::PathBuf;
+use clap::Parser;
+use gidd_engine::{CpuExecutor, Executor, HostTensor};
+use gidd_train::data::packer::{Packer, PackerState};
+use gidd_train::trainer::step::METRICS;
+use gidd_train::trainer::TrainArgs;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+
+const STEPS: usize = 20;
+/// The bar: relative difference of each loss.
+const TOL: f64 = 1e-4;
 
 fn plugin_available() -> bool {
     if std::env::var_os("GIDD_PJRT_PLUGIN").is_some() {
@@ -21,25 +60,36 @@ fn plugin_available() -> bool {
     found
 }
 
-fn losses(backend: &str) -> Vec<f64> {
-    let dir = std::env::temp_dir().join(format!("gidd-xla-{}-{backend}", std::process::id()));
+/// The flags both runs use (besides --backend and --save_directory).
+fn flags() -> Vec<String> {
+    [
+        "--max_training_steps",
+        &STEPS.to_string(),
+        "--num_samples",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn workdir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("gidd-xla-{}-{tag}", std::process::id()))
+}
+
+/// Runs `gidd train` and returns its metrics, one JSON object per training step.
+fn train(backend: &str, dir: &Path, cache: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    // metrics.jsonl is appended to: start from an empty directory.
+    std::fs::remove_dir_all(dir).ok();
     let out = Command::new(env!("CARGO_BIN_EXE_gidd"))
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env(
-            "GIDD_CACHE",
-            std::env::temp_dir().join(format!("gidd-xla-cache-{}", std::process::id())),
-        )
-        .args([
-            "train",
-            "--max_training_steps",
-            "20",
-            "--num_samples",
-            "0",
-            "--backend",
-            backend,
-            "--save_directory",
-        ])
-        .arg(&dir)
+        .env("GIDD_CACHE", cache)
+        .arg("train")
+        .args(flags())
+        .args(["--backend", backend])
+        .args(extra)
+        .arg("--save_directory")
+        .arg(dir)
         .output()
         .expect("run gidd");
     assert!(
@@ -50,12 +100,110 @@ fn losses(backend: &str) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .expect("metrics")
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("json")["loss"]
-                .as_f64()
-                .expect("loss")
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        // training steps only (held-out evaluations are logged there too)
+        .filter(|m| m.get("loss").is_some())
         .collect()
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    if a == b {
+        0.0
+    } else {
+        (a - b).abs() / a.abs().max(b.abs())
+    }
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+/// The metrics of step `k + 1` (0-based k >= 1) on both executors, from the cpu run's
+/// checkpoint-k: parameters, optimizer state and the data position after step k.
+struct Forced {
+    cpu: Vec<f64>,
+    xla: Vec<f64>,
+}
+
+fn teacher_forced(cpu_dir: &Path, cache: &Path) -> Vec<Forced> {
+    let mut argv = vec!["gidd".to_string()];
+    argv.extend(flags());
+    let args = Cli::parse_from(argv).train;
+    let prog = gidd_train::trainer::step_program(&args).expect("step program");
+    let xla = gidd_xla::XlaExecutor::new(None).expect("xla executor");
+    let mut lx = xla.load(&prog).expect("compile on xla");
+    let mut lc = CpuExecutor.load(&prog).expect("load on cpu");
+    let (_, tok, texts) =
+        gidd_train::corpus::embedded_default(cache, args.vocab_size, 4000).expect("corpus");
+    let source: Arc<dyn gidd_train::data::source::DocSource> =
+        Arc::from(gidd_train::corpus::embedded_tokens(&tok, &texts).expect("tokens"));
+    let seed = HostTensor::u32(
+        vec![2],
+        vec![args.seed as u32, (args.seed >> 32) as u32 ^ 0x9e37],
+    )
+    .expect("seed");
+    let mut out = vec![];
+    for k in 1..STEPS {
+        let dir = cpu_dir.join(format!("checkpoint-{k}"));
+        let model = gidd_train::session::load_checkpoint(&dir).expect("checkpoint");
+        let opt = gidd_ports::TensorStore::open(&dir.join("optimizer")).expect("optimizer");
+        let st: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("trainer_state.json")).expect("state"))
+                .expect("state json");
+        assert_eq!(st["step"].as_u64(), Some(k as u64));
+        let ps: PackerState = serde_json::from_value(st["packer"].clone()).expect("packer");
+        // ps.rows rows went into k steps.
+        let rows = Packer::from_state(source.clone(), &ps)
+            .expect("packer")
+            .next_batch(ps.rows as usize / k)
+            .expect("batch");
+        let seq = rows[0].len();
+        let labels = HostTensor::i32(
+            vec![rows.len(), seq],
+            rows.iter().flatten().map(|&t| t as i32).collect(),
+        )
+        .expect("labels");
+        let step = HostTensor::u32(vec![], vec![k as u32]).expect("step");
+        // The update's scalars do not enter the metrics (they are computed before it).
+        let scalar = HostTensor::scalar_f32(0.0);
+        let mut ins: Vec<HostTensor> = model.params.iter().map(|(_, t)| t.clone()).collect();
+        for pre in ["mu", "nu"] {
+            for (n, _) in &model.params {
+                ins.push(
+                    opt.get_f32(&format!("{pre}.{n}"))
+                        .expect("optimizer tensor"),
+                );
+            }
+        }
+        ins.extend([labels, seed.clone(), step]);
+        ins.extend(std::iter::repeat_n(scalar, 4));
+        let refs: Vec<&HostTensor> = ins.iter().collect();
+        let metrics = |outs: &[HostTensor]| -> Vec<f64> {
+            outs[..METRICS.len()]
+                .iter()
+                .map(|t| t.to_f64_vec()[0])
+                .collect()
+        };
+        let cpu = metrics(&CpuExecutor.run(&mut lc, &refs).expect("cpu step"));
+        let bufs: Vec<_> = refs
+            .iter()
+            .map(|t| xla.upload(t).expect("upload"))
+            .collect();
+        let outs = xla
+            .run(&mut lx, &bufs.iter().collect::<Vec<_>>())
+            .expect("xla step");
+        let host: Vec<HostTensor> = outs[..METRICS.len()]
+            .iter()
+            .map(|b| xla.download(b).expect("download"))
+            .collect();
+        out.push(Forced {
+            cpu,
+            xla: metrics(&host),
+        });
+    }
+    out
 }
 
 #[test]
@@ -63,28 +211,78 @@ fn tiny_preset_losses_match_between_cpu_and_xla() {
     if !plugin_available() {
         return;
     }
-    let (cpu, xla) = (losses("cpu"), losses("xla"));
-    assert_eq!(cpu.len(), 20);
-    assert_eq!(xla.len(), 20);
-    let rel: Vec<f64> = cpu
-        .iter()
-        .zip(&xla)
-        .map(|(a, b)| (a - b).abs() / a.abs())
-        .collect();
-    eprintln!(
-        "relative loss differences per step: {:?}",
-        rel.iter().map(|r| format!("{r:.1e}")).collect::<Vec<_>>()
+    let cache = workdir("cache");
+    let (cpu_dir, xla_dir) = (workdir("cpu"), workdir("xla"));
+    // Every step's checkpoint of the cpu run: the states the teacher-forced steps start from.
+    let cpu = train(
+        "cpu",
+        &cpu_dir,
+        &cache,
+        &["--save_steps", "1", "--save_total_limit", "0"],
     );
-    // The first steps agree to f32 reduction-order rounding.
-    assert!(
-        rel[..3].iter().all(|&r| r <= 1e-4),
-        "first steps differ: {rel:?}"
-    );
-    // Later steps drift: LaProp's first update is sign(g), so elements whose gradient is at
-    // rounding level can take opposite full-size steps on the two backends. Bounded, not exact.
-    const DRIFT: f64 = 2e-3;
-    assert!(
-        rel.iter().all(|&r| r <= DRIFT),
-        "losses drift past {DRIFT}: {rel:?}"
-    );
+    let xla = train("xla", &xla_dir, &cache, &[]);
+    assert_eq!(cpu.len(), STEPS);
+    assert_eq!(xla.len(), STEPS);
+    let loss = |m: &serde_json::Value| m["loss"].as_f64().expect("loss");
+
+    let forced = teacher_forced(&cpu_dir, &cache);
+    eprintln!("step  cpu run      xla run      free-running  teacher-forced (cpu, xla, rel)");
+    let mut worst = vec![];
+    for s in 0..STEPS {
+        let (c, x) = (loss(&cpu[s]), loss(&xla[s]));
+        let (fc, fx, fr) = match s {
+            // Step 1 starts from the shared initialisation: the two runs are teacher-forced.
+            0 => (c, x, rel(c, x)),
+            _ => {
+                let f = &forced[s - 1];
+                (f.cpu[0], f.xla[0], rel(f.cpu[0], f.xla[0]))
+            }
+        };
+        eprintln!(
+            "{:4}  {c:.8}  {x:.8}  {:.1e}       {fc:.8}  {fx:.8}  {fr:.1e}",
+            s + 1,
+            rel(c, x),
+        );
+        worst.push(fr);
+    }
+    // Step 1: both runs start from the same initialisation.
+    for key in ["loss", "elbo", "kl", "is", "grad_norm"] {
+        let (c, x) = (cpu[0][key].as_f64(), xla[0][key].as_f64());
+        let (c, x) = (c.expect("cpu metric"), x.expect("xla metric"));
+        let r = rel(c, x);
+        assert!(r <= TOL, "step 1: {key} cpu {c} xla {x} differ by {r:.1e}");
+    }
+    for (k, f) in forced.iter().enumerate() {
+        let step = k + 2;
+        // The harness reproduces the cpu run's own step exactly.
+        // (compared as the f32 values they are: JSON parsing may be 1 f64 ulp off)
+        assert_eq!(
+            f.cpu[0] as f32,
+            loss(&cpu[step - 1]) as f32,
+            "step {step}: the teacher-forced cpu loss is not the cpu run's"
+        );
+        for (i, name) in METRICS.iter().enumerate() {
+            let r = rel(f.cpu[i], f.xla[i]);
+            assert!(
+                r <= TOL,
+                "step {step}: {name} cpu {} xla {} differ by {r:.1e} from the same state",
+                f.cpu[i],
+                f.xla[i]
+            );
+        }
+    }
+    let max = worst.iter().cloned().fold(0.0, f64::max);
+    eprintln!("teacher-forced: max relative loss difference over {STEPS} steps {max:.1e}");
+    // Free-running: identical until the body's first update (step 3) reaches the loss.
+    for s in 0..3 {
+        let r = rel(loss(&cpu[s]), loss(&xla[s]));
+        assert!(
+            r <= TOL,
+            "free-running step {}: losses differ by {r:.1e}",
+            s + 1
+        );
+    }
+    for d in [&cpu_dir, &xla_dir, &cache] {
+        std::fs::remove_dir_all(d).ok();
+    }
 }

@@ -136,9 +136,9 @@ pub struct TrainArgs {
     pub pjrt_plugin: Option<PathBuf>,
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Held-out ELBO every N steps (0: only at the end).
-    #[arg(long, default_value_t = 0)]
-    pub eval_steps: usize,
+    /// Held-out ELBO every N steps (default: every quarter of the run; 0: only at the end).
+    #[arg(long)]
+    pub eval_steps: Option<usize>,
     /// Samples printed at the end.
     #[arg(long, default_value_t = 3)]
     pub num_samples: usize,

@@ -300,7 +300,8 @@ pub(super) fn train_loop<E: Executor>(
                 r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, 100.0 * mfu_flops / peak, elapsed / done * (1.0 - done)
             );
         }
-        let want_eval = a.eval_steps > 0 && start % a.eval_steps == 0 && start < r.steps;
+        let every = a.eval_steps.unwrap_or(r.steps / 4);
+        let want_eval = every > 0 && start % every == 0 && start < r.steps;
         let want_save = start % r.save_steps == 0 || start == r.steps;
         if want_eval || want_save {
             download_all(&dp, &dmu, &dnu, params, mu, nu)?;
