@@ -16,9 +16,10 @@ use std::path::PathBuf;
 pub struct GenArgs {
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Prompt text (needs tokenizer.json in the checkpoint or --tokenizer); none: unconditional from bos.
+    /// Prompt text (needs tokenizer.json in the checkpoint or --tokenizer); repeat the flag
+    /// for a batch; none: unconditional from bos.
     #[arg(long)]
-    pub prompt: Option<String>,
+    pub prompt: Vec<String>,
     /// Prompt as comma-separated token ids (bos included if wanted).
     #[arg(long)]
     pub prompt_ids: Option<String>,
@@ -133,7 +134,7 @@ fn text_prompt(tok: &Tok, text: &str) -> Result<Vec<u32>> {
 
 fn read_prompts(a: &GenArgs, tok: Option<&Tok>) -> Result<Vec<Prompt>> {
     let given = [
-        a.prompt.is_some(),
+        !a.prompt.is_empty(),
         a.prompt_ids.is_some(),
         a.prompts_file.is_some(),
     ];
@@ -150,12 +151,18 @@ fn read_prompts(a: &GenArgs, tok: Option<&Tok>) -> Result<Vec<Prompt>> {
             })?;
         return Ok(vec![Prompt { text: None, ids }]);
     }
-    if let Some(p) = &a.prompt {
-        let ids = text_prompt(need_tok(tok, "--prompt")?, p)?;
-        return Ok(vec![Prompt {
-            text: Some(p.clone()),
-            ids,
-        }]);
+    if !a.prompt.is_empty() {
+        let t = need_tok(tok, "--prompt")?;
+        return a
+            .prompt
+            .iter()
+            .map(|p| {
+                Ok(Prompt {
+                    text: Some(p.clone()),
+                    ids: text_prompt(t, p)?,
+                })
+            })
+            .collect();
     }
     let Some(path) = &a.prompts_file else {
         return Ok(vec![Prompt {
@@ -310,6 +317,8 @@ fn run_on<E: Executor + Clone>(
         indicatif::ProgressBar::hidden()
     };
     let file_mode = a.prompts_file.is_some();
+    // blocks as they finish: for a single prompt (a batch prints its texts at the end)
+    let show_blocks = !a.quiet && !file_mode && prompts.len() == 1;
     let mut results: Vec<Option<Vec<u32>>> = vec![None; prompts.len()];
     let t0 = std::time::Instant::now();
     let mut new_tokens = 0usize;
@@ -332,7 +341,7 @@ fn run_on<E: Executor + Clone>(
                 start,
                 end,
             } => {
-                if a.quiet || file_mode {
+                if !show_blocks {
                     return;
                 }
                 let text = match tok {

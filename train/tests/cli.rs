@@ -265,6 +265,25 @@ fn generate_and_eval_on_a_trained_checkpoint() {
     );
     let again = generate();
     assert_eq!(out.stdout, again.stdout, "same seed, same output");
+    // A batch from repeated --prompt flags: one text per prompt, in order.
+    let out = gidd()
+        .args(["generate", "--checkpoint"])
+        .arg(&ck)
+        .args(["--prompt", "Bom", "--prompt", "yi wal", "--prompt", "Bom"])
+        .args(["--max_length", "8", "--block_length", "4", "--steps", "2"])
+        .output()
+        .expect("generate");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        out.status.success() && lines.len() == 3,
+        "batch of 3 prompts: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        lines[0].starts_with("Bom") && lines[1].starts_with("yi wal"),
+        "{text}"
+    );
     // The run above trained with --vocab_size 512: its corpus shard sits in the cache dir named for that vocabulary.
     let shard = std::fs::read_dir(tmp("cache"))
         .expect("cache")

@@ -185,6 +185,7 @@ fn bad_prompts_are_refused_with_what_is_wrong() {
         (vec!["--prompt_ids", "0,100"], "vocabulary"),
         (vec!["--prompt_ids", "0,x"], "--prompt_ids"),
         (vec!["--prompt", "hello"], "tokenizer"),
+        (vec!["--prompt", "a", "--prompt_ids", "0,5"], "one of"),
         (
             vec!["--prompts_file", bad_file.to_str().expect("path")],
             "bad.jsonl:2",
