@@ -7,6 +7,7 @@
 //! check only with `debug_assert!`.
 
 pub mod attention;
+pub mod convert;
 pub mod gidd_loss;
 pub mod matmul;
 pub mod norm;

@@ -441,3 +441,48 @@ fn matmul_deep_k_accumulates_over_garbage_c() {
         }
     }
 }
+
+/// The AMX tile path on its own, every shape (tiny ones included, which `gemm_bf16` would
+/// route elsewhere), over a C full of NaN: every output written, none accumulated into.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn matmul_bf16_amx_matches_reference() {
+    use super::cpu_amx::{available, gemm_bf16_amx};
+    if !available() {
+        println!("SKIPPED: AMX-BF16 not available on this CPU/OS (or GIDD_NO_AMX set)");
+        return;
+    }
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for case in 0..40 {
+        let mut s = random_shape(&mut rng);
+        if case == 0 {
+            (s.m, s.n, s.k) = (rng.random_range(200..260), rng.random_range(200..260), 4099);
+        }
+        if case == 1 {
+            (s.m, s.n, s.k) = (32, 32, 32); // exactly one block, full tiles
+        }
+        let (a, b) = inputs(&mut rng, &s);
+        let (a, b): (Vec<bf16>, Vec<bf16>) = (
+            a.iter().map(|&x| bf16::from_f32(x)).collect(),
+            b.iter().map(|&x| bf16::from_f32(x)).collect(),
+        );
+        let (a32, b32): (Vec<f32>, Vec<f32>) = (
+            a.iter().map(|x| x.to_f32()).collect(),
+            b.iter().map(|x| x.to_f32()).collect(),
+        );
+        let want = gemm_f64(&s, &to_f64(&a32), &to_f64(&b32));
+        let mut c = vec![f32::NAN; s.lens().2];
+        gemm_bf16_amx(&s, &a, &b, &mut c);
+        check(
+            "bf16 AMX vs reference",
+            seed,
+            &s,
+            &c,
+            &want,
+            BF16_TOL,
+            amax(&a32),
+            amax(&b32),
+        );
+    }
+}

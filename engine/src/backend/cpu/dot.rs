@@ -7,6 +7,7 @@ use crate::host::Data;
 use crate::op::DotDims;
 use gidd_kernels::matmul::{gemm_bf16, gemm_f32, GemmShape};
 use half::bf16;
+use rayon::prelude::*;
 use std::borrow::Cow;
 
 fn is_identity(p: &[usize]) -> bool {
@@ -102,10 +103,11 @@ pub fn dot_general(
                 &b,
                 &mut c,
             );
+            // the rounding to bf16 is a pass over the whole output: split it too
             o[..n_out]
-                .iter_mut()
-                .zip(&c)
-                .for_each(|(y, &x)| *y = bf16::from_f32(x));
+                .par_chunks_mut(1 << 14)
+                .zip(c.par_chunks(1 << 14))
+                .for_each(|(y, x)| gidd_kernels::convert::f32_to_bf16_slice(x, y));
         }
         _ => unreachable!("infer admits only float dot_general"),
     }

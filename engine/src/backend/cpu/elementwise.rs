@@ -63,6 +63,19 @@ fn par_map_bf16(out: &mut [bf16], f: impl Fn(usize, &mut [bf16]) + Sync) {
     }
 }
 
+/// out[i] = f(i), split over rayon's pool when the output is large.
+fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
+    if out.len() < PAR_MIN {
+        out.iter_mut().enumerate().for_each(|(i, r)| *r = f(i));
+    } else {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+            o.iter_mut()
+                .enumerate()
+                .for_each(|(i, r)| *r = f(c * CHUNK + i))
+        });
+    }
+}
+
 fn unary_f32(u: UnaryOp) -> fn(f32) -> f32 {
     match u {
         UnaryOp::Neg => |x| -x,
@@ -364,9 +377,7 @@ pub fn compare(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) {
             CmpOp::Gt => a > b,
             CmpOp::Ge => a >= b,
         };
-        out.iter_mut()
-            .enumerate()
-            .for_each(|(i, r)| *r = u8::from(f(x.at(i), y.at(i))));
+        par_fill(out, |i| u8::from(f(x.at(i), y.at(i))));
     }
     with_dtype!(x.dtype(), T, { go::<T>(c, x.src(), y.src(), out) })
 }
@@ -376,23 +387,16 @@ pub fn select(p: Arg, a: Arg, b: Arg, out: &mut Data, n: usize) {
     with_dtype!(out.dtype(), T, {
         let (a, b) = (a.src::<T>(), b.src::<T>());
         let o = &mut T::vec_mut(out).expect("slot dtype")[..n];
-        o.iter_mut()
-            .enumerate()
-            .for_each(|(i, r)| *r = if p.at(i) != 0 { a.at(i) } else { b.at(i) });
+        par_fill(o, |i| if p.at(i) != 0 { a.at(i) } else { b.at(i) });
     })
 }
 
 pub fn convert(a: Arg, out: &mut Data, n: usize) {
     match (a, &mut *out) {
         (Arg::Data(Data::F32(x)), Data::BF16(o)) => par_map_bf16(&mut o[..n], |s, o| {
-            o.iter_mut()
-                .zip(&x[s..])
-                .for_each(|(r, &v)| *r = bf16::from_f32(v))
+            gidd_kernels::convert::f32_to_bf16_slice(&x[s..s + o.len()], o)
         }),
-        (Arg::Data(Data::BF16(x)), Data::F32(o)) => o[..n]
-            .iter_mut()
-            .zip(&x[..n])
-            .for_each(|(r, v)| *r = v.to_f32()),
+        (Arg::Data(Data::BF16(x)), Data::F32(o)) => par_fill(&mut o[..n], |i| x[i].to_f32()),
         // Integer <-> integer conversions wrap (truncate), as XLA's do.
         (Arg::Data(Data::I64(x)), Data::U32(o)) => o[..n]
             .iter_mut()
@@ -419,10 +423,7 @@ pub fn convert(a: Arg, out: &mut Data, n: usize) {
             with_dtype!(o.dtype(), T, {
                 let o = &mut T::vec_mut(o).expect("slot dtype")[..n];
                 match a {
-                    Arg::Data(d) => o
-                        .iter_mut()
-                        .enumerate()
-                        .for_each(|(i, r)| *r = T::from_f64(to_f64_for(d, i))),
+                    Arg::Data(d) => par_fill(o, |i| T::from_f64(to_f64_for(d, i))),
                     Arg::Splat(x, _) => o.iter_mut().for_each(|r| *r = T::from_f64(x)),
                 }
             })
