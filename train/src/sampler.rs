@@ -171,7 +171,16 @@ mod tests {
             let (lt, ls) = (-3.0 + 6.0 * rng.next_f64(), 0.0);
             let ls = ls + lt + 0.1 + 2.0 * rng.next_f64();
             let logits: Vec<f32> = (0..n * v).map(|_| (3.0 * rng.normal()) as f32).collect();
-            let z: Vec<i32> = (0..n).map(|_| rng.below(v as u32) as i32).collect();
+            // Under pure uniform noise a mask z_t has probability 0 under q_t: the posterior
+            // is undefined there (0/0), so it is not drawn.
+            let z: Vec<i32> = (0..n)
+                .map(|_| loop {
+                    let t = rng.below(v as u32);
+                    if shift < 1000.0 || t != MASK {
+                        break t as i32;
+                    }
+                })
+                .collect();
             let g = Graph::new();
             let lg = g.input("logits", &[1, n, v], DType::F32);
             let zt = g.input("z", &[1, n], DType::I32);

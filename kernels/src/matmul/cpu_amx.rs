@@ -247,7 +247,10 @@ pub fn gemm_bf16_amx(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
     let ng = n.div_ceil(32) * 2; // 16-column groups, even
     let (va, vb) = (View::of(s.trans_a, m, k), View::of(s.trans_b, k, n));
     let b_mats = if s.b_broadcast { 1 } else { s.batch };
-    let mut bp = vec![0u16; b_mats * ng * kt * TILE];
+    // The packed B is kept per thread: a fresh multi-MiB allocation every call is mostly
+    // page faults. (Every packed element is written before it is read.)
+    let mut bp_buf = take_scratch(b_mats * ng * kt * TILE);
+    let bp = &mut bp_buf[..b_mats * ng * kt * TILE];
     bp.par_chunks_mut(kt * TILE)
         .enumerate()
         .for_each(|(t, dst)| {
@@ -257,6 +260,7 @@ pub fn gemm_bf16_amx(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
     let blocks = m.div_ceil(32);
     let cp = SendPtr(c.as_mut_ptr());
     assert!(c.len() >= s.batch * m * n);
+    let bp = &*bp;
     (0..s.batch * blocks).into_par_iter().for_each_init(
         || vec![0u16; kt * 2 * TILE],
         |ap, task| {
@@ -290,6 +294,7 @@ pub fn gemm_bf16_amx(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
             }
         },
     );
+    give_scratch(bp_buf);
 }
 
 /// Measured AMX bf16 peak of this machine in GFLOP/s (the denominator of the bf16
@@ -338,4 +343,21 @@ pub fn measure_peak(seconds: f64) -> f64 {
         })
         .collect();
     per.iter().sum()
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<Vec<u16>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of at least `n` elements from this thread's pool (contents arbitrary).
+fn take_scratch(n: usize) -> Vec<u16> {
+    let mut v = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    if v.len() < n {
+        v.resize(n, 0);
+    }
+    v
+}
+
+fn give_scratch(v: Vec<u16>) {
+    SCRATCH.with(|s| s.borrow_mut().push(v));
 }

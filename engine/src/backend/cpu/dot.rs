@@ -92,7 +92,16 @@ pub fn dot_general(
                 &dd.rhs_contract,
                 &rf,
             );
-            let mut c = vec![0f32; n_out];
+            // f32 staging for the GEMM's output, kept per thread: a fresh multi-MiB
+            // allocation every call is mostly page faults.
+            thread_local! {
+                static STAGE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+            }
+            let mut c = STAGE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+            if c.len() < n_out {
+                c.resize(n_out, 0.0);
+            }
+            let c_out = &mut c[..n_out];
             gemm_bf16(
                 &GemmShape {
                     trans_a: ta,
@@ -101,13 +110,14 @@ pub fn dot_general(
                 },
                 &a,
                 &b,
-                &mut c,
+                c_out,
             );
             // the rounding to bf16 is a pass over the whole output: split it too
             o[..n_out]
                 .par_chunks_mut(1 << 14)
-                .zip(c.par_chunks(1 << 14))
+                .zip(c_out.par_chunks(1 << 14))
                 .for_each(|(y, x)| gidd_kernels::convert::f32_to_bf16_slice(x, y));
+            STAGE.with(|s| *s.borrow_mut() = c);
         }
         _ => unreachable!("infer admits only float dot_general"),
     }

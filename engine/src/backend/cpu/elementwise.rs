@@ -2,7 +2,7 @@
 //! Floats compute in f32 (bf16 widened and rounded back); integers natively.
 
 use super::elem::{with_dtype, Arg, Elem, Src};
-use crate::dtype::strides;
+use crate::dtype::{strides, DType};
 use crate::host::Data;
 use crate::op::{BinaryOp, CmpOp, UnaryOp};
 use half::bf16;
@@ -61,6 +61,12 @@ fn par_map_bf16(out: &mut [bf16], f: impl Fn(usize, &mut [bf16]) + Sync) {
             .enumerate()
             .for_each(|(c, o)| f(c * CHUNK, o));
     }
+}
+
+/// The bit patterns of a bf16 slice.
+pub(crate) fn bf16_bits(x: &[bf16]) -> &[u16] {
+    // SAFETY: bf16 is a repr(transparent) u16: same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u16, x.len()) }
 }
 
 /// out[i] = f(i), split over rayon's pool when the output is large.
@@ -367,7 +373,54 @@ fn int_binary<T: IntOps>(
         .for_each(|(i, r)| *r = f(x.at(i), y.at(i)));
 }
 
+/// Float operands as f32 (bf16 widens exactly, so comparisons are unchanged), one
+/// dispatch outside the loop: relu's mask and friends on bf16 activations.
+fn compare_float(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) -> bool {
+    fn go(
+        c: CmpOp,
+        fx: impl Fn(usize) -> f32 + Sync,
+        fy: impl Fn(usize) -> f32 + Sync,
+        out: &mut [u8],
+    ) {
+        match c {
+            CmpOp::Eq => par_fill(out, |i| u8::from(fx(i) == fy(i))),
+            CmpOp::Ne => par_fill(out, |i| u8::from(fx(i) != fy(i))),
+            CmpOp::Lt => par_fill(out, |i| u8::from(fx(i) < fy(i))),
+            CmpOp::Le => par_fill(out, |i| u8::from(fx(i) <= fy(i))),
+            CmpOp::Gt => par_fill(out, |i| u8::from(fx(i) > fy(i))),
+            CmpOp::Ge => par_fill(out, |i| u8::from(fx(i) >= fy(i))),
+        }
+    }
+    let widen = |b: bf16| f32::from_bits((b.to_bits() as u32) << 16);
+    macro_rules! with_y {
+        ($fx:expr) => {
+            match y {
+                Arg::Data(Data::F32(v)) => go(c, $fx, |i| v[i], out),
+                Arg::Data(Data::BF16(v)) => go(c, $fx, |i| widen(v[i]), out),
+                Arg::Splat(s, DType::F32) => {
+                    let s = s as f32;
+                    go(c, $fx, |_| s, out)
+                }
+                Arg::Splat(s, DType::BF16) => {
+                    let s = bf16::from_f64(s).to_f32();
+                    go(c, $fx, |_| s, out)
+                }
+                _ => return false,
+            }
+        };
+    }
+    match x {
+        Arg::Data(Data::F32(v)) => with_y!(|i| v[i]),
+        Arg::Data(Data::BF16(v)) => with_y!(|i| widen(v[i])),
+        _ => return false,
+    }
+    true
+}
+
 pub fn compare(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) {
+    if compare_float(c, x, y, out) {
+        return;
+    }
     fn go<T: Elem + PartialOrd>(c: CmpOp, x: Src<T>, y: Src<T>, out: &mut [u8]) {
         let f = |a: T, b: T| match c {
             CmpOp::Eq => a == b,
@@ -383,6 +436,35 @@ pub fn compare(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) {
 }
 
 pub fn select(p: Arg, a: Arg, b: Arg, out: &mut Data, n: usize) {
+    // bf16 between two arrays or an array and a splat (relu's backward, masks): one
+    // dispatch outside the loop, moving bits
+    if let (Arg::Data(Data::Bool(pv)), Data::BF16(o)) = (&p, &mut *out) {
+        fn bits<'a>(x: &Arg<'a>) -> Option<Src<'a, u16>> {
+            match *x {
+                Arg::Data(Data::BF16(v)) => Some(Src::Slice(bf16_bits(v))),
+                Arg::Splat(s, DType::BF16) => Some(Src::Scalar(bf16::from_f64(s).to_bits())),
+                _ => None,
+            }
+        }
+        if let (Some(av), Some(bv)) = (bits(&a), bits(&b)) {
+            let o = &mut o[..n];
+            match (av, bv) {
+                (Src::Slice(x), Src::Slice(y)) => {
+                    par_fill(o, |i| bf16::from_bits(if pv[i] != 0 { x[i] } else { y[i] }))
+                }
+                (Src::Slice(x), Src::Scalar(y)) => {
+                    par_fill(o, |i| bf16::from_bits(if pv[i] != 0 { x[i] } else { y }))
+                }
+                (Src::Scalar(x), Src::Slice(y)) => {
+                    par_fill(o, |i| bf16::from_bits(if pv[i] != 0 { x } else { y[i] }))
+                }
+                (Src::Scalar(x), Src::Scalar(y)) => {
+                    par_fill(o, |i| bf16::from_bits(if pv[i] != 0 { x } else { y }))
+                }
+            }
+            return;
+        }
+    }
     let p = p.src::<u8>();
     with_dtype!(out.dtype(), T, {
         let (a, b) = (a.src::<T>(), b.src::<T>());

@@ -26,6 +26,8 @@ pub struct CpuProgram {
     slots: Vec<Data>,
     /// Seconds and calls per op kind, when profiling is on.
     profile: Option<std::collections::BTreeMap<String, (f64, usize)>>,
+    /// Profile rows per operand types too (`GIDD_PROFILE_SHAPES` set).
+    profile_shapes: bool,
 }
 
 impl CpuProgram {
@@ -35,6 +37,7 @@ impl CpuProgram {
     /// Starts collecting time per op kind over the following runs.
     pub fn enable_profile(&mut self) {
         self.profile = Some(Default::default());
+        self.profile_shapes = std::env::var_os("GIDD_PROFILE_SHAPES").is_some();
     }
     /// (op kind, seconds, calls), slowest first.
     pub fn profile(&self) -> Vec<(String, f64, usize)> {
@@ -85,6 +88,7 @@ impl Executor for CpuExecutor {
             program: p.clone(),
             slots,
             profile: None,
+            profile_shapes: false,
         })
     }
 
@@ -128,7 +132,14 @@ impl Executor for CpuExecutor {
                     .collect();
                 exec(p, node, &args, &mut outs)?;
                 if let (Some(t), Some(prof)) = (t, lp.profile.as_mut()) {
-                    let e = prof.entry(op_kind(&node.op)).or_insert((0.0, 0));
+                    let mut key = op_kind(&node.op);
+                    if lp.profile_shapes {
+                        // GIDD_PROFILE_SHAPES: one row per kind and operand types
+                        let ty = |v: &usize| format!("{:?}", p.values[*v].ty);
+                        let ins: Vec<String> = node.inputs.iter().map(ty).collect();
+                        key = format!("{key} {} <- {}", ty(&node.outputs[0]), ins.join(", "));
+                    }
+                    let e = prof.entry(key).or_insert((0.0, 0));
                     e.0 += t.elapsed().as_secs_f64();
                     e.1 += 1;
                 }

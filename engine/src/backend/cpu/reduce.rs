@@ -40,10 +40,40 @@ pub fn reduce(op: ReduceOp, dims: &[usize], x: Arg, shape: &[usize], out: &mut D
         .iter()
         .enumerate()
         .all(|(k, &d)| d == shape.len() - dims.len() + k);
+    // Sums over leading dims (bias gradients: [tokens, features] -> [features]) run row by
+    // row into a vector of accumulators instead of striding down each column.
+    let leading = dims.iter().enumerate().all(|(k, &d)| d == k);
     with_dtype!(out.dtype(), T, {
         let o = &mut T::vec_mut(out).expect("slot dtype")[..out_n];
-        reduce_typed::<T>(op, x, n, o, &red_off, base, contiguous_tail, red_n);
+        if op == ReduceOp::Sum && leading && out_n > 1 && red_n > 1 {
+            sum_leading::<T>(&x.slice::<T>(n), red_n, o);
+        } else {
+            reduce_typed::<T>(op, x, n, o, &red_off, base, contiguous_tail, red_n);
+        }
     })
+}
+
+/// o[j] = sum over r of x[r * cols + j], in f64, over a fixed number of row chunks summed
+/// in order (so the result does not depend on the thread count).
+fn sum_leading<T: Acc>(xs: &[T], rows: usize, o: &mut [T]) {
+    const CHUNKS: usize = 8;
+    let cols = o.len();
+    let per = rows.div_ceil(CHUNKS);
+    let partial: Vec<Vec<f64>> = (0..CHUNKS)
+        .into_par_iter()
+        .map(|c| {
+            let mut acc = vec![0f64; cols];
+            for r in (c * per)..((c + 1) * per).min(rows) {
+                for (a, v) in acc.iter_mut().zip(&xs[r * cols..(r + 1) * cols]) {
+                    *a += v.to_acc();
+                }
+            }
+            acc
+        })
+        .collect();
+    for (j, y) in o.iter_mut().enumerate() {
+        *y = T::from_acc(partial.iter().map(|p| p[j]).sum());
+    }
 }
 
 trait Acc: Elem {
@@ -64,7 +94,8 @@ impl Acc for f32 {
 }
 impl Acc for half::bf16 {
     fn to_acc(self) -> f64 {
-        self.to_f64()
+        // bf16 is the top half of an f32: widening is a shift
+        f32::from_bits((self.to_bits() as u32) << 16) as f64
     }
     fn from_acc(x: f64) -> Self {
         half::bf16::from_f64(x)
