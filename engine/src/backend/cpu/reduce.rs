@@ -15,8 +15,13 @@ pub fn reduce(op: ReduceOp, dims: &[usize], x: Arg, shape: &[usize], out: &mut D
     let st = strides(shape);
     let kept_shape: Vec<usize> = kept.iter().map(|&d| shape[d]).collect();
     let red_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
-    // Offsets of every reduced position relative to the first (shared by all outputs).
-    let red_off: Vec<usize> = (0..red_n)
+    // Offsets of every reduced position relative to the first (shared by all outputs);
+    // not needed when the reduced dims are the contiguous tail.
+    let contiguous_tail = dims
+        .iter()
+        .enumerate()
+        .all(|(k, &d)| d == shape.len() - dims.len() + k);
+    let red_off: Vec<usize> = (0..if contiguous_tail && op == ReduceOp::Sum { 0 } else { red_n })
         .map(|j| {
             let mut rem = j;
             let mut off = 0;
@@ -36,10 +41,6 @@ pub fn reduce(op: ReduceOp, dims: &[usize], x: Arg, shape: &[usize], out: &mut D
         }
         off
     };
-    let contiguous_tail = dims
-        .iter()
-        .enumerate()
-        .all(|(k, &d)| d == shape.len() - dims.len() + k);
     // Sums over leading dims (bias gradients: [tokens, features] -> [features]) run row by
     // row into a vector of accumulators instead of striding down each column.
     let leading = dims.iter().enumerate().all(|(k, &d)| d == k);
@@ -137,11 +138,23 @@ fn reduce_typed<T: Acc>(
 ) {
     let xs = x.slice::<T>(n);
     let xs: &[T] = &xs;
+    let single = o.len() == 1;
     let one = |i: usize| -> T {
         let b = base(i);
         match op {
             ReduceOp::Sum => {
-                let s: f64 = if contiguous_tail {
+                let s: f64 = if contiguous_tail && single && red_n >= 1 << 16 {
+                    // one long sum (norms, losses): fixed chunks in parallel, added in order
+                    let per = red_n.div_ceil(16);
+                    let parts: Vec<f64> = (0..16)
+                        .into_par_iter()
+                        .map(|c| {
+                            let (lo, hi) = ((c * per).min(red_n), ((c + 1) * per).min(red_n));
+                            xs[b + lo..b + hi].iter().map(|v| v.to_acc()).sum::<f64>()
+                        })
+                        .collect();
+                    parts.iter().sum()
+                } else if contiguous_tail {
                     xs[b..b + red_n].iter().map(|v| v.to_acc()).sum()
                 } else {
                     red_off.iter().map(|&r| xs[b + r].to_acc()).sum()
