@@ -104,6 +104,18 @@ fn inputs(rng: &mut StdRng, s: &GemmShape) -> (Vec<f32>, Vec<f32>) {
     (rand_vec(rng, la), rand_vec(rng, lb))
 }
 
+/// Random operands rounded to bf16, with their exact f32 values.
+#[allow(clippy::type_complexity)]
+fn bf16_inputs(rng: &mut StdRng, s: &GemmShape) -> ((Vec<bf16>, Vec<f32>), (Vec<bf16>, Vec<f32>)) {
+    let (a, b) = inputs(rng, s);
+    let round = |x: &[f32]| -> (Vec<bf16>, Vec<f32>) {
+        let h: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let f = h.iter().map(|v| v.to_f32()).collect();
+        (h, f)
+    };
+    (round(&a), round(&b))
+}
+
 fn to_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
@@ -213,15 +225,7 @@ fn matmul_bf16_matches_reference_on_rounded_inputs() {
                 1,
             );
         }
-        let (a, b) = inputs(&mut rng, &s);
-        let (a, b): (Vec<bf16>, Vec<bf16>) = (
-            a.iter().map(|&x| bf16::from_f32(x)).collect(),
-            b.iter().map(|&x| bf16::from_f32(x)).collect(),
-        );
-        let (a32, b32): (Vec<f32>, Vec<f32>) = (
-            a.iter().map(|x| x.to_f32()).collect(),
-            b.iter().map(|x| x.to_f32()).collect(),
-        );
+        let ((a, a32), (b, b32)) = bf16_inputs(&mut rng, &s);
         let want = gemm_f64(&s, &to_f64(&a32), &to_f64(&b32));
         let (aa, ab) = (amax(&a32), amax(&b32));
         let mut paths: Vec<(Level, bool)> = LEVELS.iter().map(|&l| (l, false)).collect();
@@ -462,15 +466,7 @@ fn matmul_bf16_amx_matches_reference() {
         if case == 1 {
             (s.m, s.n, s.k) = (32, 32, 32); // exactly one block, full tiles
         }
-        let (a, b) = inputs(&mut rng, &s);
-        let (a, b): (Vec<bf16>, Vec<bf16>) = (
-            a.iter().map(|&x| bf16::from_f32(x)).collect(),
-            b.iter().map(|&x| bf16::from_f32(x)).collect(),
-        );
-        let (a32, b32): (Vec<f32>, Vec<f32>) = (
-            a.iter().map(|x| x.to_f32()).collect(),
-            b.iter().map(|x| x.to_f32()).collect(),
-        );
+        let ((a, a32), (b, b32)) = bf16_inputs(&mut rng, &s);
         let want = gemm_f64(&s, &to_f64(&a32), &to_f64(&b32));
         let mut c = vec![f32::NAN; s.lens().2];
         gemm_bf16_amx(&s, &a, &b, &mut c);
