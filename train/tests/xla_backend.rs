@@ -286,3 +286,55 @@ fn tiny_preset_losses_match_between_cpu_and_xla() {
         std::fs::remove_dir_all(d).ok();
     }
 }
+
+/// `gidd generate --backend xla` (the KV-cached canvas: one prefix and one step program per
+/// block shape, compiled by XLA) writes exactly what the cpu executor writes: same seed,
+/// same tokens, on the golden mask-small checkpoint.
+#[test]
+fn generation_on_xla_equals_cpu_token_for_token() {
+    if !plugin_available() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/mask-small");
+    if !dir.exists() {
+        eprintln!(
+            "SKIPPED: {} not found (needs ../shared next to the repo)",
+            dir.display()
+        );
+        return;
+    }
+    let gen = |backend: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gidd"))
+            .args(["generate", "--checkpoint"])
+            .arg(&dir)
+            .args([
+                "--prompt_ids",
+                "0,17,23",
+                "--max_length",
+                "18",
+                "--block_length",
+                "5",
+            ])
+            .args([
+                "--steps",
+                "6",
+                "--seed",
+                "9",
+                "--temperature",
+                "0.8",
+                "--backend",
+                backend,
+            ])
+            .output()
+            .expect("run gidd");
+        assert!(
+            out.status.success(),
+            "generate --backend {backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (cpu, xla) = (gen("cpu"), gen("xla"));
+    assert!(!cpu.trim().is_empty());
+    assert_eq!(cpu, xla, "xla and cpu generations differ");
+}
