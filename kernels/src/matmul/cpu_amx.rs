@@ -103,13 +103,54 @@ fn pack_a(dst: &mut [u16], a: &[u16], v: View, m: usize, k: usize, r0: usize, kt
             }
         }
     } else {
-        // transposed: for each p the block's rows are contiguous
-        for p in 0..k {
+        // transposed: for each p the block's rows are contiguous. Full 32×32 chunks go
+        // through registers (pairs of k rows interleaved, then a 16×16 transpose of the
+        // 32-bit pairs); the ragged rest element by element.
+        let mut p_start = 0;
+        if rows == 32 && std::arch::is_x86_feature_detected!("avx512bw") {
+            for kc in 0..k / 32 {
+                // SAFETY: avx512f/bw detected; rows r0..r0+32 and k rows kc*32..kc*32+32
+                // lie inside `a` (stored [k, m]); the chunk's two tiles lie inside `dst`.
+                unsafe { pack_a_t_chunk(dst.as_mut_ptr(), a, m, r0, kc) };
+            }
+            p_start = k / 32 * 32;
+        }
+        for p in p_start..k {
             let src = &a[p * v.col + r0..p * v.col + r0 + rows];
             let base = (p / 32) * 2 * TILE + p % 32;
             for (i, &x) in src.iter().enumerate() {
                 dst[base + (i / 16) * TILE + (i % 16) * 32] = x;
             }
+        }
+    }
+}
+
+/// One full 32×32 chunk of a transposed A (stored [k, m]) into its two tiles.
+///
+/// # Safety
+/// AVX-512F/BW; `r0 + 32 <= m`, `(kc + 1) * 32 <= k`, `a` holds k·m elements and `dst`
+/// at least (kc + 1)·2 tiles.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_a_t_chunk(dst: *mut u16, a: &[u16], m: usize, r0: usize, kc: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(a.len() >= (kc * 32 + 32) * m && r0 + 32 <= m);
+    for t in 0..2 {
+        let i0 = r0 + 16 * t;
+        let mut v = [_mm512_setzero_si512(); 16];
+        for (j, vj) in v.iter_mut().enumerate() {
+            let p = kc * 32 + 2 * j;
+            let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                a.as_ptr().add(p * m + i0) as *const __m256i
+            ));
+            let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(
+                a.as_ptr().add((p + 1) * m + i0) as *const __m256i
+            ));
+            // lane i: (a[p][i0 + i], a[p + 1][i0 + i]), k even in the low half
+            *vj = _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi));
+        }
+        super::cpu_avx512::transpose16(&mut v);
+        for (i, vi) in v.iter().enumerate() {
+            _mm512_storeu_si512(dst.add((kc * 2 + t) * TILE + i * 32) as *mut __m512i, *vi);
         }
     }
 }

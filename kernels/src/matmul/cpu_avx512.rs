@@ -272,7 +272,7 @@ fn lanes(n: usize) -> __mmask16 {
 /// transpose of the 128-bit lanes.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn transpose16(v: &mut [__m512i; 16]) {
+pub(super) fn transpose16(v: &mut [__m512i; 16]) {
     let mut t = [_mm512_setzero_si512(); 16];
     for i in 0..8 {
         t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);

@@ -466,6 +466,10 @@ fn matmul_bf16_amx_matches_reference() {
         if case == 1 {
             (s.m, s.n, s.k) = (32, 32, 32); // exactly one block, full tiles
         }
+        if case == 2 {
+            // transposed A: full 32×32 chunks through registers plus ragged rows and k
+            (s.m, s.n, s.k, s.trans_a) = (101, 45, 71, true);
+        }
         let ((a, a32), (b, b32)) = bf16_inputs(&mut rng, &s);
         let want = gemm_f64(&s, &to_f64(&a32), &to_f64(&b32));
         let mut c = vec![f32::NAN; s.lens().2];
