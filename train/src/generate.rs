@@ -3,8 +3,8 @@
 
 use crate::audit::Row;
 pub use crate::canvas::{Canvas, CanvasStats};
-pub use crate::sampler::{draw, draw_u, probs_with_topk_topp, Posterior};
 use crate::sampler::sigmoid;
+pub use crate::sampler::{draw, draw_u, probs_with_topk_topp, Posterior};
 use anyhow::{bail, Result};
 use gidd_engine::rng::{philox4x32, HostRng};
 use gidd_engine::{DType, Executor, HostTensor};

@@ -21,7 +21,11 @@ pub fn reduce(op: ReduceOp, dims: &[usize], x: Arg, shape: &[usize], out: &mut D
         .iter()
         .enumerate()
         .all(|(k, &d)| d == shape.len() - dims.len() + k);
-    let red_off: Vec<usize> = (0..if contiguous_tail && op == ReduceOp::Sum { 0 } else { red_n })
+    let red_off: Vec<usize> = (0..if contiguous_tail && op == ReduceOp::Sum {
+        0
+    } else {
+        red_n
+    })
         .map(|j| {
             let mut rem = j;
             let mut off = 0;
