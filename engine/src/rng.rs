@@ -34,6 +34,18 @@ pub fn uniform_f32(n: usize, seed: [u32; 2], stream: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Uniform in [0, 1) with 53 random bits: 27 from `hi`, 26 from `lo`.
+pub fn f64_from_words(hi: u32, lo: u32) -> f64 {
+    (((hi >> 5) as u64) << 26 | (lo >> 6) as u64) as f64 / (1u64 << 53) as f64
+}
+
+/// A uniform f64 in [0, 1) at Philox counter `c` under `seed`: draws keyed by position,
+/// so parallel or reordered work draws the same numbers.
+pub fn uniform_f64_at(seed: u64, c: [u32; 4]) -> f64 {
+    let w = philox4x32(c, [seed as u32, (seed >> 32) as u32]);
+    f64_from_words(w[0], w[1])
+}
+
 /// A small host generator for initialisation and tests (Philox in counter mode).
 #[derive(Clone, Debug)]
 pub struct HostRng {
@@ -66,9 +78,8 @@ impl HostRng {
     }
     /// Uniform in [0, 1) with 53 random bits.
     pub fn next_f64(&mut self) -> f64 {
-        let hi = (self.next_u32() >> 5) as u64;
-        let lo = (self.next_u32() >> 6) as u64;
-        ((hi << 26) | lo) as f64 / (1u64 << 53) as f64
+        let hi = self.next_u32();
+        f64_from_words(hi, self.next_u32())
     }
     /// Standard normal (Box-Muller).
     pub fn normal(&mut self) -> f64 {

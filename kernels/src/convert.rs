@@ -1,7 +1,25 @@
-//! f32 -> bf16 rounding (round to nearest even, NaN kept quiet), written so the compiler
-//! vectorises it: `half`'s per-value conversion branches and runs one element at a time.
+//! bf16 <-> f32 conversions and bit views, written so the compiler vectorises them:
+//! `half`'s per-value conversions branch and run one element at a time. Rounding is to
+//! nearest even and NaN stays quiet, bit for bit `half`.
 
 use half::bf16;
+
+/// The bit patterns of a bf16 slice.
+pub fn bf16_bits(x: &[bf16]) -> &[u16] {
+    // SAFETY: bf16 is a repr(transparent) u16: same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u16, x.len()) }
+}
+
+/// `x` widened to f32 (exact: bf16 is the top half of an f32), bit for bit `half::bf16::to_f32`.
+#[inline(always)]
+pub fn bf16_to_f32(x: bf16) -> f32 {
+    let b = x.to_bits() as u32;
+    f32::from_bits(if b & 0x7fff > 0x7f80 {
+        (b | 0x40) << 16
+    } else {
+        b << 16
+    })
+}
 
 /// The bf16 nearest to `x` (ties to even), bit for bit `half::bf16::from_f32`.
 #[inline(always)]
@@ -30,7 +48,7 @@ mod tests {
     /// Every class of input against `half`'s scalar reference: random bit patterns (all
     /// exponents, NaN payloads, subnormals), ties, and the edges around the largest finite.
     #[test]
-    fn rounding_equals_half_bit_for_bit() {
+    fn conversions_equal_half_bit_for_bit() {
         let mut s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -64,6 +82,10 @@ mod tests {
         }
         let mut got = vec![bf16::ZERO; xs.len()];
         f32_to_bf16_slice(&xs, &mut got);
+        for h in 0..=u16::MAX {
+            let x = bf16::from_bits(h);
+            assert_eq!(bf16_to_f32(x).to_bits(), x.to_f32().to_bits(), "{h:#06x}");
+        }
         for (x, g) in xs.iter().zip(&got) {
             assert_eq!(
                 g.to_bits(),

@@ -120,23 +120,13 @@ pub fn run(json: bool) {
             ));
         }
     }
-    // f32 rows against the measured f32 FMA peak; bf16 rows against the measured AMX peak
-    // when the AMX path runs, else twice the FMA peak (vdpbf16ps does two multiply-adds per
-    // f32 lane) when the CPU has AVX512-BF16.
+    // f32 rows against the measured f32 FMA peak; bf16 rows against the peak of the path
+    // gemm_bf16 takes (AMX tiles, vdpbf16ps or widened f32).
     let peak = gidd_kernels::simd::measure_f32_peak(0.5);
+    let bf16_peak = gidd_kernels::matmul::bf16_peak_gflops(peak);
     #[cfg(target_arch = "x86_64")]
-    let amx = gidd_kernels::matmul::cpu_amx::measure_peak(0.3);
-    #[cfg(not(target_arch = "x86_64"))]
-    let amx = 0.0;
-    let bf16_peak = if amx > 0.0 {
-        amx
-    } else if gidd_kernels::simd::has_avx512_bf16() {
-        2.0 * peak
-    } else {
-        peak
-    };
-    if amx > 0.0 {
-        eprintln!("bf16 GEMM on AMX tiles; measured AMX bf16 peak {amx:.0} GFLOP/s");
+    if gidd_kernels::matmul::cpu_amx::available() {
+        eprintln!("bf16 GEMM on AMX tiles; measured AMX bf16 peak {bf16_peak:.0} GFLOP/s");
     }
     let frac =
         |r: &(String, String, String, f64, f64)| r.4 / if r.1 == "bf16" { bf16_peak } else { peak };

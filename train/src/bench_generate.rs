@@ -55,11 +55,7 @@ pub fn run(a: &GenBenchArgs) -> Result<()> {
         .num_threads(a.threads)
         .build_global()
         .ok();
-    let dtype = match a.dtype.as_str() {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        d => bail!("--dtype {d}: use f32 or bf16"),
-    };
+    let dtype = crate::session::parse_dtype(&a.dtype)?;
     if a.prompt_len == 0 || a.prompt_len >= a.seq {
         bail!(
             "--prompt_len {} must be in 1..{} (--seq)",
@@ -67,11 +63,7 @@ pub fn run(a: &GenBenchArgs) -> Result<()> {
             a.seq
         );
     }
-    let method = match a.sampling_method.as_str() {
-        "ancestral" => Method::Ancestral,
-        "adaptive" => Method::Adaptive,
-        s => bail!("--sampling_method {s}: use ancestral or adaptive"),
-    };
+    let method = Method::parse(&a.sampling_method)?;
     let cfg = synthetic_config(a.layers, a.hidden, a.heads, a.vocab, a.seq, a.shift)?;
     let mut rng = HostRng::new(0);
     let params = random_params(&cfg, 0.05, &mut rng);
@@ -95,13 +87,12 @@ pub fn run(a: &GenBenchArgs) -> Result<()> {
         tokens_per_step: (a.block_length / a.steps).max(1),
         seed: 1,
     };
-    // bf16 dot products run at twice the f32 FMA rate (vdpbf16ps)
-    let peak = gidd_kernels::simd::measure_f32_peak(0.3)
-        * if dtype == DType::BF16 && gidd_kernels::simd::has_avx512_bf16() {
-            2.0
-        } else {
-            1.0
-        };
+    let f32_peak = gidd_kernels::simd::measure_f32_peak(0.3);
+    let peak = if dtype == DType::BF16 {
+        gidd_kernels::matmul::bf16_peak_gflops(f32_peak)
+    } else {
+        f32_peak
+    };
     let variants = [
         ("full canvas every step", false, false),
         ("logits reuse", false, true),

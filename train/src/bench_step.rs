@@ -85,6 +85,17 @@ pub(crate) fn random_params(
         .collect()
 }
 
+/// What one timed step runs (and so which inputs its program takes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// noise, forward, loss, backward, LaProp
+    Train,
+    /// forward + loss on a fixed batch
+    Forward,
+    /// forward + one ancestral draw on every position
+    SampleStep,
+}
+
 /// (utime + stime) seconds of this process, from /proc.
 fn cpu_seconds() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -109,11 +120,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
         .num_threads(a.threads)
         .build_global()
         .ok();
-    let dtype = match a.dtype.as_str() {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        d => bail!("--dtype {d}: use f32 or bf16"),
-    };
+    let dtype = crate::session::parse_dtype(&a.dtype)?;
     let cfg = synthetic_config(a.layers, a.hidden, a.heads, a.vocab, a.seq, a.shift)?;
     let sched = Schedule {
         min_log_snr: -9.0,
@@ -145,7 +152,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
     )?;
     let seed = HostTensor::u32(vec![2], vec![1, 2])?;
     let t_compile = Instant::now();
-    let (prog, mode_inputs): (gidd_engine::Program, usize) = match a.mode.as_str() {
+    let (prog, mode): (gidd_engine::Program, Mode) = match a.mode.as_str() {
         "train" => {
             let oo = OptimOpts {
                 laprop: true,
@@ -170,11 +177,14 @@ pub fn run(a: &StepArgs) -> Result<()> {
             };
             (
                 build_step(&cfg, &sched, &no, &oo, &lo, a.batch, a.seq, dtype)?.0,
-                0,
+                Mode::Train,
             )
         }
-        "forward" => (build_eval(&cfg, &sched, &no, a.batch, a.seq, dtype)?.0, 1),
-        "sample-step" => (build_logits(&cfg, a.batch, a.seq, dtype)?, 2),
+        "forward" => (
+            build_eval(&cfg, &sched, &no, a.batch, a.seq, dtype)?.0,
+            Mode::Forward,
+        ),
+        "sample-step" => (build_logits(&cfg, a.batch, a.seq, dtype)?, Mode::SampleStep),
         m => bail!("--mode {m}: use train, forward or sample-step"),
     };
     let mut lp = CpuExecutor.load(&prog)?;
@@ -203,24 +213,26 @@ pub fn run(a: &StepArgs) -> Result<()> {
         }
         let step = HostTensor::u32(vec![], vec![i as u32])?;
         let mut ins: Vec<&HostTensor> = params.iter().collect();
-        if mode_inputs == 2 {
-            ins.push(&canvas);
-        } else if mode_inputs == 0 {
-            ins.extend(zeros.iter());
-            ins.extend(zeros.iter());
-            ins.push(&labels);
-            ins.push(&seed);
-            ins.push(&step);
-            ins.extend(sc.iter());
-        } else {
-            ins.push(&labels);
-            ins.push(&valid);
-            ins.push(&seed);
-            ins.push(&step);
+        match mode {
+            Mode::SampleStep => ins.push(&canvas),
+            Mode::Train => {
+                ins.extend(zeros.iter());
+                ins.extend(zeros.iter());
+                ins.push(&labels);
+                ins.push(&seed);
+                ins.push(&step);
+                ins.extend(sc.iter());
+            }
+            Mode::Forward => {
+                ins.push(&labels);
+                ins.push(&valid);
+                ins.push(&seed);
+                ins.push(&step);
+            }
         }
         let t = Instant::now();
         let out = CpuExecutor.run(&mut lp, &ins)?;
-        if mode_inputs == 2 {
+        if mode == Mode::SampleStep {
             // the canvas carries over, as the baseline's state["z"] does
             canvas = ancestral_canvas(&cfg, &out[0], &canvas, i as u64)?;
         } else {
@@ -303,11 +315,10 @@ fn ancestral_canvas(
     let next: Vec<i32> = (0..z_t.len())
         .into_par_iter()
         .map(|i| {
-            let mut l: Vec<f64> = lg[i * v..(i + 1) * v].iter().map(|&y| y as f64).collect();
-            l[3] = f64::NEG_INFINITY; // mask is never predicted
-            let xh = crate::generate::probs_with_topk_topp(&l, 1.0, None, None);
-            let mut rng = HostRng::new(step << 32 | i as u64);
-            post.draw(&xh, z_t[i] as usize, rng.next_f64()) as i32
+            let l = crate::sampler::predictable_logits(&lg[i * v..(i + 1) * v]);
+            let xh = crate::sampler::probs_with_topk_topp(&l, 1.0, None, None);
+            let u = gidd_engine::rng::uniform_f64_at(step, [i as u32, 0, 0, 0]);
+            post.draw(&xh, z_t[i] as usize, u) as i32
         })
         .collect();
     Ok(HostTensor::i32(z.shape.clone(), next)?)

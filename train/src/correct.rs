@@ -2,11 +2,10 @@
 //! model is least confident in, a few at a time, until nothing changes or the step
 //! budget ends. Score of a position: max_v x_hat[v] - x_hat[z] (as the adaptive sampler).
 
-use crate::generate::{draw, probs_with_topk_topp, Canvas};
+use crate::generate::{draw, predictable_logits, probs_with_topk_topp, Canvas};
 use anyhow::{bail, Result};
 use gidd_engine::rng::HostRng;
 use gidd_engine::Executor;
-use gidd_model::schedule::MASK;
 
 /// One replacement made by the corrector.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,11 +49,7 @@ pub fn self_correct<E: Executor>(
         let logits = canvas.logits(std::slice::from_ref(&x), &mask)?;
         let mut scored: Vec<(f64, usize, u32)> = vec![];
         for j in keep..n {
-            let mut l: Vec<f64> = logits[j * v..(j + 1) * v]
-                .iter()
-                .map(|&y| y as f64)
-                .collect();
-            l[MASK as usize] = f64::NEG_INFINITY;
+            let l = predictable_logits(&logits[j * v..(j + 1) * v]);
             let xh = probs_with_topk_topp(&l, 1.0, None, None);
             let pmax = xh.iter().cloned().fold(0.0, f64::max);
             let to = draw(&probs_with_topk_topp(&l, temperature, None, None), &mut rng) as u32;

@@ -5,14 +5,12 @@
 
 use crate::data::packer::{EvalSet, HeldOut};
 use crate::data::source::open_source;
-use crate::data::tokenizer::Tok;
 use crate::generate::NoiseSchedule;
 use crate::likelihood::{self, LikelihoodOpts, Prior};
-use crate::session::{load_checkpoint, Loaded};
+use crate::session::{load_checkpoint, load_tokenizer, parse_dtype, Loaded};
 use crate::trainer::noise::NoiseOpts;
 use anyhow::{bail, Context, Result};
 use gidd_engine::DType;
-use gidd_model::Schedule;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -83,32 +81,10 @@ pub fn run(a: &EvalArgs) -> Result<()> {
 }
 
 /// --tokenizer, or the checkpoint's tokenizer.json when it has one.
-fn load_tok(a: &EvalArgs) -> Result<Option<Tok>> {
-    match &a.tokenizer {
-        Some(p) => Ok(Some(Tok::from_file(p)?)),
-        None => {
-            let p = a.checkpoint.join("tokenizer.json");
-            Ok(if p.exists() {
-                Some(Tok::from_file(&p)?)
-            } else {
-                None
-            })
-        }
-    }
-}
-
-fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" | "fp32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        d => bail!("--dtype {d}: use f32 or bf16"),
-    }
-}
-
 /// `--requests`: one JSON line per request, in order.
 fn run_requests(a: &EvalArgs, path: &Path) -> Result<()> {
     let Loaded { cfg, params } = load_checkpoint(&a.checkpoint)?;
-    let tok = load_tok(a)?;
+    let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
     let canvas_len = a.max_sequence_length.unwrap_or(cfg.max_position_embeddings);
     if canvas_len == 0 || canvas_len > cfg.max_position_embeddings {
         bail!(
@@ -122,11 +98,7 @@ fn run_requests(a: &EvalArgs, path: &Path) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch_size must be at least 1");
     }
-    let noise_schedule = match a.noise_schedule.as_str() {
-        "linear" => NoiseSchedule::Linear,
-        "cosine" => NoiseSchedule::Cosine,
-        s => bail!("--noise_schedule {s}: use linear or cosine"),
-    };
+    let noise_schedule = NoiseSchedule::parse(&a.noise_schedule)?;
     let prior = match a.prior.as_deref() {
         None => Prior::of_config(&cfg),
         Some("mask") | Some("masked") => Prior::Mask,
@@ -169,7 +141,7 @@ fn run_requests(a: &EvalArgs, path: &Path) -> Result<()> {
 /// `--data_files`: the dataset's negative ELBO per token.
 fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
     let m = load_checkpoint(&a.checkpoint)?;
-    let tok = load_tok(a)?;
+    let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
     let src = open_source(data_files, tok.as_ref())?;
     let seq = a.seq.unwrap_or(m.cfg.max_position_embeddings);
     if seq > m.cfg.max_position_embeddings {
@@ -199,14 +171,7 @@ fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
         return dataset_on_grid(a, &m, &eval, seq, levels, dtype);
     }
     let c = &m.cfg;
-    let sched = Schedule {
-        min_log_snr: c.min_log_snr,
-        max_log_snr: c.max_log_snr,
-        scale: 1.0,
-        shift: c.noise_type,
-        vocab_size: c.vocab_size,
-        mask_id: 3,
-    };
+    let sched = likelihood::schedule_of(c);
     let no = NoiseOpts {
         p_independent: 1.0,
         p_linear: 0.0,

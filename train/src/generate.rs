@@ -4,9 +4,9 @@
 use crate::audit::Row;
 pub use crate::canvas::{Canvas, CanvasStats};
 use crate::sampler::sigmoid;
-pub use crate::sampler::{draw, draw_u, probs_with_topk_topp, Posterior};
+pub use crate::sampler::{draw, draw_u, predictable_logits, probs_with_topk_topp, Posterior};
 use anyhow::{bail, Result};
-use gidd_engine::rng::{philox4x32, HostRng};
+use gidd_engine::rng::{uniform_f64_at, HostRng};
 use gidd_engine::{DType, Executor, HostTensor};
 use gidd_model::sample::pi_vec;
 use gidd_model::schedule::{EOS, MASK, PAD};
@@ -24,6 +24,28 @@ pub enum Method {
 pub enum NoiseSchedule {
     Linear,
     Cosine,
+}
+
+impl Method {
+    /// `--sampling_method`.
+    pub fn parse(s: &str) -> Result<Method> {
+        match s {
+            "ancestral" => Ok(Method::Ancestral),
+            "adaptive" => Ok(Method::Adaptive),
+            s => bail!("--sampling_method {s}: use ancestral or adaptive"),
+        }
+    }
+}
+
+impl NoiseSchedule {
+    /// `--noise_schedule`.
+    pub fn parse(s: &str) -> Result<NoiseSchedule> {
+        match s {
+            "linear" => Ok(NoiseSchedule::Linear),
+            "cosine" => Ok(NoiseSchedule::Cosine),
+            s => bail!("--noise_schedule {s}: use linear or cosine"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -57,11 +79,7 @@ impl StepCtx<'_> {
     /// Logits of block position i (= row * blk + j) in f64: mask never predicted, eos
     /// not before min_length.
     fn row_logits(&self, i: usize) -> Vec<f64> {
-        let mut l: Vec<f64> = self.logits[i * self.v..(i + 1) * self.v]
-            .iter()
-            .map(|&y| y as f64)
-            .collect();
-        l[MASK as usize] = f64::NEG_INFINITY;
+        let mut l = predictable_logits(&self.logits[i * self.v..(i + 1) * self.v]);
         if i % self.blk < self.min_eos {
             l[EOS as usize] = f64::NEG_INFINITY;
         }
@@ -72,13 +90,10 @@ impl StepCtx<'_> {
     /// canvas position): the same whatever order or thread the positions run in.
     fn uniform(&self, i: usize) -> f64 {
         let (row, j) = (i / self.blk, self.ws + i % self.blk);
-        let key = [self.seed as u32, (self.seed >> 32) as u32];
-        let w = philox4x32(
+        uniform_f64_at(
+            self.seed,
             [j as u32, row as u32, self.step as u32, self.block as u32],
-            key,
-        );
-        let (hi, lo) = ((w[0] >> 5) as u64, (w[1] >> 6) as u64);
-        ((hi << 26) | lo) as f64 / (1u64 << 53) as f64
+        )
     }
 }
 
@@ -222,12 +237,18 @@ pub fn generate_with<E: Executor>(
                             let zj = x[i / blk][ws + i % blk] as usize;
                             let xh = probs_with_topk_topp(&l, 1.0, None, None);
                             let pmax = xh.iter().cloned().fold(0.0, f64::max);
-                            let tempered =
-                                probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p);
-                            (
-                                (pmax - xh[zj]) * pi[zj] as f64,
-                                draw_u(&tempered, sc.uniform(i)) as u32,
-                            )
+                            let plain =
+                                o.temperature == 1.0 && o.top_k.is_none() && o.top_p.is_none();
+                            let u = sc.uniform(i);
+                            let token = if plain {
+                                draw_u(&xh, u) // the tempered probs are x_hat itself
+                            } else {
+                                draw_u(
+                                    &probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p),
+                                    u,
+                                )
+                            };
+                            ((pmax - xh[zj]) * pi[zj] as f64, token as u32)
                         })
                         .collect();
                     let mut out = Vec::with_capacity(b * blk);

@@ -5,10 +5,12 @@ use crate::data::tokenizer::Tok;
 use crate::generate::{
     generate_with, max_blocks, Canvas, GenEvent, GenOpts, Method, NoiseSchedule,
 };
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
 use gidd_engine::{DType, Executor};
 use gidd_model::GiddConfig;
-use std::io::{BufRead, IsTerminal, Write};
+use std::collections::hash_map::{Entry, HashMap};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -74,16 +76,8 @@ pub struct GenArgs {
 
 impl GenArgs {
     pub fn opts(&self) -> Result<GenOpts> {
-        let method = match self.sampling_method.as_str() {
-            "ancestral" => Method::Ancestral,
-            "adaptive" => Method::Adaptive,
-            s => bail!("--sampling_method {s}: use ancestral or adaptive"),
-        };
-        let schedule = match self.noise_schedule.as_str() {
-            "linear" => NoiseSchedule::Linear,
-            "cosine" => NoiseSchedule::Cosine,
-            s => bail!("--noise_schedule {s}: use linear or cosine"),
-        };
+        let method = Method::parse(&self.sampling_method)?;
+        let schedule = NoiseSchedule::parse(&self.noise_schedule)?;
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             bail!(
                 "--temperature {}: use a finite value >= 0 (0 = argmax)",
@@ -235,27 +229,13 @@ fn check_prompt(cfg: &GiddConfig, i: usize, p: &[u32]) -> Result<()> {
 
 pub fn run(a: &GenArgs) -> Result<()> {
     let m = crate::session::load_checkpoint(&a.checkpoint)?;
-    let tok_path = a
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
-    let tok = if tok_path.exists() {
-        Some(Tok::from_file(&tok_path)?)
-    } else if a.tokenizer.is_some() {
-        bail!("--tokenizer {}: not found", tok_path.display());
-    } else {
-        None
-    };
+    let tok = crate::session::load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
     let o = a.opts()?;
     let prompts = read_prompts(a, tok.as_ref())?;
     for (i, p) in prompts.iter().enumerate() {
         check_prompt(&m.cfg, i, &p.ids)?;
     }
-    let dtype = match a.dtype.as_str() {
-        "f32" | "fp32" => DType::F32,
-        "bf16" => DType::BF16,
-        d => bail!("--dtype {d}: use f32 or bf16"),
-    };
+    let dtype = crate::session::parse_dtype(&a.dtype)?;
     match a.backend.as_str() {
         "cpu" => run_on(
             gidd_engine::CpuExecutor,
@@ -303,18 +283,14 @@ fn run_on<E: Executor + Clone>(
         .iter()
         .map(|b| max_blocks(o, prompts[b[0]].ids.len(), t) * o.steps)
         .sum();
-    let show = !a.quiet && std::io::stderr().is_terminal();
-    let bar = if show {
-        let pb = indicatif::ProgressBar::new(total_steps as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        pb
+    let bar = if a.quiet {
+        Progress::Lines // no bar; a quiet run says nothing through it
     } else {
-        indicatif::ProgressBar::hidden()
+        Progress::new(
+            0,
+            total_steps,
+            "{bar:30} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+        )
     };
     let file_mode = a.prompts_file.is_some();
     // blocks as they finish: for a single prompt (a batch prints its texts at the end)
@@ -322,19 +298,28 @@ fn run_on<E: Executor + Clone>(
     let mut results: Vec<Option<Vec<u32>>> = vec![None; prompts.len()];
     let t0 = std::time::Instant::now();
     let mut new_tokens = 0usize;
+    // One canvas per batch size: its programs (per block shape) and uploaded parameters
+    // serve every batch of that size.
+    let mut canvases: HashMap<usize, Canvas<E>> = HashMap::new();
     for (bi, batch) in batches.iter().enumerate() {
-        let mut canvas =
-            Canvas::with_executor(exec.clone(), cfg, &m.params, batch.len(), t, dtype)?;
-        canvas.kv_cache = !a.no_kv_cache;
-        canvas.reuse_logits = !a.no_logits_reuse;
+        let canvas = match canvases.entry(batch.len()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let mut c =
+                    Canvas::with_executor(exec.clone(), cfg, &m.params, batch.len(), t, dtype)?;
+                c.kv_cache = !a.no_kv_cache;
+                c.reuse_logits = !a.no_logits_reuse;
+                e.insert(c)
+            }
+        };
         let ids: Vec<Vec<u32>> = batch.iter().map(|&i| prompts[i].ids.clone()).collect();
         // the seed is per batch so that batches differ and a rerun repeats them
         let ob = GenOpts {
             seed: o.seed.wrapping_add(bi as u64),
             ..o.clone()
         };
-        let out = generate_with(&mut canvas, cfg, &ids, &ob, None, |e| match e {
-            GenEvent::Step { .. } => bar.inc(1),
+        let out = generate_with(canvas, cfg, &ids, &ob, None, |e| match e {
+            GenEvent::Step { .. } => bar.inc(),
             GenEvent::Block {
                 x,
                 block,
@@ -348,16 +333,16 @@ fn run_on<E: Executor + Clone>(
                     Some(tk) => tk.decode(&x[0][start..end]).unwrap_or_default(),
                     None => format!("{:?}", &x[0][start..end]),
                 };
-                bar.suspend(|| eprintln!("[block {block}: positions {start}..{end}] {text}"));
+                bar.say(&format!("[block {block}: positions {start}..{end}] {text}"));
             }
         })?;
         for (&i, row) in batch.iter().zip(out) {
             new_tokens += row.len() - prompts[i].ids.len();
             results[i] = Some(row);
         }
-        bar.set_message(format!("{}/{} prompts", bi + 1, batches.len()));
+        bar.message(format!("{}/{} prompts", bi + 1, batches.len()));
     }
-    bar.finish_and_clear();
+    bar.clear();
     let secs = t0.elapsed().as_secs_f64();
     if !a.quiet {
         eprintln!(

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod generate_cli;
 pub mod likelihood;
 pub mod plot;
+pub mod progress;
 pub mod sampler;
 pub mod session;
 pub mod trainer;

@@ -47,8 +47,9 @@
 
 use crate::data::tokenizer::Tok;
 use crate::generate::NoiseSchedule;
+use crate::trainer::noise::{block_attention, draw_marginal};
 use anyhow::{bail, Context, Result};
-use gidd_engine::api::{randint, uniform_rows};
+use gidd_engine::api::uniform_rows;
 use gidd_engine::{CpuExecutor, DType, Executor, Graph, HostTensor, Program, Tensor};
 use gidd_model::loss::gidd_loss;
 use gidd_model::schedule::{BOS, EOS, MASK, PAD};
@@ -310,14 +311,9 @@ pub fn build_level(
             .add(&g.scalar((1 + k) as f64, DType::U32))?; // level_stream(level, k)
         Ok(uniform_rows(&g, b, l, &seed, &stream, &row0)?)
     };
-    // z ~ q_t(. | x): keep x w.p. alpha; else uniform over all V ids w.p. beta_u; else the mask.
     let lt = log_snr.broadcast_to(&[b, l])?; // (B, L)
-    let keep = u(0)?.lt(&s.alpha(&lt)?)?;
-    let unif = u(1)?.lt(&s.beta_u(&lt)?)?;
-    let rand_id = randint(&u(2)?, s.vocab_size)?;
-    let noise_id = unif.select(&rand_id, &g.splat(s.mask_id as f64, &[b, l], DType::I32))?;
     let noisy = noise_mask.eq_scalar(1.0)?;
-    let z = noisy.select(&keep.select(&x, &noise_id)?, &x)?;
+    let z = draw_marginal(s, &x, &lt, &noisy, [u(0)?, u(1)?, u(2)?])?;
 
     // The ELBO's log-SNR per row: the level's, or the effective one from the completion.
     let l_row = if effective {
@@ -333,9 +329,7 @@ pub fn build_level(
     };
 
     // Attention: noisy queries see every key; clean (prompt) queries see clean keys.
-    let nq = noise_mask.reshape(&[b, l, 1])?;
-    let nk = noise_mask.reshape(&[b, 1, l])?;
-    let attn = nq.ge(&nk)?; // (B, L, L)
+    let attn = block_attention(&noise_mask)?; // (B, L, L)
     let pos = g.iota(&[b, l], 1, DType::I32)?;
     let out = forward(
         cfg,

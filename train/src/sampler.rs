@@ -10,6 +10,13 @@ pub(crate) fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// A position's logits in f64 with the mask id at -inf: the samplers never predict it.
+pub fn predictable_logits(row: &[f32]) -> Vec<f64> {
+    let mut l: Vec<f64> = row.iter().map(|&y| y as f64).collect();
+    l[MASK as usize] = f64::NEG_INFINITY;
+    l
+}
+
 /// Tempered, top-k/top-p filtered probabilities in f64 (one-hot argmax at temperature 0).
 pub fn probs_with_topk_topp(
     logits: &[f64],
@@ -108,27 +115,35 @@ impl Posterior {
 
     /// p(z_s = k) for every k, unnormalised only by rounding.
     pub fn probs(&self, xh: &[f64], zt: usize) -> Vec<f64> {
-        (0..xh.len()).map(|k| self.prob(xh, zt, k)).collect()
+        let c = self.at(xh, zt);
+        (0..xh.len()).map(|k| self.prob(xh, c, k)).collect()
     }
 
-    fn prob(&self, xh: &[f64], zt: usize, k: usize) -> f64 {
+    /// The terms that depend on z_t only: (beta_pi[z_t], q_t[z_t]).
+    fn at(&self, xh: &[f64], zt: usize) -> (usize, f64, f64) {
         let (a_t, a_s) = (self.a_t, self.a_s);
         let bpz =
             (1.0 - a_t) * self.pi_t[zt] as f64 - (a_t / a_s) * (1.0 - a_s) * self.pi_s[zt] as f64;
         let qtz = a_t * xh[zt] + (1.0 - a_t) * self.pi_t[zt] as f64;
+        (zt, bpz, qtz)
+    }
+
+    fn prob(&self, xh: &[f64], (zt, bpz, qtz): (usize, f64, f64), k: usize) -> f64 {
+        let a_s = self.a_s;
         let qs = a_s * xh[k] + (1.0 - a_s) * self.pi_s[k] as f64;
-        let qts = if k == zt { a_t / a_s } else { 0.0 } + bpz;
+        let qts = if k == zt { self.a_t / a_s } else { 0.0 } + bpz;
         (qs * qts / qtz).max(0.0)
     }
 
     /// A draw from p(z_s) with uniform `u`, without storing p (two passes over V).
     pub fn draw(&self, xh: &[f64], zt: usize, u: f64) -> usize {
+        let c = self.at(xh, zt);
         let v = xh.len();
-        let total: f64 = (0..v).map(|k| self.prob(xh, zt, k)).sum();
+        let total: f64 = (0..v).map(|k| self.prob(xh, c, k)).sum();
         let mut u = u * total;
         let mut last = zt;
         for k in 0..v {
-            let q = self.prob(xh, zt, k);
+            let q = self.prob(xh, c, k);
             if q > 0.0 {
                 if u < q {
                     return k;

@@ -1,10 +1,38 @@
 //! Loading a model directory (config.json + safetensors) into host tensors, and
 //! running forward programs on it.
 
-use gidd_engine::HostTensor;
+use crate::data::tokenizer::Tok;
+use anyhow::bail;
+use gidd_engine::{DType, HostTensor};
 use gidd_model::GiddConfig;
 use gidd_ports::TensorStore;
 use std::path::Path;
+
+/// `--dtype`: the activation dtype.
+pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
+    match s {
+        "f32" | "fp32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        d => bail!("--dtype {d}: use f32 or bf16"),
+    }
+}
+
+/// The tokenizer of a model directory: `explicit` when given (it must exist), else the
+/// directory's tokenizer.json when it has one.
+pub fn load_tokenizer(dir: &Path, explicit: Option<&Path>) -> anyhow::Result<Option<Tok>> {
+    match explicit {
+        Some(p) if !p.exists() => bail!("--tokenizer {}: not found", p.display()),
+        Some(p) => Ok(Some(Tok::from_file(p)?)),
+        None => {
+            let p = dir.join("tokenizer.json");
+            Ok(if p.exists() {
+                Some(Tok::from_file(&p)?)
+            } else {
+                None
+            })
+        }
+    }
+}
 
 /// A model: its config and its parameters (f32, in `GiddConfig::param_shapes` order).
 pub struct Loaded {

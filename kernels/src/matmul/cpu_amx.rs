@@ -14,6 +14,8 @@
 //! ARCH_REQ_XCOMP_PERM); `available()` does that once and says whether it was granted.
 
 use super::GemmShape;
+use crate::convert::bf16_bits;
+use crate::softmax::vector::SendPtr;
 use half::bf16;
 use rayon::prelude::*;
 use std::arch::asm;
@@ -253,24 +255,6 @@ unsafe fn block(
     store!("3", 16, 16);
 }
 
-/// The bit patterns of a bf16 slice.
-fn bits(x: &[bf16]) -> &[u16] {
-    // SAFETY: bf16 is a repr(transparent) u16: same size, alignment and validity.
-    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u16, x.len()) }
-}
-
-/// Raw pointer that may cross to rayon's threads: each task writes its own rows of C.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// `C_b = op(A_b) · op(B_b)` on AMX tiles (see `super` for the shapes). Callers check
 /// `available()`.
 pub fn gemm_bf16_amx(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
@@ -283,7 +267,7 @@ pub fn gemm_bf16_amx(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
         return;
     }
     assert!(available(), "gemm_bf16_amx without AMX");
-    let (a, b) = (bits(a), bits(b));
+    let (a, b) = (bf16_bits(a), bf16_bits(b));
     let kt = k.div_ceil(32);
     let ng = n.div_ceil(32) * 2; // 16-column groups, even
     let (va, vb) = (View::of(s.trans_a, m, k), View::of(s.trans_b, k, n));

@@ -76,6 +76,23 @@ impl GemmShape {
     }
 }
 
+/// The bf16 peak (GFLOP/s) that [`gemm_bf16`]'s path can reach, for MFU and benchmark
+/// fractions, given this machine's measured f32 FMA peak: the measured AMX peak when the
+/// tile path runs, twice the FMA peak with `vdpbf16ps` (two multiply-adds per f32 lane),
+/// else the FMA peak (bf16 widened to f32).
+pub fn bf16_peak_gflops(f32_peak: f64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_amx::available() {
+        static AMX: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+        return *AMX.get_or_init(|| cpu_amx::measure_peak(0.3));
+    }
+    if crate::simd::has_avx512_bf16() {
+        2.0 * f32_peak
+    } else {
+        f32_peak
+    }
+}
+
 /// f32 GEMM on the fastest available SIMD path.
 pub fn gemm_f32(s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
     cpu::gemm_f32_at(crate::simd::level(), s, a, b, c);

@@ -510,6 +510,13 @@ pub(crate) struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `SendPtr`, not its field).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Rows per parallel chunk so that each chunk holds about `target` elements.
 pub(crate) fn rows_per_chunk(rows: usize, n: usize, target: usize) -> usize {
     (target / n.max(1)).clamp(1, rows.max(1))

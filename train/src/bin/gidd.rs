@@ -90,14 +90,6 @@ struct CorrectArgs {
     seed: u64,
 }
 
-fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" | "fp32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        d => bail!("--dtype {d}: use f32 or bf16"),
-    }
-}
-
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -132,7 +124,8 @@ fn main() {
 }
 
 fn audit(checkpoint: &std::path::Path, golden: &std::path::Path, dtype: &str) -> Result<()> {
-    let rows = gidd_train::audit::audit(checkpoint, golden, parse_dtype(dtype)?)?;
+    let rows =
+        gidd_train::audit::audit(checkpoint, golden, gidd_train::session::parse_dtype(dtype)?)?;
     print!("{}", gidd_train::audit::format_table(&rows));
     if rows.iter().any(|r| !r.pass) {
         bail!("audit failed");
@@ -173,17 +166,13 @@ fn export_hlo(out: &std::path::Path, a: &gidd_train::trainer::TrainArgs) -> Resu
 
 fn correct(a: &CorrectArgs) -> Result<()> {
     let m = gidd_train::session::load_checkpoint(&a.checkpoint)?;
-    let tok_path = a
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| a.checkpoint.join("tokenizer.json"));
-    if !tok_path.exists() {
+    let Some(tok) = gidd_train::session::load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?
+    else {
         bail!(
             "{} not found: self-correction reads text, pass --tokenizer",
-            tok_path.display()
+            a.checkpoint.join("tokenizer.json").display()
         );
-    }
-    let tok = gidd_train::data::tokenizer::Tok::from_file(&tok_path)?;
+    };
     let mut ids = vec![0u32];
     ids.extend(tok.encode(&a.text)?);
     let mut canvas = Canvas::new(

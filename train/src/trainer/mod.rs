@@ -354,19 +354,11 @@ fn setup(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<Setup> {
 pub fn step_program(a: &TrainArgs) -> Result<gidd_engine::Program> {
     let r = resolve(a)?;
     let st = setup(a, &r, a.vocab_size)?;
-    let dtype = parse_dtype(&a.dtype)?;
+    let dtype = crate::session::parse_dtype(&a.dtype)?;
     Ok(step::build_step(
         &st.cfg, &st.sched, &st.no, &st.oo, &st.lo, r.batch, r.seq, dtype,
     )?
     .0)
-}
-
-fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" | "fp32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        d => bail!("--dtype {d}: use f32 or bf16"),
-    }
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
@@ -382,7 +374,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             .build_global()
             .ok();
     }
-    let dtype = parse_dtype(&a.dtype)?;
+    let dtype = crate::session::parse_dtype(&a.dtype)?;
     let r = resolve(a)?;
     if let Some(m) = a.micro_batch_size.filter(|&m| m == 0 || r.batch % m != 0) {
         bail!(

@@ -93,19 +93,17 @@ pub fn noisy_batch(
     let nm = noisy.to(DType::F32)?;
     let log_snr = noisy.select(&log_snr, &log_snr.full_like(o.clean_log_snr))?;
 
-    // z ~ q_t(. | x): keep x w.p. alpha; else uniform over all V ids w.p. beta_u; else the mask.
-    let alpha = s.alpha(&log_snr)?;
-    let keep = u(&[b, l], 8)?.lt(&alpha)?;
-    let unif = u(&[b, l], 9)?.lt(&s.beta_u(&log_snr)?)?;
-    let rand_id = randint(&u(&[b, l], 10)?, s.vocab_size)?;
-    let noise_id = unif.select(&rand_id, &g.splat(s.mask_id as f64, &[b, l], DType::I32))?;
-    let z = keep.select(x, &noise_id)?;
-    let z = noisy.select(&z, x)?;
+    let z = draw_marginal(
+        s,
+        x,
+        &log_snr,
+        &noisy,
+        [u(&[b, l], 8)?, u(&[b, l], 9)?, u(&[b, l], 10)?],
+    )?;
 
     // Attention: noisy queries see every key; clean queries see clean keys (block) or clean keys causally.
     let nq = nm.reshape(&[b, l, 1])?;
-    let nk = nm.reshape(&[b, 1, l])?;
-    let mut attn = nq.ge(&nk)?; // noise[q] >= noise[k]
+    let mut attn = block_attention(&nm)?;
     if o.causal_prompt_attn {
         let qi = g.iota(&[b, l, l], 1, DType::I32)?;
         let ki = g.iota(&[b, l, l], 2, DType::I32)?;
@@ -147,4 +145,30 @@ fn acos_over_pi(y: &Tensor) -> Result<Tensor> {
     let at = sum.mul_scalar(2.0)?;
     let at = big.select(&at.rsub_scalar(std::f64::consts::FRAC_PI_2)?, &at)?;
     at.mul_scalar(2.0 / std::f64::consts::PI)
+}
+
+/// z ~ q_t(. | x) at the noisy positions (x elsewhere), from three uniforms of x's shape:
+/// keep x w.p. alpha; else a uniform id over all V w.p. beta_u; else the mask.
+pub fn draw_marginal(
+    s: &Schedule,
+    x: &Tensor,
+    log_snr: &Tensor,
+    noisy: &Tensor,
+    [u_keep, u_unif, u_id]: [Tensor; 3],
+) -> Result<Tensor> {
+    let keep = u_keep.lt(&s.alpha(log_snr)?)?;
+    let unif = u_unif.lt(&s.beta_u(log_snr)?)?;
+    let rand_id = randint(&u_id, s.vocab_size)?;
+    let mask = x.graph().splat(s.mask_id as f64, x.shape(), DType::I32);
+    let noise_id = unif.select(&rand_id, &mask)?;
+    noisy.select(&keep.select(x, &noise_id)?, x)
+}
+
+/// The block attention mask of a noise mask [B, L] (1 = noisy): att[q, k] = noise[q] >= noise[k],
+/// so noisy queries see every key and clean queries see the clean keys.
+pub fn block_attention(noise_mask: &Tensor) -> Result<Tensor> {
+    let (b, l) = (noise_mask.dim(0), noise_mask.dim(1));
+    noise_mask
+        .reshape(&[b, l, 1])?
+        .ge(&noise_mask.reshape(&[b, 1, l])?)
 }

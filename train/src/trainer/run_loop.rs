@@ -6,12 +6,12 @@ use super::optim::{Group, OptimOpts};
 use super::step::METRICS;
 use super::{f32_scalar, heldout_elbo, rows_tensor, Resolved, TrainArgs};
 use crate::data::packer::{EvalSet, Packer};
+use crate::progress::{hms, Progress};
 use anyhow::{bail, Context, Result};
 use gidd_engine::{DType, Executor, HostTensor};
 use gidd_model::{GiddConfig, Schedule};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::f64::consts::LN_2;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -33,55 +33,6 @@ pub(super) struct LoopCtx<'a> {
     /// True entropy (nats/token) of the held-out text, when the corpus's language is known
     /// (embedded corpus): printed beside every periodic held-out ELBO.
     pub(super) heldout_true_entropy: Option<f64>,
-}
-
-/// Where progress goes: a redrawing bar when stderr is a terminal; otherwise (CI, logs,
-/// pipes) about 40 plain lines per run, as before the bar existed.
-enum Progress {
-    Bar(ProgressBar),
-    Lines,
-}
-
-impl Progress {
-    fn new(first: usize, total: usize) -> Progress {
-        // A dumb terminal cannot move the cursor back, and a bar that would not draw
-        // (indicatif's own check) would swallow the messages sent through it.
-        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
-        if !std::io::stderr().is_terminal() || dumb {
-            return Progress::Lines;
-        }
-        match ProgressStyle::with_template("[{bar:16.cyan/blue}] {pos}/{len} {msg}") {
-            Ok(st) => {
-                let bar = ProgressBar::new(total as u64)
-                    .with_style(st.progress_chars("=> "))
-                    .with_position(first as u64);
-                if bar.is_hidden() {
-                    Progress::Lines
-                } else {
-                    Progress::Bar(bar)
-                }
-            }
-            Err(_) => Progress::Lines,
-        }
-    }
-
-    /// A message during the run: above the bar (never through it), or a plain line.
-    fn say(&self, msg: &str) {
-        match self {
-            Progress::Bar(b) => b.println(msg),
-            Progress::Lines => eprintln!("{msg}"),
-        }
-    }
-}
-
-/// Seconds as 42s, 3m07s or 1h05m.
-fn hms(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-    }
 }
 
 /// Gradient accumulation: programs for a micro-batch's gradients and for the update.
@@ -152,18 +103,19 @@ pub(super) fn train_loop<E: Executor>(
         vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37],
     )?)?;
     let flops_tok = 3.0 * cfg.flops_per_token(r.seq);
-    // MFU against this machine's measured f32 FMA peak (twice it for bf16 dot products).
-    let peak = gidd_kernels::simd::measure_f32_peak(0.2)
-        * 1e9
-        * if c.dtype == DType::BF16 && gidd_kernels::simd::has_avx512_bf16() {
-            2.0
+    // MFU against the measured peak of the path the dtype takes (f32 FMA; bf16: see
+    // bf16_peak_gflops).
+    let f32_peak = gidd_kernels::simd::measure_f32_peak(0.2);
+    let peak = 1e9
+        * if c.dtype == DType::BF16 {
+            gidd_kernels::matmul::bf16_peak_gflops(f32_peak)
         } else {
-            1.0
+            f32_peak
         };
     let mut last_good: Option<PathBuf> = None;
     let run_start = Instant::now();
     let first = c.start;
-    let progress = Progress::new(first, r.steps);
+    let progress = Progress::new(first, r.steps, "[{bar:16.cyan/blue}] {pos}/{len} {msg}");
     while c.start < r.steps {
         let k = c.start;
         let rows = c.packer.next_batch(r.batch)?;
@@ -294,15 +246,18 @@ pub(super) fn train_loop<E: Executor>(
                 hms(elapsed / done * (1.0 - done))
             ));
             bar.set_position(start as u64);
-        } else if start % (r.steps / 40).max(10) == 0 || start == first + 1 || start == r.steps {
+        } else if start.is_multiple_of((r.steps / 40).max(10))
+            || start == first + 1
+            || start == r.steps
+        {
             eprintln!(
                 "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s MFU {:.0}% eta {:.0}s",
                 r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, 100.0 * mfu_flops / peak, elapsed / done * (1.0 - done)
             );
         }
         let every = a.eval_steps.unwrap_or(r.steps / 4);
-        let want_eval = every > 0 && start % every == 0 && start < r.steps;
-        let want_save = start % r.save_steps == 0 || start == r.steps;
+        let want_eval = every > 0 && start.is_multiple_of(every) && start < r.steps;
+        let want_save = start.is_multiple_of(r.save_steps) || start == r.steps;
         if want_eval || want_save {
             download_all(&dp, &dmu, &dnu, params, mu, nu)?;
         }

@@ -5,6 +5,7 @@ use super::elem::{with_dtype, Arg, Elem, Src};
 use crate::dtype::{strides, DType};
 use crate::host::Data;
 use crate::op::{BinaryOp, CmpOp, UnaryOp};
+use gidd_kernels::convert::{bf16_bits, bf16_to_f32, f32_to_bf16_slice};
 use half::bf16;
 use rayon::prelude::*;
 
@@ -61,12 +62,6 @@ fn par_map_bf16(out: &mut [bf16], f: impl Fn(usize, &mut [bf16]) + Sync) {
             .enumerate()
             .for_each(|(c, o)| f(c * CHUNK, o));
     }
-}
-
-/// The bit patterns of a bf16 slice.
-pub(crate) fn bf16_bits(x: &[bf16]) -> &[u16] {
-    // SAFETY: bf16 is a repr(transparent) u16: same size, alignment and validity.
-    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u16, x.len()) }
 }
 
 /// out[i] = f(i), split over rayon's pool when the output is large.
@@ -391,12 +386,11 @@ fn compare_float(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) -> bool {
             CmpOp::Ge => par_fill(out, |i| u8::from(fx(i) >= fy(i))),
         }
     }
-    let widen = |b: bf16| f32::from_bits((b.to_bits() as u32) << 16);
     macro_rules! with_y {
         ($fx:expr) => {
             match y {
                 Arg::Data(Data::F32(v)) => go(c, $fx, |i| v[i], out),
-                Arg::Data(Data::BF16(v)) => go(c, $fx, |i| widen(v[i]), out),
+                Arg::Data(Data::BF16(v)) => go(c, $fx, |i| bf16_to_f32(v[i]), out),
                 Arg::Splat(s, DType::F32) => {
                     let s = s as f32;
                     go(c, $fx, |_| s, out)
@@ -411,7 +405,7 @@ fn compare_float(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) -> bool {
     }
     match x {
         Arg::Data(Data::F32(v)) => with_y!(|i| v[i]),
-        Arg::Data(Data::BF16(v)) => with_y!(|i| widen(v[i])),
+        Arg::Data(Data::BF16(v)) => with_y!(|i| bf16_to_f32(v[i])),
         _ => return false,
     }
     true
@@ -475,10 +469,10 @@ pub fn select(p: Arg, a: Arg, b: Arg, out: &mut Data, n: usize) {
 
 pub fn convert(a: Arg, out: &mut Data, n: usize) {
     match (a, &mut *out) {
-        (Arg::Data(Data::F32(x)), Data::BF16(o)) => par_map_bf16(&mut o[..n], |s, o| {
-            gidd_kernels::convert::f32_to_bf16_slice(&x[s..s + o.len()], o)
-        }),
-        (Arg::Data(Data::BF16(x)), Data::F32(o)) => par_fill(&mut o[..n], |i| x[i].to_f32()),
+        (Arg::Data(Data::F32(x)), Data::BF16(o)) => {
+            par_map_bf16(&mut o[..n], |s, o| f32_to_bf16_slice(&x[s..s + o.len()], o))
+        }
+        (Arg::Data(Data::BF16(x)), Data::F32(o)) => par_fill(&mut o[..n], |i| bf16_to_f32(x[i])),
         // Integer <-> integer conversions wrap (truncate), as XLA's do.
         (Arg::Data(Data::I64(x)), Data::U32(o)) => o[..n]
             .iter_mut()

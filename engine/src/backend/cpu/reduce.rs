@@ -15,17 +15,18 @@ pub fn reduce(op: ReduceOp, dims: &[usize], x: Arg, shape: &[usize], out: &mut D
     let st = strides(shape);
     let kept_shape: Vec<usize> = kept.iter().map(|&d| shape[d]).collect();
     let red_shape: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
-    // Offsets of every reduced position relative to the first (shared by all outputs);
-    // not needed when the reduced dims are the contiguous tail.
     let contiguous_tail = dims
         .iter()
         .enumerate()
         .all(|(k, &d)| d == shape.len() - dims.len() + k);
-    let red_off: Vec<usize> = (0..if contiguous_tail && op == ReduceOp::Sum {
-        0
-    } else {
-        red_n
-    })
+    // Sums over leading dims (bias gradients: [tokens, features] -> [features]) run row by
+    // row into a vector of accumulators instead of striding down each column.
+    let leading = dims.iter().enumerate().all(|(k, &d)| d == k);
+    let leading_sum = op == ReduceOp::Sum && leading && out_n > 1 && red_n > 1;
+    // Offsets of every reduced position relative to the first (shared by all outputs),
+    // only for the paths that walk them: a contiguous-tail sum reads a slice.
+    let walks = !(leading_sum || (contiguous_tail && op == ReduceOp::Sum));
+    let red_off: Vec<usize> = (0..if walks { red_n } else { 0 })
         .map(|j| {
             let mut rem = j;
             let mut off = 0;
@@ -45,12 +46,9 @@ pub fn reduce(op: ReduceOp, dims: &[usize], x: Arg, shape: &[usize], out: &mut D
         }
         off
     };
-    // Sums over leading dims (bias gradients: [tokens, features] -> [features]) run row by
-    // row into a vector of accumulators instead of striding down each column.
-    let leading = dims.iter().enumerate().all(|(k, &d)| d == k);
     with_dtype!(out.dtype(), T, {
         let o = &mut T::vec_mut(out).expect("slot dtype")[..out_n];
-        if op == ReduceOp::Sum && leading && out_n > 1 && red_n > 1 {
+        if leading_sum {
             sum_leading::<T>(&x.slice::<T>(n), red_n, o);
         } else {
             reduce_typed::<T>(op, x, n, o, &red_off, base, contiguous_tail, red_n);
@@ -99,8 +97,7 @@ impl Acc for f32 {
 }
 impl Acc for half::bf16 {
     fn to_acc(self) -> f64 {
-        // bf16 is the top half of an f32: widening is a shift
-        f32::from_bits((self.to_bits() as u32) << 16) as f64
+        gidd_kernels::convert::bf16_to_f32(self) as f64
     }
     fn from_acc(x: f64) -> Self {
         half::bf16::from_f64(x)
