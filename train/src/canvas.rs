@@ -21,8 +21,7 @@ pub struct Canvas<E: Executor = CpuExecutor> {
     params: Vec<E::Buffer>,
     dtype: DType,
     full: Option<Loaded<E>>,
-    /// KV-cached step programs by window [ws, we)
-    steps: HashMap<(usize, usize), Loaded<E>>,
+    steps: HashMap<(usize, usize, bool), Loaded<E>>,
     prefixes: HashMap<usize, Loaded<E>>,
     /// the current block's prefix keys/values: (window start, [k0, v0, k1, v1, ..])
     cache: Option<(usize, Vec<E::Buffer>)>,
@@ -257,82 +256,92 @@ impl<E: Executor> Canvas<E> {
         if !(ws < we && we <= t) || noise.len() != b {
             bail!("block [{ws}, {we}) does not fit a canvas of {b} rows of {t} tokens");
         }
-        let mask = |q0: usize| -> Vec<bool> {
-            noise
-                .iter()
-                .flat_map(|n| (q0..t).flat_map(move |q| (0..t).map(move |k| n[q] >= n[k])))
-                .collect()
-        };
-        if !matches!(&self.cache, Some((w, _)) if *w == ws) {
-            // No cache: the whole canvas and every row's logits, as the reference computes
-            // them (the baseline the cache is measured against); the window's rows kept.
-            let full = self.logits(ids, &mask(0))?;
-            let v = self.cfg.vocab_size;
-            return Ok((0..b)
-                .flat_map(|r| full[(r * t + ws) * v..(r * t + we) * v].iter().copied())
-                .collect());
-        }
+        let cached = matches!(&self.cache, Some((w, _)) if *w == ws);
         // The cache is exact only when the prefix attends to nothing after it: every
         // position before ws clean, every position from ws on still noisy.
-        if noise
-            .iter()
-            .any(|n| n[..ws].iter().any(|&x| x) || n[ws..].iter().any(|&x| !x))
+        if cached
+            && noise
+                .iter()
+                .any(|n| n[..ws].iter().any(|&x| x) || n[ws..].iter().any(|&x| !x))
         {
             bail!("internal: a KV-cached prefix must be clean and everything after it noisy");
         }
-        let lq = t - ws;
-        if !self.steps.contains_key(&(ws, we)) {
+        let q0 = if cached { ws } else { 0 };
+        let lq = t - q0;
+        // Without the cache the program is the whole canvas whatever the window: one for all.
+        let key = if cached {
+            (ws, we, true)
+        } else {
+            (0, 0, false)
+        };
+        if !self.steps.contains_key(&key) {
             let g = Graph::new();
             let p = Params::declare(&g, &self.cfg);
             let x = g.input("ids", &[b, lq], DType::I32);
             let m = g.input("mask", &[b, lq, t], DType::Bool);
-            let pos = g.iota(&[b, lq], 1, DType::I32)?.add_scalar(ws as f64)?;
+            let pos = g.iota(&[b, lq], 1, DType::I32)?.add_scalar(q0 as f64)?;
             let (h, hd, dt) = (
                 self.cfg.num_attention_heads,
                 self.cfg.head_dim(),
                 self.dtype,
             );
             let mut extra = vec!["ids".to_string(), "mask".to_string()];
-            let past: KvCache = (0..self.cfg.num_hidden_layers)
-                .map(|i| {
-                    let (kn, vn) = (format!("past.{i}.k"), format!("past.{i}.v"));
-                    let k = g.input(&kn, &[b, h, ws, hd], dt);
-                    let v = g.input(&vn, &[b, h, ws, hd], dt);
-                    extra.push(kn);
-                    extra.push(vn);
-                    (k, v)
-                })
-                .collect();
-            // the lm_head runs on the block's rows only
+            let past: Option<KvCache> = cached.then(|| {
+                (0..self.cfg.num_hidden_layers)
+                    .map(|i| {
+                        let (kn, vn) = (format!("past.{i}.k"), format!("past.{i}.v"));
+                        let k = g.input(&kn, &[b, h, ws, hd], dt);
+                        let v = g.input(&vn, &[b, h, ws, hd], dt);
+                        extra.push(kn);
+                        extra.push(vn);
+                        (k, v)
+                    })
+                    .collect()
+            });
+            // With the cache, the lm_head runs on the block's rows only; without it, on the
+            // whole canvas as the reference does (the baseline the cache is measured against).
+            let rows = cached.then_some((ws - q0, we - q0));
             let (out, _) = forward_cached(
                 &self.cfg,
                 &p,
                 &x,
                 &m,
                 &pos,
-                Some(&past),
-                Some((0, we - ws)),
+                past.as_ref(),
+                rows,
                 self.opts(),
             )?;
             let l = self.load(&[out.logits], &extra)?;
-            self.steps.insert((ws, we), l);
+            self.steps.insert(key, l);
         }
         let t0 = std::time::Instant::now();
-        let ids_t = self.ids_buffer(ids, ws, t)?;
-        let mask_t = self
-            .exec
-            .upload(&HostTensor::bool(vec![b, lq, t], mask(ws))?)?;
+        let mask: Vec<bool> = noise
+            .iter()
+            .flat_map(|n| (q0..t).flat_map(move |q| (0..t).map(move |k| n[q] >= n[k])))
+            .collect();
+        let ids_t = self.ids_buffer(ids, q0, t)?;
+        let mask_t = self.exec.upload(&HostTensor::bool(vec![b, lq, t], mask)?)?;
         let mut extra: Vec<&E::Buffer> = vec![&ids_t, &mask_t];
-        if let Some((_, kv)) = &self.cache {
+        if let (true, Some((_, kv))) = (cached, &self.cache) {
             extra.extend(kv.iter());
         }
-        let l = self.steps.get_mut(&(ws, we)).expect("compiled above");
+        let l = self.steps.get_mut(&key).expect("compiled above");
         let out = Self::run(&self.exec, &self.params, l, &extra)?;
         self.stats.step_calls += 1;
-        self.stats.add(&self.cfg, b, lq, t, we - ws);
-        let logits = self.exec.download(&out[0])?.as_f32()?.to_vec();
+        let logits = self.exec.download(&out[0])?;
+        let logits = logits.as_f32()?;
+        let rows = if cached {
+            self.stats.add(&self.cfg, b, lq, t, we - ws);
+            logits.to_vec()
+        } else {
+            self.stats.add(&self.cfg, b, lq, t, t);
+            let v = self.cfg.vocab_size;
+            (0..b)
+                .flat_map(|r| logits[(r * t + ws) * v..(r * t + we) * v].iter().copied())
+                .collect()
+        };
         self.stats.model_s += t0.elapsed().as_secs_f64();
-        Ok(logits)
+        Ok(rows)
     }
 
     pub fn vocab(&self) -> usize {
