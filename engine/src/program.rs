@@ -35,6 +35,11 @@ pub struct Program {
     pub slots: Vec<(DType, usize)>,
     /// Whether node i must run (false for folded splats and aliasing reshapes).
     pub runs: Vec<bool>,
+    /// (input, output) pairs: the output may be written into the input's storage when the
+    /// caller donates that input ([`crate::Executor::run_donating`]). A training step
+    /// declares each parameter and optimizer-state input with its updated output, so a
+    /// device holds one copy of the state, not two.
+    pub aliases: Vec<(usize, usize)>,
 }
 
 impl Program {
@@ -134,9 +139,43 @@ impl Program {
             loc: vec![],
             slots: vec![],
             runs: vec![],
+            aliases: vec![],
         };
         p.plan();
         Ok(p)
+    }
+
+    /// Declares that output `o` may reuse input `i`'s storage, for each `(i, o)`. Each
+    /// input and output appears at most once, and the two must have the same type.
+    pub fn with_aliases(mut self, pairs: &[(usize, usize)]) -> Result<Program> {
+        let (ni, no) = (self.inputs.len(), self.outputs.len());
+        let mut used_in = vec![false; ni];
+        let mut used_out = vec![false; no];
+        for &(i, o) in pairs {
+            if i >= ni || o >= no {
+                return Err(Error::Msg(format!(
+                    "alias ({i}, {o}) is out of range: the program has {ni} inputs and {no} outputs"
+                )));
+            }
+            let (ti, to) = (
+                &self.values[self.inputs[i].1].ty,
+                &self.values[self.outputs[o]].ty,
+            );
+            if ti != to {
+                return Err(Error::Msg(format!(
+                    "alias of input {i} ('{}', {ti}) with output {o} ({to}): types differ",
+                    self.inputs[i].0
+                )));
+            }
+            if std::mem::replace(&mut used_in[i], true) || std::mem::replace(&mut used_out[o], true)
+            {
+                return Err(Error::Msg(format!(
+                    "alias ({i}, {o}): input {i} or output {o} is aliased twice"
+                )));
+            }
+        }
+        self.aliases = pairs.to_vec();
+        Ok(self)
     }
 
     pub fn input_types(&self) -> Vec<(&str, &TensorType)> {

@@ -23,11 +23,15 @@ use gidd_engine::op::{BinaryOp, CmpOp, ReduceOp, TensorType};
 use gidd_engine::{DType, Data, Graph, HostTensor, Op, Program, Tensor};
 use std::fmt::Write as _;
 
-/// SPMD annotations: `mhlo.sharding` strings (XLA HloSharding syntax, e.g.
-/// `{devices=[4,1]<=[4]}` or `{replicated}`) per function argument and result.
+/// SPMD annotations per function argument and result, for one of XLA's two partitioners:
+/// - GSPMD (`mesh` None): `mhlo.sharding` strings in HloSharding syntax, e.g.
+///   `{devices=[4,1]0,1,2,3}` or `{replicated}`;
+/// - Shardy (`mesh` the module's `sdy.mesh` declaration, e.g. `sdy.mesh @mesh = <["d"=4]>`):
+///   `sdy.sharding` attributes, e.g. `#sdy.sharding<@mesh, [{"d"}, {}]>`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sharding {
     pub num_partitions: usize,
+    pub mesh: Option<String>,
     /// one entry per program input (None = let XLA choose)
     pub args: Vec<Option<String>>,
     /// one entry per program output (None = let XLA choose)
@@ -43,7 +47,7 @@ pub fn emit_module(p: &Program) -> Result<String> {
 pub fn emit_module_with(p: &Program, sharding: Option<&Sharding>) -> Result<String> {
     let low = lower(p)?;
     let data = low.graph.data();
-    emit(&data, &low.args, &low.outputs, sharding)
+    emit(&data, &low.args, &low.outputs, sharding, &p.aliases)
 }
 
 /// Compiles `outputs` (inputs in `input_order`) and emits the program's module.
@@ -569,6 +573,7 @@ fn emit(
     args: &[ValueId],
     outputs: &[ValueId],
     sharding: Option<&Sharding>,
+    aliases: &[(usize, usize)],
 ) -> Result<String> {
     // Only nodes the outputs depend on.
     let mut live = vec![false; d.nodes.len()];
@@ -585,18 +590,34 @@ fn emit(
         names: vec![String::new(); d.values.len()],
         tmp: 0,
     };
-    let attr = |s: Option<&Option<String>>| match s {
-        Some(Some(s)) => format!(" {{mhlo.sharding = \"{s}\"}}"),
-        _ => String::new(),
+    let shardy = sharding.is_some_and(|s| s.mesh.is_some());
+    let shard = |s: Option<&Option<String>>| match s {
+        Some(Some(s)) if shardy => Some(format!("sdy.sharding = {s}")),
+        Some(Some(s)) => Some(format!("mhlo.sharding = \"{s}\"")),
+        _ => None,
+    };
+    let attr = |a: Vec<String>| {
+        if a.is_empty() {
+            String::new()
+        } else {
+            format!(" {{{}}}", a.join(", "))
+        }
     };
     let mut params = vec![];
     for (i, &v) in args.iter().enumerate() {
         e.names[v] = format!("%arg{i}");
-        params.push(format!(
-            "%arg{i}: {}{}",
-            tty(&d.values[v].ty),
-            attr(sharding.and_then(|s| s.args.get(i)))
-        ));
+        // `tf.aliasing_output` is how XLA's StableHLO import learns input-output aliasing:
+        // the result may live in the argument's memory when the caller donates it.
+        let a: Vec<String> = shard(sharding.and_then(|s| s.args.get(i)))
+            .into_iter()
+            .chain(
+                aliases
+                    .iter()
+                    .filter(|&&(ai, _)| ai == i)
+                    .map(|&(_, o)| format!("tf.aliasing_output = {o} : i32")),
+            )
+            .collect();
+        params.push(format!("%arg{i}: {}{}", tty(&d.values[v].ty), attr(a)));
     }
     for (ni, node) in d.nodes.iter().enumerate() {
         let is_arg = matches!(node.op, Op::Input { .. }) && !e.names[node.outputs[0]].is_empty();
@@ -615,7 +636,11 @@ fn emit(
             format!(
                 "{}{}",
                 tty(&d.values[v].ty),
-                attr(sharding.and_then(|s| s.results.get(i)))
+                attr(
+                    shard(sharding.and_then(|s| s.results.get(i)))
+                        .into_iter()
+                        .collect()
+                )
             )
         })
         .collect();
@@ -630,6 +655,9 @@ fn emit(
     };
     let mut m = String::with_capacity(e.body.len() + 512);
     let _ = writeln!(m, "module @gidd{module_attrs} {{");
+    if let Some(mesh) = sharding.and_then(|s| s.mesh.as_ref()) {
+        let _ = writeln!(m, "  {mesh}");
+    }
     let _ = writeln!(
         m,
         "  func.func public @main({}) -> ({}) {{",

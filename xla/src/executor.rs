@@ -22,6 +22,8 @@ pub struct XlaProgram {
     exe: Executable,
     inputs: Vec<(String, TensorType)>,
     outputs: Vec<TensorType>,
+    /// inputs the module aliases to outputs (donated only through `run_donating`)
+    aliased: Vec<i64>,
     module: String,
     compile_time: Duration,
 }
@@ -37,6 +39,10 @@ impl XlaProgram {
     }
     pub fn output_types(&self) -> &[TensorType] {
         &self.outputs
+    }
+    /// The compiled executable (e.g. for its memory plan).
+    pub fn executable(&self) -> &Executable {
+        &self.exe
     }
 }
 
@@ -99,6 +105,7 @@ impl Executor for XlaExecutor {
                 .map(|(n, t)| (n.to_string(), t.clone()))
                 .collect(),
             outputs: p.output_types().into_iter().cloned().collect(),
+            aliased: aliased_inputs(p),
             module,
             compile_time: t0.elapsed(),
         })
@@ -108,6 +115,58 @@ impl Executor for XlaExecutor {
         &self,
         lp: &mut XlaProgram,
         inputs: &[&DeviceBuffer],
+    ) -> gidd_engine::Result<Vec<DeviceBuffer>> {
+        // The caller keeps its inputs: nothing is donated.
+        let keep = lp.aliased.clone();
+        self.execute(lp, inputs, &keep)
+    }
+
+    fn memory_plan(&self, lp: &XlaProgram) -> Option<String> {
+        let m = lp.exe.memory_stats().ok()?;
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        Some(format!(
+            "xla memory plan: arguments {:.1} MiB, outputs {:.1} MiB of which {:.1} MiB in donated arguments, temporaries {:.1} MiB: peak {:.1} MiB",
+            mib(m.argument_bytes),
+            mib(m.output_bytes),
+            mib(m.alias_bytes),
+            mib(m.temp_bytes),
+            mib(m.peak_bytes())
+        ))
+    }
+
+    fn run_donating(
+        &self,
+        lp: &mut XlaProgram,
+        donated: Vec<DeviceBuffer>,
+        rest: &[&DeviceBuffer],
+    ) -> gidd_engine::Result<Vec<DeviceBuffer>> {
+        // GIDD_XLA_NO_DONATE=1 copies instead (to measure what donation saves).
+        let n = if std::env::var_os("GIDD_XLA_NO_DONATE").is_some() {
+            0
+        } else {
+            donated.len() as i64
+        };
+        let keep: Vec<i64> = lp.aliased.iter().copied().filter(|&i| i >= n).collect();
+        let mut ins: Vec<&DeviceBuffer> = donated.iter().collect();
+        ins.extend_from_slice(rest);
+        // The donated handles are destroyed here; their memory now belongs to the outputs.
+        self.execute(lp, &ins, &keep)
+    }
+}
+
+/// The program's aliased input indices, sorted.
+pub(crate) fn aliased_inputs(p: &Program) -> Vec<i64> {
+    let mut v: Vec<i64> = p.aliases.iter().map(|&(i, _)| i as i64).collect();
+    v.sort_unstable();
+    v
+}
+
+impl XlaExecutor {
+    fn execute(
+        &self,
+        lp: &mut XlaProgram,
+        inputs: &[&DeviceBuffer],
+        keep: &[i64],
     ) -> gidd_engine::Result<Vec<DeviceBuffer>> {
         if inputs.len() != lp.inputs.len() {
             return Err(Error::InputCount {
@@ -125,7 +184,7 @@ impl Executor for XlaExecutor {
                 });
             }
         }
-        let mut outs = lp.exe.execute(&[inputs.to_vec()])?;
+        let mut outs = lp.exe.execute(&[inputs.to_vec()], keep)?;
         Ok(outs.pop().unwrap_or_default())
     }
 }

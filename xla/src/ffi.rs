@@ -51,7 +51,9 @@ funs! {
     BUFFER_DESTROY = 58, "PJRT_Buffer_Destroy";
     BUFFER_ELEMENT_TYPE = 59, "PJRT_Buffer_ElementType";
     BUFFER_DIMENSIONS = 60, "PJRT_Buffer_Dimensions";
+    BUFFER_IS_DELETED = 68, "PJRT_Buffer_IsDeleted";
     BUFFER_TO_HOST = 70, "PJRT_Buffer_ToHostBuffer";
+    EXECUTABLE_MEMORY_STATS = 96, "PJRT_Executable_GetCompiledMemoryStats";
 }
 
 /// Byte offsets inside `PJRT_Api`.
@@ -296,6 +298,35 @@ pub struct BufferDimensionsArgs {
 }
 
 #[repr(C)]
+pub struct BufferIsDeletedArgs {
+    pub size: usize,
+    pub ext: Raw,
+    pub buffer: Raw,
+    pub deleted: bool,
+}
+
+/// PJRT_Executable_GetCompiledMemoryStats, with the two fields newer headers append
+/// (a plugin writes only the fields it knows; a larger struct is accepted).
+#[repr(C)]
+pub struct MemoryStatsArgs {
+    pub size: usize,
+    pub ext: Raw,
+    pub executable: Raw,
+    pub generated_code_size: i64,
+    pub argument_size: i64,
+    pub output_size: i64,
+    pub alias_size: i64,
+    pub temp_size: i64,
+    pub host_generated_code_size: i64,
+    pub host_argument_size: i64,
+    pub host_output_size: i64,
+    pub host_alias_size: i64,
+    pub host_temp_size: i64,
+    pub peak_memory: i64,
+    pub total_size: i64,
+}
+
+#[repr(C)]
 pub struct BufferToHostArgs {
     pub size: usize,
     pub ext: Raw,
@@ -323,4 +354,6 @@ const _: () = {
     assert!(size_of::<ExecuteOptions>() == 144);
     assert!(size_of::<ExecuteArgs>() == 80);
     assert!(size_of::<BufferToHostArgs>() == 56);
+    assert!(size_of::<BufferIsDeletedArgs>() == 32);
+    assert!(size_of::<MemoryStatsArgs>() == 120);
 };

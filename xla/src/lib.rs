@@ -23,5 +23,9 @@ pub mod spmd;
 pub use emit::{emit_graph, emit_module, emit_module_with, Sharding};
 pub use error::{Result, XlaError};
 pub use executor::{XlaExecutor, XlaProgram};
-pub use pjrt::{find_plugin, load_plugin, Client, CompileOptions, DeviceBuffer, Executable};
-pub use spmd::{fsdp_layout, ShardedBuffer, Split, SpmdExecutor, SpmdProgram};
+pub use pjrt::{
+    find_plugin, load_plugin, Client, CompileOptions, DeviceBuffer, Executable, MemoryStats,
+};
+pub use spmd::{
+    fsdp_layout, sdy_sharding_text, Partitioner, ShardedBuffer, Split, SpmdExecutor, SpmdProgram,
+};

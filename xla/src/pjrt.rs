@@ -17,11 +17,16 @@ use std::sync::Arc;
 pub struct CompileOptions {
     /// SPMD partitions (devices) the program is split over; 1 = one device.
     pub num_partitions: usize,
+    /// Partition with Shardy (the module carries `sdy` shardings) instead of GSPMD.
+    pub shardy: bool,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { num_partitions: 1 }
+        CompileOptions {
+            num_partitions: 1,
+            shardy: false,
+        }
     }
 }
 
@@ -39,7 +44,8 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 
 impl CompileOptions {
     /// `CompileOptionsProto{ executable_build_options(3) { num_replicas(4) = 1,
-    /// num_partitions(5) = n, use_spmd_partitioning(6) = n > 1 } }`;
+    /// num_partitions(5) = n, use_spmd_partitioning(6) = n > 1,
+    /// use_shardy_partitioner(19) = shardy } }`;
     /// for one device exactly the 6 bytes `1a 04 20 01 28 01`.
     pub fn to_proto(&self) -> Vec<u8> {
         let n = self.num_partitions.max(1) as u64;
@@ -47,6 +53,10 @@ impl CompileOptions {
         varint(&mut build, n);
         if n > 1 {
             build.extend([0x30, 0x01]);
+        }
+        if self.shardy {
+            // field 19, varint: tag (19 << 3) = 152 = 0x98 0x01
+            build.extend([0x98, 0x01, 0x01]);
         }
         let mut out = vec![0x1a];
         varint(&mut out, build.len() as u64);
@@ -341,9 +351,51 @@ impl Executable {
         self.num_partitions
     }
 
+    /// What XLA planned for one run on one device: argument, output, aliased
+    /// (argument memory reused by outputs) and temporary bytes.
+    pub fn memory_stats(&self) -> Result<MemoryStats> {
+        let api = self.client.api;
+        let mut g = ffi::LoadedGetExecutableArgs {
+            size: std::mem::size_of::<ffi::LoadedGetExecutableArgs>(),
+            ext: NULL,
+            loaded: self.raw,
+            executable: NULL,
+        };
+        // SAFETY: the unloaded executable is freed after the one query.
+        unsafe {
+            api.call(ffi::LOADED_GET_EXECUTABLE, &mut g)?;
+            let mut m: ffi::MemoryStatsArgs = std::mem::zeroed();
+            m.size = std::mem::size_of::<ffi::MemoryStatsArgs>();
+            m.executable = g.executable;
+            let r = api.call(ffi::EXECUTABLE_MEMORY_STATS, &mut m);
+            let mut d = ffi::ExecutableArgs {
+                size: std::mem::size_of::<ffi::ExecutableArgs>(),
+                ext: NULL,
+                executable: g.executable,
+            };
+            let _ = api.call(ffi::EXECUTABLE_DESTROY, &mut d);
+            r?;
+            Ok(MemoryStats {
+                argument_bytes: m.argument_size as u64,
+                output_bytes: m.output_size as u64,
+                alias_bytes: m.alias_size as u64,
+                temp_bytes: m.temp_size as u64,
+            })
+        }
+    }
+
     /// Runs on every device of the executable: `args[d]` are device d's arguments;
     /// returns each device's outputs, after the execution has finished.
-    pub fn execute(&self, args: &[Vec<&DeviceBuffer>]) -> Result<Vec<Vec<DeviceBuffer>>> {
+    ///
+    /// Arguments the module aliases to outputs (`tf.aliasing_output`) are donated: the
+    /// outputs take their memory and the argument buffers are deleted. `keep` lists the
+    /// argument indices that must not be donated (XLA then copies); a caller that still
+    /// needs an aliased argument afterwards lists it here.
+    pub fn execute(
+        &self,
+        args: &[Vec<&DeviceBuffer>],
+        keep: &[i64],
+    ) -> Result<Vec<Vec<DeviceBuffer>>> {
         let api = self.client.api;
         let nd = args.len();
         if nd != self.num_partitions {
@@ -369,6 +421,8 @@ impl Executable {
         // SAFETY: ExecuteOptions is plain data; all-zero is "no callbacks, no context".
         let mut opts: ffi::ExecuteOptions = unsafe { std::mem::zeroed() };
         opts.size = std::mem::size_of::<ffi::ExecuteOptions>();
+        opts.non_donatable_input_indices = keep.as_ptr();
+        opts.num_non_donatable_input_indices = keep.len();
         let mut a = ffi::ExecuteArgs {
             size: std::mem::size_of::<ffi::ExecuteArgs>(),
             ext: NULL,
@@ -411,6 +465,23 @@ impl Executable {
             }
         }
         Ok(result)
+    }
+}
+
+/// Device memory one run of an executable takes, as XLA planned it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub argument_bytes: u64,
+    pub output_bytes: u64,
+    /// argument bytes the outputs reuse (donated state)
+    pub alias_bytes: u64,
+    pub temp_bytes: u64,
+}
+
+impl MemoryStats {
+    /// Peak bytes live during a run: arguments, new outputs, temporaries.
+    pub fn peak_bytes(&self) -> u64 {
+        self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
     }
 }
 
@@ -493,6 +564,19 @@ impl DeviceBuffer {
             ))
         })?;
         Ok(())
+    }
+
+    /// Whether the buffer's memory is gone (it was donated to a run).
+    pub fn is_deleted(&self) -> Result<bool> {
+        let mut a = ffi::BufferIsDeletedArgs {
+            size: std::mem::size_of::<ffi::BufferIsDeletedArgs>(),
+            ext: NULL,
+            buffer: self.raw,
+            deleted: false,
+        };
+        // SAFETY: plain query on a live handle.
+        unsafe { self.client.api.call(ffi::BUFFER_IS_DELETED, &mut a)? };
+        Ok(a.deleted)
     }
 
     /// Copies the buffer to host memory.

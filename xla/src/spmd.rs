@@ -3,6 +3,10 @@
 //! across the devices, or replicated), XLA's SPMD partitioner splits the
 //! program, and every device runs its part on its own shards.
 //!
+//! Either partitioner takes the same layouts: GSPMD reads `mhlo.sharding`, Shardy
+//! (`Partitioner::Shardy`) reads an `sdy.mesh` of one axis over the devices and
+//! `sdy.sharding` per argument and result.
+//!
 //! The FSDP layout ([`fsdp_layout`]): every tensor whose first dimension divides
 //! evenly is split on it (parameters, optimizer state, the batch), the rest is
 //! replicated. A training step whose new parameters come out with the layout the
@@ -29,6 +33,26 @@ pub fn sharding_text(split: Split, rank: usize, n: usize) -> String {
             format!("{{devices=[{}]{}}}", tiles.join(","), devs.join(","))
         }
     }
+}
+
+/// Shardy's `sdy.sharding` for `split` of a rank-`rank` tensor over the one-axis mesh
+/// `@mesh` (axis "d"). Every dimension is closed: the layout is the one asked for, as
+/// with GSPMD's explicit shardings.
+pub fn sdy_sharding_text(split: Split, rank: usize) -> String {
+    let dims: Vec<&str> = (0..rank)
+        .map(|i| if split == Some(i) { "{\"d\"}" } else { "{}" })
+        .collect();
+    format!("#sdy.sharding<@mesh, [{}]>", dims.join(", "))
+}
+
+/// Which of XLA's SPMD partitioners splits the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Partitioner {
+    /// `mhlo.sharding` annotations, the GSPMD partitioner
+    #[default]
+    Gspmd,
+    /// `sdy.mesh` / `sdy.sharding` annotations, the Shardy partitioner (JAX's default)
+    Shardy,
 }
 
 /// Split on the first dimension when it divides evenly over `n` devices, else replicate.
@@ -67,6 +91,7 @@ pub struct SpmdProgram {
     exe: Executable,
     inputs: Vec<(TensorType, Split)>,
     outputs: Vec<(TensorType, Split)>,
+    aliased: Vec<i64>,
     module: String,
 }
 
@@ -74,12 +99,16 @@ impl SpmdProgram {
     pub fn module(&self) -> &str {
         &self.module
     }
+    pub fn executable(&self) -> &Executable {
+        &self.exe
+    }
 }
 
 /// Runs programs partitioned over the first `n` addressable devices of a client.
 pub struct SpmdExecutor {
     client: Client,
     n: usize,
+    partitioner: Partitioner,
 }
 
 impl SpmdExecutor {
@@ -91,7 +120,21 @@ impl SpmdExecutor {
                 client.device_count()
             )));
         }
-        Ok(SpmdExecutor { client, n })
+        Ok(SpmdExecutor {
+            client,
+            n,
+            partitioner: Partitioner::default(),
+        })
+    }
+
+    /// The same devices, partitioned by `p`.
+    pub fn with_partitioner(mut self, p: Partitioner) -> SpmdExecutor {
+        self.partitioner = p;
+        self
+    }
+
+    pub fn partitioner(&self) -> Partitioner {
+        self.partitioner
     }
 
     pub fn devices(&self) -> usize {
@@ -122,17 +165,26 @@ impl SpmdExecutor {
         {
             self.check_split(&t.shape, *s)?;
         }
+        let shardy = self.partitioner == Partitioner::Shardy;
+        let text = |t: &TensorType, s: &Split| {
+            Some(if shardy {
+                sdy_sharding_text(*s, t.shape.len())
+            } else {
+                sharding_text(*s, t.shape.len(), self.n)
+            })
+        };
         let sharding = Sharding {
             num_partitions: self.n,
+            mesh: shardy.then(|| format!("sdy.mesh @mesh = <[\"d\"={}]>", self.n)),
             args: in_types
                 .iter()
                 .zip(inputs)
-                .map(|(t, s)| Some(sharding_text(*s, t.shape.len(), self.n)))
+                .map(|(t, s)| text(t, s))
                 .collect(),
             results: out_types
                 .iter()
                 .zip(outputs)
-                .map(|(t, s)| Some(sharding_text(*s, t.shape.len(), self.n)))
+                .map(|(t, s)| text(t, s))
                 .collect(),
         };
         let module = emit_module_with(p, Some(&sharding))?;
@@ -140,6 +192,7 @@ impl SpmdExecutor {
             &module,
             &CompileOptions {
                 num_partitions: self.n,
+                shardy,
             },
         )?;
         if exe.num_partitions() != self.n {
@@ -153,6 +206,7 @@ impl SpmdExecutor {
             exe,
             inputs: in_types.into_iter().zip(inputs.iter().copied()).collect(),
             outputs: out_types.into_iter().zip(outputs.iter().copied()).collect(),
+            aliased: crate::executor::aliased_inputs(p),
             module,
         })
     }
@@ -210,6 +264,30 @@ impl SpmdExecutor {
 
     /// Runs on every device; outputs come back with the layouts the program was loaded with.
     pub fn run(&self, lp: &SpmdProgram, inputs: &[&ShardedBuffer]) -> Result<Vec<ShardedBuffer>> {
+        self.execute(lp, inputs, &lp.aliased)
+    }
+
+    /// Like `run`, with the first `donated.len()` inputs given up: the outputs the program
+    /// aliases to them take their shards' memory (the FSDP state is updated in place).
+    pub fn run_donating(
+        &self,
+        lp: &SpmdProgram,
+        donated: Vec<ShardedBuffer>,
+        rest: &[&ShardedBuffer],
+    ) -> Result<Vec<ShardedBuffer>> {
+        let n = donated.len() as i64;
+        let keep: Vec<i64> = lp.aliased.iter().copied().filter(|&i| i >= n).collect();
+        let mut ins: Vec<&ShardedBuffer> = donated.iter().collect();
+        ins.extend_from_slice(rest);
+        self.execute(lp, &ins, &keep)
+    }
+
+    fn execute(
+        &self,
+        lp: &SpmdProgram,
+        inputs: &[&ShardedBuffer],
+        keep: &[i64],
+    ) -> Result<Vec<ShardedBuffer>> {
         if inputs.len() != lp.inputs.len() {
             return Err(XlaError::Invalid(format!(
                 "program expects {} inputs, got {}",
@@ -228,7 +306,7 @@ impl SpmdExecutor {
         let args: Vec<Vec<&DeviceBuffer>> = (0..self.n)
             .map(|dev| inputs.iter().map(|b| &b.shards[dev]).collect())
             .collect();
-        let per_device = lp.exe.execute(&args)?;
+        let per_device = lp.exe.execute(&args, keep)?;
         let mut outs: Vec<Vec<DeviceBuffer>> = (0..lp.outputs.len()).map(|_| vec![]).collect();
         for dev_outs in per_device {
             for (o, b) in dev_outs.into_iter().enumerate() {

@@ -82,6 +82,7 @@ fn sharding_annotations() -> Result<()> {
     let p = gidd_engine::Program::compile(&[w.sum_all()?], &["w"])?;
     let sh = Sharding {
         num_partitions: 4,
+        mesh: None,
         args: vec![Some("{devices=[4,1]0,1,2,3}".into())],
         results: vec![Some("{replicated}".into())],
     };

@@ -126,8 +126,20 @@ fn compile_options_are_never_empty() {
         [0x1a, 0x04, 0x20, 0x01, 0x28, 0x01]
     );
     assert_eq!(
-        CompileOptions { num_partitions: 4 }.to_proto(),
+        CompileOptions {
+            num_partitions: 4,
+            shardy: false
+        }
+        .to_proto(),
         [0x1a, 0x06, 0x20, 0x01, 0x28, 0x04, 0x30, 0x01]
+    );
+    assert_eq!(
+        CompileOptions {
+            num_partitions: 4,
+            shardy: true
+        }
+        .to_proto(),
+        [0x1a, 0x09, 0x20, 0x01, 0x28, 0x04, 0x30, 0x01, 0x98, 0x01, 0x01]
     );
 }
 

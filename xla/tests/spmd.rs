@@ -8,7 +8,7 @@ use common::{assert_close, ints, rng, uniform, Tol, TOL};
 use gidd_engine::{grad, CpuExecutor, DType, Executor, Graph, HostTensor, Program, Result};
 use gidd_model::loss::gidd_loss;
 use gidd_model::{forward, ForwardOpts, GiddConfig, Params, Schedule};
-use gidd_xla::{fsdp_layout, SpmdExecutor};
+use gidd_xla::{fsdp_layout, Partitioner, SpmdExecutor};
 use std::time::Instant;
 
 const GRAD: Tol = Tol {
@@ -16,7 +16,7 @@ const GRAD: Tol = Tol {
     bf16: 2e-2,
 };
 
-fn spmd(n: usize) -> Option<SpmdExecutor> {
+fn spmd(n: usize, part: Partitioner) -> Option<SpmdExecutor> {
     let x = common::xla()?;
     if x.client().device_count() < n {
         eprintln!(
@@ -25,12 +25,27 @@ fn spmd(n: usize) -> Option<SpmdExecutor> {
         );
         return None;
     }
-    Some(SpmdExecutor::new(x.client().clone(), n).unwrap_or_else(|e| panic!("{e}")))
+    Some(
+        SpmdExecutor::new(x.client().clone(), n)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_partitioner(part),
+    )
 }
 
 #[test]
-fn matmul_with_split_batch() -> Result<()> {
-    let Some(s) = spmd(4) else { return Ok(()) };
+fn matmul_with_split_batch_gspmd() -> Result<()> {
+    matmul_with_split_batch(Partitioner::Gspmd)
+}
+
+#[test]
+fn matmul_with_split_batch_shardy() -> Result<()> {
+    matmul_with_split_batch(Partitioner::Shardy)
+}
+
+fn matmul_with_split_batch(part: Partitioner) -> Result<()> {
+    let Some(s) = spmd(4, part) else {
+        return Ok(());
+    };
     let g = Graph::new();
     let x = g.input("x", &[8, 6], DType::F32);
     let w = g.input("w", &[6, 5], DType::F32);
@@ -44,12 +59,11 @@ fn matmul_with_split_batch() -> Result<()> {
     ];
     let want = CpuExecutor.run(&mut CpuExecutor.load(&p)?, &[&ins[0], &ins[1]])?;
     let lp = s.load(&p, &[Some(0), None], &[Some(0), None])?;
-    assert!(
-        lp.module()
-            .contains("mhlo.sharding = \"{devices=[4,1]0,1,2,3}\""),
-        "{}",
-        lp.module()
-    );
+    let want_attr = match part {
+        Partitioner::Gspmd => "mhlo.sharding = \"{devices=[4,1]0,1,2,3}\"",
+        Partitioner::Shardy => "sdy.sharding = #sdy.sharding<@mesh, [{\"d\"}, {}]>",
+    };
+    assert!(lp.module().contains(want_attr), "{}", lp.module());
     let bx = s.upload(&ins[0], Some(0))?;
     let bw = s.upload(&ins[1], None)?;
     assert_eq!(bx.shards()[1].shape(), &[2, 6]);
@@ -61,8 +75,19 @@ fn matmul_with_split_batch() -> Result<()> {
 }
 
 #[test]
-fn tiny_model_fsdp_steps_on_four_devices() -> Result<()> {
-    let Some(s) = spmd(4) else { return Ok(()) };
+fn tiny_model_fsdp_steps_on_four_devices_gspmd() -> Result<()> {
+    tiny_model_fsdp_steps_on_four_devices(Partitioner::Gspmd)
+}
+
+#[test]
+fn tiny_model_fsdp_steps_on_four_devices_shardy() -> Result<()> {
+    tiny_model_fsdp_steps_on_four_devices(Partitioner::Shardy)
+}
+
+fn tiny_model_fsdp_steps_on_four_devices(part: Partitioner) -> Result<()> {
+    let Some(s) = spmd(4, part) else {
+        return Ok(());
+    };
     let (b, l, v) = (4, 8, 64);
     let cfg = GiddConfig::from_json(serde_json::json!({
         "vocab_size": v, "hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -96,19 +121,34 @@ fn tiny_model_fsdp_steps_on_four_devices() -> Result<()> {
     let mut names = p.names();
     names.extend(["z", "x", "l", "mask"].map(String::from));
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let prog = Program::compile(&outs, &refs)?;
+    let np = cfg.param_shapes().len();
+    // Each parameter is donated to its update: the FSDP shards are updated in place.
+    let aliases: Vec<(usize, usize)> = (0..np).map(|i| (i, 1 + i)).collect();
+    let prog = Program::compile(&outs, &refs)?.with_aliases(&aliases)?;
 
     // FSDP: every input split on dim 0 where it divides (params and the batch); the new
     // parameters come out with their parameters' layout, the loss replicated.
     let in_types: Vec<_> = prog.input_types().into_iter().map(|(_, t)| t).collect();
     let in_layout = fsdp_layout(&in_types, 4);
-    let np = cfg.param_shapes().len();
     let mut out_layout = vec![None];
     out_layout.extend(in_layout[..np].iter().copied());
     let split = in_layout.iter().filter(|s| s.is_some()).count();
     let t0 = Instant::now();
     let lp = s.load(&prog, &in_layout, &out_layout)?;
     let compile = t0.elapsed();
+    let shard_bytes: u64 = in_types[..np]
+        .iter()
+        .zip(&in_layout)
+        .map(|(t, sp)| (t.numel() * 4 / if sp.is_some() { 4 } else { 1 }) as u64)
+        .sum();
+    let plan = lp
+        .executable()
+        .memory_stats()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        plan.alias_bytes, shard_bytes,
+        "per-device state aliased: {plan:?}"
+    );
 
     let mut r = rng(9);
     let mut host: Vec<HostTensor> = cfg
@@ -137,14 +177,13 @@ fn tiny_model_fsdp_steps_on_four_devices() -> Result<()> {
         let mut hr: Vec<&HostTensor> = host.iter().collect();
         hr.extend(data.iter());
         let mut want = CpuExecutor.run(&mut cpu_lp, &hr)?;
-        let mut dr: Vec<_> = dev.iter().collect();
-        dr.extend(dev_data.iter());
-        let mut got = s.run(&lp, &dr)?;
+        let rest: Vec<_> = dev_data.iter().collect();
+        let mut got = s.run_donating(&lp, std::mem::take(&mut dev), &rest)?;
         let (c, x) = (
             want[0].to_f32_vec()[0],
             s.download(&got[0])?.to_f32_vec()[0],
         );
-        eprintln!("fsdp step {step}: loss cpu {c:.7} xla x4 {x:.7}");
+        eprintln!("fsdp ({part:?}) step {step}: loss cpu {c:.7} xla x4 {x:.7}");
         assert!(((x - c) / c).abs() <= 1e-4, "step {step}: loss {x} vs {c}");
         host = want.split_off(1);
         dev = got.split_off(1);
@@ -153,7 +192,7 @@ fn tiny_model_fsdp_steps_on_four_devices() -> Result<()> {
         assert_close(&format!("param {i}"), &s.download(d)?, h, GRAD);
     }
     eprintln!(
-        "fsdp over 4 devices: {split} of {} inputs split on dim 0, compile {:.0} ms",
+        "fsdp ({part:?}) over 4 devices: {split} of {} inputs split on dim 0, compile {:.0} ms",
         in_layout.len(),
         compile.as_secs_f64() * 1e3
     );

@@ -440,7 +440,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let n_params = cfg.num_params();
     eprintln!(
         "gidd train: {} layers, d {}, {} heads, vocab {}, {:.2}M params, seq {}, batch {}, {} steps, {} on {}",
-        cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, vocab, n_params as f64 / 1e6, r.seq, r.batch, r.steps, a.dtype, CpuExecutor.name()
+        cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, vocab, n_params as f64 / 1e6, r.seq, r.batch, r.steps, a.dtype,
+        // The xla executor names itself once its plugin is loaded (the "compiled the step" line).
+        if a.backend == "cpu" { CpuExecutor.name() } else { format!("{} (host: {})", a.backend, CpuExecutor.name()) }
     );
     let (prog, _order) = step::build_step(&cfg, &sched, &no, &oo, &lo, r.batch, r.seq, dtype)?;
     let eval = EvalSet::build(data.source.as_ref(), heldout, r.seq, 4 * r.batch)?;

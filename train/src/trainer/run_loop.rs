@@ -73,6 +73,9 @@ pub(super) fn train_loop<E: Executor>(
         prog.planned_bytes() as f64 / (1 << 20) as f64,
         prog.unplanned_bytes() as f64 / (1 << 20) as f64
     );
+    if let Some(m) = exec.memory_plan(&lp) {
+        eprintln!("{m}");
+    }
     let up = |t: &HostTensor| exec.upload(t);
     let mut dp: Vec<E::Buffer> = params
         .iter()
@@ -135,14 +138,10 @@ pub(super) fn train_loop<E: Executor>(
         let (m, state): (Vec<f64>, Vec<E::Buffer>) = match &mut accum {
             None => {
                 let outs = {
-                    let mut ins: Vec<&E::Buffer> = dp.iter().collect();
-                    ins.extend(dmu.iter());
-                    ins.extend(dnu.iter());
-                    ins.push(&labels);
-                    ins.push(&seed_t);
-                    ins.push(&step_t);
-                    ins.extend(sc.iter());
-                    exec.run(&mut lp, &ins)?
+                    let mut rest: Vec<&E::Buffer> = vec![&labels, &seed_t, &step_t];
+                    rest.extend(sc.iter());
+                    // The state is donated: a device executor updates it in place.
+                    exec.run_donating(&mut lp, take_state(&mut dp, &mut dmu, &mut dnu), &rest)?
                 };
                 let m = outs[..METRICS.len()]
                     .iter()
@@ -189,13 +188,11 @@ pub(super) fn train_loop<E: Executor>(
                         })
                     })
                     .collect::<gidd_engine::Result<_>>()?;
-                let mut ins: Vec<&E::Buffer> = dp.iter().collect();
-                ins.extend(dmu.iter());
-                ins.extend(dnu.iter());
-                ins.extend(gbufs.iter());
-                ins.extend(sc.iter());
-                ins.push(&scale);
-                let o = exec.run(lupdate, &ins)?;
+                let mut rest: Vec<&E::Buffer> = gbufs.iter().collect();
+                rest.extend(sc.iter());
+                rest.push(&scale);
+                let o =
+                    exec.run_donating(lupdate, take_state(&mut dp, &mut dmu, &mut dnu), &rest)?;
                 let gn = exec.download(&o[0])?.to_f64_vec()[0];
                 let m = vec![
                     sums[0] / count,
@@ -220,10 +217,18 @@ pub(super) fn train_loop<E: Executor>(
                     .unwrap_or_else(|| "none (no checkpoint saved yet)".into())
             );
         }
-        let mut it = state.into_iter();
-        for p in dp.iter_mut().chain(dmu.iter_mut()).chain(dnu.iter_mut()) {
-            *p = it.next().context("step output")?;
+        let n = params.len();
+        if state.len() != 3 * n {
+            bail!(
+                "the step returned {} state tensors, expected {}",
+                state.len(),
+                3 * n
+            );
         }
+        let mut it = state.into_iter();
+        dp = it.by_ref().take(n).collect();
+        dmu = it.by_ref().take(n).collect();
+        dnu = it.collect();
         c.start += 1;
         let start = c.start;
         let tps = (r.batch * r.seq) as f64 / dt;
@@ -305,4 +310,12 @@ pub(super) fn train_loop<E: Executor>(
     }
     download_all(&dp, &dmu, &dnu, params, mu, nu)?;
     Ok(last_good)
+}
+
+/// Moves parameters, mu and nu out, in the step's input order, to donate them.
+fn take_state<B>(dp: &mut Vec<B>, dmu: &mut Vec<B>, dnu: &mut Vec<B>) -> Vec<B> {
+    let mut v = std::mem::take(dp);
+    v.append(dmu);
+    v.append(dnu);
+    v
 }

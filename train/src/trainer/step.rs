@@ -166,7 +166,14 @@ pub fn build_step(
     order.extend(["labels", "seed", "step"].iter().map(|s| s.to_string()));
     order.extend(SCALARS.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
-    Ok((Program::compile(&outs, &refs)?, order))
+    let state = state_aliases(3 * names.len(), METRICS.len());
+    Ok((Program::compile(&outs, &refs)?.with_aliases(&state)?, order))
+}
+
+/// Parameters, mu and nu (the first `n` inputs) each alias their updated output, which
+/// starts at output `first`: an executor that is given the state updates it in place.
+fn state_aliases(n: usize, first: usize) -> Vec<(usize, usize)> {
+    (0..n).map(|i| (i, first + i)).collect()
 }
 
 /// Held-out evaluation: mean ELBO (nats per noisy token) and the count, under noise drawn from (seed, step).
@@ -295,5 +302,5 @@ pub fn build_update(cfg: &GiddConfig, oo: &OptimOpts) -> Result<Program> {
     order.extend(SCALARS.iter().map(|s| s.to_string()));
     order.push("grad_scale".into());
     let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
-    Program::compile(&outs, &refs)
+    Program::compile(&outs, &refs)?.with_aliases(&state_aliases(3 * names.len(), 1))
 }
