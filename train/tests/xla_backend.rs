@@ -287,6 +287,48 @@ fn tiny_preset_losses_match_between_cpu_and_xla() {
     }
 }
 
+/// `gidd train --backend xla --devices 4`: FSDP over four devices of the CPU plugin, with
+/// either partitioner, trains the tiny preset as one device does: the same bar as the
+/// single-device run (steps 1-3, before the body's first sign-only update, within 1e-4;
+/// the rest printed).
+#[test]
+fn fsdp_over_four_devices_trains_as_one_device() {
+    if !plugin_available() {
+        return;
+    }
+    let cache = workdir("fsdp-cache");
+    let cpu_dir = workdir("fsdp-cpu");
+    let cpu = train("cpu", &cpu_dir, &cache, &[]);
+    let loss = |m: &serde_json::Value| m["loss"].as_f64().expect("loss");
+    for part in ["gspmd", "shardy"] {
+        let dir = workdir(&format!("fsdp-{part}"));
+        let x = train(
+            "xla",
+            &dir,
+            &cache,
+            &["--devices", "4", "--partitioner", part],
+        );
+        assert_eq!(x.len(), STEPS, "{part}: every step logged");
+        let r: Vec<f64> = (0..STEPS)
+            .map(|s| rel(loss(&cpu[s]), loss(&x[s])))
+            .collect();
+        eprintln!(
+            "fsdp x4 ({part}) vs cpu, relative loss difference per step: {}",
+            r.iter()
+                .map(|v| format!("{v:.1e}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for (s, v) in r.iter().enumerate().take(3) {
+            assert!(*v <= TOL, "{part}: step {} losses differ by {v:.1e}", s + 1);
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    for d in [&cpu_dir, &cache] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
 /// `gidd generate --backend xla` (the KV-cached canvas: one prefix and one step program per
 /// block shape, compiled by XLA) writes exactly what the cpu executor writes: same seed,
 /// same tokens, on the golden mask-small checkpoint.

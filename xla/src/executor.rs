@@ -122,16 +122,7 @@ impl Executor for XlaExecutor {
     }
 
     fn memory_plan(&self, lp: &XlaProgram) -> Option<String> {
-        let m = lp.exe.memory_stats().ok()?;
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        Some(format!(
-            "xla memory plan: arguments {:.1} MiB, outputs {:.1} MiB of which {:.1} MiB in donated arguments, temporaries {:.1} MiB: peak {:.1} MiB",
-            mib(m.argument_bytes),
-            mib(m.output_bytes),
-            mib(m.alias_bytes),
-            mib(m.temp_bytes),
-            mib(m.peak_bytes())
-        ))
+        Some(plan_line(&lp.exe.memory_stats().ok()?))
     }
 
     fn run_donating(
@@ -152,6 +143,19 @@ impl Executor for XlaExecutor {
         // The donated handles are destroyed here; their memory now belongs to the outputs.
         self.execute(lp, &ins, &keep)
     }
+}
+
+/// XLA's memory plan of one run, in MiB.
+pub(crate) fn plan_line(m: &crate::pjrt::MemoryStats) -> String {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    format!(
+        "xla memory plan: arguments {:.1} MiB, outputs {:.1} MiB of which {:.1} MiB in donated arguments, temporaries {:.1} MiB: peak {:.1} MiB",
+        mib(m.argument_bytes),
+        mib(m.output_bytes),
+        mib(m.alias_bytes),
+        mib(m.temp_bytes),
+        mib(m.peak_bytes())
+    )
 }
 
 /// The program's aliased input indices, sorted.

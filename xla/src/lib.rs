@@ -2,7 +2,8 @@
 //! ([`emit`]), compiled and run through a PJRT C-API plugin loaded at run time
 //! ([`pjrt`]: libtpu on TPUs, the XLA GPU plugin, the XLA CPU plugin in CI), behind
 //! the engine's `Executor` trait ([`XlaExecutor`]). [`spmd`] partitions a program
-//! over several devices of one client (FSDP: parameters and batch split on dim 0).
+//! over several devices of one client (FSDP: parameters and batch split on dim 0);
+//! [`FsdpExecutor`] puts that behind the `Executor` trait for the trainer.
 //!
 //! ```ignore
 //! let xla = XlaExecutor::new(None)?; // --pjrt-plugin, $GIDD_PJRT_PLUGIN or .xla-plugin/
@@ -15,6 +16,7 @@ pub mod emit;
 pub mod error;
 pub mod executor;
 mod ffi;
+pub mod fsdp;
 mod hlo_text;
 pub mod pjrt;
 pub mod plugin;
@@ -23,6 +25,7 @@ pub mod spmd;
 pub use emit::{emit_graph, emit_module, emit_module_with, Sharding};
 pub use error::{Result, XlaError};
 pub use executor::{XlaExecutor, XlaProgram};
+pub use fsdp::{fsdp_module, FsdpExecutor};
 pub use pjrt::{
     find_plugin, load_plugin, Client, CompileOptions, DeviceBuffer, Executable, MemoryStats,
 };

@@ -55,6 +55,40 @@ pub enum Partitioner {
     Shardy,
 }
 
+/// The annotations that give `inputs` / `outputs` (one layout per tensor) over `n`
+/// devices, in the form `part` reads.
+pub fn annotations(
+    in_types: &[TensorType],
+    inputs: &[Split],
+    out_types: &[TensorType],
+    outputs: &[Split],
+    n: usize,
+    part: Partitioner,
+) -> Sharding {
+    let shardy = part == Partitioner::Shardy;
+    let text = |t: &TensorType, s: &Split| {
+        Some(if shardy {
+            sdy_sharding_text(*s, t.shape.len())
+        } else {
+            sharding_text(*s, t.shape.len(), n)
+        })
+    };
+    Sharding {
+        num_partitions: n,
+        mesh: shardy.then(|| format!("sdy.mesh @mesh = <[\"d\"={n}]>")),
+        args: in_types
+            .iter()
+            .zip(inputs)
+            .map(|(t, s)| text(t, s))
+            .collect(),
+        results: out_types
+            .iter()
+            .zip(outputs)
+            .map(|(t, s)| text(t, s))
+            .collect(),
+    }
+}
+
 /// Split on the first dimension when it divides evenly over `n` devices, else replicate.
 pub fn fsdp_layout(types: &[&TensorType], n: usize) -> Vec<Split> {
     types
@@ -133,6 +167,10 @@ impl SpmdExecutor {
         self
     }
 
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn partitioner(&self) -> Partitioner {
         self.partitioner
     }
@@ -166,27 +204,14 @@ impl SpmdExecutor {
             self.check_split(&t.shape, *s)?;
         }
         let shardy = self.partitioner == Partitioner::Shardy;
-        let text = |t: &TensorType, s: &Split| {
-            Some(if shardy {
-                sdy_sharding_text(*s, t.shape.len())
-            } else {
-                sharding_text(*s, t.shape.len(), self.n)
-            })
-        };
-        let sharding = Sharding {
-            num_partitions: self.n,
-            mesh: shardy.then(|| format!("sdy.mesh @mesh = <[\"d\"={}]>", self.n)),
-            args: in_types
-                .iter()
-                .zip(inputs)
-                .map(|(t, s)| text(t, s))
-                .collect(),
-            results: out_types
-                .iter()
-                .zip(outputs)
-                .map(|(t, s)| text(t, s))
-                .collect(),
-        };
+        let sharding = annotations(
+            &in_types,
+            inputs,
+            &out_types,
+            outputs,
+            self.n,
+            self.partitioner,
+        );
         let module = emit_module_with(p, Some(&sharding))?;
         let exe = self.client.compile(
             &module,

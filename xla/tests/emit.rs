@@ -3,7 +3,7 @@
 
 use gidd_engine::op::{DotDims, ReduceOp};
 use gidd_engine::{DType, Graph, Op, Result};
-use gidd_xla::{emit_graph, emit_module_with, Sharding};
+use gidd_xla::{emit_graph, emit_module_with, fsdp_module, Partitioner, Sharding};
 
 #[test]
 fn golden_module() -> Result<()> {
@@ -101,5 +101,33 @@ fn sharding_annotations() -> Result<()> {
         m.contains("-> (tensor<f32> {mhlo.sharding = \"{replicated}\"})"),
         "{m}"
     );
+    Ok(())
+}
+
+#[test]
+fn fsdp_module_annotates_by_shape_for_both_partitioners() -> Result<()> {
+    let g = Graph::new();
+    let w = g.input("w", &[8, 3], DType::F32);
+    let b = g.input("b", &[3], DType::F32);
+    let w2 = w.add(&b)?;
+    let p = gidd_engine::Program::compile(&[w2.sum_all()?, w2], &["w", "b"])?
+        .with_aliases(&[(0, 1)])?;
+    let m = fsdp_module(&p, 4, Partitioner::Gspmd).map_err(gidd_engine::Error::from)?;
+    for want in [
+        "%arg0: tensor<8x3xf32> {mhlo.sharding = \"{devices=[4,1]0,1,2,3}\", tf.aliasing_output = 1 : i32}",
+        "%arg1: tensor<3xf32> {mhlo.sharding = \"{replicated}\"}",
+        "-> (tensor<f32> {mhlo.sharding = \"{replicated}\"}, tensor<8x3xf32> {mhlo.sharding = \"{devices=[4,1]0,1,2,3}\"})",
+    ] {
+        assert!(m.contains(want), "gspmd: missing {want:?} in\n{m}");
+    }
+    let m = fsdp_module(&p, 4, Partitioner::Shardy).map_err(gidd_engine::Error::from)?;
+    for want in [
+        "  sdy.mesh @mesh = <[\"d\"=4]>\n",
+        "%arg0: tensor<8x3xf32> {sdy.sharding = #sdy.sharding<@mesh, [{\"d\"}, {}]>, tf.aliasing_output = 1 : i32}",
+        "%arg1: tensor<3xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}]>}",
+        "-> (tensor<f32> {sdy.sharding = #sdy.sharding<@mesh, []>}",
+    ] {
+        assert!(m.contains(want), "shardy: missing {want:?} in\n{m}");
+    }
     Ok(())
 }

@@ -152,7 +152,12 @@ fn info(checkpoint: &std::path::Path) -> Result<()> {
 
 fn export_hlo(out: &std::path::Path, a: &gidd_train::trainer::TrainArgs) -> Result<()> {
     let p = gidd_train::trainer::step_program(a)?;
-    let text = gidd_xla::emit_module(&p)?;
+    let text = if a.devices > 1 {
+        let part = gidd_train::trainer::partitioner(a)?;
+        gidd_xla::fsdp_module(&p, a.devices, part)?
+    } else {
+        gidd_xla::emit_module(&p)?
+    };
     gidd_ports::write_atomic(out, text.as_bytes())?;
     eprintln!(
         "wrote {} ({} bytes, {} inputs, {} outputs)",

@@ -18,7 +18,7 @@ use gidd_model::{GiddConfig, Schedule};
 use noise::NoiseOpts;
 use optim::{group_of, Group, OptimOpts};
 use run_loop::{train_loop, Accum, LoopCtx};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use step::LossOpts;
 
@@ -134,6 +134,13 @@ pub struct TrainArgs {
     pub backend: String,
     #[arg(long)]
     pub pjrt_plugin: Option<PathBuf>,
+    /// Devices to train over with --backend xla: FSDP (parameters, optimizer state and the
+    /// batch split on their first dimension across the devices; XLA partitions the step).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// SPMD partitioner for --devices > 1: gspmd or shardy.
+    #[arg(long, default_value = "gspmd")]
+    pub partitioner: String,
     #[arg(long)]
     pub threads: Option<usize>,
     /// Held-out ELBO every N steps (default: every quarter of the run; 0: only at the end).
@@ -361,10 +368,42 @@ pub fn step_program(a: &TrainArgs) -> Result<gidd_engine::Program> {
     .0)
 }
 
+/// The SPMD partitioner `--partitioner` names.
+pub fn partitioner(a: &TrainArgs) -> Result<gidd_xla::Partitioner> {
+    Ok(match a.partitioner.as_str() {
+        "gspmd" => gidd_xla::Partitioner::Gspmd,
+        "shardy" => gidd_xla::Partitioner::Shardy,
+        p => bail!("--partitioner {p}: use gspmd or shardy"),
+    })
+}
+
+/// A PJRT client with at least `devices` devices: the XLA CPU plugin is asked for that
+/// many (`cpu_device_count`); other plugins have the devices they have.
+fn xla_client(plugin: Option<&Path>, devices: usize) -> Result<gidd_xla::Client> {
+    let api = gidd_xla::load_plugin(&gidd_xla::find_plugin(plugin)?)?;
+    let c = gidd_xla::Client::new(api)?;
+    if c.device_count() >= devices || c.platform() != "cpu" {
+        return Ok(c);
+    }
+    drop(c);
+    Ok(gidd_xla::Client::with_options(
+        api,
+        &[("cpu_device_count", devices as i64)],
+    )?)
+}
+
 pub fn run(a: &TrainArgs) -> Result<()> {
     if a.backend != "cpu" && a.backend != "xla" {
         bail!(
             "--backend {}: use cpu or xla (wgpu and cuda are not built yet)",
+            a.backend
+        );
+    }
+    let partitioner = partitioner(a)?;
+    if a.devices == 0 || (a.devices > 1 && a.backend != "xla") {
+        bail!(
+            "--devices {} --backend {}: training over several devices needs --backend xla (and at least 1 device)",
+            a.devices,
             a.backend
         );
     }
@@ -485,6 +524,20 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         },
     };
     let last_good = match a.backend.as_str() {
+        "xla" if a.devices > 1 => {
+            if r.batch % a.devices != 0 {
+                eprintln!(
+                    "note: batch {} does not divide over {} devices: every device computes the whole batch (only the state is split)",
+                    r.batch, a.devices
+                );
+            }
+            let exec = gidd_xla::FsdpExecutor::new(
+                xla_client(a.pjrt_plugin.as_deref(), a.devices)?,
+                a.devices,
+                partitioner,
+            )?;
+            train_loop(&exec, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?
+        }
         "xla" => {
             let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
             train_loop(&exec, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?
