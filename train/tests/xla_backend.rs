@@ -329,6 +329,41 @@ fn fsdp_over_four_devices_trains_as_one_device() {
     }
 }
 
+/// Gradient accumulation on xla (one and four devices): the running gradient sums stay on
+/// the device (donated to each micro-batch's program) and the update equals the cpu run's.
+#[test]
+fn gradient_accumulation_on_xla_matches_cpu() {
+    if !plugin_available() {
+        return;
+    }
+    let cache = workdir("accum-cache");
+    let micro = ["--micro_batch_size", "8"];
+    let cpu_dir = workdir("accum-cpu");
+    let cpu = train("cpu", &cpu_dir, &cache, &micro);
+    for devices in ["1", "4"] {
+        let dir = workdir(&format!("accum-xla{devices}"));
+        let mut extra = micro.to_vec();
+        extra.extend(["--devices", devices]);
+        let x = train("xla", &dir, &cache, &extra);
+        assert_eq!(x.len(), STEPS);
+        for s in 0..3 {
+            for key in ["loss", "grad_norm"] {
+                let (c, v) = (cpu[s][key].as_f64().unwrap(), x[s][key].as_f64().unwrap());
+                let r = rel(c, v);
+                assert!(
+                    r <= TOL,
+                    "x{devices} step {}: {key} cpu {c} xla {v} differ by {r:.1e}",
+                    s + 1
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    for d in [&cpu_dir, &cache] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
 /// `gidd generate --backend xla` (the KV-cached canvas: one prefix and one step program per
 /// block shape, compiled by XLA) writes exactly what the cpu executor writes: same seed,
 /// same tokens, on the golden mask-small checkpoint.

@@ -56,7 +56,11 @@ pub(super) fn train_loop<E: Executor>(
 ) -> Result<Option<PathBuf>> {
     let (a, r, cfg, oo) = (c.a, c.r, c.cfg, c.oo);
     let t0 = Instant::now();
-    let mut lp = exec.load(prog)?;
+    // With gradient accumulation the fused step is never run: it is not compiled.
+    let mut lp = match c.accum {
+        None => Some(exec.load(prog)?),
+        Some(_) => None,
+    };
     let mut accum = match &c.accum {
         Some(acc) => Some((
             exec.load(&acc.micro_prog)?,
@@ -65,16 +69,28 @@ pub(super) fn train_loop<E: Executor>(
         )),
         None => None,
     };
+    let shown = c.accum.as_ref().map_or(prog, |acc| &acc.micro_prog);
     eprintln!(
-        "compiled the step for {} in {:.1}s: {} ops, {:.1} MiB planned for intermediates (vs {:.1} MiB unplanned)",
+        "compiled the {} for {} in {:.1}s: {} ops, {:.1} MiB planned for intermediates on the cpu executor (vs {:.1} MiB unplanned)",
+        if c.accum.is_some() { "micro-batch step and update" } else { "step" },
         exec.name(),
         t0.elapsed().as_secs_f64(),
-        prog.nodes.len(),
-        prog.planned_bytes() as f64 / (1 << 20) as f64,
-        prog.unplanned_bytes() as f64 / (1 << 20) as f64
+        shown.nodes.len(),
+        shown.planned_bytes() as f64 / (1 << 20) as f64,
+        shown.unplanned_bytes() as f64 / (1 << 20) as f64
     );
-    if let Some(m) = exec.memory_plan(&lp) {
-        eprintln!("{m}");
+    let plans = match (&lp, &accum) {
+        (Some(l), _) => vec![("step", exec.memory_plan(l))],
+        (None, Some((m, u, _))) => vec![
+            ("micro-batch", exec.memory_plan(m)),
+            ("update", exec.memory_plan(u)),
+        ],
+        (None, None) => vec![],
+    };
+    for (what, plan) in plans {
+        if let Some(p) = plan {
+            eprintln!("{what}: {p}");
+        }
     }
     let up = |t: &HostTensor| exec.upload(t);
     let mut dp: Vec<E::Buffer> = params
@@ -137,11 +153,12 @@ pub(super) fn train_loop<E: Executor>(
         let t = Instant::now();
         let (m, state): (Vec<f64>, Vec<E::Buffer>) = match &mut accum {
             None => {
+                let lp = lp.as_mut().context("the fused step was not compiled")?;
                 let outs = {
                     let mut rest: Vec<&E::Buffer> = vec![&labels, &seed_t, &step_t];
                     rest.extend(sc.iter());
                     // The state is donated: a device executor updates it in place.
-                    exec.run_donating(&mut lp, take_state(&mut dp, &mut dmu, &mut dnu), &rest)?
+                    exec.run_donating(lp, take_state(&mut dp, &mut dmu, &mut dnu), &rest)?
                 };
                 let m = outs[..METRICS.len()]
                     .iter()
@@ -154,41 +171,33 @@ pub(super) fn train_loop<E: Executor>(
                 // that part of the full batch's noise (keyed by row), so only summation order differs.
                 let n = r.batch / acc.micro;
                 let mut sums = [0f64; 5];
-                let mut gsum: Vec<Vec<f32>> =
-                    params.iter().map(|(_, t)| vec![0f32; t.numel()]).collect();
+                // The running gradient sums start at zero and stay with the executor.
+                let mut gsum: Vec<E::Buffer> = params
+                    .iter()
+                    .map(|(_, p)| {
+                        up(&HostTensor {
+                            shape: p.shape.clone(),
+                            data: gidd_engine::Data::F32(vec![0f32; p.numel()]),
+                        })
+                    })
+                    .collect::<gidd_engine::Result<_>>()?;
                 for i in 0..n {
                     let li = up(&rows_tensor(
                         &rows[i * acc.micro..(i + 1) * acc.micro],
                         r.seq,
                     )?)?;
                     let r0 = up(&HostTensor::u32(vec![], vec![(i * acc.micro) as u32])?)?;
-                    let mut ins: Vec<&E::Buffer> = dp.iter().collect();
-                    ins.extend([&li, &seed_t, &step_t, &r0]);
-                    let o = exec.run(lmicro, &ins)?;
+                    let mut rest: Vec<&E::Buffer> = dp.iter().collect();
+                    rest.extend([&li, &seed_t, &step_t, &r0]);
+                    let o = exec.run_donating(lmicro, std::mem::take(&mut gsum), &rest)?;
                     for (j, s) in sums.iter_mut().enumerate() {
                         *s += exec.download(&o[j])?.to_f64_vec()[0];
                     }
-                    for (acc_g, b) in gsum.iter_mut().zip(&o[5..]) {
-                        let h = exec.download(b)?;
-                        acc_g
-                            .iter_mut()
-                            .zip(h.as_f32()?)
-                            .for_each(|(a, &x)| *a += x);
-                    }
+                    gsum = o.into_iter().skip(sums.len()).collect();
                 }
                 let count = sums[4].max(1.0);
                 let scale = up(&f32_scalar(if acc.sum { 1.0 } else { 1.0 / count }))?;
-                let gbufs: Vec<E::Buffer> = gsum
-                    .into_iter()
-                    .zip(params.iter())
-                    .map(|(g, (_, p))| {
-                        up(&HostTensor {
-                            shape: p.shape.clone(),
-                            data: gidd_engine::Data::F32(g),
-                        })
-                    })
-                    .collect::<gidd_engine::Result<_>>()?;
-                let mut rest: Vec<&E::Buffer> = gbufs.iter().collect();
+                let mut rest: Vec<&E::Buffer> = gsum.iter().collect();
                 rest.extend(sc.iter());
                 rest.push(&scale);
                 let o =

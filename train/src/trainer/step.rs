@@ -170,8 +170,8 @@ pub fn build_step(
     Ok((Program::compile(&outs, &refs)?.with_aliases(&state)?, order))
 }
 
-/// Parameters, mu and nu (the first `n` inputs) each alias their updated output, which
-/// starts at output `first`: an executor that is given the state updates it in place.
+/// The first `n` inputs (parameters, mu and nu; or gradient sums) each alias their updated
+/// output, which starts at output `first`: an executor given them updates them in place.
 fn state_aliases(n: usize, first: usize) -> Vec<(usize, usize)> {
     (0..n).map(|i| (i, first + i)).collect()
 }
@@ -223,9 +223,11 @@ pub fn build_eval(
     Ok((Program::compile(&[elbo_sum, count], &refs)?, order))
 }
 
-/// Gradient accumulation, part 1: one micro-batch's loss sums and the gradients of
-/// its summed (scaled) loss. Inputs: params, labels, seed, step. Outputs:
-/// [loss_sum, elbo_sum, kl_sum, is_sum, noisy_tokens], then one gradient per parameter.
+/// Gradient accumulation, part 1: one micro-batch's loss sums and the running sums of the
+/// gradients of each micro-batch's summed (scaled) loss, kept where the executor keeps
+/// them (on a device, no gradient crosses to the host). Inputs: acc.* (the sums so far,
+/// donated: each aliases its update), params, labels, seed, step, row0. Outputs:
+/// [loss_sum, elbo_sum, kl_sum, is_sum, noisy_tokens], then acc + grad per parameter.
 #[allow(clippy::too_many_arguments)]
 pub fn build_micro(
     cfg: &GiddConfig,
@@ -238,6 +240,7 @@ pub fn build_micro(
 ) -> Result<Program> {
     let g = Graph::new();
     let p = Params::declare(&g, cfg);
+    let acc = declare_like(&g, &p, "acc");
     let labels = g.input("labels", &[batch, seq], DType::I32);
     let seed = g.input("seed", &[2], DType::U32);
     let step = g.input("step", &[], DType::U32);
@@ -264,15 +267,20 @@ pub fn build_micro(
         masked(&t.is_loss)?,
         nb.noise_mask.sum_all()?,
     ];
-    outs.extend(grads);
-    let mut order = p.names();
+    for (a, gr) in acc.iter().zip(&grads) {
+        outs.push(a.add(gr)?);
+    }
+    let names = p.names();
+    let mut order: Vec<String> = names.iter().map(|n| format!("acc.{n}")).collect();
+    order.extend(names.iter().cloned());
     order.extend(
         ["labels", "seed", "step", "row0"]
             .iter()
             .map(|s| s.to_string()),
     );
     let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
-    Program::compile(&outs, &refs)
+    let first = outs.len() - names.len();
+    Program::compile(&outs, &refs)?.with_aliases(&state_aliases(names.len(), first))
 }
 
 /// Gradient accumulation, part 2: the optimizer update from accumulated gradients
