@@ -228,36 +228,25 @@ impl Client {
             num_outputs: 0,
             num_partitions: 1,
         };
-        let mut g = ffi::LoadedGetExecutableArgs {
-            size: std::mem::size_of::<ffi::LoadedGetExecutableArgs>(),
-            ext: NULL,
-            loaded: exe.raw,
-            executable: NULL,
-        };
-        // SAFETY: the unloaded executable is ours to free after the two queries.
-        unsafe {
-            api.call(ffi::LOADED_GET_EXECUTABLE, &mut g)?;
+        let (outs, parts) = exe.query(|x| {
             let count = |f: Fun| -> Result<usize> {
                 let mut c = ffi::ExecutableCountArgs {
                     size: std::mem::size_of::<ffi::ExecutableCountArgs>(),
                     ext: NULL,
-                    executable: g.executable,
+                    executable: x,
                     count: 0,
                 };
-                api.call(f, &mut c)?;
+                // SAFETY: `x` is live for the query.
+                unsafe { api.call(f, &mut c)? };
                 Ok(c.count)
             };
-            let outs = count(ffi::EXECUTABLE_NUM_OUTPUTS);
-            let parts = count(ffi::EXECUTABLE_NUM_PARTITIONS);
-            let mut d = ffi::ExecutableArgs {
-                size: std::mem::size_of::<ffi::ExecutableArgs>(),
-                ext: NULL,
-                executable: g.executable,
-            };
-            let _ = api.call(ffi::EXECUTABLE_DESTROY, &mut d);
-            exe.num_outputs = outs?;
-            exe.num_partitions = parts?.max(1);
-        }
+            Ok((
+                count(ffi::EXECUTABLE_NUM_OUTPUTS)?,
+                count(ffi::EXECUTABLE_NUM_PARTITIONS)?,
+            ))
+        })?;
+        exe.num_outputs = outs;
+        exe.num_partitions = parts.max(1);
         Ok(exe)
     }
 
@@ -355,33 +344,42 @@ impl Executable {
     /// (argument memory reused by outputs) and temporary bytes.
     pub fn memory_stats(&self) -> Result<MemoryStats> {
         let api = self.client.api;
-        let mut g = ffi::LoadedGetExecutableArgs {
-            size: std::mem::size_of::<ffi::LoadedGetExecutableArgs>(),
-            ext: NULL,
-            loaded: self.raw,
-            executable: NULL,
-        };
-        // SAFETY: the unloaded executable is freed after the one query.
-        unsafe {
-            api.call(ffi::LOADED_GET_EXECUTABLE, &mut g)?;
-            let mut m: ffi::MemoryStatsArgs = std::mem::zeroed();
+        self.query(|x| {
+            // SAFETY: plain data; all-zero is a valid start.
+            let mut m: ffi::MemoryStatsArgs = unsafe { std::mem::zeroed() };
             m.size = std::mem::size_of::<ffi::MemoryStatsArgs>();
-            m.executable = g.executable;
-            let r = api.call(ffi::EXECUTABLE_MEMORY_STATS, &mut m);
-            let mut d = ffi::ExecutableArgs {
-                size: std::mem::size_of::<ffi::ExecutableArgs>(),
-                ext: NULL,
-                executable: g.executable,
-            };
-            let _ = api.call(ffi::EXECUTABLE_DESTROY, &mut d);
-            r?;
+            m.executable = x;
+            // SAFETY: `x` is live for the query.
+            unsafe { api.call(ffi::EXECUTABLE_MEMORY_STATS, &mut m)? };
             Ok(MemoryStats {
                 argument_bytes: m.argument_size as u64,
                 output_bytes: m.output_size as u64,
                 alias_bytes: m.alias_size as u64,
                 temp_bytes: m.temp_size as u64,
             })
-        }
+        })
+    }
+
+    /// Runs `f` on the (unloaded) PJRT_Executable behind this loaded one, then frees it.
+    fn query<T>(&self, f: impl FnOnce(Raw) -> Result<T>) -> Result<T> {
+        let api = self.client.api;
+        let mut g = ffi::LoadedGetExecutableArgs {
+            size: std::mem::size_of::<ffi::LoadedGetExecutableArgs>(),
+            ext: NULL,
+            loaded: self.raw,
+            executable: NULL,
+        };
+        // SAFETY: the unloaded executable is ours to free, once, after `f`.
+        unsafe { api.call(ffi::LOADED_GET_EXECUTABLE, &mut g)? };
+        let r = f(g.executable);
+        let mut d = ffi::ExecutableArgs {
+            size: std::mem::size_of::<ffi::ExecutableArgs>(),
+            ext: NULL,
+            executable: g.executable,
+        };
+        // SAFETY: see above.
+        let _ = unsafe { api.call(ffi::EXECUTABLE_DESTROY, &mut d) };
+        r
     }
 
     /// Runs on every device of the executable: `args[d]` are device d's arguments;

@@ -644,7 +644,22 @@ pub fn elbo_over(
 ) -> Result<(f64, f64)> {
     let (prog, _) = step::build_eval(cfg, s, no, batch, seq, dtype)?;
     let mut lp = CpuExecutor.load(&prog)?;
-    let seed = HostTensor::u32(vec![2], vec![0xe7a1, 0x5eed])?;
+    let refs: Vec<&HostTensor> = params.iter().map(|(_, t)| t).collect();
+    elbo_on(&CpuExecutor, &mut lp, &refs, eval, batch, seq, reps)
+}
+
+/// [`elbo_over`] with the evaluation program (`step::build_eval`) loaded on `exec` and the
+/// parameters where `exec` keeps them: a device run evaluates without a host round trip.
+pub(crate) fn elbo_on<E: Executor>(
+    exec: &E,
+    lp: &mut E::Loaded,
+    params: &[&E::Buffer],
+    eval: &EvalSet,
+    batch: usize,
+    seq: usize,
+    reps: u32,
+) -> Result<(f64, f64)> {
+    let seed = exec.upload(&HostTensor::u32(vec![2], vec![0xe7a1, 0x5eed])?)?;
     let mut per_rep = vec![];
     for rep in 0..reps {
         let (mut sum, mut count) = (0.0, 0.0);
@@ -660,17 +675,14 @@ pub fn elbo_over(
             while rows.len() < batch {
                 rows.push(vec![2; seq]);
             }
-            let labels = rows_tensor(&rows, seq)?;
-            let valid_t = HostTensor::f32(vec![batch, seq], valid)?;
-            let step = HostTensor::u32(vec![], vec![rep * 100_003 + ci as u32])?;
-            let mut ins: Vec<&HostTensor> = params.iter().map(|(_, t)| t).collect();
-            ins.push(&labels);
-            ins.push(&valid_t);
-            ins.push(&seed);
-            ins.push(&step);
-            let out = CpuExecutor.run(&mut lp, &ins)?;
-            sum += out[0].to_f64_vec()[0];
-            count += out[1].to_f64_vec()[0];
+            let labels = exec.upload(&rows_tensor(&rows, seq)?)?;
+            let valid_t = exec.upload(&HostTensor::f32(vec![batch, seq], valid)?)?;
+            let step = exec.upload(&HostTensor::u32(vec![], vec![rep * 100_003 + ci as u32])?)?;
+            let mut ins: Vec<&E::Buffer> = params.to_vec();
+            ins.extend([&labels, &valid_t, &seed, &step]);
+            let out = exec.run(lp, &ins)?;
+            sum += exec.download(&out[0])?.to_f64_vec()[0];
+            count += exec.download(&out[1])?.to_f64_vec()[0];
         }
         per_rep.push(sum / count.max(1.0));
     }
@@ -680,7 +692,10 @@ pub fn elbo_over(
     Ok((mean, (var / n).sqrt()))
 }
 
-/// Mean held-out ELBO per token (nats), averaged over 4 noise draws.
+/// Noise draws the periodic and final held-out ELBO average over.
+pub(crate) const HELDOUT_REPS: u32 = 4;
+
+/// Mean held-out ELBO per token (nats), averaged over HELDOUT_REPS noise draws.
 #[allow(clippy::too_many_arguments)]
 fn heldout_elbo(
     cfg: &GiddConfig,
@@ -692,5 +707,5 @@ fn heldout_elbo(
     seq: usize,
     dtype: DType,
 ) -> Result<f64> {
-    Ok(elbo_over(cfg, s, no, params, eval, batch, seq, dtype, 4)?.0)
+    Ok(elbo_over(cfg, s, no, params, eval, batch, seq, dtype, HELDOUT_REPS)?.0)
 }

@@ -4,7 +4,7 @@ use super::checkpoint;
 use super::noise::NoiseOpts;
 use super::optim::{Group, OptimOpts};
 use super::step::METRICS;
-use super::{f32_scalar, heldout_elbo, rows_tensor, Resolved, TrainArgs};
+use super::{elbo_on, f32_scalar, rows_tensor, step, Resolved, TrainArgs, HELDOUT_REPS};
 use crate::data::packer::{EvalSet, Packer};
 use crate::progress::{hms, Progress};
 use anyhow::{bail, Context, Result};
@@ -132,6 +132,8 @@ pub(super) fn train_loop<E: Executor>(
             f32_peak
         };
     let mut last_good: Option<PathBuf> = None;
+    // The held-out evaluation program, compiled for `exec` at the first evaluation.
+    let mut leval: Option<E::Loaded> = None;
     let run_start = Instant::now();
     let first = c.start;
     let progress = Progress::new(first, r.steps, "[{bar:16.cyan/blue}] {pos}/{len} {msg}");
@@ -272,11 +274,19 @@ pub(super) fn train_loop<E: Executor>(
         let every = a.eval_steps.unwrap_or(r.steps / 4);
         let want_eval = every > 0 && start.is_multiple_of(every) && start < r.steps;
         let want_save = start.is_multiple_of(r.save_steps) || start == r.steps;
-        if want_eval || want_save {
+        if want_save {
             download_all(&dp, &dmu, &dnu, params, mu, nu)?;
         }
         if want_eval {
-            let e = heldout_elbo(cfg, c.sched, c.no, params, c.eval, r.batch, r.seq, c.dtype)?;
+            // On the executor, from the parameters where it keeps them.
+            let le = match &mut leval {
+                Some(l) => l,
+                None => leval.insert(
+                    exec.load(&step::build_eval(cfg, c.sched, c.no, r.batch, r.seq, c.dtype)?.0)?,
+                ),
+            };
+            let refs: Vec<&E::Buffer> = dp.iter().collect();
+            let e = elbo_on(exec, le, &refs, c.eval, r.batch, r.seq, HELDOUT_REPS)?.0;
             let mut msg = format!("  held-out ELBO {e:.4} nats/token ({:.4} bits)", e / LN_2);
             let mut line = serde_json::json!({
                 "step": start, "heldout_elbo": e, "heldout_elbo_bits": e / LN_2,
