@@ -72,6 +72,13 @@ pub struct GenArgs {
     pub backend: String,
     #[arg(long)]
     pub pjrt_plugin: Option<PathBuf>,
+    /// Devices to generate over with --backend xla (parameters split on their first
+    /// dimension, prompts of a batch across devices).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// SPMD partitioner for --devices > 1: gspmd or shardy.
+    #[arg(long, default_value = "gspmd")]
+    pub partitioner: String,
 }
 
 impl GenArgs {
@@ -236,6 +243,13 @@ pub fn run(a: &GenArgs) -> Result<()> {
         check_prompt(&m.cfg, i, &p.ids)?;
     }
     let dtype = crate::session::parse_dtype(&a.dtype)?;
+    if a.devices == 0 || (a.devices > 1 && a.backend != "xla") {
+        bail!(
+            "--devices {} --backend {}: generating over several devices needs --backend xla (and at least 1 device)",
+            a.devices,
+            a.backend
+        );
+    }
     match a.backend.as_str() {
         "cpu" => run_on(
             gidd_engine::CpuExecutor,
@@ -246,6 +260,14 @@ pub fn run(a: &GenArgs) -> Result<()> {
             tok.as_ref(),
             dtype,
         ),
+        "xla" if a.devices > 1 => {
+            let exec = gidd_xla::FsdpExecutor::new(
+                crate::session::xla_client(a.pjrt_plugin.as_deref(), a.devices)?,
+                a.devices,
+                crate::session::parse_partitioner(&a.partitioner)?,
+            )?;
+            run_on(exec, a, &m, &o, &prompts, tok.as_ref(), dtype)
+        }
         "xla" => {
             let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
             run_on(exec, a, &m, &o, &prompts, tok.as_ref(), dtype)

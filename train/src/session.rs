@@ -62,3 +62,27 @@ pub fn load_checkpoint(dir: &Path) -> anyhow::Result<Loaded> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Loaded { cfg, params })
 }
+
+/// The SPMD partitioner a `--partitioner` flag names: gspmd or shardy.
+pub fn parse_partitioner(s: &str) -> anyhow::Result<gidd_xla::Partitioner> {
+    Ok(match s {
+        "gspmd" => gidd_xla::Partitioner::Gspmd,
+        "shardy" => gidd_xla::Partitioner::Shardy,
+        p => bail!("--partitioner {p}: use gspmd or shardy"),
+    })
+}
+
+/// A PJRT client with at least `devices` devices: the XLA CPU plugin is asked for that
+/// many (`cpu_device_count`); other plugins have the devices they have.
+pub fn xla_client(plugin: Option<&Path>, devices: usize) -> anyhow::Result<gidd_xla::Client> {
+    let api = gidd_xla::load_plugin(&gidd_xla::find_plugin(plugin)?)?;
+    let c = gidd_xla::Client::new(api)?;
+    if c.device_count() >= devices || c.platform() != "cpu" {
+        return Ok(c);
+    }
+    drop(c);
+    Ok(gidd_xla::Client::with_options(
+        api,
+        &[("cpu_device_count", devices as i64)],
+    )?)
+}

@@ -365,8 +365,8 @@ fn gradient_accumulation_on_xla_matches_cpu() {
 }
 
 /// `gidd generate --backend xla` (the KV-cached canvas: one prefix and one step program per
-/// block shape, compiled by XLA) writes exactly what the cpu executor writes: same seed,
-/// same tokens, on the golden mask-small checkpoint.
+/// block shape, compiled by XLA), on one device and over four, writes exactly what the cpu
+/// executor writes: same seed, same tokens, on the golden mask-small checkpoint.
 #[test]
 fn generation_on_xla_equals_cpu_token_for_token() {
     if !plugin_available() {
@@ -380,7 +380,7 @@ fn generation_on_xla_equals_cpu_token_for_token() {
         );
         return;
     }
-    let gen = |backend: &str| {
+    let gen = |backend: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_gidd"))
             .args(["generate", "--checkpoint"])
             .arg(&dir)
@@ -392,26 +392,32 @@ fn generation_on_xla_equals_cpu_token_for_token() {
                 "--block_length",
                 "5",
             ])
-            .args([
-                "--steps",
-                "6",
-                "--seed",
-                "9",
-                "--temperature",
-                "0.8",
-                "--backend",
-                backend,
-            ])
+            .args(["--steps", "6", "--seed", "9", "--temperature", "0.8"])
+            .args(backend)
             .output()
             .expect("run gidd");
         assert!(
             out.status.success(),
-            "generate --backend {backend}: {}",
+            "generate {backend:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let (cpu, xla) = (gen("cpu"), gen("xla"));
+    let cpu = gen(&["--backend", "cpu"]);
     assert!(!cpu.trim().is_empty());
-    assert_eq!(cpu, xla, "xla and cpu generations differ");
+    assert_eq!(
+        cpu,
+        gen(&["--backend", "xla"]),
+        "xla and cpu generations differ"
+    );
+    // Parameters split over four devices (FSDP layout), Shardy partitioner.
+    let fsdp = [
+        "--backend",
+        "xla",
+        "--devices",
+        "4",
+        "--partitioner",
+        "shardy",
+    ];
+    assert_eq!(cpu, gen(&fsdp), "xla x4 and cpu generations differ");
 }

@@ -14,6 +14,7 @@ use crate::spmd::{
 use gidd_engine::op::TensorType;
 use gidd_engine::{Executor, HostTensor, Program};
 
+#[derive(Clone)]
 pub struct FsdpExecutor {
     spmd: SpmdExecutor,
 }

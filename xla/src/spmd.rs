@@ -139,6 +139,7 @@ impl SpmdProgram {
 }
 
 /// Runs programs partitioned over the first `n` addressable devices of a client.
+#[derive(Clone)]
 pub struct SpmdExecutor {
     client: Client,
     n: usize,

@@ -18,7 +18,7 @@ use gidd_model::{GiddConfig, Schedule};
 use noise::NoiseOpts;
 use optim::{group_of, Group, OptimOpts};
 use run_loop::{train_loop, Accum, LoopCtx};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use step::LossOpts;
 
@@ -370,26 +370,7 @@ pub fn step_program(a: &TrainArgs) -> Result<gidd_engine::Program> {
 
 /// The SPMD partitioner `--partitioner` names.
 pub fn partitioner(a: &TrainArgs) -> Result<gidd_xla::Partitioner> {
-    Ok(match a.partitioner.as_str() {
-        "gspmd" => gidd_xla::Partitioner::Gspmd,
-        "shardy" => gidd_xla::Partitioner::Shardy,
-        p => bail!("--partitioner {p}: use gspmd or shardy"),
-    })
-}
-
-/// A PJRT client with at least `devices` devices: the XLA CPU plugin is asked for that
-/// many (`cpu_device_count`); other plugins have the devices they have.
-fn xla_client(plugin: Option<&Path>, devices: usize) -> Result<gidd_xla::Client> {
-    let api = gidd_xla::load_plugin(&gidd_xla::find_plugin(plugin)?)?;
-    let c = gidd_xla::Client::new(api)?;
-    if c.device_count() >= devices || c.platform() != "cpu" {
-        return Ok(c);
-    }
-    drop(c);
-    Ok(gidd_xla::Client::with_options(
-        api,
-        &[("cpu_device_count", devices as i64)],
-    )?)
+    crate::session::parse_partitioner(&a.partitioner)
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
@@ -532,7 +513,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
                 );
             }
             let exec = gidd_xla::FsdpExecutor::new(
-                xla_client(a.pjrt_plugin.as_deref(), a.devices)?,
+                crate::session::xla_client(a.pjrt_plugin.as_deref(), a.devices)?,
                 a.devices,
                 partitioner,
             )?;
