@@ -2,6 +2,7 @@
 //! PJRT plugin, and run on device buffers that stay on the device between runs
 //! (parameters and optimizer state go up once; each run returns new device buffers).
 
+use crate::cache::{CompileCache, Origin};
 use crate::emit::emit_module;
 use crate::error::Result;
 use crate::pjrt::{find_plugin, load_plugin, Client, CompileOptions, DeviceBuffer, Executable};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 pub struct XlaExecutor {
     client: Client,
     device: usize,
+    cache: Option<CompileCache>,
 }
 
 /// A compiled program and the types it was compiled for.
@@ -26,6 +28,7 @@ pub struct XlaProgram {
     aliased: Vec<i64>,
     module: String,
     compile_time: Duration,
+    origin: Origin,
 }
 
 impl XlaProgram {
@@ -39,6 +42,10 @@ impl XlaProgram {
     }
     pub fn output_types(&self) -> &[TensorType] {
         &self.outputs
+    }
+    /// Whether the executable was compiled now or loaded from the compile cache.
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
     /// The compiled executable (e.g. for its memory plan).
     pub fn executable(&self) -> &Executable {
@@ -54,8 +61,20 @@ impl XlaExecutor {
         Ok(Self::with_client(Client::new(api)?))
     }
 
+    /// An executor on the client's first device, with the compile cache
+    /// [`CompileCache::from_env`] names.
     pub fn with_client(client: Client) -> XlaExecutor {
-        XlaExecutor { client, device: 0 }
+        XlaExecutor {
+            client,
+            device: 0,
+            cache: CompileCache::from_env(),
+        }
+    }
+
+    /// The same executor with another compile cache (None: always compile).
+    pub fn with_cache(mut self, cache: Option<CompileCache>) -> XlaExecutor {
+        self.cache = cache;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -89,7 +108,12 @@ impl Executor for XlaExecutor {
     fn load(&self, p: &Program) -> gidd_engine::Result<XlaProgram> {
         let t0 = Instant::now();
         let module = emit_module(p)?;
-        let exe = self.client.compile(&module, &CompileOptions::default())?;
+        let (exe, origin) = compile(
+            &self.client,
+            self.cache.as_ref(),
+            &module,
+            &CompileOptions::default(),
+        )?;
         if exe.num_outputs() != p.outputs.len() {
             return Err(Error::Msg(format!(
                 "xla: the compiled module has {} outputs, the program {}",
@@ -108,6 +132,7 @@ impl Executor for XlaExecutor {
             aliased: aliased_inputs(p),
             module,
             compile_time: t0.elapsed(),
+            origin,
         })
     }
 
@@ -122,7 +147,12 @@ impl Executor for XlaExecutor {
     }
 
     fn memory_plan(&self, lp: &XlaProgram) -> Option<String> {
-        Some(plan_line(&lp.exe.memory_stats().ok()?))
+        let m = lp.exe.memory_stats().ok()?;
+        Some(format!(
+            "{}{}",
+            plan_line(&m),
+            origin_note(lp.origin, self.cache.as_ref())
+        ))
     }
 
     fn run_donating(
@@ -142,6 +172,34 @@ impl Executor for XlaExecutor {
         ins.extend_from_slice(rest);
         // The donated handles are destroyed here; their memory now belongs to the outputs.
         self.execute(lp, &ins, &keep)
+    }
+}
+
+/// Compiles `module`, through `cache` when there is one.
+pub(crate) fn compile(
+    client: &Client,
+    cache: Option<&CompileCache>,
+    module: &str,
+    options: &CompileOptions,
+) -> crate::Result<(Executable, Origin)> {
+    match cache {
+        Some(c) => c.compile(client, module, options),
+        None => Ok((client.compile(module, options)?, Origin::Compiled)),
+    }
+}
+
+/// Where the executable came from, for the memory-plan line.
+pub(crate) fn origin_note(o: Origin, cache: Option<&CompileCache>) -> String {
+    match (o, cache) {
+        (Origin::Cached, Some(c)) => format!(
+            " (executable loaded from the compile cache {})",
+            c.dir().display()
+        ),
+        (Origin::CompiledAndStored, Some(c)) => format!(
+            " (compiled; stored in the compile cache {})",
+            c.dir().display()
+        ),
+        _ => String::new(),
     }
 }
 

@@ -45,9 +45,11 @@ funs! {
     EXECUTABLE_DESTROY = 40, "PJRT_Executable_Destroy";
     EXECUTABLE_NUM_PARTITIONS = 43, "PJRT_Executable_NumPartitions";
     EXECUTABLE_NUM_OUTPUTS = 44, "PJRT_Executable_NumOutputs";
+    EXECUTABLE_SERIALIZE = 49, "PJRT_Executable_Serialize";
     LOADED_DESTROY = 50, "PJRT_LoadedExecutable_Destroy";
     LOADED_GET_EXECUTABLE = 51, "PJRT_LoadedExecutable_GetExecutable";
     LOADED_EXECUTE = 55, "PJRT_LoadedExecutable_Execute";
+    EXECUTABLE_DESERIALIZE_AND_LOAD = 56, "PJRT_Executable_DeserializeAndLoad";
     BUFFER_DESTROY = 58, "PJRT_Buffer_Destroy";
     BUFFER_ELEMENT_TYPE = 59, "PJRT_Buffer_ElementType";
     BUFFER_DIMENSIONS = 60, "PJRT_Buffer_Dimensions";
@@ -298,6 +300,31 @@ pub struct BufferDimensionsArgs {
 }
 
 #[repr(C)]
+pub struct SerializeArgs {
+    pub size: usize,
+    pub ext: Raw,
+    pub executable: Raw,
+    pub bytes: *const u8,
+    pub bytes_size: usize,
+    pub serialized: Raw,
+    pub deleter: Option<unsafe extern "C" fn(Raw)>,
+}
+
+/// PJRT_Executable_DeserializeAndLoad, with the fields newer headers append (zero: none).
+#[repr(C)]
+pub struct DeserializeArgs {
+    pub size: usize,
+    pub ext: Raw,
+    pub client: Raw,
+    pub bytes: *const u8,
+    pub bytes_size: usize,
+    pub loaded: Raw,
+    pub compile_options: *const u8,
+    pub compile_options_size: usize,
+    pub load_options: Raw,
+}
+
+#[repr(C)]
 pub struct BufferIsDeletedArgs {
     pub size: usize,
     pub ext: Raw,
@@ -355,5 +382,7 @@ const _: () = {
     assert!(size_of::<ExecuteArgs>() == 80);
     assert!(size_of::<BufferToHostArgs>() == 56);
     assert!(size_of::<BufferIsDeletedArgs>() == 32);
+    assert!(size_of::<SerializeArgs>() == 56);
+    assert!(size_of::<DeserializeArgs>() == 72);
     assert!(size_of::<MemoryStatsArgs>() == 120);
 };

@@ -113,6 +113,10 @@ impl Executor for FsdpExecutor {
 
     fn memory_plan(&self, lp: &SpmdProgram) -> Option<String> {
         let m = lp.executable().memory_stats().ok()?;
-        Some(format!("per device: {}", crate::executor::plan_line(&m)))
+        Some(format!(
+            "per device: {}{}",
+            crate::executor::plan_line(&m),
+            crate::executor::origin_note(lp.origin(), self.spmd.cache())
+        ))
     }
 }

@@ -12,6 +12,7 @@
 //! let outs = xla.run(&mut lp, &refs)?; // device buffers; feed them back next step
 //! ```
 
+pub mod cache;
 pub mod emit;
 pub mod error;
 pub mod executor;
@@ -22,6 +23,7 @@ pub mod pjrt;
 pub mod plugin;
 pub mod spmd;
 
+pub use cache::{CompileCache, Origin};
 pub use emit::{emit_graph, emit_module, emit_module_with, Sharding};
 pub use error::{Result, XlaError};
 pub use executor::{XlaExecutor, XlaProgram};

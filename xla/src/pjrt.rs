@@ -222,9 +222,15 @@ impl Client {
         };
         // SAFETY: the program text and options outlive the call.
         unsafe { api.call(ffi::CLIENT_COMPILE, &mut a)? };
+        self.wrap(a.executable)
+    }
+
+    /// Owns a loaded executable and reads its output and partition counts.
+    fn wrap(&self, raw: Raw) -> Result<Executable> {
+        let api = self.inner.api;
         let mut exe = Executable {
             client: self.inner.clone(),
-            raw: a.executable,
+            raw,
             num_outputs: 0,
             num_partitions: 1,
         };
@@ -248,6 +254,20 @@ impl Client {
         exe.num_outputs = outs;
         exe.num_partitions = parts.max(1);
         Ok(exe)
+    }
+
+    /// Loads an executable that [`Executable::serialize`] wrote, with the same plugin.
+    pub fn deserialize(&self, bytes: &[u8]) -> Result<Executable> {
+        let api = self.inner.api;
+        // SAFETY: plain data; all-zero means no overriding options.
+        let mut a: ffi::DeserializeArgs = unsafe { std::mem::zeroed() };
+        a.size = std::mem::size_of::<ffi::DeserializeArgs>();
+        a.client = self.inner.raw;
+        a.bytes = bytes.as_ptr();
+        a.bytes_size = bytes.len();
+        // SAFETY: `bytes` outlives the call.
+        unsafe { api.call(ffi::EXECUTABLE_DESERIALIZE_AND_LOAD, &mut a)? };
+        self.wrap(a.loaded)
     }
 
     /// Copies a host tensor to device `device` (an index into the addressable devices).
@@ -357,6 +377,31 @@ impl Executable {
                 alias_bytes: m.alias_size as u64,
                 temp_bytes: m.temp_size as u64,
             })
+        })
+    }
+
+    /// The plugin's serialization of the compiled executable (valid for the same plugin
+    /// build only), for [`Client::deserialize`].
+    pub fn serialize(&self) -> Result<Vec<u8>> {
+        let api = self.client.api;
+        self.query(|x| {
+            // SAFETY: plain data; the plugin fills the outputs.
+            let mut a: ffi::SerializeArgs = unsafe { std::mem::zeroed() };
+            a.size = std::mem::size_of::<ffi::SerializeArgs>();
+            a.executable = x;
+            // SAFETY: `x` is live; the bytes live until the deleter runs, after the copy.
+            unsafe {
+                api.call(ffi::EXECUTABLE_SERIALIZE, &mut a)?;
+                let out = if a.bytes.is_null() {
+                    vec![]
+                } else {
+                    std::slice::from_raw_parts(a.bytes, a.bytes_size).to_vec()
+                };
+                if let Some(d) = a.deleter {
+                    d(a.serialized);
+                }
+                Ok(out)
+            }
         })
     }
 

@@ -12,6 +12,7 @@
 //! replicated. A training step whose new parameters come out with the layout the
 //! parameters went in with keeps its state sharded on the devices between steps.
 
+use crate::cache::{CompileCache, Origin};
 use crate::emit::{emit_module_with, Sharding};
 use crate::error::{Result, XlaError};
 use crate::pjrt::{Client, CompileOptions, DeviceBuffer, Executable};
@@ -127,6 +128,7 @@ pub struct SpmdProgram {
     outputs: Vec<(TensorType, Split)>,
     aliased: Vec<i64>,
     module: String,
+    origin: Origin,
 }
 
 impl SpmdProgram {
@@ -136,6 +138,9 @@ impl SpmdProgram {
     pub fn executable(&self) -> &Executable {
         &self.exe
     }
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
 }
 
 /// Runs programs partitioned over the first `n` addressable devices of a client.
@@ -144,6 +149,7 @@ pub struct SpmdExecutor {
     client: Client,
     n: usize,
     partitioner: Partitioner,
+    cache: Option<CompileCache>,
 }
 
 impl SpmdExecutor {
@@ -159,7 +165,18 @@ impl SpmdExecutor {
             client,
             n,
             partitioner: Partitioner::default(),
+            cache: CompileCache::from_env(),
         })
+    }
+
+    /// The same executor with another compile cache (None: always compile).
+    pub fn with_cache(mut self, cache: Option<CompileCache>) -> SpmdExecutor {
+        self.cache = cache;
+        self
+    }
+
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
     }
 
     /// The same devices, partitioned by `p`.
@@ -214,7 +231,9 @@ impl SpmdExecutor {
             self.partitioner,
         );
         let module = emit_module_with(p, Some(&sharding))?;
-        let exe = self.client.compile(
+        let (exe, origin) = crate::executor::compile(
+            &self.client,
+            self.cache.as_ref(),
             &module,
             &CompileOptions {
                 num_partitions: self.n,
@@ -234,6 +253,7 @@ impl SpmdExecutor {
             outputs: out_types.into_iter().zip(outputs.iter().copied()).collect(),
             aliased: crate::executor::aliased_inputs(p),
             module,
+            origin,
         })
     }
 
