@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use gidd_engine::rng::HostRng;
 use gidd_engine::{CpuExecutor, DType, Executor, HostTensor};
 use gidd_model::{GiddConfig, Schedule};
+use std::borrow::Cow;
 use std::time::Instant;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -39,9 +40,17 @@ pub struct StepArgs {
     pub threads: usize,
     #[arg(long, default_value_t = 1000.0)]
     pub shift: f64,
-    /// Print time per op kind (stderr) over the timed steps.
+    /// Print time per op kind (stderr) over the timed steps (cpu backend).
     #[arg(long)]
     pub profile: bool,
+    /// cpu or xla (the same program through the PJRT plugin; inputs stay on the device)
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    #[arg(long)]
+    pub pjrt_plugin: Option<std::path::PathBuf>,
+    /// Devices for --backend xla (FSDP layout, as `gidd train --devices`).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
 }
 
 /// The benchmarks' synthetic model: the training recipe's shape (SPEC.md section 1,
@@ -187,75 +196,88 @@ pub fn run(a: &StepArgs) -> Result<()> {
         "sample-step" => (build_logits(&cfg, a.batch, a.seq, dtype)?, Mode::SampleStep),
         m => bail!("--mode {m}: use train, forward or sample-step"),
     };
-    let mut lp = CpuExecutor.load(&prog)?;
-    let compile_s = t_compile.elapsed().as_secs_f64();
-    let zeros: Vec<HostTensor> = params
-        .iter()
-        .map(|p| HostTensor::zeros(DType::F32, p.shape.clone()))
-        .collect();
-    let valid = HostTensor::f32(vec![a.batch, a.seq], vec![1.0; a.batch * a.seq])?;
-    let sc = [
-        HostTensor::scalar_f32(1e-3),
-        HostTensor::scalar_f32(1e-4),
-        HostTensor::scalar_f32(0.9),
-        HostTensor::scalar_f32(0.99),
-    ];
-    let mut canvas = labels.clone();
-    let mut times = vec![];
-    let (mut cpu0, mut wall0) = (0.0, Instant::now());
-    for i in 0..a.warmup + a.steps {
-        if i == a.warmup {
+    if a.profile && a.backend != "cpu" {
+        bail!("--profile times the cpu executor's ops: use it with --backend cpu");
+    }
+    let inputs = StepInputs {
+        params: &params,
+        labels: &labels,
+        seed: &seed,
+        batch: a.batch,
+        seq: a.seq,
+    };
+    let (times, util, compile_s) = match a.backend.as_str() {
+        "cpu" => {
+            let mut lp = CpuExecutor.load(&prog)?;
+            let compile_s = t_compile.elapsed().as_secs_f64();
+            // The cpu executor's buffers are host tensors: read in place, no copy.
+            let r = time_steps(
+                &CpuExecutor,
+                &mut lp,
+                a,
+                &cfg,
+                mode,
+                &inputs,
+                |lp| {
+                    if a.profile {
+                        lp.enable_profile()
+                    }
+                },
+                |b| Ok(Cow::Borrowed(b)),
+            )?;
             if a.profile {
-                lp.enable_profile();
+                let prof = lp.profile();
+                let total: f64 = prof.iter().map(|p| p.1).sum();
+                for (k, t, n) in prof.iter().take(25) {
+                    eprintln!(
+                        "{:>8.1} ms/step {:>5.1}%  {:>6} calls/step  {k}",
+                        t * 1e3 / a.steps as f64,
+                        100.0 * t / total,
+                        n / a.steps
+                    );
+                }
             }
-            cpu0 = cpu_seconds();
-            wall0 = Instant::now();
+            (r.0, r.1, compile_s)
         }
-        let step = HostTensor::u32(vec![], vec![i as u32])?;
-        let mut ins: Vec<&HostTensor> = params.iter().collect();
-        match mode {
-            Mode::SampleStep => ins.push(&canvas),
-            Mode::Train => {
-                ins.extend(zeros.iter());
-                ins.extend(zeros.iter());
-                ins.push(&labels);
-                ins.push(&seed);
-                ins.push(&step);
-                ins.extend(sc.iter());
-            }
-            Mode::Forward => {
-                ins.push(&labels);
-                ins.push(&valid);
-                ins.push(&seed);
-                ins.push(&step);
-            }
+        "xla" if a.devices > 1 => {
+            let exec = gidd_xla::FsdpExecutor::new(
+                crate::session::xla_client(a.pjrt_plugin.as_deref(), a.devices)?,
+                a.devices,
+                gidd_xla::Partitioner::Gspmd,
+            )?;
+            let mut lp = exec.load(&prog)?;
+            let compile_s = t_compile.elapsed().as_secs_f64();
+            let r = time_steps(
+                &exec,
+                &mut lp,
+                a,
+                &cfg,
+                mode,
+                &inputs,
+                |_| {},
+                |b| Ok(Cow::Owned(exec.download(b)?)),
+            )?;
+            (r.0, r.1, compile_s)
         }
-        let t = Instant::now();
-        let out = CpuExecutor.run(&mut lp, &ins)?;
-        if mode == Mode::SampleStep {
-            // the canvas carries over, as the baseline's state["z"] does
-            canvas = ancestral_canvas(&cfg, &out[0], &canvas, i as u64)?;
-        } else {
-            std::hint::black_box(&out);
+        "xla" => {
+            let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
+            let mut lp = exec.load(&prog)?;
+            let compile_s = t_compile.elapsed().as_secs_f64();
+            let r = time_steps(
+                &exec,
+                &mut lp,
+                a,
+                &cfg,
+                mode,
+                &inputs,
+                |_| {},
+                |b| Ok(Cow::Owned(exec.download(b)?)),
+            )?;
+            (r.0, r.1, compile_s)
         }
-        let dt = t.elapsed().as_secs_f64();
-        if i >= a.warmup {
-            times.push(dt);
-        }
-    }
-    if a.profile {
-        let prof = lp.profile();
-        let total: f64 = prof.iter().map(|p| p.1).sum();
-        for (k, t, n) in prof.iter().take(25) {
-            eprintln!(
-                "{:>8.1} ms/step {:>5.1}%  {:>6} calls/step  {k}",
-                t * 1e3 / a.steps as f64,
-                100.0 * t / total,
-                n / a.steps
-            );
-        }
-    }
-    let util = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9);
+        b => bail!("--backend {b}: use cpu or xla"),
+    };
+    let mut times = times;
     times.sort_by(f64::total_cmp);
     let med = times[times.len() / 2];
     let tokens = (a.batch * a.seq) as f64;
@@ -263,13 +285,101 @@ pub fn run(a: &StepArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "impl": "gidd", "mode": a.mode, "dtype": a.dtype, "ms_per_step": med * 1e3, "ms_per_step_min": times[0] * 1e3,
+            "impl": "gidd", "backend": a.backend, "devices": a.devices, "mode": a.mode, "dtype": a.dtype, "ms_per_step": med * 1e3, "ms_per_step_min": times[0] * 1e3,
             "tokens_per_s": tokens / med, "tokens_per_step": tokens, "achieved_gflop_s": flops / med / 1e9, "cpu_util": util,
             "peak_rss_mb": peak_rss_mb(), "threads": a.threads, "compile_s": compile_s,
             "planned_mib": prog.planned_bytes() as f64 / 1048576.0,
         })
     );
     Ok(())
+}
+
+/// The host-side inputs of every timed step.
+struct StepInputs<'a> {
+    params: &'a [HostTensor],
+    labels: &'a HostTensor,
+    seed: &'a HostTensor,
+    batch: usize,
+    seq: usize,
+}
+
+/// Runs `warmup + steps` steps of `lp` on `exec` and returns the timed steps' seconds and
+/// the process's CPU utilisation over them. Parameters and the fixed inputs go to the
+/// executor once; per step only the step counter (and, sampling, the canvas) moves.
+/// `before_timing` runs once, when the timed steps start.
+#[allow(clippy::too_many_arguments)]
+fn time_steps<E: Executor>(
+    exec: &E,
+    lp: &mut E::Loaded,
+    a: &StepArgs,
+    cfg: &GiddConfig,
+    mode: Mode,
+    h: &StepInputs,
+    mut before_timing: impl FnMut(&mut E::Loaded),
+    read: impl for<'b> Fn(&'b E::Buffer) -> Result<Cow<'b, HostTensor>>,
+) -> Result<(Vec<f64>, f64)> {
+    let up = |t: &HostTensor| exec.upload(t);
+    let params: Vec<E::Buffer> = h
+        .params
+        .iter()
+        .map(up)
+        .collect::<gidd_engine::Result<_>>()?;
+    let zeros: Vec<E::Buffer> = h
+        .params
+        .iter()
+        .map(|p| up(&HostTensor::zeros(DType::F32, p.shape.clone())))
+        .collect::<gidd_engine::Result<_>>()?;
+    let labels = up(h.labels)?;
+    let seed = up(h.seed)?;
+    let valid = up(&HostTensor::f32(
+        vec![h.batch, h.seq],
+        vec![1.0; h.batch * h.seq],
+    )?)?;
+    let sc = [1e-3, 1e-4, 0.9, 0.99]
+        .map(|x| up(&HostTensor::scalar_f32(x)))
+        .into_iter()
+        .collect::<gidd_engine::Result<Vec<_>>>()?;
+    let mut canvas = h.labels.clone();
+    let mut times = vec![];
+    let (mut cpu0, mut wall0) = (0.0, Instant::now());
+    for i in 0..a.warmup + a.steps {
+        if i == a.warmup {
+            before_timing(lp);
+            cpu0 = cpu_seconds();
+            wall0 = Instant::now();
+        }
+        let t = Instant::now();
+        let step = up(&HostTensor::u32(vec![], vec![i as u32])?)?;
+        let canvas_b = match mode {
+            Mode::SampleStep => Some(up(&canvas)?),
+            _ => None,
+        };
+        let mut ins: Vec<&E::Buffer> = params.iter().collect();
+        match mode {
+            Mode::SampleStep => ins.extend(canvas_b.as_ref()),
+            Mode::Train => {
+                ins.extend(zeros.iter());
+                ins.extend(zeros.iter());
+                ins.extend([&labels, &seed, &step]);
+                ins.extend(sc.iter());
+            }
+            Mode::Forward => ins.extend([&labels, &valid, &seed, &step]),
+        }
+        let out = exec.run(lp, &ins)?;
+        if mode == Mode::SampleStep {
+            // the canvas carries over, as the baseline's state["z"] does
+            canvas = ancestral_canvas(cfg, read(&out[0])?.as_ref(), &canvas, i as u64)?;
+        } else {
+            // A device run is done when its first result can be read.
+            std::hint::black_box(read(&out[0])?);
+        }
+        let dt = t.elapsed().as_secs_f64();
+        if i >= a.warmup {
+            times.push(dt);
+        }
+    }
+    let util = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9);
+    Ok((times, util))
 }
 
 /// The forward program of the sample step: logits of the whole canvas.

@@ -421,3 +421,38 @@ fn generation_on_xla_equals_cpu_token_for_token() {
     ];
     assert_eq!(cpu, gen(&fsdp), "xla x4 and cpu generations differ");
 }
+
+/// `gidd bench step --backend xla` times the same programs as the cpu executor does, for
+/// every mode, and says which backend it measured.
+#[test]
+fn bench_step_runs_on_both_backends() {
+    if !plugin_available() {
+        return;
+    }
+    for mode in ["train", "forward", "sample-step"] {
+        for backend in ["cpu", "xla"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_gidd"))
+                .args(["bench", "step", "--mode", mode, "--backend", backend])
+                .args([
+                    "--layers", "1", "--hidden", "64", "--heads", "1", "--vocab", "256",
+                ])
+                .args([
+                    "--seq", "32", "--batch", "4", "--steps", "2", "--warmup", "1",
+                ])
+                .env("GIDD_XLA_CACHE", "off")
+                .output()
+                .expect("run gidd");
+            assert!(
+                out.status.success(),
+                "bench step {mode} {backend}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+            assert_eq!(j["backend"], backend);
+            assert_eq!(j["mode"], mode);
+            assert_eq!(j["tokens_per_step"].as_f64(), Some(128.0));
+            let ms = j["ms_per_step"].as_f64().expect("ms_per_step");
+            assert!(ms > 0.0 && ms.is_finite(), "{mode} {backend}: {ms} ms");
+        }
+    }
+}
