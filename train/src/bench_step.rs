@@ -206,7 +206,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
         batch: a.batch,
         seq: a.seq,
     };
-    let (times, util, compile_s) = match a.backend.as_str() {
+    let ((times, util, cpu_ms), compile_s) = match a.backend.as_str() {
         "cpu" => {
             let mut lp = CpuExecutor.load(&prog)?;
             let compile_s = t_compile.elapsed().as_secs_f64();
@@ -237,7 +237,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
                     );
                 }
             }
-            (r.0, r.1, compile_s)
+            (r, compile_s)
         }
         "xla" if a.devices > 1 => {
             let exec = gidd_xla::FsdpExecutor::new(
@@ -257,7 +257,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
                 |_| {},
                 |b| Ok(Cow::Owned(exec.download(b)?)),
             )?;
-            (r.0, r.1, compile_s)
+            (r, compile_s)
         }
         "xla" => {
             let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
@@ -273,7 +273,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
                 |_| {},
                 |b| Ok(Cow::Owned(exec.download(b)?)),
             )?;
-            (r.0, r.1, compile_s)
+            (r, compile_s)
         }
         b => bail!("--backend {b}: use cpu or xla"),
     };
@@ -286,7 +286,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
         "{}",
         serde_json::json!({
             "impl": "gidd", "backend": a.backend, "devices": a.devices, "mode": a.mode, "dtype": a.dtype, "ms_per_step": med * 1e3, "ms_per_step_min": times[0] * 1e3,
-            "tokens_per_s": tokens / med, "tokens_per_step": tokens, "achieved_gflop_s": flops / med / 1e9, "cpu_util": util,
+            "tokens_per_s": tokens / med, "tokens_per_step": tokens, "achieved_gflop_s": flops / med / 1e9, "cpu_util": util, "cpu_ms_per_step": cpu_ms,
             "peak_rss_mb": peak_rss_mb(), "threads": a.threads, "compile_s": compile_s,
             "planned_mib": prog.planned_bytes() as f64 / 1048576.0,
         })
@@ -303,8 +303,8 @@ struct StepInputs<'a> {
     seq: usize,
 }
 
-/// Runs `warmup + steps` steps of `lp` on `exec` and returns the timed steps' seconds and
-/// the process's CPU utilisation over them. Parameters and the fixed inputs go to the
+/// Runs `warmup + steps` steps of `lp` on `exec` and returns the timed steps' seconds,
+/// the process's CPU utilisation over them and its CPU milliseconds per step. Parameters and the fixed inputs go to the
 /// executor once; per step only the step counter (and, sampling, the canvas) moves.
 /// `before_timing` runs once, when the timed steps start.
 #[allow(clippy::too_many_arguments)]
@@ -317,7 +317,7 @@ fn time_steps<E: Executor>(
     h: &StepInputs,
     mut before_timing: impl FnMut(&mut E::Loaded),
     read: impl for<'b> Fn(&'b E::Buffer) -> Result<Cow<'b, HostTensor>>,
-) -> Result<(Vec<f64>, f64)> {
+) -> Result<(Vec<f64>, f64, f64)> {
     let up = |t: &HostTensor| exec.upload(t);
     let params: Vec<E::Buffer> = h
         .params
@@ -378,8 +378,9 @@ fn time_steps<E: Executor>(
             times.push(dt);
         }
     }
-    let util = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9);
-    Ok((times, util))
+    let cpu = cpu_seconds() - cpu0;
+    let util = cpu / wall0.elapsed().as_secs_f64().max(1e-9);
+    Ok((times, util, cpu * 1e3 / a.steps.max(1) as f64))
 }
 
 /// The forward program of the sample step: logits of the whole canvas.
