@@ -46,7 +46,8 @@ pub struct StepArgs {
     /// cpu or xla (the same program through the PJRT plugin; inputs stay on the device)
     #[arg(long, default_value = "cpu")]
     pub backend: String,
-    #[arg(long)]
+    /// A PJRT plugin (.so) for --backend xla (also spelled --pjrt-plugin)
+    #[arg(long, alias = "pjrt-plugin")]
     pub pjrt_plugin: Option<std::path::PathBuf>,
     /// Devices for --backend xla (FSDP layout, as `gidd train --devices`).
     #[arg(long, default_value_t = 1)]

@@ -70,7 +70,8 @@ pub struct GenArgs {
     /// cpu or xla
     #[arg(long, default_value = "cpu")]
     pub backend: String,
-    #[arg(long)]
+    /// A PJRT plugin (.so) for --backend xla (also spelled --pjrt-plugin)
+    #[arg(long, alias = "pjrt-plugin")]
     pub pjrt_plugin: Option<PathBuf>,
     /// Devices to generate over with --backend xla (parameters split on their first
     /// dimension, prompts of a batch across devices).

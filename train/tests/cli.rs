@@ -146,6 +146,38 @@ fn bad_inputs_fail_clearly() {
         ],
         "config.json",
     );
+    // A plugin that is not there: the spelling of the flag is accepted too, and
+    // the error says where it looked and how to get one.
+    for flag in ["--pjrt_plugin", "--pjrt-plugin"] {
+        expect_fail(
+            &[
+                "train",
+                "--backend",
+                "xla",
+                flag,
+                "/nonexistent/plugin.so",
+                "--max_training_steps",
+                "1",
+            ],
+            "no PJRT plugin found at /nonexistent/plugin.so: pass --pjrt_plugin PATH",
+        );
+    }
+    expect_fail(
+        &["train", "--devices", "2", "--max_training_steps", "1"],
+        "needs --backend xla",
+    );
+    expect_fail(
+        &[
+            "train",
+            "--backend",
+            "xla",
+            "--devices",
+            "2",
+            "--partitioner",
+            "gshard",
+        ],
+        "--partitioner gshard: use gspmd or shardy",
+    );
     // Root ignores permission bits, but /proc refuses everyone.
     expect_fail(
         &[

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum XlaError {
     #[error(
-        "no PJRT plugin found{}: pass --pjrt-plugin PATH or set GIDD_PJRT_PLUGIN, \
+        "no PJRT plugin found{}: pass --pjrt_plugin PATH or set GIDD_PJRT_PLUGIN, \
          or run xla/install-plugin.sh (it downloads the XLA CPU plugin, PyPI package \
          `lammps-jax-pjrt-cpu`, into .xla-plugin/); for TPUs point it at libtpu.so \
          (PyPI `libtpu`). Searched: {searched:?}",

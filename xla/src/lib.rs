@@ -6,7 +6,7 @@
 //! [`FsdpExecutor`] puts that behind the `Executor` trait for the trainer.
 //!
 //! ```ignore
-//! let xla = XlaExecutor::new(None)?; // --pjrt-plugin, $GIDD_PJRT_PLUGIN or .xla-plugin/
+//! let xla = XlaExecutor::new(None)?; // --pjrt_plugin, $GIDD_PJRT_PLUGIN or .xla-plugin/
 //! let mut lp = xla.load(&program)?;  // emit StableHLO + compile
 //! let params: Vec<DeviceBuffer> = host_params.iter().map(|t| xla.upload(t)).collect::<Result<_>>()?;
 //! let outs = xla.run(&mut lp, &refs)?; // device buffers; feed them back next step

@@ -132,7 +132,8 @@ pub struct TrainArgs {
     /// cpu or xla (a PJRT plugin: --pjrt_plugin, $GIDD_PJRT_PLUGIN, or .xla-plugin/ from xla/install-plugin.sh)
     #[arg(long, default_value = "cpu")]
     pub backend: String,
-    #[arg(long)]
+    /// A PJRT plugin (.so) for --backend xla (also spelled --pjrt-plugin)
+    #[arg(long, alias = "pjrt-plugin")]
     pub pjrt_plugin: Option<PathBuf>,
     /// Devices to train over with --backend xla: FSDP (parameters, optimizer state and the
     /// batch split on their first dimension across the devices; XLA partitions the step).
