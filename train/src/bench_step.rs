@@ -246,35 +246,11 @@ pub fn run(a: &StepArgs) -> Result<()> {
                 a.devices,
                 gidd_xla::Partitioner::Gspmd,
             )?;
-            let mut lp = exec.load(&prog)?;
-            let compile_s = t_compile.elapsed().as_secs_f64();
-            let r = time_steps(
-                &exec,
-                &mut lp,
-                a,
-                &cfg,
-                mode,
-                &inputs,
-                |_| {},
-                |b| Ok(Cow::Owned(exec.download(b)?)),
-            )?;
-            (r, compile_s)
+            time_on_device(&exec, &prog, a, &cfg, mode, &inputs, t_compile)?
         }
         "xla" => {
             let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
-            let mut lp = exec.load(&prog)?;
-            let compile_s = t_compile.elapsed().as_secs_f64();
-            let r = time_steps(
-                &exec,
-                &mut lp,
-                a,
-                &cfg,
-                mode,
-                &inputs,
-                |_| {},
-                |b| Ok(Cow::Owned(exec.download(b)?)),
-            )?;
-            (r, compile_s)
+            time_on_device(&exec, &prog, a, &cfg, mode, &inputs, t_compile)?
         }
         b => bail!("--backend {b}: use cpu or xla"),
     };
@@ -293,6 +269,33 @@ pub fn run(a: &StepArgs) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// Loads `prog` on a device executor and times it: ((step seconds, cpu utilisation,
+/// cpu ms per step), seconds from `t_compile` to loaded).
+#[allow(clippy::too_many_arguments)]
+fn time_on_device<E: Executor>(
+    exec: &E,
+    prog: &gidd_engine::Program,
+    a: &StepArgs,
+    cfg: &GiddConfig,
+    mode: Mode,
+    inputs: &StepInputs,
+    t_compile: Instant,
+) -> Result<((Vec<f64>, f64, f64), f64)> {
+    let mut lp = exec.load(prog)?;
+    let compile_s = t_compile.elapsed().as_secs_f64();
+    let r = time_steps(
+        exec,
+        &mut lp,
+        a,
+        cfg,
+        mode,
+        inputs,
+        |_| {},
+        |b| Ok(Cow::Owned(exec.download(b)?)),
+    )?;
+    Ok((r, compile_s))
 }
 
 /// The host-side inputs of every timed step.
