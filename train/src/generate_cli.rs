@@ -244,13 +244,7 @@ pub fn run(a: &GenArgs) -> Result<()> {
         check_prompt(&m.cfg, i, &p.ids)?;
     }
     let dtype = crate::session::parse_dtype(&a.dtype)?;
-    if a.devices == 0 || (a.devices > 1 && a.backend != "xla") {
-        bail!(
-            "--devices {} --backend {}: generating over several devices needs --backend xla (and at least 1 device)",
-            a.devices,
-            a.backend
-        );
-    }
+    crate::session::check_devices(a.devices, &a.backend, "generating")?;
     match a.backend.as_str() {
         "cpu" => run_on(
             gidd_engine::CpuExecutor,

@@ -72,6 +72,16 @@ pub fn parse_partitioner(s: &str) -> anyhow::Result<gidd_xla::Partitioner> {
     })
 }
 
+/// `--devices N` is for `--backend xla`, and N >= 1; `doing` names the command's work.
+pub fn check_devices(devices: usize, backend: &str, doing: &str) -> anyhow::Result<()> {
+    if devices == 0 || (devices > 1 && backend != "xla") {
+        bail!(
+            "--devices {devices} --backend {backend}: {doing} over several devices needs --backend xla (and at least 1 device)"
+        );
+    }
+    Ok(())
+}
+
 /// A PJRT client with at least `devices` devices: the XLA CPU plugin is asked for that
 /// many (`cpu_device_count`); other plugins have the devices they have.
 pub fn xla_client(plugin: Option<&Path>, devices: usize) -> anyhow::Result<gidd_xla::Client> {

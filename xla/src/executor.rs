@@ -24,8 +24,7 @@ pub struct XlaProgram {
     exe: Executable,
     inputs: Vec<(String, TensorType)>,
     outputs: Vec<TensorType>,
-    /// inputs the module aliases to outputs (donated only through `run_donating`)
-    aliased: Vec<i64>,
+    aliased: Aliased,
     module: String,
     compile_time: Duration,
     origin: Origin,
@@ -129,7 +128,7 @@ impl Executor for XlaExecutor {
                 .map(|(n, t)| (n.to_string(), t.clone()))
                 .collect(),
             outputs: p.output_types().into_iter().cloned().collect(),
-            aliased: aliased_inputs(p),
+            aliased: Aliased::of(p),
             module,
             compile_time: t0.elapsed(),
             origin,
@@ -142,17 +141,11 @@ impl Executor for XlaExecutor {
         inputs: &[&DeviceBuffer],
     ) -> gidd_engine::Result<Vec<DeviceBuffer>> {
         // The caller keeps its inputs: nothing is donated.
-        let keep = lp.aliased.clone();
-        self.execute(lp, inputs, &keep)
+        self.execute(lp, inputs, 0)
     }
 
     fn memory_plan(&self, lp: &XlaProgram) -> Option<String> {
-        let m = lp.exe.memory_stats().ok()?;
-        Some(format!(
-            "{}{}",
-            plan_line(&m),
-            origin_note(lp.origin, self.cache.as_ref())
-        ))
+        plan_note(&lp.exe, lp.origin, self.cache.as_ref())
     }
 
     fn run_donating(
@@ -161,17 +154,35 @@ impl Executor for XlaExecutor {
         donated: Vec<DeviceBuffer>,
         rest: &[&DeviceBuffer],
     ) -> gidd_engine::Result<Vec<DeviceBuffer>> {
-        // GIDD_XLA_NO_DONATE=1 copies instead (to measure what donation saves).
-        let n = if std::env::var_os("GIDD_XLA_NO_DONATE").is_some() {
-            0
-        } else {
-            donated.len() as i64
-        };
-        let keep: Vec<i64> = lp.aliased.iter().copied().filter(|&i| i >= n).collect();
+        let n = donated.len();
         let mut ins: Vec<&DeviceBuffer> = donated.iter().collect();
         ins.extend_from_slice(rest);
         // The donated handles are destroyed here; their memory now belongs to the outputs.
-        self.execute(lp, &ins, &keep)
+        self.execute(lp, &ins, n)
+    }
+}
+
+/// The inputs a program aliases to outputs (`Program::aliases`), sorted: XLA donates
+/// each one a run does not list as kept.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Aliased(Vec<i64>);
+
+impl Aliased {
+    pub(crate) fn of(p: &Program) -> Aliased {
+        let mut v: Vec<i64> = p.aliases.iter().map(|&(i, _)| i as i64).collect();
+        v.sort_unstable();
+        Aliased(v)
+    }
+
+    /// The aliased inputs a run must keep when its first `donated` inputs are given up
+    /// (a plain run: 0, all of them). GIDD_XLA_NO_DONATE=1 keeps every one, to measure
+    /// what donation saves.
+    pub(crate) fn kept(&self, donated: usize) -> &[i64] {
+        static NO_DONATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *NO_DONATE.get_or_init(|| std::env::var_os("GIDD_XLA_NO_DONATE").is_some()) {
+            return &self.0;
+        }
+        &self.0[self.0.partition_point(|&i| i < donated as i64)..]
     }
 }
 
@@ -188,9 +199,14 @@ pub(crate) fn compile(
     }
 }
 
-/// Where the executable came from, for the memory-plan line.
-pub(crate) fn origin_note(o: Origin, cache: Option<&CompileCache>) -> String {
-    match (o, cache) {
+/// The memory-plan line of `exe`, with where it came from.
+pub(crate) fn plan_note(
+    exe: &Executable,
+    origin: Origin,
+    cache: Option<&CompileCache>,
+) -> Option<String> {
+    let m = exe.memory_stats().ok()?;
+    let from = match (origin, cache) {
         (Origin::Cached, Some(c)) => format!(
             " (executable loaded from the compile cache {})",
             c.dir().display()
@@ -200,7 +216,8 @@ pub(crate) fn origin_note(o: Origin, cache: Option<&CompileCache>) -> String {
             c.dir().display()
         ),
         _ => String::new(),
-    }
+    };
+    Some(format!("{}{from}", plan_line(&m)))
 }
 
 /// XLA's memory plan of one run, in MiB.
@@ -216,19 +233,13 @@ pub(crate) fn plan_line(m: &crate::pjrt::MemoryStats) -> String {
     )
 }
 
-/// The program's aliased input indices, sorted.
-pub(crate) fn aliased_inputs(p: &Program) -> Vec<i64> {
-    let mut v: Vec<i64> = p.aliases.iter().map(|&(i, _)| i as i64).collect();
-    v.sort_unstable();
-    v
-}
-
 impl XlaExecutor {
+    /// Checks the inputs and runs; the first `donated` inputs are given up.
     fn execute(
         &self,
-        lp: &mut XlaProgram,
+        lp: &XlaProgram,
         inputs: &[&DeviceBuffer],
-        keep: &[i64],
+        donated: usize,
     ) -> gidd_engine::Result<Vec<DeviceBuffer>> {
         if inputs.len() != lp.inputs.len() {
             return Err(Error::InputCount {
@@ -246,7 +257,9 @@ impl XlaExecutor {
                 });
             }
         }
-        let mut outs = lp.exe.execute(&[inputs.to_vec()], keep)?;
+        let mut outs = lp
+            .exe
+            .execute(&[inputs.to_vec()], lp.aliased.kept(donated))?;
         Ok(outs.pop().unwrap_or_default())
     }
 }

@@ -112,11 +112,7 @@ impl Executor for FsdpExecutor {
     }
 
     fn memory_plan(&self, lp: &SpmdProgram) -> Option<String> {
-        let m = lp.executable().memory_stats().ok()?;
-        Some(format!(
-            "per device: {}{}",
-            crate::executor::plan_line(&m),
-            crate::executor::origin_note(lp.origin(), self.spmd.cache())
-        ))
+        let plan = crate::executor::plan_note(lp.executable(), lp.origin(), self.spmd.cache())?;
+        Some(format!("per device: {plan}"))
     }
 }

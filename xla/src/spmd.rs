@@ -126,7 +126,7 @@ pub struct SpmdProgram {
     exe: Executable,
     inputs: Vec<(TensorType, Split)>,
     outputs: Vec<(TensorType, Split)>,
-    aliased: Vec<i64>,
+    aliased: crate::executor::Aliased,
     module: String,
     origin: Origin,
 }
@@ -251,7 +251,7 @@ impl SpmdExecutor {
             exe,
             inputs: in_types.into_iter().zip(inputs.iter().copied()).collect(),
             outputs: out_types.into_iter().zip(outputs.iter().copied()).collect(),
-            aliased: crate::executor::aliased_inputs(p),
+            aliased: crate::executor::Aliased::of(p),
             module,
             origin,
         })
@@ -310,7 +310,7 @@ impl SpmdExecutor {
 
     /// Runs on every device; outputs come back with the layouts the program was loaded with.
     pub fn run(&self, lp: &SpmdProgram, inputs: &[&ShardedBuffer]) -> Result<Vec<ShardedBuffer>> {
-        self.execute(lp, inputs, &lp.aliased)
+        self.execute(lp, inputs, 0)
     }
 
     /// Like `run`, with the first `donated.len()` inputs given up: the outputs the program
@@ -321,18 +321,17 @@ impl SpmdExecutor {
         donated: Vec<ShardedBuffer>,
         rest: &[&ShardedBuffer],
     ) -> Result<Vec<ShardedBuffer>> {
-        let n = donated.len() as i64;
-        let keep: Vec<i64> = lp.aliased.iter().copied().filter(|&i| i >= n).collect();
+        let n = donated.len();
         let mut ins: Vec<&ShardedBuffer> = donated.iter().collect();
         ins.extend_from_slice(rest);
-        self.execute(lp, &ins, &keep)
+        self.execute(lp, &ins, n)
     }
 
     fn execute(
         &self,
         lp: &SpmdProgram,
         inputs: &[&ShardedBuffer],
-        keep: &[i64],
+        donated: usize,
     ) -> Result<Vec<ShardedBuffer>> {
         if inputs.len() != lp.inputs.len() {
             return Err(XlaError::Invalid(format!(
@@ -352,7 +351,7 @@ impl SpmdExecutor {
         let args: Vec<Vec<&DeviceBuffer>> = (0..self.n)
             .map(|dev| inputs.iter().map(|b| &b.shards[dev]).collect())
             .collect();
-        let per_device = lp.exe.execute(&args, keep)?;
+        let per_device = lp.exe.execute(&args, lp.aliased.kept(donated))?;
         let mut outs: Vec<Vec<DeviceBuffer>> = (0..lp.outputs.len()).map(|_| vec![]).collect();
         for dev_outs in per_device {
             for (o, b) in dev_outs.into_iter().enumerate() {

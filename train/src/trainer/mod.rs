@@ -382,13 +382,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         );
     }
     let partitioner = partitioner(a)?;
-    if a.devices == 0 || (a.devices > 1 && a.backend != "xla") {
-        bail!(
-            "--devices {} --backend {}: training over several devices needs --backend xla (and at least 1 device)",
-            a.devices,
-            a.backend
-        );
-    }
+    crate::session::check_devices(a.devices, &a.backend, "training")?;
     if let Some(t) = a.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
