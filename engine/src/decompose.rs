@@ -202,7 +202,7 @@ fn marginals(
     )?;
     let rest = alpha.rsub_scalar(1.0)?.mul(&pi)?;
     let p = alpha.mul(&x_hat)?.add(&rest)?;
-    let q = alpha.mul(&x.one_hot(v, DType::F32)?)?.add(&rest)?;
+    let q = alpha.mul(&x.one_hot(v, logits.dtype())?)?.add(&rest)?;
     Ok(Marginals {
         is_mask,
         x_hat,
@@ -252,7 +252,7 @@ fn diffusion_kl_bwd(
     let tiny = f32::MIN_POSITIVE as f64;
     let eq = safe_log(&m.q)?.exp()?;
     let num = z
-        .one_hot(v, DType::F32)?
+        .one_hot(v, logits.dtype())?
         .mul(&col(g_lpz)?)?
         .sub(&eq.mul(&col(g_kl)?)?)?;
     // The floor keeps the unselected branch finite (no 0 * inf in a second derivative).

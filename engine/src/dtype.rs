@@ -2,11 +2,13 @@
 
 use half::bf16;
 
-/// Element types of graph values. Parameters and optimizer state are f32;
-/// activations f32 or bf16; integers for ids and the counter-based RNG.
+/// Element types of graph values. Parameters and optimizer state are f32
+/// (f64 in an f64 run, the audit precision); activations f32 or bf16 (f64);
+/// integers for ids and the counter-based RNG.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
+    F64,
     BF16,
     I32,
     U32,
@@ -19,12 +21,21 @@ impl DType {
         match self {
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::BF16 => 2,
-            DType::I64 => 8,
+            DType::I64 | DType::F64 => 8,
             DType::Bool => 1,
         }
     }
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::BF16)
+        matches!(self, DType::F32 | DType::F64 | DType::BF16)
+    }
+    /// The precision norms, softmaxes, attention and the loss compute in for values of
+    /// this dtype: f64 for f64 (the audit precision), f32 for everything else.
+    pub fn accum(self) -> DType {
+        if self == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        }
     }
     pub fn is_int(self) -> bool {
         matches!(self, DType::I32 | DType::U32 | DType::I64)
@@ -33,6 +44,7 @@ impl DType {
     pub fn hlo_name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
+            DType::F64 => "f64",
             DType::BF16 => "bf16",
             DType::I32 => "i32",
             DType::U32 => "ui32",
@@ -44,6 +56,7 @@ impl DType {
     pub fn min_value(self) -> f64 {
         match self {
             DType::F32 => f32::MIN as f64,
+            DType::F64 => f64::MIN,
             DType::BF16 => bf16::MIN.to_f64(),
             DType::I32 => i32::MIN as f64,
             DType::U32 | DType::Bool => 0.0,

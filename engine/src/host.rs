@@ -8,6 +8,7 @@ use half::bf16;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Data {
     F32(Vec<f32>),
+    F64(Vec<f64>),
     BF16(Vec<bf16>),
     I32(Vec<i32>),
     U32(Vec<u32>),
@@ -19,6 +20,7 @@ impl Data {
     pub fn dtype(&self) -> DType {
         match self {
             Data::F32(_) => DType::F32,
+            Data::F64(_) => DType::F64,
             Data::BF16(_) => DType::BF16,
             Data::I32(_) => DType::I32,
             Data::U32(_) => DType::U32,
@@ -29,6 +31,7 @@ impl Data {
     pub fn len(&self) -> usize {
         match self {
             Data::F32(v) => v.len(),
+            Data::F64(v) => v.len(),
             Data::BF16(v) => v.len(),
             Data::I32(v) => v.len(),
             Data::U32(v) => v.len(),
@@ -43,6 +46,7 @@ impl Data {
     pub fn zeros(dtype: DType, n: usize) -> Data {
         match dtype {
             DType::F32 => Data::F32(vec![0.0; n]),
+            DType::F64 => Data::F64(vec![0.0; n]),
             DType::BF16 => Data::BF16(vec![bf16::ZERO; n]),
             DType::I32 => Data::I32(vec![0; n]),
             DType::U32 => Data::U32(vec![0; n]),
@@ -54,6 +58,7 @@ impl Data {
     pub fn get_f64(&self, i: usize) -> f64 {
         match self {
             Data::F32(v) => v[i] as f64,
+            Data::F64(v) => v[i],
             Data::BF16(v) => v[i].to_f64(),
             Data::I32(v) => v[i] as f64,
             Data::U32(v) => v[i] as f64,
@@ -65,6 +70,7 @@ impl Data {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Data::F32(v) => bytemuck::cast_slice(v),
+            Data::F64(v) => bytemuck::cast_slice(v),
             Data::BF16(v) => bytemuck::cast_slice(v),
             Data::I32(v) => bytemuck::cast_slice(v),
             Data::U32(v) => bytemuck::cast_slice(v),
@@ -94,6 +100,9 @@ impl HostTensor {
     }
     pub fn f32(shape: Vec<usize>, v: Vec<f32>) -> Result<Self> {
         Self::new(shape, Data::F32(v))
+    }
+    pub fn f64(shape: Vec<usize>, v: Vec<f64>) -> Result<Self> {
+        Self::new(shape, Data::F64(v))
     }
     pub fn i32(shape: Vec<usize>, v: Vec<i32>) -> Result<Self> {
         Self::new(shape, Data::I32(v))
@@ -158,7 +167,12 @@ impl HostTensor {
         let n = self.numel();
         let data = match to {
             DType::F32 => Data::F32(self.to_f32_vec()),
-            DType::BF16 => Data::BF16(self.to_f32_vec().into_iter().map(bf16::from_f32).collect()),
+            DType::F64 => Data::F64(self.to_f64_vec()),
+            // From f64 directly: rounding through f32 first could round twice.
+            DType::BF16 => match &self.data {
+                Data::F64(v) => Data::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),
+                _ => Data::BF16(self.to_f32_vec().into_iter().map(bf16::from_f32).collect()),
+            },
             DType::I32 => Data::I32((0..n).map(|i| self.data.get_f64(i) as i32).collect()),
             DType::U32 => Data::U32((0..n).map(|i| self.data.get_f64(i) as u32).collect()),
             DType::I64 => Data::I64((0..n).map(|i| self.data.get_f64(i) as i64).collect()),

@@ -276,34 +276,23 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
         }
         Op::Softmax | Op::LogSoftmax => {
             arity(op, ins, 1)?;
-            want_dtype(
-                op,
-                ins,
-                0,
-                |d| d == DType::F32,
-                "f32 (softmax accumulates in f32)",
-            )?;
+            want_dtype(op, ins, 0, wide, WIDE)?;
             if ins[0].shape.is_empty() {
                 return Err(serr(op, "needs rank >= 1", ins));
             }
-            out(ins[0].shape.clone(), DType::F32)
+            out(ins[0].shape.clone(), ins[0].dtype)
         }
         Op::SoftmaxBwd => {
             arity(op, ins, 2)?;
             same_type(op, ins)?;
-            out(ins[0].shape.clone(), DType::F32)
+            want_dtype(op, ins, 0, wide, WIDE)?;
+            out(ins[0].shape.clone(), ins[0].dtype)
         }
         Op::RmsNorm { .. } => {
             arity(op, ins, 2)?;
             let (x, w) = (ins[0], ins[1]);
-            want_dtype(
-                op,
-                ins,
-                0,
-                |d| d == DType::F32,
-                "f32 (norms accumulate in f32)",
-            )?;
-            want_dtype(op, ins, 1, |d| d == DType::F32, "f32")?;
+            want_dtype(op, ins, 0, wide, WIDE)?;
+            want_dtype(op, ins, 1, |d| d == x.dtype, "x's dtype")?;
             let n = *x
                 .shape
                 .last()
@@ -312,7 +301,7 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
                 return Err(serr(op, format!("weight must be [{n}]"), ins));
             }
             let rows = x.shape[..x.shape.len() - 1].to_vec();
-            Ok(vec![x.clone(), TensorType::new(rows, DType::F32)])
+            Ok(vec![x.clone(), TensorType::new(rows, x.dtype)])
         }
         Op::RmsNormBwd => {
             arity(op, ins, 4)?;
@@ -336,10 +325,12 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             if ins[1].shape != half || ins[2].shape != half {
                 return Err(serr(op, format!("cos and sin must be {half:?}"), ins));
             }
-            for i in 0..3 {
-                want_dtype(op, ins, i, |d| d == DType::F32, "f32")?;
+            want_dtype(op, ins, 0, wide, WIDE)?;
+            let d = ins[0].dtype;
+            for i in 1..3 {
+                want_dtype(op, ins, i, |t| t == d, "x's dtype")?;
             }
-            out(x.clone(), DType::F32)
+            out(x.clone(), d)
         }
         Op::Attention(_) => {
             arity(op, ins, 4)?;
@@ -358,14 +349,13 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
                     ins,
                 ));
             }
-            for i in 0..3 {
-                want_dtype(op, ins, i, |d| d == DType::F32, "f32")?;
+            want_dtype(op, ins, 0, wide, WIDE)?;
+            let d = ins[0].dtype;
+            for i in 1..3 {
+                want_dtype(op, ins, i, |t| t == d, "q's dtype")?;
             }
             want_dtype(op, ins, 3, |d| d == DType::Bool, "bool")?;
-            Ok(vec![
-                ins[0].clone(),
-                TensorType::new(q[..3].to_vec(), DType::F32),
-            ])
+            Ok(vec![ins[0].clone(), TensorType::new(q[..3].to_vec(), d)])
         }
         Op::DiffusionKl(_) | Op::DiffusionKlBwd(_) => {
             arity(
@@ -386,11 +376,12 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
                     ins,
                 ));
             }
-            want_dtype(op, ins, 0, |d| d == DType::F32, "f32 logits")?;
+            want_dtype(op, ins, 0, wide, "f32 or f64 logits")?;
+            let d = ins[0].dtype;
             want_dtype(op, ins, 1, |d| d.is_int(), "integer noisy ids z")?;
             want_dtype(op, ins, 2, |d| d.is_int(), "integer labels x")?;
             for i in 3..ins.len() {
-                want_dtype(op, ins, i, |d| d == DType::F32, "f32")?;
+                want_dtype(op, ins, i, |t| t == d, "the logits' dtype")?;
             }
             if ins[1..].iter().any(|t| t.shape != rows) {
                 return Err(serr(
@@ -402,7 +393,7 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
                 ));
             }
             if matches!(op, Op::DiffusionKl(_)) {
-                let t = TensorType::new(rows, DType::F32);
+                let t = TensorType::new(rows, d);
                 Ok(vec![t.clone(), t.clone(), t])
             } else {
                 Ok(vec![ins[0].clone()])
@@ -414,6 +405,12 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
         }
     }
 }
+
+/// Fused ops accumulate in f32, or in f64 for an f64 run (compiled as their decompositions).
+fn wide(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::F64)
+}
+const WIDE: &str = "f32 or f64 (fused ops accumulate in f32, or f64)";
 
 fn infer_dot(op: &Op, dd: &DotDims, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
     let (l, r) = (&ins[0].shape, &ins[1].shape);

@@ -4,7 +4,7 @@
 use crate::schedule::Schedule;
 use gidd_engine::{Result, Tensor};
 
-/// Per-token terms [B, L] (f32).
+/// Per-token terms [B, L] (f32, f64 in an f64 run: the logits' dtype).
 pub struct LossTerms {
     /// clip(w) KL + beta_is_div clip(w) IS
     pub loss: Tensor,
@@ -28,6 +28,7 @@ pub fn gidd_loss(
     l: &Tensor,
     beta_is_div: f64,
 ) -> Result<LossTerms> {
+    let l = &l.to(logits.dtype())?;
     let loss_weights = s.loss_weights(l, z, x)?;
     let p_log_snr = s.p_log_snr(l)?;
     let elbo_weights = loss_weights.div(&p_log_snr.max_scalar(1e-12)?)?;

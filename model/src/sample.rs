@@ -45,22 +45,24 @@ pub fn ancestral_probs(
     let beta_pi: Vec<f32> = (0..v)
         .map(|i| b_t * pi_t[i] - a_ts * b_s * pi_s[i])
         .collect();
+    // the reference's f32 host constants, in the logits' precision (f64 in an f64 audit)
     let vecc = |x: Vec<f32>| {
         g.constant(HostTensor {
             shape: vec![v],
             data: gidd_engine::Data::F32(x),
         })
+        .to(logits.dtype())
     };
     let q_t = x_hat
         .mul_scalar(a_t as f64)?
-        .add(&vecc(pi_t.iter().map(|p| b_t * p).collect()))?;
+        .add(&vecc(pi_t.iter().map(|p| b_t * p).collect())?)?;
     let q_s = x_hat
         .mul_scalar(a_s as f64)?
-        .add(&vecc(pi_s.iter().map(|p| b_s * p).collect()))?;
+        .add(&vecc(pi_s.iter().map(|p| b_s * p).collect())?)?;
     let q_t_z = q_t.take_last(z_t)?; // (B, L)
-    let bp_z = vecc(beta_pi).gather(0, z_t)?; // (B, L)
+    let bp_z = vecc(beta_pi)?.gather(0, z_t)?; // (B, L)
     let shape = [z_t.shape(), &[1]].concat();
-    let onehot = z_t.one_hot(v, DType::F32)?;
+    let onehot = z_t.one_hot(v, logits.dtype())?;
     let q_ts = onehot
         .mul_scalar(a_ts as f64)?
         .add(&bp_z.reshape(&shape)?)?;
@@ -73,10 +75,12 @@ pub fn ancestral_probs(
 pub fn adaptive_scores(cfg: &GiddConfig, logits: &Tensor, z: &Tensor, l: f64) -> Result<Tensor> {
     let g = logits.graph();
     let v = cfg.vocab_size;
-    let pi = g.constant(HostTensor {
-        shape: vec![v],
-        data: gidd_engine::Data::F32(pi_vec(cfg, l, 3)),
-    });
+    let pi = g
+        .constant(HostTensor {
+            shape: vec![v],
+            data: gidd_engine::Data::F32(pi_vec(cfg, l, 3)),
+        })
+        .to(logits.dtype())?;
     let pn = pi.gather(0, z)?; // (B, L)
     let pn = pn.div(&pn.sum_last(true)?)?;
     let x_hat = mask_logits(logits, 3)?.softmax()?;

@@ -1,7 +1,7 @@
 //! The mixing schedule (SPEC.md section 2): linear rate, hybrid mixing
 //! distribution, and the loss/ELBO weights, as graph functions of the log-SNR.
 
-use gidd_engine::{DType, Result, Tensor};
+use gidd_engine::{Result, Tensor};
 
 pub const BOS: u32 = 0;
 pub const EOS: u32 = 1;
@@ -46,7 +46,7 @@ impl Schedule {
     /// pi(l)[z] = beta_u (1 - [z = m]) / (V - 1) + (1 - beta_u) [z = m]
     pub fn pi_at(&self, l: &Tensor, z: &Tensor) -> Result<Tensor> {
         let beta = self.beta_u(l)?;
-        let m = z.eq_scalar(self.mask_id as f64)?.to(DType::F32)?;
+        let m = z.eq_scalar(self.mask_id as f64)?.to(l.dtype())?;
         let a = beta
             .mul(&m.rsub_scalar(1.0)?)?
             .mul_scalar(1.0 / (self.vocab_size as f64 - 1.0))?;
@@ -72,7 +72,7 @@ impl Schedule {
     pub fn loss_weights(&self, l: &Tensor, z: &Tensor, x: &Tensor) -> Result<Tensor> {
         let pz = self.pi_at(l, z)?;
         let ppz = self.pi_prime_at(l, z)?;
-        let delta = z.eq(x)?.to(DType::F32)?;
+        let delta = z.eq(x)?.to(l.dtype())?;
         let den = pz.add(&l.exp()?.mul(&delta)?)?.max_scalar(1e-8)?;
         pz.sub(&ppz)?.div(&den)
     }

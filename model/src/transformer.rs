@@ -7,8 +7,8 @@ use gidd_engine::api::attention_with_bias_slot;
 use gidd_engine::{AttnSpec, DType, Graph, HostTensor, Result, Tensor};
 use std::collections::BTreeMap;
 
-/// Graph inputs for every parameter, keyed by HF checkpoint name (f32), in
-/// `GiddConfig::param_shapes` order.
+/// Graph inputs for every parameter, keyed by HF checkpoint name (f32, or f64 in an f64
+/// run), in `GiddConfig::param_shapes` order.
 #[derive(Clone, Debug)]
 pub struct Params {
     list: Vec<(String, Tensor)>,
@@ -18,10 +18,15 @@ pub struct Params {
 impl Params {
     /// Declares every parameter of `cfg` as a graph input named by its HF key.
     pub fn declare(g: &Graph, cfg: &GiddConfig) -> Params {
+        Params::declare_as(g, cfg, DType::F32)
+    }
+    /// Declares every parameter as an input of `dtype`: f32, or f64 for an f64 run
+    /// (`ForwardOpts::dtype.accum()`, the master precision).
+    pub fn declare_as(g: &Graph, cfg: &GiddConfig, dtype: DType) -> Params {
         let list: Vec<(String, Tensor)> = cfg
             .param_shapes()
             .into_iter()
-            .map(|(n, s)| (n.clone(), g.input(&n, &s, DType::F32)))
+            .map(|(n, s)| (n.clone(), g.input(&n, &s, dtype)))
             .collect();
         let index = list
             .iter()
@@ -46,7 +51,7 @@ impl Params {
 
 /// What a forward pass returns.
 pub struct ForwardOut {
-    /// [B, L, V] in f32
+    /// [B, L, V] in f32 (f64 in an f64 run)
     pub logits: Tensor,
     /// HF `output_hidden_states`: embeddings, outputs of layers 0..n-2, norm(output of layer n-1)
     pub hidden_states: Vec<Tensor>,
@@ -89,7 +94,7 @@ pub fn rope_tables(cfg: &GiddConfig) -> (HostTensor, HostTensor) {
 /// Options of one forward pass.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardOpts {
-    /// activation dtype (parameters stay f32 and are converted at use)
+    /// activation dtype (parameters are f32, f64 for f64, and are converted at use)
     pub dtype: DType,
     /// also return each layer's attention probabilities (costs an [L, L] matrix per head)
     pub attentions: bool,
@@ -280,7 +285,7 @@ pub fn forward_cached(
     };
     Ok((
         ForwardOut {
-            logits: logits.to(DType::F32)?,
+            logits: logits.to(dt.accum())?,
             hidden_states: hidden,
             last_prenorm,
             attentions,
@@ -298,9 +303,13 @@ fn attention_probs(
     spec: AttnSpec,
 ) -> Result<Tensor> {
     let (b, h, lq, hd) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
-    let (q, mut k, mut m) = (q.to(DType::F32)?, k.to(DType::F32)?, mask.clone());
+    let acc = q.dtype().accum();
+    let (q, mut k, mut m) = (q.to(acc)?, k.to(acc)?, mask.clone());
     if let Some(kb) = kb {
-        let slot = kb.reshape(&[1, h, 1, hd])?.broadcast_to(&[b, h, 1, hd])?;
+        let slot = kb
+            .to(acc)?
+            .reshape(&[1, h, 1, hd])?
+            .broadcast_to(&[b, h, 1, hd])?;
         k = Tensor::concat(&[&slot, &k], 2)?;
         m = Tensor::concat(&[&m.graph().splat(1.0, &[b, lq, 1], DType::Bool), &m], 2)?;
     }

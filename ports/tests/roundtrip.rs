@@ -170,6 +170,11 @@ fn random_tensors(seed: u64) -> Vec<(String, HostTensor)> {
             HostTensor::f32(vec![0, 4], vec![]).unwrap(),
         ),
         (
+            // the low bits f32 cannot hold must survive
+            "j.f64".into(),
+            HostTensor::f64(vec![3], vec![1.0 / 3.0, -1e-300, 1e300]).unwrap(),
+        ),
+        (
             "i.odd_bf16".into(),
             HostTensor::new(vec![1], Data::BF16(vec![bf16::from_f32(1.5)])).unwrap(),
         ),
@@ -194,6 +199,7 @@ fn every_engine_dtype_round_trips_and_the_safetensors_crate_agrees() {
             assert_eq!(store.raw_bytes(n).unwrap(), t.data.as_bytes(), "{n}");
         }
         assert_eq!(store.info("d.u32").unwrap().0, StoredDType::U32);
+        assert_eq!(store.info("j.f64").unwrap().0, StoredDType::F64);
         assert_eq!(store.info("f.bool").unwrap().0, StoredDType::Bool);
         assert_eq!(store.info("g.scalar").unwrap().1, &[] as &[usize]);
     }
@@ -285,7 +291,10 @@ fn files_from_the_safetensors_crate_read_with_conversions() {
 
     let dbl = store.get_f32("double").unwrap();
     assert_eq!(dbl.to_f32_vec(), vec![1.0, (1.0f64 / 3.0) as f32, -1e30]);
-    assert_eq!(store.get("double").unwrap().dtype(), DType::F32);
+    // get keeps F64 exactly (the engine has f64: the audit precision)
+    let exact = store.get("double").unwrap();
+    assert_eq!(exact.dtype(), DType::F64);
+    assert_eq!(exact.to_f64_vec(), vec![1.0, 1.0 / 3.0, -1e30]);
 
     assert_eq!(
         store.get("bytes").unwrap().to_f32_vec(),

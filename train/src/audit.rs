@@ -108,6 +108,12 @@ fn ids_i32(t: &HostTensor) -> HostTensor {
 /// beside it, when present, gives schedule and loss settings).
 pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<Vec<Row>> {
     let Loaded { cfg, params } = load_checkpoint(checkpoint)?;
+    // f64 audits run the math with rounding taken out: parameters widened exactly
+    let master = dtype.accum();
+    let params: Vec<(String, HostTensor)> = params
+        .into_iter()
+        .map(|(n, t)| (n, t.convert(master)))
+        .collect();
     let gold = TensorStore::open(golden)?;
     let manifest: serde_json::Value = golden
         .parent()
@@ -141,7 +147,7 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
             HostTensor::bool(vec![b, l], vec![true; b * l])?
         };
         let g = Graph::new();
-        let p = gidd_model::Params::declare(&g, &cfg);
+        let p = gidd_model::Params::declare_as(&g, &cfg, master);
         let ids_t = g.input("input_ids", &ids.shape, DType::I32);
         let mask_t = g.input("attention_mask", &mask.shape, DType::Bool);
         let pos = g.iota(&[b, l], 1, DType::I32)?;
@@ -159,11 +165,11 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
         )?;
         let mut named: Vec<(String, Tensor)> = vec![("logits".into(), out.logits.clone())];
         for (i, h) in out.hidden_states.iter().enumerate() {
-            named.push((format!("hidden_states.{i}"), h.to(DType::F32)?));
+            named.push((format!("hidden_states.{i}"), h.to(master)?));
         }
         named.push((
             "hidden_states.last_prenorm".into(),
-            out.last_prenorm.to(DType::F32)?,
+            out.last_prenorm.to(master)?,
         ));
         for (i, a) in out.attentions.iter().enumerate() {
             named.push((format!("attentions.{i}"), a.clone()));
@@ -174,16 +180,16 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
         ];
         if has("labels") && has("log_snr") {
             let x = ids_i32(&get("labels")?);
-            let lsnr = get("log_snr")?.convert(DType::F32);
+            let lsnr = get("log_snr")?.convert(master);
             let x_t = g.input("labels", &x.shape, DType::I32);
-            let l_t = g.input("log_snr", &lsnr.shape, DType::F32);
+            let l_t = g.input("log_snr", &lsnr.shape, master);
             let terms = gidd_loss(&sched, &out.logits, &ids_t, &x_t, &l_t, beta_is_div)?;
             let nm = if has("noise_mask") {
-                get("noise_mask")?.convert(DType::F32)
+                get("noise_mask")?.convert(master)
             } else {
-                HostTensor::f32(vec![b, l], vec![1.0; b * l])?
+                HostTensor::f32(vec![b, l], vec![1.0; b * l])?.convert(master)
             };
-            let nm_t = g.input("noise_mask", &nm.shape, DType::F32);
+            let nm_t = g.input("noise_mask", &nm.shape, master);
             let total = terms.loss.mul(&nm_t)?.sum_all()?;
             for (n, t) in [
                 ("loss", &terms.loss),
@@ -272,11 +278,16 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
 
     // ---- the schedule grid ----
     if has("sched.log_snr") {
-        rows.extend(audit_schedule(&gold, &sched)?);
+        rows.extend(audit_schedule(&gold, &sched, master)?);
     }
     // ---- greedy generation ----
     if has("generate.output") {
-        rows.push(crate::generate::audit_generation(&cfg, &params, &gold)?);
+        // generation has no f64 path: an f64 audit checks it on the f32 parameters
+        let p32: Vec<(String, HostTensor)> = params
+            .iter()
+            .map(|(n, t)| (n.clone(), t.convert(DType::F32)))
+            .collect();
+        rows.push(crate::generate::audit_generation(&cfg, &p32, &gold)?);
     }
     let covered: std::collections::HashSet<String> =
         rows.iter().map(|r| r.quantity.clone()).collect();
@@ -385,11 +396,11 @@ fn used_inputs(outs: &[Tensor], all: &[(String, HostTensor)]) -> Vec<(String, Ho
         .collect()
 }
 
-fn audit_schedule(gold: &TensorStore, s: &Schedule) -> anyhow::Result<Vec<Row>> {
-    let lg = gold.get("sched.log_snr")?.convert(DType::F32);
+fn audit_schedule(gold: &TensorStore, s: &Schedule, master: DType) -> anyhow::Result<Vec<Row>> {
+    let lg = gold.get("sched.log_snr")?.convert(master);
     let n = lg.numel();
     let g = Graph::new();
-    let l = g.input("l", &[n], DType::F32);
+    let l = g.input("l", &[n], master);
     let id = |v: u32| g.splat(v as f64, &[n], DType::I32);
     let (x, zmask, zunif) = (id(5), id(s.mask_id), id(7));
     let mut named: Vec<(&str, Tensor)> = vec![
@@ -408,8 +419,8 @@ fn audit_schedule(gold: &TensorStore, s: &Schedule) -> anyhow::Result<Vec<Row>> 
     ];
     let mut inputs: Vec<(&str, HostTensor)> = vec![("l", lg.reshape_to(vec![n]))];
     if gold.info("sched.t").is_some() {
-        let t = gold.get("sched.t")?.convert(DType::F32);
-        let tt = g.input("t", &[t.numel()], DType::F32);
+        let t = gold.get("sched.t")?.convert(master);
+        let tt = g.input("t", &[t.numel()], master);
         named.push(("sched.log_snr_from_t", s.log_snr_from_time(&tt)?));
         inputs.push(("t", t.reshape_to(vec![t.numel()])));
     }

@@ -236,6 +236,9 @@ fn check_prompt(cfg: &GiddConfig, i: usize, p: &[u32]) -> Result<()> {
 }
 
 pub fn run(a: &GenArgs) -> Result<()> {
+    // flags first: a bad one is reported before a large checkpoint is read
+    let dtype = crate::session::parse_dtype(&a.dtype)?;
+    crate::session::check_devices(a.devices, &a.backend, "generating")?;
     let m = crate::session::load_checkpoint(&a.checkpoint)?;
     let tok = crate::session::load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
     let o = a.opts()?;
@@ -243,8 +246,6 @@ pub fn run(a: &GenArgs) -> Result<()> {
     for (i, p) in prompts.iter().enumerate() {
         check_prompt(&m.cfg, i, &p.ids)?;
     }
-    let dtype = crate::session::parse_dtype(&a.dtype)?;
-    crate::session::check_devices(a.devices, &a.backend, "generating")?;
     match a.backend.as_str() {
         "cpu" => run_on(
             gidd_engine::CpuExecutor,

@@ -8,12 +8,25 @@ use gidd_model::GiddConfig;
 use gidd_ports::TensorStore;
 use std::path::Path;
 
-/// `--dtype`: the activation dtype.
+/// `--dtype`: the activation dtype, f32 or bf16.
 pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
     match s {
         "f32" | "fp32" => Ok(DType::F32),
         "bf16" => Ok(DType::BF16),
+        "f64" | "fp64" => bail!(
+            "--dtype {s}: f64 is the audit precision of `gidd train` (and `gidd audit`); this command runs f32 or bf16 (an f64 checkpoint loads rounded to f32)"
+        ),
         d => bail!("--dtype {d}: use f32 or bf16"),
+    }
+}
+
+/// `--dtype` of `gidd train` and `gidd audit`: f32, bf16, or f64, the audit precision, which
+/// makes parameters, optimizer state and every accumulation f64 too: a run with rounding
+/// taken out of a comparison (of two executors, or against the reference).
+pub fn parse_audit_dtype(s: &str) -> anyhow::Result<DType> {
+    match s {
+        "f64" | "fp64" => Ok(DType::F64),
+        d => parse_dtype(d).map_err(|_| anyhow::anyhow!("--dtype {d}: use f32, bf16 or f64")),
     }
 }
 
@@ -50,15 +63,33 @@ pub fn load_config(dir: &Path) -> anyhow::Result<GiddConfig> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
 }
 
-/// Loads and strictly checks a checkpoint: every expected tensor present with its shape, nothing extra.
+/// Loads and strictly checks a checkpoint: every expected tensor present with its shape,
+/// nothing extra. Parameters come as f32 (bf16 widened, f64 rounded to nearest).
 pub fn load_checkpoint(dir: &Path) -> anyhow::Result<Loaded> {
+    load_checkpoint_in(dir, false)
+}
+
+/// [`load_checkpoint`], keeping f64 parameters f64 (resuming an f64 run exactly).
+pub fn load_checkpoint_exact(dir: &Path) -> anyhow::Result<Loaded> {
+    load_checkpoint_in(dir, true)
+}
+
+fn load_checkpoint_in(dir: &Path, keep_f64: bool) -> anyhow::Result<Loaded> {
     let cfg = load_config(dir)?;
     let store = TensorStore::open(dir)?;
     let expected = cfg.param_shapes();
     gidd_ports::check_names(&store, &expected)?;
     let params = expected
         .iter()
-        .map(|(n, _)| Ok((n.clone(), store.get_f32(n)?)))
+        .map(|(n, _)| {
+            let f64_stored = matches!(store.info(n), Some((gidd_ports::StoredDType::F64, _)));
+            let t = if keep_f64 && f64_stored {
+                store.get(n)?
+            } else {
+                store.get_f32(n)?
+            };
+            Ok((n.clone(), t))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Loaded { cfg, params })
 }

@@ -43,12 +43,24 @@ fn losses(dir: &Path) -> Vec<(u64, String)> {
 
 #[test]
 fn resume_is_bitwise_identical() {
-    let a = tmp("full");
-    let b = tmp("resumed");
+    resume_case("f32");
+}
+
+/// An f64 run keeps its state in f64 through the checkpoint (saved F64, loaded as stored):
+/// resuming it is exact too, not rounded to f32.
+#[test]
+fn f64_resume_is_bitwise_identical() {
+    resume_case("f64");
+}
+
+fn resume_case(dtype: &str) {
+    let a = tmp(&format!("full-{dtype}"));
+    let b = tmp(&format!("resumed-{dtype}"));
     let run = |dir: &Path, extra: &[&str]| {
         let out = gidd()
             .args(SMALL)
             .arg("512")
+            .args(["--dtype", dtype])
             .args([
                 "--batch_size",
                 "4",
@@ -114,6 +126,11 @@ fn bad_inputs_fail_clearly() {
     );
     expect_fail(&["train", "--no_such_flag"], "no_such_flag");
     expect_fail(&["train", "--dtype", "f8"], "f8");
+    // f64 is for train and audit; generation says so instead of failing in a kernel
+    expect_fail(
+        &["generate", "--checkpoint", "x", "--dtype", "f64"],
+        "audit precision",
+    );
     let empty = tmp("empty").join("empty.jsonl");
     std::fs::write(&empty, "").expect("write");
     expect_fail(

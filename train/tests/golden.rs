@@ -1,4 +1,4 @@
-//! Every case in ../shared/golden passes `gidd audit` in f32; in bf16 the logits
+//! Every case in ../shared/golden passes `gidd audit` in f32 and f64; in bf16 the logits
 //! and loss stay within the bf16 tolerance.
 
 use gidd_engine::DType;
@@ -28,14 +28,18 @@ fn golden_cases() -> Option<Vec<PathBuf>> {
     Some(cases)
 }
 
+/// f32, and f64 (the audit precision: what remains is the reference's own f32 rounding).
 #[test]
-fn every_golden_case_passes_in_f32() {
+fn every_golden_case_passes_in_f32_and_f64() {
     let Some(cases) = golden_cases() else { return };
-    for case in cases {
-        let rows = gidd_train::audit::audit(&case, &case.join("golden.safetensors"), DType::F32)
+    for (case, dtype) in cases
+        .iter()
+        .flat_map(|c| [(c, DType::F32), (c, DType::F64)])
+    {
+        let rows = gidd_train::audit::audit(case, &case.join("golden.safetensors"), dtype)
             .expect("audit runs");
         let table = gidd_train::audit::format_table(&rows);
-        eprintln!("{}\n{table}", case.display());
+        eprintln!("{} ({dtype})\n{table}", case.display());
         assert!(
             rows.len() > 20,
             "{}: too few quantities audited",

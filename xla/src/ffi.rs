@@ -69,6 +69,7 @@ pub const TYPE_S32: i32 = 4;
 pub const TYPE_S64: i32 = 5;
 pub const TYPE_U32: i32 = 8;
 pub const TYPE_F32: i32 = 11;
+pub const TYPE_F64: i32 = 12;
 pub const TYPE_BF16: i32 = 13;
 
 /// PJRT_NamedValue_Type: kInt64.

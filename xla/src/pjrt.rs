@@ -68,6 +68,7 @@ impl CompileOptions {
 pub(crate) fn buffer_type(d: DType) -> i32 {
     match d {
         DType::F32 => ffi::TYPE_F32,
+        DType::F64 => ffi::TYPE_F64,
         DType::BF16 => ffi::TYPE_BF16,
         DType::I32 => ffi::TYPE_S32,
         DType::U32 => ffi::TYPE_U32,
@@ -79,6 +80,7 @@ pub(crate) fn buffer_type(d: DType) -> i32 {
 fn dtype_of(t: i32) -> Option<DType> {
     Some(match t {
         ffi::TYPE_F32 => DType::F32,
+        ffi::TYPE_F64 => DType::F64,
         ffi::TYPE_BF16 => DType::BF16,
         ffi::TYPE_S32 => DType::I32,
         ffi::TYPE_U32 => DType::U32,
@@ -629,6 +631,7 @@ impl DeviceBuffer {
         let mut data = Data::zeros(self.dtype, n);
         let dst: &mut [u8] = match &mut data {
             Data::F32(v) => bytes_mut(v),
+            Data::F64(v) => bytes_mut(v),
             Data::BF16(v) => bytes_mut(v),
             Data::I32(v) => bytes_mut(v),
             Data::U32(v) => bytes_mut(v),

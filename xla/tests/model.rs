@@ -13,6 +13,7 @@ use std::time::Instant;
 const GRAD: Tol = Tol {
     f32: 1e-4,
     bf16: 2e-2,
+    f64: 1e-10,
 };
 const B: usize = 2;
 const L: usize = 12;

@@ -1,6 +1,6 @@
 //! Every primitive op's emitted StableHLO, run on the XLA CPU plugin, equals the
 //! engine's CPU executor: random inputs, odd shapes, every dtype the op admits;
-//! bitwise for integers and bools, 1e-5 relative for f32.
+//! bitwise for integers and bools, 1e-5 relative for f32, 1e-12 for f64.
 
 mod common;
 
@@ -8,10 +8,11 @@ use common::{bits, check, ints, rng, uniform, TOL};
 use gidd_engine::op::{BinaryOp, CmpOp, DotDims, ReduceOp, UnaryOp};
 use gidd_engine::{DType, Graph, HostTensor, Op, Result, Tensor};
 
-const FLOATS: [DType; 2] = [DType::F32, DType::BF16];
+const FLOATS: [DType; 3] = [DType::F32, DType::BF16, DType::F64];
 const INTS: [DType; 3] = [DType::I32, DType::U32, DType::I64];
-const ALL: [DType; 6] = [
+const ALL: [DType; 7] = [
     DType::F32,
+    DType::F64,
     DType::BF16,
     DType::I32,
     DType::U32,
@@ -22,7 +23,7 @@ const ALL: [DType; 6] = [
 fn random(seed: u64, shape: &[usize], d: DType) -> HostTensor {
     let mut r = rng(seed);
     match d {
-        DType::F32 | DType::BF16 => uniform(&mut r, shape, d, -3.0, 3.0),
+        DType::F32 | DType::F64 | DType::BF16 => uniform(&mut r, shape, d, -3.0, 3.0),
         DType::Bool => ints(&mut r, shape, d, 0, 2),
         _ => ints(&mut r, shape, d, 0, 1000),
     }
@@ -252,7 +253,7 @@ fn convert_all_pairs() -> Result<()> {
         let mut r = rng(500 + i as u64);
         // values every dtype represents: small integers and halves, some negative
         let xs = match from {
-            DType::F32 | DType::BF16 => uniform(&mut r, &shape, from, -100.0, 100.0),
+            DType::F32 | DType::F64 | DType::BF16 => uniform(&mut r, &shape, from, -100.0, 100.0),
             DType::U32 | DType::Bool => random(500 + i as u64, &shape, from),
             _ => ints(&mut r, &shape, from, -1000, 1000),
         };
@@ -312,6 +313,7 @@ fn leaves() -> Result<()> {
     ] {
         outs.push(g.splat(x, &[4], DType::F32));
         outs.push(g.splat(x, &[4], DType::BF16));
+        outs.push(g.splat(x, &[4], DType::F64));
     }
     outs.push(g.splat(f64::NAN, &[3], DType::F32));
     // A program needs an input: a dummy one, added to every leaf.

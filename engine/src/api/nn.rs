@@ -6,23 +6,26 @@ use crate::graph::Tensor;
 use crate::op::{AttnSpec, Op};
 
 impl Tensor {
-    /// softmax over the last axis (f32).
+    /// softmax over the last axis (f32, or f64 for f64).
     pub fn softmax(&self) -> Result<Tensor> {
         self.graph().apply1(Op::Softmax, &[self])
     }
-    /// log-softmax over the last axis (f32).
+    /// log-softmax over the last axis (f32, or f64 for f64).
     pub fn log_softmax(&self) -> Result<Tensor> {
         self.graph().apply1(Op::LogSoftmax, &[self])
     }
 
     /// RMSNorm with the (1 + w) weight: y = x * rsqrt(mean(x^2) + eps) * (1 + w),
-    /// computed in f32 and returned in x's dtype.
+    /// computed in f32 (f64 for f64) and returned in x's dtype.
     ///
     /// # Shapes
     /// x [.., n], w [n] -> [.., n]
     pub fn rms_norm(&self, w: &Tensor, eps: f32) -> Result<Tensor> {
-        let x = self.to(DType::F32)?;
-        let y = self.graph().apply(Op::RmsNorm { eps }, &[&x, w])?;
+        let acc = self.dtype().accum();
+        let x = self.to(acc)?;
+        let y = self
+            .graph()
+            .apply(Op::RmsNorm { eps }, &[&x, &w.to(acc)?])?;
         y[0].to(self.dtype())
     }
 
@@ -37,15 +40,16 @@ impl Tensor {
             return Err(Error::shape("rope", "x must be [B, L, H, D]", &[&s]));
         }
         let rows = s[0] * s[1];
-        let x = self.to(DType::F32)?.reshape(&[rows, s[2], s[3]])?; // (B*L, H, D)
-        let c = cos.reshape(&[rows, s[3] / 2])?;
-        let sn = sin.reshape(&[rows, s[3] / 2])?;
+        let acc = self.dtype().accum();
+        let x = self.to(acc)?.reshape(&[rows, s[2], s[3]])?; // (B*L, H, D)
+        let c = cos.to(acc)?.reshape(&[rows, s[3] / 2])?;
+        let sn = sin.to(acc)?.reshape(&[rows, s[3] / 2])?;
         let y = self.graph().apply1(Op::Rope, &[&x, &c, &sn])?;
         y.reshape(&s)?.to(self.dtype())
     }
 }
 
-/// Soft-capped masked attention, computed in f32.
+/// Soft-capped masked attention, computed in f32 (f64 for f64).
 ///
 /// s = scale q.k; s = c tanh(s / c) if softcap; masked scores = f32::MIN (so a
 /// fully masked row is uniform, as in the reference); p = softmax(s); out = p v.
@@ -60,7 +64,8 @@ pub fn attention(
     spec: AttnSpec,
 ) -> Result<Tensor> {
     let dt = q.dtype();
-    let (q, k, v) = (q.to(DType::F32)?, k.to(DType::F32)?, v.to(DType::F32)?);
+    let acc = dt.accum();
+    let (q, k, v) = (q.to(acc)?, k.to(acc)?, v.to(acc)?);
     let out = q.graph().apply(Op::Attention(spec), &[&q, &k, &v, mask])?;
     out[0].to(dt)
 }
@@ -99,7 +104,8 @@ pub fn attention_with_bias_slot(
 /// The GIDD loss's fused pass over the vocabulary: (kl, log p_t[z], log q_t[z]) per token.
 ///
 /// # Shapes
-/// logits [.., V] (any float, computed in f32), z and x [..] (int), l [..] (f32) -> three [..]
+/// logits [.., V] (any float, computed in f32, or f64 for f64), z and x [..] (int),
+/// l [..] (float) -> three [..]
 pub fn diffusion_kl(
     logits: &Tensor,
     z: &Tensor,
@@ -107,9 +113,10 @@ pub fn diffusion_kl(
     l: &Tensor,
     spec: crate::op::MarginalSpec,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let lg = logits.to(DType::F32)?;
+    let acc = logits.dtype().accum();
+    let lg = logits.to(acc)?;
     let o = logits
         .graph()
-        .apply(Op::DiffusionKl(spec), &[&lg, z, x, l])?;
+        .apply(Op::DiffusionKl(spec), &[&lg, z, x, &l.to(acc)?])?;
     Ok((o[0].clone(), o[1].clone(), o[2].clone()))
 }

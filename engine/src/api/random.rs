@@ -122,7 +122,7 @@ pub fn uniform_rows(
 
 /// Bernoulli draws: u < p elementwise (p broadcast to u's shape), from position-keyed uniforms.
 pub fn bernoulli(u: &Tensor, p: &Tensor) -> Result<Tensor> {
-    u.lt(&p.to(DType::F32)?)
+    u.lt(&p.to(u.dtype())?)
 }
 
 /// Integers uniform in [0, n) from uniforms u in [0, 1): floor(u n), clamped below n

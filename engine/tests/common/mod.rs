@@ -168,8 +168,9 @@ pub fn gradcheck(
         .collect();
     let y = f(&ins, &ext);
     let mut r = rng(0x5eed ^ name.len() as u64);
-    let rt = rand_f32(&mut r, y.shape(), -1.0, 1.0);
-    let rv = g.input("r", y.shape(), gidd_engine::DType::F32);
+    let rt = rand_f32(&mut r, y.shape(), -1.0, 1.0).convert(y.dtype().accum());
+    let rv = g.input("r", y.shape(), rt.dtype());
+    let y = y.to(rt.dtype()).unwrap();
     let loss = y.mul(&rv).unwrap().sum_all().unwrap();
     let grads = grad(&loss, &ins).unwrap();
     let names: Vec<String> = (0..xs.len()).map(|i| format!("x{i}")).collect();

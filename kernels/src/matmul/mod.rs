@@ -40,6 +40,7 @@ pub mod cpu_amx;
 mod cpu_avx2;
 #[cfg(target_arch = "x86_64")]
 mod cpu_avx512;
+pub mod f64;
 pub mod reference;
 
 #[cfg(test)]
@@ -92,6 +93,8 @@ pub fn bf16_peak_gflops(f32_peak: f64) -> f64 {
         f32_peak
     }
 }
+
+pub use self::f64::gemm_f64;
 
 /// f32 GEMM on the fastest available SIMD path.
 pub fn gemm_f32(s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {

@@ -109,6 +109,7 @@ fn validate(tensors: &[(String, HostTensor)]) -> Result<Vec<Item<'_>>, PortError
         }
         let dtype = match &tensor.data {
             Data::F32(_) => StoredDType::F32,
+            Data::F64(_) => StoredDType::F64,
             Data::BF16(_) => StoredDType::BF16,
             Data::I32(_) => StoredDType::I32,
             Data::U32(_) => StoredDType::U32,
@@ -183,6 +184,7 @@ fn write_le(w: &mut impl Write, data: &Data) -> std::io::Result<()> {
     }
     match data {
         Data::F32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
+        Data::F64(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
         Data::BF16(v) => v
             .iter()
             .try_for_each(|x| w.write_all(&x.to_bits().to_le_bytes())),

@@ -113,11 +113,12 @@ impl TensorStore {
     }
 
     /// Reads a tensor, keeping the stored dtype where the engine has it exactly
-    /// (F32, BF16, I32, U32, I64, BOOL); F16, F64 and U8 become F32 (F64 rounded to nearest).
+    /// (F32, F64, BF16, I32, U32, I64, BOOL); F16 and U8 become F32.
     pub fn get(&self, name: &str) -> Result<HostTensor, PortError> {
         let (dtype, shape, bytes) = self.lookup(name)?;
         let data = match dtype {
             StoredDType::F32 => Data::F32(decode(bytes, f32::from_le_bytes)),
+            StoredDType::F64 => Data::F64(decode(bytes, f64::from_le_bytes)),
             StoredDType::BF16 => {
                 Data::BF16(decode(bytes, |b| bf16::from_bits(u16::from_le_bytes(b))))
             }
@@ -125,9 +126,7 @@ impl TensorStore {
             StoredDType::U32 => Data::U32(decode(bytes, u32::from_le_bytes)),
             StoredDType::I64 => Data::I64(decode(bytes, i64::from_le_bytes)),
             StoredDType::Bool => Data::Bool(bytes.iter().map(|&b| u8::from(b != 0)).collect()),
-            StoredDType::F16 | StoredDType::F64 | StoredDType::U8 => {
-                Data::F32(to_f32(dtype, bytes))
-            }
+            StoredDType::F16 | StoredDType::U8 => Data::F32(to_f32(dtype, bytes)),
         };
         host_tensor(name, shape, data)
     }

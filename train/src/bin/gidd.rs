@@ -124,8 +124,11 @@ fn main() {
 }
 
 fn audit(checkpoint: &std::path::Path, golden: &std::path::Path, dtype: &str) -> Result<()> {
-    let rows =
-        gidd_train::audit::audit(checkpoint, golden, gidd_train::session::parse_dtype(dtype)?)?;
+    let rows = gidd_train::audit::audit(
+        checkpoint,
+        golden,
+        gidd_train::session::parse_audit_dtype(dtype)?,
+    )?;
     print!("{}", gidd_train::audit::format_table(&rows));
     if rows.iter().any(|r| !r.pass) {
         bail!("audit failed");

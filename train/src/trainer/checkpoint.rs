@@ -81,13 +81,14 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
 }
 
 pub fn load(dir: &Path) -> Result<State> {
-    let loaded = crate::session::load_checkpoint(dir)?;
+    let loaded = crate::session::load_checkpoint_exact(dir)?;
     let opt = gidd_ports::TensorStore::open(&dir.join("optimizer")).with_context(|| format!("{} has no optimizer state: it is a weights-only checkpoint and cannot be resumed exactly", dir.display()))?;
     let mut mu = vec![];
     let mut nu = vec![];
     for (n, _) in &loaded.params {
-        mu.push(opt.get_f32(&format!("mu.{n}"))?);
-        nu.push(opt.get_f32(&format!("nu.{n}"))?);
+        // as stored: an f64 run's state resumes exactly (the run converts to its precision)
+        mu.push(opt.get(&format!("mu.{n}"))?);
+        nu.push(opt.get(&format!("nu.{n}"))?);
     }
     let st: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("trainer_state.json"))

@@ -112,7 +112,8 @@ pub struct TrainArgs {
     pub save_total_limit: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Activation dtype: f32 or bf16 (fp32 accepted).
+    /// Activation dtype: f32 or bf16 (fp32 accepted); f64 (fp64) runs everything in f64,
+    /// parameters and optimizer state included, to audit numerics without rounding.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
@@ -281,8 +282,11 @@ fn setup_data(a: &TrainArgs) -> Result<DataSetup> {
     }
 }
 
-fn f32_scalar(x: f64) -> HostTensor {
-    HostTensor::scalar_f32(x as f32)
+/// A step scalar (lr, debiased betas, gradient scale) in the master precision.
+fn scalar_in(x: f64, master: DType) -> HostTensor {
+    HostTensor::f64(vec![], vec![x])
+        .expect("a scalar fills shape []")
+        .convert(master)
 }
 
 fn rows_tensor(rows: &[Vec<u32>], seq: usize) -> Result<HostTensor> {
@@ -362,7 +366,7 @@ fn setup(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<Setup> {
 pub fn step_program(a: &TrainArgs) -> Result<gidd_engine::Program> {
     let r = resolve(a)?;
     let st = setup(a, &r, a.vocab_size)?;
-    let dtype = crate::session::parse_dtype(&a.dtype)?;
+    let dtype = crate::session::parse_audit_dtype(&a.dtype)?;
     Ok(step::build_step(
         &st.cfg, &st.sched, &st.no, &st.oo, &st.lo, r.batch, r.seq, dtype,
     )?
@@ -389,7 +393,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             .build_global()
             .ok();
     }
-    let dtype = crate::session::parse_dtype(&a.dtype)?;
+    let dtype = crate::session::parse_audit_dtype(&a.dtype)?;
     let r = resolve(a)?;
     if let Some(m) = a.micro_batch_size.filter(|&m| m == 0 || r.batch % m != 0) {
         bail!(
@@ -423,7 +427,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             let params = init_params(&cfg, a, a.seed);
             let zeros = |p: &[(String, HostTensor)]| {
                 p.iter()
-                    .map(|(_, t)| HostTensor::zeros(DType::F32, t.shape.clone()))
+                    .map(|(_, t)| HostTensor::zeros(t.dtype(), t.shape.clone()))
                     .collect::<Vec<_>>()
             };
             let (mu, nu) = (zeros(&params), zeros(&params));
@@ -437,6 +441,19 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             (params, mu, nu, 0usize, packer)
         }
     };
+    // The state in the run's master precision: f32, or f64 for `--dtype f64` (a fresh f64
+    // run starts from the f32 initialisation, widened exactly; a resumed one as stored).
+    let master = dtype.accum();
+    for t in params
+        .iter_mut()
+        .map(|(_, t)| t)
+        .chain(mu.iter_mut())
+        .chain(nu.iter_mut())
+    {
+        if t.dtype() != master {
+            *t = t.convert(master);
+        }
+    }
     std::fs::create_dir_all(&a.save_directory).with_context(|| {
         format!(
             "cannot create save directory {}",
@@ -492,7 +509,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         accum: match a.micro_batch_size.filter(|&m| m < r.batch) {
             Some(micro) => Some(Accum {
                 micro_prog: step::build_micro(&cfg, &sched, &no, &lo, micro, r.seq, dtype)?,
-                update_prog: step::build_update(&cfg, &oo)?,
+                update_prog: step::build_update(&cfg, &oo, dtype.accum())?,
                 micro,
                 sum: lo.sum,
             }),
@@ -547,7 +564,18 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     if a.num_samples > 0 {
         if let Some(tok) = &data.tok {
-            let mut canvas = Canvas::new(&cfg, &params, 1, r.seq, dtype)?;
+            // samples are generated in f32 (generation has no f64 path: it is not an audit)
+            let (gen_params, gen_dtype): (std::borrow::Cow<[(String, HostTensor)]>, DType) =
+                if dtype == DType::F64 {
+                    let p32 = params
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.convert(DType::F32)))
+                        .collect();
+                    (std::borrow::Cow::Owned(p32), DType::F32)
+                } else {
+                    (std::borrow::Cow::Borrowed(&params), dtype)
+                };
+            let mut canvas = Canvas::new(&cfg, &gen_params, 1, r.seq, gen_dtype)?;
             for sidx in 0..a.num_samples {
                 let o = GenOpts {
                     max_length: r.seq.min(64),

@@ -22,9 +22,9 @@ pub struct NoiseOpts {
 pub struct NoisyBatch {
     /// z [B, L] i32
     pub z: Tensor,
-    /// l [B, L] f32
+    /// l [B, L] f32 (f64 in an f64 run)
     pub log_snr: Tensor,
-    /// noise mask [B, L] f32 (1 = noised, in the loss)
+    /// noise mask [B, L] f32 or f64 (1 = noised, in the loss)
     pub noise_mask: Tensor,
     /// attention mask [B, L, L] bool
     pub attn: Tensor,
@@ -32,7 +32,9 @@ pub struct NoisyBatch {
 
 /// Draws the noise for labels x [B, L]. `seed` is u32 [2], `step` a u32 scalar, `row0`
 /// (u32 scalar) the batch row of x's first row: draws are keyed by (seed, step, row, column),
-/// so micro-batches of a batch draw exactly the full batch's noise.
+/// so micro-batches of a batch draw exactly the full batch's noise. `master` is the
+/// precision the draws are turned into log-SNRs and probabilities in: f32, as the
+/// reference does, or f64 in an f64 run (the 24-bit uniforms are exact in both).
 pub fn noisy_batch(
     s: &Schedule,
     o: &NoiseOpts,
@@ -40,6 +42,7 @@ pub fn noisy_batch(
     seed: &Tensor,
     step: &Tensor,
     row0: &Tensor,
+    master: DType,
 ) -> Result<NoisyBatch> {
     let g: Graph = x.graph().clone();
     let (b, l) = (x.dim(0), x.dim(1));
@@ -50,7 +53,9 @@ pub fn noisy_batch(
     };
     let u = |shape: &[usize], k: u32| -> Result<Tensor> {
         let cols = if shape.len() == 2 { shape[1] } else { 1 };
-        uniform_rows(&g, shape[0], cols, seed, &stream(k)?, row0)?.reshape(shape)
+        uniform_rows(&g, shape[0], cols, seed, &stream(k)?, row0)?
+            .reshape(shape)?
+            .to(master)
     };
     let row = |t: &Tensor| t.reshape(&[b, 1]); // (B, 1)
 
@@ -65,14 +70,16 @@ pub fn noisy_batch(
     let mut log_snr = indep.select(&l_tok, &first)?;
     if o.p_linear > 0.0 {
         let lin_t: Vec<f32> = (1..=l).map(|i| i as f32 / (l + 1) as f32).collect();
-        let lt = g.constant(gidd_engine::HostTensor::f32(vec![1, l], lin_t)?);
+        let lt = g
+            .constant(gidd_engine::HostTensor::f32(vec![1, l], lin_t)?)
+            .to(master)?;
         let l_lin = s.log_snr_from_time(&lt)?;
         let lin = row(&u(&[b], 2)?.lt_scalar(o.p_linear)?)?;
         log_snr = lin.select(&l_lin, &log_snr)?;
     }
 
     // Noise mask: prompt prefixes (p <= frac (L-1) clean) and infilling.
-    let pos = g.iota(&[b, l], 1, DType::F32)?;
+    let pos = g.iota(&[b, l], 1, master)?;
     let mut clean = g.splat(0.0, &[b, l], DType::Bool);
     if o.p_prompt > 0.0 {
         let prompt_rows = row(&u(&[b], 3)?.lt_scalar(o.p_prompt)?)?;
@@ -90,7 +97,7 @@ pub fn noisy_batch(
         clean = rows.select(&pick, &clean)?;
     }
     let noisy = clean.not()?;
-    let nm = noisy.to(DType::F32)?;
+    let nm = noisy.to(master)?;
     let log_snr = noisy.select(&log_snr, &log_snr.full_like(o.clean_log_snr))?;
 
     let z = draw_marginal(

@@ -4,7 +4,7 @@ use super::checkpoint;
 use super::noise::NoiseOpts;
 use super::optim::{Group, OptimOpts};
 use super::step::METRICS;
-use super::{elbo_on, f32_scalar, rows_tensor, step, Resolved, TrainArgs, HELDOUT_REPS};
+use super::{elbo_on, rows_tensor, scalar_in, step, Resolved, TrainArgs, HELDOUT_REPS};
 use crate::data::packer::{EvalSet, Packer};
 use crate::progress::{hms, Progress};
 use anyhow::{bail, Context, Result};
@@ -121,15 +121,17 @@ pub(super) fn train_loop<E: Executor>(
         vec![2],
         vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37],
     )?)?;
+    let master = c.dtype.accum();
     let flops_tok = 3.0 * cfg.flops_per_token(r.seq);
     // MFU against the measured peak of the path the dtype takes (f32 FMA; bf16: see
     // bf16_peak_gflops).
     let f32_peak = gidd_kernels::simd::measure_f32_peak(0.2);
     let peak = 1e9
-        * if c.dtype == DType::BF16 {
-            gidd_kernels::matmul::bf16_peak_gflops(f32_peak)
-        } else {
-            f32_peak
+        * match c.dtype {
+            DType::BF16 => gidd_kernels::matmul::bf16_peak_gflops(f32_peak),
+            // half the lanes per FMA
+            DType::F64 => f32_peak / 2.0,
+            _ => f32_peak,
         };
     let mut last_good: Option<PathBuf> = None;
     // The held-out evaluation program, compiled for `exec` at the first evaluation.
@@ -147,10 +149,10 @@ pub(super) fn train_loop<E: Executor>(
         let lr_a = oo.group_lr_wd(Group::Emb).0 * f;
         let step_t = up(&HostTensor::u32(vec![], vec![k as u32])?)?;
         let sc = [
-            up(&f32_scalar(lr_b))?,
-            up(&f32_scalar(lr_a))?,
-            up(&f32_scalar(b1t))?,
-            up(&f32_scalar(b2t))?,
+            up(&scalar_in(lr_b, master))?,
+            up(&scalar_in(lr_a, master))?,
+            up(&scalar_in(b1t, master))?,
+            up(&scalar_in(b2t, master))?,
         ];
         let t = Instant::now();
         let (m, state): (Vec<f64>, Vec<E::Buffer>) = match &mut accum {
@@ -176,12 +178,7 @@ pub(super) fn train_loop<E: Executor>(
                 // The running gradient sums start at zero and stay with the executor.
                 let mut gsum: Vec<E::Buffer> = params
                     .iter()
-                    .map(|(_, p)| {
-                        up(&HostTensor {
-                            shape: p.shape.clone(),
-                            data: gidd_engine::Data::F32(vec![0f32; p.numel()]),
-                        })
-                    })
+                    .map(|(_, p)| up(&HostTensor::zeros(p.dtype(), p.shape.clone())))
                     .collect::<gidd_engine::Result<_>>()?;
                 for i in 0..n {
                     let li = up(&rows_tensor(
@@ -198,7 +195,7 @@ pub(super) fn train_loop<E: Executor>(
                     gsum = o.into_iter().skip(sums.len()).collect();
                 }
                 let count = sums[4].max(1.0);
-                let scale = up(&f32_scalar(if acc.sum { 1.0 } else { 1.0 / count }))?;
+                let scale = up(&scalar_in(if acc.sum { 1.0 } else { 1.0 / count }, master))?;
                 let mut rest: Vec<&E::Buffer> = gsum.iter().collect();
                 rest.extend(sc.iter());
                 rest.push(&scale);

@@ -27,7 +27,7 @@ fn noisy_loss(
     dtype: DType,
 ) -> Result<(LossTerms, NoisyBatch)> {
     let g = labels.graph();
-    let nb = noisy_batch(s, no, labels, seed, step, row0)?;
+    let nb = noisy_batch(s, no, labels, seed, step, row0, dtype.accum())?;
     let pos = g.iota(labels.shape(), 1, DType::I32)?;
     let out = forward(
         cfg,
@@ -44,18 +44,23 @@ fn noisy_loss(
     Ok((t, nb))
 }
 
-/// One f32 input per parameter named "{prefix}.{name}" (optimizer state, gradients).
+/// One input per parameter named "{prefix}.{name}", of its type (optimizer state, gradients).
 fn declare_like(g: &Graph, p: &Params, prefix: &str) -> Vec<Tensor> {
     p.names()
         .iter()
         .zip(p.tensors())
-        .map(|(n, t)| g.input(&format!("{prefix}.{n}"), t.shape(), DType::F32))
+        .map(|(n, t)| g.input(&format!("{prefix}.{n}"), t.shape(), t.dtype()))
         .collect()
+}
+
+/// The SCALARS inputs, in the master precision.
+fn declare_scalars(g: &Graph, master: DType) -> Vec<Tensor> {
+    SCALARS.iter().map(|n| g.input(n, &[], master)).collect()
 }
 
 /// sqrt(sum of squares) over all gradients.
 fn global_norm(grads: &[Tensor]) -> Result<Tensor> {
-    let mut gn = grads[0].graph().scalar(0.0, DType::F32);
+    let mut gn = grads[0].graph().scalar(0.0, grads[0].dtype());
     for x in grads {
         gn = gn.add(&x.square()?.sum_all()?)?;
     }
@@ -118,16 +123,13 @@ pub fn build_step(
     dtype: DType,
 ) -> Result<(Program, Vec<String>)> {
     let g = Graph::new();
-    let p = Params::declare(&g, cfg);
+    let p = Params::declare_as(&g, cfg, dtype.accum());
     let names = p.names();
     let (mu, nu) = (declare_like(&g, &p, "mu"), declare_like(&g, &p, "nu"));
     let labels = g.input("labels", &[batch, seq], DType::I32);
     let seed = g.input("seed", &[2], DType::U32);
     let step = g.input("step", &[], DType::U32);
-    let sc: Vec<Tensor> = SCALARS
-        .iter()
-        .map(|n| g.input(n, &[], DType::F32))
-        .collect();
+    let sc = declare_scalars(&g, dtype.accum());
 
     let (t, nb) = noisy_loss(
         cfg,
@@ -186,9 +188,12 @@ pub fn build_eval(
     dtype: DType,
 ) -> Result<(Program, Vec<String>)> {
     let g = Graph::new();
-    let p = Params::declare(&g, cfg);
+    let p = Params::declare_as(&g, cfg, dtype.accum());
     let labels = g.input("labels", &[batch, seq], DType::I32);
-    let valid = g.input("valid", &[batch, seq], DType::F32);
+    // 0/1 weights: exact in any precision, so the host always sends f32
+    let valid = g
+        .input("valid", &[batch, seq], DType::F32)
+        .to(dtype.accum())?;
     let seed = g.input("seed", &[2], DType::U32);
     let step = g.input("step", &[], DType::U32);
     // Held-out ELBO is over every token: no clean prompt positions.
@@ -239,7 +244,7 @@ pub fn build_micro(
     dtype: DType,
 ) -> Result<Program> {
     let g = Graph::new();
-    let p = Params::declare(&g, cfg);
+    let p = Params::declare_as(&g, cfg, dtype.accum());
     let acc = declare_like(&g, &p, "acc");
     let labels = g.input("labels", &[batch, seq], DType::I32);
     let seed = g.input("seed", &[2], DType::U32);
@@ -286,20 +291,18 @@ pub fn build_micro(
 /// Gradient accumulation, part 2: the optimizer update from accumulated gradients
 /// times `grad_scale` (1 for sum aggregation, 1 / noisy tokens for mean).
 /// Inputs: params, mu.*, nu.*, grad.*, SCALARS, grad_scale. Outputs: [grad_norm], new params, mu, nu.
-pub fn build_update(cfg: &GiddConfig, oo: &OptimOpts) -> Result<Program> {
+/// `master` is the parameters' dtype (f32, or f64 in an f64 run).
+pub fn build_update(cfg: &GiddConfig, oo: &OptimOpts, master: DType) -> Result<Program> {
     let g = Graph::new();
-    let p = Params::declare(&g, cfg);
+    let p = Params::declare_as(&g, cfg, master);
     let names = p.names();
     let (mu, nu, gr) = (
         declare_like(&g, &p, "mu"),
         declare_like(&g, &p, "nu"),
         declare_like(&g, &p, "grad"),
     );
-    let sc: Vec<Tensor> = SCALARS
-        .iter()
-        .map(|n| g.input(n, &[], DType::F32))
-        .collect();
-    let gs = g.input("grad_scale", &[], DType::F32);
+    let sc = declare_scalars(&g, master);
+    let gs = g.input("grad_scale", &[], master);
     let grads: Vec<Tensor> = gr.iter().map(|x| x.mul(&gs)).collect::<Result<_>>()?;
     let mut outs = vec![global_norm(&grads)?];
     outs.extend(update_all(oo, &p, &grads, &mu, &nu, &sc)?);

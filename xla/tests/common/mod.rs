@@ -44,8 +44,14 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Uniform floats in [lo, hi) of dtype F32 or BF16.
+/// Uniform floats in [lo, hi) of dtype F32, F64 or BF16 (f64: full 53-bit mantissas).
 pub fn uniform(r: &mut StdRng, shape: &[usize], d: DType, lo: f32, hi: f32) -> HostTensor {
+    if d == DType::F64 {
+        let v: Vec<f64> = (0..numel(shape))
+            .map(|_| r.random_range(lo as f64..hi as f64))
+            .collect();
+        return HostTensor::f64(shape.to_vec(), v).unwrap_or_else(|e| panic!("{e}"));
+    }
     let v: Vec<f32> = (0..numel(shape)).map(|_| r.random_range(lo..hi)).collect();
     HostTensor::f32(shape.to_vec(), v)
         .map(|t| t.convert(d))
@@ -79,16 +85,19 @@ pub fn bits(r: &mut StdRng, shape: &[usize], d: DType) -> HostTensor {
     HostTensor::new(shape.to_vec(), data).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Relative tolerance of float outputs (f32: 1e-5; bf16 outputs: one bf16 rounding step).
+/// Relative tolerance of float outputs (f32: 1e-5; bf16 outputs: one bf16 rounding step;
+/// f64: XLA's and libm's transcendentals and summation orders, far below any f32 error).
 #[derive(Clone, Copy, Debug)]
 pub struct Tol {
     pub f32: f64,
     pub bf16: f64,
+    pub f64: f64,
 }
 
 pub const TOL: Tol = Tol {
     f32: 1e-5,
     bf16: 1e-2,
+    f64: 1e-12,
 };
 
 /// Compares one output: integers and bools bitwise; floats with matching NaN/inf
@@ -108,10 +117,10 @@ pub fn assert_close(what: &str, got: &HostTensor, want: &HostTensor, tol: Tol) {
         }
         return;
     }
-    let t = if want.dtype() == DType::BF16 {
-        tol.bf16
-    } else {
-        tol.f32
+    let t = match want.dtype() {
+        DType::BF16 => tol.bf16,
+        DType::F64 => tol.f64,
+        _ => tol.f32,
     };
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     let scale = w

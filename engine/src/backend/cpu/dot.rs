@@ -5,7 +5,7 @@ use super::elem::{Arg, Elem};
 use super::movement::transpose;
 use crate::host::Data;
 use crate::op::DotDims;
-use gidd_kernels::matmul::{gemm_bf16, gemm_f32, GemmShape};
+use gidd_kernels::matmul::{gemm_bf16, gemm_f32, gemm_f64, GemmShape};
 use half::bf16;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -67,6 +67,20 @@ pub fn dot_general(
             let (a, ta) = canonical(l.slice::<f32>(nl), ls, &dd.lhs_batch, &lf, &dd.lhs_contract);
             let (b, tb) = canonical(r.slice::<f32>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, &rf);
             gemm_f32(
+                &GemmShape {
+                    trans_a: ta,
+                    trans_b: tb,
+                    ..shape
+                },
+                &a,
+                &b,
+                &mut o[..n_out],
+            );
+        }
+        Data::F64(o) => {
+            let (a, ta) = canonical(l.slice::<f64>(nl), ls, &dd.lhs_batch, &lf, &dd.lhs_contract);
+            let (b, tb) = canonical(r.slice::<f64>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, &rf);
+            gemm_f64(
                 &GemmShape {
                     trans_a: ta,
                     trans_b: tb,

@@ -34,6 +34,7 @@ macro_rules! elem {
     };
 }
 elem!(f32, F32, |x: f64| x as f32);
+elem!(f64, F64, |x: f64| x);
 elem!(bf16, BF16, bf16::from_f64);
 elem!(i32, I32, |x: f64| x as i32);
 elem!(u32, U32, |x: f64| x as u32);
@@ -46,6 +47,10 @@ macro_rules! with_dtype {
         match $dt {
             $crate::dtype::DType::F32 => {
                 type $T = f32;
+                $body
+            }
+            $crate::dtype::DType::F64 => {
+                type $T = f64;
                 $body
             }
             $crate::dtype::DType::BF16 => {

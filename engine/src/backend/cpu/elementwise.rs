@@ -1,5 +1,5 @@
 //! Elementwise kernels: unary, binary, compare, select, convert, iota.
-//! Floats compute in f32 (bf16 widened and rounded back); integers natively.
+//! Floats compute in f32 (bf16 widened and rounded back), f64 in f64; integers natively.
 
 use super::elem::{with_dtype, Arg, Elem, Src};
 use crate::dtype::{strides, DType};
@@ -94,8 +94,61 @@ fn unary_f32(u: UnaryOp) -> fn(f32) -> f32 {
     }
 }
 
+fn unary_f64(u: UnaryOp) -> fn(f64) -> f64 {
+    match u {
+        UnaryOp::Neg => |x| -x,
+        UnaryOp::Exp => f64::exp,
+        UnaryOp::Log => f64::ln,
+        UnaryOp::Tanh => f64::tanh,
+        UnaryOp::Logistic => |x| 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Sqrt => f64::sqrt,
+        UnaryOp::Rsqrt => |x| 1.0 / x.sqrt(),
+        UnaryOp::Abs => f64::abs,
+        UnaryOp::Sin => f64::sin,
+        UnaryOp::Cos => f64::cos,
+        UnaryOp::Floor => f64::floor,
+        UnaryOp::Not => |x| x,
+    }
+}
+
+fn binary_f64(b: BinaryOp) -> fn(f64, f64) -> f64 {
+    match b {
+        BinaryOp::Add => |x, y| x + y,
+        BinaryOp::Sub => |x, y| x - y,
+        BinaryOp::Mul => |x, y| x * y,
+        BinaryOp::Div => |x, y| x / y,
+        // NaN-propagating, as StableHLO's max/min (f64::max would drop the NaN)
+        BinaryOp::Max => |x: f64, y: f64| {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.max(y)
+            }
+        },
+        BinaryOp::Min => |x: f64, y: f64| {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.min(y)
+            }
+        },
+        BinaryOp::Pow => f64::powf,
+        BinaryOp::Rem => |x, y| x % y,
+        _ => |_, _| f64::NAN,
+    }
+}
+
+/// The audit precision: plain loops (f64 runs check numerics, they are not tuned for speed).
+fn map_f64(o: &mut [f64], f: impl Fn(usize) -> f64 + Sync) {
+    par_fill(o, f)
+}
+
 pub fn unary(u: UnaryOp, a: Arg, out: &mut Data, n: usize) {
     match out {
+        Data::F64(o) => {
+            let (f, a) = (unary_f64(u), a.src::<f64>());
+            map_f64(&mut o[..n], |i| f(a.at(i)));
+        }
         Data::F32(o) => {
             let f = unary_f32(u);
             let a = a.f32s(n);
@@ -196,6 +249,10 @@ fn binary_f32(b: BinaryOp) -> fn(f32, f32) -> f32 {
 
 pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
     match out {
+        Data::F64(o) => {
+            let (f, xs, ys) = (binary_f64(b), x.src::<f64>(), y.src::<f64>());
+            map_f64(&mut o[..n], |i| f(xs.at(i), ys.at(i)));
+        }
         Data::F32(o) => {
             let (xs, ys) = (x.src::<f32>(), y.src::<f32>());
             let o = &mut o[..n];

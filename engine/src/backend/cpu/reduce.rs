@@ -95,6 +95,17 @@ impl Acc for f32 {
         true
     }
 }
+impl Acc for f64 {
+    fn to_acc(self) -> f64 {
+        self
+    }
+    fn from_acc(x: f64) -> Self {
+        x
+    }
+    fn is_float() -> bool {
+        true
+    }
+}
 impl Acc for half::bf16 {
     fn to_acc(self) -> f64 {
         gidd_kernels::convert::bf16_to_f32(self) as f64
