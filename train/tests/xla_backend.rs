@@ -295,44 +295,60 @@ fn tiny_preset_losses_match_between_cpu_and_xla() {
 /// optimizer state, noise arithmetic, every accumulation). Rounding no longer decides the
 /// sign of LaProp's first body update (the f32 gradients it amplifies carry ~1e-6 noise;
 /// f64 ones ~1e-15, below eps = 1e-8 / d / L), so nothing amplifies: every loss agrees
-/// within 1e-4 (the bar), and in fact within 1e-9 (measured: 1e-13 at step 20).
+/// within 1e-4 (the bar), and in fact within 1e-9 (measured: 1e-13 at step 20); so does
+/// the same run partitioned over four devices (FSDP, GSPMD).
 #[test]
 fn tiny_preset_f64_runs_agree_for_all_20_steps() {
     if !plugin_available() {
         return;
     }
     let cache = workdir("f64-cache");
-    let (cpu_dir, xla_dir) = (workdir("f64-cpu"), workdir("f64-xla"));
-    let f64_flags = ["--dtype", "f64"];
-    let cpu = train("cpu", &cpu_dir, &cache, &f64_flags);
-    let xla = train("xla", &xla_dir, &cache, &f64_flags);
-    assert_eq!((cpu.len(), xla.len()), (STEPS, STEPS));
-    eprintln!("step  cpu f64 run          xla f64 run          rel");
-    let mut max: f64 = 0.0;
+    let (cpu_dir, xla_dir, fsdp_dir) =
+        (workdir("f64-cpu"), workdir("f64-xla"), workdir("f64-fsdp"));
+    let cpu = train("cpu", &cpu_dir, &cache, &["--dtype", "f64"]);
+    let xla = train("xla", &xla_dir, &cache, &["--dtype", "f64"]);
+    // and partitioned: FSDP over four devices of the CPU plugin
+    let fsdp = train(
+        "xla",
+        &fsdp_dir,
+        &cache,
+        &["--dtype", "f64", "--devices", "4", "--partitioner", "gspmd"],
+    );
+    assert_eq!((cpu.len(), xla.len(), fsdp.len()), (STEPS, STEPS, STEPS));
+    eprintln!("step  cpu f64 run          xla f64 run          rel      xla FSDP x4 rel");
+    let (mut max, mut max_fsdp): (f64, f64) = (0.0, 0.0);
     for s in 0..STEPS {
-        let (c, x) = (cpu[s]["loss"].as_f64(), xla[s]["loss"].as_f64());
-        let (c, x) = (c.expect("cpu loss"), x.expect("xla loss"));
-        let r = rel(c, x);
-        eprintln!("{:4}  {c:.16}  {x:.16}  {r:.1e}", s + 1);
+        let loss = |m: &[serde_json::Value]| m[s]["loss"].as_f64().expect("loss");
+        let (c, x, f) = (loss(&cpu), loss(&xla), loss(&fsdp));
+        let (r, rf) = (rel(c, x), rel(c, f));
+        eprintln!("{:4}  {c:.16}  {x:.16}  {r:.1e}   {rf:.1e}", s + 1);
         assert!(
-            r <= TOL,
-            "f64 free-running step {}: cpu {c} xla {x} differ by {r:.1e} > {TOL:e}",
+            r <= TOL && rf <= TOL,
+            "f64 free-running step {}: cpu {c} xla {x} xla x4 {f}: {r:.1e} / {rf:.1e} > {TOL:e}",
             s + 1
         );
-        max = max.max(r);
+        (max, max_fsdp) = (max.max(r), max_fsdp.max(rf));
         for key in ["elbo", "kl", "is", "grad_norm"] {
-            let (c, x) = (cpu[s][key].as_f64(), xla[s][key].as_f64());
-            let r = rel(c.expect("cpu metric"), x.expect("xla metric"));
-            assert!(r <= 1e-9, "f64 step {}: {key} differs by {r:.1e}", s + 1);
+            for (what, other) in [("xla", &xla), ("xla x4", &fsdp)] {
+                let (c, x) = (cpu[s][key].as_f64(), other[s][key].as_f64());
+                let r = rel(c.expect("cpu metric"), x.expect("xla metric"));
+                assert!(
+                    r <= 1e-9,
+                    "f64 step {}: {what} {key} differs by {r:.1e}",
+                    s + 1
+                );
+            }
         }
     }
-    eprintln!("f64 free-running: max relative loss difference over {STEPS} steps {max:.1e}");
+    eprintln!(
+        "f64 free-running: max relative loss difference over {STEPS} steps {max:.1e} (xla), {max_fsdp:.1e} (xla FSDP x4)"
+    );
     // Far inside the bar: an op that narrowed to f32 on either executor shows as >= 1e-8.
     assert!(
-        max <= 1e-9,
-        "f64 runs differ by {max:.1e}: something computes in f32"
+        max.max(max_fsdp) <= 1e-9,
+        "f64 runs differ by {max:.1e} / {max_fsdp:.1e}: something computes in f32"
     );
-    for d in [&cpu_dir, &xla_dir, &cache] {
+    for d in [&cpu_dir, &xla_dir, &fsdp_dir, &cache] {
         std::fs::remove_dir_all(d).ok();
     }
 }
