@@ -72,6 +72,8 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
+    // flags first: a bad one is reported before a checkpoint or dataset is read
+    parse_dtype(&a.dtype)?;
     match (&a.data_files, &a.requests) {
         (Some(d), None) => run_dataset(a, d),
         (None, Some(r)) => run_requests(a, r),
