@@ -1,5 +1,5 @@
 //! Every primitive and fused op against the naive f64 reference on fresh random
-//! inputs and awkward shapes; every differentiable op gradient-checked.
+//! inputs and awkward shapes, in f32 and in f64; every differentiable op gradient-checked.
 
 mod common;
 use common::*;
@@ -12,86 +12,129 @@ const FWD: f64 = 1e-5;
 /// Gradients pass through more f32 ops (and reductions) than forwards.
 const GRAD: f64 = 1e-4;
 
+/// A precision the op families are checked in, with its bars against the f64 reference.
+#[derive(Clone, Copy)]
+struct Prec {
+    dt: DType,
+    fwd: f64,
+    grad: f64,
+}
+
+/// f32, and f64 (the audit precision, fused ops compiled as their decompositions): both
+/// sides then compute in f64 and differ only in summation order, so the bars are a few
+/// hundred ulps; an op that narrowed to f32 anywhere misses them by seven orders.
+const PRECS: [Prec; 2] = [
+    Prec {
+        dt: DType::F32,
+        fwd: FWD,
+        grad: GRAD,
+    },
+    Prec {
+        dt: DType::F64,
+        fwd: 1e-12,
+        grad: 1e-10,
+    },
+];
+
+/// Uniform in [lo, hi) of p's dtype; f64 values carry bits below f32's resolution.
+fn rand_in(p: Prec, r: &mut rand::rngs::StdRng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
+    let t = rand_f32(r, shape, lo, hi);
+    if p.dt != DType::F64 {
+        return t.convert(p.dt);
+    }
+    let v = t
+        .to_f64_vec()
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x * (1.0 + 1e-9 * ((i % 7) as f64 - 3.0)))
+        .collect();
+    HostTensor::f64(shape.to_vec(), v).unwrap()
+}
+
 #[test]
 fn unary_ops_match_reference_and_gradcheck() {
-    let mut r = rng(seed("unary"));
-    for (name, lo, hi) in [
-        ("neg", -3.0, 3.0),
-        ("exp", -3.0, 3.0),
-        ("log", 0.1, 4.0),
-        ("tanh", -3.0, 3.0),
-        ("sigmoid", -6.0, 6.0),
-        ("sqrt", 0.1, 4.0),
-        ("rsqrt", 0.1, 4.0),
-        ("abs", -3.0, 3.0),
-        ("sin", -3.0, 3.0),
-        ("cos", -3.0, 3.0),
-        ("relu", -3.0, 3.0),
-        ("square", -3.0, 3.0),
-    ] {
-        let shape = [odd_size(&mut r, 9), odd_size(&mut r, 7)];
-        let x = rand_f32(&mut r, &shape, lo, hi);
-        gradcheck(
-            name,
-            &[x],
-            &[],
-            |x, _| {
-                match name {
-                    "neg" => x[0].neg(),
-                    "exp" => x[0].exp(),
-                    "log" => x[0].log(),
-                    "tanh" => x[0].tanh(),
-                    "sigmoid" => x[0].sigmoid(),
-                    "sqrt" => x[0].sqrt(),
-                    "rsqrt" => x[0].rsqrt(),
-                    "abs" => x[0].abs(),
-                    "sin" => x[0].sin(),
-                    "cos" => x[0].cos(),
-                    "relu" => x[0].relu(),
-                    _ => x[0].square(),
-                }
-                .unwrap()
-            },
-            FWD,
-            GRAD,
-        );
+    for p in PRECS {
+        let mut r = rng(seed("unary"));
+        for (name, lo, hi) in [
+            ("neg", -3.0, 3.0),
+            ("exp", -3.0, 3.0),
+            ("log", 0.1, 4.0),
+            ("tanh", -3.0, 3.0),
+            ("sigmoid", -6.0, 6.0),
+            ("sqrt", 0.1, 4.0),
+            ("rsqrt", 0.1, 4.0),
+            ("abs", -3.0, 3.0),
+            ("sin", -3.0, 3.0),
+            ("cos", -3.0, 3.0),
+            ("relu", -3.0, 3.0),
+            ("square", -3.0, 3.0),
+        ] {
+            let shape = [odd_size(&mut r, 9), odd_size(&mut r, 7)];
+            let x = rand_in(p, &mut r, &shape, lo, hi);
+            gradcheck(
+                name,
+                &[x],
+                &[],
+                |x, _| {
+                    match name {
+                        "neg" => x[0].neg(),
+                        "exp" => x[0].exp(),
+                        "log" => x[0].log(),
+                        "tanh" => x[0].tanh(),
+                        "sigmoid" => x[0].sigmoid(),
+                        "sqrt" => x[0].sqrt(),
+                        "rsqrt" => x[0].rsqrt(),
+                        "abs" => x[0].abs(),
+                        "sin" => x[0].sin(),
+                        "cos" => x[0].cos(),
+                        "relu" => x[0].relu(),
+                        _ => x[0].square(),
+                    }
+                    .unwrap()
+                },
+                p.fwd,
+                p.grad,
+            );
+        }
     }
 }
 
 #[test]
 fn binary_ops_broadcast_and_gradcheck() {
-    let mut r = rng(seed("binary"));
-    for op in [
-        BinaryOp::Add,
-        BinaryOp::Sub,
-        BinaryOp::Mul,
-        BinaryOp::Div,
-        BinaryOp::Max,
-        BinaryOp::Min,
-        BinaryOp::Pow,
-    ] {
-        let (a, b) = (odd_size(&mut r, 6), odd_size(&mut r, 9));
-        // Right operand broadcasts along dim 0 half the time.
-        let sb = if r.random_bool(0.5) {
-            vec![1, b]
-        } else {
-            vec![a, b]
-        };
-        let (lo, hi) = if op == BinaryOp::Pow || op == BinaryOp::Div {
-            (0.5, 2.0)
-        } else {
-            (-2.0, 2.0)
-        };
-        let x = rand_f32(&mut r, &[a, b], lo, hi);
-        let y = rand_f32(&mut r, &sb, lo, hi);
-        gradcheck(
-            &format!("{op:?}"),
-            &[x, y],
-            &[],
-            |x, _| x[0].binary(&x[1], op).unwrap(),
-            FWD,
-            GRAD,
-        );
+    for p in PRECS {
+        let mut r = rng(seed("binary"));
+        for op in [
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Div,
+            BinaryOp::Max,
+            BinaryOp::Min,
+            BinaryOp::Pow,
+        ] {
+            let (a, b) = (odd_size(&mut r, 6), odd_size(&mut r, 9));
+            // Right operand broadcasts along dim 0 half the time.
+            let sb = if r.random_bool(0.5) {
+                vec![1, b]
+            } else {
+                vec![a, b]
+            };
+            let (lo, hi) = if op == BinaryOp::Pow || op == BinaryOp::Div {
+                (0.5, 2.0)
+            } else {
+                (-2.0, 2.0)
+            };
+            let x = rand_in(p, &mut r, &[a, b], lo, hi);
+            let y = rand_in(p, &mut r, &sb, lo, hi);
+            gradcheck(
+                &format!("{op:?}"),
+                &[x, y],
+                &[],
+                |x, _| x[0].binary(&x[1], op).unwrap(),
+                p.fwd,
+                p.grad,
+            );
+        }
     }
 }
 
@@ -167,144 +210,148 @@ fn integer_and_bit_ops_match_reference() {
 
 #[test]
 fn movement_ops_match_reference_and_gradcheck() {
-    let mut r = rng(seed("movement"));
-    let (a, b, c) = (
-        odd_size(&mut r, 5),
-        odd_size(&mut r, 6),
-        odd_size(&mut r, 7),
-    );
-    let x = rand_f32(&mut r, &[a, b, c], -1.0, 1.0);
-    gradcheck(
-        "transpose",
-        &[x.clone()],
-        &[],
-        |x, _| x[0].transpose(&[2, 0, 1]).unwrap(),
-        0.0,
-        0.0,
-    );
-    gradcheck(
-        "reshape",
-        &[x.clone()],
-        &[],
-        |x, _| x[0].reshape(&[a * b, c]).unwrap().t().unwrap(),
-        0.0,
-        0.0,
-    );
-    gradcheck(
-        "broadcast",
-        &[x.clone()],
-        &[],
-        |x, _| {
-            x[0].reshape(&[a, 1, b, c])
-                .unwrap()
-                .broadcast_to(&[a, 3, b, c])
-                .unwrap()
-        },
-        0.0,
-        0.0,
-    );
-    gradcheck(
-        "broadcast_size1",
-        &[rand_f32(&mut r, &[1, c], -1.0, 1.0)],
-        &[],
-        |x, _| x[0].broadcast_to(&[4, 2, c]).unwrap(),
-        0.0,
-        0.0,
-    );
-    let (s0, s1) = (r.random_range(0..b), b);
-    gradcheck(
-        "slice",
-        &[x.clone()],
-        &[],
-        |x, _| x[0].slice(&[0, s0, 1.min(c - 1)], &[a, s1, c]).unwrap(),
-        0.0,
-        0.0,
-    );
-    let extra = odd_size(&mut r, 4);
-    let y = rand_f32(&mut r, &[a, extra, c], -1.0, 1.0);
-    gradcheck(
-        "concat",
-        &[x, y],
-        &[],
-        |x, _| Tensor::concat(&[&x[0], &x[1], &x[0]], 1).unwrap(),
-        0.0,
-        0.0,
-    );
+    for p in PRECS {
+        let mut r = rng(seed("movement"));
+        let (a, b, c) = (
+            odd_size(&mut r, 5),
+            odd_size(&mut r, 6),
+            odd_size(&mut r, 7),
+        );
+        let x = rand_in(p, &mut r, &[a, b, c], -1.0, 1.0);
+        gradcheck(
+            "transpose",
+            &[x.clone()],
+            &[],
+            |x, _| x[0].transpose(&[2, 0, 1]).unwrap(),
+            0.0,
+            0.0,
+        );
+        gradcheck(
+            "reshape",
+            &[x.clone()],
+            &[],
+            |x, _| x[0].reshape(&[a * b, c]).unwrap().t().unwrap(),
+            0.0,
+            0.0,
+        );
+        gradcheck(
+            "broadcast",
+            &[x.clone()],
+            &[],
+            |x, _| {
+                x[0].reshape(&[a, 1, b, c])
+                    .unwrap()
+                    .broadcast_to(&[a, 3, b, c])
+                    .unwrap()
+            },
+            0.0,
+            0.0,
+        );
+        gradcheck(
+            "broadcast_size1",
+            &[rand_in(p, &mut r, &[1, c], -1.0, 1.0)],
+            &[],
+            |x, _| x[0].broadcast_to(&[4, 2, c]).unwrap(),
+            0.0,
+            0.0,
+        );
+        let (s0, s1) = (r.random_range(0..b), b);
+        gradcheck(
+            "slice",
+            &[x.clone()],
+            &[],
+            |x, _| x[0].slice(&[0, s0, 1.min(c - 1)], &[a, s1, c]).unwrap(),
+            0.0,
+            0.0,
+        );
+        let extra = odd_size(&mut r, 4);
+        let y = rand_in(p, &mut r, &[a, extra, c], -1.0, 1.0);
+        gradcheck(
+            "concat",
+            &[x, y],
+            &[],
+            |x, _| Tensor::concat(&[&x[0], &x[1], &x[0]], 1).unwrap(),
+            0.0,
+            0.0,
+        );
+    }
 }
 
 #[test]
 fn dot_general_all_layouts_and_gradcheck() {
-    let mut r = rng(seed("dot"));
-    let (bt, m, n, k) = (
-        odd_size(&mut r, 3),
-        odd_size(&mut r, 17),
-        odd_size(&mut r, 19),
-        odd_size(&mut r, 23),
-    );
-    // plain, transposed lhs, transposed rhs, batch dim in the middle
-    let cases: Vec<(Vec<usize>, Vec<usize>, DotDims)> = vec![
-        (
-            vec![m, k],
-            vec![k, n],
-            DotDims {
-                lhs_batch: vec![],
-                rhs_batch: vec![],
-                lhs_contract: vec![1],
-                rhs_contract: vec![0],
-            },
-        ),
-        (
-            vec![k, m],
-            vec![n, k],
-            DotDims {
-                lhs_batch: vec![],
-                rhs_batch: vec![],
-                lhs_contract: vec![0],
-                rhs_contract: vec![1],
-            },
-        ),
-        (
-            vec![bt, m, k],
-            vec![bt, n, k],
-            DotDims {
-                lhs_batch: vec![0],
-                rhs_batch: vec![0],
-                lhs_contract: vec![2],
-                rhs_contract: vec![2],
-            },
-        ),
-        (
-            vec![m, bt, k],
-            vec![k, bt, n],
-            DotDims {
-                lhs_batch: vec![1],
-                rhs_batch: vec![1],
-                lhs_contract: vec![2],
-                rhs_contract: vec![0],
-            },
-        ),
-        (
-            vec![bt, k, m, 2],
-            vec![2, bt, k, n],
-            DotDims {
-                lhs_batch: vec![0],
-                rhs_batch: vec![1],
-                lhs_contract: vec![1, 3],
-                rhs_contract: vec![2, 0],
-            },
-        ),
-    ];
-    for (i, (ls, rs, dd)) in cases.into_iter().enumerate() {
-        let x = rand_f32(&mut r, &ls, -1.0, 1.0);
-        let y = rand_f32(&mut r, &rs, -1.0, 1.0);
-        gradcheck(
-            &format!("dot case {i}"),
-            &[x, y],
-            &[],
-            |x, _| x[0].dot_general(&x[1], dd.clone()).unwrap(),
-            FWD,
-            GRAD,
+    for p in PRECS {
+        let mut r = rng(seed("dot"));
+        let (bt, m, n, k) = (
+            odd_size(&mut r, 3),
+            odd_size(&mut r, 17),
+            odd_size(&mut r, 19),
+            odd_size(&mut r, 23),
         );
+        // plain, transposed lhs, transposed rhs, batch dim in the middle
+        let cases: Vec<(Vec<usize>, Vec<usize>, DotDims)> = vec![
+            (
+                vec![m, k],
+                vec![k, n],
+                DotDims {
+                    lhs_batch: vec![],
+                    rhs_batch: vec![],
+                    lhs_contract: vec![1],
+                    rhs_contract: vec![0],
+                },
+            ),
+            (
+                vec![k, m],
+                vec![n, k],
+                DotDims {
+                    lhs_batch: vec![],
+                    rhs_batch: vec![],
+                    lhs_contract: vec![0],
+                    rhs_contract: vec![1],
+                },
+            ),
+            (
+                vec![bt, m, k],
+                vec![bt, n, k],
+                DotDims {
+                    lhs_batch: vec![0],
+                    rhs_batch: vec![0],
+                    lhs_contract: vec![2],
+                    rhs_contract: vec![2],
+                },
+            ),
+            (
+                vec![m, bt, k],
+                vec![k, bt, n],
+                DotDims {
+                    lhs_batch: vec![1],
+                    rhs_batch: vec![1],
+                    lhs_contract: vec![2],
+                    rhs_contract: vec![0],
+                },
+            ),
+            (
+                vec![bt, k, m, 2],
+                vec![2, bt, k, n],
+                DotDims {
+                    lhs_batch: vec![0],
+                    rhs_batch: vec![1],
+                    lhs_contract: vec![1, 3],
+                    rhs_contract: vec![2, 0],
+                },
+            ),
+        ];
+        for (i, (ls, rs, dd)) in cases.into_iter().enumerate() {
+            let x = rand_in(p, &mut r, &ls, -1.0, 1.0);
+            let y = rand_in(p, &mut r, &rs, -1.0, 1.0);
+            gradcheck(
+                &format!("dot case {i}"),
+                &[x, y],
+                &[],
+                |x, _| x[0].dot_general(&x[1], dd.clone()).unwrap(),
+                p.fwd,
+                p.grad,
+            );
+        }
     }
 }
 
@@ -337,194 +384,202 @@ fn bf16_matmul_close_to_f32() {
 
 #[test]
 fn reductions_match_reference_and_gradcheck() {
-    let mut r = rng(seed("reduce"));
-    let s = [
-        odd_size(&mut r, 5),
-        odd_size(&mut r, 6),
-        odd_size(&mut r, 33),
-    ];
-    let x = rand_f32(&mut r, &s, -2.0, 2.0);
-    gradcheck(
-        "sum last",
-        &[x.clone()],
-        &[],
-        |x, _| x[0].sum(&[2], false).unwrap(),
-        FWD,
-        GRAD,
-    );
-    gradcheck(
-        "sum 0,2",
-        &[x.clone()],
-        &[],
-        |x, _| x[0].sum(&[0, 2], true).unwrap(),
-        FWD,
-        GRAD,
-    );
-    gradcheck(
-        "max 1",
-        &[x.clone()],
-        &[],
-        |x, _| x[0].max(&[1], false).unwrap(),
-        FWD,
-        GRAD,
-    );
-    gradcheck(
-        "mean",
-        &[x],
-        &[],
-        |x, _| x[0].mean(&[1, 2], false).unwrap(),
-        FWD,
-        GRAD,
-    );
+    for p in PRECS {
+        let mut r = rng(seed("reduce"));
+        let s = [
+            odd_size(&mut r, 5),
+            odd_size(&mut r, 6),
+            odd_size(&mut r, 33),
+        ];
+        let x = rand_in(p, &mut r, &s, -2.0, 2.0);
+        gradcheck(
+            "sum last",
+            &[x.clone()],
+            &[],
+            |x, _| x[0].sum(&[2], false).unwrap(),
+            p.fwd,
+            p.grad,
+        );
+        gradcheck(
+            "sum 0,2",
+            &[x.clone()],
+            &[],
+            |x, _| x[0].sum(&[0, 2], true).unwrap(),
+            p.fwd,
+            p.grad,
+        );
+        gradcheck(
+            "max 1",
+            &[x.clone()],
+            &[],
+            |x, _| x[0].max(&[1], false).unwrap(),
+            p.fwd,
+            p.grad,
+        );
+        gradcheck(
+            "mean",
+            &[x],
+            &[],
+            |x, _| x[0].mean(&[1, 2], false).unwrap(),
+            p.fwd,
+            p.grad,
+        );
+    }
 }
 
 #[test]
 fn gather_scatter_and_gradcheck() {
-    let mut r = rng(seed("gather"));
-    let (v, d) = (odd_size(&mut r, 11) + 1, odd_size(&mut r, 9));
-    let table = rand_f32(&mut r, &[v, d], -1.0, 1.0);
-    let m = odd_size(&mut r, 7);
-    let ids = rand_ids(&mut r, &[2, m], v as i32);
-    gradcheck(
-        "embedding",
-        &[table.clone()],
-        &[("ids", ids.clone())],
-        |x, e| x[0].embedding(&e[0]).unwrap(),
-        0.0,
-        GRAD,
-    );
-    gradcheck(
-        "gather axis 1",
-        &[table.clone()],
-        &[("ids", ids.clone())],
-        |x, e| {
-            x[0].gather(
-                1,
-                &e[0]
-                    .to(DType::I32)
-                    .unwrap()
-                    .clip(0.0, (d - 1) as f64)
-                    .unwrap(),
-            )
-            .unwrap()
-        },
-        0.0,
-        GRAD,
-    );
-    let logits = rand_f32(&mut r, &[2, ids.shape[1], v], -1.0, 1.0);
-    gradcheck(
-        "take_last",
-        &[logits],
-        &[("ids", ids)],
-        |x, e| x[0].take_last(&e[0]).unwrap(),
-        FWD,
-        GRAD,
-    );
+    for p in PRECS {
+        let mut r = rng(seed("gather"));
+        let (v, d) = (odd_size(&mut r, 11) + 1, odd_size(&mut r, 9));
+        let table = rand_in(p, &mut r, &[v, d], -1.0, 1.0);
+        let m = odd_size(&mut r, 7);
+        let ids = rand_ids(&mut r, &[2, m], v as i32);
+        gradcheck(
+            "embedding",
+            &[table.clone()],
+            &[("ids", ids.clone())],
+            |x, e| x[0].embedding(&e[0]).unwrap(),
+            0.0,
+            p.grad,
+        );
+        gradcheck(
+            "gather axis 1",
+            &[table.clone()],
+            &[("ids", ids.clone())],
+            |x, e| {
+                x[0].gather(
+                    1,
+                    &e[0]
+                        .to(DType::I32)
+                        .unwrap()
+                        .clip(0.0, (d - 1) as f64)
+                        .unwrap(),
+                )
+                .unwrap()
+            },
+            0.0,
+            p.grad,
+        );
+        let logits = rand_in(p, &mut r, &[2, ids.shape[1], v], -1.0, 1.0);
+        gradcheck(
+            "take_last",
+            &[logits],
+            &[("ids", ids)],
+            |x, e| x[0].take_last(&e[0]).unwrap(),
+            p.fwd,
+            p.grad,
+        );
+    }
 }
 
 #[test]
 fn fused_softmax_norm_rope_match_decomposition_and_gradcheck() {
-    let mut r = rng(seed("fused"));
-    let s = [
-        odd_size(&mut r, 4),
-        odd_size(&mut r, 5),
-        odd_size(&mut r, 40),
-    ];
-    let x = rand_f32(&mut r, &s, -4.0, 4.0);
-    gradcheck(
-        "softmax",
-        &[x.clone()],
-        &[],
-        |x, _| x[0].softmax().unwrap(),
-        FWD,
-        GRAD,
-    );
-    gradcheck(
-        "log_softmax",
-        &[x.clone()],
-        &[],
-        |x, _| x[0].log_softmax().unwrap(),
-        FWD,
-        GRAD,
-    );
-    let w = rand_f32(&mut r, &[s[2]], -0.5, 0.5);
-    gradcheck(
-        "rms_norm",
-        &[x, w],
-        &[],
-        |x, _| x[0].rms_norm(&x[1], 1e-6).unwrap(),
-        FWD,
-        GRAD,
-    );
-    let (b, l, h, d) = (
-        odd_size(&mut r, 2),
-        odd_size(&mut r, 5),
-        odd_size(&mut r, 3),
-        2 * odd_size(&mut r, 9),
-    );
-    let q = rand_f32(&mut r, &[b, l, h, d], -1.0, 1.0);
-    let cos = rand_f32(&mut r, &[b, l, d / 2], -1.0, 1.0);
-    let sin = rand_f32(&mut r, &[b, l, d / 2], -1.0, 1.0);
-    gradcheck(
-        "rope",
-        &[q],
-        &[("cos", cos), ("sin", sin)],
-        |x, e| x[0].rope(&e[0], &e[1]).unwrap(),
-        FWD,
-        GRAD,
-    );
+    for p in PRECS {
+        let mut r = rng(seed("fused"));
+        let s = [
+            odd_size(&mut r, 4),
+            odd_size(&mut r, 5),
+            odd_size(&mut r, 40),
+        ];
+        let x = rand_in(p, &mut r, &s, -4.0, 4.0);
+        gradcheck(
+            "softmax",
+            &[x.clone()],
+            &[],
+            |x, _| x[0].softmax().unwrap(),
+            p.fwd,
+            p.grad,
+        );
+        gradcheck(
+            "log_softmax",
+            &[x.clone()],
+            &[],
+            |x, _| x[0].log_softmax().unwrap(),
+            p.fwd,
+            p.grad,
+        );
+        let w = rand_in(p, &mut r, &[s[2]], -0.5, 0.5);
+        gradcheck(
+            "rms_norm",
+            &[x, w],
+            &[],
+            |x, _| x[0].rms_norm(&x[1], 1e-6).unwrap(),
+            p.fwd,
+            p.grad,
+        );
+        let (b, l, h, d) = (
+            odd_size(&mut r, 2),
+            odd_size(&mut r, 5),
+            odd_size(&mut r, 3),
+            2 * odd_size(&mut r, 9),
+        );
+        let q = rand_in(p, &mut r, &[b, l, h, d], -1.0, 1.0);
+        let cos = rand_in(p, &mut r, &[b, l, d / 2], -1.0, 1.0);
+        let sin = rand_in(p, &mut r, &[b, l, d / 2], -1.0, 1.0);
+        gradcheck(
+            "rope",
+            &[q],
+            &[("cos", cos), ("sin", sin)],
+            |x, e| x[0].rope(&e[0], &e[1]).unwrap(),
+            p.fwd,
+            p.grad,
+        );
+    }
 }
 
 #[test]
 fn attention_matches_decomposition_and_gradcheck() {
-    let mut r = rng(seed("attention"));
-    for case in 0..4 {
-        let (b, h, lq, lk, d) = (
-            odd_size(&mut r, 2),
-            odd_size(&mut r, 3),
-            odd_size(&mut r, 9),
-            odd_size(&mut r, 11),
-            odd_size(&mut r, 17),
-        );
-        let q = rand_f32(&mut r, &[b, h, lq, d], -2.0, 2.0);
-        let k = rand_f32(&mut r, &[b, h, lk, d], -2.0, 2.0);
-        let v = rand_f32(&mut r, &[b, h, lk, d], -2.0, 2.0);
-        // Case 3 masks whole rows: they must come out uniform, as in the reference.
-        let mask = rand_bool(&mut r, &[b, lq, lk], if case == 3 { 0.0 } else { 0.7 });
-        let spec = AttnSpec {
-            scale: (d as f32).powf(-0.5),
-            softcap: if case % 2 == 0 { Some(3.0) } else { None },
-        };
-        if case == 2 {
-            let kb = rand_f32(&mut r, &[h, d], -1.0, 1.0);
-            let vb = rand_f32(&mut r, &[h, d], -1.0, 1.0);
-            gradcheck(
-                "attention+bias slot",
-                &[q, k, v, kb, vb],
-                &[("mask", mask)],
-                |x, e| {
-                    api::attention_with_bias_slot(
-                        &x[0],
-                        &x[1],
-                        &x[2],
-                        &e[0],
-                        Some((&x[3], &x[4])),
-                        spec,
-                    )
-                    .unwrap()
-                },
-                FWD,
-                GRAD,
+    for p in PRECS {
+        let mut r = rng(seed("attention"));
+        for case in 0..4 {
+            let (b, h, lq, lk, d) = (
+                odd_size(&mut r, 2),
+                odd_size(&mut r, 3),
+                odd_size(&mut r, 9),
+                odd_size(&mut r, 11),
+                odd_size(&mut r, 17),
             );
-        } else {
-            gradcheck(
-                &format!("attention case {case}"),
-                &[q, k, v],
-                &[("mask", mask)],
-                |x, e| api::attention(&x[0], &x[1], &x[2], &e[0], spec).unwrap(),
-                FWD,
-                GRAD,
-            );
+            let q = rand_in(p, &mut r, &[b, h, lq, d], -2.0, 2.0);
+            let k = rand_in(p, &mut r, &[b, h, lk, d], -2.0, 2.0);
+            let v = rand_in(p, &mut r, &[b, h, lk, d], -2.0, 2.0);
+            // Case 3 masks whole rows: they must come out uniform, as in the reference.
+            let mask = rand_bool(&mut r, &[b, lq, lk], if case == 3 { 0.0 } else { 0.7 });
+            let spec = AttnSpec {
+                scale: (d as f32).powf(-0.5),
+                softcap: if case % 2 == 0 { Some(3.0) } else { None },
+            };
+            if case == 2 {
+                let kb = rand_in(p, &mut r, &[h, d], -1.0, 1.0);
+                let vb = rand_in(p, &mut r, &[h, d], -1.0, 1.0);
+                gradcheck(
+                    "attention+bias slot",
+                    &[q, k, v, kb, vb],
+                    &[("mask", mask)],
+                    |x, e| {
+                        api::attention_with_bias_slot(
+                            &x[0],
+                            &x[1],
+                            &x[2],
+                            &e[0],
+                            Some((&x[3], &x[4])),
+                            spec,
+                        )
+                        .unwrap()
+                    },
+                    p.fwd,
+                    p.grad,
+                );
+            } else {
+                gradcheck(
+                    &format!("attention case {case}"),
+                    &[q, k, v],
+                    &[("mask", mask)],
+                    |x, e| api::attention(&x[0], &x[1], &x[2], &e[0], spec).unwrap(),
+                    p.fwd,
+                    p.grad,
+                );
+            }
         }
     }
 }
@@ -622,36 +677,38 @@ fn memory_plan_reuses_buffers_and_runs_repeatably() {
 
 #[test]
 fn fused_diffusion_kl_matches_decomposition_and_gradcheck() {
-    let mut r = rng(seed("diffusion_kl"));
-    for shift in [-1000.0f32, 0.0, 1000.0] {
-        let (b, l, v) = (
-            odd_size(&mut r, 3),
-            odd_size(&mut r, 5),
-            5 + odd_size(&mut r, 40),
-        );
-        let logits = rand_f32(&mut r, &[b, l, v], -3.0, 3.0);
-        let x = rand_ids(&mut r, &[b, l], v as i32);
-        let z = rand_ids(&mut r, &[b, l], v as i32);
-        let lsnr = rand_f32(&mut r, &[b, l], -10.0, 10.0);
-        let spec = gidd_engine::op::MarginalSpec {
-            mask_id: 3,
-            min_log_snr: -9.0,
-            max_log_snr: 9.0,
-            scale: 1.0,
-            shift,
-        };
-        gradcheck(
-            &format!("diffusion_kl shift {shift}"),
-            &[logits],
-            &[("z", z), ("x", x), ("l", lsnr)],
-            |t, e| {
-                let (kl, lpz, _) = api::diffusion_kl(&t[0], &e[0], &e[1], &e[2], spec).unwrap();
-                Tensor::concat(&[&kl, &lpz], 1).unwrap()
-            },
-            // the 1 - alpha cancellation near the clip (see kernels/src/gidd_loss/tests.rs)
-            1e-4,
-            GRAD,
-        );
+    for p in PRECS {
+        let mut r = rng(seed("diffusion_kl"));
+        for shift in [-1000.0f32, 0.0, 1000.0] {
+            let (b, l, v) = (
+                odd_size(&mut r, 3),
+                odd_size(&mut r, 5),
+                5 + odd_size(&mut r, 40),
+            );
+            let logits = rand_in(p, &mut r, &[b, l, v], -3.0, 3.0);
+            let x = rand_ids(&mut r, &[b, l], v as i32);
+            let z = rand_ids(&mut r, &[b, l], v as i32);
+            let lsnr = rand_in(p, &mut r, &[b, l], -10.0, 10.0);
+            let spec = gidd_engine::op::MarginalSpec {
+                mask_id: 3,
+                min_log_snr: -9.0,
+                max_log_snr: 9.0,
+                scale: 1.0,
+                shift,
+            };
+            gradcheck(
+                &format!("diffusion_kl shift {shift}"),
+                &[logits],
+                &[("z", z), ("x", x), ("l", lsnr)],
+                |t, e| {
+                    let (kl, lpz, _) = api::diffusion_kl(&t[0], &e[0], &e[1], &e[2], spec).unwrap();
+                    Tensor::concat(&[&kl, &lpz], 1).unwrap()
+                },
+                // the 1 - alpha cancellation near the clip (see kernels/src/gidd_loss/tests.rs)
+                if p.dt == DType::F64 { 1e-9 } else { 1e-4 },
+                p.grad,
+            );
+        }
     }
 }
 

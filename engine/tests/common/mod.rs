@@ -156,6 +156,7 @@ pub fn gradcheck(
     fwd_tol: f64,
     grad_tol: f64,
 ) {
+    let name = &format!("{name} ({})", xs[0].dtype());
     let g = Graph::new();
     let ins: Vec<Tensor> = xs
         .iter()

@@ -36,6 +36,31 @@ fn canonical<'a, T: Elem>(
     (Cow::Owned(out), false)
 }
 
+/// A GEMM whose output has its operands' element type (f32, f64).
+#[allow(clippy::too_many_arguments)]
+fn same_type_gemm<T: Elem>(
+    dd: &DotDims,
+    l: Arg,
+    ls: &[usize],
+    r: Arg,
+    rs: &[usize],
+    lf: &[usize],
+    rf: &[usize],
+    shape: GemmShape,
+    o: &mut [T],
+    gemm: fn(&GemmShape, &[T], &[T], &mut [T]),
+) {
+    let (nl, nr) = (ls.iter().product::<usize>(), rs.iter().product::<usize>());
+    let (a, ta) = canonical(l.slice::<T>(nl), ls, &dd.lhs_batch, lf, &dd.lhs_contract);
+    let (b, tb) = canonical(r.slice::<T>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, rf);
+    let s = GemmShape {
+        trans_a: ta,
+        trans_b: tb,
+        ..shape
+    };
+    gemm(&s, &a, &b, o);
+}
+
 pub fn dot_general(
     dd: &DotDims,
     l: Arg,
@@ -64,32 +89,10 @@ pub fn dot_general(
     let (nl, nr) = (ls.iter().product::<usize>(), rs.iter().product::<usize>());
     match out {
         Data::F32(o) => {
-            let (a, ta) = canonical(l.slice::<f32>(nl), ls, &dd.lhs_batch, &lf, &dd.lhs_contract);
-            let (b, tb) = canonical(r.slice::<f32>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, &rf);
-            gemm_f32(
-                &GemmShape {
-                    trans_a: ta,
-                    trans_b: tb,
-                    ..shape
-                },
-                &a,
-                &b,
-                &mut o[..n_out],
-            );
+            same_type_gemm(dd, l, ls, r, rs, &lf, &rf, shape, &mut o[..n_out], gemm_f32)
         }
         Data::F64(o) => {
-            let (a, ta) = canonical(l.slice::<f64>(nl), ls, &dd.lhs_batch, &lf, &dd.lhs_contract);
-            let (b, tb) = canonical(r.slice::<f64>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, &rf);
-            gemm_f64(
-                &GemmShape {
-                    trans_a: ta,
-                    trans_b: tb,
-                    ..shape
-                },
-                &a,
-                &b,
-                &mut o[..n_out],
-            );
+            same_type_gemm(dd, l, ls, r, rs, &lf, &rf, shape, &mut o[..n_out], gemm_f64)
         }
         Data::BF16(o) => {
             let (a, ta) = canonical(
