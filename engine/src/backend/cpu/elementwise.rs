@@ -77,66 +77,56 @@ fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
     }
 }
 
-fn unary_f32(u: UnaryOp) -> fn(f32) -> f32 {
-    match u {
-        UnaryOp::Neg => |x| -x,
-        UnaryOp::Exp => f32::exp,
-        UnaryOp::Log => f32::ln,
-        UnaryOp::Tanh => f32::tanh,
-        UnaryOp::Logistic => |x| 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Sqrt => f32::sqrt,
-        UnaryOp::Rsqrt => |x| 1.0 / x.sqrt(),
-        UnaryOp::Abs => f32::abs,
-        UnaryOp::Sin => f32::sin,
-        UnaryOp::Cos => f32::cos,
-        UnaryOp::Floor => f32::floor,
-        UnaryOp::Not => |x| x,
-    }
-}
-
-fn unary_f64(u: UnaryOp) -> fn(f64) -> f64 {
-    match u {
-        UnaryOp::Neg => |x| -x,
-        UnaryOp::Exp => f64::exp,
-        UnaryOp::Log => f64::ln,
-        UnaryOp::Tanh => f64::tanh,
-        UnaryOp::Logistic => |x| 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::Sqrt => f64::sqrt,
-        UnaryOp::Rsqrt => |x| 1.0 / x.sqrt(),
-        UnaryOp::Abs => f64::abs,
-        UnaryOp::Sin => f64::sin,
-        UnaryOp::Cos => f64::cos,
-        UnaryOp::Floor => f64::floor,
-        UnaryOp::Not => |x| x,
-    }
-}
-
-fn binary_f64(b: BinaryOp) -> fn(f64, f64) -> f64 {
-    match b {
-        BinaryOp::Add => |x, y| x + y,
-        BinaryOp::Sub => |x, y| x - y,
-        BinaryOp::Mul => |x, y| x * y,
-        BinaryOp::Div => |x, y| x / y,
-        // NaN-propagating, as StableHLO's max/min (f64::max would drop the NaN)
-        BinaryOp::Max => |x: f64, y: f64| {
-            if x.is_nan() || y.is_nan() {
-                f64::NAN
-            } else {
-                x.max(y)
+/// The float op tables, one per float type the executor computes in (f32; f64 for f64).
+macro_rules! float_tables {
+    ($t:ident, $unary:ident, $binary:ident) => {
+        fn $unary(u: UnaryOp) -> fn($t) -> $t {
+            match u {
+                UnaryOp::Neg => |x| -x,
+                UnaryOp::Exp => $t::exp,
+                UnaryOp::Log => $t::ln,
+                UnaryOp::Tanh => $t::tanh,
+                UnaryOp::Logistic => |x| 1.0 / (1.0 + (-x).exp()),
+                UnaryOp::Sqrt => $t::sqrt,
+                UnaryOp::Rsqrt => |x| 1.0 / x.sqrt(),
+                UnaryOp::Abs => $t::abs,
+                UnaryOp::Sin => $t::sin,
+                UnaryOp::Cos => $t::cos,
+                UnaryOp::Floor => $t::floor,
+                UnaryOp::Not => |x| x,
             }
-        },
-        BinaryOp::Min => |x: f64, y: f64| {
-            if x.is_nan() || y.is_nan() {
-                f64::NAN
-            } else {
-                x.min(y)
+        }
+
+        fn $binary(b: BinaryOp) -> fn($t, $t) -> $t {
+            match b {
+                BinaryOp::Add => |x, y| x + y,
+                BinaryOp::Sub => |x, y| x - y,
+                BinaryOp::Mul => |x, y| x * y,
+                BinaryOp::Div => |x, y| x / y,
+                // NaN-propagating, as StableHLO's max/min (the std max/min drop the NaN)
+                BinaryOp::Max => |x: $t, y: $t| {
+                    if x.is_nan() || y.is_nan() {
+                        $t::NAN
+                    } else {
+                        x.max(y)
+                    }
+                },
+                BinaryOp::Min => |x: $t, y: $t| {
+                    if x.is_nan() || y.is_nan() {
+                        $t::NAN
+                    } else {
+                        x.min(y)
+                    }
+                },
+                BinaryOp::Pow => $t::powf,
+                BinaryOp::Rem => |x, y| x % y,
+                _ => |_, _| $t::NAN,
             }
-        },
-        BinaryOp::Pow => f64::powf,
-        BinaryOp::Rem => |x, y| x % y,
-        _ => |_, _| f64::NAN,
-    }
+        }
+    };
 }
+float_tables!(f32, unary_f32, binary_f32);
+float_tables!(f64, unary_f64, binary_f64);
 
 /// The audit precision: plain loops (f64 runs check numerics, they are not tuned for speed).
 fn map_f64(o: &mut [f64], f: impl Fn(usize) -> f64 + Sync) {
@@ -219,32 +209,6 @@ fn map2(out: &mut [f32], xs: Src<f32>, ys: Src<f32>, f: impl Fn(f32, f32) -> f32
         }
         (Src::Scalar(a), Src::Scalar(c)) => o.iter_mut().for_each(|r| *r = f(a, c)),
     });
-}
-
-fn binary_f32(b: BinaryOp) -> fn(f32, f32) -> f32 {
-    match b {
-        BinaryOp::Add => |x, y| x + y,
-        BinaryOp::Sub => |x, y| x - y,
-        BinaryOp::Mul => |x, y| x * y,
-        BinaryOp::Div => |x, y| x / y,
-        BinaryOp::Max => |x: f32, y: f32| {
-            if x.is_nan() || y.is_nan() {
-                f32::NAN
-            } else {
-                x.max(y)
-            }
-        },
-        BinaryOp::Min => |x: f32, y: f32| {
-            if x.is_nan() || y.is_nan() {
-                f32::NAN
-            } else {
-                x.min(y)
-            }
-        },
-        BinaryOp::Pow => f32::powf,
-        BinaryOp::Rem => |x, y| x % y,
-        _ => |_, _| f32::NAN,
-    }
 }
 
 pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
