@@ -337,7 +337,8 @@ impl Program {
     }
 }
 
-/// Whether a fused op the outputs depend on has an f64 operand.
+/// Whether the outputs' graph holds a fused op with an f64 operand (one the outputs do not
+/// depend on only costs a needless decomposition at compile time).
 fn has_f64_fused(outputs: &[Tensor]) -> bool {
     let Some(first) = outputs.first() else {
         return false;

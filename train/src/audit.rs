@@ -110,10 +110,7 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
     let Loaded { cfg, params } = load_checkpoint(checkpoint)?;
     // f64 audits run the math with rounding taken out: parameters widened exactly
     let master = dtype.accum();
-    let params: Vec<(String, HostTensor)> = params
-        .into_iter()
-        .map(|(n, t)| (n, t.convert(master)))
-        .collect();
+    let params = crate::session::params_as(&params, master);
     let gold = TensorStore::open(golden)?;
     let manifest: serde_json::Value = golden
         .parent()
@@ -251,7 +248,7 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
         }
         // Keep only what the golden file holds; run once.
         named.retain(|(n, _)| has(n));
-        let mut all_inputs: Vec<(String, HostTensor)> = params.clone();
+        let mut all_inputs: Vec<(String, HostTensor)> = params.to_vec();
         all_inputs.extend(inputs);
         let outs: Vec<Tensor> = named.iter().map(|(_, t)| t.clone()).collect();
         let used = used_inputs(&outs, &all_inputs);
@@ -283,10 +280,7 @@ pub fn audit(checkpoint: &Path, golden: &Path, dtype: DType) -> anyhow::Result<V
     // ---- greedy generation ----
     if has("generate.output") {
         // generation has no f64 path: an f64 audit checks it on the f32 parameters
-        let p32: Vec<(String, HostTensor)> = params
-            .iter()
-            .map(|(n, t)| (n.clone(), t.convert(DType::F32)))
-            .collect();
+        let p32 = crate::session::params_as(&params, DType::F32);
         rows.push(crate::generate::audit_generation(&cfg, &p32, &gold)?);
     }
     let covered: std::collections::HashSet<String> =

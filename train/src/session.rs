@@ -69,6 +69,24 @@ pub fn load_checkpoint(dir: &Path) -> anyhow::Result<Loaded> {
     load_checkpoint_in(dir, false)
 }
 
+/// `params` with every tensor in `dtype`: borrowed when they already are (the usual case),
+/// converted otherwise (an f64 run's parameters for f32 generation, or f32 ones for an
+/// f64 audit).
+pub fn params_as(
+    params: &[(String, HostTensor)],
+    dtype: DType,
+) -> std::borrow::Cow<'_, [(String, HostTensor)]> {
+    if params.iter().all(|(_, t)| t.dtype() == dtype) {
+        return std::borrow::Cow::Borrowed(params);
+    }
+    std::borrow::Cow::Owned(
+        params
+            .iter()
+            .map(|(n, t)| (n.clone(), t.convert(dtype)))
+            .collect(),
+    )
+}
+
 /// [`load_checkpoint`], keeping f64 parameters f64 (resuming an f64 run exactly).
 pub fn load_checkpoint_exact(dir: &Path) -> anyhow::Result<Loaded> {
     load_checkpoint_in(dir, true)

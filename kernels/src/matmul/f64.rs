@@ -6,12 +6,14 @@
 
 use super::GemmShape;
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Columns of C kept hot while the k products stream past (16 KiB of f64).
 const NB: usize = 2048;
 
-/// `op(B)` of batch entry `bi` as a contiguous row-major `[k, n]` matrix.
-fn packed_b(s: &GemmShape, b: &[f64], bi: usize) -> Vec<f64> {
+/// `op(B)` of batch entry `bi` as a contiguous row-major `[k, n]` matrix (B itself when
+/// it is stored that way).
+fn packed_b<'a>(s: &GemmShape, b: &'a [f64], bi: usize) -> Cow<'a, [f64]> {
     let (k, n) = (s.k, s.n);
     let src = if s.b_broadcast {
         &b[..k * n]
@@ -19,7 +21,7 @@ fn packed_b(s: &GemmShape, b: &[f64], bi: usize) -> Vec<f64> {
         &b[bi * k * n..][..k * n]
     };
     if !s.trans_b {
-        return src.to_vec();
+        return Cow::Borrowed(src);
     }
     let mut out = vec![0.0; k * n];
     for j in 0..n {
@@ -27,7 +29,7 @@ fn packed_b(s: &GemmShape, b: &[f64], bi: usize) -> Vec<f64> {
             out[p * n + j] = src[j * k + p];
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// `C_b = op(A_b) · op(B_b)`; see the module docs of [`super`] for the layout.
@@ -43,13 +45,9 @@ pub fn gemm_f64(s: &GemmShape, a: &[f64], b: &[f64], c: &mut [f64]) {
     }
     let shared = s.b_broadcast.then(|| packed_b(s, b, 0));
     for bi in 0..batch {
-        let own;
-        let bp: &[f64] = match &shared {
-            Some(p) => p,
-            None => {
-                own = packed_b(s, b, bi);
-                &own
-            }
+        let bp = match &shared {
+            Some(p) => Cow::Borrowed(&p[..]),
+            None => packed_b(s, b, bi),
         };
         let ab = &a[bi * m * k..][..m * k];
         let cb = &mut c[bi * m * n..][..m * n];
@@ -82,21 +80,10 @@ pub fn gemm_f64(s: &GemmShape, a: &[f64], b: &[f64], c: &mut [f64]) {
 #[cfg(test)]
 mod tests {
     use super::super::reference;
+    use super::super::tests::seed;
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
-
-    fn seed() -> u64 {
-        std::env::var("GIDD_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0x5eed)
-            })
-    }
 
     /// The same products summed in the same order as the reference: equal bit for bit,
     /// so any misplaced, missing or doubled product shows, however small.

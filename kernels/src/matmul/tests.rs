@@ -26,7 +26,7 @@ const BF16_TOL: f64 = F32_TOL;
 const LEVELS: [Level; 3] = [Level::Scalar, Level::Avx2Fma, Level::Avx512];
 
 /// A fresh seed per run; `GIDD_TEST_SEED=<n>` replays a failure.
-fn seed() -> u64 {
+pub(super) fn seed() -> u64 {
     if let Some(s) = std::env::var("GIDD_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -565,16 +565,12 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if a.num_samples > 0 {
         if let Some(tok) = &data.tok {
             // samples are generated in f32 (generation has no f64 path: it is not an audit)
-            let (gen_params, gen_dtype): (std::borrow::Cow<[(String, HostTensor)]>, DType) =
-                if dtype == DType::F64 {
-                    let p32 = params
-                        .iter()
-                        .map(|(n, t)| (n.clone(), t.convert(DType::F32)))
-                        .collect();
-                    (std::borrow::Cow::Owned(p32), DType::F32)
-                } else {
-                    (std::borrow::Cow::Borrowed(&params), dtype)
-                };
+            let gen_dtype = if dtype == DType::F64 {
+                DType::F32
+            } else {
+                dtype
+            };
+            let gen_params = crate::session::params_as(&params, gen_dtype.accum());
             let mut canvas = Canvas::new(&cfg, &gen_params, 1, r.seq, gen_dtype)?;
             for sidx in 0..a.num_samples {
                 let o = GenOpts {

@@ -128,16 +128,12 @@ macro_rules! float_tables {
 float_tables!(f32, unary_f32, binary_f32);
 float_tables!(f64, unary_f64, binary_f64);
 
-/// The audit precision: plain loops (f64 runs check numerics, they are not tuned for speed).
-fn map_f64(o: &mut [f64], f: impl Fn(usize) -> f64 + Sync) {
-    par_fill(o, f)
-}
-
 pub fn unary(u: UnaryOp, a: Arg, out: &mut Data, n: usize) {
     match out {
         Data::F64(o) => {
             let (f, a) = (unary_f64(u), a.src::<f64>());
-            map_f64(&mut o[..n], |i| f(a.at(i)));
+            // plain loops: f64 runs check numerics, they are not tuned for speed
+            par_fill(&mut o[..n], |i| f(a.at(i)));
         }
         Data::F32(o) => {
             let f = unary_f32(u);
@@ -215,7 +211,7 @@ pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
     match out {
         Data::F64(o) => {
             let (f, xs, ys) = (binary_f64(b), x.src::<f64>(), y.src::<f64>());
-            map_f64(&mut o[..n], |i| f(xs.at(i), ys.at(i)));
+            par_fill(&mut o[..n], |i| f(xs.at(i), ys.at(i)));
         }
         Data::F32(o) => {
             let (xs, ys) = (x.src::<f32>(), y.src::<f32>());
