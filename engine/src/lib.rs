@@ -29,7 +29,7 @@ pub mod rng;
 
 pub use autograd::{grad, vjp};
 pub use backend::cpu::CpuExecutor;
-pub use backend::Executor;
+pub use backend::{BackendKind, Executor};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use graph::{Graph, Tensor};

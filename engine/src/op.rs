@@ -6,56 +6,10 @@ use crate::dtype::DType;
 use crate::host::HostTensor;
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    Neg,
-    Exp,
-    Log,
-    Tanh,
-    /// sigmoid
-    Logistic,
-    Sqrt,
-    Rsqrt,
-    Abs,
-    Sin,
-    Cos,
-    /// boolean/bitwise not
-    Not,
-    Floor,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
-    Pow,
-    Rem,
-    And,
-    Or,
-    Xor,
-    ShiftLeft,
-    ShiftRightLogical,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReduceOp {
-    Sum,
-    Max,
-}
+// The elementwise and reduction kinds are the kernels' own: one definition from the
+// graph down to the loops, so adding one is one edit.
+pub use gidd_kernels::elementwise::{Binary as BinaryOp, Cmp as CmpOp, Unary as UnaryOp};
+pub use gidd_kernels::reduce::ReduceOp;
 
 /// dot_general dimension numbers (StableHLO): the result is laid out as
 /// [batch dims..., lhs free dims..., rhs free dims...].

@@ -57,13 +57,6 @@ impl Program {
     }
 
     fn compile_inner(outputs: &[Tensor], input_order: &[&str], strict: bool) -> Result<Program> {
-        // Fused kernels exist for f32 only; an f64 run is an audit of the math, so its
-        // fused ops become their decompositions (primitives every executor has in f64).
-        if has_f64_fused(outputs) {
-            let outputs = crate::rewrite::decompose_fused(outputs)?;
-            debug_assert!(!has_f64_fused(&outputs));
-            return Program::compile_inner(&outputs, input_order, strict);
-        }
         let g = outputs
             .first()
             .ok_or_else(|| Error::Msg("a program needs at least one output".into()))?
@@ -339,20 +332,6 @@ impl Program {
 
 /// Whether the outputs' graph holds a fused op with an f64 operand (one the outputs do not
 /// depend on only costs a needless decomposition at compile time).
-fn has_f64_fused(outputs: &[Tensor]) -> bool {
-    let Some(first) = outputs.first() else {
-        return false;
-    };
-    let g = first.graph().clone();
-    let data = g.data();
-    data.nodes.iter().any(|n| {
-        n.op.is_fused()
-            && n.inputs
-                .iter()
-                .any(|&v| data.values[v].ty.dtype == DType::F64)
-    })
-}
-
 /// A splat converted to the value's dtype, as the executor would store it.
 fn round_to(x: f64, d: DType) -> f64 {
     match d {

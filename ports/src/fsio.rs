@@ -1,7 +1,6 @@
 //! Atomic file writes and JSON object files (config.json and other small state files).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,14 +13,19 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Writes `bytes` to `path` atomically: a reader sees the old file or the new one, never a
 /// mix, even if the process or the machine dies mid-write.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PortError> {
-    write_atomic_with(path, |w| w.write_all(bytes))
+    write_atomic_via(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| PortError::io(tmp, e))
+    })
 }
 
-/// Atomic write through a buffered writer: a temp file in the same directory, fsync, rename
-/// over `path`, fsync the directory. On any error the temp file is removed and `path` is untouched.
-pub(crate) fn write_atomic_with(
+/// Atomic write of whatever `fill` writes to the temp path it is given (a file in the same
+/// directory, so the rename cannot cross file systems): then fsync, rename over `path`, fsync
+/// the directory. Taking a path rather than a writer lets writers that open files themselves
+/// (the safetensors serializer) stream straight to disk. On any error the temp file is removed
+/// and `path` is untouched.
+pub(crate) fn write_atomic_via(
     path: &Path,
-    fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    fill: impl FnOnce(&Path) -> Result<(), PortError>,
 ) -> Result<(), PortError> {
     let file_name = path
         .file_name()
@@ -42,20 +46,22 @@ pub(crate) fn write_atomic_with(
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
 
-    let file = OpenOptions::new()
+    // Claim the name first, so `fill` never writes through a file or link someone else left there.
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp)
         .map_err(|e| PortError::io(&tmp, e))?;
-    let written = (|| {
-        let mut w = BufWriter::with_capacity(1 << 22, file);
-        fill(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()
-    })();
+    let written = fill(&tmp).and_then(|()| {
+        OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| PortError::io(&tmp, e))
+    });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(PortError::io(&tmp, e));
+        return Err(e);
     }
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);

@@ -1,9 +1,12 @@
 //! gidd-ports: the outside world. HF checkpoints (safetensors, single or sharded with an
-//! index), config.json as an ordered JSON object, atomic file writes.
+//! index), config.json as an ordered JSON object, atomic file writes, tokenizer.json and
+//! the data formats (text, jsonl, parquet buckets, token shards), and the embedded corpus.
 //!
 //! Depends on the engine only for [`HostTensor`](gidd_engine::HostTensor); the mapping of HF
 //! parameter names to the model's lives in `gidd-model` (`names.rs`), applied by `gidd-train`.
 
+pub mod corpus;
+pub mod data;
 pub mod error;
 pub mod fsio;
 pub mod safetensors;

@@ -1,16 +1,19 @@
 //! `gidd eval`: the negative ELBO per token of a dataset under a model (nats, bits,
 //! perplexity bound), Monte Carlo over noise draws with its standard error
 //! (`--data_files`); or the likelihood of completions given prompts, the reference's
-//! `likelihood.py` (`--requests`, SPEC.md section 7, `crate::likelihood`).
+//! `likelihood.py` (`--requests`, SPEC.md section 7, `gidd_model::likelihood`).
 
-use crate::data::packer::{EvalSet, HeldOut};
-use crate::data::source::open_source;
-use crate::generate::NoiseSchedule;
-use crate::likelihood::{self, LikelihoodOpts, Prior};
-use crate::session::{load_checkpoint, load_tokenizer, parse_dtype, Loaded};
-use crate::trainer::noise::NoiseOpts;
+use crate::backend::{BackendArgs, Precision};
+use crate::model_dir::{load_checkpoint, load_tokenizer, Loaded};
+use crate::packer::{EvalSet, HeldOut};
+use crate::requests::{read_requests, score_json};
+use crate::with_executor;
 use anyhow::{bail, Context, Result};
 use gidd_engine::DType;
+use gidd_model::generate::NoiseSchedule;
+use gidd_model::likelihood::{self, LikelihoodOpts, Prior};
+use gidd_model::noise::NoiseOpts;
+use gidd_ports::data::open_source;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -32,8 +35,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 128)]
     pub num_denoising_steps: usize,
     /// Requests: the levels' grid, linear or cosine (the reference's lm-eval fork uses linear).
-    #[arg(long, default_value = "linear")]
-    pub noise_schedule: String,
+    #[arg(long, value_enum, default_value_t = NoiseSchedule::Linear)]
+    pub noise_schedule: NoiseSchedule,
     /// Requests: the ELBO at the effective log-SNR (the fraction of completion tokens left
     /// unchanged); on by default as in the reference; `--effective_log_snr false` turns it off.
     #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -46,8 +49,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub max_sequence_length: Option<usize>,
     /// Requests: the canvas tail's prior, mask or uniform (default: the model's noise type).
-    #[arg(long)]
-    pub prior: Option<String>,
+    #[arg(long, value_enum)]
+    pub prior: Option<Prior>,
     /// tokenizer.json (default: the checkpoint's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -67,19 +70,74 @@ pub struct EvalArgs {
     /// log-SNR) instead of Monte Carlo draws; the standard error is then across rows.
     #[arg(long)]
     pub grid: Option<usize>,
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+    #[command(flatten)]
+    pub exec: BackendArgs,
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
     // flags first: a bad one is reported before a checkpoint or dataset is read
-    parse_dtype(&a.dtype)?;
+    a.dtype.activations("eval")?;
+    a.exec.check("evaluating")?;
     match (&a.data_files, &a.requests) {
-        (Some(d), None) => run_dataset(a, d),
+        (Some(d), None) => {
+            let m = load_checkpoint(&a.checkpoint)?;
+            let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
+            let src = open_source(d, tok.as_ref())?;
+            // Every document is evaluated (k = 1 holds out all of them).
+            run_dataset(a, &m, src.as_ref(), HeldOut::EveryK(1))
+        }
         (None, Some(r)) => run_requests(a, r),
         (Some(_), Some(_)) => bail!("give either --data_files (the dataset ELBO) or --requests (likelihood of completions), not both"),
-        (None, None) => bail!("give --data_files (the dataset ELBO) or --requests (likelihood of completions given prompts)"),
+        (None, None) => run_trained_on(a),
     }
+}
+
+/// No data flag: the held-out split of the embedded corpus the checkpoint was trained on
+/// (its trainer_state.json records it), the documents the trainer's held-out ELBO uses.
+fn run_trained_on(a: &EvalArgs) -> Result<()> {
+    let state_path = a.checkpoint.join("trainer_state.json");
+    let give = "give --data_files (the dataset ELBO) or --requests (likelihood of completions given prompts)";
+    let Ok(text) = std::fs::read_to_string(&state_path) else {
+        bail!(
+            "{} not found, so what {} was trained on is unknown: {give}",
+            state_path.display(),
+            a.checkpoint.display()
+        );
+    };
+    let state: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", state_path.display()))?;
+    let data = &state["data"];
+    if data["source"] != "embedded" {
+        bail!(
+            "{} was not trained on the embedded corpus ({}): {give}",
+            a.checkpoint.display(),
+            match data["path"].as_str() {
+                Some(p) => format!("its data: {p}"),
+                None => "its trainer_state.json does not say on what".into(),
+            }
+        );
+    }
+    let field = |k: &str| {
+        data[k]
+            .as_u64()
+            .map(|v| v as usize)
+            .with_context(|| format!("{}: data.{k} missing", state_path.display()))
+    };
+    let (vocab, n_docs, every) = (
+        field("vocab_size")?,
+        field("n_docs")?,
+        field("heldout_every")?,
+    );
+    let m = load_checkpoint(&a.checkpoint)?;
+    let (_, tok, texts) =
+        gidd_ports::corpus::embedded_default(&crate::trainer::corpus_cache(), vocab, n_docs)?;
+    let src = gidd_ports::corpus::embedded_tokens(&tok, &texts)?;
+    eprintln!(
+        "eval: the embedded corpus's held-out split (1 in {every} of {n_docs} documents), as trained"
+    );
+    run_dataset(a, &m, src.as_ref(), HeldOut::EveryK(every))
 }
 
 /// --tokenizer, or the checkpoint's tokenizer.json when it has one.
@@ -100,14 +158,9 @@ fn run_requests(a: &EvalArgs, path: &Path) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch_size must be at least 1");
     }
-    let noise_schedule = NoiseSchedule::parse(&a.noise_schedule)?;
-    let prior = match a.prior.as_deref() {
-        None => Prior::of_config(&cfg),
-        Some("mask") | Some("masked") => Prior::Mask,
-        Some("uniform") => Prior::Uniform,
-        Some(p) => bail!("--prior {p}: use mask or uniform"),
-    };
-    let lines = likelihood::read_requests(path, tok.as_ref())?;
+    let noise_schedule = a.noise_schedule;
+    let prior = a.prior.unwrap_or_else(|| Prior::of_config(&cfg));
+    let lines = read_requests(path, tok.as_ref())?;
     for (line, r) in &lines {
         likelihood::check_request(r, &cfg, canvas_len)
             .with_context(|| format!("{} line {line}", path.display()))?;
@@ -121,13 +174,15 @@ fn run_requests(a: &EvalArgs, path: &Path) -> Result<()> {
         batch_size: a.batch_size,
         canvas_len,
         prior,
-        dtype: parse_dtype(&a.dtype)?,
+        dtype: a.dtype.activations("eval")?,
         progress: true,
     };
-    let scores = likelihood::likelihood(&cfg, &params, &reqs, &o, None)?;
+    let scores = with_executor!(a.exec.open("evaluating")?, exec => {
+        likelihood::likelihood(&exec, &cfg, &params, &reqs, &o, None)?
+    });
     let mut out = String::new();
     for s in &scores {
-        out.push_str(&likelihood::score_json(s).to_string());
+        out.push_str(&score_json(s).to_string());
         out.push('\n');
     }
     match &a.output {
@@ -140,11 +195,13 @@ fn run_requests(a: &EvalArgs, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `--data_files`: the dataset's negative ELBO per token.
-fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
-    let m = load_checkpoint(&a.checkpoint)?;
-    let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
-    let src = open_source(data_files, tok.as_ref())?;
+/// The negative ELBO per token of the `heldout` documents of `src`.
+fn run_dataset(
+    a: &EvalArgs,
+    m: &Loaded,
+    src: &dyn gidd_ports::data::DocSource,
+    heldout: HeldOut,
+) -> Result<()> {
     let seq = a.seq.unwrap_or(m.cfg.max_position_embeddings);
     if seq > m.cfg.max_position_embeddings {
         bail!(
@@ -155,9 +212,8 @@ fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
     if a.draws < 2 {
         bail!("--draws must be at least 2 for a standard error");
     }
-    let dtype = parse_dtype(&a.dtype)?;
-    // Every document is evaluated (k = 1 holds out all of them).
-    let eval = EvalSet::build(src.as_ref(), HeldOut::EveryK(1), seq, a.max_rows)?;
+    let dtype = a.dtype.activations("eval")?;
+    let eval = EvalSet::build(src, heldout, seq, a.max_rows)?;
     if let Some(bad) = eval
         .rows
         .iter()
@@ -170,7 +226,7 @@ fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
         );
     }
     if let Some(levels) = a.grid {
-        return dataset_on_grid(a, &m, &eval, seq, levels, dtype);
+        return dataset_on_grid(a, m, &eval, seq, levels, dtype);
     }
     let c = &m.cfg;
     let sched = likelihood::schedule_of(c);
@@ -182,7 +238,8 @@ fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
         causal_prompt_attn: false,
         clean_log_snr: 10.0,
     };
-    let (e, se) = crate::trainer::elbo_over(
+    let (e, se) = with_executor!(a.exec.open("evaluating")?, exec => crate::trainer::elbo_over(
+        &exec,
         c,
         &sched,
         &no,
@@ -192,7 +249,7 @@ fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
         seq,
         dtype,
         a.draws,
-    )?;
+    )?);
     let ln2 = std::f64::consts::LN_2;
     println!(
         "{}",
@@ -205,7 +262,7 @@ fn run_dataset(a: &EvalArgs, data_files: &Path) -> Result<()> {
 }
 
 /// The dataset ELBO on a fixed grid of noise levels: every row scored as a completion
-/// with no prompt (`crate::likelihood`, linear levels, the level's own log-SNR), so the
+/// with no prompt (`gidd_model::likelihood`, linear levels, the level's own log-SNR), so the
 /// only randomness left is z at each level. Standard error across rows (ratio estimator).
 fn dataset_on_grid(
     a: &EvalArgs,
@@ -245,7 +302,9 @@ fn dataset_on_grid(
         dtype,
         progress: false,
     };
-    let scores = likelihood::likelihood(&m.cfg, &m.params, &reqs, &o, None)?;
+    let scores = with_executor!(a.exec.open("evaluating")?, exec => {
+        likelihood::likelihood(&exec, &m.cfg, &m.params, &reqs, &o, None)?
+    });
     let total: f64 = scores.iter().map(|s| s.total_nll).sum();
     let n: f64 = scores.iter().map(|s| s.num_tokens as f64).sum();
     let e = total / n;

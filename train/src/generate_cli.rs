@@ -1,14 +1,17 @@
 //! `gidd generate`: prompts from flags or a JSONL file, batched by length, blocks shown
 //! as they finish, a progress bar on a terminal, and the HF `generate` flag names.
 
-use crate::data::tokenizer::Tok;
-use crate::generate::{
-    generate_with, max_blocks, Canvas, GenEvent, GenOpts, Method, NoiseSchedule,
-};
+use crate::backend::{BackendArgs, Precision};
+use crate::model_dir::{load_checkpoint, load_tokenizer, Loaded};
 use crate::progress::Progress;
+use crate::with_executor;
 use anyhow::{bail, Context, Result};
 use gidd_engine::{DType, Executor};
+use gidd_model::generate::{
+    generate_with, max_blocks, Canvas, GenEvent, GenOpts, Method, NoiseSchedule,
+};
 use gidd_model::GiddConfig;
+use gidd_ports::data::Tok;
 use std::collections::hash_map::{Entry, HashMap};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -42,10 +45,10 @@ pub struct GenArgs {
     pub block_length: usize,
     #[arg(long, default_value_t = 64)]
     pub steps: usize,
-    #[arg(long, default_value = "ancestral")]
-    pub sampling_method: String,
-    #[arg(long, default_value = "cosine")]
-    pub noise_schedule: String,
+    #[arg(long, value_enum, default_value_t = Method::Ancestral)]
+    pub sampling_method: Method,
+    #[arg(long, value_enum, default_value_t = NoiseSchedule::Cosine)]
+    pub noise_schedule: NoiseSchedule,
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
     #[arg(long)]
@@ -56,8 +59,8 @@ pub struct GenArgs {
     pub tokens_per_step: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
     /// Recompute the whole canvas every step instead of encoding the clean prefix once per block.
     #[arg(long)]
     pub no_kv_cache: bool,
@@ -68,24 +71,13 @@ pub struct GenArgs {
     #[arg(long)]
     pub quiet: bool,
     /// cpu or xla
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
-    /// A PJRT plugin (.so) for --backend xla (also spelled --pjrt-plugin)
-    #[arg(long, alias = "pjrt-plugin")]
-    pub pjrt_plugin: Option<PathBuf>,
-    /// Devices to generate over with --backend xla (parameters split on their first
-    /// dimension, prompts of a batch across devices).
-    #[arg(long, default_value_t = 1)]
-    pub devices: usize,
-    /// SPMD partitioner for --devices > 1: gspmd or shardy.
-    #[arg(long, default_value = "gspmd")]
-    pub partitioner: String,
+    #[command(flatten)]
+    pub exec: BackendArgs,
 }
 
 impl GenArgs {
     pub fn opts(&self) -> Result<GenOpts> {
-        let method = Method::parse(&self.sampling_method)?;
-        let schedule = NoiseSchedule::parse(&self.noise_schedule)?;
+        let (method, schedule) = (self.sampling_method, self.noise_schedule);
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             bail!(
                 "--temperature {}: use a finite value >= 0 (0 = argmax)",
@@ -237,45 +229,32 @@ fn check_prompt(cfg: &GiddConfig, i: usize, p: &[u32]) -> Result<()> {
 
 pub fn run(a: &GenArgs) -> Result<()> {
     // flags first: a bad one is reported before a large checkpoint is read
-    let dtype = crate::session::parse_dtype(&a.dtype)?;
-    crate::session::check_devices(a.devices, &a.backend, "generating")?;
-    let m = crate::session::load_checkpoint(&a.checkpoint)?;
-    let tok = crate::session::load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
+    let dtype = a.dtype.activations("generate")?;
+    a.exec.check("generating")?;
+    let m = load_checkpoint(&a.checkpoint)?;
+    let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
     let o = a.opts()?;
     let prompts = read_prompts(a, tok.as_ref())?;
     for (i, p) in prompts.iter().enumerate() {
         check_prompt(&m.cfg, i, &p.ids)?;
     }
-    match a.backend.as_str() {
-        "cpu" => run_on(
-            gidd_engine::CpuExecutor,
-            a,
-            &m,
-            &o,
-            &prompts,
-            tok.as_ref(),
-            dtype,
-        ),
-        "xla" if a.devices > 1 => {
-            let exec = gidd_xla::FsdpExecutor::new(
-                crate::session::xla_client(a.pjrt_plugin.as_deref(), a.devices)?,
-                a.devices,
-                crate::session::parse_partitioner(&a.partitioner)?,
-            )?;
-            run_on(exec, a, &m, &o, &prompts, tok.as_ref(), dtype)
-        }
-        "xla" => {
-            let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
-            run_on(exec, a, &m, &o, &prompts, tok.as_ref(), dtype)
-        }
-        b => bail!("--backend {b}: use cpu or xla"),
+    let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    let room = m.cfg.max_position_embeddings.saturating_sub(longest);
+    if o.max_length > room {
+        eprintln!(
+            "warning: --max_length {}: the model has {} positions and the longest prompt takes {longest}, so at most {room} tokens are generated",
+            o.max_length, m.cfg.max_position_embeddings
+        );
     }
+    with_executor!(a.exec.open("generating")?, exec => {
+        run_on(exec, a, &m, &o, &prompts, tok.as_ref(), dtype)
+    })
 }
 
 fn run_on<E: Executor + Clone>(
     exec: E,
     a: &GenArgs,
-    m: &crate::session::Loaded,
+    m: &Loaded,
     o: &GenOpts,
     prompts: &[Prompt],
     tok: Option<&Tok>,

@@ -1,19 +1,15 @@
-//! gidd-train: the trainer, optimizers, data pipeline, checkpoints and the CLI.
+//! gidd-train: the trainer (one-graph step, LaProp/AdamW, the WSD schedule, gradient
+//! accumulation, checkpoints and exact resume), packing, metrics and plots, the backend
+//! registry every subcommand opens its executor through, and the `gidd` subcommands
+//! (generate, correct, eval, audit) over the model crate's GIDD math.
 
 pub mod audit;
-pub mod bench;
-pub mod bench_generate;
-pub mod bench_step;
-pub mod canvas;
-pub mod corpus;
-pub mod correct;
-pub mod data;
+pub mod backend;
 pub mod eval;
-pub mod generate;
 pub mod generate_cli;
-pub mod likelihood;
+pub mod model_dir;
+pub mod packer;
 pub mod plot;
 pub mod progress;
-pub mod sampler;
-pub mod session;
+pub mod requests;
 pub mod trainer;

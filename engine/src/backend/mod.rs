@@ -3,9 +3,35 @@
 
 pub mod cpu;
 
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::host::HostTensor;
+use crate::op::Op;
 use crate::program::Program;
+
+/// The executors `--backend` names. Engine code knows them by name only; each one that
+/// binds an outside runtime lives in its own crate (engine/xla, ...), and the CLI's
+/// registry (`gidd_train::backend`) opens them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    Cpu,
+    Xla,
+    Cuda,
+    Wgpu,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 4] = [Self::Cpu, Self::Xla, Self::Cuda, Self::Wgpu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Xla => "xla",
+            Self::Cuda => "cuda",
+            Self::Wgpu => "wgpu",
+        }
+    }
+}
 
 pub trait Executor {
     /// A tensor resident wherever this executor computes.
@@ -14,6 +40,23 @@ pub trait Executor {
     type Loaded;
 
     fn name(&self) -> String;
+    /// Whether this executor runs fused `op` with `dtype` operands as a kernel of its own;
+    /// where it does not, [`Executor::load`] runs the op's decomposition into primitives
+    /// (`crate::decompose`). The default, no fused kernels at all, is always correct.
+    fn supports_fused(&self, _op: &Op, _dtype: DType) -> bool {
+        false
+    }
+    /// The device's peak FLOP/s for matrix products with `dtype` operands (measured or
+    /// from the device's properties), for MFU and roofline fractions; None when unknown.
+    fn peak_flops(&self, _dtype: DType) -> Option<f64> {
+        None
+    }
+    /// Waits until all work queued on the device is done, so that a host clock read after
+    /// it times the work. Executors whose `run` returns only when the work is done need
+    /// nothing.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
     fn upload(&self, t: &HostTensor) -> Result<Self::Buffer>;
     fn download(&self, b: &Self::Buffer) -> Result<HostTensor>;
     fn load(&self, p: &Program) -> Result<Self::Loaded>;

@@ -234,3 +234,55 @@ pub fn gradcheck(
         );
     }
 }
+
+// ---- precisions the op tests run in ----
+
+/// f32 forward vs f64: a few ulps per op, compounded over short chains.
+pub const FWD: f64 = 1e-5;
+/// Gradients pass through more f32 ops (and reductions) than forwards.
+pub const GRAD: f64 = 1e-4;
+
+/// A precision the op families are checked in, with its bars against the f64 reference.
+#[derive(Clone, Copy)]
+pub struct Prec {
+    pub dt: DType,
+    pub fwd: f64,
+    pub grad: f64,
+}
+
+/// f32, and f64 (the audit precision, fused ops compiled as their decompositions): both
+/// sides then compute in f64 and differ only in summation order, so the bars are a few
+/// hundred ulps; an op that narrowed to f32 anywhere misses them by seven orders.
+pub const PRECS: [Prec; 2] = [
+    Prec {
+        dt: DType::F32,
+        fwd: FWD,
+        grad: GRAD,
+    },
+    Prec {
+        dt: DType::F64,
+        fwd: 1e-12,
+        grad: 1e-10,
+    },
+];
+
+/// Uniform in [lo, hi) of p's dtype; f64 values carry bits below f32's resolution.
+pub fn rand_in(
+    p: Prec,
+    r: &mut rand::rngs::StdRng,
+    shape: &[usize],
+    lo: f32,
+    hi: f32,
+) -> HostTensor {
+    let t = rand_f32(r, shape, lo, hi);
+    if p.dt != DType::F64 {
+        return t.convert(p.dt);
+    }
+    let v = t
+        .to_f64_vec()
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x * (1.0 + 1e-9 * ((i % 7) as f64 - 3.0)))
+        .collect();
+    HostTensor::f64(shape.to_vec(), v).unwrap()
+}

@@ -10,8 +10,8 @@
 use super::mask::{classify, lane_mask, MaskBits, TileMask};
 use super::tile::{load_row, mk, store_row, with_nv, with_r, Buf};
 use super::{AttnParams, AttnShape};
+use crate::simd::vector::{simd_entry, supported, SendPtr, Simd};
 use crate::simd::Level;
-use crate::softmax::vector::{simd_entry, supported, SendPtr, Simd};
 use rayon::prelude::*;
 
 /// Keys per tile.

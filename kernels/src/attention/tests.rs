@@ -5,7 +5,7 @@ use super::cpu;
 use super::reference::{attention_bwd_f64, attention_fwd_f64, probs_f64};
 use super::{AttnParams, AttnShape};
 use crate::simd::Level;
-use crate::softmax::testutil::{assert_close_by, levels, rng, seed, to_f64, uniform};
+use crate::testutil::{assert_close_by, levels, rng, seed, to_f64, uniform};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -515,86 +515,6 @@ fn attention_reference_backward_matches_finite_differences() {
                     g[i]
                 );
             }
-        }
-    }
-}
-
-/// Throughput table (run with `--ignored --nocapture`): B=1, H=8, soft cap 30, all-true
-/// mask; forward counts 4 B H L^2 D flops, backward 10 B H L^2 D (2.5x, the usual convention).
-#[test]
-#[ignore]
-fn bench_attention() {
-    let mut r = rng(1);
-    println!(
-        "attention ({}, {} threads)",
-        crate::simd::describe(),
-        rayon::current_num_threads()
-    );
-    println!(
-        "{:>6} {:>4} {:>10} {:>10} {:>10} {:>10}",
-        "L", "D", "fwd ms", "fwd GF/s", "bwd ms", "bwd GF/s"
-    );
-    for d in [64, 128] {
-        for l in [256, 512, 1024, 2048] {
-            let sh = AttnShape {
-                batch: 1,
-                heads: 8,
-                lq: l,
-                lk: l,
-                head_dim: d,
-            };
-            let p = AttnParams {
-                scale: (d as f32).powf(-0.5),
-                softcap: Some(30.0),
-            };
-            let n = 8 * l * d;
-            let (q, k, v, dout) = (
-                uniform(&mut r, n, 2.0),
-                uniform(&mut r, n, 2.0),
-                uniform(&mut r, n, 1.0),
-                uniform(&mut r, n, 1.0),
-            );
-            let mask = vec![1u8; l * l];
-            let (mut out, mut lse) = (vec![0.0; n], vec![0.0; 8 * l]);
-            let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
-            let time = |f: &mut dyn FnMut()| {
-                f();
-                let reps = (2e9 / (l * l * d * 8) as f64).clamp(2.0, 50.0) as usize;
-                (0..reps)
-                    .map(|_| {
-                        let t = std::time::Instant::now();
-                        f();
-                        t.elapsed().as_secs_f64()
-                    })
-                    .fold(f64::INFINITY, f64::min)
-            };
-            let tf = time(&mut || {
-                super::attention_fwd(&sh, &p, &q, &k, &v, Some(&mask), &mut out, &mut lse)
-            });
-            let tb = time(&mut || {
-                super::attention_bwd(
-                    &sh,
-                    &p,
-                    &q,
-                    &k,
-                    &v,
-                    Some(&mask),
-                    &out,
-                    &lse,
-                    &dout,
-                    &mut dq,
-                    &mut dk,
-                    &mut dv,
-                )
-            });
-            let fl = 8.0 * (l * l * d) as f64;
-            println!(
-                "{l:>6} {d:>4} {:>10.2} {:>10.1} {:>10.2} {:>10.1}",
-                tf * 1e3,
-                4.0 * fl / tf / 1e9,
-                tb * 1e3,
-                10.0 * fl / tb / 1e9
-            );
         }
     }
 }

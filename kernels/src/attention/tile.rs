@@ -6,7 +6,7 @@
 //! `do^T` or `p^T` panel) it gives `s^T`, `dp^T` and `o^T`; with the head dimension in lanes
 //! (`vec` = padded rows of `do`, `q` or `k`) it gives `dv`, `dk` and `dq`.
 
-use crate::softmax::vector::Simd;
+use crate::simd::vector::Simd;
 
 /// `acc[r][v] += sum_{t < tn} load(vp + t vs + v LANES) * bp[r brs + t bts]`.
 #[inline(always)]

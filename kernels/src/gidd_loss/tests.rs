@@ -1,19 +1,6 @@
 use super::*;
+use crate::testutil::seed;
 use rand::{Rng, SeedableRng};
-
-fn seed() -> u64 {
-    let s = std::env::var("GIDD_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(7)
-        });
-    eprintln!("gidd_loss: GIDD_TEST_SEED={s}");
-    s
-}
 
 /// f32 forward vs the f64 reference, and the backward vs central differences of the reference,
 /// for masked, uniform and hybrid shifts, odd vocabularies and log-SNRs past the clip.

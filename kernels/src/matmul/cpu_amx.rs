@@ -15,7 +15,7 @@
 
 use super::GemmShape;
 use crate::convert::bf16_bits;
-use crate::softmax::vector::SendPtr;
+use crate::simd::vector::SendPtr;
 use half::bf16;
 use rayon::prelude::*;
 use std::arch::asm;

@@ -80,8 +80,8 @@ pub fn gemm_f64(s: &GemmShape, a: &[f64], b: &[f64], c: &mut [f64]) {
 #[cfg(test)]
 mod tests {
     use super::super::reference;
-    use super::super::tests::seed;
     use super::*;
+    use crate::testutil::seed;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 

@@ -7,6 +7,7 @@ use super::cpu::{gemm_bf16_at, gemm_f32_at, max_kc, usable, usable_bf16};
 use super::reference::gemm_f64;
 use super::{gemm_bf16, gemm_f32, GemmShape};
 use crate::simd::Level;
+use crate::testutil::seed;
 use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -24,20 +25,6 @@ const LEVEL_TOL: f64 = 2.0 * F32_TOL;
 const BF16_TOL: f64 = F32_TOL;
 
 const LEVELS: [Level; 3] = [Level::Scalar, Level::Avx2Fma, Level::Avx512];
-
-/// A fresh seed per run; `GIDD_TEST_SEED=<n>` replays a failure.
-pub(super) fn seed() -> u64 {
-    if let Some(s) = std::env::var("GIDD_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return s;
-    }
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0x5eed)
-}
 
 fn rand_vec(rng: &mut StdRng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()

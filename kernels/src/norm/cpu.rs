@@ -1,8 +1,8 @@
 //! SIMD RMSNorm kernels (see the module docs for the math). `level` selects the ISA
 //! (clamped to the CPU's).
 
+use crate::simd::vector::{rows_per_chunk, simd_entry, Simd, PAR_MIN_ELEMS};
 use crate::simd::Level;
-use crate::softmax::vector::{rows_per_chunk, simd_entry, Simd, PAR_MIN_ELEMS};
 use rayon::prelude::*;
 
 /// `dw` partial sums stay in f32 for at most this many rows before moving to f64.

@@ -3,7 +3,7 @@
 
 use super::cpu;
 use super::reference::{rms_norm_bwd_f64, rms_norm_fwd_f64};
-use crate::softmax::testutil::{assert_close_by, levels, rng, seed, to_f64, uniform};
+use crate::testutil::{assert_close_by, levels, rng, seed, to_f64, uniform};
 use rand::rngs::StdRng;
 use rand::Rng;
 

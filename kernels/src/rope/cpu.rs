@@ -1,7 +1,7 @@
 //! SIMD RoPE kernel: one rotation routine for both directions (`sign = -1` is the backward).
 
+use crate::simd::vector::{rows_per_chunk, simd_entry, Simd, PAR_MIN_ELEMS};
 use crate::simd::Level;
-use crate::softmax::vector::{rows_per_chunk, simd_entry, Simd, PAR_MIN_ELEMS};
 use rayon::prelude::*;
 
 /// `k <= LANES` lanes (zero-filled).

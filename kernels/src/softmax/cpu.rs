@@ -1,7 +1,7 @@
 //! SIMD softmax kernels (see the module docs for the math). One row at a time; rayon over
 //! row chunks for large inputs. `level` selects the ISA (clamped to the CPU's).
 
-use super::vector::{rows_per_chunk, simd_entry, Simd, PAR_MIN_ELEMS};
+use crate::simd::vector::{rows_per_chunk, simd_entry, Simd, PAR_MIN_ELEMS};
 use crate::simd::Level;
 use rayon::prelude::*;
 

@@ -15,17 +15,14 @@
 //!
 //! # Strategy
 //! [`cpu`]: one row at a time with SIMD (AVX-512, AVX2 or portable, picked by
-//! [`crate::simd::level`]) and the polynomial `exp` of [`vector`]; rayon over row chunks
+//! [`crate::simd::level`]) and the polynomial `exp` of [`crate::simd`]; rayon over row chunks
 //! once the problem exceeds ~32K elements.
 
 pub mod cpu;
 pub mod reference;
-pub(crate) mod vector;
 
 #[cfg(test)]
 mod tests;
-
-pub use vector::{exp_f32, tanh_f32};
 
 /// `y = softmax(x)` along rows of length `n`.
 pub fn softmax_fwd(rows: usize, n: usize, x: &[f32], y: &mut [f32]) {
@@ -41,6 +38,3 @@ pub fn log_softmax_fwd(rows: usize, n: usize, x: &[f32], y: &mut [f32]) {
 pub fn softmax_bwd(rows: usize, n: usize, y: &[f32], dy: &[f32], dx: &mut [f32]) {
     cpu::softmax_bwd(crate::simd::level(), rows, n, y, dy, dx)
 }
-
-#[cfg(test)]
-pub(crate) mod testutil;

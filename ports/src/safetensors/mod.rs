@@ -1,13 +1,12 @@
 //! Safetensors checkpoints, the format of the released GIDD models (HF `save_pretrained`).
 //!
-//! A file is: 8 bytes little-endian header length `n`, `n` bytes of JSON header
-//! `{"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets": [begin, end]}, ...}`,
-//! then the data region, where every tensor's bytes (row-major, little-endian) sit at
-//! `[begin, end)` relative to the region's start. The format requires the tensors to tile the
-//! data region exactly: no gaps, no overlap, no trailing bytes.
+//! The `safetensors` crate parses, validates and writes single files; this module adds what
+//! the crate does not do: sharded checkpoints with HF's `model.safetensors.index.json`,
+//! stricter header checks, errors that name the file and the tensor, atomic writes, and the
+//! conversion to the engine's [`HostTensor`](gidd_engine::HostTensor).
 //!
-//! [`TensorStore`] maps one file or a sharded set (`model.safetensors.index.json`) and validates
-//! every header at open; [`save_tensors`] writes one file or HF-named shards, atomically.
+//! [`TensorStore`] maps one file or a sharded set and validates every header at open;
+//! [`save_tensors`] writes one file or HF-named shards, atomically.
 
 mod header;
 mod save;
@@ -15,6 +14,8 @@ mod store;
 
 pub use save::save_tensors;
 pub use store::{check_names, TensorStore};
+
+use ::safetensors::Dtype;
 
 /// The element type of a tensor as a safetensors file stores it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,14 +33,9 @@ pub enum StoredDType {
 }
 
 impl StoredDType {
-    /// Bytes per element.
+    /// Bytes per element (every dtype gidd reads is a whole number of bytes).
     pub fn size(self) -> usize {
-        match self {
-            StoredDType::F64 | StoredDType::I64 => 8,
-            StoredDType::F32 | StoredDType::I32 | StoredDType::U32 => 4,
-            StoredDType::F16 | StoredDType::BF16 => 2,
-            StoredDType::U8 | StoredDType::Bool => 1,
-        }
+        self.to_crate().bitsize() / 8
     }
 
     /// The name in a safetensors header ("F32", "BF16", "BOOL", ...).
@@ -57,20 +53,40 @@ impl StoredDType {
         }
     }
 
-    /// Parses a header dtype name; `None` for names this crate does not read (I8, F8_E4M3, ...).
+    /// Parses a header dtype name; `None` for names gidd does not read (I8, F8_E4M3, ...).
     pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "F32" => StoredDType::F32,
-            "F16" => StoredDType::F16,
-            "BF16" => StoredDType::BF16,
-            "I64" => StoredDType::I64,
-            "I32" => StoredDType::I32,
-            "U32" => StoredDType::U32,
-            "U8" => StoredDType::U8,
-            "BOOL" => StoredDType::Bool,
-            "F64" => StoredDType::F64,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    const ALL: [Self; 9] = [
+        StoredDType::F32,
+        StoredDType::F16,
+        StoredDType::BF16,
+        StoredDType::I64,
+        StoredDType::I32,
+        StoredDType::U32,
+        StoredDType::U8,
+        StoredDType::Bool,
+        StoredDType::F64,
+    ];
+
+    pub(crate) fn to_crate(self) -> Dtype {
+        match self {
+            StoredDType::F32 => Dtype::F32,
+            StoredDType::F16 => Dtype::F16,
+            StoredDType::BF16 => Dtype::BF16,
+            StoredDType::I64 => Dtype::I64,
+            StoredDType::I32 => Dtype::I32,
+            StoredDType::U32 => Dtype::U32,
+            StoredDType::U8 => Dtype::U8,
+            StoredDType::Bool => Dtype::BOOL,
+            StoredDType::F64 => Dtype::F64,
+        }
+    }
+
+    /// `None` for the crate's dtypes gidd does not read (sub-byte floats, F8, I8, U16, ...).
+    pub(crate) fn from_crate(d: Dtype) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.to_crate() == d)
     }
 }
 

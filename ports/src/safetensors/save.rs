@@ -1,16 +1,17 @@
 //! Writing safetensors checkpoints as HF does: one `model.safetensors`, or shards
 //! `model-0000i-of-0000N.safetensors` plus `model.safetensors.index.json`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::Write;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
+use ::safetensors::{serialize_to_file, Dtype, SafeTensorError, View};
 use gidd_engine::{Data, HostTensor};
 use serde_json::{json, Map, Value};
 
 use super::{is_shard_file_name, shard_file_name, StoredDType, INDEX_FILE, SINGLE_FILE};
 use crate::error::PortError;
-use crate::fsio::{sync_dir, write_atomic_with, write_json_pretty};
+use crate::fsio::{sync_dir, write_atomic_via, write_json_pretty};
 
 /// A tensor ready to write.
 struct Item<'a> {
@@ -140,58 +141,52 @@ fn validate(tensors: &[(String, HostTensor)]) -> Result<Vec<Item<'_>>, PortError
     Ok(items)
 }
 
-/// Writes one safetensors file. Tensors are laid out by element size (largest first), then
-/// name, behind a header padded to 8 bytes, so every tensor is aligned to its element size.
-fn write_file(path: &Path, mut group: Vec<&Item>) -> Result<(), PortError> {
-    group.sort_by(|a, b| (b.dtype.size(), a.name).cmp(&(a.dtype.size(), b.name)));
-    let mut header = Map::new();
-    header.insert("__metadata__".into(), json!({ "format": "pt" }));
-    let mut offset = 0usize;
-    for it in &group {
-        header.insert(
-            it.name.to_string(),
-            json!({
-                "dtype": it.dtype.name(),
-                "shape": it.tensor.shape,
-                "data_offsets": [offset, offset + it.nbytes],
-            }),
-        );
-        offset += it.nbytes;
+/// Lets the crate's serializer read our tensors without copying them.
+impl View for &Item<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype.to_crate()
     }
-    let mut text = serde_json::to_string(&Value::Object(header))
-        .map_err(|e| PortError::bad_header(path, format!("cannot serialise the header: {e}")))?;
-    while (8 + text.len()) % 8 != 0 {
-        text.push(' ');
+    fn shape(&self) -> &[usize] {
+        &self.tensor.shape
     }
-    write_atomic_with(path, |w| {
-        w.write_all(&(text.len() as u64).to_le_bytes())?;
-        w.write_all(text.as_bytes())?;
-        for it in &group {
-            write_le(w, &it.tensor.data)?;
-        }
-        Ok(())
+    fn data(&self) -> Cow<'_, [u8]> {
+        le_bytes(&self.tensor.data)
+    }
+    fn data_len(&self) -> usize {
+        self.nbytes
+    }
+}
+
+/// Writes one safetensors file with the crate's serializer, which lays the tensors out by
+/// dtype (widest first), then name, behind a header padded to 8 bytes, so every tensor is
+/// aligned to its element size (the round-trip tests check this).
+fn write_file(path: &Path, group: Vec<&Item>) -> Result<(), PortError> {
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    write_atomic_via(path, |tmp| {
+        let tensors = group.iter().map(|it| (it.name, *it));
+        serialize_to_file(tensors, Some(metadata), tmp).map_err(|e| match e {
+            SafeTensorError::IoError(e) => PortError::io(tmp, e),
+            other => PortError::bad_header(path, format!("cannot write the header: {other}")),
+        })
     })
 }
 
-/// Writes elements little-endian (a plain copy on little-endian hosts); bools as 0/1.
-fn write_le(w: &mut impl Write, data: &Data) -> std::io::Result<()> {
-    if let Data::Bool(v) = data {
-        let bytes: Vec<u8> = v.iter().map(|&b| u8::from(b != 0)).collect();
-        return w.write_all(&bytes);
-    }
-    if cfg!(target_endian = "little") {
-        return w.write_all(data.as_bytes());
+/// The bytes as the format stores them: little-endian, bools as 0/1. Borrowed on
+/// little-endian hosts unless a bool needs normalising.
+fn le_bytes(data: &Data) -> Cow<'_, [u8]> {
+    fn owned<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Cow<'static, [u8]> {
+        Cow::Owned(v.iter().flat_map(|&x| f(x)).collect())
     }
     match data {
-        Data::F32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
-        Data::F64(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
-        Data::BF16(v) => v
-            .iter()
-            .try_for_each(|x| w.write_all(&x.to_bits().to_le_bytes())),
-        Data::I32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
-        Data::U32(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
-        Data::I64(v) => v.iter().try_for_each(|x| w.write_all(&x.to_le_bytes())),
-        Data::Bool(v) => w.write_all(v),
+        Data::Bool(v) if v.iter().any(|&b| b > 1) => owned(v, |b| [u8::from(b != 0)]),
+        Data::Bool(v) => Cow::Borrowed(v),
+        _ if cfg!(target_endian = "little") => Cow::Borrowed(data.as_bytes()),
+        Data::F32(v) => owned(v, f32::to_le_bytes),
+        Data::F64(v) => owned(v, f64::to_le_bytes),
+        Data::BF16(v) => owned(v, |x| x.to_bits().to_le_bytes()),
+        Data::I32(v) => owned(v, i32::to_le_bytes),
+        Data::U32(v) => owned(v, u32::to_le_bytes),
+        Data::I64(v) => owned(v, i64::to_le_bytes),
     }
 }
 

@@ -3,7 +3,7 @@
 //! A checkpoint is written into a temporary directory and renamed into place, so
 //! a crash or a full disk never leaves a half-written checkpoint behind.
 
-use crate::data::packer::PackerState;
+use crate::packer::PackerState;
 use anyhow::{Context, Result};
 use gidd_engine::HostTensor;
 use gidd_model::GiddConfig;
@@ -27,6 +27,7 @@ pub fn save(
     mu: &[HostTensor],
     nu: &[HostTensor],
     packer: &PackerState,
+    data: &serde_json::Value,
     keep: usize,
 ) -> Result<PathBuf> {
     let name = format!("checkpoint-{step}");
@@ -46,7 +47,8 @@ pub fn save(
     let opt_dir = tmp.join("optimizer");
     std::fs::create_dir_all(&opt_dir)?;
     gidd_ports::save_tensors(&opt_dir, &opt, None)?;
-    let state = serde_json::json!({ "step": step, "packer": packer });
+    // `data` says what the run trained on, so `gidd eval` can find its held-out split.
+    let state = serde_json::json!({ "step": step, "packer": packer, "data": data });
     gidd_ports::write_json_pretty(&tmp.join("trainer_state.json"), &state)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
@@ -81,7 +83,7 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
 }
 
 pub fn load(dir: &Path) -> Result<State> {
-    let loaded = crate::session::load_checkpoint_exact(dir)?;
+    let loaded = crate::model_dir::load_checkpoint_exact(dir)?;
     let opt = gidd_ports::TensorStore::open(&dir.join("optimizer")).with_context(|| format!("{} has no optimizer state: it is a weights-only checkpoint and cannot be resumed exactly", dir.display()))?;
     let mut mu = vec![];
     let mut nu = vec![];

@@ -1,26 +1,44 @@
 //! `gidd train`: the training loop around the one-graph step.
 
 mod checkpoint;
-pub mod noise;
 pub mod optim;
 mod run_loop;
 pub mod step;
 
-use crate::corpus::{embedded_default, Language};
-use crate::data::packer::{EvalSet, HeldOut, Packer, PackerConfig};
-use crate::data::source::{open_source, DocSource};
-use crate::data::tokenizer::Tok;
-use crate::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use crate::backend::{Backend, BackendArgs, Precision};
+use crate::packer::{EvalSet, HeldOut, Packer, PackerConfig};
+use crate::with_executor;
 use anyhow::{bail, Context, Result};
-use gidd_engine::rng::HostRng;
 use gidd_engine::{CpuExecutor, DType, Executor, HostTensor};
+use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use gidd_model::noise::NoiseOpts;
 use gidd_model::{GiddConfig, Schedule};
-use noise::NoiseOpts;
-use optim::{group_of, Group, OptimOpts};
+use gidd_ports::corpus::{embedded_default, Language};
+use gidd_ports::data::{open_source, DocSource, Tok};
+use optim::OptimOpts;
 use run_loop::{train_loop, Accum, LoopCtx};
 use std::path::PathBuf;
 use std::sync::Arc;
 use step::LossOpts;
+
+/// `--optimizer`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Optimizer {
+    /// LaProp: Adam with the momentum of the normalised gradient (the reference's default).
+    Laprop,
+    /// AdamW.
+    #[value(alias = "adamw")]
+    Adam,
+}
+
+/// `--loss_aggregation`: how per-token losses become the batch loss.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossAggregation {
+    /// The sum over noisy tokens is the objective (the reference's default).
+    Sum,
+    /// The mean over noisy tokens.
+    Mean,
+}
 
 /// Flags of `gidd train`, named as the reference's args.py.
 #[derive(clap::Args, Clone, Debug)]
@@ -60,12 +78,12 @@ pub struct TrainArgs {
     pub resid_scale: f64,
     #[arg(long, default_value_t = 512.0)]
     pub head_scale: f64,
-    #[arg(long, default_value = "sum")]
-    pub loss_aggregation: String,
+    #[arg(long, value_enum, default_value_t = LossAggregation::Sum)]
+    pub loss_aggregation: LossAggregation,
     #[arg(long, default_value_t = 1.0)]
     pub loss_scale: f64,
-    #[arg(long, default_value = "laprop")]
-    pub optimizer: String,
+    #[arg(long, value_enum, default_value_t = Optimizer::Laprop)]
+    pub optimizer: Optimizer,
     #[arg(long)]
     pub lr: Option<f64>,
     #[arg(long, default_value_t = 0.02)]
@@ -114,8 +132,8 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Activation dtype: f32 or bf16 (fp32 accepted); f64 (fp64) runs everything in f64,
     /// parameters and optimizer state included, to audit numerics without rounding.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub causal_prompt_attn: bool,
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -130,19 +148,8 @@ pub struct TrainArgs {
     /// Tokenizer vocabulary of the embedded corpus.
     #[arg(long, default_value_t = 1024)]
     pub vocab_size: usize,
-    /// cpu or xla (a PJRT plugin: --pjrt_plugin, $GIDD_PJRT_PLUGIN, or .xla-plugin/ from xla/install-plugin.sh)
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
-    /// A PJRT plugin (.so) for --backend xla (also spelled --pjrt-plugin)
-    #[arg(long, alias = "pjrt-plugin")]
-    pub pjrt_plugin: Option<PathBuf>,
-    /// Devices to train over with --backend xla: FSDP (parameters, optimizer state and the
-    /// batch split on their first dimension across the devices; XLA partitions the step).
-    #[arg(long, default_value_t = 1)]
-    pub devices: usize,
-    /// SPMD partitioner for --devices > 1: gspmd or shardy.
-    #[arg(long, default_value = "gspmd")]
-    pub partitioner: String,
+    #[command(flatten)]
+    pub exec: BackendArgs,
     #[arg(long)]
     pub threads: Option<usize>,
     /// Held-out ELBO every N steps (default: every quarter of the run; 0: only at the end).
@@ -211,41 +218,6 @@ fn model_config(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<GiddConfig>
     GiddConfig::from_json(v).map_err(|e| anyhow::anyhow!("model flags: {e}"))
 }
 
-/// CompleteP-style init: bulk ~ N(0, (init_scale/sqrt d)^2), embedding ~ N(0, aux^2), lm_head zero, norms and biases zero.
-fn init_params(cfg: &GiddConfig, a: &TrainArgs, seed: u64) -> Vec<(String, HostTensor)> {
-    let mut rng = HostRng::new(seed ^ 0x1417);
-    let d = cfg.hidden_size as f64;
-    cfg.param_shapes()
-        .into_iter()
-        .map(|(n, s)| {
-            let numel: usize = s.iter().product();
-            let std = match group_of(&n) {
-                Group::Ln | Group::Bias => 0.0,
-                Group::Emb if n.contains("lm_head") && a.zero_head_init => 0.0,
-                Group::Emb if n.contains("lm_head") => a.init_scale / d.sqrt(),
-                Group::Emb => a.aux_init_scale,
-                Group::Bulk => a.init_scale / d.sqrt(),
-            };
-            let v: Vec<f32> = (0..numel)
-                .map(|_| {
-                    if std == 0.0 {
-                        0.0
-                    } else {
-                        (rng.normal() * std) as f32
-                    }
-                })
-                .collect();
-            (
-                n,
-                HostTensor {
-                    shape: s,
-                    data: gidd_engine::Data::F32(v),
-                },
-            )
-        })
-        .collect()
-}
-
 /// Data for a run: training source, held-out set, tokenizer, and the language when embedded.
 struct DataSetup {
     source: Arc<dyn DocSource>,
@@ -257,11 +229,9 @@ struct DataSetup {
 fn setup_data(a: &TrainArgs) -> Result<DataSetup> {
     match &a.data_files {
         None => {
-            let cache = std::env::var_os("GIDD_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(".gidd-cache"));
-            let (lang, tok, texts) = embedded_default(&cache, a.vocab_size, 4000)?;
-            let src = crate::corpus::embedded_tokens(&tok, &texts)?;
+            let cache = corpus_cache();
+            let (lang, tok, texts) = embedded_default(&cache, a.vocab_size, EMBEDDED_DOCS)?;
+            let src = gidd_ports::corpus::embedded_tokens(&tok, &texts)?;
             Ok(DataSetup {
                 source: Arc::from(src),
                 tok: Some(tok),
@@ -279,6 +249,33 @@ fn setup_data(a: &TrainArgs) -> Result<DataSetup> {
                 texts: vec![],
             })
         }
+    }
+}
+
+/// Documents of the embedded corpus a run trains on (1 in [`HELDOUT_EVERY`] held out).
+pub const EMBEDDED_DOCS: usize = 4000;
+/// Every k-th document is held out for evaluation.
+pub const HELDOUT_EVERY: usize = 50;
+
+/// The cache of the embedded corpus's tokenizer: $GIDD_CACHE or .gidd-cache/.
+pub fn corpus_cache() -> PathBuf {
+    std::env::var_os("GIDD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".gidd-cache"))
+}
+
+/// What a run trains on, as recorded in its checkpoints' trainer_state.json:
+/// `{"source": "embedded", "vocab_size", "n_docs", "heldout_every"}` or
+/// `{"source": "files", "path", "heldout_every"}`.
+fn data_record(a: &TrainArgs, heldout_every: usize) -> serde_json::Value {
+    match &a.data_files {
+        None => serde_json::json!({
+            "source": "embedded", "vocab_size": a.vocab_size, "n_docs": EMBEDDED_DOCS,
+            "heldout_every": heldout_every,
+        }),
+        Some(p) => serde_json::json!({
+            "source": "files", "path": p, "heldout_every": heldout_every,
+        }),
     }
 }
 
@@ -325,11 +322,7 @@ fn setup(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<Setup> {
         clean_log_snr: 10.0,
     };
     let oo = OptimOpts {
-        laprop: match a.optimizer.as_str() {
-            "laprop" => true,
-            "adam" | "adamw" => false,
-            o => bail!("--optimizer {o}: use laprop or adam"),
-        },
+        laprop: a.optimizer == Optimizer::Laprop,
         lr: r.lr,
         aux_lr_factor: a.aux_lr_factor,
         beta1: a.beta1,
@@ -346,12 +339,9 @@ fn setup(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<Setup> {
     };
     let lo = LossOpts {
         beta_is_div: a.beta_is_div,
-        sum: a.loss_aggregation == "sum",
+        sum: a.loss_aggregation == LossAggregation::Sum,
         loss_scale: a.loss_scale,
     };
-    if a.loss_aggregation != "sum" && a.loss_aggregation != "mean" {
-        bail!("--loss_aggregation {}: use sum or mean", a.loss_aggregation);
-    }
 
     Ok(Setup {
         cfg,
@@ -366,34 +356,23 @@ fn setup(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<Setup> {
 pub fn step_program(a: &TrainArgs) -> Result<gidd_engine::Program> {
     let r = resolve(a)?;
     let st = setup(a, &r, a.vocab_size)?;
-    let dtype = crate::session::parse_audit_dtype(&a.dtype)?;
+    let dtype = a.dtype.dtype();
     Ok(step::build_step(
         &st.cfg, &st.sched, &st.no, &st.oo, &st.lo, r.batch, r.seq, dtype,
     )?
     .0)
 }
 
-/// The SPMD partitioner `--partitioner` names.
-pub fn partitioner(a: &TrainArgs) -> Result<gidd_xla::Partitioner> {
-    crate::session::parse_partitioner(&a.partitioner)
-}
-
 pub fn run(a: &TrainArgs) -> Result<()> {
-    if a.backend != "cpu" && a.backend != "xla" {
-        bail!(
-            "--backend {}: use cpu or xla (wgpu and cuda are not built yet)",
-            a.backend
-        );
-    }
-    let partitioner = partitioner(a)?;
-    crate::session::check_devices(a.devices, &a.backend, "training")?;
+    // flags first: a bad one is reported before any data is read
+    a.exec.check("training")?;
     if let Some(t) = a.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global()
             .ok();
     }
-    let dtype = crate::session::parse_audit_dtype(&a.dtype)?;
+    let dtype = a.dtype.dtype();
     let r = resolve(a)?;
     if let Some(m) = a.micro_batch_size.filter(|&m| m == 0 || r.batch % m != 0) {
         bail!(
@@ -406,7 +385,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         Some(t) => t.vocab_size().max(4),
         None => a.vocab_size,
     };
-    let heldout = HeldOut::EveryK(50);
+    let heldout = HeldOut::EveryK(HELDOUT_EVERY);
     let Setup {
         mut cfg,
         sched,
@@ -424,7 +403,15 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             (st.params, st.mu, st.nu, st.step, packer)
         }
         None => {
-            let params = init_params(&cfg, a, a.seed);
+            let params = gidd_model::init::init_params(
+                &cfg,
+                &gidd_model::init::InitOpts {
+                    init_scale: a.init_scale,
+                    aux_init_scale: a.aux_init_scale,
+                    zero_head_init: a.zero_head_init,
+                },
+                a.seed,
+            );
             let zeros = |p: &[(String, HostTensor)]| {
                 p.iter()
                     .map(|(_, t)| HostTensor::zeros(t.dtype(), t.shape.clone()))
@@ -472,9 +459,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let n_params = cfg.num_params();
     eprintln!(
         "gidd train: {} layers, d {}, {} heads, vocab {}, {:.2}M params, seq {}, batch {}, {} steps, {} on {}",
-        cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, vocab, n_params as f64 / 1e6, r.seq, r.batch, r.steps, a.dtype,
+        cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, vocab, n_params as f64 / 1e6, r.seq, r.batch, r.steps, format!("{dtype:?}").to_lowercase(),
         // The xla executor names itself once its plugin is loaded (the "compiled the step" line).
-        if a.backend == "cpu" { CpuExecutor.name() } else { format!("{} (host: {})", a.backend, CpuExecutor.name()) }
+        if a.exec.backend == Backend::Cpu { CpuExecutor.name() } else { format!("{} (host: {})", a.exec.backend.name(), CpuExecutor.name()) }
     );
     let (prog, _order) = step::build_step(&cfg, &sched, &no, &oo, &lo, r.batch, r.seq, dtype)?;
     let eval = EvalSet::build(data.source.as_ref(), heldout, r.seq, 4 * r.batch)?;
@@ -506,6 +493,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         start,
         tokenizer: data.tok.as_ref().map(|t| t.path().to_path_buf()),
         heldout_true_entropy: entropy.map(|(t, _)| t),
+        data: data_record(a, HELDOUT_EVERY),
         accum: match a.micro_batch_size.filter(|&m| m < r.batch) {
             Some(micro) => Some(Accum {
                 micro_prog: step::build_micro(&cfg, &sched, &no, &lo, micro, r.seq, dtype)?,
@@ -516,27 +504,20 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             None => None,
         },
     };
-    let last_good = match a.backend.as_str() {
-        "xla" if a.devices > 1 => {
-            if r.batch % a.devices != 0 {
-                eprintln!(
-                    "note: batch {} does not divide over {} devices: every device computes the whole batch (only the state is split)",
-                    r.batch, a.devices
-                );
-            }
-            let exec = gidd_xla::FsdpExecutor::new(
-                crate::session::xla_client(a.pjrt_plugin.as_deref(), a.devices)?,
-                a.devices,
-                partitioner,
-            )?;
-            train_loop(&exec, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?
-        }
-        "xla" => {
-            let exec = gidd_xla::XlaExecutor::new(a.pjrt_plugin.as_deref())?;
-            train_loop(&exec, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?
-        }
-        _ => train_loop(&CpuExecutor, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?,
-    };
+    if a.exec.devices > 1 && r.batch % a.exec.devices != 0 {
+        eprintln!(
+            "note: batch {} does not divide over {} devices: every device computes the whole batch (only the state is split)",
+            r.batch, a.exec.devices
+        );
+    }
+    // Training, then the final held-out ELBO on the same executor.
+    let (last_good, e) = with_executor!(a.exec.open("training")?, exec => {
+        let last_good = train_loop(&exec, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?;
+        let (e, _) = elbo_over(
+            &exec, &cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype, HELDOUT_REPS,
+        )?;
+        (last_good, e)
+    });
     // Curves of this run's metrics next to them.
     let metrics =
         std::fs::read_to_string(a.save_directory.join("metrics.jsonl")).unwrap_or_default();
@@ -549,7 +530,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         &crate::plot::metrics_png(&metrics, 20)?,
     )?;
     // Final report: held-out ELBO against the corpus's true entropy.
-    let e = heldout_elbo(&cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype)?;
     println!(
         "held-out ELBO: {:.4} nats/token ({:.4} bits/token, PPL bound {:.2})",
         e,
@@ -570,7 +550,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             } else {
                 dtype
             };
-            let gen_params = crate::session::params_as(&params, gen_dtype.accum());
+            let gen_params = crate::model_dir::params_as(&params, gen_dtype.accum());
             let mut canvas = Canvas::new(&cfg, &gen_params, 1, r.seq, gen_dtype)?;
             for sidx in 0..a.num_samples {
                 let o = GenOpts {
@@ -610,8 +590,7 @@ fn unigram_cross_entropy(
     vocab: usize,
 ) -> Result<f64> {
     let mut counts = vec![1.0f64; vocab];
-    let train =
-        crate::data::packer::split_indices(src.len(), heldout, crate::data::packer::Split::Train);
+    let train = crate::packer::split_indices(src.len(), heldout, crate::packer::Split::Train);
     for &i in &train {
         for t in src.doc(i)?.into_iter().chain([1]) {
             counts[(t as usize).min(vocab - 1)] += 1.0;
@@ -631,7 +610,8 @@ fn unigram_cross_entropy(
 /// Mean ELBO per token (nats) of an evaluation set, averaged over `reps` noise draws,
 /// with the standard error of that mean across draws.
 #[allow(clippy::too_many_arguments)]
-pub fn elbo_over(
+pub fn elbo_over<E: Executor>(
+    exec: &E,
     cfg: &GiddConfig,
     s: &Schedule,
     no: &NoiseOpts,
@@ -643,9 +623,13 @@ pub fn elbo_over(
     reps: u32,
 ) -> Result<(f64, f64)> {
     let (prog, _) = step::build_eval(cfg, s, no, batch, seq, dtype)?;
-    let mut lp = CpuExecutor.load(&prog)?;
-    let refs: Vec<&HostTensor> = params.iter().map(|(_, t)| t).collect();
-    elbo_on(&CpuExecutor, &mut lp, &refs, eval, batch, seq, reps)
+    let mut lp = exec.load(&prog)?;
+    let dev = params
+        .iter()
+        .map(|(_, t)| exec.upload(t))
+        .collect::<gidd_engine::Result<Vec<_>>>()?;
+    let refs: Vec<&E::Buffer> = dev.iter().collect();
+    elbo_on(exec, &mut lp, &refs, eval, batch, seq, reps)
 }
 
 /// [`elbo_over`] with the evaluation program (`step::build_eval`) loaded on `exec` and the
@@ -694,18 +678,3 @@ pub(crate) fn elbo_on<E: Executor>(
 
 /// Noise draws the periodic and final held-out ELBO average over.
 pub(crate) const HELDOUT_REPS: u32 = 4;
-
-/// Mean held-out ELBO per token (nats), averaged over HELDOUT_REPS noise draws.
-#[allow(clippy::too_many_arguments)]
-fn heldout_elbo(
-    cfg: &GiddConfig,
-    s: &Schedule,
-    no: &NoiseOpts,
-    params: &[(String, HostTensor)],
-    eval: &EvalSet,
-    batch: usize,
-    seq: usize,
-    dtype: DType,
-) -> Result<f64> {
-    Ok(elbo_over(cfg, s, no, params, eval, batch, seq, dtype, HELDOUT_REPS)?.0)
-}

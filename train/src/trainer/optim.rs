@@ -2,6 +2,7 @@
 //! the warmup-stable-decay learning rate with a 1-sqrt cooldown (SPEC.md section 5).
 
 use gidd_engine::{Result, Tensor};
+use gidd_model::init::{role_of, ParamRole};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
@@ -11,18 +12,13 @@ pub enum Group {
     Bias,
 }
 
-/// First match wins, as on the reference's HF path.
+/// The reference's four groups, from the parameter's role (first match wins, as on its HF path).
 pub fn group_of(name: &str) -> Group {
-    if name.contains("norm") {
-        Group::Ln
-    } else if name.contains("embed_tokens") {
-        Group::Emb
-    } else if name.contains("bias") {
-        Group::Bias
-    } else if name.contains("lm_head") {
-        Group::Emb
-    } else {
-        Group::Bulk
+    match role_of(name) {
+        ParamRole::Norm => Group::Ln,
+        ParamRole::Embedding | ParamRole::Head => Group::Emb,
+        ParamRole::Bias => Group::Bias,
+        ParamRole::Weight => Group::Bulk,
     }
 }
 
@@ -58,18 +54,28 @@ impl OptimOpts {
     pub fn eps(&self) -> f64 {
         self.adam_eps / self.hidden as f64 / self.layers as f64
     }
-    /// The schedule's factor at step k (0-based): linear warmup, constant, 1 - sqrt cooldown.
-    pub fn lr_factor(&self, k: usize) -> f64 {
-        let cd = if self.cooldown_steps < 1.0 {
-            (self.cooldown_steps * self.max_steps as f64).round()
+    /// Cooldown length in updates: `cooldown_steps` below 1 is a fraction of `max_steps`,
+    /// truncated as the reference's `int(max_training_steps * cooldown_steps)` does.
+    pub fn cooldown_len(&self) -> usize {
+        if self.cooldown_steps < 1.0 {
+            (self.cooldown_steps * self.max_steps as f64) as usize
         } else {
-            self.cooldown_steps
-        } as usize;
-        let cd_start = self.max_steps.saturating_sub(cd);
-        if k < self.warmup_steps {
+            self.cooldown_steps as usize
+        }
+    }
+    /// The schedule's factor at the update's 0-based count k, as the reference's
+    /// `optax.join_schedules([linear 0 -> 1 over warmup, constant 1, 1 - sqrt(k'/cooldown)],
+    /// [warmup, max_steps - cooldown])`: the later boundary wins where they overlap, and the
+    /// cooldown's k' stops at its length (the factor stays 0 past the last step).
+    pub fn lr_factor(&self, k: usize) -> f64 {
+        let cd = self.cooldown_len() as i64;
+        let cd_start = self.max_steps as i64 - cd;
+        let k = k as i64;
+        if k >= cd_start {
+            let kc = (k - cd_start).min(cd);
+            1.0 - (kc as f64 / cd.max(1) as f64).sqrt()
+        } else if k < self.warmup_steps as i64 {
             k as f64 / self.warmup_steps as f64
-        } else if cd > 0 && k >= cd_start {
-            1.0 - ((k - cd_start) as f64 / cd as f64).sqrt()
         } else {
             1.0
         }
@@ -78,6 +84,20 @@ impl OptimOpts {
     pub fn betas(&self, t: usize) -> (f64, f64) {
         let deb = |b: f64| 1.0 - (1.0 - b) / (1.0 - b.powi(t as i32));
         (deb(self.beta1), deb(self.beta2))
+    }
+    /// The step program's `SCALARS` inputs for the update with 0-based count k (update
+    /// k + 1), in their order: bulk lr, aux lr (ln, bias, emb), debiased b1, b2. The
+    /// schedule is read at k, the betas debiased at k + 1 (optax: the first update has
+    /// lr(0), 0 during warmup, while its moments move with b1 = b2 = 0).
+    pub fn step_scalars(&self, k: usize) -> [f64; 4] {
+        let f = self.lr_factor(k);
+        let (b1t, b2t) = self.betas(k + 1);
+        [
+            self.group_lr_wd(Group::Bulk).0 * f,
+            self.group_lr_wd(Group::Emb).0 * f,
+            b1t,
+            b2t,
+        ]
     }
 }
 

@@ -1,14 +1,14 @@
 //! The training steps on any executor: state stays where the executor keeps it.
 
 use super::checkpoint;
-use super::noise::NoiseOpts;
-use super::optim::{Group, OptimOpts};
+use super::optim::OptimOpts;
 use super::step::METRICS;
 use super::{elbo_on, rows_tensor, scalar_in, step, Resolved, TrainArgs, HELDOUT_REPS};
-use crate::data::packer::{EvalSet, Packer};
+use crate::packer::{EvalSet, Packer};
 use crate::progress::{hms, Progress};
 use anyhow::{bail, Context, Result};
 use gidd_engine::{DType, Executor, HostTensor};
+use gidd_model::noise::NoiseOpts;
 use gidd_model::{GiddConfig, Schedule};
 use std::f64::consts::LN_2;
 use std::io::Write;
@@ -33,6 +33,8 @@ pub(super) struct LoopCtx<'a> {
     /// True entropy (nats/token) of the held-out text, when the corpus's language is known
     /// (embedded corpus): printed beside every periodic held-out ELBO.
     pub(super) heldout_true_entropy: Option<f64>,
+    /// What the run trains on (see [`super::data_record`]), written into every checkpoint.
+    pub(super) data: serde_json::Value,
 }
 
 /// Gradient accumulation: programs for a micro-batch's gradients and for the update.
@@ -123,16 +125,13 @@ pub(super) fn train_loop<E: Executor>(
     )?)?;
     let master = c.dtype.accum();
     let flops_tok = 3.0 * cfg.flops_per_token(r.seq);
-    // MFU against the measured peak of the path the dtype takes (f32 FMA; bf16: see
-    // bf16_peak_gflops).
-    let f32_peak = gidd_kernels::simd::measure_f32_peak(0.2);
-    let peak = 1e9
-        * match c.dtype {
-            DType::BF16 => gidd_kernels::matmul::bf16_peak_gflops(f32_peak),
-            // half the lanes per FMA
-            DType::F64 => f32_peak / 2.0,
-            _ => f32_peak,
-        };
+    // MFU against the executor's peak for the dtype's path (None where the device's peak
+    // is unknown: no MFU is printed rather than a wrong one).
+    let peak = exec.peak_flops(c.dtype);
+    let mfu_pct = |flops: f64| match peak {
+        Some(p) => format!("{:.0}%", 100.0 * flops / p),
+        None => "n/a".into(),
+    };
     let mut last_good: Option<PathBuf> = None;
     // The held-out evaluation program, compiled for `exec` at the first evaluation.
     let mut leval: Option<E::Loaded> = None;
@@ -143,17 +142,14 @@ pub(super) fn train_loop<E: Executor>(
         let k = c.start;
         let rows = c.packer.next_batch(r.batch)?;
         let labels = up(&rows_tensor(&rows, r.seq)?)?;
-        let f = oo.lr_factor(k);
-        let (b1t, b2t) = oo.betas(k + 1);
-        let lr_b = oo.group_lr_wd(Group::Bulk).0 * f;
-        let lr_a = oo.group_lr_wd(Group::Emb).0 * f;
+        // lr_bulk, lr_aux, b1t, b2t of update k + 1 (what `gidd audit` checks against optim_golden)
+        let scalars = oo.step_scalars(k);
+        let lr_b = scalars[0];
         let step_t = up(&HostTensor::u32(vec![], vec![k as u32])?)?;
-        let sc = [
-            up(&scalar_in(lr_b, master))?,
-            up(&scalar_in(lr_a, master))?,
-            up(&scalar_in(b1t, master))?,
-            up(&scalar_in(b2t, master))?,
-        ];
+        let sc = scalars
+            .iter()
+            .map(|&x| up(&scalar_in(x, master)))
+            .collect::<gidd_engine::Result<Vec<_>>>()?;
         let t = Instant::now();
         let (m, state): (Vec<f64>, Vec<E::Buffer>) = match &mut accum {
             None => {
@@ -243,7 +239,7 @@ pub(super) fn train_loop<E: Executor>(
         let mfu_flops = flops_tok * tps;
         let line = serde_json::json!({
             "step": start, "loss": m[0], "elbo": m[1], "kl": m[2], "is": m[3], "lr": lr_b, "grad_norm": m[4],
-            "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "mfu": mfu_flops / peak, "ms_per_step": dt * 1e3,
+            "tokens_per_s": tps, "gflop_s": mfu_flops / 1e9, "mfu": peak.map(|p| mfu_flops / p), "ms_per_step": dt * 1e3,
         });
         writeln!(metrics, "{line}")?;
         let done = (start - first) as f64 / (r.steps - first) as f64;
@@ -251,11 +247,11 @@ pub(super) fn train_loop<E: Executor>(
         if let Progress::Bar(bar) = &progress {
             // Fits 80 columns; the message first, so one redraw shows it with the new position.
             bar.set_message(format!(
-                "loss {:.3} elbo {:.3} {:.0} tok/s MFU {:.0}% eta {}",
+                "loss {:.3} elbo {:.3} {:.0} tok/s MFU {} eta {}",
                 m[0],
                 m[1],
                 tps,
-                100.0 * mfu_flops / peak,
+                mfu_pct(mfu_flops),
                 hms(elapsed / done * (1.0 - done))
             ));
             bar.set_position(start as u64);
@@ -264,8 +260,8 @@ pub(super) fn train_loop<E: Executor>(
             || start == r.steps
         {
             eprintln!(
-                "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s MFU {:.0}% eta {:.0}s",
-                r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, 100.0 * mfu_flops / peak, elapsed / done * (1.0 - done)
+                "step {start:>6}/{} [{:>5.1}%] loss {:.4} elbo {:.4} kl {:.4} is {:.4} |g| {:.3} {:.0} tok/s {:.1} GFLOP/s MFU {} eta {:.0}s",
+                r.steps, 100.0 * start as f64 / r.steps as f64, m[0], m[1], m[2], m[3], m[4], tps, mfu_flops / 1e9, mfu_pct(mfu_flops), elapsed / done * (1.0 - done)
             );
         }
         let every = a.eval_steps.unwrap_or(r.steps / 4);
@@ -311,6 +307,7 @@ pub(super) fn train_loop<E: Executor>(
                 mu,
                 nu,
                 &c.packer.state(),
+                &c.data,
                 a.save_total_limit,
             )?;
             if let Some(t) = &c.tokenizer {

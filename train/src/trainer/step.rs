@@ -1,10 +1,10 @@
 //! The whole training step as one graph: noise, forward, GIDD loss, backward,
 //! optimizer update. Compiled once, run every step.
 
-use super::noise::{noisy_batch, NoiseOpts, NoisyBatch};
 use super::optim::{group_of, update, Group, OptimOpts};
 use gidd_engine::{grad, DType, Graph, Program, Result, Tensor};
 use gidd_model::loss::{gidd_loss, LossTerms};
+use gidd_model::noise::{noisy_batch, NoiseOpts, NoisyBatch};
 use gidd_model::transformer::{forward, ForwardOpts};
 use gidd_model::{GiddConfig, Params, Schedule};
 

@@ -2,12 +2,12 @@
 //! (absorbing plain transposes into the GEMM's flags, copying otherwise) and call the packed GEMM.
 
 use super::elem::{Arg, Elem};
-use super::movement::transpose;
 use crate::host::Data;
 use crate::op::DotDims;
+use gidd_kernels::elementwise::round_to_bf16;
 use gidd_kernels::matmul::{gemm_bf16, gemm_f32, gemm_f64, GemmShape};
+use gidd_kernels::movement::transpose;
 use half::bf16;
-use rayon::prelude::*;
 use std::borrow::Cow;
 
 fn is_identity(p: &[usize]) -> bool {
@@ -129,11 +129,8 @@ pub fn dot_general(
                 &b,
                 c_out,
             );
-            // the rounding to bf16 is a pass over the whole output: split it too
-            o[..n_out]
-                .par_chunks_mut(1 << 14)
-                .zip(c_out.par_chunks(1 << 14))
-                .for_each(|(y, x)| gidd_kernels::convert::f32_to_bf16_slice(x, y));
+            // the rounding to bf16 is a pass over the whole output, split across threads too
+            round_to_bf16(c_out, &mut o[..n_out]);
             STAGE.with(|s| *s.borrow_mut() = c);
         }
         _ => unreachable!("infer admits only float dot_general"),

@@ -2,22 +2,20 @@
 
 use crate::dtype::DType;
 use crate::host::Data;
+use gidd_kernels::element::Element;
+pub use gidd_kernels::elementwise::Src;
 use half::bf16;
 use std::borrow::Cow;
 
-/// An element type the CPU executor stores.
-pub trait Elem: Copy + Send + Sync + Default + 'static {
-    fn from_f64(x: f64) -> Self;
+/// An element type the CPU executor stores: a kernel [`Element`] with its `Data` variant.
+pub trait Elem: Element {
     fn slice(d: &Data) -> Option<&[Self]>;
     fn vec_mut(d: &mut Data) -> Option<&mut Vec<Self>>;
 }
 
 macro_rules! elem {
-    ($t:ty, $var:ident, $conv:expr) => {
+    ($t:ty, $var:ident) => {
         impl Elem for $t {
-            fn from_f64(x: f64) -> Self {
-                $conv(x)
-            }
             fn slice(d: &Data) -> Option<&[Self]> {
                 match d {
                     Data::$var(v) => Some(v),
@@ -33,13 +31,13 @@ macro_rules! elem {
         }
     };
 }
-elem!(f32, F32, |x: f64| x as f32);
-elem!(f64, F64, |x: f64| x);
-elem!(bf16, BF16, bf16::from_f64);
-elem!(i32, I32, |x: f64| x as i32);
-elem!(u32, U32, |x: f64| x as u32);
-elem!(i64, I64, |x: f64| x as i64);
-elem!(u8, Bool, |x: f64| u8::from(x != 0.0));
+elem!(f32, F32);
+elem!(f64, F64);
+elem!(bf16, BF16);
+elem!(i32, I32);
+elem!(u32, U32);
+elem!(i64, I64);
+elem!(u8, Bool);
 
 /// Runs `$body` with `$T` bound to the Rust element type of `$dt`.
 macro_rules! with_dtype {
@@ -112,23 +110,6 @@ impl<'a> Arg<'a> {
             Arg::Data(Data::BF16(v)) => Cow::Owned(v[..n].iter().map(|x| x.to_f32()).collect()),
             Arg::Data(d) => Cow::Owned((0..n).map(|i| d.get_f64(i) as f32).collect()),
             Arg::Splat(x, _) => Cow::Owned(vec![*x as f32; n]),
-        }
-    }
-}
-
-/// A slice or a scalar standing for a slice of any length.
-#[derive(Clone, Copy)]
-pub enum Src<'a, T> {
-    Slice(&'a [T]),
-    Scalar(T),
-}
-
-impl<T: Copy> Src<'_, T> {
-    #[inline(always)]
-    pub fn at(&self, i: usize) -> T {
-        match self {
-            Src::Slice(s) => s[i],
-            Src::Scalar(x) => *x,
         }
     }
 }

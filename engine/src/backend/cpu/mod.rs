@@ -6,15 +6,16 @@ mod elem;
 mod elementwise;
 mod fused;
 mod index;
-mod movement;
 mod reduce;
 
 use super::Executor;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::host::{Data, HostTensor};
 use crate::op::Op;
 use crate::program::{Loc, Program};
 use elem::{with_dtype, Arg, Elem};
+use gidd_kernels::movement;
 
 /// Runs programs on this machine's cores.
 #[derive(Clone, Debug, Default)]
@@ -82,7 +83,28 @@ impl Executor for CpuExecutor {
         Ok(b.clone())
     }
 
+    /// Every fused op has a kernel in f32 and bf16; f64 is the audit precision, run as
+    /// the decompositions (primitives have f64 kernels, fused ops do not).
+    fn supports_fused(&self, _op: &Op, dtype: DType) -> bool {
+        dtype != DType::F64
+    }
+
+    fn peak_flops(&self, dtype: DType) -> Option<f64> {
+        // Measured once per process: a 0.2 s FMA loop on every thread.
+        static F32_PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+        let f32_peak = *F32_PEAK.get_or_init(|| gidd_kernels::simd::measure_f32_peak(0.2));
+        Some(
+            1e9 * match dtype {
+                DType::BF16 => gidd_kernels::matmul::bf16_peak_gflops(f32_peak),
+                // half the lanes per FMA
+                DType::F64 => f32_peak / 2.0,
+                _ => f32_peak,
+            },
+        )
+    }
+
     fn load(&self, p: &Program) -> Result<CpuProgram> {
+        let p = &crate::rewrite::lower_for(p, &|op, dt| self.supports_fused(op, dt))?;
         let slots = p.slots.iter().map(|&(d, n)| Data::zeros(d, n)).collect();
         Ok(CpuProgram {
             program: p.clone(),

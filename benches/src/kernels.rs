@@ -1,0 +1,188 @@
+//! `gidd bench kernels`: time, GFLOP/s and fraction of a measured FMA peak per kernel and shape.
+
+use gidd_kernels::attention::{attention_bwd, attention_fwd, AttnParams, AttnShape};
+use gidd_kernels::matmul::{gemm_bf16, gemm_f32, GemmShape};
+use half::bf16;
+use std::time::Instant;
+
+/// Median seconds of `f` over enough repetitions to fill ~0.3 s (after one warm-up).
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    let t = Instant::now();
+    f();
+    let one = t.elapsed().as_secs_f64().max(1e-6);
+    let reps = ((0.3 / one) as usize).clamp(3, 50);
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Prints the kernel table (or JSON lines) with fractions of the measured FMA peak.
+pub fn run(json: bool) {
+    let mut rows: Vec<(String, String, String, f64, f64)> = vec![];
+    let fill = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    };
+    let mut shapes: Vec<(String, GemmShape)> = [256, 512, 1024, 2048]
+        .iter()
+        .map(|&n| {
+            (
+                format!("{n}x{n}x{n}"),
+                GemmShape {
+                    batch: 1,
+                    m: n,
+                    n,
+                    k: n,
+                    trans_a: false,
+                    trans_b: false,
+                    b_broadcast: false,
+                },
+            )
+        })
+        .collect();
+    // The tiny/small presets' shapes: tokens x d x d, tokens x 4d x d, tokens x V x d (logits).
+    for (m, n, k) in [
+        (2048, 256, 256),
+        (2048, 1024, 256),
+        (2048, 4096, 256),
+        (2048, 256, 1024),
+    ] {
+        shapes.push((
+            format!("{m}x{n}x{k} (model)"),
+            GemmShape {
+                batch: 1,
+                m,
+                n,
+                k,
+                trans_a: false,
+                trans_b: true,
+                b_broadcast: false,
+            },
+        ));
+    }
+    for (name, s) in &shapes {
+        let (a, b) = (fill(s.m * s.k), fill(s.k * s.n));
+        let mut c = vec![0f32; s.m * s.n];
+        let t = time(|| gemm_f32(s, &a, &b, &mut c));
+        rows.push((
+            "gemm".into(),
+            "f32".into(),
+            name.clone(),
+            t * 1e3,
+            s.flops() / t / 1e9,
+        ));
+        let (ah, bh): (Vec<bf16>, Vec<bf16>) = (
+            a.iter().map(|&x| bf16::from_f32(x)).collect(),
+            b.iter().map(|&x| bf16::from_f32(x)).collect(),
+        );
+        let t = time(|| gemm_bf16(s, &ah, &bh, &mut c));
+        rows.push((
+            "gemm".into(),
+            "bf16".into(),
+            name.clone(),
+            t * 1e3,
+            s.flops() / t / 1e9,
+        ));
+    }
+    for l in [256, 512, 1024, 2048] {
+        for d in [64, 128] {
+            let sh = AttnShape {
+                batch: 1,
+                heads: 8,
+                lq: l,
+                lk: l,
+                head_dim: d,
+            };
+            let n = 8 * l * d;
+            let (q, k, v) = (fill(n), fill(n), fill(n));
+            let mask = vec![1u8; l * l];
+            let (mut o, mut lse) = (vec![0f32; n], vec![0f32; 8 * l]);
+            let p = AttnParams {
+                scale: (d as f32).powf(-0.5),
+                softcap: Some(30.0),
+            };
+            let t = time(|| attention_fwd(&sh, &p, &q, &k, &v, Some(&mask), &mut o, &mut lse));
+            // The usual convention: forward 4 B H L^2 D flops, backward 2.5x that.
+            let flops = 4.0 * 8.0 * (l * l * d) as f64;
+            rows.push((
+                "attention_fwd".into(),
+                "f32".into(),
+                format!("B1 H8 L{l} D{d}"),
+                t * 1e3,
+                flops / t / 1e9,
+            ));
+            let dout = fill(n);
+            let (mut dq, mut dk, mut dv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+            let t = time(|| {
+                attention_bwd(
+                    &sh,
+                    &p,
+                    &q,
+                    &k,
+                    &v,
+                    Some(&mask),
+                    &o,
+                    &lse,
+                    &dout,
+                    &mut dq,
+                    &mut dk,
+                    &mut dv,
+                )
+            });
+            rows.push((
+                "attention_bwd".into(),
+                "f32".into(),
+                format!("B1 H8 L{l} D{d}"),
+                t * 1e3,
+                2.5 * flops / t / 1e9,
+            ));
+        }
+    }
+    // f32 rows against the measured f32 FMA peak; bf16 rows against the peak of the path
+    // gemm_bf16 takes (AMX tiles, vdpbf16ps or widened f32).
+    let peak = gidd_kernels::simd::measure_f32_peak(0.5);
+    let bf16_peak = gidd_kernels::matmul::bf16_peak_gflops(peak);
+    #[cfg(target_arch = "x86_64")]
+    if gidd_kernels::matmul::cpu_amx::available() {
+        eprintln!("bf16 GEMM on AMX tiles; measured AMX bf16 peak {bf16_peak:.0} GFLOP/s");
+    }
+    let frac =
+        |r: &(String, String, String, f64, f64)| r.4 / if r.1 == "bf16" { bf16_peak } else { peak };
+    if json {
+        for r in &rows {
+            println!(
+                "{}",
+                serde_json::json!({"kernel": r.0, "dtype": r.1, "shape": r.2, "ms": r.3, "gflops": r.4, "frac_of_peak": frac(r)})
+            );
+        }
+        return;
+    }
+    println!(
+        "cpu: {}, {} threads; measured FMA peak: f32 {peak:.1} GFLOP/s, bf16 {bf16_peak:.1} GFLOP/s",
+        gidd_kernels::simd::describe(),
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<14} {:<5} {:<28} {:>10} {:>10} {:>8}",
+        "kernel", "dtype", "shape", "ms", "GFLOP/s", "of peak"
+    );
+    for r in &rows {
+        println!(
+            "{:<14} {:<5} {:<28} {:>10.3} {:>10.1} {:>7.0}%",
+            r.0,
+            r.1,
+            r.2,
+            r.3,
+            r.4,
+            100.0 * frac(r)
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! gidd-benches: the harness behind `gidd bench`. Every benchmark prints what it achieved
+//! (FLOP/s or bytes/s) beside the measured peak of the device it ran on:
+//! - [`kernels`]: GEMM and attention kernels (`gidd bench kernels`);
+//! - [`step`]: one training, forward or sampling step of a synthetic model, one JSON line
+//!   for ../shared/baselines/run_bench.py to set beside PyTorch (`gidd bench step`);
+//! - [`generate`]: sampling throughput and what the KV cache and logits reuse save
+//!   (`gidd bench generate`);
+//! - [`corpus`]: the embedded corpus's statistics (`gidd bench corpus`).
+
+pub mod corpus;
+pub mod generate;
+pub mod kernels;
+pub mod step;

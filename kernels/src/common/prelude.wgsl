@@ -1,0 +1,198 @@
+// The shared head of every WGSL kernel: the wgpu executor prepends it to each kernel file
+// (WGSL has no includes). Nothing here declares a binding; each kernel file declares its own.
+//
+// Storage: every buffer is an array<u32> of words. f32, i32, u32 and bool (0 or 1) take one
+// word per element; bf16 is stored widened to f32 with its low 16 bits zero (every kernel that
+// writes bf16 rounds through `round_bf16`, so values stay exactly bf16); i64 takes two words,
+// (lo, hi), two's complement, with the arithmetic emulated below on vec2<u32>.
+
+const WG: u32 = 256u;
+
+// The flat invocation index of a 1-D kernel launched as a 2-D grid of WG-wide workgroups
+// (at most 65535 workgroups per grid dimension, so long vectors spill into y).
+fn flat_id(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+    return (wg.y * nwg.x + wg.x) * WG + lid.x;
+}
+
+// NaN tested on the bits: a compiler may assume x == x for floats.
+fn is_nan(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn f32_nan() -> f32 {
+    return bitcast<f32>(0x7fc00000u);
+}
+
+fn f32_inf() -> f32 {
+    return bitcast<f32>(0x7f800000u);
+}
+
+// x rounded to the nearest bf16 (ties to even; NaN stays NaN and turns quiet), widened back to
+// f32: bit for bit half::bf16::from_f32 followed by to_f32.
+fn round_bf16(x: f32) -> f32 {
+    let b = bitcast<u32>(x);
+    if (b & 0x7fffffffu) > 0x7f800000u {
+        return bitcast<f32>((b | 0x00400000u) & 0xffff0000u);
+    }
+    return bitcast<f32>((b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u);
+}
+
+// ---- i64 as vec2<u32>(lo, hi): wrapping two's complement, as StableHLO and the cpu executor ----
+
+fn l_from_i32(x: i32) -> vec2<u32> {
+    return vec2<u32>(bitcast<u32>(x), select(0u, 0xffffffffu, x < 0i));
+}
+
+fn l_from_u32(x: u32) -> vec2<u32> {
+    return vec2<u32>(x, 0u);
+}
+
+fn l_is_neg(a: vec2<u32>) -> bool {
+    return (a.y >> 31u) != 0u;
+}
+
+fn l_is_zero(a: vec2<u32>) -> bool {
+    return (a.x | a.y) == 0u;
+}
+
+fn l_add(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let lo = a.x + b.x;
+    return vec2<u32>(lo, a.y + b.y + select(0u, 1u, lo < a.x));
+}
+
+fn l_sub(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    return vec2<u32>(a.x - b.x, a.y - b.y - select(0u, 1u, a.x < b.x));
+}
+
+fn l_neg(a: vec2<u32>) -> vec2<u32> {
+    return l_add(~a, vec2<u32>(1u, 0u));
+}
+
+// |a|, wrapping (i64::MIN stays i64::MIN, which read unsigned is 2^63).
+fn l_abs(a: vec2<u32>) -> vec2<u32> {
+    return select(a, l_neg(a), l_is_neg(a));
+}
+
+// The full 64-bit product of two u32s, (lo, hi), from 16-bit halves (WGSL has no wide multiply).
+fn mul_wide(a: u32, b: u32) -> vec2<u32> {
+    let a0 = a & 0xffffu;
+    let a1 = a >> 16u;
+    let b0 = b & 0xffffu;
+    let b1 = b >> 16u;
+    let p00 = a0 * b0;
+    let p01 = a0 * b1;
+    let p10 = a1 * b0;
+    let p11 = a1 * b1;
+    let mid = (p00 >> 16u) + (p01 & 0xffffu) + (p10 & 0xffffu);
+    return vec2<u32>((p00 & 0xffffu) | (mid << 16u), p11 + (p01 >> 16u) + (p10 >> 16u) + (mid >> 16u));
+}
+
+// The low 64 bits of a * b (the same for signed and unsigned operands).
+fn l_mul(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let p = mul_wide(a.x, b.x);
+    return vec2<u32>(p.x, p.y + a.x * b.y + a.y * b.x);
+}
+
+// Signed a < b.
+fn l_lt(a: vec2<u32>, b: vec2<u32>) -> bool {
+    let ah = bitcast<i32>(a.y);
+    let bh = bitcast<i32>(b.y);
+    return ah < bh || (ah == bh && a.x < b.x);
+}
+
+// Unsigned a < b.
+fn l_ult(a: vec2<u32>, b: vec2<u32>) -> bool {
+    return a.y < b.y || (a.y == b.y && a.x < b.x);
+}
+
+// a << n for n < 64 (callers give 0 for larger amounts, as the cpu executor does).
+fn l_shl(a: vec2<u32>, n: u32) -> vec2<u32> {
+    if n == 0u {
+        return a;
+    }
+    if n >= 32u {
+        return vec2<u32>(0u, a.x << (n - 32u));
+    }
+    return vec2<u32>(a.x << n, (a.y << n) | (a.x >> (32u - n)));
+}
+
+// Logical a >> n for n < 64.
+fn l_shr(a: vec2<u32>, n: u32) -> vec2<u32> {
+    if n == 0u {
+        return a;
+    }
+    if n >= 32u {
+        return vec2<u32>(a.y >> (n - 32u), 0u);
+    }
+    return vec2<u32>((a.x >> n) | (a.y << (32u - n)), a.y >> n);
+}
+
+struct LDivMod {
+    q: vec2<u32>,
+    r: vec2<u32>,
+}
+
+// Unsigned 64-bit long division, one quotient bit per step; d != 0.
+fn l_udivmod(n: vec2<u32>, d: vec2<u32>) -> LDivMod {
+    var q = vec2<u32>(0u, 0u);
+    var r = vec2<u32>(0u, 0u);
+    for (var i = 63i; i >= 0i; i = i - 1i) {
+        let bit = u32(i);
+        let w = select(n.x, n.y, bit >= 32u);
+        r = l_shl(r, 1u);
+        r.x = r.x | ((w >> (bit & 31u)) & 1u);
+        if !l_ult(r, d) {
+            r = l_sub(r, d);
+            if bit >= 32u {
+                q.y = q.y | (1u << (bit - 32u));
+            } else {
+                q.x = q.x | (1u << bit);
+            }
+        }
+    }
+    return LDivMod(q, r);
+}
+
+// Signed division truncating toward zero; by zero gives 0; MIN / -1 wraps to MIN.
+fn l_div(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    if l_is_zero(b) {
+        return vec2<u32>(0u, 0u);
+    }
+    let q = l_udivmod(l_abs(a), l_abs(b)).q;
+    return select(q, l_neg(q), l_is_neg(a) != l_is_neg(b));
+}
+
+// Remainder with the dividend's sign; by zero gives 0.
+fn l_rem(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    if l_is_zero(b) {
+        return vec2<u32>(0u, 0u);
+    }
+    let r = l_udivmod(l_abs(a), l_abs(b)).r;
+    return select(r, l_neg(r), l_is_neg(a));
+}
+
+// The i64 nearest to x toward zero, saturating; NaN gives 0 (Rust's `as`).
+fn l_from_f32(x: f32) -> vec2<u32> {
+    if is_nan(x) {
+        return vec2<u32>(0u, 0u);
+    }
+    if x >= 9223372036854775807.0 {
+        return vec2<u32>(0xffffffffu, 0x7fffffffu);
+    }
+    if x <= -9223372036854775808.0 {
+        return vec2<u32>(0u, 0x80000000u);
+    }
+    let t = trunc(abs(x));
+    // t < 2^63 is an integer with 24 significant bits: both halves come out exact.
+    let hi = floor(t / 4294967296.0);
+    let lo = t - hi * 4294967296.0;
+    let m = vec2<u32>(u32(lo), u32(hi));
+    return select(m, l_neg(m), x < 0.0);
+}
+
+// a as f32 (hi * 2^32 + lo: within an ulp of the correctly rounded value).
+fn l_to_f32(a: vec2<u32>) -> f32 {
+    let m = l_abs(a);
+    let v = f32(m.y) * 4294967296.0 + f32(m.x);
+    return select(v, -v, l_is_neg(a));
+}

@@ -1,0 +1,385 @@
+//! The CPU elementwise loops: monomorphised per op and operand form (slice or scalar) so
+//! the compiler vectorises them, split across rayon's pool when the output is large.
+
+use super::{Binary, Cmp, Int, Src, Unary};
+use crate::convert::{bf16_to_f32, f32_to_bf16_slice};
+use crate::element::Element;
+use crate::layout::strides;
+use half::bf16;
+use rayon::prelude::*;
+
+/// Work below this many elements runs on one thread.
+const PAR_MIN: usize = 1 << 15;
+const CHUNK: usize = 1 << 14;
+
+/// `f(start, chunk)` over consecutive chunks of `out`, in parallel when it is large.
+fn par_map<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    if out.len() < PAR_MIN {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, o)| f(c * CHUNK, o));
+    }
+}
+
+/// out[i] = f(i), split over rayon's pool when the output is large.
+fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
+    if out.len() < PAR_MIN {
+        out.iter_mut().enumerate().for_each(|(i, r)| *r = f(i));
+    } else {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+            o.iter_mut()
+                .enumerate()
+                .for_each(|(i, r)| *r = f(c * CHUNK + i))
+        });
+    }
+}
+
+/// The float op tables, one per float type we compute in (f32, also for bf16; f64).
+macro_rules! float_tables {
+    ($t:ident, $unary:ident, $binary:ident) => {
+        fn $unary(u: Unary) -> fn($t) -> $t {
+            match u {
+                Unary::Neg => |x| -x,
+                Unary::Exp => $t::exp,
+                Unary::Log => $t::ln,
+                Unary::Tanh => $t::tanh,
+                Unary::Logistic => |x| 1.0 / (1.0 + (-x).exp()),
+                Unary::Sqrt => $t::sqrt,
+                Unary::Rsqrt => |x| 1.0 / x.sqrt(),
+                Unary::Abs => $t::abs,
+                Unary::Sin => $t::sin,
+                Unary::Cos => $t::cos,
+                Unary::Floor => $t::floor,
+                Unary::Not => |x| x,
+            }
+        }
+
+        fn $binary(b: Binary) -> fn($t, $t) -> $t {
+            match b {
+                Binary::Add => |x, y| x + y,
+                Binary::Sub => |x, y| x - y,
+                Binary::Mul => |x, y| x * y,
+                Binary::Div => |x, y| x / y,
+                // NaN-propagating, as StableHLO's max/min (the std max/min drop the NaN)
+                Binary::Max => |x: $t, y: $t| {
+                    if x.is_nan() || y.is_nan() {
+                        $t::NAN
+                    } else {
+                        x.max(y)
+                    }
+                },
+                Binary::Min => |x: $t, y: $t| {
+                    if x.is_nan() || y.is_nan() {
+                        $t::NAN
+                    } else {
+                        x.min(y)
+                    }
+                },
+                Binary::Pow => $t::powf,
+                Binary::Rem => |x, y| x % y,
+                Binary::And
+                | Binary::Or
+                | Binary::Xor
+                | Binary::ShiftLeft
+                | Binary::ShiftRightLogical => |_, _| $t::NAN,
+            }
+        }
+    };
+}
+float_tables!(f32, unary_fn_f32, binary_fn_f32);
+float_tables!(f64, unary_fn_f64, binary_fn_f64);
+
+/// `out[i] = op(x[i])` in f32.
+pub fn unary_f32(op: Unary, x: &[f32], out: &mut [f32]) {
+    let f = unary_fn_f32(op);
+    par_map(out, |s, o| {
+        o.iter_mut().enumerate().for_each(|(i, y)| *y = f(x[s + i]))
+    });
+}
+
+/// `out[i] = op(x[i])` in f64.
+pub fn unary_f64(op: Unary, x: Src<f64>, out: &mut [f64]) {
+    let f = unary_fn_f64(op);
+    // plain loops: f64 runs check numerics, they are not tuned for speed
+    par_fill(out, |i| f(x.at(i)));
+}
+
+/// `out[i] = op(x[i])` computed in f32, rounded to bf16 once.
+pub fn unary_bf16(op: Unary, x: Src<bf16>, out: &mut [bf16]) {
+    let f = unary_fn_f32(op);
+    par_map(out, |s, o| {
+        o.iter_mut()
+            .enumerate()
+            .for_each(|(i, y)| *y = bf16::from_f32(f(x.at(s + i).to_f32())))
+    });
+}
+
+/// `out[i] = op(x[i])` for integers (and booleans): `neg`, `abs`, else `not`.
+pub fn unary_int<T: Int>(op: Unary, x: Src<T>, out: &mut [T]) {
+    let f = match op {
+        Unary::Neg => T::neg,
+        Unary::Abs => T::abs,
+        _ => T::not,
+    };
+    out.iter_mut()
+        .enumerate()
+        .for_each(|(i, y)| *y = f(x.at(i)));
+}
+
+/// out = f(x, y) elementwise over slices or scalars, chunked across threads when large.
+#[inline(always)]
+fn map2<T: Copy + Send + Sync>(
+    out: &mut [T],
+    xs: Src<T>,
+    ys: Src<T>,
+    f: impl Fn(T, T) -> T + Sync + Copy,
+) {
+    par_map(out, |s, o| match (xs, ys) {
+        (Src::Slice(a), Src::Slice(c)) => o
+            .iter_mut()
+            .zip(&a[s..])
+            .zip(&c[s..])
+            .for_each(|((r, &a), &c)| *r = f(a, c)),
+        (Src::Slice(a), Src::Scalar(c)) => {
+            o.iter_mut().zip(&a[s..]).for_each(|(r, &a)| *r = f(a, c))
+        }
+        (Src::Scalar(a), Src::Slice(c)) => {
+            o.iter_mut().zip(&c[s..]).for_each(|(r, &c)| *r = f(a, c))
+        }
+        (Src::Scalar(a), Src::Scalar(c)) => o.iter_mut().for_each(|r| *r = f(a, c)),
+    });
+}
+
+/// [`map2`] on bf16 operands, computing `f` in f32 and rounding once.
+#[inline(always)]
+fn map2_bf16(
+    out: &mut [bf16],
+    xs: Src<bf16>,
+    ys: Src<bf16>,
+    f: impl Fn(f32, f32) -> f32 + Sync + Copy,
+) {
+    par_map(out, |s, o| match (xs, ys) {
+        (Src::Slice(a), Src::Slice(c)) => o
+            .iter_mut()
+            .zip(&a[s..])
+            .zip(&c[s..])
+            .for_each(|((r, a), c)| *r = bf16::from_f32(f(a.to_f32(), c.to_f32()))),
+        (Src::Slice(a), Src::Scalar(c)) => {
+            let c = c.to_f32();
+            o.iter_mut()
+                .zip(&a[s..])
+                .for_each(|(r, a)| *r = bf16::from_f32(f(a.to_f32(), c)))
+        }
+        (Src::Scalar(a), Src::Slice(c)) => {
+            let a = a.to_f32();
+            o.iter_mut()
+                .zip(&c[s..])
+                .for_each(|(r, c)| *r = bf16::from_f32(f(a, c.to_f32())))
+        }
+        (Src::Scalar(a), Src::Scalar(c)) => o
+            .iter_mut()
+            .for_each(|r| *r = bf16::from_f32(f(a.to_f32(), c.to_f32()))),
+    });
+}
+
+fn nan_max(a: f32, c: f32) -> f32 {
+    if a.is_nan() || c.is_nan() {
+        f32::NAN
+    } else {
+        a.max(c)
+    }
+}
+
+fn nan_min(a: f32, c: f32) -> f32 {
+    if a.is_nan() || c.is_nan() {
+        f32::NAN
+    } else {
+        a.min(c)
+    }
+}
+
+/// `out[i] = op(x[i], y[i])` in f32.
+pub fn binary_f32(op: Binary, xs: Src<f32>, ys: Src<f32>, o: &mut [f32]) {
+    // One monomorphised loop per op, so the compiler vectorises add/mul/sub/div/max/min.
+    match op {
+        Binary::Add => map2(o, xs, ys, |a, c| a + c),
+        Binary::Sub => map2(o, xs, ys, |a, c| a - c),
+        Binary::Mul => map2(o, xs, ys, |a, c| a * c),
+        Binary::Div => map2(o, xs, ys, |a, c| a / c),
+        Binary::Max => map2(o, xs, ys, nan_max),
+        Binary::Min => map2(o, xs, ys, nan_min),
+        _ => map2(o, xs, ys, binary_fn_f32(op)),
+    }
+}
+
+/// `out[i] = op(x[i], y[i])` in f64.
+pub fn binary_f64(op: Binary, xs: Src<f64>, ys: Src<f64>, o: &mut [f64]) {
+    let f = binary_fn_f64(op);
+    par_fill(o, |i| f(xs.at(i), ys.at(i)));
+}
+
+/// `out[i] = op(x[i], y[i])` computed in f32, rounded to bf16 once.
+pub fn binary_bf16(op: Binary, xs: Src<bf16>, ys: Src<bf16>, o: &mut [bf16]) {
+    match op {
+        Binary::Add => map2_bf16(o, xs, ys, |a, c| a + c),
+        Binary::Sub => map2_bf16(o, xs, ys, |a, c| a - c),
+        Binary::Mul => map2_bf16(o, xs, ys, |a, c| a * c),
+        Binary::Div => map2_bf16(o, xs, ys, |a, c| a / c),
+        _ => map2_bf16(o, xs, ys, binary_fn_f32(op)),
+    }
+}
+
+/// `out[i] = op(x[i], y[i])` for integers (and booleans), wrapping.
+pub fn binary_int<T: Int>(op: Binary, x: Src<T>, y: Src<T>, o: &mut [T]) {
+    let f = |a: T, c: T| -> T {
+        match op {
+            Binary::Add => a.add(c),
+            Binary::Sub => a.sub(c),
+            Binary::Mul => a.mul(c),
+            Binary::Div => a.div(c),
+            Binary::Rem => a.rem(c),
+            Binary::Max => {
+                if a >= c {
+                    a
+                } else {
+                    c
+                }
+            }
+            Binary::Min => {
+                if a <= c {
+                    a
+                } else {
+                    c
+                }
+            }
+            Binary::And => a & c,
+            Binary::Or => a | c,
+            Binary::Xor => a ^ c,
+            Binary::ShiftLeft | Binary::ShiftRightLogical if c.as_shift() >= T::BITS as u64 => {
+                T::default()
+            }
+            Binary::ShiftLeft => a.shl(c),
+            Binary::ShiftRightLogical => a.shr(c),
+            Binary::Pow => T::default(),
+        }
+    };
+    o.iter_mut()
+        .enumerate()
+        .for_each(|(i, r)| *r = f(x.at(i), y.at(i)));
+}
+
+/// `out[i] = op(fx(i), fy(i))` as 0/1, one loop per op.
+#[inline(always)]
+fn compare_with<T: PartialOrd>(
+    op: Cmp,
+    fx: impl Fn(usize) -> T + Sync,
+    fy: impl Fn(usize) -> T + Sync,
+    out: &mut [u8],
+) {
+    match op {
+        Cmp::Eq => par_fill(out, |i| u8::from(fx(i) == fy(i))),
+        Cmp::Ne => par_fill(out, |i| u8::from(fx(i) != fy(i))),
+        Cmp::Lt => par_fill(out, |i| u8::from(fx(i) < fy(i))),
+        Cmp::Le => par_fill(out, |i| u8::from(fx(i) <= fy(i))),
+        Cmp::Gt => par_fill(out, |i| u8::from(fx(i) > fy(i))),
+        Cmp::Ge => par_fill(out, |i| u8::from(fx(i) >= fy(i))),
+    }
+}
+
+/// `out[i] = x[i] op y[i]` (1 or 0) for f32, with the operand forms resolved outside the loop.
+pub fn compare_f32(op: Cmp, x: Src<f32>, y: Src<f32>, out: &mut [u8]) {
+    macro_rules! with_y {
+        ($fx:expr) => {
+            match y {
+                Src::Slice(v) => compare_with(op, $fx, |i| v[i], out),
+                Src::Scalar(s) => compare_with(op, $fx, |_| s, out),
+            }
+        };
+    }
+    match x {
+        Src::Slice(v) => with_y!(|i| v[i]),
+        Src::Scalar(s) => with_y!(|_| s),
+    }
+}
+
+/// `out[i] = x[i] op y[i]` (1 or 0) for bf16, compared as f32 (bf16 widens exactly, so the
+/// result is unchanged): relu's mask and friends on bf16 activations.
+pub fn compare_bf16(op: Cmp, x: Src<bf16>, y: Src<bf16>, out: &mut [u8]) {
+    macro_rules! with_y {
+        ($fx:expr) => {
+            match y {
+                Src::Slice(v) => compare_with(op, $fx, |i| bf16_to_f32(v[i]), out),
+                Src::Scalar(s) => {
+                    let s = bf16_to_f32(s);
+                    compare_with(op, $fx, |_| s, out)
+                }
+            }
+        };
+    }
+    match x {
+        Src::Slice(v) => with_y!(|i| bf16_to_f32(v[i])),
+        Src::Scalar(s) => {
+            let s = bf16_to_f32(s);
+            with_y!(|_| s)
+        }
+    }
+}
+
+/// `out[i] = x[i] op y[i]` (1 or 0) for any ordered type.
+pub fn compare<T: Copy + PartialOrd + Sync>(op: Cmp, x: Src<T>, y: Src<T>, out: &mut [u8]) {
+    compare_with(op, |i| x.at(i), |i| y.at(i), out)
+}
+
+/// `out[i] = if p[i] != 0 { a[i] } else { b[i] }`, moving bits (NaN payloads survive).
+pub fn select<T: Copy + Send + Sync>(p: Src<u8>, a: Src<T>, b: Src<T>, out: &mut [T]) {
+    // One dispatch outside the loop (relu's backward and masks select between an array
+    // and a splat).
+    match (p, a, b) {
+        (Src::Slice(p), Src::Slice(x), Src::Slice(y)) => {
+            par_fill(out, |i| if p[i] != 0 { x[i] } else { y[i] })
+        }
+        (Src::Slice(p), Src::Slice(x), Src::Scalar(y)) => {
+            par_fill(out, |i| if p[i] != 0 { x[i] } else { y })
+        }
+        (Src::Slice(p), Src::Scalar(x), Src::Slice(y)) => {
+            par_fill(out, |i| if p[i] != 0 { x } else { y[i] })
+        }
+        (Src::Slice(p), Src::Scalar(x), Src::Scalar(y)) => {
+            par_fill(out, |i| if p[i] != 0 { x } else { y })
+        }
+        (Src::Scalar(p), a, b) => par_fill(out, |i| if p != 0 { a.at(i) } else { b.at(i) }),
+    }
+}
+
+/// `out[i] = x[i]` rounded to the nearest bf16 (ties to even).
+pub fn round_to_bf16(x: &[f32], out: &mut [bf16]) {
+    par_map(out, |s, o| f32_to_bf16_slice(&x[s..s + o.len()], o))
+}
+
+/// `out[i] = x[i]` widened to f32 (exact).
+pub fn widen_bf16(x: &[bf16], out: &mut [f32]) {
+    par_fill(out, |i| bf16_to_f32(x[i]))
+}
+
+/// `out[i] = x[i] as T`: integer conversions keep the low bits, as XLA's do.
+pub fn wrap_int<S: Int, T: Int>(x: &[S], out: &mut [T]) {
+    out.iter_mut()
+        .zip(x)
+        .for_each(|(r, &v)| *r = T::from_i64(v.to_i64()));
+}
+
+/// `out[i] = T::from_f64(x[i].to_f64())`: exact for every pair of floats, bools and
+/// small integers (the pairs [`round_to_bf16`] and [`wrap_int`] do not cover).
+pub fn convert<S: Element, T: Element>(x: &[S], out: &mut [T]) {
+    par_fill(out, |i| T::from_f64(x[i].to_f64()))
+}
+
+/// `out[i]` = the index along `dim` of row-major position `i` in `shape`.
+pub fn iota<T: Element>(shape: &[usize], dim: usize, out: &mut [T]) {
+    let st = strides(shape);
+    out.iter_mut()
+        .enumerate()
+        .for_each(|(i, r)| *r = T::from_f64(((i / st[dim]) % shape[dim]) as f64));
+}

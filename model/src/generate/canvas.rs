@@ -1,0 +1,350 @@
+//! Forward programs over a generation canvas on any executor, with the clean prefix
+//! held in a KV cache per block (SPEC.md section 6).
+
+use crate::transformer::{forward, forward_cached, ForwardOpts, KvCache};
+use crate::{GiddConfig, Params};
+use anyhow::{bail, Result};
+use gidd_engine::{CpuExecutor, DType, Executor, Graph, HostTensor, Program};
+use std::collections::HashMap;
+
+/// Forward programs over a canvas of `batch` rows of `len` tokens on one executor,
+/// compiled once per shape and run every step; parameters are uploaded once.
+///
+/// Block-wise generation encodes the clean prefix once per block into a KV cache
+/// (`begin_block`) and then runs each step on the positions from the window start only
+/// (`block_logits`), computing the lm_head for the block's rows only. With `kv_cache`
+/// off, every step runs the whole canvas (the reference's arithmetic, for comparison).
+pub struct Canvas<E: Executor = CpuExecutor> {
+    cfg: GiddConfig,
+    exec: E,
+    names: Vec<String>,
+    params: Vec<E::Buffer>,
+    dtype: DType,
+    full: Option<Loaded<E>>,
+    steps: HashMap<(usize, usize, bool), Loaded<E>>,
+    prefixes: HashMap<usize, Loaded<E>>,
+    /// the current block's prefix keys/values: (window start, [k0, v0, k1, v1, ..])
+    cache: Option<(usize, Vec<E::Buffer>)>,
+    pub batch: usize,
+    pub len: usize,
+    pub kv_cache: bool,
+    /// reuse the last logits when a step changed nothing (the reference does)
+    pub reuse_logits: bool,
+    pub stats: CanvasStats,
+}
+
+/// What the canvas computed, in token positions through the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CanvasStats {
+    /// model calls for denoising steps
+    pub step_calls: usize,
+    /// prefix encodings into the KV cache
+    pub prefix_calls: usize,
+    /// query positions run through the transformer, summed over calls and rows
+    pub positions: usize,
+    /// positions whose logits (the lm_head) were computed
+    pub logit_positions: usize,
+    /// forward FLOPs of those calls (matmuls and attention, 2 per multiply-add)
+    pub flops: f64,
+    /// wall seconds in those calls, uploads and downloads included
+    pub model_s: f64,
+}
+
+impl CanvasStats {
+    /// Accounts one call: `rows` x `queries` positions attending to `keys` keys, and
+    /// `rows` x `logit_rows` positions through the lm_head.
+    fn add(
+        &mut self,
+        cfg: &GiddConfig,
+        rows: usize,
+        queries: usize,
+        keys: usize,
+        logit_rows: usize,
+    ) {
+        let head = 2.0 * (cfg.hidden_size * cfg.vocab_size) as f64;
+        let body = cfg.flops_per_token(keys) - head;
+        self.positions += rows * queries;
+        self.logit_positions += rows * logit_rows;
+        self.flops += (rows * queries) as f64 * body + (rows * logit_rows) as f64 * head;
+    }
+}
+
+/// A loaded program and which of the canvas's parameters it takes (pruned programs take fewer).
+struct Loaded<E: Executor> {
+    prog: E::Loaded,
+    param_idx: Vec<usize>,
+}
+
+impl Canvas<CpuExecutor> {
+    pub fn new(
+        cfg: &GiddConfig,
+        params: &[(String, HostTensor)],
+        batch: usize,
+        len: usize,
+        dtype: DType,
+    ) -> Result<Canvas> {
+        Canvas::with_executor(CpuExecutor, cfg, params, batch, len, dtype)
+    }
+}
+
+impl<E: Executor> Canvas<E> {
+    /// Forward programs over a [batch, len] canvas on `exec`; parameters are uploaded once.
+    pub fn with_executor(
+        exec: E,
+        cfg: &GiddConfig,
+        params: &[(String, HostTensor)],
+        batch: usize,
+        len: usize,
+        dtype: DType,
+    ) -> Result<Canvas<E>> {
+        if len == 0 || len > cfg.max_position_embeddings {
+            bail!(
+                "canvas of {len} tokens: the model takes 1..={} (max_position_embeddings)",
+                cfg.max_position_embeddings
+            );
+        }
+        let uploaded = params
+            .iter()
+            .map(|(_, t)| exec.upload(t))
+            .collect::<gidd_engine::Result<_>>()?;
+        Ok(Canvas {
+            cfg: cfg.clone(),
+            exec,
+            names: params.iter().map(|(n, _)| n.clone()).collect(),
+            params: uploaded,
+            dtype,
+            full: None,
+            steps: HashMap::new(),
+            prefixes: HashMap::new(),
+            cache: None,
+            batch,
+            len,
+            kv_cache: true,
+            reuse_logits: true,
+            stats: CanvasStats::default(),
+        })
+    }
+
+    /// Compiles `outputs` over the parameters plus `extra` inputs (in that order), keeping
+    /// only the parameters the outputs use.
+    fn load(&self, outputs: &[gidd_engine::Tensor], extra: &[String]) -> Result<Loaded<E>> {
+        let mut order: Vec<&str> = self.names.iter().map(|n| n.as_str()).collect();
+        order.extend(extra.iter().map(|n| n.as_str()));
+        let prog = Program::compile_pruned(outputs, &order)?;
+        let missing: Vec<&String> = extra
+            .iter()
+            .filter(|n| !prog.inputs.iter().any(|(m, _)| m == *n))
+            .collect();
+        if !missing.is_empty() {
+            bail!("internal: canvas program does not use its inputs {missing:?}");
+        }
+        let param_idx = prog
+            .inputs
+            .iter()
+            .filter_map(|(n, _)| self.names.iter().position(|m| m == n))
+            .collect();
+        Ok(Loaded {
+            prog: self.exec.load(&prog)?,
+            param_idx,
+        })
+    }
+
+    fn opts(&self) -> ForwardOpts {
+        ForwardOpts {
+            dtype: self.dtype,
+            attentions: false,
+        }
+    }
+
+    fn ids_buffer(&self, ids: &[Vec<u32>], from: usize, to: usize) -> Result<E::Buffer> {
+        if ids.len() != self.batch || ids.iter().any(|r| r.len() != self.len) {
+            bail!(
+                "canvas takes {} rows of {} tokens, got {} rows",
+                self.batch,
+                self.len,
+                ids.len()
+            );
+        }
+        let flat: Vec<i32> = ids
+            .iter()
+            .flat_map(|r| r[from..to].iter().map(|&x| x as i32))
+            .collect();
+        Ok(self
+            .exec
+            .upload(&HostTensor::i32(vec![self.batch, to - from], flat)?)?)
+    }
+
+    fn run(
+        exec: &E,
+        params: &[E::Buffer],
+        l: &mut Loaded<E>,
+        extra: &[&E::Buffer],
+    ) -> Result<Vec<E::Buffer>> {
+        let mut ins: Vec<&E::Buffer> = l.param_idx.iter().map(|&i| &params[i]).collect();
+        ins.extend_from_slice(extra);
+        Ok(exec.run(&mut l.prog, &ins)?)
+    }
+
+    /// Logits [B, L, V] for ids [B, L] under a [B, L, L] mask, the whole canvas.
+    pub fn logits(&mut self, ids: &[Vec<u32>], mask: &[bool]) -> Result<Vec<f32>> {
+        let (b, t) = (self.batch, self.len);
+        if self.full.is_none() {
+            let g = Graph::new();
+            let p = Params::declare(&g, &self.cfg);
+            let x = g.input("ids", &[b, t], DType::I32);
+            let m = g.input("mask", &[b, t, t], DType::Bool);
+            let pos = g.iota(&[b, t], 1, DType::I32)?;
+            let out = forward(&self.cfg, &p, &x, &m, &pos, self.opts())?;
+            self.full = Some(self.load(&[out.logits], &["ids".into(), "mask".into()])?);
+        }
+        let t0 = std::time::Instant::now();
+        let ids_t = self.ids_buffer(ids, 0, t)?;
+        let mask_t = self
+            .exec
+            .upload(&HostTensor::bool(vec![b, t, t], mask.to_vec())?)?;
+        let l = self.full.as_mut().expect("compiled above");
+        let out = Self::run(&self.exec, &self.params, l, &[&ids_t, &mask_t])?;
+        self.stats.step_calls += 1;
+        self.stats.add(&self.cfg, b, t, t, t);
+        let logits = self.exec.download(&out[0])?.as_f32()?.to_vec();
+        self.stats.model_s += t0.elapsed().as_secs_f64();
+        Ok(logits)
+    }
+
+    /// Starts a block whose window begins at `ws`: positions before it must be clean, and
+    /// with `kv_cache` on they are encoded once into the KV cache here.
+    pub fn begin_block(&mut self, ids: &[Vec<u32>], ws: usize) -> Result<()> {
+        self.cache = None;
+        if !self.kv_cache || ws == 0 {
+            return Ok(());
+        }
+        let b = self.batch;
+        if !self.prefixes.contains_key(&ws) {
+            let g = Graph::new();
+            let p = Params::declare(&g, &self.cfg);
+            let x = g.input("ids", &[b, ws], DType::I32);
+            // a clean prefix attends to itself only (noise[q] >= noise[k] with both false)
+            let m = g.splat(1.0, &[b, ws, ws], DType::Bool);
+            let pos = g.iota(&[b, ws], 1, DType::I32)?;
+            let (_, kv) = forward_cached(&self.cfg, &p, &x, &m, &pos, None, None, self.opts())?;
+            let outs: Vec<gidd_engine::Tensor> = kv.into_iter().flat_map(|(k, v)| [k, v]).collect();
+            let l = self.load(&outs, &["ids".into()])?;
+            self.prefixes.insert(ws, l);
+        }
+        let t0 = std::time::Instant::now();
+        let ids_t = self.ids_buffer(ids, 0, ws)?;
+        let l = self.prefixes.get_mut(&ws).expect("compiled above");
+        let kv = Self::run(&self.exec, &self.params, l, &[&ids_t])?;
+        self.stats.prefix_calls += 1;
+        self.stats.add(&self.cfg, b, ws, ws, 0);
+        self.stats.model_s += t0.elapsed().as_secs_f64();
+        self.cache = Some((ws, kv));
+        Ok(())
+    }
+
+    /// Logits [B, we - ws, V] of the window [ws, we) under generation's attention
+    /// (att[q, k] = noise[q] >= noise[k]); the model runs on everything from `ws` on,
+    /// after the prefix held in the KV cache when `begin_block(ws)` made one.
+    pub fn block_logits(
+        &mut self,
+        ids: &[Vec<u32>],
+        noise: &[Vec<bool>],
+        ws: usize,
+        we: usize,
+    ) -> Result<Vec<f32>> {
+        let (b, t) = (self.batch, self.len);
+        if !(ws < we && we <= t) || noise.len() != b {
+            bail!("block [{ws}, {we}) does not fit a canvas of {b} rows of {t} tokens");
+        }
+        let cached = matches!(&self.cache, Some((w, _)) if *w == ws);
+        // The cache is exact only when the prefix attends to nothing after it: every
+        // position before ws clean, every position from ws on still noisy.
+        if cached
+            && noise
+                .iter()
+                .any(|n| n[..ws].iter().any(|&x| x) || n[ws..].iter().any(|&x| !x))
+        {
+            bail!("internal: a KV-cached prefix must be clean and everything after it noisy");
+        }
+        let q0 = if cached { ws } else { 0 };
+        let lq = t - q0;
+        // Without the cache the program is the whole canvas whatever the window: one for all.
+        let key = if cached {
+            (ws, we, true)
+        } else {
+            (0, 0, false)
+        };
+        if !self.steps.contains_key(&key) {
+            let g = Graph::new();
+            let p = Params::declare(&g, &self.cfg);
+            let x = g.input("ids", &[b, lq], DType::I32);
+            let m = g.input("mask", &[b, lq, t], DType::Bool);
+            let pos = g.iota(&[b, lq], 1, DType::I32)?.add_scalar(q0 as f64)?;
+            let (h, hd, dt) = (
+                self.cfg.num_attention_heads,
+                self.cfg.head_dim(),
+                self.dtype,
+            );
+            let mut extra = vec!["ids".to_string(), "mask".to_string()];
+            let past: Option<KvCache> = cached.then(|| {
+                (0..self.cfg.num_hidden_layers)
+                    .map(|i| {
+                        let (kn, vn) = (format!("past.{i}.k"), format!("past.{i}.v"));
+                        let k = g.input(&kn, &[b, h, ws, hd], dt);
+                        let v = g.input(&vn, &[b, h, ws, hd], dt);
+                        extra.push(kn);
+                        extra.push(vn);
+                        (k, v)
+                    })
+                    .collect()
+            });
+            // With the cache, the lm_head runs on the block's rows only; without it, on the
+            // whole canvas as the reference does (the baseline the cache is measured against).
+            let rows = cached.then_some((ws - q0, we - q0));
+            let (out, _) = forward_cached(
+                &self.cfg,
+                &p,
+                &x,
+                &m,
+                &pos,
+                past.as_ref(),
+                rows,
+                self.opts(),
+            )?;
+            let l = self.load(&[out.logits], &extra)?;
+            self.steps.insert(key, l);
+        }
+        let t0 = std::time::Instant::now();
+        let mask: Vec<bool> = noise
+            .iter()
+            .flat_map(|n| (q0..t).flat_map(move |q| (0..t).map(move |k| n[q] >= n[k])))
+            .collect();
+        let ids_t = self.ids_buffer(ids, q0, t)?;
+        let mask_t = self.exec.upload(&HostTensor::bool(vec![b, lq, t], mask)?)?;
+        let mut extra: Vec<&E::Buffer> = vec![&ids_t, &mask_t];
+        if let (true, Some((_, kv))) = (cached, &self.cache) {
+            extra.extend(kv.iter());
+        }
+        let l = self.steps.get_mut(&key).expect("compiled above");
+        let out = Self::run(&self.exec, &self.params, l, &extra)?;
+        self.stats.step_calls += 1;
+        let logits = self.exec.download(&out[0])?;
+        let logits = logits.as_f32()?;
+        let rows = if cached {
+            self.stats.add(&self.cfg, b, lq, t, we - ws);
+            logits.to_vec()
+        } else {
+            self.stats.add(&self.cfg, b, lq, t, t);
+            let v = self.cfg.vocab_size;
+            (0..b)
+                .flat_map(|r| logits[(r * t + ws) * v..(r * t + we) * v].iter().copied())
+                .collect()
+        };
+        self.stats.model_s += t0.elapsed().as_secs_f64();
+        Ok(rows)
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.cfg.vocab_size
+    }
+}

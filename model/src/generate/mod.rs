@@ -1,0 +1,306 @@
+//! Block-wise diffusion generation (SPEC.md section 6), the HF `generate` loop:
+//! the model runs on the canvas, sampling happens on the host in f64.
+
+mod canvas;
+mod correct;
+
+use crate::sample::host::sigmoid;
+pub use crate::sample::host::{draw, draw_u, predictable_logits, probs_with_topk_topp, Posterior};
+use crate::sample::pi_vec;
+use crate::schedule::{EOS, MASK, PAD};
+use crate::GiddConfig;
+use anyhow::{bail, Result};
+pub use canvas::{Canvas, CanvasStats};
+pub use correct::{self_correct, Change};
+use gidd_engine::rng::{uniform_f64_at, HostRng};
+use gidd_engine::Executor;
+use rayon::prelude::*;
+
+/// `--sampling_method`: how a step picks the positions it denoises (SPEC.md section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Method {
+    Adaptive,
+    Ancestral,
+}
+
+/// `--noise_schedule`: the log-SNR grid a generation or likelihood walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum NoiseSchedule {
+    Linear,
+    Cosine,
+}
+
+#[derive(Clone, Debug)]
+pub struct GenOpts {
+    pub max_length: usize,
+    pub min_length: usize,
+    pub block_length: usize,
+    pub steps: usize,
+    pub method: Method,
+    pub schedule: NoiseSchedule,
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub tokens_per_step: usize,
+    pub seed: u64,
+}
+
+/// One denoising step's shared inputs: the block's logits and where the draws are keyed.
+struct StepCtx<'a> {
+    logits: &'a [f32],
+    v: usize,
+    blk: usize,
+    min_eos: usize,
+    seed: u64,
+    block: usize,
+    step: usize,
+    ws: usize,
+}
+
+impl StepCtx<'_> {
+    /// Logits of block position i (= row * blk + j) in f64: mask never predicted, eos
+    /// not before min_length.
+    fn row_logits(&self, i: usize) -> Vec<f64> {
+        let mut l = predictable_logits(&self.logits[i * self.v..(i + 1) * self.v]);
+        if i % self.blk < self.min_eos {
+            l[EOS as usize] = f64::NEG_INFINITY;
+        }
+        l
+    }
+
+    /// The uniform for block position i's draw, keyed by (seed; block, step, row,
+    /// canvas position): the same whatever order or thread the positions run in.
+    fn uniform(&self, i: usize) -> f64 {
+        let (row, j) = (i / self.blk, self.ws + i % self.blk);
+        uniform_f64_at(
+            self.seed,
+            [j as u32, row as u32, self.step as u32, self.block as u32],
+        )
+    }
+}
+
+/// What generation reports while it runs.
+pub enum GenEvent<'a> {
+    /// a denoising step ran (`step` counts down from `steps` to 1 in each block)
+    Step { block: usize, step: usize },
+    /// block `block` is final: `x` is the canvas, [start, end) the block's positions
+    Block {
+        x: &'a [Vec<u32>],
+        block: usize,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// Generates from one batch of equal-length prompts. `prior` replaces the sampled prior
+/// canvas when given; `on_block(canvas, end)` is called as each block becomes final.
+pub fn generate<E: Executor>(
+    canvas: &mut Canvas<E>,
+    cfg: &GiddConfig,
+    prompts: &[Vec<u32>],
+    o: &GenOpts,
+    prior: Option<Vec<Vec<u32>>>,
+    mut on_block: impl FnMut(&[Vec<u32>], usize),
+) -> Result<Vec<Vec<u32>>> {
+    generate_with(canvas, cfg, prompts, o, prior, |e| {
+        if let GenEvent::Block { x, end, .. } = e {
+            on_block(x, end)
+        }
+    })
+}
+
+/// The number of blocks a generation of `o` from a `p_len`-token prompt runs at most
+/// on a `t`-token canvas (fewer when every row reaches eos).
+pub fn max_blocks(o: &GenOpts, p_len: usize, t: usize) -> usize {
+    let span = o.max_length.min(t.saturating_sub(p_len));
+    span.div_ceil(o.block_length.max(1)).max(1)
+}
+
+/// `generate`, reporting every step and block to `on_event`.
+pub fn generate_with<E: Executor>(
+    canvas: &mut Canvas<E>,
+    cfg: &GiddConfig,
+    prompts: &[Vec<u32>],
+    o: &GenOpts,
+    prior: Option<Vec<Vec<u32>>>,
+    mut on_event: impl FnMut(GenEvent<'_>),
+) -> Result<Vec<Vec<u32>>> {
+    let b = prompts.len();
+    let t = canvas.len;
+    let v = canvas.vocab();
+    let p_len = prompts.first().map(|p| p.len()).unwrap_or(0);
+    if prompts.iter().any(|p| p.len() != p_len) {
+        bail!("prompts in one batch must have equal length");
+    }
+    if p_len >= t {
+        bail!("prompt of {p_len} tokens leaves no room in a {t}-token context (max_position_embeddings)");
+    }
+    if let Some(bad) = prompts.iter().flatten().find(|&&x| x as usize >= v) {
+        bail!("prompt token id {bad} is outside the model's vocabulary of {v}");
+    }
+    if o.block_length == 0 || o.steps == 0 {
+        bail!("block_length and steps must be positive");
+    }
+    let mut rng = HostRng::new(o.seed);
+    let mut x: Vec<Vec<u32>> = match prior {
+        Some(p) => p,
+        None => {
+            let pu = sigmoid(cfg.min_log_snr + cfg.noise_type);
+            (0..b)
+                .map(|_| {
+                    (0..t)
+                        .map(|_| {
+                            if rng.next_f64() < pu {
+                                rng.below(v as u32)
+                            } else {
+                                MASK
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+    };
+    for (row, p) in x.iter_mut().zip(prompts) {
+        row[..p_len].copy_from_slice(p);
+    }
+    let mut noise = vec![vec![true; t]; b];
+    for row in noise.iter_mut() {
+        row[..p_len].fill(false);
+    }
+    let (amin, amax) = (
+        sigmoid(cfg.min_log_snr) as f32 as f64,
+        sigmoid(cfg.max_log_snr) as f32 as f64,
+    );
+    let log_snrs: Vec<f64> = (0..=o.steps)
+        .map(|i| {
+            let ts = i as f64 / o.steps as f64;
+            let f = match o.schedule {
+                NoiseSchedule::Linear => 1.0 - ts,
+                NoiseSchedule::Cosine => 0.5 + 0.5 * (ts * std::f64::consts::PI).cos(),
+            };
+            let a = (amax - amin) * f + amin;
+            (a / (1.0 - a)).ln().clamp(cfg.min_log_snr, cfg.max_log_snr)
+        })
+        .collect();
+    let mut nb = 0;
+    loop {
+        let ws = p_len + nb * o.block_length;
+        let we = (ws + o.block_length).min(t);
+        let blk = we - ws;
+        canvas.begin_block(&x, ws)?;
+        let mut logits: Vec<f32> = vec![];
+        let mut keep = false;
+        for step in (1..=o.steps).rev() {
+            if !keep {
+                logits = canvas.block_logits(&x, &noise, ws, we)?;
+            }
+            on_event(GenEvent::Step { block: nb, step });
+            let min_eos = (o.min_length + p_len).saturating_sub(ws);
+            let sc = StepCtx {
+                logits: &logits,
+                v,
+                blk,
+                min_eos,
+                seed: o.seed,
+                block: nb,
+                step,
+                ws,
+            };
+            // Every position's draw is independent given the logits: in parallel, each
+            // from its own counter-keyed uniform.
+            let z_next: Vec<u32> = match o.method {
+                Method::Adaptive => {
+                    let pi = pi_vec(cfg, log_snrs[step], MASK as usize);
+                    let per: Vec<(f64, u32)> = (0..b * blk)
+                        .into_par_iter()
+                        .map(|i| {
+                            let l = sc.row_logits(i);
+                            let zj = x[i / blk][ws + i % blk] as usize;
+                            let xh = probs_with_topk_topp(&l, 1.0, None, None);
+                            let pmax = xh.iter().cloned().fold(0.0, f64::max);
+                            let plain =
+                                o.temperature == 1.0 && o.top_k.is_none() && o.top_p.is_none();
+                            let u = sc.uniform(i);
+                            let token = if plain {
+                                draw_u(&xh, u) // the tempered probs are x_hat itself
+                            } else {
+                                draw_u(
+                                    &probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p),
+                                    u,
+                                )
+                            };
+                            ((pmax - xh[zj]) * pi[zj] as f64, token as u32)
+                        })
+                        .collect();
+                    let mut out = Vec::with_capacity(b * blk);
+                    for r in 0..b {
+                        let z = &x[r][ws..we];
+                        let row = &per[r * blk..(r + 1) * blk];
+                        // p_noise normalised over the block's positions (the HF sampler)
+                        let sum: f64 = z.iter().map(|&id| pi[id as usize] as f64).sum();
+                        let delta: Vec<f64> = row.iter().map(|d| d.0 / sum).collect();
+                        let mut order: Vec<usize> = (0..blk).collect();
+                        order.sort_by(|&a, &c| delta[c].total_cmp(&delta[a]));
+                        let mut zn = z.to_vec();
+                        for &j in order.iter().take(o.tokens_per_step) {
+                            zn[j] = row[j].1;
+                        }
+                        out.extend(zn);
+                    }
+                    out
+                }
+                Method::Ancestral => {
+                    let (lt, ls) = (log_snrs[step], log_snrs[step - 1]);
+                    let post = Posterior::new(cfg, lt, ls);
+                    (0..b * blk)
+                        .into_par_iter()
+                        .map(|i| {
+                            let xh = probs_with_topk_topp(
+                                &sc.row_logits(i),
+                                o.temperature,
+                                o.top_k,
+                                o.top_p,
+                            );
+                            let zt = x[i / blk][ws + i % blk] as usize;
+                            post.draw(&xh, zt, sc.uniform(i)) as u32
+                        })
+                        .collect()
+                }
+            };
+            let mut changed = false;
+            for r in 0..b {
+                let zn = &z_next[r * blk..(r + 1) * blk];
+                changed |= x[r][ws..we] != *zn;
+                x[r][ws..we].copy_from_slice(zn);
+            }
+            keep = !changed && canvas.reuse_logits;
+        }
+        for row in noise.iter_mut() {
+            row[..we].fill(false);
+        }
+        on_event(GenEvent::Block {
+            x: &x,
+            block: nb,
+            start: ws,
+            end: we,
+        });
+        nb += 1;
+        let has_eos = x.iter().all(|row| row.contains(&EOS));
+        if ws + o.block_length >= o.max_length + p_len || has_eos || we >= t {
+            break;
+        }
+    }
+    let end = (o.max_length + p_len).min(t);
+    Ok(x.into_iter()
+        .map(|mut row| {
+            row.truncate(end);
+            if let Some(i) = row.iter().position(|&y| y == EOS).filter(|&i| i > 0) {
+                row[i..].fill(PAD);
+            }
+            row
+        })
+        .collect())
+}

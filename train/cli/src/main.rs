@@ -1,0 +1,232 @@
+//! The `gidd` command: train | generate | correct | eval | audit | info | export-hlo | bench.
+
+mod info;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use gidd_model::generate::Canvas;
+use gidd_train::backend::{BackendArgs, Precision};
+use gidd_train::model_dir::{load_checkpoint, load_tokenizer};
+use gidd_train::with_executor;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "gidd",
+    version,
+    about = "Train, sample, evaluate and audit GIDD discrete-diffusion language models."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a GIDD model (default: the tiny preset on the embedded corpus).
+    Train(gidd_train::trainer::TrainArgs),
+    /// Compare a checkpoint with a golden file written by the reference; non-zero exit on any failure.
+    Audit {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        golden: PathBuf,
+        /// The reference's optimizer run (default: optim_golden.safetensors beside --golden, when there).
+        #[arg(long)]
+        optim_golden: Option<PathBuf>,
+        /// The reference's likelihood run (default: likelihood_golden.safetensors beside --golden, when there).
+        #[arg(long)]
+        likelihood_golden: Option<PathBuf>,
+        /// f32, bf16, or f64 (the audit precision: rounding taken out of our side).
+        #[arg(long, value_enum, default_value_t = Precision::F32)]
+        dtype: Precision,
+        #[command(flatten)]
+        exec: BackendArgs,
+    },
+    /// Check a checkpoint (every tensor its config implies, right shapes and dtypes, nothing
+    /// extra, files as long as their headers say) and print its config, parameter count and
+    /// FLOPs per token; non-zero exit naming the first problem.
+    Info {
+        #[arg(long)]
+        checkpoint: PathBuf,
+    },
+    /// Generate text with a trained or released model.
+    Generate(gidd_train::generate_cli::GenArgs),
+    /// Self-correction: re-predict a text and replace its least-confident tokens.
+    Correct(CorrectArgs),
+    /// Negative ELBO per token of a dataset (nats, bits, perplexity bound) with its standard error.
+    Eval(gidd_train::eval::EvalArgs),
+    /// Write the training step the train flags describe as a StableHLO module.
+    ExportHlo {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        train: gidd_train::trainer::TrainArgs,
+    },
+    /// Benchmarks: `gidd bench kernels [--json]` or `gidd bench step [flags of torch_gidd.py]`.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// GEMM and attention kernels: time, GFLOP/s, fraction of peak.
+    Kernels {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One step of a synthetic model; one JSON line (for shared/baselines/run_bench.py).
+    Step(gidd_benches::step::StepArgs),
+    /// Sampling throughput, and what the KV cache and logits reuse save (same tokens generated).
+    Generate(gidd_benches::generate::GenBenchArgs),
+    /// The embedded corpus: entropy per word and token, tokens per word, build time.
+    Corpus,
+}
+
+#[derive(clap::Args)]
+#[command(rename_all = "snake_case")]
+struct CorrectArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    text: String,
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Step budget.
+    #[arg(long, default_value_t = 16)]
+    steps: usize,
+    /// Tokens replaced per step.
+    #[arg(long, default_value_t = 1)]
+    tokens_per_step: usize,
+    /// 0 = argmax.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    exec: BackendArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Train(a) => gidd_train::trainer::run(&a),
+        Cmd::Audit {
+            checkpoint,
+            golden,
+            optim_golden,
+            likelihood_golden,
+            dtype,
+            exec,
+        } => {
+            let mut files = gidd_train::audit::GoldenFiles::beside(&golden);
+            files.optim = optim_golden.or(files.optim);
+            files.likelihood = likelihood_golden.or(files.likelihood);
+            audit(&checkpoint, &files, dtype, &exec)
+        }
+        Cmd::Info { checkpoint } => info::run(&checkpoint),
+        Cmd::Generate(g) => gidd_train::generate_cli::run(&g),
+        Cmd::Eval(e) => gidd_train::eval::run(&e),
+        Cmd::Correct(c) => correct(&c),
+        Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
+        Cmd::Bench {
+            what: BenchCmd::Kernels { json },
+        } => {
+            gidd_benches::kernels::run(json);
+            Ok(())
+        }
+        Cmd::Bench {
+            what: BenchCmd::Corpus,
+        } => gidd_benches::corpus::run(),
+        Cmd::Bench {
+            what: BenchCmd::Step(a),
+        } => gidd_benches::step::run(&a),
+        Cmd::Bench {
+            what: BenchCmd::Generate(a),
+        } => gidd_benches::generate::run(&a),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn audit(
+    checkpoint: &std::path::Path,
+    files: &gidd_train::audit::GoldenFiles,
+    dtype: Precision,
+    exec: &BackendArgs,
+) -> Result<()> {
+    let rows = with_executor!(exec.open("auditing")?, e => {
+        gidd_train::audit::audit_files(&e, checkpoint, files, dtype.dtype())?
+    });
+    print!("{}", gidd_train::audit::format_table(&rows));
+    if rows.iter().any(|r| !r.pass) {
+        bail!("audit failed");
+    }
+    Ok(())
+}
+
+fn export_hlo(out: &std::path::Path, a: &gidd_train::trainer::TrainArgs) -> Result<()> {
+    let p = gidd_train::trainer::step_program(a)?;
+    let text = if a.exec.devices > 1 {
+        gidd_xla::fsdp_module(&p, a.exec.devices, a.exec.partitioner.into())?
+    } else {
+        gidd_xla::emit_module(&p)?
+    };
+    gidd_ports::write_atomic(out, text.as_bytes())?;
+    eprintln!(
+        "wrote {} ({} bytes, {} inputs, {} outputs)",
+        out.display(),
+        text.len(),
+        p.inputs.len(),
+        p.outputs.len()
+    );
+    Ok(())
+}
+
+fn correct(a: &CorrectArgs) -> Result<()> {
+    a.exec.check("self-correcting")?;
+    let m = load_checkpoint(&a.checkpoint)?;
+    let Some(tok) = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())? else {
+        bail!(
+            "{} not found: self-correction reads text, pass --tokenizer",
+            a.checkpoint.join("tokenizer.json").display()
+        );
+    };
+    let mut ids = vec![gidd_model::schedule::BOS];
+    ids.extend(tok.encode(&a.text)?);
+    let (out, changes) = with_executor!(a.exec.open("self-correcting")?, exec => {
+        let mut canvas = Canvas::with_executor(
+            exec,
+            &m.cfg,
+            &m.params,
+            1,
+            m.cfg.max_position_embeddings,
+            gidd_engine::DType::F32,
+        )?;
+        gidd_model::generate::self_correct(
+            &mut canvas,
+            &ids,
+            1,
+            a.steps,
+            a.tokens_per_step,
+            a.temperature,
+            a.seed,
+        )?
+    });
+    for c in &changes {
+        eprintln!(
+            "step {}: position {}: {:?} -> {:?}",
+            c.step,
+            c.position,
+            tok.decode(&[c.from])?,
+            tok.decode(&[c.to])?
+        );
+    }
+    eprintln!("{} changes", changes.len());
+    println!("{}", tok.decode(&out)?);
+    Ok(())
+}
