@@ -1,15 +1,12 @@
 //! gidd-train: the trainer (one-graph step, LaProp/AdamW, the WSD schedule, gradient
 //! accumulation, checkpoints and exact resume), packing, metrics and plots, the backend
-//! registry every subcommand opens its executor through, and the `gidd` subcommands
-//! (generate, correct, eval, audit) over the model crate's GIDD math.
+//! registry every subcommand opens its executor through, model directories, and the audit
+//! against the reference. The `gidd` binary (train/cli) puts the command line on them.
 
 pub mod audit;
 pub mod backend;
-pub mod eval;
-pub mod generate_cli;
 pub mod model_dir;
 pub mod packer;
 pub mod plot;
 pub mod progress;
-pub mod requests;
 pub mod trainer;

@@ -1,6 +1,9 @@
 //! The `gidd` command: train | generate | correct | eval | audit | info | export-hlo | bench.
 
+mod eval;
+mod generate;
 mod info;
+mod requests;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -51,11 +54,11 @@ enum Cmd {
         checkpoint: PathBuf,
     },
     /// Generate text with a trained or released model.
-    Generate(gidd_train::generate_cli::GenArgs),
+    Generate(generate::GenArgs),
     /// Self-correction: re-predict a text and replace its least-confident tokens.
     Correct(CorrectArgs),
     /// Negative ELBO per token of a dataset (nats, bits, perplexity bound) with its standard error.
-    Eval(gidd_train::eval::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Write the training step the train flags describe as a StableHLO module.
     ExportHlo {
         #[arg(long)]
@@ -127,8 +130,8 @@ fn main() {
             audit(&checkpoint, &files, dtype, &exec)
         }
         Cmd::Info { checkpoint } => info::run(&checkpoint),
-        Cmd::Generate(g) => gidd_train::generate_cli::run(&g),
-        Cmd::Eval(e) => gidd_train::eval::run(&e),
+        Cmd::Generate(g) => generate::run(&g),
+        Cmd::Eval(e) => eval::run(&e),
         Cmd::Correct(c) => correct(&c),
         Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
         Cmd::Bench {

@@ -1,10 +1,6 @@
 //! `gidd generate`: prompts from flags or a JSONL file, batched by length, blocks shown
 //! as they finish, a progress bar on a terminal, and the HF `generate` flag names.
 
-use crate::backend::{BackendArgs, Precision};
-use crate::model_dir::{load_checkpoint, load_tokenizer, Loaded};
-use crate::progress::Progress;
-use crate::with_executor;
 use anyhow::{bail, Context, Result};
 use gidd_engine::{DType, Executor};
 use gidd_model::generate::{
@@ -12,6 +8,10 @@ use gidd_model::generate::{
 };
 use gidd_model::GiddConfig;
 use gidd_ports::data::Tok;
+use gidd_train::backend::{BackendArgs, Precision};
+use gidd_train::model_dir::{load_checkpoint, load_tokenizer, Loaded};
+use gidd_train::progress::Progress;
+use gidd_train::with_executor;
 use std::collections::hash_map::{Entry, HashMap};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;

@@ -3,17 +3,17 @@
 //! (`--data_files`); or the likelihood of completions given prompts, the reference's
 //! `likelihood.py` (`--requests`, SPEC.md section 7, `gidd_model::likelihood`).
 
-use crate::backend::{BackendArgs, Precision};
-use crate::model_dir::{load_checkpoint, load_tokenizer, Loaded};
-use crate::packer::{EvalSet, HeldOut};
 use crate::requests::{read_requests, score_json};
-use crate::with_executor;
 use anyhow::{bail, Context, Result};
 use gidd_engine::DType;
 use gidd_model::generate::NoiseSchedule;
 use gidd_model::likelihood::{self, LikelihoodOpts, Prior};
 use gidd_model::noise::NoiseOpts;
 use gidd_ports::data::open_source;
+use gidd_train::backend::{BackendArgs, Precision};
+use gidd_train::model_dir::{load_checkpoint, load_tokenizer, Loaded};
+use gidd_train::packer::{EvalSet, HeldOut};
+use gidd_train::with_executor;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -132,7 +132,7 @@ fn run_trained_on(a: &EvalArgs) -> Result<()> {
     );
     let m = load_checkpoint(&a.checkpoint)?;
     let (_, tok, texts) =
-        gidd_ports::corpus::embedded_default(&crate::trainer::corpus_cache(), vocab, n_docs)?;
+        gidd_ports::corpus::embedded_default(&gidd_train::trainer::corpus_cache(), vocab, n_docs)?;
     let src = gidd_ports::corpus::embedded_tokens(&tok, &texts)?;
     eprintln!(
         "eval: the embedded corpus's held-out split (1 in {every} of {n_docs} documents), as trained"
@@ -238,7 +238,7 @@ fn run_dataset(
         causal_prompt_attn: false,
         clean_log_snr: 10.0,
     };
-    let (e, se) = with_executor!(a.exec.open("evaluating")?, exec => crate::trainer::elbo_over(
+    let (e, se) = with_executor!(a.exec.open("evaluating")?, exec => gidd_train::trainer::elbo_over(
         &exec,
         c,
         &sched,
