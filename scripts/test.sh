@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test in the workspace.
 # Nothing is skipped: the XLA tests need the XLA CPU PJRT plugin (a PyPI wheel, ~63 MB,
-# fetched once into .xla-plugin/), and with GIDD_REQUIRE_XLA=1 a missing plugin fails the
-# run instead of skipping. Extra arguments go to cargo test (e.g. `-p gidd-kernels`).
+# fetched once into .xla-plugin/), the wgpu tests a Vulkan driver (lavapipe, Mesa's software
+# Vulkan, installed with apt-get when no Vulkan driver is present and we are root); with
+# GIDD_REQUIRE_XLA=1 and GIDD_REQUIRE_WGPU=1 a missing plugin or adapter fails the run
+# instead of skipping. Extra arguments go to cargo test (e.g. `-p gidd-kernels`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
@@ -17,6 +19,31 @@ if ! plugin="$(bash engine/xla/install-plugin.sh)"; then
 fi
 echo "XLA CPU plugin: $plugin"
 export GIDD_REQUIRE_XLA=1
+# ptxas (PyPI, ~95 MB, no GPU needed) assembles every PTX module of the cuda executor.
+if ! python3 -m pip install --quiet nvidia-cuda-nvcc-cu12 >&2; then
+  echo "could not install ptxas (python3 -m pip install nvidia-cuda-nvcc-cu12); or set PTXAS" >&2
+  exit 1
+fi
+export GIDD_REQUIRE_PTXAS=1
+# The wgpu executor's tests run on any Vulkan driver; lavapipe (CPU) when there is no GPU.
+if ! compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null && ! compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "no Vulkan driver: installing lavapipe (mesa-vulkan-drivers)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+  else
+    echo "no Vulkan driver: install mesa-vulkan-drivers and libvulkan1 (lavapipe) for the wgpu tests," >&2
+    echo "or run plain 'cargo test --release --workspace' (wgpu tests then say SKIPPED)" >&2
+    exit 1
+  fi
+fi
+export GIDD_REQUIRE_WGPU=1
+# Mesa complains on stderr without a runtime dir; give it a private one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ]; then
+  XDG_RUNTIME_DIR="$(mktemp -d)"
+  chmod 700 "$XDG_RUNTIME_DIR"
+  export XDG_RUNTIME_DIR
+fi
 skipped=target/gidd-skipped.txt
 rm -f "$skipped"
 # --no-fail-fast: one failing test binary does not hide the others' results.

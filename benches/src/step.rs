@@ -63,7 +63,7 @@ pub struct StepArgs {
     pub threads: usize,
     #[arg(long, default_value_t = 1000.0)]
     pub shift: f64,
-    /// Print time per op kind (stderr) over the timed steps (cpu backend).
+    /// Print time per op kind (cpu) or per kernel (wgpu) on stderr over the timed steps.
     #[arg(long)]
     pub profile: bool,
     #[command(flatten)]
@@ -212,8 +212,13 @@ pub fn run(a: &StepArgs) -> Result<()> {
         ),
         StepMode::SampleStep => (build_logits(&cfg, a.batch, a.seq, dtype)?, Mode::SampleStep),
     };
-    if a.profile && a.exec.backend != gidd_train::backend::Backend::Cpu {
-        bail!("--profile times the cpu executor's ops: use it with --backend cpu");
+    if a.profile
+        && !matches!(
+            a.exec.backend,
+            gidd_train::backend::Backend::Cpu | gidd_train::backend::Backend::Wgpu
+        )
+    {
+        bail!("--profile times the cpu executor's ops or the wgpu executor's dispatches: use it with --backend cpu or wgpu");
     }
     let inputs = StepInputs {
         params: &params,
@@ -242,18 +247,36 @@ pub fn run(a: &StepArgs) -> Result<()> {
                 |b| Ok(Cow::Borrowed(b)),
             )?;
             if a.profile {
-                let prof = lp.profile();
-                let total: f64 = prof.iter().map(|p| p.1).sum();
-                for (k, t, n) in prof.iter().take(25) {
-                    eprintln!(
-                        "{:>8.1} ms/step {:>5.1}%  {:>6} calls/step  {k}",
-                        t * 1e3 / a.steps as f64,
-                        100.0 * t / total,
-                        n / a.steps
-                    );
-                }
+                print_profile(&lp.profile(), a.steps, "calls");
             }
             (r, compile_s, CpuExecutor.peak_flops(dtype))
+        }
+        Opened::Wgpu(x) => {
+            let mut lp = x.load(&prog)?;
+            let compile_s = t_compile.elapsed().as_secs_f64();
+            if let Some(plan) = x.memory_plan(&lp) {
+                eprintln!("{plan}");
+            }
+            let r = time_steps(
+                &x,
+                &mut lp,
+                a,
+                &cfg,
+                mode,
+                &inputs,
+                |lp| {
+                    if a.profile {
+                        lp.enable_profile()
+                    }
+                },
+                |b| Ok(Cow::Owned(x.download(b)?)),
+            )?;
+            if a.profile {
+                // profiled steps run one dispatch at a time: their sum is above a plain step's
+                print_profile(&lp.profile(), a.steps, "dispatches");
+                eprintln!("{} dispatches per step", lp.dispatch_count());
+            }
+            (r, compile_s, x.peak_flops(dtype))
         }
         device => with_executor!(device, exec => {
             let (r, compile_s) = time_on_device(&exec, &prog, a, &cfg, mode, &inputs, t_compile)?;
@@ -277,6 +300,19 @@ pub fn run(a: &StepArgs) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// Prints the 25 slowest rows of a profile ((kind, seconds, calls) over `steps` steps).
+fn print_profile(prof: &[(String, f64, usize)], steps: usize, calls: &str) {
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    for (k, t, n) in prof.iter().take(25) {
+        eprintln!(
+            "{:>8.1} ms/step {:>5.1}%  {:>6} {calls}/step  {k}",
+            t * 1e3 / steps as f64,
+            100.0 * t / total,
+            n / steps
+        );
+    }
 }
 
 /// Loads `prog` on a device executor and times it: ((step seconds, cpu utilisation,

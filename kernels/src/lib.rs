@@ -17,10 +17,12 @@ pub mod layout;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
+pub mod ptx;
 pub mod reduce;
 pub mod rope;
 pub mod simd;
 pub mod softmax;
+pub mod wgsl;
 
 #[cfg(test)]
 pub(crate) mod testutil;

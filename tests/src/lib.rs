@@ -1,8 +1,9 @@
 //! Support for the cross-crate tests in `tests/tests/`: the `gidd` binary they run, the
 //! golden fixtures (in `tests/golden/`, copied from the reference's outputs so every clone
 //! runs the audits), scratch directories that clean up after themselves, and the rule for
-//! the XLA tests (run when a PJRT plugin is installed, fail when GIDD_REQUIRE_XLA=1 and
-//! none is, and otherwise say loudly that they were skipped).
+//! the XLA and wgpu tests (run when a PJRT plugin / a Vulkan adapter is installed, fail when
+//! GIDD_REQUIRE_XLA=1 / GIDD_REQUIRE_WGPU=1 and none is, and otherwise say loudly that they
+//! were skipped).
 
 #![allow(clippy::unwrap_used)] // test support: a failure here is a test failure
 
@@ -165,6 +166,30 @@ pub fn xla_available(test: &str) -> bool {
         "no PJRT plugin: run `bash engine/xla/install-plugin.sh`",
     );
     false
+}
+
+/// Whether the wgpu tests can run: a Vulkan/Metal/DX12 adapter opens (lavapipe counts). With
+/// GIDD_REQUIRE_WGPU=1 (CI) a missing adapter panics; otherwise the skip is announced as the
+/// XLA tests' are.
+pub fn wgpu_available(test: &str) -> bool {
+    static OPENED: OnceLock<Result<String, String>> = OnceLock::new();
+    let opened = OPENED.get_or_init(|| {
+        use gidd_engine::Executor;
+        gidd_wgpu::WgpuExecutor::new()
+            .map(|x| x.name())
+            .map_err(|e| e.to_string())
+    });
+    match opened {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("GIDD_REQUIRE_WGPU").as_deref() != Ok("1"),
+                "GIDD_REQUIRE_WGPU=1 but {e}"
+            );
+            note_skip(test, e);
+            false
+        }
+    }
 }
 
 /// Records a skipped test where the test command's summary finds it.

@@ -15,11 +15,20 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gidd-kernels", &[]),
     ("gidd-engine", &["gidd-kernels"]),
     ("gidd-xla", &["gidd-engine", "gidd-kernels"]),
+    ("gidd-wgpu", &["gidd-engine", "gidd-kernels"]),
+    ("gidd-cuda", &["gidd-engine", "gidd-kernels"]),
     ("gidd-model", &["gidd-engine"]),
     ("gidd-ports", &["gidd-engine"]),
     (
         "gidd-train",
-        &["gidd-engine", "gidd-model", "gidd-ports", "gidd-xla"],
+        &[
+            "gidd-engine",
+            "gidd-model",
+            "gidd-ports",
+            "gidd-xla",
+            "gidd-wgpu",
+            "gidd-cuda",
+        ],
     ),
     (
         "gidd-benches",
@@ -30,6 +39,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gidd-ports",
             "gidd-train",
             "gidd-xla",
+            "gidd-wgpu",
+            "gidd-cuda",
         ],
     ),
     (
@@ -40,6 +51,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gidd-ports",
             "gidd-train",
             "gidd-xla",
+            "gidd-wgpu",
+            "gidd-cuda",
             "gidd-benches",
         ],
     ),
@@ -51,6 +64,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gidd-ports",
             "gidd-train",
             "gidd-xla",
+            "gidd-wgpu",
+            "gidd-cuda",
         ],
     ),
 ];

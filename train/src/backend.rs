@@ -15,9 +15,11 @@ pub enum Backend {
     Cpu,
     /// A PJRT plugin (XLA CPU, libtpu, XLA GPU) running the program as StableHLO.
     Xla,
-    /// NVIDIA GPUs through hand-written PTX (not built yet: refused with a clear error).
+    /// NVIDIA GPUs through hand-written PTX (primitives; fused ops as decompositions),
+    /// driver loaded at run time: without one, a clean error.
     Cuda,
-    /// Vulkan/Metal/DX12 GPUs through WGSL on wgpu (not built yet: refused with a clear error).
+    /// Vulkan/Metal/DX12 GPUs (lavapipe, Mesa's software Vulkan, without one) through
+    /// hand-written WGSL on wgpu.
     Wgpu,
 }
 
@@ -56,8 +58,9 @@ impl From<PartitionerArg> for gidd_xla::Partitioner {
 #[derive(clap::Args, Clone, Debug, Default)]
 #[command(rename_all = "snake_case")]
 pub struct BackendArgs {
-    /// Where programs run: cpu, or xla (a PJRT plugin: --pjrt_plugin, $GIDD_PJRT_PLUGIN, or
-    /// .xla-plugin/ from engine/xla/install-plugin.sh); cuda and wgpu are named but not built yet.
+    /// Where programs run: cpu, xla (a PJRT plugin: --pjrt_plugin, $GIDD_PJRT_PLUGIN, or
+    /// .xla-plugin/ from engine/xla/install-plugin.sh), or wgpu (the first Vulkan/Metal/DX12
+    /// adapter; WGPU_ADAPTER_NAME picks another); cuda needs an NVIDIA driver.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     pub backend: Backend,
     /// The PJRT plugin (.so) of --backend xla.
@@ -77,6 +80,8 @@ pub enum Opened {
     Xla(gidd_xla::XlaExecutor),
     /// Several XLA devices: state and batch split on dim 0.
     XlaFsdp(gidd_xla::FsdpExecutor),
+    Wgpu(gidd_wgpu::WgpuExecutor),
+    Cuda(gidd_cuda::CudaExecutor),
 }
 
 /// Runs `$body` with `$e` bound to the executor an [`Opened`] holds (by value; each arm
@@ -88,6 +93,8 @@ macro_rules! with_executor {
             $crate::backend::Opened::Cpu($e) => $body,
             $crate::backend::Opened::Xla($e) => $body,
             $crate::backend::Opened::XlaFsdp($e) => $body,
+            $crate::backend::Opened::Wgpu($e) => $body,
+            $crate::backend::Opened::Cuda($e) => $body,
         }
     };
 }
@@ -96,13 +103,6 @@ impl BackendArgs {
     /// Checks the flags without opening anything (a bad flag is reported before a large
     /// checkpoint is read); `doing` names the command's work for the error.
     pub fn check(&self, doing: &str) -> Result<()> {
-        match self.backend {
-            Backend::Cpu | Backend::Xla => {}
-            b @ (Backend::Cuda | Backend::Wgpu) => bail!(
-                "--backend {}: this executor is not built yet; use --backend cpu or --backend xla",
-                b.name()
-            ),
-        }
         if self.devices == 0 || (self.devices > 1 && self.backend != Backend::Xla) {
             bail!(
                 "--devices {} --backend {}: {doing} over several devices needs --backend xla (and at least 1 device)",
@@ -123,7 +123,9 @@ impl BackendArgs {
                 self.partitioner.into(),
             )?),
             Backend::Xla => Opened::Xla(gidd_xla::XlaExecutor::new(self.pjrt_plugin.as_deref())?),
-            _ => Opened::Cpu(CpuExecutor),
+            Backend::Wgpu => Opened::Wgpu(gidd_wgpu::WgpuExecutor::new()?),
+            Backend::Cuda => Opened::Cuda(gidd_cuda::CudaExecutor::new(0)?),
+            Backend::Cpu => Opened::Cpu(CpuExecutor),
         })
     }
 }

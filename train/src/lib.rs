@@ -1,10 +1,12 @@
 //! gidd-train: the trainer (one-graph step, LaProp/AdamW, the WSD schedule, gradient
 //! accumulation, checkpoints and exact resume), packing, metrics and plots, the backend
-//! registry every subcommand opens its executor through, model directories, and the audit
-//! against the reference. The `gidd` binary (train/cli) puts the command line on them.
+//! registry every subcommand opens its executor through, model directories, the audit
+//! against the reference, and the op conformance suite of `gidd check`. The `gidd` binary
+//! (train/cli) puts the command line on them.
 
 pub mod audit;
 pub mod backend;
+pub mod check;
 pub mod model_dir;
 pub mod packer;
 pub mod plot;

@@ -14,13 +14,15 @@
 use crate::error::{Result, XlaError};
 pub use crate::hlo_text::tensor_type;
 use crate::hlo_text::{
-    binary_name, cmp_name, cmp_type, dot_attrs, hex, i64_array, list, literal, lowest, tensor_of,
-    tty, unary_name,
+    binary_name, cmp_name, cmp_type, hex, i64_array, list, literal, lowest, tensor_of, tty,
+    unary_name,
 };
 use gidd_engine::graph::{GraphData, ValueId};
 use gidd_engine::op::{BinaryOp, CmpOp, ReduceOp, TensorType};
 use gidd_engine::{DType, Data, Graph, HostTensor, Op, Program, Tensor};
 use std::fmt::Write as _;
+
+mod dot;
 
 /// SPMD annotations per function argument and result, for one of XLA's two partitioners:
 /// - GSPMD (`mesh` None): `mhlo.sharding` strings in HloSharding syntax, e.g.
@@ -411,22 +413,7 @@ impl Emitter<'_> {
                     &tty(&ot),
                 )
             }
-            Op::DotGeneral(dd) => {
-                // bf16 operands accumulate into an f32 result, rounded once.
-                let acc = if d == DType::BF16 { DType::F32 } else { d };
-                let r = self.op(
-                    "dot_general",
-                    &[&a[0], &a[1]],
-                    &dot_attrs(dd, d),
-                    &[tty(&it[0]), tty(&it[1])],
-                    &tensor_type(shape, acc),
-                );
-                if acc != d {
-                    self.convert(&r, shape, acc, d)
-                } else {
-                    r
-                }
-            }
+            Op::DotGeneral(dd) => self.dot_general(&a[0], &it[0], &a[1], &it[1], dd, &ot),
             Op::Reduce { op, dims } => self.reduce(&a[0], &it[0], *op, dims),
             Op::Gather { axis } => self.gather(&a[0], &it[0], &a[1], &it[1], *axis, &ot),
             Op::ScatterAdd { axis, .. } => {

@@ -32,6 +32,15 @@ fn pow_f(x: f32, y: f32) -> f32 {
     return r;
 }
 
+// fmod, the remainder with the dividend's sign. WGSL's % is x - y trunc(x / y), which gives
+// NaN for a finite x over an infinite y (fmod gives x) and is exact while x / y < 2^24.
+fn rem_f(x: f32, y: f32) -> f32 {
+    if abs(y) == f32_inf() && abs(x) != f32_inf() && !is_nan(x) {
+        return x;
+    }
+    return x % y;
+}
+
 fn binary_float(x: f32, y: f32) -> f32 {
     switch OP {
         case 0u: { return x + y; }
@@ -47,8 +56,7 @@ fn binary_float(x: f32, y: f32) -> f32 {
             return min(x, y);
         }
         case 6u: { return pow_f(x, y); }
-        // fmod: the remainder with the dividend's sign
-        case 7u: { return x % y; }
+        case 7u: { return rem_f(x, y); }
         default: { return f32_nan(); }
     }
 }

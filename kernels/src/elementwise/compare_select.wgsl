@@ -5,6 +5,8 @@
 override OP: u32 = 0u;
 // compare_i: 0 = i32 (signed order), 1 = u32 and bool (unsigned order).
 override KIND: u32 = 0u;
+// select_w: words per element (a constant, so the copy loop unrolls).
+override W: u32 = 1u;
 
 fn from_order(lt: bool, eq: bool) -> u32 {
     var r = false;
@@ -64,7 +66,7 @@ fn compare_l(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     O[i] = from_order(l_lt(x, y), all(x == y));
 }
 
-// out = pred ? on_true : on_false, moving the words of elements P[8] words wide (bits kept:
+// out = pred ? on_true : on_false, moving the words of elements W words wide (bits kept:
 // NaN payloads survive). A = pred, B = on_true, C = on_false.
 @compute @workgroup_size(256)
 fn select_w(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -73,15 +75,14 @@ fn select_w(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     if i >= P[0] {
         return;
     }
-    let w = P[8];
     let take = lda(i) != 0u;
-    for (var k = 0u; k < w; k = k + 1u) {
+    for (var k = 0u; k < W; k = k + 1u) {
         var v: u32;
         if take {
-            v = select(B[i * w + k], P[4 + k], (P[1] & 2u) != 0u);
+            v = select(B[i * W + k], P[4 + k], (P[1] & 2u) != 0u);
         } else {
-            v = select(C[i * w + k], P[6 + k], (P[1] & 4u) != 0u);
+            v = select(C[i * W + k], P[6 + k], (P[1] & 4u) != 0u);
         }
-        O[i * w + k] = v;
+        O[i * W + k] = v;
     }
 }

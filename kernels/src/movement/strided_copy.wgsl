@@ -10,6 +10,12 @@
 @group(0) @binding(1) var<storage, read_write> O: array<u32>;
 @group(0) @binding(2) var<storage, read> A: array<u32>;
 
+// The rank (P[1]) and words per element (P[2]) as pipeline constants: with constant trip
+// counts the driver unrolls both loops (a SIMD driver runs a loop of run-time length under a
+// lane mask, several times slower on lavapipe).
+override RANK: u32 = 1u;
+override W: u32 = 1u;
+
 @compute @workgroup_size(256)
 fn strided_copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -20,16 +26,20 @@ fn strided_copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     var rem = i;
     var src = P[3];
     var dst = P[4];
-    for (var d = i32(P[1]) - 1i; d >= 0i; d = d - 1i) {
-        let k = u32(d);
+    for (var d = 0u; d < RANK; d = d + 1u) {
+        let k = RANK - 1u - d;
         let n = P[5u + k];
-        let j = rem % n;
-        rem = rem / n;
+        // the outermost dim needs no division: rem < n there
+        var j = rem;
+        if k > 0u {
+            j = rem % n;
+            rem = rem / n;
+        }
         src = src + j * P[13u + k];
         dst = dst + j * P[21u + k];
     }
-    let w = P[2];
-    for (var k = 0u; k < w; k = k + 1u) {
-        O[dst * w + k] = A[src * w + k];
+    for (var k = 0u; k < W; k = k + 1u) {
+        O[dst * W + k] = A[src * W + k];
     }
 }
+

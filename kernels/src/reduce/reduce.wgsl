@@ -26,27 +26,33 @@ override KIND: u32 = 0u;
 var<workgroup> sh_s: array<f32, 256>;
 var<workgroup> sh_c: array<f32, 256>;
 
+// The kept and reduced ranks (P[2], P[3]) as pipeline constants, so the index loops unroll.
+override KR: u32 = 1u;
+override RR: u32 = 1u;
+
+// The offset of multi-index i over `rank` dims whose sizes and strides start at P[sizes],
+// P[strides] (the outermost dim needs no division).
 fn unravel(i: u32, rank: u32, sizes: u32, strides: u32) -> u32 {
     var rem = i;
     var off = 0u;
-    for (var d = i32(rank) - 1i; d >= 0i; d = d - 1i) {
-        let k = u32(d);
-        let n = P[sizes + k];
-        off = off + (rem % n) * P[strides + k];
-        rem = rem / n;
+    for (var d = 0u; d < rank; d = d + 1u) {
+        let k = rank - 1u - d;
+        var j = rem;
+        if k > 0u {
+            j = rem % P[sizes + k];
+            rem = rem / P[sizes + k];
+        }
+        off = off + j * P[strides + k];
     }
     return off;
 }
 
 fn base(o: u32) -> u32 {
-    return unravel(o, P[2], 4u, 12u);
+    return unravel(o, KR, 4u, 12u);
 }
 
 fn red_off(r: u32) -> u32 {
-    if P[3] == 1u {
-        return r * P[28];
-    }
-    return unravel(r, P[3], 20u, 28u);
+    return unravel(r, RR, 20u, 28u);
 }
 
 // (s, c) + v, Neumaier's compensated step.

@@ -1,4 +1,4 @@
-//! The `gidd` command: train | generate | correct | eval | audit | info | export-hlo | bench.
+//! The `gidd` command: train | generate | correct | eval | audit | check | info | export-hlo | bench.
 
 mod eval;
 mod generate;
@@ -46,6 +46,11 @@ enum Cmd {
         #[command(flatten)]
         exec: BackendArgs,
     },
+    /// Op conformance of an executor: every op of the engine on random inputs of awkward
+    /// shapes (forward and gradients, f32, bf16 and f64) against the cpu executor, exact
+    /// integer, conversion and random-draw checks, and the golden audit of
+    /// tests/golden/mask-small; one row per check, non-zero exit on any failure.
+    Check(gidd_train::check::CheckArgs),
     /// Check a checkpoint (every tensor its config implies, right shapes and dtypes, nothing
     /// extra, files as long as their headers say) and print its config, parameter count and
     /// FLOPs per token; non-zero exit naming the first problem.
@@ -129,6 +134,7 @@ fn main() {
             files.likelihood = likelihood_golden.or(files.likelihood);
             audit(&checkpoint, &files, dtype, &exec)
         }
+        Cmd::Check(a) => gidd_train::check::main(&a),
         Cmd::Info { checkpoint } => info::run(&checkpoint),
         Cmd::Generate(g) => generate::run(&g),
         Cmd::Eval(e) => eval::run(&e),

@@ -9,7 +9,7 @@ pub use likelihood::audit_likelihood;
 pub use optim::{audit_optim, optim_tolerance};
 
 use crate::model_dir::{load_checkpoint, params_as, Loaded};
-use gidd_engine::{grad, DType, Executor, Graph, HostTensor, Program, Tensor};
+use gidd_engine::{grad, CpuExecutor, DType, Executor, Graph, HostTensor, Program, Tensor};
 use gidd_model::loss::gidd_loss;
 use gidd_model::transformer::{forward, ForwardOpts};
 use gidd_model::{GiddConfig, Schedule};
@@ -253,7 +253,8 @@ pub fn audit_files<E: Executor + Clone>(
         // and f32 runs of the same program), not one fixed number
         let bounds = if dtype == DType::BF16 {
             Some((
-                model_values(exec, &m, &params, DType::F64)?,
+                // the exact bound is a reference: the cpu computes it (wgpu has no f64)
+                model_values(&CpuExecutor, &m, &params, DType::F64)?,
                 model_values(exec, &m, &params, DType::F32)?,
             ))
         } else {

@@ -1,0 +1,143 @@
+//! Device tensors and their word encodings (kernels/src/common/prelude.wgsl): f32, i32, u32
+//! one word per element; bool one word (0 or 1); bf16 one word, widened to f32 (so its math is
+//! f32 math and its values stay exactly bf16; packing two per word is left for later); i64
+//! two words, little-endian (lo, hi). f64 has no encoding: WGSL has no portable f64.
+
+use crate::error::{Result, WgpuError};
+use gidd_engine::{DType, Data, HostTensor};
+use half::bf16;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A tensor in device memory. Cheap to clone (the storage is shared and immutable to its
+/// holders: only a donation whose handle is the last one lets a run write into it).
+#[derive(Clone, Debug)]
+pub struct WgpuBuffer {
+    pub(crate) buf: Arc<wgpu::Buffer>,
+    /// Unique per storage: bind groups are cached by the ids of the buffers they bind.
+    pub(crate) id: u64,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl WgpuBuffer {
+    pub(crate) fn new(buf: Arc<wgpu::Buffer>, id: u64, shape: Vec<usize>, dtype: DType) -> Self {
+        WgpuBuffer {
+            buf,
+            id,
+            shape,
+            dtype,
+        }
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    /// Names the device storage: equal for two handles of one storage (a donated input and
+    /// the output written into it), different otherwise.
+    pub fn storage_id(&self) -> u64 {
+        self.id
+    }
+    /// Bytes the tensor's elements take on the device.
+    pub fn bytes(&self) -> u64 {
+        value_bytes(&self.shape, self.dtype)
+    }
+}
+
+/// Words per element on the device.
+pub fn words(d: DType) -> usize {
+    match d {
+        DType::I64 | DType::F64 => 2,
+        DType::F32 | DType::BF16 | DType::I32 | DType::U32 | DType::Bool => 1,
+    }
+}
+
+pub fn value_bytes(shape: &[usize], d: DType) -> u64 {
+    (shape.iter().product::<usize>() * words(d) * 4) as u64
+}
+
+/// The bytes a device buffer of `bytes` content is created with: wgpu binds no empty buffer,
+/// and copies move multiples of 4 bytes.
+pub fn alloc_bytes(bytes: u64) -> u64 {
+    bytes.max(16).next_multiple_of(16)
+}
+
+/// The refusal of f64 programs and tensors.
+pub fn no_f64() -> WgpuError {
+    WgpuError::Unsupported(
+        "f64 has no WGSL encoding on most GPUs: --dtype f64 runs on cpu or xla".into(),
+    )
+}
+
+/// A host tensor's device words.
+pub fn encode(t: &HostTensor) -> Result<Vec<u32>> {
+    Ok(match &t.data {
+        Data::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+        Data::BF16(v) => v.iter().map(|x| (x.to_bits() as u32) << 16).collect(),
+        Data::I32(v) => v.iter().map(|&x| x as u32).collect(),
+        Data::U32(v) => v.clone(),
+        Data::Bool(v) => v.iter().map(|&x| x as u32).collect(),
+        Data::I64(v) => v
+            .iter()
+            .flat_map(|&x| [x as u32, (x as u64 >> 32) as u32])
+            .collect(),
+        Data::F64(_) => return Err(no_f64()),
+    })
+}
+
+/// The host tensor of `shape` and `dtype` whose device words are `w`.
+pub fn decode(w: &[u32], shape: Vec<usize>, dtype: DType) -> Result<HostTensor> {
+    let n: usize = shape.iter().product();
+    let data = match dtype {
+        DType::F32 => Data::F32(w[..n].iter().map(|&b| f32::from_bits(b)).collect()),
+        // exact: the device keeps bf16 values widened (low 16 bits zero); rounding anyway
+        // keeps a stray value a valid bf16
+        DType::BF16 => Data::BF16(
+            w[..n]
+                .iter()
+                .map(|&b| bf16::from_f32(f32::from_bits(b)))
+                .collect(),
+        ),
+        DType::I32 => Data::I32(w[..n].iter().map(|&b| b as i32).collect()),
+        DType::U32 => Data::U32(w[..n].to_vec()),
+        // bools are 0 or 1; a sum of bools (the cpu's u8 saturates) is kept as the cpu keeps it
+        DType::Bool => Data::Bool(w[..n].iter().map(|&b| b.min(255) as u8).collect()),
+        DType::I64 => Data::I64(
+            w[..2 * n]
+                .chunks_exact(2)
+                .map(|p| (p[0] as u64 | (p[1] as u64) << 32) as i64)
+                .collect(),
+        ),
+        DType::F64 => return Err(no_f64()),
+    };
+    HostTensor::new(shape, data).map_err(|e| WgpuError::Unsupported(e.to_string()))
+}
+
+/// The words of a scalar splat of `dtype` (two for i64; the second is 0 otherwise).
+pub fn scalar_words(x: f64, dtype: DType) -> [u32; 2] {
+    match dtype {
+        DType::F32 => [(x as f32).to_bits(), 0],
+        DType::BF16 => [(bf16::from_f64(x).to_f32()).to_bits(), 0],
+        DType::I32 => [x as i32 as u32, 0],
+        DType::U32 => [x as u32, 0],
+        DType::Bool => [u32::from(x != 0.0), 0],
+        DType::I64 | DType::F64 => {
+            let v = x as i64;
+            [v as u32, (v as u64 >> 32) as u32]
+        }
+    }
+}
+
+/// `n` elements of the splat `x`, as device words.
+pub fn splat_words(x: f64, dtype: DType, n: usize) -> Vec<u32> {
+    let w = scalar_words(x, dtype);
+    (0..n).flat_map(|_| w[..words(dtype)].to_vec()).collect()
+}

@@ -1,0 +1,195 @@
+//! The `Executor` trait for [`WgpuExecutor`]: load, run (with donation), upload, download.
+
+use crate::buffer::{alloc_bytes, decode, encode, next_id, no_f64, words, WgpuBuffer};
+use crate::error::{Result, WgpuError};
+use crate::executor::{WgpuExecutor, WgpuProgram};
+use crate::lower::{binds_input, lower};
+use crate::plan::Builder;
+use gidd_engine::{DType, Executor, HostTensor, Op, Program};
+use std::sync::Arc;
+
+impl WgpuExecutor {
+    fn load_program(&self, p: &Program) -> Result<WgpuProgram> {
+        if let Some(v) = p.values.iter().find(|v| v.ty.dtype == DType::F64) {
+            return Err(WgpuError::Unsupported(format!(
+                "the program has an f64 value ({}): {}",
+                v.ty,
+                no_f64()
+            )));
+        }
+        let p = gidd_engine::rewrite::lower_for(p, &|op, d| self.supports_fused(op, d))
+            .map_err(|e| WgpuError::Unsupported(format!("decomposing fused ops: {e}")))?;
+        let (dispatches, params, consts, scratch) = {
+            let mut pipes = self
+                .pipes
+                .lock()
+                .map_err(|_| WgpuError::Unsupported("the pipeline cache was poisoned".into()))?;
+            let mut b = Builder::new(&p, &self.gpu, self.gemm, &mut pipes);
+            lower(&mut b)?;
+            (b.dispatches, b.params, b.consts, b.scratch)
+        };
+        let slots = p
+            .slots
+            .iter()
+            .map(|&(d, n)| self.storage((n * words(d) * 4) as u64, "a planned buffer"))
+            .collect::<Result<Vec<_>>>()?;
+        let consts = consts
+            .iter()
+            .map(|w| self.storage_with(w, "a constant"))
+            .collect::<Result<Vec<_>>>()?;
+        let scratch = scratch
+            .iter()
+            .map(|&b| self.storage(b, "a scratch buffer"))
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = [
+            slots.iter().map(|b| b.size()).sum(),
+            consts.iter().map(|b| b.size()).sum(),
+            scratch.iter().map(|b| b.size()).sum(),
+        ];
+        let mut lp = WgpuProgram {
+            params: self.storage_with(&params, "the parameter blocks")?,
+            dummy: self.storage(16, "a placeholder")?,
+            fixed: vec![],
+            cached: (0..dispatches.len()).map(|_| None).collect(),
+            dispatches,
+            program: p,
+            slots,
+            consts,
+            scratch,
+            bytes,
+            profile: None,
+        };
+        lp.fixed = lp
+            .dispatches
+            .iter()
+            .map(|d| (!binds_input(&d.binds)).then(|| self.bind_group(&lp, d, &[])))
+            .collect();
+        Ok(lp)
+    }
+}
+
+impl Executor for WgpuExecutor {
+    type Buffer = WgpuBuffer;
+    type Loaded = WgpuProgram;
+
+    fn name(&self) -> String {
+        let i = &self.gpu.info;
+        format!("wgpu ({}, {:?}, {:?})", i.name, i.backend, i.device_type)
+    }
+
+    /// No fused WGSL kernels yet: every fused op runs as its decomposition.
+    fn supports_fused(&self, _op: &Op, _dtype: DType) -> bool {
+        false
+    }
+
+    /// The f32 FMA peak, measured once (bf16 computes in f32 here, so it is the same).
+    fn peak_flops(&self, dtype: DType) -> Option<f64> {
+        match dtype {
+            DType::F32 | DType::BF16 => self.measured_peak(),
+            _ => None,
+        }
+    }
+
+    fn synchronize(&self) -> gidd_engine::Result<()> {
+        Ok(self.gpu.wait("synchronizing")?)
+    }
+
+    fn upload(&self, t: &HostTensor) -> gidd_engine::Result<WgpuBuffer> {
+        let w = encode(t)?;
+        let buf = self
+            .gpu
+            .scoped("uploading a tensor", || self.storage_with(&w, "an input"))??;
+        Ok(WgpuBuffer::new(
+            Arc::new(buf),
+            next_id(),
+            t.shape.clone(),
+            t.dtype(),
+        ))
+    }
+
+    fn download(&self, b: &WgpuBuffer) -> gidd_engine::Result<HostTensor> {
+        let bytes = b.bytes();
+        if bytes == 0 {
+            return Ok(decode(&[], b.shape().to_vec(), b.dtype())?);
+        }
+        let gpu = &self.gpu;
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("download"),
+            size: alloc_bytes(bytes),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&b.buf, 0, &staging, 0, bytes);
+        gpu.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging
+            .slice(..bytes)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        gpu.wait("downloading a tensor")?;
+        let mapped = rx
+            .recv()
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(msg) = mapped {
+            return Err(WgpuError::Api {
+                doing: "mapping a download".into(),
+                msg,
+            }
+            .into());
+        }
+        let w: Vec<u32> = {
+            let view = staging
+                .get_mapped_range(..bytes)
+                .map_err(|e| WgpuError::Api {
+                    doing: "reading a download".into(),
+                    msg: e.to_string(),
+                })?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        staging.unmap();
+        Ok(decode(&w, b.shape().to_vec(), b.dtype())?)
+    }
+
+    fn load(&self, p: &Program) -> gidd_engine::Result<WgpuProgram> {
+        Ok(self
+            .gpu
+            .scoped("loading a program", || self.load_program(p))??)
+    }
+
+    fn run(
+        &self,
+        lp: &mut WgpuProgram,
+        inputs: &[&WgpuBuffer],
+    ) -> gidd_engine::Result<Vec<WgpuBuffer>> {
+        self.execute(lp, inputs, 0)
+    }
+
+    /// Outputs aliased to donated inputs are written into their storage (when the caller
+    /// held the last handle), so a training step keeps one copy of its state.
+    fn run_donating(
+        &self,
+        lp: &mut WgpuProgram,
+        donated: Vec<WgpuBuffer>,
+        rest: &[&WgpuBuffer],
+    ) -> gidd_engine::Result<Vec<WgpuBuffer>> {
+        let mut ins: Vec<&WgpuBuffer> = donated.iter().collect();
+        ins.extend_from_slice(rest);
+        let n = donated.len();
+        self.execute(lp, &ins, n)
+    }
+
+    fn memory_plan(&self, lp: &WgpuProgram) -> Option<String> {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        Some(format!(
+            "wgpu memory plan: {} planned buffers {:.1} MiB, constants {:.1} MiB, scratch {:.1} MiB; {} dispatches per run",
+            lp.slots_len(),
+            mib(lp.bytes[0]),
+            mib(lp.bytes[1]),
+            mib(lp.bytes[2]),
+            lp.dispatch_count()
+        ))
+    }
+}

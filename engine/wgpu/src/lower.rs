@@ -1,0 +1,218 @@
+//! Lowering a program's nodes to dispatches: one exhaustive match over the engine's ops (no
+//! wildcard arm, so a new op is a compile error here). Fused ops never reach it: `load`
+//! decomposes every fused op into primitives first (`supports_fused` is false).
+
+use crate::error::{Result, WgpuError};
+use crate::pipelines::Kernel;
+use crate::plan::{strides, u32_of, width, Bind, Builder};
+use crate::{movement, ops};
+use gidd_engine::op::Op;
+use gidd_engine::DType;
+use gidd_kernels::wgsl::{binary_code, cmp_code, unary_code, Module};
+
+/// How a kernel family sees a dtype.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// f32 math; `bf16`: the value is bf16 (stored widened), results rounded once.
+    Float { bf16: bool },
+    /// One-word integers: `kind` 0 = i32, 1 = u32, 2 = bool.
+    Int { kind: u32 },
+    /// i64, two words.
+    Long,
+}
+
+pub fn class(d: DType) -> Result<Class> {
+    Ok(match d {
+        DType::F32 => Class::Float { bf16: false },
+        DType::BF16 => Class::Float { bf16: true },
+        DType::I32 => Class::Int { kind: 0 },
+        DType::U32 => Class::Int { kind: 1 },
+        DType::Bool => Class::Int { kind: 2 },
+        DType::I64 => Class::Long,
+        DType::F64 => return Err(crate::buffer::no_f64()),
+    })
+}
+
+/// Adds the dispatches of every node that runs.
+pub fn lower(b: &mut Builder) -> Result<()> {
+    let p = b.p;
+    for (ni, node) in p.nodes.iter().enumerate() {
+        if !p.runs[ni] {
+            continue;
+        }
+        let out = node.outputs[0];
+        let ty = &p.values[out].ty;
+        let n = ty.numel();
+        let d = ty.dtype;
+        let ins = &node.inputs;
+        match &node.op {
+            Op::Input { .. } | Op::Constant(_) | Op::Splat(_) => {
+                return Err(WgpuError::Unsupported(format!(
+                    "{} node planned to run: leaves are bound, never computed",
+                    node.op.name()
+                )))
+            }
+            Op::Reshape { .. } => {
+                // the plan aliases reshapes; one that still runs is a contiguous copy
+                let (src, dst) = (b.buf(ins[0])?, b.out(out)?);
+                let st = strides(&ty.shape);
+                movement::copy(b, src, dst, &ty.shape, &st, &st, 0, 0, width(d))?;
+            }
+            Op::Iota { dim } => {
+                let stride: usize = ty.shape[dim + 1..].iter().product();
+                let extra = [u32_of(stride)?, u32_of(ty.shape[*dim])?];
+                let k = match class(d)? {
+                    Class::Float { bf16 } => {
+                        Kernel::new(Module::Convert, "iota_f", 0).with("BF16", bf16.into())
+                    }
+                    Class::Int { kind } => {
+                        Kernel::new(Module::Convert, "iota_i", 0).with("TO", kind)
+                    }
+                    Class::Long => Kernel::new(Module::Convert, "iota_l", 0),
+                };
+                let o = b.out(out)?;
+                b.push_elementwise(k, o, &[], n, &extra)?;
+            }
+            Op::Unary(u) => {
+                let op = unary_code(*u);
+                let k = match class(d)? {
+                    Class::Float { bf16 } => Kernel::new(Module::Unary, "unary_f", 1)
+                        .with("OP", op)
+                        .with("BF16", bf16.into()),
+                    Class::Int { kind } => Kernel::new(Module::Unary, "unary_i", 1)
+                        .with("OP", op)
+                        .with("KIND", kind),
+                    Class::Long => Kernel::new(Module::Unary, "unary_l", 1).with("OP", op),
+                };
+                elementwise(b, k, out, ins, n, &[])?;
+            }
+            Op::Binary(bo) => {
+                let op = binary_code(*bo);
+                let k = match class(d)? {
+                    Class::Float { bf16 } => Kernel::new(Module::Binary, "binary_f", 2)
+                        .with("OP", op)
+                        .with("BF16", bf16.into()),
+                    Class::Int { kind } => Kernel::new(Module::Binary, "binary_i", 2)
+                        .with("OP", op)
+                        .with("KIND", kind),
+                    Class::Long => Kernel::new(Module::Binary, "binary_l", 2).with("OP", op),
+                };
+                elementwise(b, k, out, ins, n, &[])?;
+            }
+            Op::Compare(c) => {
+                let op = cmp_code(*c);
+                let k = match class(b.dtype(ins[0]))? {
+                    Class::Float { .. } => {
+                        Kernel::new(Module::CompareSelect, "compare_f", 2).with("OP", op)
+                    }
+                    Class::Int { kind } => Kernel::new(Module::CompareSelect, "compare_i", 2)
+                        .with("OP", op)
+                        .with("KIND", u32::from(kind != 0)),
+                    Class::Long => {
+                        Kernel::new(Module::CompareSelect, "compare_l", 2).with("OP", op)
+                    }
+                };
+                elementwise(b, k, out, ins, n, &[])?;
+            }
+            Op::Select => {
+                class(d)?;
+                let k = Kernel::new(Module::CompareSelect, "select_w", 3).with("W", width(d));
+                elementwise(b, k, out, ins, n, &[])?;
+            }
+            Op::Convert { to } => convert(b, ins[0], out, *to, n)?,
+            Op::BroadcastInDim { shape, dims } => {
+                class(d)?;
+                movement::broadcast(b, ins[0], out, shape, dims)?
+            }
+            Op::Transpose { perm } => {
+                class(d)?;
+                movement::transpose(b, ins[0], out, perm)?
+            }
+            Op::Slice { start, .. } => {
+                class(d)?;
+                movement::slice(b, ins[0], out, start)?
+            }
+            Op::Concatenate { dim } => {
+                class(d)?;
+                movement::concatenate(b, ins, out, *dim)?
+            }
+            Op::DotGeneral(dd) => ops::dot_general(b, dd, ins[0], ins[1], out)?,
+            Op::Reduce { op, dims } => ops::reduce(b, *op, dims, ins[0], out)?,
+            Op::Gather { axis } => ops::gather(b, *axis, ins[0], ins[1], out)?,
+            Op::ScatterAdd { axis, shape } => {
+                ops::scatter_add(b, *axis, shape, ins[0], ins[1], out)?
+            }
+            Op::Softmax
+            | Op::LogSoftmax
+            | Op::SoftmaxBwd
+            | Op::RmsNorm { .. }
+            | Op::RmsNormBwd
+            | Op::Rope
+            | Op::RopeBwd
+            | Op::Attention(_)
+            | Op::AttentionBwd(_)
+            | Op::DiffusionKl(_)
+            | Op::DiffusionKlBwd(_) => {
+                return Err(WgpuError::Unsupported(format!(
+                    "fused op {} has no WGSL kernel yet and was not decomposed",
+                    node.op.name()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One elementwise dispatch over the node's operands.
+fn elementwise(
+    b: &mut Builder,
+    k: Kernel,
+    out: usize,
+    ins: &[usize],
+    n: usize,
+    extra: &[u32],
+) -> Result<()> {
+    let ops = ins
+        .iter()
+        .map(|&v| b.operand(v))
+        .collect::<Result<Vec<_>>>()?;
+    let o = b.out(out)?;
+    b.push_elementwise(k, o, &ops, n, extra)
+}
+
+fn convert(b: &mut Builder, x: usize, out: usize, to: DType, n: usize) -> Result<()> {
+    let from = b.dtype(x);
+    let (cf, ct) = (class(from)?, class(to)?);
+    let m = Module::Convert;
+    let k = match (cf, ct) {
+        (Class::Float { .. }, Class::Float { bf16 }) => {
+            Kernel::new(m, "convert_ff", 1).with("BF16", bf16.into())
+        }
+        (Class::Float { .. }, Class::Int { kind }) => {
+            Kernel::new(m, "convert_fi", 1).with("TO", kind)
+        }
+        (Class::Float { .. }, Class::Long) => Kernel::new(m, "convert_fl", 1),
+        (Class::Int { kind }, Class::Float { bf16 }) => Kernel::new(m, "convert_if", 1)
+            .with("FROM", kind)
+            .with("BF16", bf16.into()),
+        (Class::Int { kind: f }, Class::Int { kind: t }) => Kernel::new(m, "convert_ii", 1)
+            .with("FROM", f)
+            .with("TO", t),
+        (Class::Int { kind }, Class::Long) => Kernel::new(m, "convert_il", 1).with("FROM", kind),
+        (Class::Long, Class::Int { kind }) => Kernel::new(m, "convert_li", 1).with("TO", kind),
+        (Class::Long, Class::Float { bf16 }) => {
+            Kernel::new(m, "convert_lf", 1).with("BF16", bf16.into())
+        }
+        (Class::Long, Class::Long) => {
+            // i64 to i64: a copy of the words
+            let (src, dst) = (b.buf(x)?, b.out(out)?);
+            return movement::copy(b, src, dst, &[n], &[1], &[1], 0, 0, width(to));
+        }
+    };
+    elementwise(b, k, out, &[x], n, &[])
+}
+
+/// Whether any binding of a dispatch is a program input (its bind group is made per run).
+pub fn binds_input(binds: &[Bind]) -> bool {
+    binds.iter().any(|b| matches!(b, Bind::Input(_)))
+}

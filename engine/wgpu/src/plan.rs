@@ -1,0 +1,263 @@
+//! A program's dispatch plan, built once at load: every node that runs becomes one or more
+//! dispatches of a cached pipeline, each with its parameter block (one buffer holds them all)
+//! and the buffers it binds, named by where they live: a planned slot (`Program::slots`), a
+//! program input (bound per run), a constant uploaded at load, or a scratch buffer.
+
+use crate::buffer::{scalar_words, splat_words, words};
+use crate::device::Gpu;
+use crate::error::{Result, WgpuError};
+use crate::executor::GemmStrategy;
+use crate::pipelines::{Kernel, Pipelines};
+use gidd_engine::program::Loc;
+use gidd_engine::{DType, Program};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where a bound buffer lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bind {
+    Slot(usize),
+    Input(usize),
+    Const(usize),
+    Scratch(usize),
+    /// An unused operand binding (a splat passed as a scalar parameter).
+    Dummy,
+}
+
+pub struct Dispatch {
+    pub kernel: Kernel,
+    pub pipe: Arc<wgpu::ComputePipeline>,
+    /// [output, operands...]
+    pub binds: Vec<Bind>,
+    /// Byte range of the parameter block in the parameter buffer.
+    pub param_off: u64,
+    pub param_len: u64,
+    pub groups: [u32; 3],
+}
+
+/// An elementwise operand: a buffer, or a splat's words passed as parameters.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand {
+    Buf(Bind),
+    Scalar([u32; 2]),
+}
+
+/// The most workgroups one grid dimension may have (WebGPU's guaranteed limit).
+pub const MAX_GROUPS: usize = 65535;
+pub const WG: usize = 256;
+
+/// Collects the dispatches, parameters, constants and scratch sizes of a program.
+pub struct Builder<'a> {
+    pub p: &'a Program,
+    gpu: &'a Gpu,
+    gemm: GemmStrategy,
+    pipes: &'a mut Pipelines,
+    /// Parameter blocks start at multiples of this many words.
+    align: usize,
+    pub dispatches: Vec<Dispatch>,
+    pub params: Vec<u32>,
+    pub consts: Vec<Vec<u32>>,
+    /// Bytes of each scratch buffer (shared by all dispatches that use it, one at a time).
+    pub scratch: Vec<u64>,
+    /// The constant made of a value (a literal, or a splat that a kernel needs as a buffer).
+    const_of: HashMap<usize, usize>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(
+        p: &'a Program,
+        gpu: &'a Gpu,
+        gemm: GemmStrategy,
+        pipes: &'a mut Pipelines,
+    ) -> Builder<'a> {
+        let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
+        Builder {
+            p,
+            gpu,
+            gemm,
+            pipes,
+            align,
+            dispatches: vec![],
+            params: vec![],
+            consts: vec![],
+            scratch: vec![],
+            const_of: HashMap::new(),
+        }
+    }
+
+    /// Whether dot_general runs gemm_blocked.wgsl (CPU adapters, unless told otherwise).
+    pub fn blocked_gemm(&self) -> bool {
+        match self.gemm {
+            GemmStrategy::Auto => self.gpu.info.device_type == wgpu::DeviceType::Cpu,
+            GemmStrategy::TiledSmem => false,
+            GemmStrategy::RegisterBlocked => true,
+        }
+    }
+
+    pub fn dtype(&self, v: usize) -> DType {
+        self.p.values[v].ty.dtype
+    }
+
+    pub fn shape(&self, v: usize) -> &'a [usize] {
+        &self.p.values[v].ty.shape
+    }
+
+    /// Value `v` as a buffer binding; a splat is made a constant buffer.
+    pub fn buf(&mut self, v: usize) -> Result<Bind> {
+        Ok(match &self.p.loc[v] {
+            Loc::Input(i) => Bind::Input(*i),
+            Loc::Slot(s) => Bind::Slot(*s),
+            Loc::Splat(x) => {
+                let (x, ty) = (*x, &self.p.values[v].ty);
+                self.constant(v, || Ok(splat_words(x, ty.dtype, ty.numel())))?
+            }
+            Loc::Const(c) => {
+                let c = c.clone();
+                self.constant(v, || crate::buffer::encode(&c))?
+            }
+        })
+    }
+
+    fn constant(&mut self, v: usize, words: impl FnOnce() -> Result<Vec<u32>>) -> Result<Bind> {
+        if let Some(&c) = self.const_of.get(&v) {
+            return Ok(Bind::Const(c));
+        }
+        self.consts.push(words()?);
+        self.const_of.insert(v, self.consts.len() - 1);
+        Ok(Bind::Const(self.consts.len() - 1))
+    }
+
+    /// Value `v` as an elementwise operand (a splat stays a scalar).
+    pub fn operand(&mut self, v: usize) -> Result<Operand> {
+        Ok(match &self.p.loc[v] {
+            Loc::Splat(x) => Operand::Scalar(scalar_words(*x, self.dtype(v))),
+            _ => Operand::Buf(self.buf(v)?),
+        })
+    }
+
+    /// The output binding of a node's value `v` (always a planned slot for nodes that run).
+    pub fn out(&self, v: usize) -> Result<Bind> {
+        match &self.p.loc[v] {
+            Loc::Slot(s) => Ok(Bind::Slot(*s)),
+            l => Err(WgpuError::Unsupported(format!(
+                "value {v} is computed but planned as {l:?}, not a buffer"
+            ))),
+        }
+    }
+
+    /// A scratch buffer of at least `bytes`; `k` names which (two operands may need one each).
+    pub fn scratch(&mut self, k: usize, bytes: u64) -> Bind {
+        if self.scratch.len() <= k {
+            self.scratch.resize(k + 1, 0);
+        }
+        self.scratch[k] = self.scratch[k].max(bytes);
+        Bind::Scratch(k)
+    }
+
+    /// Adds a dispatch of `kernel` over `groups` workgroups.
+    pub fn push(
+        &mut self,
+        kernel: Kernel,
+        binds: Vec<Bind>,
+        params: &[u32],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let pipe = self.pipes.get(self.gpu, &kernel)?;
+        let start = self.params.len().next_multiple_of(self.align);
+        self.params.resize(start, 0);
+        self.params.extend_from_slice(params);
+        // at least 4 words bound, so a kernel may read a parameter it does not need
+        let len = params.len().max(4);
+        self.params.resize(start + len, 0);
+        self.dispatches.push(Dispatch {
+            kernel,
+            pipe,
+            binds,
+            param_off: start as u64 * 4,
+            param_len: len as u64 * 4,
+            groups,
+        });
+        Ok(())
+    }
+
+    /// Adds a dispatch of `threads` invocations in 256-wide workgroups.
+    pub fn push_1d(
+        &mut self,
+        kernel: Kernel,
+        binds: Vec<Bind>,
+        params: &[u32],
+        threads: usize,
+    ) -> Result<()> {
+        let g = grid(threads.div_ceil(WG))?;
+        self.push(kernel, binds, params, g)
+    }
+
+    /// An elementwise dispatch of `n` elements: P[0] = n, P[1] = the scalar mask, P[2..8] the
+    /// scalar operands' words, P[8..] = `extra`.
+    pub fn push_elementwise(
+        &mut self,
+        kernel: Kernel,
+        out: Bind,
+        ops: &[Operand],
+        n: usize,
+        extra: &[u32],
+    ) -> Result<()> {
+        let mut p = vec![0u32; 8];
+        p[0] = u32_of(n)?;
+        let mut binds = vec![out];
+        for (k, op) in ops.iter().enumerate() {
+            match op {
+                Operand::Buf(b) => binds.push(*b),
+                Operand::Scalar(w) => {
+                    p[1] |= 1 << k;
+                    p[2 + 2 * k] = w[0];
+                    p[3 + 2 * k] = w[1];
+                    binds.push(Bind::Dummy);
+                }
+            }
+        }
+        p.extend_from_slice(extra);
+        self.push_1d(kernel, binds, &p, n)
+    }
+}
+
+/// A 2-D grid of `groups` workgroups (x at most 65535; kernels fold y back into one index).
+pub fn grid(groups: usize) -> Result<[u32; 3]> {
+    if groups == 0 {
+        return Ok([0, 0, 0]);
+    }
+    let x = groups.min(MAX_GROUPS);
+    let y = groups.div_ceil(x);
+    if y > MAX_GROUPS {
+        return Err(WgpuError::Unsupported(format!(
+            "{groups} workgroups exceed a 65535 x 65535 grid"
+        )));
+    }
+    Ok([x as u32, y as u32, 1])
+}
+
+/// A size or offset as a kernel parameter (kernels index with u32).
+pub fn u32_of(n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        WgpuError::Unsupported(format!(
+            "{n} elements: the WGSL kernels index with 32 bits (tensors up to 4G elements)"
+        ))
+    })
+}
+
+/// Row-major strides, in elements.
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// The words per element of `d`, as a parameter.
+pub fn width(d: DType) -> u32 {
+    words(d) as u32
+}

@@ -1,0 +1,138 @@
+//! The WGSL kernels of the wgpu executor (hand-written, one file per kernel family beside its
+//! reference and CPU kernel), embedded as text.
+//!
+//! WGSL has no includes: a module is [`PRELUDE`] (shared helpers: bf16 rounding, NaN tests,
+//! the emulated i64 arithmetic), then for elementwise kernels `elementwise/operands.wgsl` (the
+//! bindings and the operand loads that stand a splat in for a buffer), then the kernel file;
+//! [`source`] puts them together. Every buffer is an `array<u32>`; the dtype encodings are in
+//! the prelude's header. Ops are chosen per pipeline through override constants (`OP` is the
+//! position of the variant: [`unary_code`], [`binary_code`], [`cmp_code`]), so one module
+//! serves every op of its family and the driver compiles each pipeline with its branch folded.
+
+use crate::elementwise::{Binary, Cmp, Unary};
+
+pub const PRELUDE: &str = include_str!("common/prelude.wgsl");
+const OPERANDS: &str = include_str!("elementwise/operands.wgsl");
+
+/// The kernel modules, each one WGSL file (entry points listed with the file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Module {
+    /// `unary_f`, `unary_i`, `unary_l`
+    Unary,
+    /// `binary_f`, `binary_i`, `binary_l`
+    Binary,
+    /// `compare_f`, `compare_i`, `compare_l`, `select_w`
+    CompareSelect,
+    /// `convert_{ff,fi,fl,if,ii,il,li,lf}`, `iota_{f,i,l}`, `fill`
+    Convert,
+    /// `strided_copy`
+    StridedCopy,
+    /// `reduce_f_cols`, `reduce_f_rows`, `reduce_i_cols`, `reduce_l_cols`
+    Reduce,
+    /// `gemm` (GPUs)
+    Gemm,
+    /// `gemm_blocked` (CPU adapters)
+    GemmBlocked,
+    /// `peak_fma`
+    Peak,
+    /// `gather`, `zero`, `scatter_add`, `round_bf16_inplace`
+    GatherScatter,
+}
+
+impl Module {
+    pub const ALL: [Module; 10] = [
+        Module::Unary,
+        Module::Binary,
+        Module::CompareSelect,
+        Module::Convert,
+        Module::StridedCopy,
+        Module::Reduce,
+        Module::Gemm,
+        Module::GemmBlocked,
+        Module::Peak,
+        Module::GatherScatter,
+    ];
+
+    /// The kernel file's own text.
+    pub fn body(self) -> &'static str {
+        match self {
+            Module::Unary => include_str!("elementwise/unary.wgsl"),
+            Module::Binary => include_str!("elementwise/binary.wgsl"),
+            Module::CompareSelect => include_str!("elementwise/compare_select.wgsl"),
+            Module::Convert => include_str!("elementwise/convert.wgsl"),
+            Module::StridedCopy => include_str!("movement/strided_copy.wgsl"),
+            Module::Reduce => include_str!("reduce/reduce.wgsl"),
+            Module::Gemm => include_str!("matmul/gemm.wgsl"),
+            Module::GemmBlocked => include_str!("matmul/gemm_blocked.wgsl"),
+            Module::Peak => include_str!("matmul/peak.wgsl"),
+            Module::GatherScatter => include_str!("index/gather_scatter.wgsl"),
+        }
+    }
+
+    /// Whether the file uses the elementwise operand bindings (`elementwise/operands.wgsl`).
+    fn elementwise(self) -> bool {
+        matches!(
+            self,
+            Module::Unary | Module::Binary | Module::CompareSelect | Module::Convert
+        )
+    }
+}
+
+/// The complete WGSL text of a module.
+pub fn source(m: Module) -> String {
+    let mut s = String::from(PRELUDE);
+    if m.elementwise() {
+        s.push_str(OPERANDS);
+    }
+    s.push_str(m.body());
+    s
+}
+
+/// `OP` of the unary kernels.
+pub fn unary_code(u: Unary) -> u32 {
+    match u {
+        Unary::Neg => 0,
+        Unary::Exp => 1,
+        Unary::Log => 2,
+        Unary::Tanh => 3,
+        Unary::Logistic => 4,
+        Unary::Sqrt => 5,
+        Unary::Rsqrt => 6,
+        Unary::Abs => 7,
+        Unary::Sin => 8,
+        Unary::Cos => 9,
+        Unary::Not => 10,
+        Unary::Floor => 11,
+    }
+}
+
+/// `OP` of the binary kernels.
+pub fn binary_code(b: Binary) -> u32 {
+    match b {
+        Binary::Add => 0,
+        Binary::Sub => 1,
+        Binary::Mul => 2,
+        Binary::Div => 3,
+        Binary::Max => 4,
+        Binary::Min => 5,
+        Binary::Pow => 6,
+        Binary::Rem => 7,
+        Binary::And => 8,
+        Binary::Or => 9,
+        Binary::Xor => 10,
+        Binary::ShiftLeft => 11,
+        Binary::ShiftRightLogical => 12,
+    }
+}
+
+/// `OP` of the comparison kernels.
+pub fn cmp_code(c: Cmp) -> u32 {
+    match c {
+        Cmp::Eq => 0,
+        Cmp::Ne => 1,
+        Cmp::Lt => 2,
+        Cmp::Le => 3,
+        Cmp::Gt => 4,
+        Cmp::Ge => 5,
+    }
+}
