@@ -37,10 +37,20 @@ pub enum Module {
     Peak,
     /// `gather`, `zero`, `scatter_add`, `round_bf16_inplace`
     GatherScatter,
+    /// softmax, log-softmax and their backward over the last axis (fused op kernels)
+    Softmax,
+    /// rms_norm forward and backward
+    RmsNorm,
+    /// RoPE forward and backward
+    Rope,
+    /// flash-style attention forward and backward
+    Attention,
+    /// the fused GIDD diffusion KL over the vocabulary, forward and backward
+    DiffusionKl,
 }
 
 impl Module {
-    pub const ALL: [Module; 10] = [
+    pub const ALL: [Module; 15] = [
         Module::Unary,
         Module::Binary,
         Module::CompareSelect,
@@ -51,6 +61,11 @@ impl Module {
         Module::GemmBlocked,
         Module::Peak,
         Module::GatherScatter,
+        Module::Softmax,
+        Module::RmsNorm,
+        Module::Rope,
+        Module::Attention,
+        Module::DiffusionKl,
     ];
 
     /// The kernel file's own text.
@@ -66,6 +81,11 @@ impl Module {
             Module::GemmBlocked => include_str!("matmul/gemm_blocked.wgsl"),
             Module::Peak => include_str!("matmul/peak.wgsl"),
             Module::GatherScatter => include_str!("index/gather_scatter.wgsl"),
+            Module::Softmax => include_str!("softmax/softmax.wgsl"),
+            Module::RmsNorm => include_str!("norm/rms_norm.wgsl"),
+            Module::Rope => include_str!("rope/rope.wgsl"),
+            Module::Attention => include_str!("attention/attention.wgsl"),
+            Module::DiffusionKl => include_str!("gidd_loss/diffusion_kl.wgsl"),
         }
     }
 

@@ -106,7 +106,7 @@ impl WgpuExecutor {
     /// missing when there is none.
     pub fn new() -> Result<WgpuExecutor> {
         let gpu = Gpu::open()?;
-        let pipes = Pipelines::new(&gpu)?;
+        let pipes = Pipelines::new();
         Ok(WgpuExecutor {
             gpu: Arc::new(gpu),
             gemm: GemmStrategy::Auto,
@@ -200,10 +200,7 @@ impl WgpuExecutor {
                 resource: buf(b).as_entire_binding(),
             });
         }
-        let layout = match self.pipes.lock() {
-            Ok(p) => p.layouts[d.kernel.inputs].clone(),
-            Err(p) => p.into_inner().layouts[d.kernel.inputs].clone(),
-        };
+        let layout = d.pipe.get_bind_group_layout(0);
         self.gpu
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {

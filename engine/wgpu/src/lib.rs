@@ -17,6 +17,7 @@ mod buffer;
 mod device;
 mod error;
 mod executor;
+mod fused;
 mod load;
 mod lower;
 mod movement;

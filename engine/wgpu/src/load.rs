@@ -78,8 +78,8 @@ impl Executor for WgpuExecutor {
     }
 
     /// No fused WGSL kernels yet: every fused op runs as its decomposition.
-    fn supports_fused(&self, _op: &Op, _dtype: DType) -> bool {
-        false
+    fn supports_fused(&self, op: &Op, dtype: DType) -> bool {
+        crate::fused::supports(op, dtype)
     }
 
     /// The f32 FMA peak, measured once (bf16 computes in f32 here, so it is the same).

@@ -1,6 +1,6 @@
 //! Lowering a program's nodes to dispatches: one exhaustive match over the engine's ops (no
-//! wildcard arm, so a new op is a compile error here). Fused ops never reach it: `load`
-//! decomposes every fused op into primitives first (`supports_fused` is false).
+//! wildcard arm, so a new op is a compile error here). Fused ops reach it only where
+//! [`crate::fused::supports`] has a kernel; `load` decomposes the rest into primitives.
 
 use crate::error::{Result, WgpuError};
 use crate::pipelines::Kernel;
@@ -152,12 +152,7 @@ pub fn lower(b: &mut Builder) -> Result<()> {
             | Op::Attention(_)
             | Op::AttentionBwd(_)
             | Op::DiffusionKl(_)
-            | Op::DiffusionKlBwd(_) => {
-                return Err(WgpuError::Unsupported(format!(
-                    "fused op {} has no WGSL kernel yet and was not decomposed",
-                    node.op.name()
-                )))
-            }
+            | Op::DiffusionKlBwd(_) => crate::fused::lower(b, &node.op, ins, &node.outputs)?,
         }
     }
     Ok(())

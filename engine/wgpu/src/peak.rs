@@ -25,12 +25,7 @@ impl WgpuExecutor {
                 .map_err(|_| crate::WgpuError::Unsupported("pipeline cache poisoned".into()))?;
             p.get(gpu, &Kernel::new(Module::Peak, "peak_fma", 0))?
         };
-        let layout = self
-            .pipes
-            .lock()
-            .map_err(|_| crate::WgpuError::Unsupported("pipeline cache poisoned".into()))?
-            .layouts[0]
-            .clone();
+        let layout = pipe.get_bind_group_layout(0);
         let out = self.storage(GROUPS as u64 * 256 * 4, "the peak kernel's output")?;
         let mut rounds = 16u32;
         loop {

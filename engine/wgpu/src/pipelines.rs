@@ -1,7 +1,7 @@
 //! Shader modules and compute pipelines, compiled once per executor and shared by every
 //! program it loads. A pipeline is a module's entry point with its override constants (the
-//! op and dtype kind it is specialised for) over one of four layouts: binding 0 the
-//! dispatch's parameters, 1 the output, 2.. up to three operands.
+//! op and dtype kind it is specialised for) over a layout of its binding counts: binding 0
+//! the dispatch's parameters, then its outputs (read-write), then its operands (read-only).
 
 use crate::device::Gpu;
 use crate::error::Result;
@@ -9,23 +9,32 @@ use gidd_kernels::wgsl::{source, Module};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Which kernel: module, entry point, override constants (name, value), operand count.
+/// Which kernel: module, entry point, override constants (name, value), output and operand
+/// counts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
     pub module: Module,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, u32)>,
+    pub outputs: usize,
     pub inputs: usize,
 }
 
 impl Kernel {
+    /// A kernel with one output and `inputs` operands.
     pub fn new(module: Module, entry: &'static str, inputs: usize) -> Kernel {
         Kernel {
             module,
             entry,
             constants: vec![],
+            outputs: 1,
             inputs,
         }
+    }
+    /// The kernel writes `n` outputs (bindings 1..=n; its operands follow).
+    pub fn outputs(mut self, n: usize) -> Kernel {
+        self.outputs = n;
+        self
     }
     pub fn with(mut self, name: &'static str, value: u32) -> Kernel {
         self.constants.push((name, value));
@@ -36,9 +45,8 @@ impl Kernel {
 pub struct Pipelines {
     modules: HashMap<Module, wgpu::ShaderModule>,
     pipes: HashMap<Kernel, Arc<wgpu::ComputePipeline>>,
-    /// Bind group layouts by operand count (0..=3).
-    pub layouts: Vec<wgpu::BindGroupLayout>,
-    pipeline_layouts: Vec<wgpu::PipelineLayout>,
+    /// Pipeline layouts by (outputs, operands).
+    layouts: HashMap<(usize, usize), wgpu::PipelineLayout>,
 }
 
 fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
@@ -55,37 +63,44 @@ fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
 }
 
 impl Pipelines {
-    pub fn new(gpu: &Gpu) -> Result<Pipelines> {
-        gpu.scoped("creating the pipeline layouts", || {
-            let layouts: Vec<wgpu::BindGroupLayout> = (0..4u32)
-                .map(|n| {
-                    let mut entries = vec![storage(0, true), storage(1, false)];
-                    entries.extend((0..n).map(|k| storage(2 + k, true)));
-                    gpu.device
-                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                            label: Some("gidd"),
-                            entries: &entries,
-                        })
-                })
+    pub fn new() -> Pipelines {
+        Pipelines {
+            modules: HashMap::new(),
+            pipes: HashMap::new(),
+            layouts: HashMap::new(),
+        }
+    }
+
+    fn layout(&mut self, gpu: &Gpu, outputs: usize, inputs: usize) -> Result<wgpu::PipelineLayout> {
+        if let Some(l) = self.layouts.get(&(outputs, inputs)) {
+            return Ok(l.clone());
+        }
+        let n = 1 + outputs + inputs;
+        let max = gpu.limits.max_storage_buffers_per_shader_stage as usize;
+        if n > max {
+            return Err(crate::error::WgpuError::Unsupported(format!(
+                "a kernel binds {n} storage buffers; this adapter allows {max} per shader stage"
+            )));
+        }
+        let l = gpu.scoped("creating a pipeline layout", || {
+            let entries: Vec<_> = (0..n as u32)
+                .map(|b| storage(b, b == 0 || b as usize > outputs))
                 .collect();
-            let pipeline_layouts = layouts
-                .iter()
-                .map(|l| {
-                    gpu.device
-                        .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                            label: Some("gidd"),
-                            bind_group_layouts: &[Some(l)],
-                            immediate_size: 0,
-                        })
+            let bind = gpu
+                .device
+                .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some("gidd"),
+                    entries: &entries,
+                });
+            gpu.device
+                .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some("gidd"),
+                    bind_group_layouts: &[Some(&bind)],
+                    immediate_size: 0,
                 })
-                .collect();
-            Pipelines {
-                modules: HashMap::new(),
-                pipes: HashMap::new(),
-                layouts,
-                pipeline_layouts,
-            }
-        })
+        })?;
+        self.layouts.insert((outputs, inputs), l.clone());
+        Ok(l)
     }
 
     /// The pipeline of `k`, compiled on first use.
@@ -93,6 +108,7 @@ impl Pipelines {
         if let Some(p) = self.pipes.get(k) {
             return Ok(p.clone());
         }
+        let layout = &self.layout(gpu, k.outputs, k.inputs)?;
         let module = match self.modules.entry(k.module) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -108,7 +124,6 @@ impl Pipelines {
             }
         };
         let constants: Vec<(&str, f64)> = k.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
-        let layout = &self.pipeline_layouts[k.inputs];
         let p = gpu.scoped(
             &format!("creating the pipeline {} {:?}", k.entry, k.constants),
             || {

@@ -27,7 +27,7 @@ pub enum Bind {
 pub struct Dispatch {
     pub kernel: Kernel,
     pub pipe: Arc<wgpu::ComputePipeline>,
-    /// [output, operands...]
+    /// [outputs..., operands...]
     pub binds: Vec<Bind>,
     /// Byte range of the parameter block in the parameter buffer.
     pub param_off: u64,

@@ -1,0 +1,1 @@
+// (kernels of this family: not written yet; the op runs as its decomposition)
