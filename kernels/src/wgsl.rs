@@ -1,5 +1,6 @@
 //! The WGSL kernels of the wgpu executor (hand-written, one file per kernel family beside its
-//! reference and CPU kernel), embedded as text.
+//! reference and CPU kernel), embedded as text, and the frame of the kernels the executor
+//! generates for chains of elementwise ops ([`generated_source`]).
 //!
 //! WGSL has no includes: a module is [`PRELUDE`] (shared helpers: bf16 rounding, NaN tests,
 //! the emulated i64 arithmetic), then for elementwise kernels `elementwise/operands.wgsl` (the
@@ -13,6 +14,8 @@ use crate::elementwise::{Binary, Cmp, Unary};
 
 pub const PRELUDE: &str = include_str!("common/prelude.wgsl");
 const OPERANDS: &str = include_str!("elementwise/operands.wgsl");
+/// The per-element op functions, shared by the elementwise entry points and generated kernels.
+const OPS: &str = include_str!("elementwise/ops.wgsl");
 
 /// The kernel modules, each one WGSL file (entry points listed with the file).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,8 +106,18 @@ pub fn source(m: Module) -> String {
     let mut s = String::from(PRELUDE);
     if m.elementwise() {
         s.push_str(OPERANDS);
+        s.push_str(OPS);
     }
     s.push_str(m.body());
+    s
+}
+
+/// The complete WGSL text of a generated elementwise kernel whose text is `body` (bindings and
+/// entry point): the prelude and the per-element op functions, then `body`.
+pub fn generated_source(body: &str) -> String {
+    let mut s = String::from(PRELUDE);
+    s.push_str(OPS);
+    s.push_str(body);
     s
 }
 

@@ -26,6 +26,8 @@ pub struct WgpuExecutor {
     pub(crate) gemm: GemmStrategy,
     pub(crate) pipes: Arc<Mutex<Pipelines>>,
     pub(crate) peak: Arc<OnceLock<Option<f64>>>,
+    /// Runs of elementwise ops become one generated kernel each (crate::fuse).
+    pub(crate) fuse: bool,
 }
 
 /// Which GEMM kernel dot_general runs (kernels/src/matmul/).
@@ -112,7 +114,16 @@ impl WgpuExecutor {
             gemm: GemmStrategy::Auto,
             pipes: Arc::new(Mutex::new(pipes)),
             peak: Arc::new(OnceLock::new()),
+            // GIDD_WGPU_FUSE=0: one dispatch per op (to compare, or to rule fusion out)
+            fuse: std::env::var("GIDD_WGPU_FUSE").map_or(true, |v| v != "0"),
         })
+    }
+
+    /// The same executor with elementwise chains fused (the default) or one dispatch per op,
+    /// for programs loaded from now on.
+    pub fn with_fusion(mut self, on: bool) -> WgpuExecutor {
+        self.fuse = on;
+        self
     }
 
     /// The same executor with dot_general on `s` (programs loaded from now on).

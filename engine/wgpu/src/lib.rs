@@ -17,6 +17,7 @@ mod buffer;
 mod device;
 mod error;
 mod executor;
+mod fuse;
 mod fused;
 mod load;
 mod lower;

@@ -25,7 +25,7 @@ impl WgpuExecutor {
                 .lock()
                 .map_err(|_| WgpuError::Unsupported("the pipeline cache was poisoned".into()))?;
             let mut b = Builder::new(&p, &self.gpu, self.gemm, &mut pipes);
-            lower(&mut b)?;
+            lower(&mut b, self.fuse)?;
             (b.dispatches, b.params, b.consts, b.scratch)
         };
         let slots = p

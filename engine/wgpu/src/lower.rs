@@ -33,11 +33,27 @@ pub fn class(d: DType) -> Result<Class> {
     })
 }
 
-/// Adds the dispatches of every node that runs.
-pub fn lower(b: &mut Builder) -> Result<()> {
+/// Adds the dispatches of every node that runs; with `fuse`, runs of elementwise nodes
+/// become one generated kernel each ([`crate::fuse`]).
+pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
     let p = b.p;
+    let max = b.max_bindings();
+    let chains = if fuse { crate::fuse::chains(p, max) } else { vec![] };
+    // the chain a node belongs to, and whether it is the chain's last member
+    let mut in_chain = vec![None; p.nodes.len()];
+    for (c, ch) in chains.iter().enumerate() {
+        for &ni in &ch.nodes {
+            in_chain[ni] = Some((c, ni == ch.nodes[ch.nodes.len() - 1]));
+        }
+    }
     for (ni, node) in p.nodes.iter().enumerate() {
         if !p.runs[ni] {
+            continue;
+        }
+        if let Some((c, last)) = in_chain[ni] {
+            if last {
+                crate::fuse::lower_chain(b, &chains[c])?;
+            }
             continue;
         }
         let out = node.outputs[0];

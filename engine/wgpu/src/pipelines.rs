@@ -9,11 +9,20 @@ use gidd_kernels::wgsl::{source, Module};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Which kernel: module, entry point, override constants (name, value), output and operand
-/// counts.
+/// Where a kernel's WGSL comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A hand-written kernel file of gidd-kernels.
+    File(Module),
+    /// A kernel generated at load for a chain of elementwise ops (its complete text).
+    Generated(Arc<str>),
+}
+
+/// Which kernel: its source, entry point, override constants (name, value), output and
+/// operand counts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
-    pub module: Module,
+    pub module: Source,
     pub entry: &'static str,
     pub constants: Vec<(&'static str, u32)>,
     pub outputs: usize,
@@ -24,10 +33,20 @@ impl Kernel {
     /// A kernel with one output and `inputs` operands.
     pub fn new(module: Module, entry: &'static str, inputs: usize) -> Kernel {
         Kernel {
-            module,
+            module: Source::File(module),
             entry,
             constants: vec![],
             outputs: 1,
+            inputs,
+        }
+    }
+    /// A generated kernel: `text` is its complete WGSL.
+    pub fn generated(text: String, entry: &'static str, outputs: usize, inputs: usize) -> Kernel {
+        Kernel {
+            module: Source::Generated(text.into()),
+            entry,
+            constants: vec![],
+            outputs,
             inputs,
         }
     }
@@ -43,7 +62,7 @@ impl Kernel {
 }
 
 pub struct Pipelines {
-    modules: HashMap<Module, wgpu::ShaderModule>,
+    modules: HashMap<Source, wgpu::ShaderModule>,
     pipes: HashMap<Kernel, Arc<wgpu::ComputePipeline>>,
     /// Pipeline layouts by (outputs, operands).
     layouts: HashMap<(usize, usize), wgpu::PipelineLayout>,
@@ -109,11 +128,18 @@ impl Pipelines {
             return Ok(p.clone());
         }
         let layout = &self.layout(gpu, k.outputs, k.inputs)?;
-        let module = match self.modules.entry(k.module) {
+        let module = match self.modules.entry(k.module.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let src = source(k.module);
-                let doing = format!("compiling the WGSL module {:?}", k.module);
+                let (src, doing) = match &k.module {
+                    Source::File(m) => (source(*m), format!("compiling the WGSL module {m:?}")),
+                    Source::Generated(t) => (
+                        t.to_string(),
+                        "compiling a generated elementwise kernel (GIDD_WGPU_FUSE=0 runs the \
+                         ops one dispatch each)"
+                            .to_string(),
+                    ),
+                };
                 e.insert(gpu.scoped(&doing, || {
                     gpu.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -94,6 +94,12 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Storage buffers one kernel may bind: the adapter's limit, at most 16 (a generated
+    /// kernel with more would rarely pay for its compile).
+    pub fn max_bindings(&self) -> usize {
+        (self.gpu.limits.max_storage_buffers_per_shader_stage as usize).min(16)
+    }
+
     pub fn dtype(&self, v: usize) -> DType {
         self.p.values[v].ty.dtype
     }

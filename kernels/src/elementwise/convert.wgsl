@@ -1,6 +1,6 @@
-// Convert between dtype classes, iota, and fill. Conversions are the cpu executor's: floats to
-// integers truncate toward zero and saturate (NaN gives 0), anything to bool is x != 0 (NaN
-// included), integers to integers keep the low bits, to bf16 rounds to nearest even.
+// Convert between dtype classes, iota, and fill; the per-element conversions are in ops.wgsl
+// (the cpu executor's: truncation toward zero with saturation, x != 0 to bool, low bits kept
+// between integers, round to nearest even to bf16).
 
 // Source and target kinds: 0 = i32, 1 = u32, 2 = bool (the one-word integer kinds).
 override FROM: u32 = 0u;
@@ -8,60 +8,27 @@ override TO: u32 = 0u;
 // The float output is bf16: round once.
 override BF16: bool = false;
 
-fn int_to_f32(x: u32) -> f32 {
-    if FROM == 0u {
-        return f32(bitcast<i32>(x));
-    }
-    return f32(x);
-}
-
-// f32 -> i32 / u32 / bool.
-fn f32_to_int(x: f32) -> u32 {
-    if TO == 2u {
-        return select(1u, 0u, x == 0.0);
-    }
-    if is_nan(x) {
-        return 0u;
-    }
-    if TO == 0u {
-        if x >= 2147483648.0 {
-            return 0x7fffffffu;
-        }
-        if x <= -2147483648.0 {
-            return 0x80000000u;
-        }
-        return bitcast<u32>(i32(trunc(x)));
-    }
-    if x >= 4294967296.0 {
-        return 0xffffffffu;
-    }
-    if x <= 0.0 {
-        return 0u;
-    }
-    return u32(trunc(x));
-}
-
 @compute @workgroup_size(256)
 fn convert_ff(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        stf(i, bitcast<f32>(lda(i)), BF16);
+        O[i] = store_f(bitcast<f32>(lda(i)), BF16);
     }
 }
 
 @compute @workgroup_size(256)
 fn convert_fi(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        O[i] = f32_to_int(bitcast<f32>(lda(i)));
+        O[i] = f32_to_int(TO, bitcast<f32>(lda(i)));
     }
 }
 
 @compute @workgroup_size(256)
 fn convert_fl(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
         st2(i, l_from_f32(bitcast<f32>(lda(i))));
@@ -70,49 +37,46 @@ fn convert_fl(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
 
 @compute @workgroup_size(256)
 fn convert_if(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        stf(i, int_to_f32(lda(i)), BF16);
+        O[i] = store_f(int_to_f32(FROM, lda(i)), BF16);
     }
 }
 
 @compute @workgroup_size(256)
 fn convert_ii(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        let x = lda(i);
-        O[i] = select(x, select(0u, 1u, x != 0u), TO == 2u);
+        O[i] = int_to_int(TO, lda(i));
     }
 }
 
 @compute @workgroup_size(256)
 fn convert_il(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        let x = lda(i);
-        st2(i, select(l_from_u32(x), l_from_i32(bitcast<i32>(x)), FROM == 0u));
+        st2(i, int_to_long(FROM, lda(i)));
     }
 }
 
 @compute @workgroup_size(256)
 fn convert_li(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        let x = lda2(i);
-        O[i] = select(x.x, select(0u, 1u, !l_is_zero(x)), TO == 2u);
+        O[i] = long_to_int(TO, lda2(i));
     }
 }
 
 @compute @workgroup_size(256)
 fn convert_lf(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        stf(i, l_to_f32(lda2(i)), BF16);
+        O[i] = store_f(l_to_f32(lda2(i)), BF16);
     }
 }
 
@@ -126,7 +90,7 @@ fn iota_f(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
           @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        stf(i, f32(iota_at(i)), BF16);
+        O[i] = store_f(f32(iota_at(i)), BF16);
     }
 }
 
@@ -137,7 +101,7 @@ fn iota_i(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
         let v = iota_at(i);
-        O[i] = select(v, select(0u, 1u, v != 0u), TO == 2u);
+        O[i] = int_to_int(TO, v);
     }
 }
 

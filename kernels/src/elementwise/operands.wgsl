@@ -49,8 +49,3 @@ fn st2(i: u32, v: vec2<u32>) {
     O[2u * i] = v.x;
     O[2u * i + 1u] = v.y;
 }
-
-// Writes a float result, rounded to bf16 when the output is bf16.
-fn stf(i: u32, y: f32, bf16: bool) {
-    O[i] = bitcast<u32>(select(y, round_bf16(y), bf16));
-}

@@ -1,0 +1,507 @@
+//! Chains of elementwise ops as one generated kernel. A decomposed training step is mostly
+//! elementwise glue (the optimizer update, the Philox draws, the loss's and norms' pieces):
+//! one dispatch per op costs a launch and a full pass over memory each. Here runs of
+//! consecutive elementwise nodes of equal element count become one kernel that keeps every
+//! intermediate in registers and writes only the values read after the run.
+//!
+//! Why only *consecutive* nodes (in the program's execution order, counting the nodes that
+//! run): the memory plan reuses a slot once its value's last reader has run. Inside a run
+//! nothing else executes, so every value read from memory is still intact when the fused
+//! kernel reads it; a member placed later than a foreign node could find its operand's slot
+//! already reused. The one remaining conflict, a written value planned into the slot of a
+//! value the run reads (freed by an earlier member), would bind one buffer both read-only and
+//! writable in one dispatch, which WebGPU forbids: such a run is split there.
+//!
+//! Members are elementwise ops, iota, and views of values from outside the chain (broadcast,
+//! transpose, slice: a load at a strided index, so a broadcast row or a transposed gradient
+//! is never copied out). Each member computes what its own kernel would (ops.wgsl's
+//! functions, with the op and dtype kind as literals, and bf16 rounded after every op), so
+//! fusing changes no bit.
+
+use crate::error::Result;
+use crate::lower::{class, Class};
+use crate::pipelines::Kernel;
+use crate::plan::{u32_of, Bind, Builder};
+use gidd_engine::op::Op;
+use gidd_engine::program::Loc;
+use gidd_engine::{DType, Program};
+use gidd_kernels::wgsl::{binary_code, cmp_code, generated_source, unary_code};
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// A run of nodes (indices into `Program::nodes`, in order) that becomes one kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub nodes: Vec<usize>,
+}
+
+/// Whether `op` reads its operand at a strided index (so the operand must come from memory).
+fn is_view(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::BroadcastInDim { .. } | Op::Transpose { .. } | Op::Slice { .. }
+    )
+}
+
+/// Whether node `ni` can be a chain member.
+fn fusible(p: &Program, ni: usize) -> bool {
+    let node = &p.nodes[ni];
+    p.runs[ni]
+        && (is_view(&node.op)
+            || matches!(
+                node.op,
+                Op::Unary(_)
+                    | Op::Binary(_)
+                    | Op::Compare(_)
+                    | Op::Select
+                    | Op::Convert { .. }
+                    | Op::Iota { .. }
+            ))
+        && node
+            .inputs
+            .iter()
+            .chain(&node.outputs)
+            .all(|&v| class(p.values[v].ty.dtype).is_ok())
+}
+
+/// The value a value stands for: aliasing reshapes (which do not run) are looked through.
+pub fn canonical(p: &Program, mut v: usize) -> usize {
+    loop {
+        let ni = p.values[v].node;
+        match p.nodes[ni].op {
+            Op::Reshape { .. } if !p.runs[ni] => v = p.nodes[ni].inputs[0],
+            _ => return v,
+        }
+    }
+}
+
+/// The chains of two or more nodes; every node not in one is lowered on its own.
+/// `max_bindings`: storage buffers one kernel may bind (the parameter block included).
+pub fn chains(p: &Program, max_bindings: usize) -> Vec<Chain> {
+    let mut out = vec![];
+    let mut cur: Vec<usize> = vec![];
+    let mut numel = 0;
+    for ni in 0..p.nodes.len() {
+        if !p.runs[ni] {
+            continue;
+        }
+        let n = p.values[p.nodes[ni].outputs[0]].ty.numel();
+        // a view reads its operand from memory: not from a member of the current chain
+        let view_of_member = is_view(&p.nodes[ni].op) && {
+            let src = p.values[canonical(p, p.nodes[ni].inputs[0])].node;
+            cur.contains(&src)
+        };
+        if fusible(p, ni) && (cur.is_empty() || n == numel) && !view_of_member {
+            cur.push(ni);
+            numel = n;
+            continue;
+        }
+        split(p, std::mem::take(&mut cur), max_bindings, &mut out);
+        if fusible(p, ni) {
+            cur.push(ni);
+            numel = n;
+        }
+    }
+    split(p, cur, max_bindings, &mut out);
+    out
+}
+
+/// Adds `nodes` as chains, split where a written value shares a read value's slot or where
+/// the kernel would bind too many buffers.
+fn split(p: &Program, nodes: Vec<usize>, max_bindings: usize, out: &mut Vec<Chain>) {
+    if nodes.len() < 2 {
+        return;
+    }
+    let io = Io::of(p, &nodes);
+    let read: Vec<Option<usize>> = io.reads.iter().map(|&v| slot(p, v)).collect();
+    let clash = io.writes.iter().position(|&v| {
+        let s = slot(p, v);
+        s.is_some() && read.contains(&s)
+    });
+    if let Some(w) = clash {
+        // the member that writes the clashing value starts a new chain
+        let at = nodes
+            .iter()
+            .position(|&ni| p.nodes[ni].outputs[0] == io.writes[w])
+            .unwrap_or(0)
+            .max(1);
+        let rest = nodes[at..].to_vec();
+        split(p, nodes[..at].to_vec(), max_bindings, out);
+        split(p, rest, max_bindings, out);
+        return;
+    }
+    if 1 + io.buffers(p) + io.writes.len() > max_bindings {
+        let mid = nodes.len() / 2;
+        let rest = nodes[mid..].to_vec();
+        split(p, nodes[..mid].to_vec(), max_bindings, out);
+        split(p, rest, max_bindings, out);
+        return;
+    }
+    out.push(Chain { nodes });
+}
+
+fn slot(p: &Program, v: usize) -> Option<usize> {
+    match p.loc[v] {
+        Loc::Slot(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// What a chain reads from memory and writes back.
+struct Io {
+    /// Values from outside the chain, each once (canonical), in first-use order.
+    reads: Vec<usize>,
+    /// Those of `reads` that some member reads elementwise (at index i), not through a view.
+    direct: Vec<usize>,
+    /// Members' outputs read after the chain or returned by the program, in member order.
+    writes: Vec<usize>,
+}
+
+impl Io {
+    fn of(p: &Program, nodes: &[usize]) -> Io {
+        let member: HashMap<usize, ()> = nodes.iter().map(|&ni| (ni, ())).collect();
+        let inside = |v: usize| member.contains_key(&p.values[v].node);
+        let (mut reads, mut direct) = (vec![], vec![]);
+        for &ni in nodes {
+            for &v in &p.nodes[ni].inputs {
+                let c = canonical(p, v);
+                if !inside(c) && !reads.contains(&c) {
+                    reads.push(c);
+                }
+                if !inside(c) && !is_view(&p.nodes[ni].op) && !direct.contains(&c) {
+                    direct.push(c);
+                }
+            }
+        }
+        let mut used_after = vec![false; p.values.len()];
+        for (ni, node) in p.nodes.iter().enumerate() {
+            if p.runs[ni] && !member.contains_key(&ni) {
+                for &v in &node.inputs {
+                    used_after[canonical(p, v)] = true;
+                }
+            }
+        }
+        for &v in &p.outputs {
+            used_after[canonical(p, v)] = true;
+        }
+        let writes = nodes
+            .iter()
+            .map(|&ni| p.nodes[ni].outputs[0])
+            .filter(|&v| used_after[v])
+            .collect();
+        Io {
+            reads,
+            direct,
+            writes,
+        }
+    }
+
+    /// Reads that are buffers (splats are literals in the kernel's text).
+    fn buffers(&self, p: &Program) -> usize {
+        self.reads
+            .iter()
+            .filter(|&&v| !matches!(p.loc[v], Loc::Splat(_)))
+            .count()
+    }
+}
+
+/// WGSL for the words of `v` (u32, or vec2<u32> for i64) held in `reg`.
+fn ty(d: DType) -> &'static str {
+    if d == DType::I64 {
+        "vec2<u32>"
+    } else {
+        "u32"
+    }
+}
+
+/// The WGSL index expression of the operand element that view node `ni` reads for output
+/// element `i`: offset + sum over output dims of (coordinate * operand stride).
+fn view_index(p: &Program, ni: usize) -> String {
+    let node = &p.nodes[ni];
+    let shape = &p.values[node.outputs[0]].ty.shape;
+    let xs = &p.values[node.inputs[0]].ty.shape;
+    let xst = strides(xs);
+    let (off, src_st): (usize, Vec<usize>) = match &node.op {
+        Op::BroadcastInDim { dims, .. } => {
+            let mut st = vec![0; shape.len()];
+            for (k, &d) in dims.iter().enumerate() {
+                if xs[k] != 1 {
+                    st[d] = xst[k];
+                }
+            }
+            (0, st)
+        }
+        Op::Transpose { perm } => (0, perm.iter().map(|&q| xst[q]).collect()),
+        Op::Slice { start, .. } => (start.iter().zip(&xst).map(|(a, s)| a * s).sum(), xst),
+        _ => (0, vec![0; shape.len()]),
+    };
+    let ost = strides(shape);
+    let mut e = format!("{off}u");
+    for d in 0..shape.len() {
+        if src_st[d] != 0 && shape[d] != 1 {
+            let _ = write!(e, " + ((i / {}u) % {}u) * {}u", ost[d], shape[d], src_st[d]);
+        }
+    }
+    e
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    crate::plan::strides(shape)
+}
+
+/// The expression of member `node`'s output from its operands' expressions.
+fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
+    let node = &p.nodes[ni];
+    let d = p.values[node.outputs[0]].ty.dtype;
+    let f = |x: &String| format!("bitcast<f32>({x})");
+    Ok(match (&node.op, class(d)?) {
+        (Op::Iota { dim }, c) => {
+            let sh = &p.values[node.outputs[0]].ty.shape;
+            let st: usize = sh[dim + 1..].iter().product();
+            let v = format!("((i / {st}u) % {}u)", sh[*dim]);
+            match c {
+                Class::Float { bf16 } => format!("store_f(f32({v}), {bf16})"),
+                Class::Int { kind } => format!("int_to_int({kind}u, {v})"),
+                Class::Long => format!("l_from_u32({v})"),
+            }
+        }
+        // the operand expression of a view is its strided load (kernel_text)
+        (op, _) if is_view(op) => a[0].clone(),
+        (Op::Unary(u), Class::Float { bf16 }) => {
+            format!("store_f(unary_f_op({}u, {}), {bf16})", unary_code(*u), f(&a[0]))
+        }
+        (Op::Unary(u), Class::Int { kind }) => {
+            format!("unary_i_op({}u, {kind}u, {})", unary_code(*u), a[0])
+        }
+        (Op::Unary(u), Class::Long) => format!("unary_l_op({}u, {})", unary_code(*u), a[0]),
+        (Op::Binary(o), Class::Float { bf16 }) => format!(
+            "store_f(binary_f_op({}u, {}, {}), {bf16})",
+            binary_code(*o),
+            f(&a[0]),
+            f(&a[1])
+        ),
+        (Op::Binary(o), Class::Int { kind }) => {
+            format!("binary_i_op({}u, {kind}u, {}, {})", binary_code(*o), a[0], a[1])
+        }
+        (Op::Binary(o), Class::Long) => {
+            format!("binary_l_op({}u, {}, {})", binary_code(*o), a[0], a[1])
+        }
+        (Op::Compare(c), _) => {
+            let op = cmp_code(*c);
+            match class(p.values[node.inputs[0]].ty.dtype)? {
+                Class::Float { .. } => format!("compare_f_op({op}u, {}, {})", f(&a[0]), f(&a[1])),
+                Class::Int { kind } => format!(
+                    "compare_i_op({op}u, {}u, {}, {})",
+                    u32::from(kind != 0),
+                    a[0],
+                    a[1]
+                ),
+                Class::Long => format!("compare_l_op({op}u, {}, {})", a[0], a[1]),
+            }
+        }
+        (Op::Select, _) => format!("select({}, {}, {} != 0u)", a[2], a[1], a[0]),
+        (Op::Convert { .. }, to) => {
+            let x = &a[0];
+            match (class(p.values[node.inputs[0]].ty.dtype)?, to) {
+                (Class::Float { .. }, Class::Float { bf16 }) => format!("store_f({}, {bf16})", f(x)),
+                (Class::Float { .. }, Class::Int { kind }) => {
+                    format!("f32_to_int({kind}u, {})", f(x))
+                }
+                (Class::Float { .. }, Class::Long) => format!("l_from_f32({})", f(x)),
+                (Class::Int { kind }, Class::Float { bf16 }) => {
+                    format!("store_f(int_to_f32({kind}u, {x}), {bf16})")
+                }
+                (Class::Int { .. }, Class::Int { kind }) => format!("int_to_int({kind}u, {x})"),
+                (Class::Int { kind }, Class::Long) => format!("int_to_long({kind}u, {x})"),
+                (Class::Long, Class::Int { kind }) => format!("long_to_int({kind}u, {x})"),
+                (Class::Long, Class::Float { bf16 }) => {
+                    format!("store_f(l_to_f32({x}), {bf16})")
+                }
+                (Class::Long, Class::Long) => x.clone(),
+            }
+        }
+        (op, _) => {
+            return Err(crate::error::WgpuError::Unsupported(format!(
+                "{} in an elementwise chain",
+                op.name()
+            )))
+        }
+    })
+}
+
+/// The kernel text of a chain, and the values it binds: (written, read buffers).
+pub fn kernel_text(p: &Program, c: &Chain) -> Result<(String, Vec<usize>, Vec<usize>)> {
+    let io = Io::of(p, &c.nodes);
+    let bufs: Vec<usize> = io
+        .reads
+        .iter()
+        .copied()
+        .filter(|&v| !matches!(p.loc[v], Loc::Splat(_)))
+        .collect();
+    let mut s = String::from(
+        "\n// generated: a chain of elementwise ops (engine/wgpu/src/fuse.rs)\n\
+         @group(0) @binding(0) var<storage, read> P: array<u32>;\n",
+    );
+    for k in 0..io.writes.len() {
+        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> O{k}: array<u32>;", 1 + k);
+    }
+    for k in 0..bufs.len() {
+        let b = 1 + io.writes.len() + k;
+        let _ = writeln!(s, "@group(0) @binding({b}) var<storage, read> I{k}: array<u32>;");
+    }
+    s.push_str(
+        "\n@compute @workgroup_size(256)\n\
+         fn fused_elementwise(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
+         \x20                    @builtin(local_invocation_id) lid: vec3<u32>) {\n\
+         \x20   let i = flat_id(wg, nwg, lid);\n\
+         \x20   if i >= P[0] {\n        return;\n    }\n\
+         \x20   // P[1] is 0, but the compiler cannot know: or-ing it into every float result\n\
+         \x20   // keeps a multiply and the add that reads it from contracting into an fma,\n\
+         \x20   // which one dispatch per op never does.\n\
+         \x20   let opaque = P[1];\n",
+    );
+    // register name of each canonical value
+    let mut reg: HashMap<usize, String> = HashMap::new();
+    let word = |v: usize, idx: &str| -> String {
+        match p.loc[v] {
+            Loc::Splat(x) => {
+                let w = crate::buffer::scalar_words(x, p.values[v].ty.dtype);
+                if p.values[v].ty.dtype == DType::I64 {
+                    format!("vec2<u32>({}u, {}u)", w[0], w[1])
+                } else {
+                    format!("{}u", w[0])
+                }
+            }
+            _ => {
+                let k = bufs.iter().position(|&b| b == v).unwrap_or(0);
+                if p.values[v].ty.dtype == DType::I64 {
+                    format!("vec2<u32>(I{k}[2u * ({idx})], I{k}[2u * ({idx}) + 1u])")
+                } else {
+                    format!("I{k}[{idx}]")
+                }
+            }
+        }
+    };
+    for &v in &io.direct {
+        let d = p.values[v].ty.dtype;
+        let e = word(v, "i");
+        let name = format!("r{v}");
+        let _ = writeln!(s, "    let {name}: {} = {e};", ty(d));
+        reg.insert(v, name);
+    }
+    for &ni in &c.nodes {
+        let node = &p.nodes[ni];
+        let args: Vec<String> = match is_view(&node.op) {
+            true => vec![word(canonical(p, node.inputs[0]), &view_index(p, ni))],
+            false => node
+                .inputs
+                .iter()
+                .map(|&v| reg.get(&canonical(p, v)).cloned().unwrap_or_default())
+                .collect(),
+        };
+        let o = node.outputs[0];
+        let d = p.values[o].ty.dtype;
+        let name = format!("r{o}");
+        let e = expr(p, ni, &args)?;
+        let e = match d.is_float() {
+            true => format!("({e}) | opaque"),
+            false => e,
+        };
+        let _ = writeln!(s, "    let {name}: {} = {e};", ty(d));
+        reg.insert(o, name);
+    }
+    for (k, &v) in io.writes.iter().enumerate() {
+        if p.values[v].ty.dtype == DType::I64 {
+            let _ = writeln!(s, "    O{k}[2u * i] = r{v}.x;\n    O{k}[2u * i + 1u] = r{v}.y;");
+        } else {
+            let _ = writeln!(s, "    O{k}[i] = r{v};");
+        }
+    }
+    s.push_str("}\n");
+    Ok((generated_source(&s), io.writes, bufs))
+}
+
+/// Adds the one dispatch of chain `c`.
+pub fn lower_chain(b: &mut Builder, c: &Chain) -> Result<()> {
+    let p = b.p;
+    let (text, writes, bufs) = kernel_text(p, c)?;
+    let mut binds: Vec<Bind> = writes.iter().map(|&v| b.out(v)).collect::<Result<_>>()?;
+    for &v in &bufs {
+        binds.push(b.buf(v)?);
+    }
+    let n = p.values[p.nodes[c.nodes[0]].outputs[0]].ty.numel();
+    let k = Kernel::generated(text, "fused_elementwise", writes.len(), bufs.len());
+    b.push_1d(k, binds, &[u32_of(n)?, 0], n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gidd_engine::Graph;
+
+    fn program(
+        build: impl FnOnce(&Graph) -> gidd_engine::Result<Vec<gidd_engine::Tensor>>,
+    ) -> Program {
+        let g = Graph::new();
+        let outs = build(&g).expect("graph");
+        Program::compile(&outs, &["x", "y"]).expect("compile")
+    }
+
+    #[test]
+    fn a_chain_keeps_intermediates_in_registers() {
+        let p = program(|g| {
+            let x = g.input("x", &[3, 5], DType::F32);
+            let y = g.input("y", &[3, 5], DType::F32);
+            let z = x.mul(&y)?.exp()?.add(&x)?.tanh()?;
+            Ok(vec![z])
+        });
+        let cs = chains(&p, 8);
+        assert_eq!(cs.len(), 1, "{cs:?}");
+        let (text, writes, bufs) = kernel_text(&p, &cs[0]).expect("text");
+        assert_eq!((writes.len(), bufs.len()), (1, 2), "{text}");
+        assert!(text.contains("unary_f_op(3u"), "{text}");
+    }
+
+    #[test]
+    fn a_value_read_after_the_chain_is_written_and_other_sizes_break_it() {
+        let p = program(|g| {
+            let x = g.input("x", &[4, 6], DType::F32);
+            let y = g.input("y", &[4, 6], DType::F32);
+            let a = x.add(&y)?.exp()?;
+            let s = a.sum(&[1], false)?;
+            let b = a.mul(&y)?;
+            Ok(vec![b, s])
+        });
+        let cs = chains(&p, 8);
+        let (_, writes, _) = kernel_text(&p, &cs[0]).expect("text");
+        // exp's output is read by the reduction: written even though the multiply reads it too
+        assert!(cs.iter().all(|c| c.nodes.len() >= 2), "{cs:?}");
+        assert!(!writes.is_empty());
+        for c in &cs {
+            let n = p.values[p.nodes[c.nodes[0]].outputs[0]].ty.numel();
+            assert!(c
+                .nodes
+                .iter()
+                .all(|&ni| p.values[p.nodes[ni].outputs[0]].ty.numel() == n));
+        }
+    }
+
+    #[test]
+    fn binding_limits_split_chains() {
+        let p = program(|g| {
+            let x = g.input("x", &[7], DType::F32);
+            let y = g.input("y", &[7], DType::F32);
+            let mut outs = vec![];
+            let mut a = x.add(&y)?;
+            for _ in 0..6 {
+                a = a.mul(&x)?;
+                outs.push(a.clone());
+            }
+            Ok(outs)
+        });
+        for c in chains(&p, 5) {
+            let io = Io::of(&p, &c.nodes);
+            assert!(1 + io.buffers(&p) + io.writes.len() <= 5, "{c:?}");
+        }
+    }
+}
