@@ -101,6 +101,20 @@ fn rms_norm_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
+// r^3 a / n rounded about once (the cpu computes it in f64): with n small, dx is a
+// difference of nearly equal terms, and a c off by an ulp or two shows in it. Products are
+// carried as (high, low) pairs with fma's exact error terms.
+fn r3_a_over_n(r: f32, a: f32, n: f32) -> f32 {
+    let h2 = r * r;
+    let l2 = fma(r, r, -h2);
+    let h3 = h2 * r;
+    let l3 = fma(h2, r, -h3) + l2 * r;
+    let h4 = h3 * a;
+    let l4 = fma(h3, a, -h4) + l3 * a;
+    let q = h4 / n;
+    return q + (fma(-q, n, h4) + l4) / n;
+}
+
 // dx = r g dy - x r^3 a / n, a = sum_j dy g x, g = 1 + w, of row `wg`.
 @compute @workgroup_size(256)
 fn rms_norm_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -119,7 +133,7 @@ fn rms_norm_bwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     }
     let a = wg_sum(t, acc);
     let r = bitcast<f32>(BR[row]);
-    let c = ((r * r) * r) * a / f32(n);
+    let c = r3_a_over_n(r, a, f32(n));
     for (var j = t; j < n; j = j + WG) {
         let g = 1.0 + bitcast<f32>(BW[j]);
         let x = bitcast<f32>(BX[base + j]);
