@@ -86,7 +86,9 @@ fn softmax_edge_values_match_cpu() -> Result<()> {
     inf[17] = 2.0;
     inf[299] = -3.0;
     rows.push(inf);
-    let mut mins: Vec<f32> = (0..n).map(|j| if j % 3 == 0 { f32::MIN } else { -1e30 }).collect();
+    let mut mins: Vec<f32> = (0..n)
+        .map(|j| if j % 3 == 0 { f32::MIN } else { -1e30 })
+        .collect();
     mins[5] = 0.5;
     mins[6] = 0.25;
     rows.push(mins);
@@ -185,7 +187,13 @@ fn rms_norm_edge_values_match_cpu() -> Result<()> {
 fn rope_forward_and_backward_match_cpu() -> Result<()> {
     let mut s = seed(9500);
     let mut worst = 0f64;
-    for (rows, heads, d) in [(1, 1, 2), (3, 5, 8), (257, 3, 64), (7, 2, 130), (2, 1, 4098)] {
+    for (rows, heads, d) in [
+        (1, 1, 2),
+        (3, 5, 8),
+        (257, 3, 64),
+        (7, 2, 130),
+        (2, 1, 4098),
+    ] {
         s += 1;
         let mut r = rng(s);
         let g = Graph::new();
@@ -198,10 +206,22 @@ fn rope_forward_and_backward_match_cpu() -> Result<()> {
             g.apply1(Op::RopeBwd, &[&dy, &c, &sn])?,
         ];
         let ins = [
-            ("x", uniform(&mut r, &[rows, heads, d], DType::F32, -80.0, 80.0)),
-            ("cos", uniform(&mut r, &[rows, d / 2], DType::F32, -1.0, 1.0)),
-            ("sin", uniform(&mut r, &[rows, d / 2], DType::F32, -1.0, 1.0)),
-            ("dy", uniform(&mut r, &[rows, heads, d], DType::F32, -1.0, 1.0)),
+            (
+                "x",
+                uniform(&mut r, &[rows, heads, d], DType::F32, -80.0, 80.0),
+            ),
+            (
+                "cos",
+                uniform(&mut r, &[rows, d / 2], DType::F32, -1.0, 1.0),
+            ),
+            (
+                "sin",
+                uniform(&mut r, &[rows, d / 2], DType::F32, -1.0, 1.0),
+            ),
+            (
+                "dy",
+                uniform(&mut r, &[rows, heads, d], DType::F32, -1.0, 1.0),
+            ),
         ];
         let case = format!("rope [{rows}, {heads}, {d}]");
         let Some(e) = check_kernels(&case, &outs, &ins, TOL, &["rope"], 2) else {
@@ -240,7 +260,10 @@ fn gradients_through_the_row_ops_match_cpu() -> Result<()> {
             ("w", uniform(&mut r, &[hd], d, -0.5, 0.5)),
             ("cos", uniform(&mut r, &[b, l, hd / 2], d, -1.0, 1.0)),
             ("sin", uniform(&mut r, &[b, l, hd / 2], d, -1.0, 1.0)),
-            ("c", uniform(&mut r, &[b * l, h * hd], DType::F32, -1.0, 1.0)),
+            (
+                "c",
+                uniform(&mut r, &[b * l, h * hd], DType::F32, -1.0, 1.0),
+            ),
         ];
         let entries = [
             "softmax_fwd",

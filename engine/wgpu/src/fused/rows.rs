@@ -22,7 +22,9 @@ pub fn supports(_op: &Op, dtype: DType) -> bool {
 fn bf16(b: &Builder, v: usize) -> Result<u32> {
     match class(b.dtype(v))? {
         Class::Float { bf16 } => Ok(bf16.into()),
-        c => Err(WgpuError::Unsupported(format!("a row kernel over {c:?} values"))),
+        c => Err(WgpuError::Unsupported(format!(
+            "a row kernel over {c:?} values"
+        ))),
     }
 }
 
@@ -99,7 +101,12 @@ fn row_grid(rows: usize, n: usize) -> Result<[u32; 3]> {
 fn rms_norm_bwd(b: &mut Builder, ins: &[usize], outs: &[usize]) -> Result<()> {
     let (rows, n) = rows_of(b, ins[0]);
     let flag = bf16(b, outs[0])?;
-    let (x, w, rstd, dy) = (b.buf(ins[0])?, b.buf(ins[1])?, b.buf(ins[2])?, b.buf(ins[3])?);
+    let (x, w, rstd, dy) = (
+        b.buf(ins[0])?,
+        b.buf(ins[1])?,
+        b.buf(ins[2])?,
+        b.buf(ins[3])?,
+    );
     let (dx, dw) = (b.out(outs[0])?, b.out(outs[1])?);
     // blocks of at least 32 rows, at most 1024 blocks (the partials stay small)
     let per = rows.div_ceil(1024).max(32);
@@ -110,18 +117,17 @@ fn rms_norm_bwd(b: &mut Builder, ins: &[usize], outs: &[usize]) -> Result<()> {
             "rms_norm_bwd over rows of {n}: more than 65535 column tiles"
         )));
     }
-    let p = [
-        u32_of(rows)?,
-        u32_of(n)?,
-        0,
-        u32_of(per)?,
-        u32_of(blocks)?,
-    ];
+    let p = [u32_of(rows)?, u32_of(n)?, 0, u32_of(per)?, u32_of(blocks)?];
     let k = Kernel::new(Module::RmsNorm, "rms_norm_bwd", 4).with("BF16", flag);
     b.push(k, vec![dx, x, w, rstd, dy], &p, row_grid(rows, n)?)?;
     let part = b.scratch(0, (blocks * n * 4).max(4) as u64);
     let k = Kernel::new(Module::RmsNorm, "rms_norm_dw_part", 3);
-    b.push(k, vec![part, x, rstd, dy], &p, [tiles as u32, blocks as u32, 1])?;
+    b.push(
+        k,
+        vec![part, x, rstd, dy],
+        &p,
+        [tiles as u32, blocks as u32, 1],
+    )?;
     let k = Kernel::new(Module::RmsNorm, "rms_norm_dw_finish", 1).with("BF16", flag);
     b.push_1d(k, vec![dw, part], &p, n)
 }

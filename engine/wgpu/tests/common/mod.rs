@@ -274,6 +274,10 @@ pub fn check_kernels(
         assert_close(&format!("{case} output {i}"), g, w, tol);
         errs.push(scaled_err(g, w));
     }
-    eprintln!("ok {case}: {} dispatches, scaled errors {:?}", lp.dispatch_count(), errs.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>());
+    eprintln!(
+        "ok {case}: {} dispatches, scaled errors {:?}",
+        lp.dispatch_count(),
+        errs.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>()
+    );
     Some(errs)
 }
