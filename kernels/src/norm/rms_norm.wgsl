@@ -73,6 +73,24 @@ fn out_f(y: f32) -> u32 {
     return bitcast<u32>(select(y, round_bf16(y), BF16));
 }
 
+// 1 / sqrt(ss / n + eps) rounded about once, as the cpu's f64 evaluation: the mean as a
+// (high, low) pair, then a Newton step on the driver's estimate with an exact residual. The
+// backward's dx, for short rows a difference of nearly equal terms, inherits any last-bit
+// difference in rstd.
+fn rstd_of(ss: f32, n: f32, eps: f32) -> f32 {
+    let q = ss / n;
+    let ql = fma(-q, n, ss) / n;
+    let vh = q + eps;
+    let vl = ((q - vh) + eps) + ql;
+    let r0 = 1.0 / sqrt(vh);
+    let t = r0 * r0;
+    let tl = fma(r0, r0, -t);
+    let w = vh * t;
+    let wl = fma(vh, t, -w) + vh * tl + vl * t;
+    let e = (1.0 - w) - wl;
+    return r0 + r0 * (0.5 * e);
+}
+
 // y = x r (1 + w), r = 1 / sqrt(mean(x^2) + eps), of row `wg`.
 @compute @workgroup_size(256)
 fn rms_norm_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -91,7 +109,7 @@ fn rms_norm_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
         acc = kahan(acc, x * x);
     }
     let ss = wg_sum(t, acc);
-    let r = 1.0 / sqrt(ss / f32(n) + bitcast<f32>(P[2]));
+    let r = rstd_of(ss, f32(n), bitcast<f32>(P[2]));
     if t == 0u {
         RSTD[row] = out_f(r);
     }
