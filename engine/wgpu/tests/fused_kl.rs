@@ -33,7 +33,7 @@ fn inputs(
     logits: Option<Vec<f32>>,
 ) -> Vec<(&'static str, HostTensor)> {
     let lg = match logits {
-        Some(l) => HostTensor::f32(vec![rows, v], l).unwrap(),
+        Some(l) => HostTensor::f32(vec![rows, v], l).unwrap_or_else(|e| panic!("{e}")),
         None => uniform(r, &[rows, v], DType::F32, -4.0, 4.0),
     };
     let mut xs = vec![];
@@ -54,7 +54,7 @@ fn inputs(
     }
     let as_ids = |v: Vec<i64>| {
         HostTensor::new(vec![rows], gidd_engine::Data::I64(v))
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"))
             .convert(idt)
     };
     vec![

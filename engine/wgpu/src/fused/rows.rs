@@ -33,7 +33,7 @@ fn rows_of(b: &Builder, v: usize) -> (usize, usize) {
     let s = b.shape(v);
     let n = s.last().copied().unwrap_or(1);
     let total: usize = s.iter().product();
-    (if n == 0 { 0 } else { total / n }, n)
+    (total.checked_div(n).unwrap_or(0), n)
 }
 
 pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<()> {
