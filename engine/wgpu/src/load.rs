@@ -77,7 +77,7 @@ impl Executor for WgpuExecutor {
         format!("wgpu ({}, {:?}, {:?})", i.name, i.backend, i.device_type)
     }
 
-    /// No fused WGSL kernels yet: every fused op runs as its decomposition.
+    /// The fused ops with a WGSL kernel (`crate::fused::supports`); the rest decompose.
     fn supports_fused(&self, op: &Op, dtype: DType) -> bool {
         crate::fused::supports(op, dtype)
     }

@@ -1,15 +1,79 @@
-//! (no kernels yet: the ops run as their decompositions)
+//! The fused GIDD diffusion KL, forward and backward, as WGSL kernels
+//! (gidd_loss/diffusion_kl.wgsl): one workgroup per token streams the vocabulary; p_t and
+//! q_t are never stored. One dispatch per op.
+//!
+//! As with the row ops, the graph builds these over f32 logits only (bf16 programs convert
+//! to f32 first); bf16 is accepted as well (f32 math, results rounded once).
 
-use super::no_kernel;
-use crate::error::Result;
-use crate::plan::Builder;
-use gidd_engine::op::Op;
+use crate::error::{Result, WgpuError};
+use crate::lower::{class, Class};
+use crate::pipelines::Kernel;
+use crate::plan::{grid, u32_of, Builder};
+use gidd_engine::op::{MarginalSpec, Op};
 use gidd_engine::DType;
+use gidd_kernels::wgsl::Module;
 
-pub fn supports(_op: &Op, _dtype: DType) -> bool {
-    false
+pub fn supports(_op: &Op, dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::BF16)
 }
 
-pub fn lower(_b: &mut Builder, op: &Op, _ins: &[usize], _outs: &[usize]) -> Result<()> {
-    Err(no_kernel(op))
+/// The kernel's id kind: 0 = i32, 1 = u32, 2 = i64.
+fn id_kind(b: &Builder, v: usize) -> Result<u32> {
+    match b.dtype(v) {
+        DType::I32 => Ok(0),
+        DType::U32 => Ok(1),
+        DType::I64 => Ok(2),
+        d => Err(WgpuError::Unsupported(format!(
+            "diffusion_kl ids of dtype {d}"
+        ))),
+    }
+}
+
+fn params(b: &Builder, s: &MarginalSpec, ins: &[usize]) -> Result<(Vec<u32>, usize)> {
+    let lg = b.shape(ins[0]);
+    let vocab = *lg.last().unwrap_or(&0);
+    let rows: usize = lg[..lg.len().saturating_sub(1)].iter().product();
+    if s.mask_id as usize >= vocab {
+        return Err(WgpuError::Unsupported(format!(
+            "diffusion_kl: mask id {} outside a vocabulary of {vocab}",
+            s.mask_id
+        )));
+    }
+    let p = vec![
+        u32_of(rows)?,
+        u32_of(vocab)?,
+        s.mask_id,
+        s.min_log_snr.to_bits(),
+        s.max_log_snr.to_bits(),
+        s.scale.to_bits(),
+        s.shift.to_bits(),
+        id_kind(b, ins[1])?,
+        id_kind(b, ins[2])?,
+    ];
+    Ok((p, rows))
+}
+
+pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<()> {
+    let flag = match class(b.dtype(outs[0]))? {
+        Class::Float { bf16 } => u32::from(bf16),
+        c => {
+            return Err(WgpuError::Unsupported(format!(
+                "diffusion_kl over {c:?} values"
+            )))
+        }
+    };
+    let (k, spec) = match op {
+        Op::DiffusionKl(s) => (
+            Kernel::new(Module::DiffusionKl, "diffusion_kl", 4).outputs(3),
+            s,
+        ),
+        Op::DiffusionKlBwd(s) => (Kernel::new(Module::DiffusionKl, "diffusion_kl_bwd", 6), s),
+        _ => return Err(super::no_kernel(op)),
+    };
+    let (p, rows) = params(b, spec, ins)?;
+    let mut binds = outs.iter().map(|&o| b.out(o)).collect::<Result<Vec<_>>>()?;
+    for &v in ins {
+        binds.push(b.buf(v)?);
+    }
+    b.push(k.with("BF16", flag), binds, &p, grid(rows)?)
 }

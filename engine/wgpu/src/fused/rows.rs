@@ -1,15 +1,133 @@
-//! (no kernels yet: the ops run as their decompositions)
+//! Softmax, log-softmax, their backward, rms_norm forward and backward, RoPE forward and
+//! backward as WGSL kernels (softmax/softmax.wgsl, norm/rms_norm.wgsl, rope/rope.wgsl):
+//! one workgroup per row for the row reductions, one invocation per rotated pair for RoPE.
+//!
+//! The graph only builds these ops over f32 (infer admits f32 or f64, and the model's bf16
+//! programs convert to f32 around them), so f32 is what runs; bf16 is accepted too (f32
+//! math, results rounded once) should a program carry it. f64 programs never load here.
 
-use super::no_kernel;
-use crate::error::Result;
-use crate::plan::Builder;
+use crate::error::{Result, WgpuError};
+use crate::lower::{class, Class};
+use crate::pipelines::Kernel;
+use crate::plan::{grid, u32_of, Builder, MAX_GROUPS, WG};
 use gidd_engine::op::Op;
 use gidd_engine::DType;
+use gidd_kernels::wgsl::Module;
 
-pub fn supports(_op: &Op, _dtype: DType) -> bool {
-    false
+pub fn supports(_op: &Op, dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::BF16)
 }
 
-pub fn lower(_b: &mut Builder, op: &Op, _ins: &[usize], _outs: &[usize]) -> Result<()> {
-    Err(no_kernel(op))
+/// The dtype's bf16 flag (f32 or bf16 only).
+fn bf16(b: &Builder, v: usize) -> Result<u32> {
+    match class(b.dtype(v))? {
+        Class::Float { bf16 } => Ok(bf16.into()),
+        c => Err(WgpuError::Unsupported(format!(
+            "a row kernel over {c:?} values"
+        ))),
+    }
+}
+
+/// (rows, n) of a value whose rows are its last axis.
+fn rows_of(b: &Builder, v: usize) -> (usize, usize) {
+    let s = b.shape(v);
+    let n = s.last().copied().unwrap_or(1);
+    let total: usize = s.iter().product();
+    (total.checked_div(n).unwrap_or(0), n)
+}
+
+pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<()> {
+    match op {
+        Op::Softmax | Op::LogSoftmax => {
+            let (rows, n) = rows_of(b, ins[0]);
+            let k = Kernel::new(Module::Softmax, "softmax_fwd", 1)
+                .with("LOG", matches!(op, Op::LogSoftmax).into())
+                .with("BF16", bf16(b, outs[0])?);
+            let binds = vec![b.out(outs[0])?, b.buf(ins[0])?];
+            let p = [u32_of(rows)?, u32_of(n)?];
+            b.push(k, binds, &p, row_grid(rows, n)?)
+        }
+        Op::SoftmaxBwd => {
+            let (rows, n) = rows_of(b, ins[0]);
+            let k = Kernel::new(Module::Softmax, "softmax_bwd", 2).with("BF16", bf16(b, outs[0])?);
+            let binds = vec![b.out(outs[0])?, b.buf(ins[0])?, b.buf(ins[1])?];
+            let p = [u32_of(rows)?, u32_of(n)?];
+            b.push(k, binds, &p, row_grid(rows, n)?)
+        }
+        Op::RmsNorm { eps } => {
+            let (rows, n) = rows_of(b, ins[0]);
+            let k = Kernel::new(Module::RmsNorm, "rms_norm_fwd", 2)
+                .outputs(2)
+                .with("BF16", bf16(b, outs[0])?);
+            let binds = vec![
+                b.out(outs[0])?,
+                b.out(outs[1])?,
+                b.buf(ins[0])?,
+                b.buf(ins[1])?,
+            ];
+            let p = [u32_of(rows)?, u32_of(n)?, eps.to_bits()];
+            // n = 0 still has rows: rstd = 1 / sqrt(0 / 0 + eps) as on the cpu
+            b.push(k, binds, &p, grid(rows)?)
+        }
+        Op::RmsNormBwd => rms_norm_bwd(b, ins, outs),
+        Op::Rope | Op::RopeBwd => {
+            let s = b.shape(ins[0]);
+            let (heads, half) = (s[1], s[2] / 2);
+            let pairs = s[0] * heads * half;
+            let k = Kernel::new(Module::Rope, "rope", 3)
+                .with("BWD", matches!(op, Op::RopeBwd).into())
+                .with("BF16", bf16(b, outs[0])?);
+            let binds = vec![
+                b.out(outs[0])?,
+                b.buf(ins[0])?,
+                b.buf(ins[1])?,
+                b.buf(ins[2])?,
+            ];
+            // heads and half of at least 1 keep the kernel's divisions defined (nothing runs)
+            let p = [u32_of(pairs)?, u32_of(heads.max(1))?, u32_of(half.max(1))?];
+            b.push_1d(k, binds, &p, pairs)
+        }
+        _ => Err(super::no_kernel(op)),
+    }
+}
+
+/// One workgroup per row (none when the rows are empty).
+fn row_grid(rows: usize, n: usize) -> Result<[u32; 3]> {
+    grid(if n == 0 { 0 } else { rows })
+}
+
+/// dx by rows; dw as per-block partial sums over rows into scratch, then summed in block
+/// order (deterministic: no atomics).
+fn rms_norm_bwd(b: &mut Builder, ins: &[usize], outs: &[usize]) -> Result<()> {
+    let (rows, n) = rows_of(b, ins[0]);
+    let flag = bf16(b, outs[0])?;
+    let (x, w, rstd, dy) = (
+        b.buf(ins[0])?,
+        b.buf(ins[1])?,
+        b.buf(ins[2])?,
+        b.buf(ins[3])?,
+    );
+    let (dx, dw) = (b.out(outs[0])?, b.out(outs[1])?);
+    // blocks of at least 32 rows, at most 1024 blocks (the partials stay small)
+    let per = rows.div_ceil(1024).max(32);
+    let blocks = rows.div_ceil(per);
+    let tiles = n.div_ceil(WG);
+    if tiles > MAX_GROUPS {
+        return Err(WgpuError::Unsupported(format!(
+            "rms_norm_bwd over rows of {n}: more than 65535 column tiles"
+        )));
+    }
+    let p = [u32_of(rows)?, u32_of(n)?, 0, u32_of(per)?, u32_of(blocks)?];
+    let k = Kernel::new(Module::RmsNorm, "rms_norm_bwd", 4).with("BF16", flag);
+    b.push(k, vec![dx, x, w, rstd, dy], &p, row_grid(rows, n)?)?;
+    let part = b.scratch(0, (blocks * n * 4).max(4) as u64);
+    let k = Kernel::new(Module::RmsNorm, "rms_norm_dw_part", 3);
+    b.push(
+        k,
+        vec![part, x, rstd, dy],
+        &p,
+        [tiles as u32, blocks as u32, 1],
+    )?;
+    let k = Kernel::new(Module::RmsNorm, "rms_norm_dw_finish", 1).with("BF16", flag);
+    b.push_1d(k, vec![dw, part], &p, n)
 }

@@ -213,3 +213,71 @@ pub fn check_on(
     }
     eprintln!("ok {case}");
 }
+
+/// The largest |wgpu - cpu| over the finite elements of float outputs, divided by the
+/// output's largest finite |cpu| (0 for other outputs).
+pub fn scaled_err(got: &HostTensor, want: &HostTensor) -> f64 {
+    if !want.dtype().is_float() {
+        return 0.0;
+    }
+    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+    let scale = w
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(0f64, |m, x| m.max(x.abs()));
+    let err = g
+        .iter()
+        .zip(&w)
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    if scale > 0.0 {
+        err / scale
+    } else {
+        err
+    }
+}
+
+/// [`check`] for programs whose fused ops must run as WGSL kernels: every entry point in
+/// `entries` is dispatched, at most `max_dispatches` dispatches in all; returns each
+/// output's [`scaled_err`] (printed), or None when no adapter is present (skipped).
+pub fn check_kernels(
+    case: &str,
+    outs: &[Tensor],
+    inputs: &[(&str, HostTensor)],
+    tol: Tol,
+    entries: &[&str],
+    max_dispatches: usize,
+) -> Option<Vec<f64>> {
+    let x = wgpu()?;
+    let names: Vec<&str> = inputs.iter().map(|(n, _)| *n).collect();
+    let p = Program::compile(outs, &names).unwrap_or_else(|e| panic!("{case}: compile: {e}"));
+    let lp = x
+        .load(&p)
+        .unwrap_or_else(|e| panic!("{case}: wgpu load: {e}"));
+    let counts = lp.dispatch_counts();
+    for e in entries {
+        assert!(
+            counts.iter().any(|(k, _)| k == e),
+            "{case}: kernel {e} not dispatched (dispatches: {counts:?})"
+        );
+    }
+    assert!(
+        lp.dispatch_count() <= max_dispatches,
+        "{case}: {} dispatches > {max_dispatches} ({counts:?})",
+        lp.dispatch_count()
+    );
+    let want = cpu_run(case, &p, inputs);
+    let got = wgpu_run(x, case, &p, inputs);
+    assert_eq!(got.len(), want.len(), "{case}: output count");
+    let mut errs = vec![];
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_close(&format!("{case} output {i}"), g, w, tol);
+        errs.push(scaled_err(g, w));
+    }
+    eprintln!(
+        "ok {case}: {} dispatches, scaled errors {:?}",
+        lp.dispatch_count(),
+        errs.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>()
+    );
+    Some(errs)
+}
