@@ -12,6 +12,12 @@
 //! Dtypes: f32, bf16 (stored widened to f32, computed in f32, rounded once per op), i32, u32,
 //! bool, i64 (emulated on pairs of words: the Philox noise needs 64-bit products). f64
 //! programs are refused at load.
+//!
+//! Launches: softmax/log-softmax, rms_norm and RoPE (forward and backward) and the fused
+//! diffusion KL loss run as one hand-written kernel each (`fused`); attention runs as its
+//! decomposition. Chains of consecutive elementwise ops, iotas and views of one size run as
+//! one generated kernel made of the ops' own WGSL functions (`fuse`), bitwise the unfused
+//! run; `GIDD_WGPU_FUSE=0` or `WgpuExecutor::with_fusion(false)` turns that off.
 
 mod buffer;
 mod device;

@@ -1,6 +1,6 @@
 //! The executor's contract beyond single ops: a clean error with no adapter, f64 refused at
 //! load, donation writing outputs into donated storage, Philox draws bitwise the host's,
-//! fused ops (run as their decompositions) and their gradients against the cpu executor's
+//! fused ops (kernels or decompositions) and their gradients against the cpu executor's
 //! fused kernels, tensors beyond one storage binding refused clearly, the measured peak.
 
 mod common;
@@ -135,7 +135,7 @@ fn philox_draws_are_bitwise_the_hosts() -> Result<()> {
 }
 
 /// softmax, log_softmax, rms_norm, rope and masked soft-capped attention, forward and
-/// gradient: the cpu runs its fused kernels, wgpu their decompositions.
+/// gradient: the cpu and wgpu each run their own fused kernels (attention: wgpu's decomposition).
 #[test]
 fn fused_ops_and_gradients_match_the_cpus_kernels() -> Result<()> {
     let s = seed(1300);
@@ -190,7 +190,7 @@ fn fused_ops_and_gradients_match_the_cpus_kernels() -> Result<()> {
             uniform(&mut r, &[b, l, d / 2], DType::F32, -1.0, 1.0),
         ),
     ];
-    // gradients through softmax and attention: the fused kernels and the decompositions
+    // gradients through softmax and attention: the cpu's fused kernels against wgpu's
     // round differently, so the bar is DESIGN.md's for gradients
     let tol = Tol {
         f32: 1e-4,
