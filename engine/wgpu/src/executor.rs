@@ -1,12 +1,13 @@
 //! The `wgpu` executor: programs run as WGSL compute dispatches on any Vulkan, Metal or DX12
 //! adapter (lavapipe, Mesa's software Vulkan, in CI).
 //!
-//! `load` decomposes fused ops (no fused WGSL kernels yet), lowers every node to dispatches
-//! of cached pipelines, and allocates one device buffer per planned slot (`Program::slots`),
-//! the constants, the parameter blocks and the bind groups that do not involve the program's
-//! inputs. A run records every dispatch into one compute pass of one command encoder, copies
-//! the outputs out of their slots (into a donated input's storage where the program aliases
-//! them), and submits once; nothing waits for the device until a download.
+//! `load` decomposes the fused ops without a WGSL kernel (`crate::fused`), lowers every node
+//! to dispatches of cached pipelines, and allocates one device buffer per planned slot
+//! (`Program::slots`), the constants, the parameter blocks and the bind groups that do not
+//! involve the program's inputs. A run records every dispatch into one compute pass of one
+//! command encoder, copies the outputs out of their slots (into a donated input's storage
+//! where the program aliases them), and submits once; nothing waits for the device until a
+//! download.
 
 use crate::buffer::{alloc_bytes, encode, next_id, value_bytes, WgpuBuffer};
 use crate::device::Gpu;

@@ -14,8 +14,9 @@
 //! programs are refused at load.
 //!
 //! Launches: softmax/log-softmax, rms_norm and RoPE (forward and backward) and the fused
-//! diffusion KL loss run as one hand-written kernel each (`fused`); attention runs as its
-//! decomposition. Chains of consecutive elementwise ops, iotas and views of one size run as
+//! diffusion KL loss run as one hand-written kernel each (`fused`); attention as flash-style
+//! kernels (forward one dispatch, backward three; no `[Lq, Lk]` scores in memory, head dims
+//! up to 128). Chains of consecutive elementwise ops, iotas and views of one size run as
 //! one generated kernel made of the ops' own WGSL functions (`fuse`), bitwise the unfused
 //! run; `GIDD_WGPU_FUSE=0` or `WgpuExecutor::with_fusion(false)` turns that off.
 

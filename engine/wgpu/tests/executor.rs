@@ -135,7 +135,7 @@ fn philox_draws_are_bitwise_the_hosts() -> Result<()> {
 }
 
 /// softmax, log_softmax, rms_norm, rope and masked soft-capped attention, forward and
-/// gradient: the cpu and wgpu each run their own fused kernels (attention: wgpu's decomposition).
+/// gradient: the cpu and wgpu each run their own fused kernels (attention included).
 #[test]
 fn fused_ops_and_gradients_match_the_cpus_kernels() -> Result<()> {
     let s = seed(1300);

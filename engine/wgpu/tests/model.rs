@@ -1,5 +1,5 @@
-//! A tiny GIDD model end to end: forward, loss and gradients on wgpu (fused attention, norms
-//! and the diffusion loss run as their decompositions) equal the cpu executor's (its fused
+//! A tiny GIDD model end to end: forward, loss and gradients on wgpu (attention, norms, RoPE
+//! and the diffusion loss as its fused WGSL kernels) equal the cpu executor's (its fused
 //! kernels), and 20 SGD steps with the parameters donated on the device track the cpu
 //! executor's losses within 1e-4 relative. Prints load and step times.
 

@@ -1,8 +1,9 @@
 //! The engine's fused ops as hand-written WGSL kernels: softmax, rms_norm and RoPE over rows
 //! ([`rows`]), flash-style attention ([`attention`]), the GIDD diffusion KL over the
-//! vocabulary ([`diffusion_kl`]). `supports` says which (op, dtype) pairs have a kernel;
-//! `load` decomposes the others into primitives (`gidd_engine::rewrite::lower_for`), so a
-//! family without a kernel still runs, only with more dispatches.
+//! vocabulary ([`diffusion_kl`]); every fused op of the engine has one. `supports` says which
+//! (op, dtype) pairs have a kernel; `load` decomposes the others into primitives
+//! (`gidd_engine::rewrite::lower_for`), so an op without a kernel for a dtype still runs, only
+//! with more dispatches.
 
 mod attention;
 mod diffusion_kl;
