@@ -350,3 +350,52 @@ fn bench_step_runs_on_wgpu() {
         assert!(j["peak_gflop_s"].as_f64().is_some_and(|p| p > 0.0), "{j}");
     }
 }
+
+/// `gidd bench kernels --backend wgpu` runs every kernel family as a one-op program on the
+/// adapter and reports time, GFLOP/s against the adapter's measured peak, and GB/s.
+#[test]
+fn bench_kernels_runs_on_wgpu() {
+    if !available("wgpu_backend::bench_kernels") {
+        return;
+    }
+    let out = gidd_tests::gidd()
+        .args(["bench", "kernels", "--backend", "wgpu", "--json"])
+        .args(["--max_gemm", "256", "--max_seq", "256"])
+        .output()
+        .expect("run gidd");
+    assert!(
+        out.status.success(),
+        "bench kernels: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    for kernel in [
+        "gemm",
+        "attention_fwd",
+        "attention_fwd+bwd",
+        "softmax",
+        "rms_norm",
+        "diffusion_kl",
+    ] {
+        assert!(
+            rows.iter().any(|r| r["kernel"] == kernel),
+            "no {kernel} row in {rows:?}"
+        );
+    }
+    for r in &rows {
+        eprintln!("{r}");
+        assert!(r["backend"].as_str().is_some_and(|b| b.starts_with("wgpu")), "{r}");
+        assert!(r["ms"].as_f64().is_some_and(|t| t > 0.0 && t.is_finite()), "{r}");
+        assert!(r["gb_s"].as_f64().is_some_and(|b| b > 0.0), "{r}");
+        if r["kernel"] == "gemm" {
+            // a fraction of a measured peak: positive, and not wildly above it
+            let f = r["frac_of_peak"].as_f64().expect("gemm rows have a peak fraction");
+            assert!(f > 0.0 && f < 2.0, "{r}");
+        }
+    }
+    // the largest GEMM respects --max_gemm
+    assert!(!rows.iter().any(|r| r["shape"] == "512x512x512"), "{rows:?}");
+}

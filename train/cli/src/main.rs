@@ -80,10 +80,19 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
-    /// GEMM and attention kernels: time, GFLOP/s, fraction of peak.
+    /// GEMM, attention, softmax, rms_norm and loss kernels: time, GFLOP/s, fraction of peak
+    /// (cpu: gidd-kernels' functions; xla, wgpu, cuda: one-op programs on the executor).
     Kernels {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        exec: gidd_train::backend::BackendArgs,
+        /// The largest square GEMM of a device table (4096 on a GPU; lavapipe wants 1024).
+        #[arg(long = "max_gemm", alias = "max-gemm", default_value_t = 4096)]
+        max_gemm: usize,
+        /// The longest attention sequence of a device table.
+        #[arg(long = "max_seq", alias = "max-seq", default_value_t = 2048)]
+        max_seq: usize,
     },
     /// One step of a synthetic model; one JSON line (for shared/baselines/run_bench.py).
     Step(gidd_benches::step::StepArgs),
@@ -141,10 +150,23 @@ fn main() {
         Cmd::Correct(c) => correct(&c),
         Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
         Cmd::Bench {
-            what: BenchCmd::Kernels { json },
+            what:
+                BenchCmd::Kernels {
+                    json,
+                    exec,
+                    max_gemm,
+                    max_seq,
+                },
         } => {
-            gidd_benches::kernels::run(json);
-            Ok(())
+            if exec.backend == gidd_train::backend::Backend::Cpu {
+                gidd_benches::kernels::run(json);
+                Ok(())
+            } else {
+                let sizes = gidd_benches::kernels_device::Sizes { max_gemm, max_seq };
+                exec.open("benchmarking kernels").and_then(|o| {
+                    gidd_train::with_executor!(o, e => gidd_benches::kernels_device::run_on(&e, sizes, json))
+                })
+            }
         }
         Cmd::Bench {
             what: BenchCmd::Corpus,
