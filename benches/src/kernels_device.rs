@@ -151,7 +151,10 @@ fn rowwise(kernel: &'static str, rows: usize, n: usize) -> Result<Case> {
             let xt = g.input("x0", &[rows], DType::I32);
             let l = g.input("l", &[rows], DType::F32);
             let ids: Vec<i32> = (0..rows).map(|i| ((i * 131) % n) as i32).collect();
-            let z_ids: Vec<i32> = ids.iter().map(|&i| if i % 2 == 0 { i } else { n as i32 - 1 }).collect();
+            let z_ids: Vec<i32> = ids
+                .iter()
+                .map(|&i| if i % 2 == 0 { i } else { n as i32 - 1 })
+                .collect();
             inputs.push(HostTensor::i32(vec![rows], z_ids)?);
             inputs.push(HostTensor::i32(vec![rows], ids)?);
             inputs.push(fill(&[rows], DType::F32));
@@ -172,18 +175,36 @@ fn rowwise(kernel: &'static str, rows: usize, n: usize) -> Result<Case> {
 
 fn cases(s: Sizes) -> Result<Vec<Case>> {
     let mut v = vec![];
-    for n in [256, 512, 1024, 2048, 4096].into_iter().filter(|&n| n <= s.max_gemm) {
+    for n in [256, 512, 1024, 2048, 4096]
+        .into_iter()
+        .filter(|&n| n <= s.max_gemm)
+    {
         for dt in [DType::F32, DType::BF16] {
             v.push(gemm(n, n, n, false, dt, format!("{n}x{n}x{n}"))?);
         }
     }
     // the tiny/small presets' shapes: tokens x d x d, tokens x 4d x d, tokens x V x d
-    for (m, n, k) in [(2048, 256, 256), (2048, 1024, 256), (2048, 4096, 256), (2048, 256, 1024)] {
+    for (m, n, k) in [
+        (2048, 256, 256),
+        (2048, 1024, 256),
+        (2048, 4096, 256),
+        (2048, 256, 1024),
+    ] {
         if m.max(n).max(k) <= s.max_gemm.max(2048) {
-            v.push(gemm(m, n, k, true, DType::F32, format!("{m}x{n}x{k} (model, B^T)"))?);
+            v.push(gemm(
+                m,
+                n,
+                k,
+                true,
+                DType::F32,
+                format!("{m}x{n}x{k} (model, B^T)"),
+            )?);
         }
     }
-    for l in [256, 512, 1024, 2048].into_iter().filter(|&l| l <= s.max_seq) {
+    for l in [256, 512, 1024, 2048]
+        .into_iter()
+        .filter(|&l| l <= s.max_seq)
+    {
         for d in [64, 128] {
             v.push(attention(l, d, false)?);
             v.push(attention(l, d, true)?);
@@ -248,7 +269,6 @@ pub fn run_on<E: Executor>(exec: &E, sizes: Sizes, json: bool) -> Result<()> {
                     "shape": c.shape, "ms": t * 1e3, "gflops": gflops, "frac_of_peak": frac, "gb_s": gbs})
             );
         } else {
-
             println!(
                 "{:<18} {:<5} {:<26} {:>10.3} {:>10} {:>8} {:>8.1}",
                 c.kernel,

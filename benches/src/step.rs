@@ -315,6 +315,9 @@ fn print_profile(prof: &[(String, f64, usize)], steps: usize, calls: &str) {
     }
 }
 
+/// Timed steps: (step seconds, cpu utilisation, cpu ms per step).
+type Timed = (Vec<f64>, f64, f64);
+
 /// Loads `prog` on a device executor and times it: ((step seconds, cpu utilisation,
 /// cpu ms per step), seconds from `t_compile` to loaded).
 #[allow(clippy::too_many_arguments)]
@@ -326,7 +329,7 @@ fn time_on_device<E: Executor>(
     mode: Mode,
     inputs: &StepInputs,
     t_compile: Instant,
-) -> Result<((Vec<f64>, f64, f64), f64)> {
+) -> Result<(Timed, f64)> {
     let mut lp = exec.load(prog)?;
     let compile_s = t_compile.elapsed().as_secs_f64();
     let r = time_steps(

@@ -318,7 +318,7 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::Rope | Op::RopeBwd => {
             arity(op, ins, 3)?;
             let x = &ins[0].shape;
-            if x.len() != 3 || x[2] % 2 != 0 {
+            if x.len() != 3 || !x[2].is_multiple_of(2) {
                 return Err(serr(op, "x must be [rows, heads, d] with d even", ins));
             }
             let half = vec![x[0], x[2] / 2];

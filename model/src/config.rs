@@ -177,7 +177,7 @@ impl GiddConfig {
                 return bad(format!("{name} must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!(
                 "num_attention_heads ({}) must divide hidden_size ({})",
                 self.num_attention_heads, self.hidden_size
@@ -191,7 +191,7 @@ impl GiddConfig {
                 self.hidden_size
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad(format!(
                 "head_dim {} must be even for RoPE",
                 self.head_dim()

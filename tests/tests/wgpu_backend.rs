@@ -387,15 +387,26 @@ fn bench_kernels_runs_on_wgpu() {
     }
     for r in &rows {
         eprintln!("{r}");
-        assert!(r["backend"].as_str().is_some_and(|b| b.starts_with("wgpu")), "{r}");
-        assert!(r["ms"].as_f64().is_some_and(|t| t > 0.0 && t.is_finite()), "{r}");
+        assert!(
+            r["backend"].as_str().is_some_and(|b| b.starts_with("wgpu")),
+            "{r}"
+        );
+        assert!(
+            r["ms"].as_f64().is_some_and(|t| t > 0.0 && t.is_finite()),
+            "{r}"
+        );
         assert!(r["gb_s"].as_f64().is_some_and(|b| b > 0.0), "{r}");
         if r["kernel"] == "gemm" {
             // a fraction of a measured peak: positive, and not wildly above it
-            let f = r["frac_of_peak"].as_f64().expect("gemm rows have a peak fraction");
+            let f = r["frac_of_peak"]
+                .as_f64()
+                .expect("gemm rows have a peak fraction");
             assert!(f > 0.0 && f < 2.0, "{r}");
         }
     }
     // the largest GEMM respects --max_gemm
-    assert!(!rows.iter().any(|r| r["shape"] == "512x512x512"), "{rows:?}");
+    assert!(
+        !rows.iter().any(|r| r["shape"] == "512x512x512"),
+        "{rows:?}"
+    );
 }

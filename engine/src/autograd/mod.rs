@@ -17,7 +17,7 @@ pub fn grad(loss: &Tensor, wrt: &[Tensor]) -> Result<Vec<Tensor>> {
         ));
     }
     let seed = loss.full_like(1.0);
-    vjp(&[loss.clone()], &[Some(seed)], wrt)
+    vjp(std::slice::from_ref(loss), &[Some(seed)], wrt)
 }
 
 /// Vector-Jacobian product: cotangents of `outputs` pulled back to `wrt`.

@@ -268,7 +268,11 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
         // the operand expression of a view is its strided load (kernel_text)
         (op, _) if is_view(op) => a[0].clone(),
         (Op::Unary(u), Class::Float { bf16 }) => {
-            format!("store_f(unary_f_op({}u, {}), {bf16})", unary_code(*u), f(&a[0]))
+            format!(
+                "store_f(unary_f_op({}u, {}), {bf16})",
+                unary_code(*u),
+                f(&a[0])
+            )
         }
         (Op::Unary(u), Class::Int { kind }) => {
             format!("unary_i_op({}u, {kind}u, {})", unary_code(*u), a[0])
@@ -281,7 +285,12 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
             f(&a[1])
         ),
         (Op::Binary(o), Class::Int { kind }) => {
-            format!("binary_i_op({}u, {kind}u, {}, {})", binary_code(*o), a[0], a[1])
+            format!(
+                "binary_i_op({}u, {kind}u, {}, {})",
+                binary_code(*o),
+                a[0],
+                a[1]
+            )
         }
         (Op::Binary(o), Class::Long) => {
             format!("binary_l_op({}u, {}, {})", binary_code(*o), a[0], a[1])
@@ -303,7 +312,9 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
         (Op::Convert { .. }, to) => {
             let x = &a[0];
             match (class(p.values[node.inputs[0]].ty.dtype)?, to) {
-                (Class::Float { .. }, Class::Float { bf16 }) => format!("store_f({}, {bf16})", f(x)),
+                (Class::Float { .. }, Class::Float { bf16 }) => {
+                    format!("store_f({}, {bf16})", f(x))
+                }
                 (Class::Float { .. }, Class::Int { kind }) => {
                     format!("f32_to_int({kind}u, {})", f(x))
                 }
@@ -343,11 +354,18 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<(String, Vec<usize>, Vec<us
          @group(0) @binding(0) var<storage, read> P: array<u32>;\n",
     );
     for k in 0..io.writes.len() {
-        let _ = writeln!(s, "@group(0) @binding({}) var<storage, read_write> O{k}: array<u32>;", 1 + k);
+        let _ = writeln!(
+            s,
+            "@group(0) @binding({}) var<storage, read_write> O{k}: array<u32>;",
+            1 + k
+        );
     }
     for k in 0..bufs.len() {
         let b = 1 + io.writes.len() + k;
-        let _ = writeln!(s, "@group(0) @binding({b}) var<storage, read> I{k}: array<u32>;");
+        let _ = writeln!(
+            s,
+            "@group(0) @binding({b}) var<storage, read> I{k}: array<u32>;"
+        );
     }
     s.push_str(
         "\n@compute @workgroup_size(256)\n\
@@ -412,7 +430,10 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<(String, Vec<usize>, Vec<us
     }
     for (k, &v) in io.writes.iter().enumerate() {
         if p.values[v].ty.dtype == DType::I64 {
-            let _ = writeln!(s, "    O{k}[2u * i] = r{v}.x;\n    O{k}[2u * i + 1u] = r{v}.y;");
+            let _ = writeln!(
+                s,
+                "    O{k}[2u * i] = r{v}.x;\n    O{k}[2u * i + 1u] = r{v}.y;"
+            );
         } else {
             let _ = writeln!(s, "    O{k}[i] = r{v};");
         }

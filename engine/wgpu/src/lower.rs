@@ -38,7 +38,11 @@ pub fn class(d: DType) -> Result<Class> {
 pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
     let p = b.p;
     let max = b.max_bindings();
-    let chains = if fuse { crate::fuse::chains(p, max) } else { vec![] };
+    let chains = if fuse {
+        crate::fuse::chains(p, max)
+    } else {
+        vec![]
+    };
     // the chain a node belongs to, and whether it is the chain's last member
     let mut in_chain = vec![None; p.nodes.len()];
     for (c, ch) in chains.iter().enumerate() {

@@ -99,7 +99,9 @@ fn grow(r: &mut StdRng, pool: &mut Vec<Tensor>, n: usize) -> Result<()> {
             // an aliasing reshape in the middle of a chain
             6 if n.is_multiple_of(3) => x.reshape(&[3, n / 3])?.reshape(&[n])?,
             // views: a transpose (of a chain value: the chain splits there) and a slice
-            7 if n.is_multiple_of(3) => x.reshape(&[3, n / 3])?.transpose(&[1, 0])?.reshape(&[n])?,
+            7 if n.is_multiple_of(3) => {
+                x.reshape(&[3, n / 3])?.transpose(&[1, 0])?.reshape(&[n])?
+            }
             7 => x.reshape(&[1, n])?.slice(&[0, 0], &[1, n])?.reshape(&[n])?,
             // a broadcast of a one-element input
             8 if !rows.is_empty() => pick(r, &rows).broadcast_to(&[n])?,

@@ -40,13 +40,13 @@ pub fn forward_f64(
             let beta = sig(m.scale as f64 * l[r] + m.shift as f64);
             let mut kl = 0.0;
             let (mut a, mut b) = (0.0, 0.0);
-            for k in 0..v {
+            for (k, &y) in lg.iter().enumerate() {
                 let pi = if k == m.mask_id {
                     1.0 - beta
                 } else {
                     beta / (v as f64 - 1.0)
                 };
-                let p = alpha * (lg[k] - mx).exp() / se + (1.0 - alpha) * pi;
+                let p = alpha * (y - mx).exp() / se + (1.0 - alpha) * pi;
                 let q = alpha * if k as i64 == x[r] { 1.0 } else { 0.0 } + (1.0 - alpha) * pi;
                 let (lp, lq) = (slog(p), slog(q));
                 kl += lq.exp() * (lq - lp);

@@ -15,7 +15,7 @@ fn f32_out(d: &mut Data) -> &mut Vec<f32> {
 pub fn softmax_fwd(log: bool, x: Arg, shape: &[usize], out: &mut Data) {
     let n = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
-    let rows = if n == 0 { 0 } else { total / n };
+    let rows = total.checked_div(n).unwrap_or(0);
     let xs = x.slice::<f32>(total);
     let o = &mut f32_out(out)[..total];
     if log {
@@ -28,7 +28,7 @@ pub fn softmax_fwd(log: bool, x: Arg, shape: &[usize], out: &mut Data) {
 pub fn softmax_bwd(y: Arg, dy: Arg, shape: &[usize], out: &mut Data) {
     let n = *shape.last().unwrap_or(&1);
     let total: usize = shape.iter().product();
-    let rows = if n == 0 { 0 } else { total / n };
+    let rows = total.checked_div(n).unwrap_or(0);
     softmax::softmax_bwd(
         rows,
         n,
