@@ -1,4 +1,4 @@
-//! The `gidd` command: train | generate | correct | eval | audit | check | info | export-hlo | bench.
+//! The `gidd` command: train | sweep | generate | correct | eval | audit | check | info | export-hlo | bench.
 
 mod eval;
 mod generate;
@@ -28,6 +28,10 @@ struct Cli {
 enum Cmd {
     /// Train a GIDD model (default: the tiny preset on the embedded corpus).
     Train(gidd_train::trainer::TrainArgs),
+    /// The scaling sweep: every run of a grid (sizes × noise types × batch sizes × LRs) as a
+    /// `gidd train` run under --out/runs/, resumable, then results.jsonl and results.csv
+    /// (SCALING's N, FLOPs per token, tokens, final and EMA ELBO, ELBO history) for `gidd fit`.
+    Sweep(gidd_train::sweep::SweepArgs),
     /// Compare a checkpoint with a golden file written by the reference; non-zero exit on any failure.
     Audit {
         #[arg(long)]
@@ -130,6 +134,7 @@ fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Train(a) => gidd_train::trainer::run(&a),
+        Cmd::Sweep(a) => gidd_train::sweep::run(&a),
         Cmd::Audit {
             checkpoint,
             golden,
