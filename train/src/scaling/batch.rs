@@ -47,6 +47,12 @@ fn vertex(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
     (q[2] > 0.0 && v >= lo && v <= hi).then(|| (v.exp(), q[0] + q[1] * v + q[2] * v * v))
 }
 
+/// The B*(D) law and its points (D, B*·T).
+pub type BatchLaw = (Slope, Vec<(f64, f64)>);
+
+/// (lr, ln loss) points per batch size.
+type ByBatch = BTreeMap<u64, Vec<(f64, f64)>>;
+
 fn bits(v: f64) -> u64 {
     v.to_bits()
 }
@@ -54,12 +60,7 @@ fn bits(v: f64) -> u64 {
 /// B*(D): per (N, target loss), the min tokens over lr at each B < max_batch; the vertex
 /// of ln D = quadratic(ln B) where convex and inside the B range gives (D, B*·T); then
 /// OLS ln B*_tok = c + k·ln D. Returns the law and its points (D, B*_tok).
-#[allow(clippy::type_complexity)]
-pub fn batch_law(
-    rows: &[&LossRow],
-    seq: f64,
-    max_batch: u64,
-) -> Result<(Slope, Vec<(f64, f64)>), String> {
+pub fn batch_law(rows: &[&LossRow], seq: f64, max_batch: u64) -> Result<BatchLaw, String> {
     let mut g: BTreeMap<(u64, u64), BTreeMap<u64, f64>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.batch < max_batch) {
         let e = g
@@ -92,7 +93,7 @@ pub fn batch_law(
 /// per (N, C) OLS ln η* on ln(B·T) over >= 2 batch sizes, evaluated at B*_tok(D) of the
 /// batch law with D = C/M (if inside the measured B range); then OLS ln η* on ln B*_tok.
 pub fn lr_law(rows: &[&FlopRow], seq: f64, bstar: &Slope) -> Result<Slope, String> {
-    let mut g: BTreeMap<(u64, u64), BTreeMap<u64, Vec<(f64, f64)>>> = BTreeMap::new();
+    let mut g: BTreeMap<(u64, u64), ByBatch> = BTreeMap::new();
     for r in rows {
         g.entry((bits(r.n), bits(r.c)))
             .or_default()

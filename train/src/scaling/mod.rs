@@ -23,7 +23,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{Cooldown, Slope};
+pub use batch::{BatchLaw, Cooldown, Slope};
 pub use curve::{fit_curve, Curve};
 pub use laws::{fit_surface, power_law, raw_optima, sq_optima, Optimum, PowerLaw, Surface};
 pub use results::{Results, ResultsError, Run};
@@ -148,7 +148,7 @@ pub struct NoiseFit {
     pub noise: String,
     pub shift: f64,
     pub methods: Vec<MethodFit>,
-    pub batch_law: Result<(Slope, Vec<(f64, f64)>), String>,
+    pub batch_law: Result<BatchLaw, String>,
     pub lr_law: Result<Slope, String>,
 }
 
@@ -163,7 +163,7 @@ pub struct Analysis {
     pub losses: Vec<f64>,
     pub iso_loss: Vec<LossRow>,
     pub noises: Vec<NoiseFit>,
-    pub batch_law_all: Result<(Slope, Vec<(f64, f64)>), String>,
+    pub batch_law_all: Result<BatchLaw, String>,
     pub cooldown: Result<Cooldown, String>,
 }
 

@@ -25,22 +25,25 @@ fn slug(s: &str) -> String {
 }
 
 /// The fit line and its 95% band over [lo, hi], 40 log-spaced points.
-fn law_lines(name: &str, law: &PowerLaw, lo: f64, hi: f64) -> [Series; 3] {
+fn law_lines(name: &str, law: &PowerLaw, lo: f64, hi: f64, color: usize) -> [Series; 3] {
     let xs = super::numeric::log_grid(lo, hi, 40);
     let band: Vec<(f64, (f64, f64))> = xs.iter().map(|&x| (x, law.band(x))).collect();
     [
         Series::line(
             format!("{name} fit, a = {:.3}", law.exponent),
             xs.iter().map(|&x| (x, law.at(x))).collect(),
-        ),
+        )
+        .colored(color),
         Series::line(
             format!("{name} 2.5%"),
             band.iter().map(|(x, b)| (*x, b.0)).collect(),
-        ),
+        )
+        .colored(color),
         Series::line(
             format!("{name} 97.5%"),
             band.iter().map(|(x, b)| (*x, b.1)).collect(),
-        ),
+        )
+        .colored(color),
     ]
 }
 
@@ -89,6 +92,8 @@ pub fn write_all(a: &Analysis, args: &FitArgs) -> Result<Vec<String>> {
             ] {
                 let mut series = Vec::new();
                 for m in &n.methods {
+                    // Method 1 blue, Method 2 (6N) orange, as in the paper's figures.
+                    let color = if m.method == "6n" { 5 } else { 0 };
                     let v = if kind == "sq" { &m.sq } else { &m.raw };
                     let y = |o: &super::Optimum| match law {
                         "D" => o.d,
@@ -98,16 +103,22 @@ pub fn write_all(a: &Analysis, args: &FitArgs) -> Result<Vec<String>> {
                     };
                     let (used, other): (Vec<_>, Vec<_>) =
                         v.optima.iter().zip(&v.used).partition(|p| *p.1);
-                    series.push(Series::dots(
-                        format!("{} optima", m.method),
-                        used.iter().map(|p| (p.0.c, y(p.0))).collect(),
-                    ));
-                    series.push(Series::dots(
-                        format!("{} left out", m.method),
-                        other.iter().map(|p| (p.0.c, y(p.0))).collect(),
-                    ));
+                    series.push(
+                        Series::dots(
+                            format!("{} optima", m.method),
+                            used.iter().map(|p| (p.0.c, y(p.0))).collect(),
+                        )
+                        .colored(color),
+                    );
+                    series.push(
+                        Series::dots(
+                            format!("{} left out", m.method),
+                            other.iter().map(|p| (p.0.c, y(p.0))).collect(),
+                        )
+                        .colored(4),
+                    );
                     if let Some(l) = v.laws.get(law) {
-                        series.extend(law_lines(m.method, l, blo, bhi));
+                        series.extend(law_lines(m.method, l, blo, bhi, color));
                     }
                 }
                 let title = format!("{label} vs C, {} ({kind})", n.noise);
@@ -130,7 +141,12 @@ pub fn write_all(a: &Analysis, args: &FitArgs) -> Result<Vec<String>> {
     }
     // 3. Exponent comparison across noise types (Method 1).
     let mut series = Vec::new();
-    for (law, kind) in [("M", "sq"), ("M", "raw"), ("D", "sq"), ("D", "raw")] {
+    for (law, kind, color) in [
+        ("M", "sq", 0),
+        ("M", "raw", 3),
+        ("D", "sq", 1),
+        ("D", "raw", 5),
+    ] {
         let pick = |f: fn(&PowerLaw) -> f64| -> Vec<(f64, f64)> {
             a.noises
                 .iter()
@@ -145,17 +161,13 @@ pub fn write_all(a: &Analysis, args: &FitArgs) -> Result<Vec<String>> {
                 })
                 .collect()
         };
-        series.push(Series::dots(format!("{law}* {kind}"), pick(|l| l.exponent)));
-        if kind == "sq" {
-            series.push(Series::line(
-                format!("{law}* sq 2.5%"),
-                pick(|l| l.exponent_ci[0]),
-            ));
-            series.push(Series::line(
-                format!("{law}* sq 97.5%"),
-                pick(|l| l.exponent_ci[1]),
-            ));
-        }
+        series.push(Series::dots(format!("{law}* {kind}"), pick(|l| l.exponent)).colored(color));
+        series.push(
+            Series::line(format!("{law}* {kind} 2.5%"), pick(|l| l.exponent_ci[0])).colored(color),
+        );
+        series.push(
+            Series::line(format!("{law}* {kind} 97.5%"), pick(|l| l.exponent_ci[1])).colored(color),
+        );
     }
     let names: Vec<String> = a
         .noises
