@@ -102,10 +102,10 @@ pub fn lr_law(rows: &[&FlopRow], seq: f64, bstar: &Slope) -> Result<Slope, Strin
             .push((r.lr, r.loss.ln()));
     }
     let mut pts = Vec::new();
-    for ((_, c), per_b) in &g {
+    for ((n, c), per_b) in &g {
         let m = rows
             .iter()
-            .find(|r| bits(r.c) == *c)
+            .find(|r| bits(r.n) == *n && bits(r.c) == *c)
             .map(|r| r.m)
             .unwrap_or(f64::NAN);
         let etas: Vec<(f64, f64)> = per_b

@@ -275,3 +275,72 @@ fn cooldown_factor_of_paired_runs() {
     assert!((c.ratio - 1.02).abs() < 1e-3 && c.ci99 < 1e-3);
     assert!(batch::cooldown(&runs[..1]).is_err());
 }
+
+/// Iso-loss rows whose tokens are exactly quadratic in ln B around B*_tok = k·D^0.8, and
+/// iso-FLOP rows whose ln loss is quadratic in ln lr around η* = 0.01·(B·T)^0.34: the
+/// vertex extraction and both OLS laws must return those slopes.
+#[test]
+fn batch_and_lr_laws_recover_their_slopes() {
+    let (seq, k_b, k_eta) = (256.0, 0.8, 0.34);
+    let b_star = |d: f64| 3e-3 * d.powf(k_b);
+    let batches = [8u64, 16, 32, 64, 128, 256, 512];
+    let mut loss_rows = Vec::new();
+    for (i, d_min) in log_grid(1e8, 1e11, 8).into_iter().enumerate() {
+        for &b in &batches {
+            let u = (b as f64 * seq / b_star(d_min)).ln();
+            loss_rows.push(LossRow {
+                noise: "masked".into(),
+                run: format!("b{b}"),
+                n: 1e6,
+                batch: b,
+                lr: 1.0,
+                target_loss: 3.0 - 0.1 * i as f64,
+                steps: 0.0,
+                tokens: d_min * (0.05 * u * u).exp(),
+                flops: 0.0,
+            });
+        }
+    }
+    let refs: Vec<&LossRow> = loss_rows.iter().collect();
+    let (law, pts) = batch::batch_law(&refs, seq, 1024).unwrap();
+    eprintln!(
+        "B* slope {:.6} ± {:.2e}, {} vertices",
+        law.slope,
+        law.slope_ci99,
+        pts.len()
+    );
+    assert!((law.slope - k_b).abs() < 1e-9 && law.r2 > 0.999999);
+    let m = 1e7;
+    let mut flop_rows = Vec::new();
+    for c in log_grid(1e15, 1e17, 5) {
+        for &b in &batches {
+            let eta = 0.01 * (b as f64 * seq).powf(k_eta);
+            for lr in log_grid(eta / 4.0, eta * 3.0, 5) {
+                flop_rows.push(FlopRow {
+                    noise: "masked".into(),
+                    run: format!("b{b}-lr{lr}"),
+                    n: 1e6,
+                    m,
+                    c,
+                    batch: b,
+                    lr,
+                    steps: 0.0,
+                    tokens: c / m,
+                    loss: (1.0 + 0.02 * (lr / eta).ln().powi(2)).exp(),
+                });
+            }
+        }
+    }
+    let refs: Vec<&FlopRow> = flop_rows.iter().collect();
+    let eta = batch::lr_law(&refs, seq, &law).unwrap();
+    eprintln!(
+        "eta* slope {:.6} ± {:.2e} over {} points",
+        eta.slope, eta.slope_ci99, eta.points
+    );
+    assert!((eta.slope - k_eta).abs() < 1e-6, "{eta:?}");
+    // Two batch sizes only: B* cannot be located, a message instead of a number.
+    let few: Vec<&LossRow> = loss_rows.iter().filter(|r| r.batch <= 16).collect();
+    assert!(batch::batch_law(&few, seq, 1024)
+        .unwrap_err()
+        .contains("need 3"));
+}
