@@ -1,6 +1,8 @@
 //! `gidd fit` end to end on a synthetic RESULTS file: fit.json and the charts, and the
 //! errors of bad input.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use gidd_train::scaling::synth::{to_jsonl, Synth};
 use rand::SeedableRng;
 use std::path::Path;

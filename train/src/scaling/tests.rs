@@ -1,5 +1,7 @@
 //! Recovery tests of `gidd fit` on synthetic data with known answers.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 use super::numeric::log_grid;
 use super::synth::{normal, to_jsonl, Synth};
 use super::*;
