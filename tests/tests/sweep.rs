@@ -95,6 +95,34 @@ fn smoke_sweep_trains_then_skips() {
     assert!(t1.elapsed().as_secs_f64() < 20.0);
     let second = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
     assert_eq!(first, second);
+
+    // The study's next command reads what the sweep wrote: every run gets a loss curve.
+    let fit = dir.join("fit");
+    let out = ok(gidd()
+        .args([
+            "fit",
+            "--scale",
+            "smoke",
+            "--bootstrap",
+            "200",
+            "--no_plots",
+            "--out",
+        ])
+        .arg(&fit)
+        .arg(dir.join("results.jsonl"))
+        .output()
+        .expect("run gidd fit"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("4 runs fitted, 0 skipped"), "{said}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fit.join("fit.json")).expect("fit.json"))
+            .expect("fit.json is JSON");
+    assert_eq!(
+        j["thresholds"]["min_step"].as_f64(),
+        Some(5.0),
+        "{}",
+        j["thresholds"]
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The `gidd` command: train | sweep | generate | correct | eval | audit | check | info | export-hlo | bench.
+//! The `gidd` command: train | sweep | fit | generate | correct | eval | audit | check | info | export-hlo | bench.
 
 mod eval;
 mod generate;
@@ -80,6 +80,10 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+    /// Scaling laws from `gidd sweep` results (JSONL): per-run loss curves, iso-FLOP and
+    /// iso-loss tables, compute-optimal power laws with bootstrap intervals, the loss
+    /// surface, batch-size/LR laws and the cooldown factor; fit.json and charts in --out.
+    Fit(gidd_train::scaling::FitArgs),
 }
 
 #[derive(Subcommand)]
@@ -154,6 +158,7 @@ fn main() {
         Cmd::Eval(e) => eval::run(&e),
         Cmd::Correct(c) => correct(&c),
         Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
+        Cmd::Fit(a) => gidd_train::scaling::run(&a),
         Cmd::Bench {
             what:
                 BenchCmd::Kernels {

@@ -31,6 +31,9 @@ pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
     pub style: Style,
+    /// Index into the palette; None = the series' position. Related series (a fit and
+    /// its band lines) share one colour this way.
+    pub color: Option<usize>,
 }
 
 impl Series {
@@ -40,6 +43,7 @@ impl Series {
             name: name.into(),
             points,
             style: Style::Line,
+            color: None,
         }
     }
     /// A dot at each of `points` (a scatter).
@@ -48,6 +52,15 @@ impl Series {
             name: name.into(),
             points,
             style: Style::Dots,
+            color: None,
+        }
+    }
+    /// The same series in palette colour `index` (0 blue, 1 red, 2 green, 3 purple,
+    /// 4 grey, 5 orange; wraps around).
+    pub fn colored(self, index: usize) -> Series {
+        Series {
+            color: Some(index),
+            ..self
         }
     }
 }

@@ -153,7 +153,7 @@ fn draw<DB: DrawingBackend>(
     let radius = px(3.0);
     let sample = px(22.0) as i32;
     for (i, s) in chart.series.iter().enumerate() {
-        let c = COLORS[i % COLORS.len()];
+        let c = COLORS[s.color.unwrap_or(i) % COLORS.len()];
         let pts: Vec<(f64, f64)> = axis_points(chart, &s.points).collect();
         let line = c.stroke_width(stroke);
         let dots = c.filled();

@@ -235,6 +235,7 @@ fn odd_series_and_sizes_do_not_panic() {
                 name: "s".into(),
                 points: points.clone(),
                 style,
+                color: None,
             }];
             for (xs, ys) in [(Scale::Linear, Scale::Linear), (Scale::Log, Scale::Log)] {
                 let chart = Chart {
