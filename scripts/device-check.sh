@@ -10,10 +10,13 @@
 #   1. gidd check --backend B                 the op conformance suite against the cpu executor
 #   2. gidd audit --backend B --dtype f32     on every golden case (tests/golden/*)
 #   3. gidd bench step --backend B            the tiny synthetic step, f32 and bf16
-#   4. gidd bench step --backend xla          the same step through PJRT: on a cuda run the
+#   4. gidd bench kernels --backend B         GEMM 256..4096, attention, softmax, rms_norm, the
+#                                             loss as one-op programs (and --backend wgpu on a
+#                                             cuda run: WGSL on the GPU's Vulkan driver)
+#   5. gidd bench step --backend xla          the same step through PJRT: on a cuda run the
 #                                             image's XLA CUDA plugin, in a rehearsal whatever
 #                                             gidd finds ($GIDD_PJRT_PLUGIN or .xla-plugin/)
-#   5. gpu_anchors.sh --only micro            PyTorch's bf16 GEMM and copy ceilings (cuda runs;
+#   6. gpu_anchors.sh --only micro            PyTorch's bf16 GEMM and copy ceilings (cuda runs;
 #                                             a rehearsal runs --cpu-smoke when torch is there)
 # Logs and JSON go to $OUT (a temporary folder when unset). Exit status: 0 when every step
 # that ran passed.
@@ -30,7 +33,7 @@ for s in "$ROOT/shared" "$ROOT/../shared"; do
     [ -z "$SHARED" ] && [ -f "$s/baselines/gpu_anchors.sh" ] && SHARED=$s
 done
 # seconds per step: the sum stays under 8 minutes with room for the table
-T_CHECK=${T_CHECK:-90} T_AUDIT=${T_AUDIT:-30} T_BENCH=${T_BENCH:-45} T_XLA=${T_XLA:-75} T_ANCHORS=${T_ANCHORS:-120}
+T_CHECK=${T_CHECK:-80} T_AUDIT=${T_AUDIT:-30} T_BENCH=${T_BENCH:-45} T_KERNELS=${T_KERNELS:-30} T_XLA=${T_XLA:-75} T_ANCHORS=${T_ANCHORS:-105}
 START=$(date +%s)
 ROWS=()
 FAILED=0
@@ -66,6 +69,26 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 r = rows[-1]
 frac = r.get("frac_peak")
 print(f"{r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:.0f} tok/s" + (f", {100 * frac:.1f}% of peak" if frac else ""))
+EOF
+}
+
+# The `bench kernels --json` lines as "best GEMM f32/bf16 GFLOP/s (% of peak), attention fwd".
+summarize_kernels() {
+    python3 - "$1" <<'EOF' 2>/dev/null || echo "no result line"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+out = []
+for dt in ("f32", "bf16"):
+    g = [r for r in rows if r["kernel"] == "gemm" and r["dtype"] == dt and r.get("gflops")]
+    if g:
+        b = max(g, key=lambda r: r["gflops"])
+        f = b.get("frac_of_peak")
+        out.append(f"gemm {dt} {b['gflops']:.0f} GFLOP/s at {b['shape']}" + (f" ({100 * f:.0f}%)" if f else ""))
+a = [r for r in rows if r["kernel"] == "attention_fwd" and r.get("gflops")]
+if a:
+    b = max(a, key=lambda r: r["gflops"])
+    out.append(f"attn fwd {b['gflops']:.0f} GFLOP/s at {b['shape']}")
+print("; ".join(out) or "no rows")
 EOF
 }
 
@@ -107,6 +130,16 @@ for dtype in f32 bf16; do
     run "bench step $BACKEND $dtype" "$T_BENCH" "$log" \
         "$BIN" bench step --backend "$BACKEND" --dtype "$dtype" --steps 5 --warmup 2
     ROWS[-1]="${ROWS[-1]}$(summarize "$log")"
+done
+
+KERNEL_BACKENDS=("$BACKEND")
+[ "$BACKEND" = cuda ] && KERNEL_BACKENDS+=(wgpu)
+for kb in "${KERNEL_BACKENDS[@]}"; do
+    [ "$kb" = cpu ] && continue # the cpu table is `gidd bench kernels` without --backend
+    log="$OUT/kernels-$kb.jsonl"
+    run "bench kernels $kb" "$T_KERNELS" "$log" \
+        "$BIN" bench kernels --backend "$kb" --json --max_seq 2048
+    ROWS[-1]="${ROWS[-1]}$(summarize_kernels "$log")"
 done
 
 XLA_ARGS=()
