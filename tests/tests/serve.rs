@@ -16,11 +16,16 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Self::start_logging(extra, Stdio::inherit())
+    }
+
+    fn start_logging(extra: &[&str], stderr: Stdio) -> Server {
         let mut child = gidd_tests::gidd()
             .args(["serve", "--port", "0", "--checkpoint"])
             .arg(gidd_tests::golden_case("mask-small"))
             .args(extra)
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -123,16 +128,18 @@ fn health_models_and_generation() {
         .collect();
     assert_eq!(events.last(), Some(&"[DONE]"));
     let mut streamed = [vec![], vec![]];
-    let mut finished = 0;
+    let (mut finished, mut block_chunks) = (0, 0);
     for e in &events[..events.len() - 1] {
         let v: Value = serde_json::from_str(e).unwrap();
         let c = &v["choices"][0];
         let i = c["index"].as_u64().unwrap() as usize;
         streamed[i].extend(ids(&c["token_ids"]));
         finished += usize::from(!c["finish_reason"].is_null());
+        block_chunks += usize::from(c["finish_reason"].is_null());
     }
     assert_eq!(finished, 2);
-    assert!(events.len() >= 2 + 2 + 1, "a chunk per block: {events:?}");
+    // 8 tokens in blocks of 4: two chunks per choice
+    assert_eq!(block_chunks, 4, "a chunk per block and choice: {events:?}");
     for (i, got) in streamed.iter().enumerate() {
         assert_eq!(*got, ids(&a["choices"][i]["token_ids"]));
     }
@@ -215,6 +222,11 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         ("{\"prompt\": {\"a\": 1}}".into(), 400, "invalid_prompt"),
         ("{\"prompt\": [0], \"n\": 9}".into(), 400, "n_out_of_range"),
         (
+            "{\"prompt\": [0], \"steps\": 5000}".into(),
+            400,
+            "steps_out_of_range",
+        ),
+        (
             "{\"prompt\": [0], \"max_tokens\": 30}".into(),
             400,
             "max_tokens_too_large",
@@ -277,4 +289,47 @@ fn a_burst_is_answered_or_refused_never_lost() {
     assert_eq!(ok + refused, 32, "{statuses:?}");
     assert!(ok >= 1);
     assert_eq!(s.get("/health").0, 200);
+}
+
+#[test]
+fn a_client_that_leaves_stops_its_generation() {
+    let dir = gidd_tests::TempDir::new("serve-cancel");
+    let log = dir.join("stderr.log");
+    let s = Server::start_logging(
+        &["--max_steps", "50000"],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    // one token a block, many steps a block: ~1 s a block here, 23 blocks
+    let body = json!({"prompt": [0], "max_tokens": 23, "block_length": 1, "steps": 50000,
+                      "stream": true, "seed": 3, "temperature": 1.0});
+    let mut r = Server::agent()
+        .post(format!("{}/v1/completions", s.base))
+        .content_type("application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut first = String::new();
+    BufReader::new(r.body_mut().as_reader())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("data: {"), "{first}");
+    drop(r); // the connection closes with the stream unread
+    let t0 = std::time::Instant::now();
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("generation stopped: its client went away") {
+            break true;
+        }
+        if t0.elapsed().as_secs() > 20 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(said, "the engine did not stop the generation");
+    // and it serves the next one
+    let (st, _) = s.post(
+        "/v1/completions",
+        &json!({"prompt": [0], "max_tokens": 4, "steps": 2}),
+    );
+    assert_eq!(st, 200);
 }

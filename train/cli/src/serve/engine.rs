@@ -144,13 +144,16 @@ impl<E: Executor + Clone> Engine<E> {
             match job {
                 Job::Generate { work, events } => {
                     if events.is_closed() {
-                        continue; // the client left while the job was queued
+                        eprintln!("serve: generation skipped: its client left while it was queued");
+                        continue;
                     }
                     match self.generate(&work, &events) {
                         Ok(choices) => {
                             let _ = events.send(Event::Done(choices));
                         }
-                        Err(e) if e.to_string() == CANCELLED => {}
+                        Err(e) if e.to_string() == CANCELLED => {
+                            eprintln!("serve: generation stopped: its client went away");
+                        }
                         Err(e) => {
                             let _ = events.send(Event::Failed(internal(e)));
                         }

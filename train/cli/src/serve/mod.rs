@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// Largest n (samples per prompt).
     #[arg(long, default_value_t = 8)]
     pub max_n: usize,
+    /// Largest `steps` per block (generation) and `num_denoising_steps` (scoring).
+    #[arg(long, default_value_t = 4096)]
+    pub max_steps: usize,
     /// Most prompts in one request.
     #[arg(long, default_value_t = 32)]
     pub max_prompts: usize,
@@ -77,8 +80,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     // flags first: a bad one is reported before a large checkpoint is read
     let dtype = a.dtype.activations("serve")?;
     a.exec.check("serving")?;
-    if a.queue == 0 || a.max_n == 0 || a.max_prompts == 0 {
-        bail!("--queue, --max_n and --max_prompts must be positive");
+    if a.queue == 0 || a.max_n == 0 || a.max_prompts == 0 || a.max_steps == 0 {
+        bail!("--queue, --max_n, --max_prompts and --max_steps must be positive");
     }
     let m = load_checkpoint(&a.checkpoint)?;
     let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?.map(Arc::new);
@@ -101,6 +104,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             max_n: a.max_n,
             max_prompts: a.max_prompts,
             max_logprobs: 20,
+            max_steps: a.max_steps,
         },
         model,
         body_limit: a.max_body_bytes,

@@ -17,6 +17,8 @@ pub struct Limits {
     pub max_n: usize,
     pub max_prompts: usize,
     pub max_logprobs: usize,
+    /// Largest `steps` (per block) and `num_denoising_steps`: the work of one request.
+    pub max_steps: usize,
 }
 
 /// The body as sent. Unknown fields are accepted and ignored (clients send `user`,
@@ -261,10 +263,13 @@ pub fn parse(
             }
         }
         let levels = b.num_denoising_steps.unwrap_or(128);
-        if levels == 0 || levels > 4096 {
+        if levels == 0 || levels > lim.max_steps {
             return Err(ApiError::bad(
-                "invalid_value",
-                format!("num_denoising_steps {levels}: use 1..=4096"),
+                "steps_out_of_range",
+                format!(
+                    "num_denoising_steps {levels}: the server takes 1..={} (--max_steps)",
+                    lim.max_steps
+                ),
             ));
         }
         return Ok(Work::Score(ScoreWork {
@@ -330,6 +335,15 @@ pub fn parse(
         seed,
     };
     check_opts(&opts, "").map_err(|e| ApiError::bad("invalid_value", format!("{e:#}")))?;
+    if opts.steps > lim.max_steps {
+        return Err(ApiError::bad(
+            "steps_out_of_range",
+            format!(
+                "steps {}: the server takes at most {} per block (--max_steps)",
+                opts.steps, lim.max_steps
+            ),
+        ));
+    }
     Ok(Work::Generate(GenWork {
         prompts,
         n,
