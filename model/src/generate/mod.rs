@@ -15,6 +15,7 @@ pub use correct::{self_correct, Change};
 use gidd_engine::rng::{uniform_f64_at, HostRng};
 use gidd_engine::Executor;
 use rayon::prelude::*;
+use std::ops::ControlFlow;
 
 /// `--sampling_method`: how a step picks the positions it denoises (SPEC.md section 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +128,25 @@ pub fn generate_with<E: Executor>(
     prior: Option<Vec<Vec<u32>>>,
     mut on_event: impl FnMut(GenEvent<'_>),
 ) -> Result<Vec<Vec<u32>>> {
+    generate_until(canvas, cfg, prompts, o, prior, |e| {
+        on_event(e);
+        ControlFlow::Continue(())
+    })
+}
+
+/// The message of the error [`generate_until`] returns when its caller stops it.
+pub const CANCELLED: &str = "generation cancelled";
+
+/// `generate_with` whose `on_event` may stop it (a server whose client went away):
+/// `Break` ends the run after that event with an error saying [`CANCELLED`].
+pub fn generate_until<E: Executor>(
+    canvas: &mut Canvas<E>,
+    cfg: &GiddConfig,
+    prompts: &[Vec<u32>],
+    o: &GenOpts,
+    prior: Option<Vec<Vec<u32>>>,
+    mut on_event: impl FnMut(GenEvent<'_>) -> ControlFlow<()>,
+) -> Result<Vec<Vec<u32>>> {
     let b = prompts.len();
     let t = canvas.len;
     let v = canvas.vocab();
@@ -197,7 +217,9 @@ pub fn generate_with<E: Executor>(
             if !keep {
                 logits = canvas.block_logits(&x, &noise, ws, we)?;
             }
-            on_event(GenEvent::Step { block: nb, step });
+            if on_event(GenEvent::Step { block: nb, step }).is_break() {
+                bail!(CANCELLED);
+            }
             let min_eos = (o.min_length + p_len).saturating_sub(ws);
             let sc = StepCtx {
                 logits: &logits,
@@ -281,12 +303,15 @@ pub fn generate_with<E: Executor>(
         for row in noise.iter_mut() {
             row[..we].fill(false);
         }
-        on_event(GenEvent::Block {
+        let flow = on_event(GenEvent::Block {
             x: &x,
             block: nb,
             start: ws,
             end: we,
         });
+        if flow.is_break() {
+            bail!(CANCELLED);
+        }
         nb += 1;
         let has_eos = x.iter().all(|row| row.contains(&EOS));
         if ws + o.block_length >= o.max_length + p_len || has_eos || we >= t {

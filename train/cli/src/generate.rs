@@ -77,33 +77,46 @@ pub struct GenArgs {
 
 impl GenArgs {
     pub fn opts(&self) -> Result<GenOpts> {
-        let (method, schedule) = (self.sampling_method, self.noise_schedule);
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bail!(
-                "--temperature {}: use a finite value >= 0 (0 = argmax)",
-                self.temperature
-            );
+        if self.batch_size == 0 {
+            bail!("--batch_size must be positive");
         }
-        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
-            bail!("--top_p {p}: use a value in (0, 1]");
-        }
-        if self.tokens_per_step == 0 || self.batch_size == 0 {
-            bail!("--tokens_per_step and --batch_size must be positive");
-        }
-        Ok(GenOpts {
+        let o = GenOpts {
             max_length: self.max_length,
             min_length: self.min_length,
             block_length: self.block_length,
             steps: self.steps,
-            method,
-            schedule,
+            method: self.sampling_method,
+            schedule: self.noise_schedule,
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
             tokens_per_step: self.tokens_per_step,
             seed: self.seed,
-        })
+        };
+        check_opts(&o, "--")?;
+        Ok(o)
     }
+}
+
+/// Checks sampling options before any work; `dash` prefixes the names ("--" for flags,
+/// "" for `gidd serve`'s JSON fields) so that the message names what the user wrote.
+pub fn check_opts(o: &GenOpts, dash: &str) -> Result<()> {
+    if !(o.temperature >= 0.0 && o.temperature.is_finite()) {
+        bail!(
+            "{dash}temperature {}: use a finite value >= 0 (0 = argmax)",
+            o.temperature
+        );
+    }
+    if let Some(p) = o.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        bail!("{dash}top_p {p}: use a value in (0, 1]");
+    }
+    if o.tokens_per_step == 0 {
+        bail!("{dash}tokens_per_step must be positive");
+    }
+    if o.block_length == 0 || o.steps == 0 {
+        bail!("{dash}block_length and {dash}steps must be positive");
+    }
+    Ok(())
 }
 
 /// One prompt as given: its text (if any) and its ids.
@@ -120,7 +133,7 @@ fn need_tok<'a>(tok: Option<&'a Tok>, what: &str) -> Result<&'a Tok> {
     })
 }
 
-fn text_prompt(tok: &Tok, text: &str) -> Result<Vec<u32>> {
+pub fn text_prompt(tok: &Tok, text: &str) -> Result<Vec<u32>> {
     let mut ids = vec![0u32]; // bos
     ids.extend(tok.encode(text)?);
     Ok(ids)
@@ -207,7 +220,7 @@ fn read_prompts(a: &GenArgs, tok: Option<&Tok>) -> Result<Vec<Prompt>> {
     Ok(out)
 }
 
-fn check_prompt(cfg: &GiddConfig, i: usize, p: &[u32]) -> Result<()> {
+pub fn check_prompt(cfg: &GiddConfig, i: usize, p: &[u32]) -> Result<()> {
     let t = cfg.max_position_embeddings;
     if p.is_empty() {
         bail!("prompt {i} is empty: start it with bos (id 0)");

@@ -1,9 +1,10 @@
-//! The `gidd` command: train | sweep | fit | generate | correct | eval | audit | check | info | export-hlo | bench.
+//! The `gidd` command: train | sweep | fit | generate | correct | eval | serve | audit | check | info | export-hlo | bench.
 
 mod eval;
 mod generate;
 mod info;
 mod requests;
+mod serve;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -68,6 +69,9 @@ enum Cmd {
     Correct(CorrectArgs),
     /// Negative ELBO per token of a dataset (nats, bits, perplexity bound) with its standard error.
     Eval(eval::EvalArgs),
+    /// An OpenAI-compatible HTTP server: /v1/completions (generation, streaming, and
+    /// echo scoring with the ELBO of `eval --requests`), /v1/models, /health.
+    Serve(serve::ServeArgs),
     /// Write the training step the train flags describe as a StableHLO module.
     ExportHlo {
         #[arg(long)]
@@ -156,6 +160,7 @@ fn main() {
         Cmd::Info { checkpoint } => info::run(&checkpoint),
         Cmd::Generate(g) => generate::run(&g),
         Cmd::Eval(e) => eval::run(&e),
+        Cmd::Serve(s) => serve::run(&s),
         Cmd::Correct(c) => correct(&c),
         Cmd::ExportHlo { out, train } => export_hlo(&out, &train),
         Cmd::Fit(a) => gidd_train::scaling::run(&a),

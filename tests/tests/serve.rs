@@ -1,0 +1,335 @@
+//! `gidd serve` end to end over real HTTP: the endpoints, generation (plain and streamed),
+//! scoring against `gidd eval --requests`, refusals in the OpenAI error shape, and
+//! back-pressure under a burst of concurrent clients.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE: denied outside tests)
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+/// A `gidd serve` child on a free port, killed when dropped (also when a test fails).
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        Self::start_logging(extra, Stdio::inherit())
+    }
+
+    fn start_logging(extra: &[&str], stderr: Stdio) -> Server {
+        let mut child = gidd_tests::gidd()
+            .args(["serve", "--port", "0", "--checkpoint"])
+            .arg(gidd_tests::golden_case("mask-small"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("gidd serve printed {line:?}, not its address"))
+            .to_string();
+        Server { child, base }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    /// (status, body text)
+    fn post_raw(&self, path: &str, body: &str) -> (u16, String) {
+        let mut r = Self::agent()
+            .post(format!("{}{path}", self.base))
+            .content_type("application/json")
+            .send(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (s, text) = self.post_raw(path, &body.to_string());
+        (s, serde_json::from_str(&text).unwrap())
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut r = Self::agent()
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        (r.status().as_u16(), serde_json::from_str(&text).unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn health_models_and_generation() {
+    let s = Server::start(&[]);
+    assert_eq!(s.get("/health"), (200, json!({"status": "ok"})));
+    let (st, m) = s.get("/v1/models");
+    assert_eq!(st, 200);
+    assert_eq!(m["object"], "list");
+    assert_eq!(m["data"][0]["id"], "mask-small");
+
+    // min_length = max_tokens: no early eos, so exactly max_tokens tokens come back
+    let req = json!({"prompt": [0, 5, 6], "max_tokens": 8, "min_length": 8, "seed": 7,
+                     "n": 2, "steps": 4, "block_length": 4, "temperature": 0.9});
+    let (st, a) = s.post("/v1/completions", &req);
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["object"], "text_completion");
+    assert_eq!(a["choices"].as_array().unwrap().len(), 2);
+    for c in a["choices"].as_array().unwrap() {
+        assert_eq!(ids(&c["token_ids"]).len(), 8);
+        assert_eq!(c["finish_reason"], "length");
+        assert!(c["logprobs"].is_null());
+    }
+    assert_eq!(
+        a["usage"],
+        json!({"prompt_tokens": 3, "completion_tokens": 16, "total_tokens": 19})
+    );
+    let (_, b) = s.post("/v1/completions", &req);
+    assert_eq!(a["choices"], b["choices"], "same seed, same completions");
+
+    // streamed: chunks per block, the same tokens as unstreamed, then [DONE]
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    let (st, text) = s.post_raw("/v1/completions", &sreq.to_string());
+    assert_eq!(st, 200);
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.strip_prefix("data: ").unwrap())
+        .collect();
+    assert_eq!(events.last(), Some(&"[DONE]"));
+    let mut streamed = [vec![], vec![]];
+    let (mut finished, mut block_chunks) = (0, 0);
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap();
+        let c = &v["choices"][0];
+        let i = c["index"].as_u64().unwrap() as usize;
+        streamed[i].extend(ids(&c["token_ids"]));
+        finished += usize::from(!c["finish_reason"].is_null());
+        block_chunks += usize::from(c["finish_reason"].is_null());
+    }
+    assert_eq!(finished, 2);
+    // 8 tokens in blocks of 4: two chunks per choice
+    assert_eq!(block_chunks, 4, "a chunk per block and choice: {events:?}");
+    for (i, got) in streamed.iter().enumerate() {
+        assert_eq!(*got, ids(&a["choices"][i]["token_ids"]));
+    }
+}
+
+#[test]
+fn scoring_sums_to_the_eval_likelihood() {
+    let (ctx, cont) = (vec![0u32, 5, 6], vec![7u32, 8, 9, 1]);
+    let dir = gidd_tests::TempDir::new("serve-score");
+    let req_path = dir.join("requests.jsonl");
+    std::fs::write(
+        &req_path,
+        json!({"prompt_ids": ctx, "completion_ids": cont}).to_string(),
+    )
+    .unwrap();
+    let out = gidd_tests::gidd()
+        .args(["eval", "--checkpoint"])
+        .arg(gidd_tests::golden_case("mask-small"))
+        .arg("--requests")
+        .arg(&req_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = eval["logprob"].as_f64().unwrap();
+
+    let s = Server::start(&[]);
+    let prompt: Vec<u32> = ctx.iter().chain(&cont).copied().collect();
+    let (st, r) = s.post(
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "max_tokens": 0, "logprobs": 1,
+                "context_tokens": ctx.len()}),
+    );
+    assert_eq!(st, 200, "{r}");
+    let lp = &r["choices"][0]["logprobs"];
+    let token_lp = lp["token_logprobs"].as_array().unwrap();
+    assert_eq!(token_lp.len(), prompt.len());
+    assert!(token_lp[..ctx.len()].iter().all(Value::is_null));
+    let got: f64 = token_lp[ctx.len()..]
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .sum();
+    eprintln!(
+        "scoring vs eval --requests: {got} vs {want}, diff {:e}",
+        (got - want).abs()
+    );
+    assert!((got - want).abs() < 1e-5, "served {got}, eval {want}");
+    // one top entry per scored token; never above the token's own value unless it is
+    // another token (the greedy check's reading)
+    let top = lp["top_logprobs"].as_array().unwrap();
+    for (j, t) in top.iter().enumerate().skip(ctx.len()) {
+        let m = t.as_object().unwrap();
+        assert_eq!(m.len(), 1);
+        let best = m.values().next().unwrap().as_f64().unwrap();
+        let own = token_lp[j].as_f64().unwrap();
+        let is_own = m.contains_key(&prompt[j].to_string());
+        assert!(
+            if is_own { best == own } else { best > own },
+            "{t} vs {own}"
+        );
+    }
+    assert_eq!(lp["text_offset"].as_array().unwrap().len(), prompt.len());
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
+    let s = Server::start(&["--max_body_bytes", "2000"]);
+    let big = format!("{{\"prompt\": [0], \"pad\": \"{}\"}}", "x".repeat(4000));
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("{\"prompt\": [0, 5".into(), 400, "invalid_json"),
+        (
+            "{\"prompt\": [0], \"max_tokens\": \"many\"}".into(),
+            400,
+            "invalid_type",
+        ),
+        ("{\"prompt\": {\"a\": 1}}".into(), 400, "invalid_prompt"),
+        ("{\"prompt\": [0], \"n\": 9}".into(), 400, "n_out_of_range"),
+        (
+            "{\"prompt\": [0], \"steps\": 5000}".into(),
+            400,
+            "steps_out_of_range",
+        ),
+        (
+            "{\"prompt\": [0], \"max_tokens\": 30}".into(),
+            400,
+            "max_tokens_too_large",
+        ),
+        (
+            "{\"prompt\": [0, 1, 2], \"max_tokens\": 22}".into(),
+            400,
+            "context_length_exceeded",
+        ),
+        ("{\"prompt\": \"hello\"}".into(), 400, "no_tokenizer"),
+        ("{\"prompt\": [0, 500]}".into(), 400, "invalid_prompt"),
+        (
+            "{\"prompt\": [0], \"sampling_method\": \"beam\"}".into(),
+            400,
+            "invalid_value",
+        ),
+        (big, 413, "body_too_large"),
+    ];
+    for (body, status, code) in &cases {
+        let (st, text) = s.post_raw("/v1/completions", body);
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().len() > 10);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+    let (st, v) = s.post("/v1/chat/completions", &json!({"messages": []}));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("no_chat_template"))
+    );
+    assert_eq!(s.get("/health").0, 200);
+}
+
+#[test]
+fn a_burst_is_answered_or_refused_never_lost() {
+    let s = Server::start(&["--queue", "2"]);
+    let body = json!({"prompt": [0, 5, 6], "max_tokens": 16, "steps": 16, "seed": 1}).to_string();
+    let statuses: Vec<u16> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..32)
+            .map(|_| sc.spawn(|| s.post_raw("/v1/completions", &body)))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                let (st, text) = h.join().unwrap();
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if st == 429 {
+                    assert_eq!(v["error"]["code"], "queue_full");
+                }
+                st
+            })
+            .collect()
+    });
+    let ok = statuses.iter().filter(|&&x| x == 200).count();
+    let refused = statuses.iter().filter(|&&x| x == 429).count();
+    eprintln!("burst of 32 with --queue 2: {ok} answered, {refused} refused");
+    assert_eq!(ok + refused, 32, "{statuses:?}");
+    assert!(ok >= 1);
+    assert_eq!(s.get("/health").0, 200);
+}
+
+#[test]
+fn a_client_that_leaves_stops_its_generation() {
+    let dir = gidd_tests::TempDir::new("serve-cancel");
+    let log = dir.join("stderr.log");
+    let s = Server::start_logging(
+        &["--max_steps", "50000"],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    // one token a block, many steps a block: ~1 s a block here, 23 blocks
+    let body = json!({"prompt": [0], "max_tokens": 23, "block_length": 1, "steps": 50000,
+                      "stream": true, "seed": 3, "temperature": 1.0});
+    let mut r = Server::agent()
+        .post(format!("{}/v1/completions", s.base))
+        .content_type("application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut first = String::new();
+    BufReader::new(r.body_mut().as_reader())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("data: {"), "{first}");
+    drop(r); // the connection closes with the stream unread
+    let t0 = std::time::Instant::now();
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("generation stopped: its client went away") {
+            break true;
+        }
+        if t0.elapsed().as_secs() > 20 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(said, "the engine did not stop the generation");
+    // and it serves the next one
+    let (st, _) = s.post(
+        "/v1/completions",
+        &json!({"prompt": [0], "max_tokens": 4, "steps": 2}),
+    );
+    assert_eq!(st, 200);
+}

@@ -1,0 +1,161 @@
+//! `gidd serve`: an OpenAI-compatible HTTP server (axum on tokio) over one checkpoint.
+//!
+//! Threads: tokio's workers parse and check requests and write responses; one engine
+//! thread ([`engine`]) owns the executor and runs generation and scoring, fed by a
+//! bounded queue. Scoring (`echo: true, max_tokens: 0, logprobs: k`) is
+//! `gidd eval --requests`' ELBO likelihood with the prompt's first `context_tokens`
+//! (default 1, the bos of a text prompt) as the clean context and the rest as the
+//! completion; each scored token's logprob is minus its level-averaged ELBO term, so the
+//! sum over the scored tokens is the eval's logprob for that (context, continuation).
+
+mod engine;
+mod errors;
+mod request;
+mod routes;
+
+use anyhow::{bail, Context, Result};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use gidd_train::backend::{BackendArgs, Precision};
+use gidd_train::model_dir::{load_checkpoint, load_tokenizer};
+use gidd_train::with_executor;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+#[derive(clap::Args, Clone, Debug)]
+#[command(rename_all = "snake_case")]
+pub struct ServeArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// tokenizer.json (default: the checkpoint's; without one, prompts are token ids).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Address to listen on: loopback by default; 0.0.0.0 exposes the server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free one; the bound address is printed on stdout).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// The model id of /v1/models (default: the checkpoint directory's name).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Requests waiting for the engine; past it new ones get 429.
+    #[arg(long, default_value_t = 16)]
+    pub queue: usize,
+    /// Largest request body (bytes); past it 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest max_tokens (default: the model's max_position_embeddings).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Largest n (samples per prompt).
+    #[arg(long, default_value_t = 8)]
+    pub max_n: usize,
+    /// Largest `steps` per block (generation) and `num_denoising_steps` (scoring).
+    #[arg(long, default_value_t = 4096)]
+    pub max_steps: usize,
+    /// Most prompts in one request.
+    #[arg(long, default_value_t = 32)]
+    pub max_prompts: usize,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
+    #[command(flatten)]
+    pub exec: BackendArgs,
+}
+
+/// The chat template of tokenizer_config.json beside the tokenizer, if any: HF keeps it
+/// there, never in tokenizer.json.
+fn chat_template(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("chat_template")
+        .filter(|t| !t.is_null())
+        .map(|t| t.to_string())
+}
+
+pub fn run(a: &ServeArgs) -> Result<()> {
+    // flags first: a bad one is reported before a large checkpoint is read
+    let dtype = a.dtype.activations("serve")?;
+    a.exec.check("serving")?;
+    if a.queue == 0 || a.max_n == 0 || a.max_prompts == 0 || a.max_steps == 0 {
+        bail!("--queue, --max_n, --max_prompts and --max_steps must be positive");
+    }
+    let m = load_checkpoint(&a.checkpoint)?;
+    let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?.map(Arc::new);
+    let t = m.cfg.max_position_embeddings;
+    let model = match &a.model_name {
+        Some(n) => n.clone(),
+        None => std::fs::canonicalize(&a.checkpoint)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "gidd".into()),
+    };
+    let (jobs, rx) = tokio::sync::mpsc::channel(a.queue);
+    let state = Arc::new(routes::AppState {
+        jobs,
+        queue: a.queue,
+        cfg: m.cfg.clone(),
+        tok: tok.clone(),
+        limits: request::Limits {
+            max_tokens: a.max_tokens.unwrap_or(t),
+            max_n: a.max_n,
+            max_prompts: a.max_prompts,
+            max_logprobs: 20,
+            max_steps: a.max_steps,
+        },
+        model,
+        body_limit: a.max_body_bytes,
+        chat_template: chat_template(&a.checkpoint),
+        next_id: AtomicU64::new(0),
+    });
+
+    // The engine thread opens the executor itself (executors need not be Send) and says
+    // whether that worked before the server starts listening.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
+    let exec = a.exec.clone();
+    let (cfg, params) = (m.cfg, m.params);
+    std::thread::Builder::new()
+        .name("gidd-engine".into())
+        .spawn(move || match exec.open("serving") {
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+            Ok(opened) => {
+                let _ = ready_tx.send(Ok(()));
+                with_executor!(opened, e => engine::Engine::new(e, cfg, params, tok, dtype).run(rx))
+            }
+        })?;
+    ready_rx
+        .recv()
+        .context("the engine thread ended before starting")??;
+
+    let app = Router::new()
+        .route("/health", get(routes::health))
+        .route("/v1/models", get(routes::models))
+        .route("/v1/completions", post(routes::completions))
+        .route("/v1/chat/completions", post(routes::chat))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(a.max_body_bytes))
+        .with_state(state);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
+        let addr = listener.local_addr()?;
+        // stdout, flushed: tests and scripts read the port chosen for --port 0 from here
+        println!("listening on http://{addr}");
+        std::io::stdout().flush()?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    })
+}
