@@ -67,52 +67,6 @@ var<workgroup> SP: array<f32, 256>;
 
 const F32_MIN: f32 = -3.40282347e+38;
 
-const LOG2E: f32 = 1.4426950408889634;
-const LN2_HI: f32 = 0.693359375;
-const LN2_LO: f32 = -2.12194440e-4;
-
-// e^x to a few ulp: 0 below -104, inf above 89, NaN kept (softmax.wgsl's exp_acc).
-fn exp_acc(x0: f32) -> f32 {
-    if is_nan(x0) {
-        return x0;
-    }
-    let x = clamp(x0, -104.0, 89.0);
-    let n = round(x * LOG2E);
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    var p = 1.9875691e-4;
-    p = p * r + 1.3981999e-3;
-    p = p * r + 8.3334519e-3;
-    p = p * r + 4.1665796e-2;
-    p = p * r + 1.6666665e-1;
-    p = p * r + 0.5;
-    p = p * (r * r) + r + 1.0;
-    let ni = i32(n);
-    let n1 = ni >> 1u;
-    let n2 = ni - n1;
-    let s1 = bitcast<f32>(u32(n1 + 127) << 23u);
-    let s2 = bitcast<f32>(u32(n2 + 127) << 23u);
-    return (p * s1) * s2;
-}
-
-// ln y for finite y > 0 (a softmax denominator: at least 1).
-fn ln_acc(y: f32) -> f32 {
-    if is_nan(y) || y == f32_inf() {
-        return y;
-    }
-    let bits = bitcast<u32>(y);
-    var e = i32((bits >> 23u) & 0xffu) - 127;
-    var m = bitcast<f32>((bits & 0x007fffffu) | 0x3f800000u);
-    if m > 1.41421356 {
-        m = m * 0.5;
-        e = e + 1;
-    }
-    let t = (m - 1.0) / (m + 1.0);
-    let t2 = t * t;
-    let s = t * (2.0 + t2 * (0.6666667 + t2 * (0.4 + t2 * (0.2857143 + t2 * 0.2222222))));
-    let ef = f32(e);
-    return ef * 0.69314575 + (s + ef * 1.4286068e-6);
-}
-
 // tanh without cancellation near 0 or inf / inf far out (elementwise/ops.wgsl's tanh_f).
 fn tanh_acc(x: f32) -> f32 {
     let a = abs(x);
@@ -128,18 +82,6 @@ fn tanh_acc(x: f32) -> f32 {
     }
     let e = exp_acc(-2.0 * a);
     return sign(x) * (1.0 - e) / (1.0 + e);
-}
-
-// (s, c) + v, Neumaier's compensated step.
-fn kahan(acc: vec2<f32>, v: f32) -> vec2<f32> {
-    let t = acc.x + v;
-    var e: f32;
-    if abs(acc.x) >= abs(v) {
-        e = (acc.x - t) + v;
-    } else {
-        e = (v - t) + acc.x;
-    }
-    return vec2<f32>(t, acc.y + e);
 }
 
 // ---- tiles: rows [r0, r0 + T) of a [rows, D] buffer into SA or SB (row k at k * DMAX);

@@ -85,18 +85,6 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + fm_exp(-x));
 }
 
-// (s, c) + v, Neumaier's compensated step.
-fn kahan(acc: vec2<f32>, v: f32) -> vec2<f32> {
-    let t = acc.x + v;
-    var e: f32;
-    if abs(acc.x) >= abs(v) {
-        e = (acc.x - t) + v;
-    } else {
-        e = (v - t) + acc.x;
-    }
-    return vec2<f32>(t, acc.y + e);
-}
-
 // Id j of an id buffer of `kind`, clamped to [0, V).
 fn clamp_id(lo: u32, hi: u32, kind: u32) -> u32 {
     let top = P[1] - 1u;

@@ -40,18 +40,6 @@ override BF16: bool = false;
 var<workgroup> sh_s: array<f32, 256>;
 var<workgroup> sh_c: array<f32, 256>;
 
-// (s, c) + v, Neumaier's compensated step.
-fn kahan(acc: vec2<f32>, v: f32) -> vec2<f32> {
-    let t = acc.x + v;
-    var e: f32;
-    if abs(acc.x) >= abs(v) {
-        e = (acc.x - t) + v;
-    } else {
-        e = (v - t) + acc.x;
-    }
-    return vec2<f32>(t, acc.y + e);
-}
-
 // The workgroup's compensated sum of the invocations' (sum, compensation) pairs.
 fn wg_sum(t: u32, acc: vec2<f32>) -> f32 {
     workgroupBarrier();

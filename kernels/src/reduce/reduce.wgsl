@@ -55,18 +55,6 @@ fn red_off(r: u32) -> u32 {
     return unravel(r, RR, 20u, 28u);
 }
 
-// (s, c) + v, Neumaier's compensated step.
-fn kahan(acc: vec2<f32>, v: f32) -> vec2<f32> {
-    let t = acc.x + v;
-    var e: f32;
-    if abs(acc.x) >= abs(v) {
-        e = (acc.x - t) + v;
-    } else {
-        e = (v - t) + acc.x;
-    }
-    return vec2<f32>(t, acc.y + e);
-}
-
 fn max_nan(a: f32, b: f32) -> f32 {
     if is_nan(a) || is_nan(b) {
         return f32_nan();
