@@ -99,6 +99,7 @@ pub const MODULES: &[Module] = &[
     module!("matmul/gemm_simt", Arch::Sm80, true),
     module!("matmul/gemm_mma_sm80", Arch::Sm80, true),
     module!("matmul/peak_sm90a", Arch::Sm90a, true),
+    module!("gidd_loss/diffusion_kl", Arch::Sm80, true),
 ];
 
 /// The module defining `entry`, if any.

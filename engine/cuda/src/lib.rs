@@ -16,14 +16,19 @@
 //! machine); [`driver`] is the only code that calls CUDA; [`executor`] joins them.
 //!
 //! Dtypes: f32, bf16, i32, u32, i64, bool. f64 programs (the audit precision) are refused at
-//! load: they are the cpu executor's. Fused ops run as their decompositions (fused PTX
-//! kernels are issue 14).
+//! load: they are the cpu executor's. Fused ops with a PTX kernel ([`fused`]: the GIDD
+//! loss's pass over the vocabulary, attention) run as one; the rest as their decompositions.
+//! The fused kernels are assembled by ptxas and their contracts emulated against the cpu
+//! executor, but have not yet run on a GPU.
 
 pub mod driver;
 #[cfg(test)]
 mod emulate;
+#[cfg(test)]
+mod emulate_fused;
 mod error;
 pub mod executor;
+pub mod fused;
 pub mod lower;
 pub mod movement;
 pub mod ops;
@@ -31,6 +36,8 @@ pub mod peak;
 pub mod plan;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fused;
 
 pub use error::CudaError;
 pub use executor::{CudaBuffer, CudaExecutor, CudaProgram};

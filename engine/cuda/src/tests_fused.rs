@@ -1,0 +1,98 @@
+//! Plans of programs whose fused ops run as PTX kernels (crate::fused), checked as
+//! crate::tests checks the primitives: every launch against its kernel's declared arguments,
+//! every output of the emulated plan (crate::emulate_fused models the kernels' contracts)
+//! against the cpu executor, on odd shapes and edge values. The PTX itself is not run: no GPU.
+
+#![allow(clippy::unwrap_used)]
+
+use crate::plan::{Plan, Step};
+use crate::tests::{check_lowered, rand_f32};
+use gidd_engine::op::MarginalSpec;
+use gidd_engine::{api, grad, DType, Graph, HostTensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn launches(p: &Plan, entry: &str) -> usize {
+    p.steps
+        .iter()
+        .filter(|s| matches!(s, Step::Launch(l) if l.entry == entry))
+        .count()
+}
+
+fn ids(dt: DType, v: Vec<i64>) -> HostTensor {
+    let n = v.len();
+    match dt {
+        DType::I32 => HostTensor::i32(vec![n], v.iter().map(|&x| x as i32).collect()),
+        DType::U32 => HostTensor::u32(vec![n], v.iter().map(|&x| x as u32).collect()),
+        _ => HostTensor::new(vec![n], gidd_engine::Data::I64(v)),
+    }
+    .unwrap()
+}
+
+/// The loss's pass over the vocabulary, forward and backward, for vocabularies below, at and
+/// not a multiple of the 256-thread stride; every id kind; tokens whose x or z is the mask,
+/// z = x, log-SNRs beyond the schedule's clip, and logits far apart (a softmax that
+/// underflows to one-hot).
+pub(crate) fn the_loss_runs_as_one_kernel_each_way() {
+    let mut r = StdRng::seed_from_u64(14);
+    for (vocab, rows, idt) in [(37, 9, DType::I32), (256, 6, DType::I64), (643, 7, DType::U32)] {
+        let spec = MarginalSpec {
+            mask_id: (vocab - 2) as u32,
+            min_log_snr: -9.0,
+            max_log_snr: 9.0,
+            scale: 1.3,
+            shift: -0.4,
+        };
+        let g = Graph::new();
+        let lg = g.input("lg", &[rows, vocab], DType::F32);
+        let (z, x) = (g.input("z", &[rows], idt), g.input("x", &[rows], idt));
+        let l = g.input("l", &[rows], DType::F32);
+        let (w1, w2) = (
+            g.input("w1", &[rows], DType::F32),
+            g.input("w2", &[rows], DType::F32),
+        );
+        let (kl, lpz, lqz) = api::diffusion_kl(&lg, &z, &x, &l, spec).unwrap();
+        let loss = kl
+            .mul(&w1)
+            .unwrap()
+            .add(&lpz.mul(&w2).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let dlg = grad(&loss, std::slice::from_ref(&lg)).unwrap();
+        let mask = spec.mask_id as i64;
+        let mut xs: Vec<i64> = (0..rows).map(|_| r.random_range(0..vocab as i64)).collect();
+        let mut zs: Vec<i64> = (0..rows).map(|_| r.random_range(0..vocab as i64)).collect();
+        xs[0] = mask; // a label at the mask
+        zs[1] = mask; // a noisy token at the mask
+        zs[2] = xs[2]; // kept
+        let mut lv = rand_f32(&mut r, &[rows], -12.0, 12.0);
+        if let gidd_engine::Data::F32(v) = &mut lv.data {
+            v[3] = 30.0; // alpha 1: q one-hot
+            v[4] = -30.0; // alpha 0
+        }
+        let mut logits = rand_f32(&mut r, &[rows, vocab], -4.0, 4.0);
+        if let gidd_engine::Data::F32(v) = &mut logits.data {
+            v[5 * vocab + 1] = 90.0; // row 5's softmax is one-hot to f32
+        }
+        let inputs = [
+            ("lg", logits),
+            ("z", ids(idt, zs)),
+            ("x", ids(idt, xs)),
+            ("l", lv),
+            ("w1", rand_f32(&mut r, &[rows], -1.0, 1.0)),
+            ("w2", rand_f32(&mut r, &[rows], -1.0, 1.0)),
+        ];
+        let case = format!("diffusion_kl V {vocab}, {rows} rows, {idt} ids");
+        let keep = crate::fused::supports;
+        let p = check_lowered(&case, &[kl, lpz, lqz], &inputs[..4], 1e-5, &keep);
+        assert_eq!(launches(&p, "diffusion_kl"), 1, "{case}: {:?}", p.steps);
+        let p = check_lowered(&format!("{case}, backward"), &dlg, &inputs, 1e-4, &keep);
+        assert_eq!(launches(&p, "diffusion_kl_bwd"), 1, "{case}");
+    }
+}
+
+#[test]
+fn the_loss_runs_as_one_kernel_each_way_test() {
+    the_loss_runs_as_one_kernel_each_way();
+}
