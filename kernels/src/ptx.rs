@@ -100,6 +100,8 @@ pub const MODULES: &[Module] = &[
     module!("matmul/gemm_mma_sm80", Arch::Sm80, true),
     module!("matmul/peak_sm90a", Arch::Sm90a, true),
     module!("gidd_loss/diffusion_kl", Arch::Sm80, true),
+    module!("attention/attention", Arch::Sm80, true),
+    module!("attention/attention_rows", Arch::Sm80, false),
 ];
 
 /// The module defining `entry`, if any.

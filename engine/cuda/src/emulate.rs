@@ -369,6 +369,9 @@ fn launch(m: &mut Mem, l: &Launch, slots: &[u64]) {
         "gather" | "scatter_add_f32" | "scatter_add_f64" => index(m, l.entry, &a),
         "gemm_simt" | "gemm_mma_bf16" => gemm(m, l, &a),
         "diffusion_kl" | "diffusion_kl_bwd" => crate::emulate_fused::diffusion_kl(m, l.entry, &a),
+        "attention_fwd" | "attention_bwd_rows" | "attention_bwd_dkdv" | "attention_bwd_dq" => {
+            crate::emulate_attention::attention(m, l, &a)
+        }
         e => panic!("no emulation of kernel {e}"),
     }
 }

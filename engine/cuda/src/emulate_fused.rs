@@ -14,11 +14,11 @@ const T: u32 = crate::fused::LOSS_THREADS;
 const MASKED: f32 = -1e6;
 const TINY: f32 = f32::MIN_POSITIVE;
 
-fn f32_at(m: &mut Mem, p: u64, i: u64) -> f32 {
+pub(crate) fn f32_at(m: &mut Mem, p: u64, i: u64) -> f32 {
     f32::from_bits(m.rd(p + 4 * i, 4) as u32)
 }
 
-fn put_f32(m: &mut Mem, p: u64, i: u64, v: f32) {
+pub(crate) fn put_f32(m: &mut Mem, p: u64, i: u64, v: f32) {
     m.wr(p + 4 * i, 4, v.to_bits() as u64);
 }
 

@@ -22,7 +22,8 @@ pub fn supports(op: &Op, dtype: DType) -> bool {
         // the graph builds the loss over f32 logits (bf16 programs convert first; f64 is the
         // cpu's audit precision)
         Op::DiffusionKl(_) | Op::DiffusionKlBwd(_) => dtype == DType::F32,
-        // softmax, rms_norm, RoPE and attention have no PTX kernel yet: decomposed
+        Op::Attention(_) | Op::AttentionBwd(_) => crate::attention::supports(op, dtype),
+        // softmax, rms_norm and RoPE have no PTX kernel yet: decomposed
         _ => false,
     }
 }
@@ -31,6 +32,7 @@ pub fn supports(op: &Op, dtype: DType) -> bool {
 pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<()> {
     match op {
         Op::DiffusionKl(s) | Op::DiffusionKlBwd(s) => diffusion_kl(b, op, s, ins, outs),
+        Op::Attention(_) | Op::AttentionBwd(_) => crate::attention::lower(b, op, ins, outs),
         _ => Err(CudaError::Unsupported(format!(
             "fused op {} has no PTX kernel yet and was not decomposed",
             op.name()

@@ -21,9 +21,12 @@
 //! The fused kernels are assembled by ptxas and their contracts emulated against the cpu
 //! executor, but have not yet run on a GPU.
 
+pub mod attention;
 pub mod driver;
 #[cfg(test)]
 mod emulate;
+#[cfg(test)]
+mod emulate_attention;
 #[cfg(test)]
 mod emulate_fused;
 mod error;

@@ -8,7 +8,7 @@
 use crate::plan::{Plan, Step};
 use crate::tests::{check_lowered, rand_f32};
 use gidd_engine::op::MarginalSpec;
-use gidd_engine::{api, grad, DType, Graph, HostTensor};
+use gidd_engine::{api, grad, AttnSpec, DType, Graph, HostTensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -90,6 +90,73 @@ pub(crate) fn the_loss_runs_as_one_kernel_each_way() {
         let p = check_lowered(&format!("{case}, backward"), &dlg, &inputs, 1e-4, &keep);
         assert_eq!(launches(&p, "diffusion_kl_bwd"), 1, "{case}");
     }
+}
+
+/// Attention forward and backward as the PTX kernels' plans: head dims 64 and 128 (and a small
+/// odd one), Lq not a multiple of the 8 rows a block owns and Lk not of the 32-key tile, soft
+/// cap on and off, masks with fully masked rows (uniform over the keys, as on the cpu) and
+/// fully open ones, and the learned bias slot (key 0, an all-true mask column).
+pub(crate) fn attention_runs_as_the_flash_kernels() {
+    let mut r = StdRng::seed_from_u64(15);
+    let cases = [
+        (2, 3, 37, 45, 64, Some(30.0), false),
+        (1, 2, 9, 70, 128, None, true),
+        (2, 1, 17, 33, 24, Some(5.0), true),
+    ];
+    for (bs, h, lq, lk, d, cap, bias) in cases {
+        let spec = AttnSpec {
+            scale: (d as f32).powf(-0.5),
+            softcap: cap,
+        };
+        let g = Graph::new();
+        let (q, k, v) = (
+            g.input("q", &[bs, h, lq, d], DType::F32),
+            g.input("k", &[bs, h, lk, d], DType::F32),
+            g.input("v", &[bs, h, lk, d], DType::F32),
+        );
+        let mask = g.input("mask", &[bs, lq, lk], DType::Bool);
+        let (kb, vb) = (
+            g.input("kb", &[h, d], DType::F32),
+            g.input("vb", &[h, d], DType::F32),
+        );
+        let w = g.input("w", &[bs, h, lq, d], DType::F32);
+        let slot = bias.then_some((&kb, &vb));
+        let o = api::attention_with_bias_slot(&q, &k, &v, &mask, slot, spec).unwrap();
+        let loss = o.mul(&w).unwrap().sum_all().unwrap();
+        let mut wrt = vec![q.clone(), k.clone(), v.clone()];
+        if bias {
+            wrt.extend([kb.clone(), vb.clone()]);
+        }
+        let grads = grad(&loss, &wrt).unwrap();
+        let mut mv: Vec<bool> = (0..bs * lq * lk).map(|_| r.random_bool(0.7)).collect();
+        mv[..lk].fill(false); // query 0 of batch 0 sees no key (but the bias slot)
+        mv[lk..2 * lk].fill(true);
+        let mut inputs = vec![
+            ("q", rand_f32(&mut r, &[bs, h, lq, d], -1.5, 1.5)),
+            ("k", rand_f32(&mut r, &[bs, h, lk, d], -1.5, 1.5)),
+            ("v", rand_f32(&mut r, &[bs, h, lk, d], -1.0, 1.0)),
+            ("mask", HostTensor::bool(vec![bs, lq, lk], mv).unwrap()),
+        ];
+        if bias {
+            inputs.push(("kb", rand_f32(&mut r, &[h, d], -1.0, 1.0)));
+            inputs.push(("vb", rand_f32(&mut r, &[h, d], -1.0, 1.0)));
+        }
+        let fwd_inputs = inputs.clone();
+        inputs.push(("w", rand_f32(&mut r, &[bs, h, lq, d], -1.0, 1.0)));
+        let case = format!("attention B{bs} H{h} Lq{lq} Lk{lk} D{d} cap {cap:?} bias {bias}");
+        let keep = crate::fused::supports;
+        let p = check_lowered(&case, &[o], &fwd_inputs, 1e-5, &keep);
+        assert_eq!(launches(&p, "attention_fwd"), 1, "{case}");
+        let p = check_lowered(&format!("{case}, backward"), &grads, &inputs, 1e-4, &keep);
+        for e in ["attention_bwd_rows", "attention_bwd_dkdv", "attention_bwd_dq"] {
+            assert_eq!(launches(&p, e), 1, "{case}: {e}");
+        }
+    }
+}
+
+#[test]
+fn attention_runs_as_the_flash_kernels_test() {
+    attention_runs_as_the_flash_kernels();
 }
 
 #[test]
