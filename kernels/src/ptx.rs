@@ -102,6 +102,9 @@ pub const MODULES: &[Module] = &[
     module!("gidd_loss/diffusion_kl", Arch::Sm80, true),
     module!("attention/attention", Arch::Sm80, true),
     module!("attention/attention_rows", Arch::Sm80, false),
+    module!("softmax/softmax", Arch::Sm80, false),
+    module!("norm/rms_norm", Arch::Sm80, false),
+    module!("rope/rope", Arch::Sm80, false),
 ];
 
 /// The module defining `entry`, if any.

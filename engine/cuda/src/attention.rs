@@ -108,7 +108,12 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
     ] {
         u32_of(n)?;
     }
-    let (q, k, v, mask) = (b.ptr(ins[0])?, b.ptr(ins[1])?, b.ptr(ins[2])?, b.ptr(ins[3])?);
+    let (q, k, v, mask) = (
+        b.ptr(ins[0])?,
+        b.ptr(ins[1])?,
+        b.ptr(ins[2])?,
+        b.ptr(ins[3])?,
+    );
     let mut args = head_args(dm, &spec)?;
     if matches!(op, Op::Attention(_)) {
         args.push(("out", Arg::Ptr(b.out(outs[0])?)));
@@ -172,7 +177,9 @@ mod tests {
         assert!(s.contains(&format!("mad.lo.u32 %a, %lane, {}, %ta;", 4 * (DMAX + 1))));
         assert_eq!(ROWS_PER_BLOCK * 32, crate::plan::BLOCK as usize);
         let rows = gidd_kernels::ptx::module_of("attention_bwd_rows").expect("module");
-        assert!(rows.source.contains(&format!("mul.wide.u32 %g, %r, {ST_BYTES};")));
+        assert!(rows
+            .source
+            .contains(&format!("mul.wide.u32 %g, %r, {ST_BYTES};")));
     }
 
     #[test]

@@ -135,7 +135,9 @@ fn forward(m: &mut Mem, a: &HashMap<&str, u64>, h: &Head, qi: u64) {
         o.iter_mut().for_each(|x| *x *= corr);
         for (&kj, &pj) in keys.iter().zip(&p) {
             let v = h.row(m, a["v"], h.lk, kj);
-            o.iter_mut().zip(&v).for_each(|(x, &y)| *x = pj.mul_add(y, *x));
+            o.iter_mut()
+                .zip(&v)
+                .for_each(|(x, &y)| *x = pj.mul_add(y, *x));
         }
     }
     let inv = 1.0 / l;
@@ -153,7 +155,10 @@ fn rows(m: &mut Mem, a: &HashMap<&str, u64>) {
         let at = |p: u64, t: u64| p + 4 * (r * d + t);
         let mut dd = 0f32;
         for t in 0..d {
-            let (o, g) = (f32_at(m, at(a["out"], t), 0), f32_at(m, at(a["dout"], t), 0));
+            let (o, g) = (
+                f32_at(m, at(a["out"], t), 0),
+                f32_at(m, at(a["dout"], t), 0),
+            );
             dd = o.mul_add(g, dd);
         }
         let (b, qi) = (r / lq / a["heads"], r % lq);
@@ -197,8 +202,12 @@ fn dkdv(m: &mut Mem, a: &HashMap<&str, u64>, h: &Head, kj: u64) {
     for qi in 0..h.lq {
         let (p, ds) = p_ds(m, a, h, qi, kj);
         let (q, g) = (h.row(m, a["q"], h.lq, qi), h.row(m, a["dout"], h.lq, qi));
-        dk.iter_mut().zip(&q).for_each(|(x, &y)| *x = ds.mul_add(y, *x));
-        dv.iter_mut().zip(&g).for_each(|(x, &y)| *x = p.mul_add(y, *x));
+        dk.iter_mut()
+            .zip(&q)
+            .for_each(|(x, &y)| *x = ds.mul_add(y, *x));
+        dv.iter_mut()
+            .zip(&g)
+            .for_each(|(x, &y)| *x = p.mul_add(y, *x));
     }
     store_row(m, a["dk"], h, h.lk, kj, &dk);
     store_row(m, a["dv"], h, h.lk, kj, &dv);
@@ -209,7 +218,9 @@ fn dq(m: &mut Mem, a: &HashMap<&str, u64>, h: &Head, qi: u64) {
     for kj in 0..h.lk {
         let (_, ds) = p_ds(m, a, h, qi, kj);
         let k = h.row(m, a["k"], h.lk, kj);
-        dq.iter_mut().zip(&k).for_each(|(x, &y)| *x = ds.mul_add(y, *x));
+        dq.iter_mut()
+            .zip(&k)
+            .for_each(|(x, &y)| *x = ds.mul_add(y, *x));
     }
     store_row(m, a["dq"], h, h.lq, qi, &dq);
 }

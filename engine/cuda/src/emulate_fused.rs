@@ -101,7 +101,11 @@ fn row_consts(m: &mut Mem, a: &HashMap<&str, u64>, row: u64) -> Row {
     for (t, s) in st.iter_mut().enumerate() {
         let mut v = t as u64;
         while v < vocab {
-            let x = if v == mask { MASKED } else { f32_at(m, base, v) };
+            let x = if v == mask {
+                MASKED
+            } else {
+                f32_at(m, base, v)
+            };
             if x > s.0 {
                 s.1 *= (s.0 - x).exp() as f64;
                 s.0 = x;

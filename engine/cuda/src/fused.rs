@@ -23,7 +23,13 @@ pub fn supports(op: &Op, dtype: DType) -> bool {
         // cpu's audit precision)
         Op::DiffusionKl(_) | Op::DiffusionKlBwd(_) => dtype == DType::F32,
         Op::Attention(_) | Op::AttentionBwd(_) => crate::attention::supports(op, dtype),
-        // softmax, rms_norm and RoPE have no PTX kernel yet: decomposed
+        Op::Softmax
+        | Op::LogSoftmax
+        | Op::SoftmaxBwd
+        | Op::RmsNorm { .. }
+        | Op::RmsNormBwd
+        | Op::Rope
+        | Op::RopeBwd => crate::rows::supports(op, dtype),
         _ => false,
     }
 }
@@ -33,6 +39,13 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
     match op {
         Op::DiffusionKl(s) | Op::DiffusionKlBwd(s) => diffusion_kl(b, op, s, ins, outs),
         Op::Attention(_) | Op::AttentionBwd(_) => crate::attention::lower(b, op, ins, outs),
+        Op::Softmax
+        | Op::LogSoftmax
+        | Op::SoftmaxBwd
+        | Op::RmsNorm { .. }
+        | Op::RmsNormBwd
+        | Op::Rope
+        | Op::RopeBwd => crate::rows::lower(b, op, ins, outs),
         _ => Err(CudaError::Unsupported(format!(
             "fused op {} has no PTX kernel yet and was not decomposed",
             op.name()

@@ -16,9 +16,10 @@
 //! machine); [`driver`] is the only code that calls CUDA; [`executor`] joins them.
 //!
 //! Dtypes: f32, bf16, i32, u32, i64, bool. f64 programs (the audit precision) are refused at
-//! load: they are the cpu executor's. Fused ops with a PTX kernel ([`fused`]: the GIDD
-//! loss's pass over the vocabulary, attention) run as one; the rest as their decompositions.
-//! The fused kernels are assembled by ptxas and their contracts emulated against the cpu
+//! load: they are the cpu executor's. Every fused op of the engine has a PTX kernel
+//! ([`fused`]: the GIDD loss's pass over the vocabulary, flash attention, softmax, rms_norm,
+//! RoPE) for f32, which the graph builds them over; other dtypes run the decompositions. The
+//! fused kernels are assembled by ptxas and their contracts emulated against the cpu
 //! executor, but have not yet run on a GPU.
 
 pub mod attention;
@@ -29,6 +30,8 @@ mod emulate;
 mod emulate_attention;
 #[cfg(test)]
 mod emulate_fused;
+#[cfg(test)]
+mod emulate_rows;
 mod error;
 pub mod executor;
 pub mod fused;
@@ -37,6 +40,7 @@ pub mod movement;
 pub mod ops;
 pub mod peak;
 pub mod plan;
+pub mod rows;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -35,7 +35,11 @@ fn ids(dt: DType, v: Vec<i64>) -> HostTensor {
 /// underflows to one-hot).
 pub(crate) fn the_loss_runs_as_one_kernel_each_way() {
     let mut r = StdRng::seed_from_u64(14);
-    for (vocab, rows, idt) in [(37, 9, DType::I32), (256, 6, DType::I64), (643, 7, DType::U32)] {
+    for (vocab, rows, idt) in [
+        (37, 9, DType::I32),
+        (256, 6, DType::I64),
+        (643, 7, DType::U32),
+    ] {
         let spec = MarginalSpec {
             mask_id: (vocab - 2) as u32,
             min_log_snr: -9.0,
@@ -148,10 +152,84 @@ pub(crate) fn attention_runs_as_the_flash_kernels() {
         let p = check_lowered(&case, &[o], &fwd_inputs, 1e-5, &keep);
         assert_eq!(launches(&p, "attention_fwd"), 1, "{case}");
         let p = check_lowered(&format!("{case}, backward"), &grads, &inputs, 1e-4, &keep);
-        for e in ["attention_bwd_rows", "attention_bwd_dkdv", "attention_bwd_dq"] {
+        for e in [
+            "attention_bwd_rows",
+            "attention_bwd_dkdv",
+            "attention_bwd_dq",
+        ] {
             assert_eq!(launches(&p, e), 1, "{case}: {e}");
         }
     }
+}
+
+/// Softmax, log-softmax, rms_norm and RoPE with their backward as the row kernels: rows
+/// shorter than, equal to and longer than (not a multiple of) the 256-thread block, a row far
+/// from 0 (the max subtracted), RoPE with several heads and an odd half dim.
+pub(crate) fn row_ops_run_as_their_kernels() {
+    let mut r = StdRng::seed_from_u64(16);
+    for (rows, n) in [(7, 5), (3, 256), (6, 300)] {
+        let g = Graph::new();
+        let x = g.input("x", &[rows, n], DType::F32);
+        let w = g.input("w", &[n], DType::F32);
+        let up = g.input("up", &[rows, n], DType::F32);
+        let outs = vec![
+            x.softmax().unwrap(),
+            x.log_softmax().unwrap(),
+            x.rms_norm(&w, 1e-5).unwrap(),
+        ];
+        let mut loss = outs[0].mul(&up).unwrap().sum_all().unwrap();
+        for o in &outs[1..] {
+            let t = o.mul(&up).unwrap().sum_all().unwrap();
+            loss = loss.add(&t).unwrap();
+        }
+        let grads = grad(&loss, &[x.clone(), w.clone()]).unwrap();
+        let mut xs = rand_f32(&mut r, &[rows, n], -3.0, 3.0);
+        if let gidd_engine::Data::F32(v) = &mut xs.data {
+            v[..n].iter_mut().for_each(|t| *t += 60.0);
+        }
+        let inputs = [
+            ("x", xs),
+            ("w", rand_f32(&mut r, &[n], -0.5, 0.5)),
+            ("up", rand_f32(&mut r, &[rows, n], -1.0, 1.0)),
+        ];
+        let case = format!("row ops {rows}x{n}");
+        let keep = crate::fused::supports;
+        let p = check_lowered(&case, &outs, &inputs[..2], 1e-5, &keep);
+        assert_eq!(launches(&p, "softmax_fwd"), 2, "{case}");
+        assert_eq!(launches(&p, "rms_norm_fwd"), 1, "{case}");
+        let p = check_lowered(&format!("{case}, backward"), &grads, &inputs, 1e-4, &keep);
+        for e in ["softmax_bwd", "rms_norm_bwd_dx", "rms_norm_dw"] {
+            assert!(launches(&p, e) >= 1, "{case}: {e}");
+        }
+    }
+    let (b, l, h, d) = (2, 5, 3, 14);
+    let g = Graph::new();
+    let x = g.input("x", &[b, l, h, d], DType::F32);
+    let (c, s) = (
+        g.input("cos", &[b, l, d / 2], DType::F32),
+        g.input("sin", &[b, l, d / 2], DType::F32),
+    );
+    let up = g.input("up", &[b, l, h, d], DType::F32);
+    let y = x.rope(&c, &s).unwrap();
+    let loss = y.mul(&up).unwrap().sum_all().unwrap();
+    let dx = grad(&loss, std::slice::from_ref(&x)).unwrap();
+    let inputs = [
+        ("x", rand_f32(&mut r, &[b, l, h, d], -2.0, 2.0)),
+        ("cos", rand_f32(&mut r, &[b, l, d / 2], -1.0, 1.0)),
+        ("sin", rand_f32(&mut r, &[b, l, d / 2], -1.0, 1.0)),
+        ("up", rand_f32(&mut r, &[b, l, h, d], -1.0, 1.0)),
+    ];
+    let keep = crate::fused::supports;
+    let p = check_lowered("rope", &[y], &inputs[..3], 1e-6, &keep);
+    assert_eq!(launches(&p, "rope"), 1);
+    // the rotation is linear: its backward reads cos, sin and the cotangent only
+    let p = check_lowered("rope backward", &dx, &inputs[1..], 1e-6, &keep);
+    assert_eq!(launches(&p, "rope"), 1);
+}
+
+#[test]
+fn row_ops_run_as_their_kernels_test() {
+    row_ops_run_as_their_kernels();
 }
 
 #[test]
