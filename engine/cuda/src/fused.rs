@@ -138,6 +138,46 @@ mod tests {
         assert_eq!(super::LOSS_THREADS, crate::plan::BLOCK);
     }
 
+    /// Every fused op of the engine has a kernel for f32 (what the graph builds them over);
+    /// other dtypes decompose.
+    #[test]
+    fn every_fused_op_runs_as_a_kernel_in_f32_only() {
+        use gidd_engine::op::{AttnSpec, MarginalSpec, Op};
+        use gidd_engine::DType;
+        let attn = AttnSpec {
+            scale: 1.0,
+            softcap: None,
+        };
+        let m = MarginalSpec {
+            mask_id: 0,
+            min_log_snr: 0.0,
+            max_log_snr: 1.0,
+            scale: 1.0,
+            shift: 0.0,
+        };
+        let ops = [
+            Op::Softmax,
+            Op::LogSoftmax,
+            Op::SoftmaxBwd,
+            Op::RmsNorm { eps: 1e-6 },
+            Op::RmsNormBwd,
+            Op::Rope,
+            Op::RopeBwd,
+            Op::Attention(attn),
+            Op::AttentionBwd(attn),
+            Op::DiffusionKl(m),
+            Op::DiffusionKlBwd(m),
+        ];
+        for op in &ops {
+            assert!(op.is_fused());
+            assert!(super::supports(op, DType::F32), "{}", op.name());
+            for d in [DType::BF16, DType::F64] {
+                assert!(!super::supports(op, d), "{} {d}", op.name());
+            }
+        }
+        assert!(!super::supports(&Op::Select, DType::F32));
+    }
+
     #[test]
     fn row_grids_stride_beyond_the_block_limit() {
         use crate::plan::MAX_BLOCKS;

@@ -241,3 +241,26 @@ fn attention_runs_as_the_flash_kernels_test() {
 fn the_loss_runs_as_one_kernel_each_way_test() {
     the_loss_runs_as_one_kernel_each_way();
 }
+
+/// A head dim beyond the kernels' 128 is refused at load with the reason (as on wgpu), not
+/// run wrongly.
+#[test]
+fn attention_beyond_head_dim_128_is_refused() {
+    let g = Graph::new();
+    let shape = [1, 1, 4, 160];
+    let (q, k, v) = (
+        g.input("q", &shape, DType::F32),
+        g.input("k", &shape, DType::F32),
+        g.input("v", &shape, DType::F32),
+    );
+    let mask = g.splat(1.0, &[1, 4, 4], DType::Bool);
+    let spec = AttnSpec {
+        scale: 0.1,
+        softcap: None,
+    };
+    let o = api::attention(&q, &k, &v, &mask, spec).unwrap();
+    let p = gidd_engine::Program::compile(&[o], &["q", "k", "v"]).unwrap();
+    let low = gidd_engine::rewrite::lower_for(&p, &crate::fused::supports).unwrap();
+    let e = crate::lower::plan(&low).unwrap_err().to_string();
+    assert!(e.contains("head dim 160"), "{e}");
+}
