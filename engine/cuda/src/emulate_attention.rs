@@ -114,8 +114,13 @@ fn forward(m: &mut Mem, a: &HashMap<&str, u64>, h: &Head, qi: u64) {
     let q = h.row(m, a["q"], h.lq, qi);
     let (mut mx, mut l) = (f32::NEG_INFINITY, 0f32);
     let mut o = vec![0f32; h.d as usize];
+    let open = (0..h.lk).any(|kj| h.unmasked(m, a["mask"], qi, kj));
     for j0 in (0..h.lk).step_by(TILE) {
         let keys: Vec<u64> = (j0..(j0 + TILE as u64).min(h.lk)).collect();
+        // a fully masked tile of a row with unmasked keys elsewhere is skipped
+        if open && !keys.iter().any(|&kj| h.unmasked(m, a["mask"], qi, kj)) {
+            continue;
+        }
         let s: Vec<f32> = keys
             .iter()
             .map(|&kj| {
@@ -200,6 +205,14 @@ fn store_row(m: &mut Mem, p: u64, h: &Head, rows: u64, r: u64, x: &[f32]) {
 fn dkdv(m: &mut Mem, a: &HashMap<&str, u64>, h: &Head, kj: u64) {
     let (mut dk, mut dv) = (vec![0f32; h.d as usize], vec![0f32; h.d as usize]);
     for qi in 0..h.lq {
+        // the kernel skips query tiles where no pair is unmasked and no row fully masked
+        let i0 = qi - qi % TILE as u64;
+        let needed = (i0..(i0 + TILE as u64).min(h.lq)).any(|i| {
+            h.unmasked(m, a["mask"], i, kj) || f32_at(m, a["st"] + 12 * (h.bh * h.lq + i), 2) == 0.0
+        });
+        if !needed {
+            continue;
+        }
         let (p, ds) = p_ds(m, a, h, qi, kj);
         let (q, g) = (h.row(m, a["q"], h.lq, qi), h.row(m, a["dout"], h.lq, qi));
         dk.iter_mut()
@@ -215,7 +228,13 @@ fn dkdv(m: &mut Mem, a: &HashMap<&str, u64>, h: &Head, kj: u64) {
 
 fn dq(m: &mut Mem, a: &HashMap<&str, u64>, h: &Head, qi: u64) {
     let mut dq = vec![0f32; h.d as usize];
+    let open = f32_at(m, a["st"] + 12 * (h.bh * h.lq + qi), 2) == f32::NEG_INFINITY;
     for kj in 0..h.lk {
+        // the kernel skips key tiles with no unmasked key in rows that are not fully masked
+        let j0 = kj - kj % TILE as u64;
+        if open && !(j0..(j0 + TILE as u64).min(h.lk)).any(|j| h.unmasked(m, a["mask"], qi, j)) {
+            continue;
+        }
         let (_, ds) = p_ds(m, a, h, qi, kj);
         let k = h.row(m, a["k"], h.lk, kj);
         dq.iter_mut()
