@@ -12,7 +12,11 @@
 #   3. gidd bench step --backend B            the tiny synthetic step, f32 and bf16
 #   4. gidd bench kernels --backend B         GEMM 256..4096, attention, softmax, rms_norm, the
 #                                             loss as one-op programs (and --backend wgpu on a
-#                                             cuda run: WGSL on the GPU's Vulkan driver)
+#                                             cuda run: WGSL on the GPU's Vulkan driver); on cuda
+#                                             attention and the loss (also at V 131072) run the
+#                                             fused PTX kernels, which step 1 (gidd check) first
+#                                             compares with the cpu executor: their first run
+#                                             on hardware
 #   5. gidd bench step --backend xla          the same step through PJRT: on a cuda run the
 #                                             image's XLA CUDA plugin, in a rehearsal whatever
 #                                             gidd finds ($GIDD_PJRT_PLUGIN or .xla-plugin/)
@@ -84,10 +88,17 @@ for dt in ("f32", "bf16"):
         b = max(g, key=lambda r: r["gflops"])
         f = b.get("frac_of_peak")
         out.append(f"gemm {dt} {b['gflops']:.0f} GFLOP/s at {b['shape']}" + (f" ({100 * f:.0f}%)" if f else ""))
-a = [r for r in rows if r["kernel"] == "attention_fwd" and r.get("gflops")]
-if a:
-    b = max(a, key=lambda r: r["gflops"])
-    out.append(f"attn fwd {b['gflops']:.0f} GFLOP/s at {b['shape']}")
+for k, name in (("attention_fwd", "attn fwd"), ("attention_fwd+bwd", "attn fwd+bwd")):
+    # the bar is at head dim 128, L 2048 (cuda: the PTX flash kernels, SIMT f32)
+    a = [r for r in rows if r["kernel"] == k and r.get("gflops")]
+    at = [r for r in a if r["shape"].endswith("L2048 D128")]
+    if a:
+        b = at[0] if at else max(a, key=lambda r: r["gflops"])
+        out.append(f"{name} {b['gflops'] / 1e3:.2f} TFLOP/s at {b['shape']}")
+kl = [r for r in rows if r["kernel"] == "diffusion_kl" and r.get("gb_s")]
+if kl:
+    b = max(kl, key=lambda r: int(r["shape"].split("x")[1]))
+    out.append(f"loss {b['gb_s']:.0f} GB/s at {b['shape']}")
 print("; ".join(out) or "no rows")
 EOF
 }

@@ -213,6 +213,10 @@ fn cases(s: Sizes) -> Result<Vec<Case>> {
     for k in ["softmax", "rms_norm", "diffusion_kl"] {
         v.push(rowwise(k, 2048, 4096)?);
     }
+    if s.max_seq >= 2048 {
+        // the loss over a production vocabulary: the fused kernel streams 131072 logits a token
+        v.push(rowwise("diffusion_kl", 64, 131072)?);
+    }
     Ok(v)
 }
 

@@ -99,6 +99,12 @@ pub const MODULES: &[Module] = &[
     module!("matmul/gemm_simt", Arch::Sm80, true),
     module!("matmul/gemm_mma_sm80", Arch::Sm80, true),
     module!("matmul/peak_sm90a", Arch::Sm90a, true),
+    module!("gidd_loss/diffusion_kl", Arch::Sm80, true),
+    module!("attention/attention", Arch::Sm80, true),
+    module!("attention/attention_rows", Arch::Sm80, false),
+    module!("softmax/softmax", Arch::Sm80, false),
+    module!("norm/rms_norm", Arch::Sm80, false),
+    module!("rope/rope", Arch::Sm80, false),
 ];
 
 /// The module defining `entry`, if any.

@@ -179,7 +179,15 @@ fn golden_greedy_generation_with_small_blocks_is_the_same_cached_or_not() {
     let run = |kv: bool| {
         let mut c = Canvas::new(&m.cfg, &m.params, 1, t, DType::F32).expect("canvas");
         c.kv_cache = kv;
-        let out = generate(&mut c, &m.cfg, &[prompt.clone()], &o, None, |_, _| {}).expect("gen");
+        let out = generate(
+            &mut c,
+            &m.cfg,
+            std::slice::from_ref(&prompt),
+            &o,
+            None,
+            |_, _| {},
+        )
+        .expect("gen");
         (out, c.stats)
     };
     let ((a, sa), (b, sb)) = (run(true), run(false));

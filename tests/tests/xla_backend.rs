@@ -399,7 +399,10 @@ fn gradient_accumulation_on_xla_matches_cpu() {
         assert_eq!(x.len(), STEPS);
         for s in 0..3 {
             for key in ["loss", "grad_norm"] {
-                let (c, v) = (cpu[s][key].as_f64().unwrap(), x[s][key].as_f64().unwrap());
+                let (c, v) = (
+                    cpu[s][key].as_f64().expect("a number"),
+                    x[s][key].as_f64().expect("a number"),
+                );
                 let r = rel(c, v);
                 assert!(
                     r <= TOL,

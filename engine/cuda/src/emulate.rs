@@ -16,7 +16,7 @@ use std::collections::HashMap;
 /// The fake address space: the arena at 1 << 40, input i at (i + 2) << 40.
 const ARENA: u64 = 1 << 40;
 
-struct Mem {
+pub(crate) struct Mem {
     arena: Vec<u8>,
     inputs: Vec<Vec<u8>>,
 }
@@ -33,12 +33,12 @@ impl Mem {
         };
         &mut buf[off as usize..off as usize + w]
     }
-    fn rd(&mut self, addr: u64, w: usize) -> u64 {
+    pub(crate) fn rd(&mut self, addr: u64, w: usize) -> u64 {
         let mut b = [0u8; 8];
         b[..w].copy_from_slice(self.at(addr, w));
         u64::from_le_bytes(b)
     }
-    fn wr(&mut self, addr: u64, w: usize, v: u64) {
+    pub(crate) fn wr(&mut self, addr: u64, w: usize, v: u64) {
         let b = v.to_le_bytes();
         self.at(addr, w).copy_from_slice(&b[..w]);
     }
@@ -368,6 +368,12 @@ fn launch(m: &mut Mem, l: &Launch, slots: &[u64]) {
         "reduce_rows" | "reduce_cols" => reduce(m, &a),
         "gather" | "scatter_add_f32" | "scatter_add_f64" => index(m, l.entry, &a),
         "gemm_simt" | "gemm_mma_bf16" => gemm(m, l, &a),
+        "diffusion_kl" | "diffusion_kl_bwd" => crate::emulate_fused::diffusion_kl(m, l.entry, &a),
+        "softmax_fwd" | "softmax_bwd" | "rms_norm_fwd" | "rms_norm_bwd_dx" | "rms_norm_dw"
+        | "rope" => crate::emulate_rows::rows(m, l.entry, &a),
+        "attention_fwd" | "attention_bwd_rows" | "attention_bwd_dkdv" | "attention_bwd_dq" => {
+            crate::emulate_attention::attention(m, l, &a)
+        }
         e => panic!("no emulation of kernel {e}"),
     }
 }

@@ -254,9 +254,9 @@ impl Executor for CudaExecutor {
         )
     }
 
-    /// No fused PTX kernels yet (issue 14): every fused op runs as its decomposition.
-    fn supports_fused(&self, _op: &Op, _dtype: DType) -> bool {
-        false
+    /// The fused ops with a PTX kernel (`crate::fused::supports`); the rest decompose.
+    fn supports_fused(&self, op: &Op, dtype: DType) -> bool {
+        crate::fused::supports(op, dtype)
     }
 
     /// SMs x clock x FLOP per clock per SM of the units our kernels use (crate::peak).

@@ -16,21 +16,35 @@
 //! machine); [`driver`] is the only code that calls CUDA; [`executor`] joins them.
 //!
 //! Dtypes: f32, bf16, i32, u32, i64, bool. f64 programs (the audit precision) are refused at
-//! load: they are the cpu executor's. Fused ops run as their decompositions (fused PTX
-//! kernels are issue 14).
+//! load: they are the cpu executor's. Every fused op of the engine has a PTX kernel
+//! ([`fused`]: the GIDD loss's pass over the vocabulary, flash attention, softmax, rms_norm,
+//! RoPE) for f32, which the graph builds them over; other dtypes run the decompositions. The
+//! fused kernels are assembled by ptxas and their contracts emulated against the cpu
+//! executor, but have not yet run on a GPU.
 
+pub mod attention;
 pub mod driver;
 #[cfg(test)]
 mod emulate;
+#[cfg(test)]
+mod emulate_attention;
+#[cfg(test)]
+mod emulate_fused;
+#[cfg(test)]
+mod emulate_rows;
 mod error;
 pub mod executor;
+pub mod fused;
 pub mod lower;
 pub mod movement;
 pub mod ops;
 pub mod peak;
 pub mod plan;
+pub mod rows;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fused;
 
 pub use error::CudaError;
 pub use executor::{CudaBuffer, CudaExecutor, CudaProgram};

@@ -1,7 +1,7 @@
 //! Lowering a program's nodes to steps: one exhaustive match over the engine's ops (no
-//! wildcard arm, so a new op is a compile error here). Fused ops never reach it: `load`
-//! decomposes every fused op without a kernel first (`supports_fused` is false for all of
-//! them in this first slice).
+//! wildcard arm, so a new op is a compile error here). Fused ops go to crate::fused: `load`
+//! decomposes every fused op without a PTX kernel first (`supports_fused`), so those that
+//! remain have one.
 
 use crate::error::{CudaError, Result};
 use crate::plan::{
@@ -36,7 +36,11 @@ pub fn plan(p: &Program) -> Result<Plan> {
     let mut b = Builder::new(p);
     for (ni, node) in p.nodes.iter().enumerate() {
         if p.runs[ni] {
-            lower_node(&mut b, &node.op, &node.inputs, node.outputs[0])?;
+            if node.op.is_fused() {
+                crate::fused::lower(&mut b, &node.op, &node.inputs, &node.outputs)?;
+            } else {
+                lower_node(&mut b, &node.op, &node.inputs, node.outputs[0])?;
+            }
             b.end_node();
         }
     }
@@ -146,7 +150,7 @@ fn lower_node(b: &mut Builder, op: &Op, ins: &[usize], out: usize) -> Result<()>
         | Op::DiffusionKl(_)
         | Op::DiffusionKlBwd(_) => {
             return Err(CudaError::Unsupported(format!(
-                "fused op {} has no PTX kernel yet and was not decomposed",
+                "fused op {} reached the primitives' lowering (crate::fused lowers fused ops)",
                 op.name()
             )))
         }

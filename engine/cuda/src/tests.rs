@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-static USED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+pub(crate) static USED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
 
 /// Every launch names exactly the slots its kernel's ARGS line declares, fits the grid
 /// limits, and points inside the arena; slots are aligned and disjoint.
@@ -76,12 +76,24 @@ fn check_plan(case: &str, p: &Plan) {
 /// model and compares every output with the cpu executor (`tol`: relative L2 error; 0 asks
 /// for equal bits). Returns the plan.
 fn check(case: &str, outs: &[Tensor], inputs: &[(&str, HostTensor)], tol: f64) -> Plan {
+    check_lowered(case, outs, inputs, tol, &|_, _| false)
+}
+
+/// [`check`] with the fused ops `keep` accepts left fused (the executor passes
+/// `crate::fused::supports`), the rest decomposed.
+pub(crate) fn check_lowered(
+    case: &str,
+    outs: &[Tensor],
+    inputs: &[(&str, HostTensor)],
+    tol: f64,
+    keep: &dyn Fn(&gidd_engine::op::Op, DType) -> bool,
+) -> Plan {
     let names: Vec<&str> = inputs.iter().map(|(n, _)| *n).collect();
     let host: Vec<&HostTensor> = inputs.iter().map(|(_, t)| t).collect();
     let p = Program::compile(outs, &names).unwrap_or_else(|e| panic!("{case}: {e}"));
     let mut lp = CpuExecutor.load(&p).unwrap();
     let want = CpuExecutor.run(&mut lp, &host).unwrap();
-    let lowered = rewrite::lower_for(&p, &|_, _| false).unwrap();
+    let lowered = rewrite::lower_for(&p, keep).unwrap();
     let pl = plan(&lowered).unwrap_or_else(|e| panic!("{case}: {e}"));
     check_plan(case, &pl);
     let got = emulate::run(&lowered, &pl, &host);
@@ -106,7 +118,7 @@ fn check(case: &str, outs: &[Tensor], inputs: &[(&str, HostTensor)], tol: f64) -
     pl
 }
 
-fn rand_f32(r: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
+pub(crate) fn rand_f32(r: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
     let n = shape.iter().product();
     HostTensor::f32(
         shape.to_vec(),
@@ -408,6 +420,9 @@ fn z_every_kernel_is_reached_by_some_op() {
     integer_ops_conversions_and_philox();
     movement_reductions_and_indexing();
     gemms_in_every_layout();
+    crate::tests_fused::the_loss_runs_as_one_kernel_each_way();
+    crate::tests_fused::attention_runs_as_the_flash_kernels();
+    crate::tests_fused::row_ops_run_as_their_kernels();
     let used = USED.lock().unwrap().clone();
     for m in gidd_kernels::ptx::MODULES {
         if m.arch != gidd_kernels::ptx::Arch::Sm80 {

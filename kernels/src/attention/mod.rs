@@ -33,6 +33,10 @@
 //! Rayon over (batch, head, query block) in the forward and over (batch, head, key chunk) in
 //! the backward (each task owns its `dk`, `dv` rows; `dq` partials are summed when a head is
 //! split). Fully masked tiles are skipped unless a fully masked row needs them.
+//!
+//! `attention.ptx` and `attention_rows.ptx`: the cuda executor's kernels (launched by
+//! engine/cuda/src/attention.rs; their header comments give the tiling). Assembled by ptxas
+//! and emulated against the cpu executor in CI; not yet run on a GPU.
 
 pub mod cpu;
 mod mask;

@@ -8,6 +8,10 @@
 //! kl = sum_v exp(log q_v) (log q_v - log p_v); also log p[z] and log q[z].
 //! One pass per row after the softmax statistics: q_t and p_t are never stored.
 //! The backward takes cotangents of kl and log p[z] and writes d logits.
+//!
+//! `diffusion_kl.wgsl` (wgpu) and `diffusion_kl.ptx` (cuda: a block per token, an online
+//! softmax pass then the KL or gradient passes; assembled by ptxas and emulated against the
+//! cpu executor in CI, not yet run on a GPU) implement the same contract.
 
 mod fastmath;
 pub mod reference;

@@ -12,6 +12,8 @@
 //! written by the forward for the backward).
 //!
 //! # Strategy
+//! `rms_norm.ptx`: the cuda executor's kernels (engine/cuda/src/rows.rs), assembled by ptxas and
+//! emulated against the cpu executor in CI; not yet run on a GPU.
 //! [`cpu`]: one row at a time with SIMD (AVX-512, AVX2 or portable), sums of squares in f32
 //! lanes, `r` in f64. The backward splits rows into chunks (rayon for large inputs); `dw` is
 //! summed in f32 over blocks of at most 32 rows, then in f64 across blocks and chunks.

@@ -11,6 +11,8 @@
 //! gathered by position id (one table row per token; `inv_freq_j = theta^(-2j/d)`).
 //!
 //! # Strategy
+//! `rope.ptx`: the cuda executor's kernels (engine/cuda/src/rows.rs), assembled by ptxas and
+//! emulated against the cpu executor in CI; not yet run on a GPU.
 //! [`cpu`]: SIMD over the half-dimension (AVX-512, AVX2 or portable), rayon over rows for
 //! large inputs. The backward is the forward with `sin` negated.
 

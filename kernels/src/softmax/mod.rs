@@ -14,6 +14,8 @@
 //! NaN inputs propagate to their whole row.
 //!
 //! # Strategy
+//! `softmax.ptx`: the cuda executor's kernels (engine/cuda/src/rows.rs), assembled by ptxas and
+//! emulated against the cpu executor in CI; not yet run on a GPU.
 //! [`cpu`]: one row at a time with SIMD (AVX-512, AVX2 or portable, picked by
 //! [`crate::simd::level`]) and the polynomial `exp` of [`crate::simd`]; rayon over row chunks
 //! once the problem exceeds ~32K elements.
