@@ -524,6 +524,21 @@ impl Language {
             .sum()
     }
 
+    /// (words of the lexicon, words) in free text such as a model's sample: a word is a
+    /// maximal run of ASCII letters, matched case-insensitively. Punctuation is not
+    /// counted, so a sample of commas cannot score well.
+    pub fn lexicon_hits(&self, text: &str) -> (usize, usize) {
+        let (mut hits, mut total) = (0, 0);
+        for w in text
+            .split(|ch: char| !ch.is_ascii_alphabetic())
+            .filter(|w| !w.is_empty())
+        {
+            total += 1;
+            hits += usize::from(self.index.contains_key(&w.to_ascii_lowercase()));
+        }
+        (hits, total)
+    }
+
     /// Monte-Carlo estimate of the true entropy rate in nats per word: total
     /// -log p over `n_docs` sampled documents divided by their total words.
     pub fn entropy_per_word(&self, n_docs: usize, seed: u64, max_words: usize) -> f64 {

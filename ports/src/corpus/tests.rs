@@ -295,3 +295,19 @@ fn embedded_default_trains_then_reuses_its_tokenizer() {
     assert!(!path.with_file_name("corpus.bin").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn lexicon_hits_count_words_not_punctuation() {
+    let l = lang();
+    let text = &generate_corpus(&l, 3, 1)[0];
+    let (hits, total) = l.lexicon_hits(text);
+    assert!(total > 0);
+    assert_eq!(hits, total, "{text}");
+    // Made-up words and split words miss; punctuation is not a word.
+    let w = l.word(PUNCT.len() as u32 + 5).unwrap().to_string();
+    let broken = format!("{w}, qzxv {}.", &w[..w.len() - 1]);
+    let (h, t) = l.lexicon_hits(&broken);
+    assert_eq!(t, 3);
+    assert!((1..=2).contains(&h), "{broken}: {h}");
+    assert_eq!(l.lexicon_hits(", . !"), (0, 0));
+}

@@ -163,6 +163,10 @@ impl RunPlan {
         f("warmup_steps", self.warmup.to_string());
         f("cooldown_steps", self.cooldown.to_string());
         f("hybrid_mixing_shift", self.shift.to_string());
+        // the study's runs condition as the reference's did (SPEC.md section 4), whatever
+        // `gidd train`'s own main-job defaults are
+        f("noise_p_independent", "0.2".into());
+        f("noise_mask_p_prompt", "0.2".into());
         f("save_steps", self.save_steps.to_string());
         f("seed", self.seed.to_string());
         // held-out ELBO only at the end (the fits use the training ELBO), no samples

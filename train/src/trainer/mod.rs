@@ -1,6 +1,7 @@
 //! `gidd train`: the training loop around the one-graph step.
 
 mod checkpoint;
+mod report;
 pub mod optim;
 mod run_loop;
 pub mod step;
@@ -10,7 +11,6 @@ use crate::packer::{EvalSet, HeldOut, Packer, PackerConfig};
 use crate::with_executor;
 use anyhow::{bail, Context, Result};
 use gidd_engine::{CpuExecutor, DType, Executor, HostTensor};
-use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
 use gidd_model::noise::NoiseOpts;
 use gidd_model::{GiddConfig, Schedule};
 use gidd_ports::corpus::{embedded_default, Language};
@@ -116,13 +116,15 @@ pub struct TrainArgs {
     /// The published runs passed this value as noise_p_independent (SPEC.md section 4 quirk) and inserted no empty tokens.
     #[arg(long, default_value_t = 0.2)]
     pub max_empty_token_frac: f64,
-    /// Defaults to max_empty_token_frac, as the reference's train.py effectively does.
+    /// Default: 1 with the tiny preset (the main job); else max_empty_token_frac, as the
+    /// reference's train.py effectively does.
     #[arg(long)]
     pub noise_p_independent: Option<f64>,
     #[arg(long, default_value_t = 0.0)]
     pub noise_p_linear: f64,
-    #[arg(long, default_value_t = 0.2)]
-    pub noise_mask_p_prompt: f64,
+    /// Default: 0 with the tiny preset (the main job); else 0.2, the reference's.
+    #[arg(long)]
+    pub noise_mask_p_prompt: Option<f64>,
     #[arg(long, default_value_t = 0.0)]
     pub noise_mask_p_infilling: f64,
     #[arg(long, default_value_t = -9.0)]
@@ -131,8 +133,10 @@ pub struct TrainArgs {
     pub max_log_snr: f64,
     #[arg(long, default_value_t = 1.0)]
     pub hybrid_mixing_scale: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub hybrid_mixing_shift: f64,
+    /// The noise type: -1000 masked, 0 balanced hybrid, +1000 uniform. Default: -1000 with
+    /// the tiny preset (the main job); else 0, the reference's.
+    #[arg(long, allow_hyphen_values = true)]
+    pub hybrid_mixing_shift: Option<f64>,
     #[arg(long, default_value = "runs/default")]
     pub save_directory: PathBuf,
     #[arg(long)]
@@ -156,8 +160,9 @@ pub struct TrainArgs {
     pub data_files: Option<PathBuf>,
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Tokenizer vocabulary of the embedded corpus.
-    #[arg(long, default_value_t = 1024)]
+    /// Tokenizer vocabulary of the embedded corpus (4096: nearly every word of its language is
+    /// one token, 1.3 tokens per word; 1024 splits words into 2.2 tokens).
+    #[arg(long, default_value_t = 4096)]
     pub vocab_size: usize,
     #[command(flatten)]
     pub exec: BackendArgs,
@@ -181,6 +186,10 @@ struct Resolved {
     warmup: usize,
     lr: f64,
     save_steps: usize,
+    /// The noise: hybrid_mixing_shift, noise_p_independent, noise_mask_p_prompt.
+    shift: f64,
+    p_independent: f64,
+    p_prompt: f64,
 }
 
 fn resolve(a: &TrainArgs) -> Result<Resolved> {
@@ -200,6 +209,11 @@ fn resolve(a: &TrainArgs) -> Result<Resolved> {
         base.4
     });
     let steps = a.max_training_steps.unwrap_or(base.5);
+    // The main job's noise (tiny; see Preset::Tiny); the reference's for the larger presets.
+    let (shift, p_ind, p_prompt) = match a.preset.unwrap_or(Preset::Tiny) {
+        Preset::Tiny => (-1000.0, 1.0, 0.0),
+        Preset::Small | Preset::Base => (0.0, a.max_empty_token_frac, 0.2),
+    };
     Ok(Resolved {
         seq: a.max_seq_len.unwrap_or(base.0),
         batch: a.batch_size.unwrap_or(base.1),
@@ -210,7 +224,20 @@ fn resolve(a: &TrainArgs) -> Result<Resolved> {
         warmup: a.warmup_steps.unwrap_or(base.6.min(steps / 10).max(1)),
         lr: a.lr.unwrap_or(base.7),
         save_steps: a.save_steps.unwrap_or(steps),
+        shift: a.hybrid_mixing_shift.unwrap_or(shift),
+        p_independent: a.noise_p_independent.unwrap_or(p_ind),
+        p_prompt: a.noise_mask_p_prompt.unwrap_or(p_prompt),
     })
+}
+
+/// The noise type a hybrid_mixing_shift stands for (past +-100 the mixing is one-sided
+/// at every log-SNR in [-9, 9] to within e^-91).
+fn noise_name(shift: f64) -> String {
+    match shift {
+        s if s <= -100.0 => "masked".into(),
+        s if s >= 100.0 => "uniform".into(),
+        s => format!("hybrid (shift {s})"),
+    }
 }
 
 /// The model config of a run (the reference's train.py choices, SPEC.md section 1 "Training init").
@@ -221,7 +248,7 @@ fn model_config(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<GiddConfig>
         "max_position_embeddings": r.seq, "resid_scale": a.resid_scale, "init_scale": a.init_scale,
         "emb_init_scale": a.aux_init_scale, "head_init_scale": 0.0, "weight_scaling": 1.0,
         "head_scaling": a.head_scale / r.hidden as f64, "attention_bias": a.attn_bias, "mlp_bias": a.attn_bias,
-        "use_qk_norm": true, "noise_type": a.hybrid_mixing_shift, "min_log_snr": a.min_log_snr,
+        "use_qk_norm": true, "noise_type": r.shift, "min_log_snr": a.min_log_snr,
         "max_log_snr": a.max_log_snr, "attn_soft_cap": 30.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
         "bos_token_id": 0, "eos_token_id": 1, "dtype": "float32"
     });
@@ -319,14 +346,14 @@ fn setup(a: &TrainArgs, r: &Resolved, vocab: usize) -> Result<Setup> {
         min_log_snr: a.min_log_snr,
         max_log_snr: a.max_log_snr,
         scale: a.hybrid_mixing_scale,
-        shift: a.hybrid_mixing_shift,
+        shift: r.shift,
         vocab_size: vocab,
         mask_id: 3,
     };
     let no = NoiseOpts {
-        p_independent: a.noise_p_independent.unwrap_or(a.max_empty_token_frac),
+        p_independent: r.p_independent,
         p_linear: a.noise_p_linear,
-        p_prompt: a.noise_mask_p_prompt,
+        p_prompt: r.p_prompt,
         p_infilling: a.noise_mask_p_infilling,
         causal_prompt_attn: a.causal_prompt_attn,
         clean_log_snr: 10.0,
@@ -468,8 +495,8 @@ pub fn run(a: &TrainArgs) -> Result<()> {
 
     let n_params = cfg.num_params();
     eprintln!(
-        "gidd train: {} layers, d {}, {} heads, vocab {}, {:.2}M params, seq {}, batch {}, {} steps, {} on {}",
-        cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, vocab, n_params as f64 / 1e6, r.seq, r.batch, r.steps, format!("{dtype:?}").to_lowercase(),
+        "gidd train: {} layers, d {}, {} heads, vocab {}, {:.2}M params, seq {}, batch {}, {} steps, {} noise, {} on {}",
+        cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, vocab, n_params as f64 / 1e6, r.seq, r.batch, r.steps, noise_name(r.shift), format!("{dtype:?}").to_lowercase(),
         // The xla executor names itself once its plugin is loaded (the "compiled the step" line).
         if a.exec.backend == Backend::Cpu { CpuExecutor.name() } else { format!("{} (host: {})", a.exec.backend.name(), CpuExecutor.name()) }
     );
@@ -546,7 +573,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         e / std::f64::consts::LN_2,
         e.exp()
     );
-    let uni = unigram_cross_entropy(data.source.as_ref(), heldout, &eval, vocab)?;
+    let uni = report::unigram_cross_entropy(data.source.as_ref(), heldout, &eval, vocab)?;
     println!("token-unigram baseline (train-set frequencies on the same held-out tokens): {uni:.4} nats/token; ELBO - unigram: {:.4}", e - uni);
     if let Some((true_h, uni_h)) = entropy {
         println!("true entropy of the same held-out text: {true_h:.4} nats/token; unigram (word) entropy: {uni_h:.4} nats/token; gap ELBO - true: {:.4} nats/token",
@@ -554,32 +581,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     if a.num_samples > 0 {
         if let Some(tok) = &data.tok {
-            // samples are generated in f32 (generation has no f64 path: it is not an audit)
-            let gen_dtype = if dtype == DType::F64 {
-                DType::F32
-            } else {
-                dtype
-            };
-            let gen_params = crate::model_dir::params_as(&params, gen_dtype.accum());
-            let mut canvas = Canvas::new(&cfg, &gen_params, 1, r.seq, gen_dtype)?;
-            for sidx in 0..a.num_samples {
-                let o = GenOpts {
-                    max_length: r.seq.min(64),
-                    min_length: 0,
-                    block_length: 32.min(r.seq - 1),
-                    steps: 32,
-                    method: Method::Ancestral,
-                    schedule: NoiseSchedule::Cosine,
-                    temperature: 1.0,
-                    top_k: None,
-                    top_p: None,
-                    tokens_per_step: 1,
-                    seed: a.seed + sidx as u64,
-                };
-                let out = generate(&mut canvas, &cfg, &[vec![0]], &o, None, |_, _| {})?;
-                let ids: Vec<u32> = out[0].iter().copied().filter(|&x| x > 3).collect();
-                println!("sample {}: {}", sidx + 1, tok.decode(&ids)?);
-            }
+            report::samples(&cfg, &params, tok, data.lang.as_ref(), r.seq, a, dtype)?;
         }
     }
     println!(
@@ -589,32 +591,6 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             .unwrap_or_default()
     );
     Ok(())
-}
-
-/// Cross-entropy (nats/token) of the held-out evaluation tokens under the training
-/// documents' token frequencies (add-one smoothed): the unigram baseline a model must beat.
-fn unigram_cross_entropy(
-    src: &dyn DocSource,
-    heldout: HeldOut,
-    eval: &EvalSet,
-    vocab: usize,
-) -> Result<f64> {
-    let mut counts = vec![1.0f64; vocab];
-    let train = crate::packer::split_indices(src.len(), heldout, crate::packer::Split::Train);
-    for &i in &train {
-        for t in src.doc(i)?.into_iter().chain([1]) {
-            counts[(t as usize).min(vocab - 1)] += 1.0;
-        }
-    }
-    let total: f64 = counts.iter().sum();
-    let (mut nats, mut n) = (0.0, 0usize);
-    for (row, &len) in eval.rows.iter().zip(&eval.lens) {
-        for &t in &row[..len] {
-            nats -= (counts[(t as usize).min(vocab - 1)] / total).ln();
-            n += 1;
-        }
-    }
-    Ok(nats / n.max(1) as f64)
 }
 
 /// Mean ELBO per token (nats) of an evaluation set, averaged over `reps` noise draws,

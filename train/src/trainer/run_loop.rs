@@ -280,9 +280,14 @@ pub(super) fn train_loop<E: Executor>(
             };
             let refs: Vec<&E::Buffer> = dp.iter().collect();
             let e = elbo_on(exec, le, &refs, c.eval, r.batch, r.seq, HELDOUT_REPS)?.0;
-            let mut msg = format!("  held-out ELBO {e:.4} nats/token ({:.4} bits)", e / LN_2);
+            // Seconds of training so far (this process), so the curve reads against time.
+            let secs = run_start.elapsed().as_secs_f64();
+            let mut msg = format!(
+                "  held-out ELBO {e:.4} nats/token ({:.4} bits) after {secs:.0} s",
+                e / LN_2
+            );
             let mut line = serde_json::json!({
-                "step": start, "heldout_elbo": e, "heldout_elbo_bits": e / LN_2,
+                "step": start, "heldout_elbo": e, "heldout_elbo_bits": e / LN_2, "elapsed_s": secs,
             });
             if let Some(t) = c.heldout_true_entropy {
                 let gap = e - t;

@@ -1,0 +1,91 @@
+//! The end of the main job: baselines the held-out ELBO is read against, and samples
+//! with the share of their words that are words of the language.
+
+use super::TrainArgs;
+use crate::packer::{EvalSet, HeldOut};
+use anyhow::Result;
+use gidd_engine::{DType, HostTensor};
+use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use gidd_model::GiddConfig;
+use gidd_ports::corpus::Language;
+use gidd_ports::data::{DocSource, Tok};
+
+/// Cross-entropy (nats/token) of the held-out evaluation tokens under the training
+/// documents' token frequencies (add-one smoothed): the unigram baseline a model must beat.
+pub(super) fn unigram_cross_entropy(
+    src: &dyn DocSource,
+    heldout: HeldOut,
+    eval: &EvalSet,
+    vocab: usize,
+) -> Result<f64> {
+    let mut counts = vec![1.0f64; vocab];
+    let train = crate::packer::split_indices(src.len(), heldout, crate::packer::Split::Train);
+    for &i in &train {
+        for t in src.doc(i)?.into_iter().chain([1]) {
+            counts[(t as usize).min(vocab - 1)] += 1.0;
+        }
+    }
+    let total: f64 = counts.iter().sum();
+    let (mut nats, mut n) = (0.0, 0usize);
+    for (row, &len) in eval.rows.iter().zip(&eval.lens) {
+        for &t in &row[..len] {
+            nats -= (counts[(t as usize).min(vocab - 1)] / total).ln();
+            n += 1;
+        }
+    }
+    Ok(nats / n.max(1) as f64)
+}
+
+/// Prints `a.num_samples` unconditional samples (one row of the run's length each) and,
+/// when the corpus is the embedded language, the fraction of their words in its lexicon:
+/// the plain-language test of whether the model learned words rather than letter soup.
+pub(super) fn samples(
+    cfg: &GiddConfig,
+    params: &[(String, HostTensor)],
+    tok: &Tok,
+    lang: Option<&Language>,
+    seq: usize,
+    a: &TrainArgs,
+    dtype: DType,
+) -> Result<()> {
+    // samples are generated in f32 (generation has no f64 path: it is not an audit)
+    let gen_dtype = if dtype == DType::F64 {
+        DType::F32
+    } else {
+        dtype
+    };
+    let gen_params = crate::model_dir::params_as(params, gen_dtype.accum());
+    let mut canvas = Canvas::new(cfg, &gen_params, 1, seq, gen_dtype)?;
+    let (mut hits, mut words) = (0, 0);
+    for sidx in 0..a.num_samples {
+        let o = GenOpts {
+            max_length: seq.min(64),
+            min_length: 0,
+            block_length: 32.min(seq - 1),
+            steps: 32,
+            method: Method::Ancestral,
+            schedule: NoiseSchedule::Cosine,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            tokens_per_step: 1,
+            seed: a.seed + sidx as u64,
+        };
+        let out = generate(&mut canvas, cfg, &[vec![0]], &o, None, |_, _| {})?;
+        let ids: Vec<u32> = out[0].iter().copied().filter(|&x| x > 3).collect();
+        let text = tok.decode(&ids)?;
+        println!("sample {}: {text}", sidx + 1);
+        if let Some(l) = lang {
+            let (h, w) = l.lexicon_hits(&text);
+            hits += h;
+            words += w;
+        }
+    }
+    if lang.is_some() && words > 0 {
+        println!(
+            "words of the language in the samples: {hits}/{words} ({:.1}%)",
+            100.0 * hits as f64 / words as f64
+        );
+    }
+    Ok(())
+}
