@@ -1,6 +1,6 @@
 //! The `Executor` trait for [`WgpuExecutor`]: load, run (with donation), upload, download.
 
-use crate::buffer::{alloc_bytes, decode, encode, next_id, no_f64, words, WgpuBuffer};
+use crate::buffer::{alloc_bytes, decode, elems_bytes, encode, next_id, no_f64, WgpuBuffer};
 use crate::error::{Result, WgpuError};
 use crate::executor::{WgpuExecutor, WgpuProgram};
 use crate::lower::{binds_input, lower};
@@ -31,7 +31,7 @@ impl WgpuExecutor {
         let slots = p
             .slots
             .iter()
-            .map(|&(d, n)| self.storage((n * words(d) * 4) as u64, "a planned buffer"))
+            .map(|&(d, n)| self.storage(elems_bytes(n, d), "a planned buffer"))
             .collect::<Result<Vec<_>>>()?;
         let consts = consts
             .iter()

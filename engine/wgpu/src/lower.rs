@@ -60,6 +60,82 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
             }
             continue;
         }
+        let packed = node
+            .inputs
+            .iter()
+            .chain(&node.outputs)
+            .any(|&v| p.values[v].ty.dtype == DType::BF16);
+        match (packed, bf16_route(&node.op)) {
+            (true, Bf16Route::Generated) => crate::fuse::lower_single(b, ni)?,
+            (true, Bf16Route::Widened) => {
+                b.widened(&node.inputs, &node.outputs, |b| lower_node(b, ni))?
+            }
+            (true, Bf16Route::Reshape) => {
+                // a reshape that runs copies its whole packed words: same element order
+                let n = p.values[node.outputs[0]].ty.numel().div_ceil(2);
+                let (src, dst) = (b.buf(node.inputs[0])?, b.out(node.outputs[0])?);
+                movement::copy(b, src, dst, &[n], &[1], &[1], 0, 0, 1)?;
+            }
+            (true, Bf16Route::Own) | (false, _) => lower_node(b, ni)?,
+        }
+    }
+    Ok(())
+}
+
+/// How a node with a bf16 operand or result meets packed storage.
+enum Bf16Route {
+    /// Elementwise ops and views: a generated kernel (crate::fuse) that reads and writes
+    /// packed words, two elements per invocation.
+    Generated,
+    /// Unpacked into scratch around the node's kernel (`Builder::widened`).
+    Widened,
+    /// A copy of the packed words.
+    Reshape,
+    /// The lowering handles packed bf16 itself (GEMM, concatenate).
+    Own,
+}
+
+fn bf16_route(op: &Op) -> Bf16Route {
+    match op {
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Compare(_)
+        | Op::Select
+        | Op::Convert { .. }
+        | Op::Iota { .. }
+        | Op::BroadcastInDim { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. } => Bf16Route::Generated,
+        Op::Reshape { .. } => Bf16Route::Reshape,
+        Op::DotGeneral(_) | Op::Concatenate { .. } => Bf16Route::Own,
+        // the fused ops: the graph builds them over f32 (bf16 programs convert around them),
+        // so only a hand-made program reaches this with bf16
+        Op::Reduce { .. }
+        | Op::Gather { .. }
+        | Op::ScatterAdd { .. }
+        | Op::Input { .. }
+        | Op::Constant(_)
+        | Op::Splat(_)
+        | Op::Softmax
+        | Op::LogSoftmax
+        | Op::SoftmaxBwd
+        | Op::RmsNorm { .. }
+        | Op::RmsNormBwd
+        | Op::Rope
+        | Op::RopeBwd
+        | Op::Attention(_)
+        | Op::AttentionBwd(_)
+        | Op::DiffusionKl(_)
+        | Op::DiffusionKlBwd(_) => Bf16Route::Widened,
+    }
+}
+
+/// Adds the dispatches of node `ni` (bf16 values widened, one word each, unless the node's
+/// lowering handles packed bf16 itself: see [`bf16_route`]).
+fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
+    let p = b.p;
+    let node = &p.nodes[ni];
+    {
         let out = node.outputs[0];
         let ty = &p.values[out].ty;
         let n = ty.numel();

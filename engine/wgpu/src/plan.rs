@@ -59,9 +59,16 @@ pub struct Builder<'a> {
     pub consts: Vec<Vec<u32>>,
     /// Bytes of each scratch buffer (shared by all dispatches that use it, one at a time).
     pub scratch: Vec<u64>,
-    /// The constant made of a value (a literal, or a splat that a kernel needs as a buffer).
-    const_of: HashMap<usize, usize>,
+    /// The constant made of a value (a literal, or a splat that a kernel needs as a buffer),
+    /// by (value, widened).
+    const_of: HashMap<(usize, bool), usize>,
+    /// Bindings that stand in for bf16 values while a lowering reads them widened
+    /// ([`Builder::widened`]).
+    wide: HashMap<usize, Bind>,
 }
+
+/// The first scratch buffer [`Builder::widened`] uses (lowerings use 0..WIDE themselves).
+const WIDE: usize = 4;
 
 impl<'a> Builder<'a> {
     pub fn new(
@@ -82,6 +89,7 @@ impl<'a> Builder<'a> {
             consts: vec![],
             scratch: vec![],
             const_of: HashMap::new(),
+            wide: HashMap::new(),
         }
     }
 
@@ -110,6 +118,9 @@ impl<'a> Builder<'a> {
 
     /// Value `v` as a buffer binding; a splat is made a constant buffer.
     pub fn buf(&mut self, v: usize) -> Result<Bind> {
+        if let Some(&w) = self.wide.get(&v) {
+            return Ok(w);
+        }
         Ok(match &self.p.loc[v] {
             Loc::Input(i) => Bind::Input(*i),
             Loc::Slot(s) => Bind::Slot(*s),
@@ -125,16 +136,108 @@ impl<'a> Builder<'a> {
     }
 
     fn constant(&mut self, v: usize, words: impl FnOnce() -> Result<Vec<u32>>) -> Result<Bind> {
-        if let Some(&c) = self.const_of.get(&v) {
+        self.constant_as(v, false, words)
+    }
+
+    fn constant_as(
+        &mut self,
+        v: usize,
+        widened: bool,
+        words: impl FnOnce() -> Result<Vec<u32>>,
+    ) -> Result<Bind> {
+        if let Some(&c) = self.const_of.get(&(v, widened)) {
             return Ok(Bind::Const(c));
         }
         self.consts.push(words()?);
-        self.const_of.insert(v, self.consts.len() - 1);
+        self.const_of.insert((v, widened), self.consts.len() - 1);
         Ok(Bind::Const(self.consts.len() - 1))
+    }
+
+    /// Runs `lower`, a lowering written for bf16 stored widened (one word per element, its
+    /// results rounded through BF16 constants), with the bf16 values among `ins` unpacked into
+    /// scratch buffers and the bf16 values among `outs` written to scratch and packed after.
+    /// The kernels that pay for reading packed bf16 themselves (GEMM, the generated
+    /// elementwise kernels) do; the rarer ones (reductions, gather, scatter-add) go through
+    /// here, at a dispatch and a pass over the value per bf16 operand.
+    pub fn widened(
+        &mut self,
+        ins: &[usize],
+        outs: &[usize],
+        lower: impl FnOnce(&mut Builder) -> Result<()>,
+    ) -> Result<()> {
+        let mut k = WIDE;
+        let mut set = vec![];
+        for &v in ins {
+            if self.dtype(v) != DType::BF16 || self.wide.contains_key(&v) {
+                continue;
+            }
+            let n = self.p.values[v].ty.numel();
+            let w = match &self.p.loc[v] {
+                // a splat operand stays a scalar parameter (its words are widened already)
+                Loc::Splat(x) => {
+                    let x = *x;
+                    let w = scalar_words(x, DType::BF16)[0];
+                    self.constant_as(v, true, || Ok(vec![w; n]))?
+                }
+                Loc::Const(c) => {
+                    let c = c.clone();
+                    self.constant_as(v, true, || crate::buffer::widened_words(&c))?
+                }
+                Loc::Input(_) | Loc::Slot(_) => {
+                    let src = self.buf(v)?;
+                    let dst = self.scratch(k, (n * 4) as u64);
+                    k += 1;
+                    self.unpack(src, dst, n)?;
+                    dst
+                }
+            };
+            self.wide.insert(v, w);
+            set.push(v);
+        }
+        let mut packs = vec![];
+        for &v in outs {
+            if self.dtype(v) != DType::BF16 {
+                continue;
+            }
+            let n = self.p.values[v].ty.numel();
+            let w = self.scratch(k, (n * 4) as u64);
+            k += 1;
+            self.wide.insert(v, w);
+            set.push(v);
+            packs.push((v, w, n));
+        }
+        let r = lower(self);
+        for v in set {
+            self.wide.remove(&v);
+        }
+        r?;
+        for (v, w, n) in packs {
+            let o = self.out(v)?;
+            self.pack(w, o, n)?;
+        }
+        Ok(())
+    }
+
+    /// Widens `n` packed bf16 elements of `src` into `dst`, one word each.
+    pub fn unpack(&mut self, src: Bind, dst: Bind, n: usize) -> Result<()> {
+        crate::movement::copy_from_packed(self, src, dst, &[n], &[1], &[1], 0, 0)
+    }
+
+    /// Packs `n` widened bf16 (or f32, rounded) values of `src` two per word into `dst`.
+    pub fn pack(&mut self, src: Bind, dst: Bind, n: usize) -> Result<()> {
+        let k = Kernel::new(gidd_kernels::wgsl::Module::Convert, "pack_bf16", 1);
+        let mut p = vec![0u32; 8];
+        p[0] = u32_of(n)?;
+        self.push_1d(k, vec![dst, src], &p, n.div_ceil(2))
     }
 
     /// Value `v` as an elementwise operand (a splat stays a scalar).
     pub fn operand(&mut self, v: usize) -> Result<Operand> {
+        if let Some(&w) = self.wide.get(&v) {
+            if !matches!(self.p.loc[v], Loc::Splat(_)) {
+                return Ok(Operand::Buf(w));
+            }
+        }
         Ok(match &self.p.loc[v] {
             Loc::Splat(x) => Operand::Scalar(scalar_words(*x, self.dtype(v))),
             _ => Operand::Buf(self.buf(v)?),
@@ -143,6 +246,9 @@ impl<'a> Builder<'a> {
 
     /// The output binding of a node's value `v` (always a planned slot for nodes that run).
     pub fn out(&self, v: usize) -> Result<Bind> {
+        if let Some(&w) = self.wide.get(&v) {
+            return Ok(w);
+        }
         match &self.p.loc[v] {
             Loc::Slot(s) => Ok(Bind::Slot(*s)),
             l => Err(WgpuError::Unsupported(format!(
