@@ -62,6 +62,14 @@ pub fn words(d: DType) -> usize {
     }
 }
 
+/// Bytes one stored element of `d` takes (bf16: half a word).
+pub fn elem_bytes(d: DType) -> u64 {
+    match d {
+        DType::BF16 => 2,
+        _ => words(d) as u64 * 4,
+    }
+}
+
 /// Bytes `n` stored elements of `d` take (whole words: an odd count of bf16 leaves the last
 /// word's high half unused).
 pub fn elems_bytes(n: usize, d: DType) -> u64 {

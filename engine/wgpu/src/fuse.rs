@@ -24,6 +24,7 @@
 //! node or view that touches bf16 ([`lower_single`]), so packed bf16 needs no second set of
 //! hand-written elementwise kernels.
 
+use crate::buffer::elem_bytes;
 use crate::error::Result;
 use crate::lower::{class, Class};
 use crate::pipelines::Kernel;
@@ -354,6 +355,8 @@ pub struct Text {
     pub reads: Vec<usize>,
     /// Elements per invocation: 2 when a written value is packed bf16, else 1.
     pub per: usize,
+    /// Per read: whether a member reads it at the output's index (else only through views).
+    pub direct: Vec<bool>,
 }
 
 /// The kernel text of a chain, and the values it binds: (written, read buffers).
@@ -494,25 +497,52 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<Text> {
         }
     }
     s.push_str("}\n");
+    let direct = bufs.iter().map(|v| io.direct.contains(v)).collect();
     Ok(Text {
         text: generated_source(&s),
         writes: io.writes,
         reads: bufs,
         per,
+        direct,
     })
 }
 
-/// Adds the one dispatch of chain `c`.
+/// Adds the dispatch of chain `c` (several over windows, when a value it binds is larger than
+/// one storage binding and every member reads at the output's index: no views, no iota).
 pub fn lower_chain(b: &mut Builder, c: &Chain) -> Result<()> {
     let p = b.p;
     let t = kernel_text(p, c)?;
+    // an iota, or a view whose index moves with i, reads by position: a window would shift it
+    // (a broadcast scalar's index is a constant: its operand is bound whole)
+    let positional = c.nodes.iter().any(|&ni| match &p.nodes[ni].op {
+        Op::Iota { .. } => true,
+        op => is_view(op) && view_index(p, ni).contains("(i /"),
+    });
+    b.windowed = !positional;
+    let binds = bind_all(b, &t);
+    b.windowed = false;
+    let binds = binds?;
+    let n = p.values[p.nodes[c.nodes[0]].outputs[0]].ty.numel();
+    let whole = |k: usize| !t.direct[k];
+    let bytes: Vec<u64> = t
+        .writes
+        .iter()
+        .map(|&v| elem_bytes(p.values[v].ty.dtype))
+        .chain(t.reads.iter().enumerate().map(|(k, &v)| match whole(k) {
+            true => 0,
+            false => elem_bytes(p.values[v].ty.dtype),
+        }))
+        .collect();
+    let k = Kernel::generated(t.text, "fused_elementwise", t.writes.len(), t.reads.len());
+    b.push_chunked(k, binds, &bytes, n, t.per, |len| Ok(vec![u32_of(len)?, 0]))
+}
+
+fn bind_all(b: &mut Builder, t: &Text) -> Result<Vec<Bind>> {
     let mut binds: Vec<Bind> = t.writes.iter().map(|&v| b.out(v)).collect::<Result<_>>()?;
     for &v in &t.reads {
         binds.push(b.buf(v)?);
     }
-    let n = p.values[p.nodes[c.nodes[0]].outputs[0]].ty.numel();
-    let k = Kernel::generated(t.text, "fused_elementwise", t.writes.len(), t.reads.len());
-    b.push_1d(k, binds, &[u32_of(n)?, 0], n.div_ceil(t.per))
+    Ok(binds)
 }
 
 /// Node `ni` (an elementwise op, iota or view) alone as a generated kernel: how one that

@@ -33,6 +33,7 @@ mod ops;
 mod peak;
 mod pipelines;
 mod plan;
+mod profile;
 
 pub use buffer::WgpuBuffer;
 pub use error::WgpuError;

@@ -24,8 +24,17 @@ impl WgpuExecutor {
                 .pipes
                 .lock()
                 .map_err(|_| WgpuError::Unsupported("the pipeline cache was poisoned".into()))?;
-            let mut b = Builder::new(&p, &self.gpu, self.gemm, &mut pipes);
+            let max = self.max_binding_bytes();
+            let mut b = Builder::new(&p, &self.gpu, self.gemm, &mut pipes, max);
             lower(&mut b, self.fuse)?;
+            // scratch buffers are bound whole
+            if let Some(s) = b.scratch.iter().find(|&&s| s > max) {
+                return Err(WgpuError::Unsupported(format!(
+                    "a scratch buffer of {:.1} MiB (an operand copied or widened for a kernel) is                      more than one storage binding ({:.1} MiB)",
+                    *s as f64 / 1048576.0,
+                    max as f64 / 1048576.0
+                )));
+            }
             (b.dispatches, b.params, b.consts, b.scratch)
         };
         let slots = p

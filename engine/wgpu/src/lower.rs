@@ -2,6 +2,7 @@
 //! wildcard arm, so a new op is a compile error here). Fused ops reach it only where
 //! [`crate::fused::supports`] has a kernel; `load` decomposes the rest into primitives.
 
+use crate::buffer::elem_bytes;
 use crate::error::{Result, WgpuError};
 use crate::pipelines::Kernel;
 use crate::plan::{strides, u32_of, width, Bind, Builder};
@@ -54,6 +55,7 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
         if !p.runs[ni] {
             continue;
         }
+        b.doing = node.op.name();
         if let Some((c, last)) = in_chain[ni] {
             if last {
                 crate::fuse::lower_chain(b, &chains[c])?;
@@ -75,6 +77,14 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
                 let n = p.values[node.outputs[0]].ty.numel().div_ceil(2);
                 let (src, dst) = (b.buf(node.inputs[0])?, b.out(node.outputs[0])?);
                 movement::copy(b, src, dst, &[n], &[1], &[1], 0, 0, 1)?;
+            }
+            // a view of a value larger than a binding: the generated kernel binds a scalar
+            // broadcast's operand whole and its output in windows (a transpose or slice
+            // that large is refused there, naming the limit)
+            (false, Bf16Route::Generated)
+                if !matches!(node.op, Op::Iota { .. }) && b.too_big(node.outputs[0]) =>
+            {
+                crate::fuse::lower_single(b, ni)?
             }
             (true, Bf16Route::Own) | (false, _) => lower_node(b, ni)?,
         }
@@ -180,7 +190,7 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
                         .with("KIND", kind),
                     Class::Long => Kernel::new(Module::Unary, "unary_l", 1).with("OP", op),
                 };
-                elementwise(b, k, out, ins, n, &[])?;
+                elementwise(b, k, out, ins, n)?;
             }
             Op::Binary(bo) => {
                 let op = binary_code(*bo);
@@ -193,7 +203,7 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
                         .with("KIND", kind),
                     Class::Long => Kernel::new(Module::Binary, "binary_l", 2).with("OP", op),
                 };
-                elementwise(b, k, out, ins, n, &[])?;
+                elementwise(b, k, out, ins, n)?;
             }
             Op::Compare(c) => {
                 let op = cmp_code(*c);
@@ -208,12 +218,12 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
                         Kernel::new(Module::CompareSelect, "compare_l", 2).with("OP", op)
                     }
                 };
-                elementwise(b, k, out, ins, n, &[])?;
+                elementwise(b, k, out, ins, n)?;
             }
             Op::Select => {
                 class(d)?;
                 let k = Kernel::new(Module::CompareSelect, "select_w", 3).with("W", width(d));
-                elementwise(b, k, out, ins, n, &[])?;
+                elementwise(b, k, out, ins, n)?;
             }
             Op::Convert { to } => convert(b, ins[0], out, *to, n)?,
             Op::BroadcastInDim { shape, dims } => {
@@ -254,21 +264,22 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
     Ok(())
 }
 
-/// One elementwise dispatch over the node's operands.
-fn elementwise(
-    b: &mut Builder,
-    k: Kernel,
-    out: usize,
-    ins: &[usize],
-    n: usize,
-    extra: &[u32],
-) -> Result<()> {
-    let ops = ins
+/// One elementwise dispatch over the node's operands (several over windows of values larger
+/// than a binding).
+fn elementwise(b: &mut Builder, k: Kernel, out: usize, ins: &[usize], n: usize) -> Result<()> {
+    b.windowed = true;
+    let binds = ins
         .iter()
         .map(|&v| b.operand(v))
-        .collect::<Result<Vec<_>>>()?;
-    let o = b.out(out)?;
-    b.push_elementwise(k, o, &ops, n, extra)
+        .collect::<Result<Vec<_>>>()
+        .and_then(|ops| Ok((ops, b.out(out)?)));
+    b.windowed = false;
+    let (ops, o) = binds?;
+    let bytes: Vec<u64> = std::iter::once(out)
+        .chain(ins.iter().copied())
+        .map(|v| elem_bytes(b.dtype(v)))
+        .collect();
+    b.push_elementwise_chunked(k, o, &ops, &bytes, n)
 }
 
 fn convert(b: &mut Builder, x: usize, out: usize, to: DType, n: usize) -> Result<()> {
@@ -300,7 +311,7 @@ fn convert(b: &mut Builder, x: usize, out: usize, to: DType, n: usize) -> Result
             return movement::copy(b, src, dst, &[n], &[1], &[1], 0, 0, width(to));
         }
     };
-    elementwise(b, k, out, &[x], n, &[])
+    elementwise(b, k, out, &[x], n)
 }
 
 /// Whether any binding of a dispatch is a program input (its bind group is made per run).

@@ -357,13 +357,34 @@ fn index_params(
     Ok((p, n))
 }
 
+/// A source larger than one storage binding (an embedding table of a large vocabulary) is
+/// gathered from in one dispatch per window of it.
 pub fn gather(b: &mut Builder, axis: usize, x: usize, ids: usize, out: usize) -> Result<()> {
     let d = b.dtype(out);
     class(d)?;
-    let (p, n) = index_params(b, b.shape(x), axis, ids, d)?;
-    let (src, idx, o) = (b.buf(x)?, b.buf(ids)?, b.out(out)?);
+    let (mut p, n) = index_params(b, b.shape(x), axis, ids, d)?;
+    let (idx, o) = (b.buf(ids)?, b.out(out)?);
+    b.windowed = true;
+    let src = b.buf(x);
+    b.windowed = false;
+    let src = src?;
     let k = Kernel::new(Module::GatherScatter, "gather", 2).with("W", width(d));
-    b.push_1d(k, vec![o, src, idx], &p, n)
+    if !b.too_big(x) {
+        p.extend([0, u32::MAX]);
+        return b.push_1d(k, vec![o, src, idx], &p, n);
+    }
+    let eb = width(d) as u64 * 4;
+    let total: usize = b.shape(x).iter().product();
+    let l = b.window_elems(eb)?;
+    for start in (0..total).step_by(l) {
+        let len = l.min(total - start);
+        let mut pw = p.clone();
+        pw.extend([u32_of(start)?, u32_of(len)?]);
+        let win = Some((start as u64 * eb, len as u64 * eb));
+        let g = grid(n.div_ceil(crate::plan::WG))?;
+        b.push_windows(k.clone(), vec![o, src, idx], vec![None, win, None], &pw, g)?;
+    }
+    Ok(())
 }
 
 pub fn scatter_add(

@@ -33,6 +33,11 @@ pub struct Dispatch {
     pub param_off: u64,
     pub param_len: u64,
     pub groups: [u32; 3],
+    /// Per binding of `binds`, the byte window bound (offset, size) instead of the whole
+    /// buffer: how a tensor larger than one storage binding is reached ([`Builder::push_chunked`]).
+    /// Empty: every buffer bound whole (or, when it is larger than a binding, its first
+    /// `max_binding` bytes, which hold the value: [`Builder::buf`] checked it).
+    pub windows: Vec<Option<(u64, u64)>>,
 }
 
 /// An elementwise operand: a buffer, or a splat's words passed as parameters.
@@ -65,6 +70,12 @@ pub struct Builder<'a> {
     /// Bindings that stand in for bf16 values while a lowering reads them widened
     /// ([`Builder::widened`]).
     wide: HashMap<usize, Bind>,
+    /// The most bytes one storage binding may cover (the adapter's limit, or a lower cap).
+    pub max_binding: u64,
+    /// The op being lowered (named in the error of a value too large to bind whole).
+    pub doing: &'static str,
+    /// Set by the lowerings that bind large values in windows themselves.
+    pub windowed: bool,
 }
 
 /// The first scratch buffer [`Builder::widened`] uses (lowerings use 0..WIDE themselves).
@@ -76,6 +87,7 @@ impl<'a> Builder<'a> {
         gpu: &'a Gpu,
         gemm: GemmStrategy,
         pipes: &'a mut Pipelines,
+        max_binding: u64,
     ) -> Builder<'a> {
         let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
         Builder {
@@ -90,6 +102,9 @@ impl<'a> Builder<'a> {
             scratch: vec![],
             const_of: HashMap::new(),
             wide: HashMap::new(),
+            max_binding,
+            doing: "",
+            windowed: false,
         }
     }
 
@@ -116,11 +131,35 @@ impl<'a> Builder<'a> {
         &self.p.values[v].ty.shape
     }
 
+    /// Whether value `v` is larger than one storage binding.
+    pub fn too_big(&self, v: usize) -> bool {
+        let ty = &self.p.values[v].ty;
+        crate::buffer::value_bytes(&ty.shape, ty.dtype) > self.max_binding
+    }
+
+    /// The refusal of a value too large to bind whole in a lowering without windows.
+    fn check_fits(&self, v: usize) -> Result<()> {
+        if self.windowed || !self.too_big(v) {
+            return Ok(());
+        }
+        let ty = &self.p.values[v].ty;
+        let mib = |b: u64| b as f64 / 1048576.0;
+        Err(WgpuError::Unsupported(format!(
+            "{} over {ty} ({:.1} MiB): more than one storage binding ({:.1} MiB, \
+             max_storage_buffer_binding_size); elementwise ops, their fused chains and gather \
+             bind such tensors in windows, this op does not yet",
+            self.doing,
+            mib(crate::buffer::value_bytes(&ty.shape, ty.dtype)),
+            mib(self.max_binding)
+        )))
+    }
+
     /// Value `v` as a buffer binding; a splat is made a constant buffer.
     pub fn buf(&mut self, v: usize) -> Result<Bind> {
         if let Some(&w) = self.wide.get(&v) {
             return Ok(w);
         }
+        self.check_fits(v)?;
         Ok(match &self.p.loc[v] {
             Loc::Input(i) => Bind::Input(*i),
             Loc::Slot(s) => Bind::Slot(*s),
@@ -249,6 +288,7 @@ impl<'a> Builder<'a> {
         if let Some(&w) = self.wide.get(&v) {
             return Ok(w);
         }
+        self.check_fits(v)?;
         match &self.p.loc[v] {
             Loc::Slot(s) => Ok(Bind::Slot(*s)),
             l => Err(WgpuError::Unsupported(format!(
@@ -274,6 +314,18 @@ impl<'a> Builder<'a> {
         params: &[u32],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.push_windows(kernel, binds, vec![], params, groups)
+    }
+
+    /// [`Builder::push`] with byte windows of the bound buffers (see [`Dispatch::windows`]).
+    pub fn push_windows(
+        &mut self,
+        kernel: Kernel,
+        binds: Vec<Bind>,
+        windows: Vec<Option<(u64, u64)>>,
+        params: &[u32],
+        groups: [u32; 3],
+    ) -> Result<()> {
         if groups.contains(&0) {
             return Ok(());
         }
@@ -291,7 +343,61 @@ impl<'a> Builder<'a> {
             param_off: start as u64 * 4,
             param_len: len as u64 * 4,
             groups,
+            windows,
         });
+        Ok(())
+    }
+
+    /// Elements per window of a tensor bound in windows whose elements take up to `eb` bytes:
+    /// as many as one binding holds, a multiple of the offset alignment (so every window of
+    /// every operand starts aligned, and a packed bf16 window on a whole word).
+    pub fn window_elems(&self, eb: u64) -> Result<usize> {
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let l = (self.max_binding / eb) / align * align;
+        if l == 0 {
+            return Err(WgpuError::Unsupported(format!(
+                "a storage binding of {} bytes holds no aligned window",
+                self.max_binding
+            )));
+        }
+        Ok(l as usize)
+    }
+
+    /// Adds `kernel` over elements [0, n), `per` per invocation, where every binding is indexed
+    /// by element like the output (elementwise kernels, fused chains without views or iota):
+    /// when a bound value is larger than one binding, as several dispatches over chunks of
+    /// elements, each binding its operands' windows of the chunk, the kernel none the wiser.
+    /// `bytes[k]`: bytes per element of binding k (0: a placeholder, bound whole; bf16 is 2);
+    /// `params(len)`: the parameters of a chunk of `len` elements.
+    pub fn push_chunked(
+        &mut self,
+        kernel: Kernel,
+        binds: Vec<Bind>,
+        bytes: &[u64],
+        n: usize,
+        per: usize,
+        params: impl Fn(usize) -> Result<Vec<u32>>,
+    ) -> Result<()> {
+        let eb = bytes.iter().copied().max().unwrap_or(4).max(1);
+        if n as u64 * eb <= self.max_binding {
+            let g = grid(n.div_ceil(per).div_ceil(WG))?;
+            return self.push(kernel, binds, &params(n)?, g);
+        }
+        let l = self.window_elems(eb)?;
+        for start in (0..n).step_by(l) {
+            let len = l.min(n - start);
+            let windows = bytes
+                .iter()
+                .map(|&b| {
+                    (b > 0).then(|| {
+                        let size = (len as u64 * b).next_multiple_of(4);
+                        (start as u64 * b, size)
+                    })
+                })
+                .collect();
+            let g = grid(len.div_ceil(per).div_ceil(WG))?;
+            self.push_windows(kernel.clone(), binds.clone(), windows, &params(len)?, g)?;
+        }
         Ok(())
     }
 
@@ -317,6 +423,45 @@ impl<'a> Builder<'a> {
         n: usize,
         extra: &[u32],
     ) -> Result<()> {
+        let (binds, p) = elementwise_params(out, ops, n, extra)?;
+        self.push_1d(kernel, binds, &p, n)
+    }
+
+    /// [`Builder::push_elementwise`] for a kernel whose every operand is read at the output's
+    /// index, in windows when a value is larger than a binding ([`Builder::push_chunked`]);
+    /// `bytes`: bytes per element of the output, then of each operand.
+    pub fn push_elementwise_chunked(
+        &mut self,
+        kernel: Kernel,
+        out: Bind,
+        ops: &[Operand],
+        bytes: &[u64],
+        n: usize,
+    ) -> Result<()> {
+        let (binds, _) = elementwise_params(out, ops, n, &[])?;
+        let bytes: Vec<u64> = bytes
+            .iter()
+            .zip(std::iter::once(&Operand::Buf(out)).chain(ops))
+            .map(|(&b, op)| match op {
+                Operand::Buf(_) => b,
+                Operand::Scalar(_) => 0,
+            })
+            .collect();
+        self.push_chunked(kernel, binds, &bytes, n, 1, |len| {
+            Ok(elementwise_params(out, ops, len, &[])?.1)
+        })
+    }
+}
+
+/// The bindings and parameters of an elementwise dispatch of `n` elements: P[0] = n, P[1] = the
+/// scalar mask, P[2..8] the scalar operands' words, P[8..] = `extra`.
+fn elementwise_params(
+    out: Bind,
+    ops: &[Operand],
+    n: usize,
+    extra: &[u32],
+) -> Result<(Vec<Bind>, Vec<u32>)> {
+    {
         let mut p = vec![0u32; 8];
         p[0] = u32_of(n)?;
         let mut binds = vec![out];
@@ -332,7 +477,7 @@ impl<'a> Builder<'a> {
             }
         }
         p.extend_from_slice(extra);
-        self.push_1d(kernel, binds, &p, n)
+        Ok((binds, p))
     }
 }
 
