@@ -31,6 +31,7 @@ pub struct WgpuExecutor {
     pub(crate) fuse: bool,
     /// A cap below the adapter's max_storage_buffer_binding_size ([`WgpuExecutor::with_max_binding`]).
     pub(crate) binding_cap: Option<u64>,
+    pub(crate) attention: AttentionStrategy,
 }
 
 /// Which GEMM kernel dot_general runs (kernels/src/matmul/).
@@ -43,6 +44,19 @@ pub enum GemmStrategy {
     TiledSmem,
     /// gemm_blocked.wgsl: 8 x 4 register blocks, vec4 loads, no workgroup memory.
     RegisterBlocked,
+}
+
+/// Which attention forward kernel runs (kernels/src/attention/attention.wgsl); both give the
+/// same bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionStrategy {
+    /// `row_stream` on CPU adapters (lavapipe), `tiled` on GPUs.
+    #[default]
+    Auto,
+    /// attention_fwd: 16 x 16 query-key tiles through workgroup memory.
+    Tiled,
+    /// attention_fwd_row: a query row per invocation, keys streamed, no barriers.
+    RowStream,
 }
 
 /// A loaded program: its dispatches and the device memory they use, kept across runs.
@@ -120,7 +134,14 @@ impl WgpuExecutor {
             // GIDD_WGPU_FUSE=0: one dispatch per op (to compare, or to rule fusion out)
             fuse: std::env::var("GIDD_WGPU_FUSE").map_or(true, |v| v != "0"),
             binding_cap: None,
+            attention: AttentionStrategy::Auto,
         })
+    }
+
+    /// The same executor with the attention forward on `s` (programs loaded from now on).
+    pub fn with_attention(mut self, s: AttentionStrategy) -> WgpuExecutor {
+        self.attention = s;
+        self
     }
 
     /// The same executor with storage bindings capped at `bytes` (for programs loaded from now

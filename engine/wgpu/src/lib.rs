@@ -37,4 +37,4 @@ mod profile;
 
 pub use buffer::WgpuBuffer;
 pub use error::WgpuError;
-pub use executor::{GemmStrategy, WgpuExecutor, WgpuProgram};
+pub use executor::{AttentionStrategy, GemmStrategy, WgpuExecutor, WgpuProgram};

@@ -2,7 +2,7 @@
 
 use crate::buffer::{alloc_bytes, decode, elems_bytes, encode, next_id, no_f64, WgpuBuffer};
 use crate::error::{Result, WgpuError};
-use crate::executor::{WgpuExecutor, WgpuProgram};
+use crate::executor::{AttentionStrategy, WgpuExecutor, WgpuProgram};
 use crate::lower::{binds_input, lower};
 use crate::plan::Builder;
 use gidd_engine::{DType, Executor, HostTensor, Op, Program};
@@ -26,6 +26,11 @@ impl WgpuExecutor {
                 .map_err(|_| WgpuError::Unsupported("the pipeline cache was poisoned".into()))?;
             let max = self.max_binding_bytes();
             let mut b = Builder::new(&p, &self.gpu, self.gemm, &mut pipes, max);
+            b.attention_rows = match self.attention {
+                AttentionStrategy::Auto => self.gpu.info.device_type == wgpu::DeviceType::Cpu,
+                AttentionStrategy::Tiled => false,
+                AttentionStrategy::RowStream => true,
+            };
             lower(&mut b, self.fuse)?;
             // scratch buffers are bound whole
             if let Some(s) = b.scratch.iter().find(|&&s| s > max) {

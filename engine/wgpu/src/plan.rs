@@ -76,6 +76,8 @@ pub struct Builder<'a> {
     pub doing: &'static str,
     /// Set by the lowerings that bind large values in windows themselves.
     pub windowed: bool,
+    /// The attention forward runs attention_fwd_row (crate::AttentionStrategy).
+    pub attention_rows: bool,
 }
 
 /// The first scratch buffer [`Builder::widened`] uses (lowerings use 0..WIDE themselves).
@@ -105,6 +107,7 @@ impl<'a> Builder<'a> {
             max_binding,
             doing: "",
             windowed: false,
+            attention_rows: false,
         }
     }
 
