@@ -288,13 +288,15 @@ fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     let bh = row / lq;
     let i = row % lq;
     let b = bh / P[1];
-    let qr = row * d;
-    var m_run = F32_MIN;
-    var l_run = 0.0;
+    // q times scale once (the tiled kernel forms the same product per score)
+    var qs: array<f32, DMAX>;
     var o: array<f32, DMAX>;
     for (var x = 0u; x < d; x = x + 1u) {
+        qs[x] = bitcast<f32>(Q[row * d + x]) * scale;
         o[x] = 0.0;
     }
+    var m_run = F32_MIN;
+    var l_run = 0.0;
     var p: array<f32, T>;
     for (var j0 = 0u; j0 < lk; j0 = j0 + T) {
         let kn = min(T, lk - j0);
@@ -303,7 +305,7 @@ fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
             let kr = (bh * lk + j0 + k) * d;
             var s = 0.0;
             for (var x = 0u; x < d; x = x + 1u) {
-                s = fma(bitcast<f32>(Q[qr + x]) * scale, bitcast<f32>(K[kr + x]), s);
+                s = fma(qs[x], bitcast<f32>(K[kr + x]), s);
             }
             if P[7] != 0u {
                 let c = bitcast<f32>(P[6]);
@@ -324,13 +326,17 @@ fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
             psum = psum + p[k];
         }
         l_run = fma(l_run, alpha, psum);
+        // each o[x]: scaled by alpha, then the tile's terms in key order, as in the tiled
+        // kernel; keys outermost so that V is read along its rows
         let vr = (bh * lk + j0) * d;
         for (var x = 0u; x < d; x = x + 1u) {
-            var acc = o[x] * alpha;
-            for (var k = 0u; k < kn; k = k + 1u) {
-                acc = fma(p[k], bitcast<f32>(V[vr + k * d + x]), acc);
+            o[x] = o[x] * alpha;
+        }
+        for (var k = 0u; k < kn; k = k + 1u) {
+            let pk = p[k];
+            for (var x = 0u; x < d; x = x + 1u) {
+                o[x] = fma(pk, bitcast<f32>(V[vr + k * d + x]), o[x]);
             }
-            o[x] = acc;
         }
     }
     if lk == 0u {
