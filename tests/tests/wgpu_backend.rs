@@ -334,13 +334,17 @@ fn bench_step_runs_on_wgpu() {
             .args([
                 "--seq", "32", "--batch", "4", "--steps", "2", "--warmup", "1",
             ])
+            // the training step also profiled: per-kernel times on the clock it names
+            .args(if mode == "train" { &["--profile"][..] } else { &[][..] })
             .output()
             .expect("run gidd");
-        assert!(
-            out.status.success(),
-            "bench step {mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "bench step {mode}: {err}");
+        if mode == "train" {
+            eprintln!("{err}");
+            assert!(err.contains("per-kernel times: "), "{err}");
+            assert!(err.contains("dispatches per step"), "{err}");
+        }
         let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
         eprintln!("{j}");
         assert_eq!(j["backend"], "wgpu");

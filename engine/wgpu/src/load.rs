@@ -35,7 +35,8 @@ impl WgpuExecutor {
             // scratch buffers are bound whole
             if let Some(s) = b.scratch.iter().find(|&&s| s > max) {
                 return Err(WgpuError::Unsupported(format!(
-                    "a scratch buffer of {:.1} MiB (an operand copied or widened for a kernel) is                      more than one storage binding ({:.1} MiB)",
+                    "a scratch buffer of {:.1} MiB (an operand copied or widened for a kernel) is \
+                     more than one storage binding ({:.1} MiB)",
                     *s as f64 / 1048576.0,
                     max as f64 / 1048576.0
                 )));

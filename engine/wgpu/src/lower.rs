@@ -14,7 +14,8 @@ use gidd_kernels::wgsl::{binary_code, cmp_code, unary_code, Module};
 /// How a kernel family sees a dtype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// f32 math; `bf16`: the value is bf16 (stored widened), results rounded once.
+    /// f32 math; `bf16`: the value is bf16, one word per element where a hand-written kernel
+    /// sees it (widened in scratch: `Builder::widened`), results rounded once.
     Float { bf16: bool },
     /// One-word integers: `kind` 0 = i32, 1 = u32, 2 = bool.
     Int { kind: u32 },

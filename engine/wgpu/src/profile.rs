@@ -51,7 +51,7 @@ impl WgpuExecutor {
         Ok(())
     }
 
-    fn group<'a>(lp: &'a WgpuProgram, k: usize) -> Option<&'a wgpu::BindGroup> {
+    fn group(lp: &WgpuProgram, k: usize) -> Option<&wgpu::BindGroup> {
         lp.fixed[k].as_ref().or(lp.cached[k].as_ref().map(|c| &c.1))
     }
 

@@ -18,8 +18,8 @@
 @group(0) @binding(2) var<storage, read> A: array<u32>;
 @group(0) @binding(3) var<storage, read> B: array<u32>;
 
-// scatter_add's element kind: 0 = f32, 1 = bf16 (stored widened), 2 = i32 or u32, 3 = bool,
-// 4 = i64.
+// scatter_add's element kind: 0 = f32, 1 = bf16 (widened: one word per element, in a scratch
+// copy), 2 = i32 or u32, 3 = bool, 4 = i64.
 override KIND: u32 = 0u;
 // gather: words per element (a constant, so the copy loop unrolls).
 override W: u32 = 1u;
