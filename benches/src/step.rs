@@ -272,7 +272,8 @@ pub fn run(a: &StepArgs) -> Result<()> {
                 |b| Ok(Cow::Owned(x.download(b)?)),
             )?;
             if a.profile {
-                // profiled steps run one dispatch at a time: their sum is above a plain step's
+                // profiled steps run one dispatch per pass: their sum is above a plain step's
+                eprintln!("per-kernel times: {}", x.profile_clock());
                 print_profile(&lp.profile(), a.steps, "dispatches");
                 eprintln!("{} dispatches per step", lp.dispatch_count());
             }

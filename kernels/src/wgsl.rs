@@ -34,8 +34,10 @@ pub enum Module {
     Reduce,
     /// `gemm` (GPUs)
     Gemm,
-    /// `gemm_blocked` (CPU adapters)
+    /// `gemm_blocked` (CPU adapters) over f32 (or widened bf16) operands
     GemmBlocked,
+    /// `gemm_blocked` over packed bf16 operands (bf16 dot_general on every adapter)
+    GemmBlockedBf16,
     /// `peak_fma`
     Peak,
     /// `gather`, `zero`, `scatter_add`, `round_bf16_inplace`
@@ -53,7 +55,7 @@ pub enum Module {
 }
 
 impl Module {
-    pub const ALL: [Module; 15] = [
+    pub const ALL: [Module; 16] = [
         Module::Unary,
         Module::Binary,
         Module::CompareSelect,
@@ -62,6 +64,7 @@ impl Module {
         Module::Reduce,
         Module::Gemm,
         Module::GemmBlocked,
+        Module::GemmBlockedBf16,
         Module::Peak,
         Module::GatherScatter,
         Module::Softmax,
@@ -81,7 +84,9 @@ impl Module {
             Module::StridedCopy => include_str!("movement/strided_copy.wgsl"),
             Module::Reduce => include_str!("reduce/reduce.wgsl"),
             Module::Gemm => include_str!("matmul/gemm.wgsl"),
-            Module::GemmBlocked => include_str!("matmul/gemm_blocked.wgsl"),
+            Module::GemmBlocked | Module::GemmBlockedBf16 => {
+                include_str!("matmul/gemm_blocked.wgsl")
+            }
             Module::Peak => include_str!("matmul/peak.wgsl"),
             Module::GatherScatter => include_str!("index/gather_scatter.wgsl"),
             Module::Softmax => include_str!("softmax/softmax.wgsl"),
@@ -99,6 +104,16 @@ impl Module {
             Module::Unary | Module::Binary | Module::CompareSelect | Module::Convert
         )
     }
+
+    /// What goes between the prelude and the body: the bindings and loads of the modules
+    /// whose one kernel text serves two operand encodings.
+    fn head(self) -> &'static str {
+        match self {
+            Module::GemmBlocked => include_str!("matmul/gemm_blocked_f32.wgsl"),
+            Module::GemmBlockedBf16 => include_str!("matmul/gemm_blocked_bf16.wgsl"),
+            _ => "",
+        }
+    }
 }
 
 /// The complete WGSL text of a module.
@@ -108,6 +123,7 @@ pub fn source(m: Module) -> String {
         s.push_str(OPERANDS);
         s.push_str(OPS);
     }
+    s.push_str(m.head());
     s.push_str(m.body());
     s
 }

@@ -1,7 +1,8 @@
 //! Device tensors and their word encodings (kernels/src/common/prelude.wgsl): f32, i32, u32
-//! one word per element; bool one word (0 or 1); bf16 one word, widened to f32 (so its math is
-//! f32 math and its values stay exactly bf16; packing two per word is left for later); i64
-//! two words, little-endian (lo, hi). f64 has no encoding: WGSL has no portable f64.
+//! one word per element; bool one word (0 or 1); bf16 packed two per word (element 2j in the
+//! low half of word j: the bytes of the host's little-endian `[bf16]`), so a bf16 tensor takes
+//! half the memory and traffic of an f32 one; i64 two words, little-endian (lo, hi). f64 has
+//! no encoding: WGSL has no portable f64.
 
 use crate::error::{Result, WgpuError};
 use gidd_engine::{DType, Data, HostTensor};
@@ -52,7 +53,8 @@ impl WgpuBuffer {
     }
 }
 
-/// Words per element on the device.
+/// Words per element on the device, for the kernels that read bf16 widened (one word each,
+/// in scratch buffers: `Builder::widened`); stored bf16 takes half a word ([`elems_bytes`]).
 pub fn words(d: DType) -> usize {
     match d {
         DType::I64 | DType::F64 => 2,
@@ -60,8 +62,33 @@ pub fn words(d: DType) -> usize {
     }
 }
 
+/// Bytes one stored element of `d` takes (bf16: half a word).
+pub fn elem_bytes(d: DType) -> u64 {
+    match d {
+        DType::BF16 => 2,
+        _ => words(d) as u64 * 4,
+    }
+}
+
+/// Bytes `n` stored elements of `d` take (whole words: an odd count of bf16 leaves the last
+/// word's high half unused).
+pub fn elems_bytes(n: usize, d: DType) -> u64 {
+    match d {
+        DType::BF16 => (n.div_ceil(2) * 4) as u64,
+        _ => (n * words(d) * 4) as u64,
+    }
+}
+
 pub fn value_bytes(shape: &[usize], d: DType) -> u64 {
-    (shape.iter().product::<usize>() * words(d) * 4) as u64
+    elems_bytes(shape.iter().product::<usize>(), d)
+}
+
+/// bf16 values (as f32-widened bits) packed two per word.
+fn pack_bf16(bits: impl Iterator<Item = u16>) -> Vec<u32> {
+    let v: Vec<u16> = bits.collect();
+    v.chunks(2)
+        .map(|p| p[0] as u32 | (p.get(1).copied().unwrap_or(0) as u32) << 16)
+        .collect()
 }
 
 /// The bytes a device buffer of `bytes` content is created with: wgpu binds no empty buffer,
@@ -81,7 +108,7 @@ pub fn no_f64() -> WgpuError {
 pub fn encode(t: &HostTensor) -> Result<Vec<u32>> {
     Ok(match &t.data {
         Data::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
-        Data::BF16(v) => v.iter().map(|x| (x.to_bits() as u32) << 16).collect(),
+        Data::BF16(v) => pack_bf16(v.iter().map(|x| x.to_bits())),
         Data::I32(v) => v.iter().map(|&x| x as u32).collect(),
         Data::U32(v) => v.clone(),
         Data::Bool(v) => v.iter().map(|&x| x as u32).collect(),
@@ -98,12 +125,9 @@ pub fn decode(w: &[u32], shape: Vec<usize>, dtype: DType) -> Result<HostTensor> 
     let n: usize = shape.iter().product();
     let data = match dtype {
         DType::F32 => Data::F32(w[..n].iter().map(|&b| f32::from_bits(b)).collect()),
-        // exact: the device keeps bf16 values widened (low 16 bits zero); rounding anyway
-        // keeps a stray value a valid bf16
         DType::BF16 => Data::BF16(
-            w[..n]
-                .iter()
-                .map(|&b| bf16::from_f32(f32::from_bits(b)))
+            (0..n)
+                .map(|i| bf16::from_bits((w[i / 2] >> (16 * (i % 2))) as u16))
                 .collect(),
         ),
         DType::I32 => Data::I32(w[..n].iter().map(|&b| b as i32).collect()),
@@ -121,7 +145,8 @@ pub fn decode(w: &[u32], shape: Vec<usize>, dtype: DType) -> Result<HostTensor> 
     HostTensor::new(shape, data).map_err(|e| WgpuError::Unsupported(e.to_string()))
 }
 
-/// The words of a scalar splat of `dtype` (two for i64; the second is 0 otherwise).
+/// The words of a scalar splat of `dtype` as a kernel parameter (two for i64; the second is 0
+/// otherwise; bf16 widened to its f32 bits).
 pub fn scalar_words(x: f64, dtype: DType) -> [u32; 2] {
     match dtype {
         DType::F32 => [(x as f32).to_bits(), 0],
@@ -136,8 +161,19 @@ pub fn scalar_words(x: f64, dtype: DType) -> [u32; 2] {
     }
 }
 
-/// `n` elements of the splat `x`, as device words.
+/// `n` elements of the splat `x`, as device words (stored encoding: bf16 packed).
 pub fn splat_words(x: f64, dtype: DType, n: usize) -> Vec<u32> {
+    if dtype == DType::BF16 {
+        return pack_bf16((0..n).map(|_| bf16::from_f64(x).to_bits()));
+    }
     let w = scalar_words(x, dtype);
     (0..n).flat_map(|_| w[..words(dtype)].to_vec()).collect()
+}
+
+/// The words of a bf16 tensor widened, one per element (for `Builder::widened`).
+pub fn widened_words(t: &HostTensor) -> Result<Vec<u32>> {
+    match &t.data {
+        Data::BF16(v) => Ok(v.iter().map(|x| (x.to_bits() as u32) << 16).collect()),
+        _ => encode(t),
+    }
 }

@@ -14,6 +14,9 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// The first error wgpu reported outside an error scope (from a submission, a mapping).
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// The device was opened with TIMESTAMP_QUERY: profiled runs time each dispatch on the
+    /// GPU's own clock (timestamps written at the start and end of a compute pass).
+    pub timestamps: bool,
 }
 
 impl Gpu {
@@ -34,9 +37,11 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let name = format!("{} ({:?})", info.name, info.backend);
+        // asked for where offered: only `--profile` uses it, and an adapter without it still runs
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gidd"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -57,6 +62,7 @@ impl Gpu {
             info,
             limits,
             uncaptured,
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         })
     }
 

@@ -29,6 +29,9 @@ pub struct WgpuExecutor {
     pub(crate) peak: Arc<OnceLock<Option<f64>>>,
     /// Runs of elementwise ops become one generated kernel each (crate::fuse).
     pub(crate) fuse: bool,
+    /// A cap below the adapter's max_storage_buffer_binding_size ([`WgpuExecutor::with_max_binding`]).
+    pub(crate) binding_cap: Option<u64>,
+    pub(crate) attention: AttentionStrategy,
 }
 
 /// Which GEMM kernel dot_general runs (kernels/src/matmul/).
@@ -41,6 +44,19 @@ pub enum GemmStrategy {
     TiledSmem,
     /// gemm_blocked.wgsl: 8 x 4 register blocks, vec4 loads, no workgroup memory.
     RegisterBlocked,
+}
+
+/// Which attention forward kernel runs (kernels/src/attention/attention.wgsl); both give the
+/// same bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionStrategy {
+    /// `row_stream` on CPU adapters (lavapipe), `tiled` on GPUs.
+    #[default]
+    Auto,
+    /// attention_fwd: 16 x 16 query-key tiles through workgroup memory.
+    Tiled,
+    /// attention_fwd_row: a query row per invocation, keys streamed, no barriers.
+    RowStream,
 }
 
 /// A loaded program: its dispatches and the device memory they use, kept across runs.
@@ -59,8 +75,8 @@ pub struct WgpuProgram {
     pub(crate) dummy: wgpu::Buffer,
     /// Bytes of the planned buffers, constants and scratch buffers.
     pub(crate) bytes: [u64; 3],
-    /// Seconds and calls per kernel, when profiling is on (each dispatch then runs alone and
-    /// is waited for: wall time of the dispatch, launch included).
+    /// Seconds and calls per kernel, when profiling is on (crate::profile: GPU timestamps
+    /// where the adapter has them, else each dispatch's wall time, waited for alone).
     pub(crate) profile: Option<std::collections::BTreeMap<String, (f64, usize)>>,
 }
 
@@ -72,8 +88,8 @@ impl WgpuProgram {
     pub fn slots_len(&self) -> usize {
         self.slots.len()
     }
-    /// Starts timing every dispatch of the following runs (which then run one dispatch at a
-    /// time, so a profiled run is slower than a plain one).
+    /// Starts timing every dispatch of the following runs (each dispatch in its own compute
+    /// pass, so a profiled run is slower than a plain one).
     pub fn enable_profile(&mut self) {
         self.profile = Some(Default::default());
     }
@@ -117,7 +133,23 @@ impl WgpuExecutor {
             peak: Arc::new(OnceLock::new()),
             // GIDD_WGPU_FUSE=0: one dispatch per op (to compare, or to rule fusion out)
             fuse: std::env::var("GIDD_WGPU_FUSE").map_or(true, |v| v != "0"),
+            binding_cap: None,
+            attention: AttentionStrategy::Auto,
         })
+    }
+
+    /// The same executor with the attention forward on `s` (programs loaded from now on).
+    pub fn with_attention(mut self, s: AttentionStrategy) -> WgpuExecutor {
+        self.attention = s;
+        self
+    }
+
+    /// The same executor with storage bindings capped at `bytes` (for programs loaded from now
+    /// on): tensors above it are bound in windows as those above the adapter's limit are, so a
+    /// test reaches the windowed paths with small tensors.
+    pub fn with_max_binding(mut self, bytes: u64) -> WgpuExecutor {
+        self.binding_cap = Some(bytes);
+        self
     }
 
     /// The same executor with elementwise chains fused (the default) or one dispatch per op,
@@ -137,9 +169,10 @@ impl WgpuExecutor {
         &self.gpu.info
     }
 
-    /// The largest tensor, in bytes, one storage binding covers on this adapter.
+    /// The most bytes one storage binding covers (on this adapter, or under the cap).
     pub fn max_binding_bytes(&self) -> u64 {
-        self.gpu.max_binding()
+        let max = self.gpu.max_binding();
+        self.binding_cap.map_or(max, |c| c.min(max))
     }
 
     pub(crate) fn storage(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
@@ -170,12 +203,13 @@ impl WgpuExecutor {
             }))
     }
 
-    /// Tensors a kernel binds whole must fit one storage binding.
+    /// Every buffer must fit the adapter's largest buffer (what a kernel binds of it must fit
+    /// one binding: the lowering binds larger values in windows or refuses them).
     fn check_size(&self, bytes: u64, what: &str) -> Result<()> {
-        let max = self.gpu.max_binding();
+        let max = self.gpu.limits.max_buffer_size;
         if alloc_bytes(bytes) > max {
             return Err(WgpuError::Unsupported(format!(
-                "{what} takes {:.1} MiB, more than the adapter's largest storage binding ({:.1} MiB, max_storage_buffer_binding_size); binding large tensors in windows is not implemented yet",
+                "{what} takes {:.1} MiB, more than the adapter's largest buffer ({:.1} MiB, max_buffer_size)",
                 bytes as f64 / 1048576.0,
                 max as f64 / 1048576.0
             )));
@@ -206,10 +240,24 @@ impl WgpuExecutor {
                 size: wgpu::BufferSize::new(d.param_len),
             }),
         }];
+        let max = self.max_binding_bytes() / 4 * 4;
         for (k, &b) in d.binds.iter().enumerate() {
+            let buffer = buf(b);
+            // unwindowed: the whole buffer, or the first `max` bytes of one larger than a
+            // binding (a slot that also holds a larger value; this value fits: Builder::buf)
+            let (offset, size) = d
+                .windows
+                .get(k)
+                .copied()
+                .flatten()
+                .unwrap_or((0, buffer.size().min(max)));
             entries.push(wgpu::BindGroupEntry {
                 binding: 1 + k as u32,
-                resource: buf(b).as_entire_binding(),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset,
+                    size: wgpu::BufferSize::new(size),
+                }),
             });
         }
         let layout = d.pipe.get_bind_group_layout(0);
@@ -301,37 +349,6 @@ impl WgpuExecutor {
         })??;
         gpu.take_uncaptured("running a program")?;
         Ok(outs)
-    }
-
-    /// Runs every dispatch on its own, waiting for each, and adds its wall time to the profile.
-    fn profiled_dispatches(&self, lp: &mut WgpuProgram) -> Result<()> {
-        let gpu = &self.gpu;
-        gpu.wait("profiling")?;
-        for (k, d) in lp.dispatches.iter().enumerate() {
-            let Some(g) = lp.fixed[k].as_ref().or(lp.cached[k].as_ref().map(|c| &c.1)) else {
-                continue;
-            };
-            let t = std::time::Instant::now();
-            let mut enc = gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&d.pipe);
-                pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
-            }
-            gpu.queue.submit([enc.finish()]);
-            gpu.wait("profiling")?;
-            let mut key = d.kernel.entry.to_string();
-            for (n, v) in &d.kernel.constants {
-                key.push_str(&format!(" {n}={v}"));
-            }
-            if let Some(prof) = lp.profile.as_mut() {
-                let e = prof.entry(key).or_insert((0.0, 0));
-                e.0 += t.elapsed().as_secs_f64();
-                e.1 += 1;
-            }
-        }
-        Ok(())
     }
 
     /// The output buffers, with the copies that fill them recorded on `enc` (after every

@@ -17,7 +17,14 @@
 //! is never copied out). Each member computes what its own kernel would (ops.wgsl's
 //! functions, with the op and dtype kind as literals, and bf16 rounded after every op), so
 //! fusing changes no bit.
+//!
+//! bf16 values are read from their packed words; when the chain writes a bf16 value, each
+//! invocation computes two consecutive elements and writes whole words (two invocations
+//! writing the halves of one word would race). The same generator lowers a lone elementwise
+//! node or view that touches bf16 ([`lower_single`]), so packed bf16 needs no second set of
+//! hand-written elementwise kernels.
 
+use crate::buffer::elem_bytes;
 use crate::error::Result;
 use crate::lower::{class, Class};
 use crate::pipelines::Kernel;
@@ -184,10 +191,11 @@ impl Io {
         for &v in &p.outputs {
             used_after[canonical(p, v)] = true;
         }
+        // a lone node is lowered because its value is needed: always written
         let writes = nodes
             .iter()
             .map(|&ni| p.nodes[ni].outputs[0])
-            .filter(|&v| used_after[v])
+            .filter(|&v| used_after[v] || nodes.len() == 1)
             .collect();
         Io {
             reads,
@@ -340,8 +348,19 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
     })
 }
 
+/// The kernel text of a chain and the values it binds.
+pub struct Text {
+    pub text: String,
+    pub writes: Vec<usize>,
+    pub reads: Vec<usize>,
+    /// Elements per invocation: 2 when a written value is packed bf16, else 1.
+    pub per: usize,
+    /// Per read: whether a member reads it at the output's index (else only through views).
+    pub direct: Vec<bool>,
+}
+
 /// The kernel text of a chain, and the values it binds: (written, read buffers).
-pub fn kernel_text(p: &Program, c: &Chain) -> Result<(String, Vec<usize>, Vec<usize>)> {
+pub fn kernel_text(p: &Program, c: &Chain) -> Result<Text> {
     let io = Io::of(p, &c.nodes);
     let bufs: Vec<usize> = io
         .reads
@@ -367,17 +386,40 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<(String, Vec<usize>, Vec<us
             "@group(0) @binding({b}) var<storage, read> I{k}: array<u32>;"
         );
     }
+    let is_bf16 = |v: usize| p.values[v].ty.dtype == DType::BF16;
+    let per = if io.writes.iter().any(|&v| is_bf16(v)) {
+        2
+    } else {
+        1
+    };
     s.push_str(
         "\n@compute @workgroup_size(256)\n\
          fn fused_elementwise(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,\n\
          \x20                    @builtin(local_invocation_id) lid: vec3<u32>) {\n\
-         \x20   let i = flat_id(wg, nwg, lid);\n\
-         \x20   if i >= P[0] {\n        return;\n    }\n\
          \x20   // P[1] is 0, but the compiler cannot know: or-ing it into every float result\n\
          \x20   // keeps a multiply and the add that reads it from contracting into an fma,\n\
          \x20   // which one dispatch per op never does.\n\
          \x20   let opaque = P[1];\n",
     );
+    // `ind`: the indent of the per-element code
+    let ind = if per == 1 {
+        s.push_str(
+            "    let i = flat_id(wg, nwg, lid);\n    if i >= P[0] {\n        return;\n    }\n",
+        );
+        "    "
+    } else {
+        // two elements, 2j and 2j + 1, per invocation; the packed words collect in w*
+        s.push_str("    let j = flat_id(wg, nwg, lid);\n    if 2u * j >= P[0] {\n        return;\n    }\n");
+        for (k, &v) in io.writes.iter().enumerate() {
+            if is_bf16(v) {
+                let _ = writeln!(s, "    var w{k} = 0u;");
+            }
+        }
+        s.push_str(
+            "    for (var e = 0u; e < 2u; e = e + 1u) {\n        let i = 2u * j + e;\n        if i < P[0] {\n",
+        );
+        "            "
+    };
     // register name of each canonical value
     let mut reg: HashMap<usize, String> = HashMap::new();
     let word = |v: usize, idx: &str| -> String {
@@ -392,10 +434,10 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<(String, Vec<usize>, Vec<us
             }
             _ => {
                 let k = bufs.iter().position(|&b| b == v).unwrap_or(0);
-                if p.values[v].ty.dtype == DType::I64 {
-                    format!("vec2<u32>(I{k}[2u * ({idx})], I{k}[2u * ({idx}) + 1u])")
-                } else {
-                    format!("I{k}[{idx}]")
+                match p.values[v].ty.dtype {
+                    DType::I64 => format!("vec2<u32>(I{k}[2u * ({idx})], I{k}[2u * ({idx}) + 1u])"),
+                    DType::BF16 => format!("bf16_bits(I{k}[({idx}) >> 1u], {idx})"),
+                    _ => format!("I{k}[{idx}]"),
                 }
             }
         }
@@ -404,7 +446,7 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<(String, Vec<usize>, Vec<us
         let d = p.values[v].ty.dtype;
         let e = word(v, "i");
         let name = format!("r{v}");
-        let _ = writeln!(s, "    let {name}: {} = {e};", ty(d));
+        let _ = writeln!(s, "{ind}let {name}: {} = {e};", ty(d));
         reg.insert(v, name);
     }
     for &ni in &c.nodes {
@@ -425,34 +467,88 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<(String, Vec<usize>, Vec<us
             true => format!("({e}) | opaque"),
             false => e,
         };
-        let _ = writeln!(s, "    let {name}: {} = {e};", ty(d));
+        let _ = writeln!(s, "{ind}let {name}: {} = {e};", ty(d));
         reg.insert(o, name);
     }
     for (k, &v) in io.writes.iter().enumerate() {
-        if p.values[v].ty.dtype == DType::I64 {
-            let _ = writeln!(
-                s,
-                "    O{k}[2u * i] = r{v}.x;\n    O{k}[2u * i + 1u] = r{v}.y;"
-            );
-        } else {
-            let _ = writeln!(s, "    O{k}[i] = r{v};");
+        match p.values[v].ty.dtype {
+            DType::I64 => {
+                let _ = writeln!(
+                    s,
+                    "{ind}O{k}[2u * i] = r{v}.x;\n{ind}O{k}[2u * i + 1u] = r{v}.y;"
+                );
+            }
+            // bf16 results are rounded already (low half zero): the high half moves down
+            // for the even element
+            DType::BF16 => {
+                let _ = writeln!(s, "{ind}w{k} = w{k} | select(r{v} >> 16u, r{v}, e == 1u);");
+            }
+            _ => {
+                let _ = writeln!(s, "{ind}O{k}[i] = r{v};");
+            }
+        }
+    }
+    if per == 2 {
+        s.push_str("        }\n    }\n");
+        for (k, &v) in io.writes.iter().enumerate() {
+            if is_bf16(v) {
+                let _ = writeln!(s, "    O{k}[j] = w{k};");
+            }
         }
     }
     s.push_str("}\n");
-    Ok((generated_source(&s), io.writes, bufs))
+    let direct = bufs.iter().map(|v| io.direct.contains(v)).collect();
+    Ok(Text {
+        text: generated_source(&s),
+        writes: io.writes,
+        reads: bufs,
+        per,
+        direct,
+    })
 }
 
-/// Adds the one dispatch of chain `c`.
+/// Adds the dispatch of chain `c` (several over windows, when a value it binds is larger than
+/// one storage binding and every member reads at the output's index: no views, no iota).
 pub fn lower_chain(b: &mut Builder, c: &Chain) -> Result<()> {
     let p = b.p;
-    let (text, writes, bufs) = kernel_text(p, c)?;
-    let mut binds: Vec<Bind> = writes.iter().map(|&v| b.out(v)).collect::<Result<_>>()?;
-    for &v in &bufs {
+    let t = kernel_text(p, c)?;
+    // an iota, or a view whose index moves with i, reads by position: a window would shift it
+    // (a broadcast scalar's index is a constant: its operand is bound whole)
+    let positional = c.nodes.iter().any(|&ni| match &p.nodes[ni].op {
+        Op::Iota { .. } => true,
+        op => is_view(op) && view_index(p, ni).contains("(i /"),
+    });
+    b.windowed = !positional;
+    let binds = bind_all(b, &t);
+    b.windowed = false;
+    let binds = binds?;
+    let n = p.values[p.nodes[c.nodes[0]].outputs[0]].ty.numel();
+    let whole = |k: usize| !t.direct[k];
+    let bytes: Vec<u64> = t
+        .writes
+        .iter()
+        .map(|&v| elem_bytes(p.values[v].ty.dtype))
+        .chain(t.reads.iter().enumerate().map(|(k, &v)| match whole(k) {
+            true => 0,
+            false => elem_bytes(p.values[v].ty.dtype),
+        }))
+        .collect();
+    let k = Kernel::generated(t.text, "fused_elementwise", t.writes.len(), t.reads.len());
+    b.push_chunked(k, binds, &bytes, n, t.per, |len| Ok(vec![u32_of(len)?, 0]))
+}
+
+fn bind_all(b: &mut Builder, t: &Text) -> Result<Vec<Bind>> {
+    let mut binds: Vec<Bind> = t.writes.iter().map(|&v| b.out(v)).collect::<Result<_>>()?;
+    for &v in &t.reads {
         binds.push(b.buf(v)?);
     }
-    let n = p.values[p.nodes[c.nodes[0]].outputs[0]].ty.numel();
-    let k = Kernel::generated(text, "fused_elementwise", writes.len(), bufs.len());
-    b.push_1d(k, binds, &[u32_of(n)?, 0], n)
+    Ok(binds)
+}
+
+/// Node `ni` (an elementwise op, iota or view) alone as a generated kernel: how one that
+/// touches packed bf16 runs outside a chain.
+pub fn lower_single(b: &mut Builder, ni: usize) -> Result<()> {
+    lower_chain(b, &Chain { nodes: vec![ni] })
 }
 
 #[cfg(test)]
@@ -478,9 +574,9 @@ mod tests {
         });
         let cs = chains(&p, 8);
         assert_eq!(cs.len(), 1, "{cs:?}");
-        let (text, writes, bufs) = kernel_text(&p, &cs[0]).expect("text");
-        assert_eq!((writes.len(), bufs.len()), (1, 2), "{text}");
-        assert!(text.contains("unary_f_op(3u"), "{text}");
+        let t = kernel_text(&p, &cs[0]).expect("text");
+        assert_eq!((t.writes.len(), t.reads.len()), (1, 2), "{}", t.text);
+        assert!(t.text.contains("unary_f_op(3u"), "{}", t.text);
     }
 
     #[test]
@@ -494,7 +590,7 @@ mod tests {
             Ok(vec![b, s])
         });
         let cs = chains(&p, 8);
-        let (_, writes, _) = kernel_text(&p, &cs[0]).expect("text");
+        let writes = kernel_text(&p, &cs[0]).expect("text").writes;
         // exp's output is read by the reduction: written even though the multiply reads it too
         assert!(cs.iter().all(|c| c.nodes.len() >= 2), "{cs:?}");
         assert!(!writes.is_empty());

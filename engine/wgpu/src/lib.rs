@@ -9,7 +9,7 @@
 //! let y = exec.download(&outs[0])?;
 //! ```
 //!
-//! Dtypes: f32, bf16 (stored widened to f32, computed in f32, rounded once per op), i32, u32,
+//! Dtypes: f32, bf16 (packed two per word, computed in f32, rounded once per op), i32, u32,
 //! bool, i64 (emulated on pairs of words: the Philox noise needs 64-bit products). f64
 //! programs are refused at load.
 //!
@@ -33,7 +33,8 @@ mod ops;
 mod peak;
 mod pipelines;
 mod plan;
+mod profile;
 
 pub use buffer::WgpuBuffer;
 pub use error::WgpuError;
-pub use executor::{GemmStrategy, WgpuExecutor, WgpuProgram};
+pub use executor::{AttentionStrategy, GemmStrategy, WgpuExecutor, WgpuProgram};

@@ -1,8 +1,8 @@
 //! The `Executor` trait for [`WgpuExecutor`]: load, run (with donation), upload, download.
 
-use crate::buffer::{alloc_bytes, decode, encode, next_id, no_f64, words, WgpuBuffer};
+use crate::buffer::{alloc_bytes, decode, elems_bytes, encode, next_id, no_f64, WgpuBuffer};
 use crate::error::{Result, WgpuError};
-use crate::executor::{WgpuExecutor, WgpuProgram};
+use crate::executor::{AttentionStrategy, WgpuExecutor, WgpuProgram};
 use crate::lower::{binds_input, lower};
 use crate::plan::Builder;
 use gidd_engine::{DType, Executor, HostTensor, Op, Program};
@@ -24,14 +24,29 @@ impl WgpuExecutor {
                 .pipes
                 .lock()
                 .map_err(|_| WgpuError::Unsupported("the pipeline cache was poisoned".into()))?;
-            let mut b = Builder::new(&p, &self.gpu, self.gemm, &mut pipes);
+            let max = self.max_binding_bytes();
+            let mut b = Builder::new(&p, &self.gpu, self.gemm, &mut pipes, max);
+            b.attention_rows = match self.attention {
+                AttentionStrategy::Auto => self.gpu.info.device_type == wgpu::DeviceType::Cpu,
+                AttentionStrategy::Tiled => false,
+                AttentionStrategy::RowStream => true,
+            };
             lower(&mut b, self.fuse)?;
+            // scratch buffers are bound whole
+            if let Some(s) = b.scratch.iter().find(|&&s| s > max) {
+                return Err(WgpuError::Unsupported(format!(
+                    "a scratch buffer of {:.1} MiB (an operand copied or widened for a kernel) is \
+                     more than one storage binding ({:.1} MiB)",
+                    *s as f64 / 1048576.0,
+                    max as f64 / 1048576.0
+                )));
+            }
             (b.dispatches, b.params, b.consts, b.scratch)
         };
         let slots = p
             .slots
             .iter()
-            .map(|&(d, n)| self.storage((n * words(d) * 4) as u64, "a planned buffer"))
+            .map(|&(d, n)| self.storage(elems_bytes(n, d), "a planned buffer"))
             .collect::<Result<Vec<_>>>()?;
         let consts = consts
             .iter()

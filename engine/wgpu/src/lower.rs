@@ -2,6 +2,7 @@
 //! wildcard arm, so a new op is a compile error here). Fused ops reach it only where
 //! [`crate::fused::supports`] has a kernel; `load` decomposes the rest into primitives.
 
+use crate::buffer::elem_bytes;
 use crate::error::{Result, WgpuError};
 use crate::pipelines::Kernel;
 use crate::plan::{strides, u32_of, width, Bind, Builder};
@@ -13,7 +14,8 @@ use gidd_kernels::wgsl::{binary_code, cmp_code, unary_code, Module};
 /// How a kernel family sees a dtype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// f32 math; `bf16`: the value is bf16 (stored widened), results rounded once.
+    /// f32 math; `bf16`: the value is bf16, one word per element where a hand-written kernel
+    /// sees it (widened in scratch: `Builder::widened`), results rounded once.
     Float { bf16: bool },
     /// One-word integers: `kind` 0 = i32, 1 = u32, 2 = bool.
     Int { kind: u32 },
@@ -54,12 +56,97 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
         if !p.runs[ni] {
             continue;
         }
+        b.doing = node.op.name();
         if let Some((c, last)) = in_chain[ni] {
             if last {
                 crate::fuse::lower_chain(b, &chains[c])?;
             }
             continue;
         }
+        let packed = node
+            .inputs
+            .iter()
+            .chain(&node.outputs)
+            .any(|&v| p.values[v].ty.dtype == DType::BF16);
+        match (packed, bf16_route(&node.op)) {
+            (true, Bf16Route::Generated) => crate::fuse::lower_single(b, ni)?,
+            (true, Bf16Route::Widened) => {
+                b.widened(&node.inputs, &node.outputs, |b| lower_node(b, ni))?
+            }
+            (true, Bf16Route::Reshape) => {
+                // a reshape that runs copies its whole packed words: same element order
+                let n = p.values[node.outputs[0]].ty.numel().div_ceil(2);
+                let (src, dst) = (b.buf(node.inputs[0])?, b.out(node.outputs[0])?);
+                movement::copy(b, src, dst, &[n], &[1], &[1], 0, 0, 1)?;
+            }
+            // a view of a value larger than a binding: the generated kernel binds a scalar
+            // broadcast's operand whole and its output in windows (a transpose or slice
+            // that large is refused there, naming the limit)
+            (false, Bf16Route::Generated)
+                if !matches!(node.op, Op::Iota { .. }) && b.too_big(node.outputs[0]) =>
+            {
+                crate::fuse::lower_single(b, ni)?
+            }
+            (true, Bf16Route::Own) | (false, _) => lower_node(b, ni)?,
+        }
+    }
+    Ok(())
+}
+
+/// How a node with a bf16 operand or result meets packed storage.
+enum Bf16Route {
+    /// Elementwise ops and views: a generated kernel (crate::fuse) that reads and writes
+    /// packed words, two elements per invocation.
+    Generated,
+    /// Unpacked into scratch around the node's kernel (`Builder::widened`).
+    Widened,
+    /// A copy of the packed words.
+    Reshape,
+    /// The lowering handles packed bf16 itself (GEMM, concatenate).
+    Own,
+}
+
+fn bf16_route(op: &Op) -> Bf16Route {
+    match op {
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Compare(_)
+        | Op::Select
+        | Op::Convert { .. }
+        | Op::Iota { .. }
+        | Op::BroadcastInDim { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. } => Bf16Route::Generated,
+        Op::Reshape { .. } => Bf16Route::Reshape,
+        Op::DotGeneral(_) | Op::Concatenate { .. } => Bf16Route::Own,
+        // the fused ops: the graph builds them over f32 (bf16 programs convert around them),
+        // so only a hand-made program reaches this with bf16
+        Op::Reduce { .. }
+        | Op::Gather { .. }
+        | Op::ScatterAdd { .. }
+        | Op::Input { .. }
+        | Op::Constant(_)
+        | Op::Splat(_)
+        | Op::Softmax
+        | Op::LogSoftmax
+        | Op::SoftmaxBwd
+        | Op::RmsNorm { .. }
+        | Op::RmsNormBwd
+        | Op::Rope
+        | Op::RopeBwd
+        | Op::Attention(_)
+        | Op::AttentionBwd(_)
+        | Op::DiffusionKl(_)
+        | Op::DiffusionKlBwd(_) => Bf16Route::Widened,
+    }
+}
+
+/// Adds the dispatches of node `ni` (bf16 values widened, one word each, unless the node's
+/// lowering handles packed bf16 itself: see [`bf16_route`]).
+fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
+    let p = b.p;
+    let node = &p.nodes[ni];
+    {
         let out = node.outputs[0];
         let ty = &p.values[out].ty;
         let n = ty.numel();
@@ -104,7 +191,7 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
                         .with("KIND", kind),
                     Class::Long => Kernel::new(Module::Unary, "unary_l", 1).with("OP", op),
                 };
-                elementwise(b, k, out, ins, n, &[])?;
+                elementwise(b, k, out, ins, n)?;
             }
             Op::Binary(bo) => {
                 let op = binary_code(*bo);
@@ -117,7 +204,7 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
                         .with("KIND", kind),
                     Class::Long => Kernel::new(Module::Binary, "binary_l", 2).with("OP", op),
                 };
-                elementwise(b, k, out, ins, n, &[])?;
+                elementwise(b, k, out, ins, n)?;
             }
             Op::Compare(c) => {
                 let op = cmp_code(*c);
@@ -132,12 +219,12 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
                         Kernel::new(Module::CompareSelect, "compare_l", 2).with("OP", op)
                     }
                 };
-                elementwise(b, k, out, ins, n, &[])?;
+                elementwise(b, k, out, ins, n)?;
             }
             Op::Select => {
                 class(d)?;
                 let k = Kernel::new(Module::CompareSelect, "select_w", 3).with("W", width(d));
-                elementwise(b, k, out, ins, n, &[])?;
+                elementwise(b, k, out, ins, n)?;
             }
             Op::Convert { to } => convert(b, ins[0], out, *to, n)?,
             Op::BroadcastInDim { shape, dims } => {
@@ -178,21 +265,22 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
     Ok(())
 }
 
-/// One elementwise dispatch over the node's operands.
-fn elementwise(
-    b: &mut Builder,
-    k: Kernel,
-    out: usize,
-    ins: &[usize],
-    n: usize,
-    extra: &[u32],
-) -> Result<()> {
-    let ops = ins
+/// One elementwise dispatch over the node's operands (several over windows of values larger
+/// than a binding).
+fn elementwise(b: &mut Builder, k: Kernel, out: usize, ins: &[usize], n: usize) -> Result<()> {
+    b.windowed = true;
+    let binds = ins
         .iter()
         .map(|&v| b.operand(v))
-        .collect::<Result<Vec<_>>>()?;
-    let o = b.out(out)?;
-    b.push_elementwise(k, o, &ops, n, extra)
+        .collect::<Result<Vec<_>>>()
+        .and_then(|ops| Ok((ops, b.out(out)?)));
+    b.windowed = false;
+    let (ops, o) = binds?;
+    let bytes: Vec<u64> = std::iter::once(out)
+        .chain(ins.iter().copied())
+        .map(|v| elem_bytes(b.dtype(v)))
+        .collect();
+    b.push_elementwise_chunked(k, o, &ops, &bytes, n)
 }
 
 fn convert(b: &mut Builder, x: usize, out: usize, to: DType, n: usize) -> Result<()> {
@@ -224,7 +312,7 @@ fn convert(b: &mut Builder, x: usize, out: usize, to: DType, n: usize) -> Result
             return movement::copy(b, src, dst, &[n], &[1], &[1], 0, 0, width(to));
         }
     };
-    elementwise(b, k, out, &[x], n, &[])
+    elementwise(b, k, out, &[x], n)
 }
 
 /// Whether any binding of a dispatch is a program input (its bind group is made per run).

@@ -5,6 +5,7 @@
 use crate::error::{Result, WgpuError};
 use crate::pipelines::Kernel;
 use crate::plan::{strides, u32_of, width, Bind, Builder};
+use gidd_engine::DType;
 use gidd_kernels::wgsl::Module;
 
 /// The dims the kernel takes, after merging.
@@ -23,6 +24,38 @@ pub fn copy(
     src_off: usize,
     dst_off: usize,
     w: u32,
+) -> Result<()> {
+    strided(b, src, dst, shape, src_st, dst_st, src_off, dst_off, w, false)
+}
+
+/// As [`copy`] from packed bf16 `src` (indices count its elements) into widened `dst`, one
+/// word per element.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_from_packed(
+    b: &mut Builder,
+    src: Bind,
+    dst: Bind,
+    shape: &[usize],
+    src_st: &[usize],
+    dst_st: &[usize],
+    src_off: usize,
+    dst_off: usize,
+) -> Result<()> {
+    strided(b, src, dst, shape, src_st, dst_st, src_off, dst_off, 1, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn strided(
+    b: &mut Builder,
+    src: Bind,
+    dst: Bind,
+    shape: &[usize],
+    src_st: &[usize],
+    dst_st: &[usize],
+    src_off: usize,
+    dst_off: usize,
+    w: u32,
+    src_h: bool,
 ) -> Result<()> {
     let n: usize = shape.iter().product();
     if n == 0 {
@@ -61,7 +94,8 @@ pub fn copy(
     }
     let k = Kernel::new(Module::StridedCopy, "strided_copy", 1)
         .with("RANK", dims.len() as u32)
-        .with("W", w);
+        .with("W", w)
+        .with("SRC_H", src_h.into());
     b.push_1d(k, vec![dst, src], &p, n)
 }
 
@@ -104,9 +138,24 @@ pub fn slice(b: &mut Builder, x: usize, out: usize, start: &[usize]) -> Result<(
     copy(b, src, dst, shape, &xst, &strides(shape), off, 0, w)
 }
 
-/// One copy per part, each into its place along `dim`.
+/// One copy per part, each into its place along `dim`. In bf16 the parts are widened into a
+/// scratch copy of the output, which is packed after: a part that starts at an odd element
+/// shares its first word with the part before it, so copying into the packed output directly
+/// would have two invocations write one word.
 pub fn concatenate(b: &mut Builder, parts: &[usize], out: usize, dim: usize) -> Result<()> {
     let ost = strides(b.shape(out));
+    if b.dtype(out) == DType::BF16 {
+        let n: usize = b.shape(out).iter().product();
+        let (wide, dst) = (b.scratch(0, (n * 4) as u64), b.out(out)?);
+        let mut at = 0;
+        for &x in parts {
+            let xs = b.shape(x);
+            let src = b.buf(x)?;
+            copy_from_packed(b, src, wide, xs, &strides(xs), &ost, 0, at * ost[dim])?;
+            at += xs[dim];
+        }
+        return b.pack(wide, dst, n);
+    }
     let dst = b.out(out)?;
     let w = width(b.dtype(out));
     let mut at = 0;

@@ -2,7 +2,7 @@
 
 use crate::error::{Result, WgpuError};
 use crate::lower::{class, Class};
-use crate::movement::copy;
+use crate::movement::{copy, copy_from_packed};
 use crate::pipelines::Kernel;
 use crate::plan::{grid, strides, u32_of, width, Bind, Builder, MAX_GROUPS};
 use gidd_engine::op::{DotDims, ReduceOp};
@@ -46,7 +46,8 @@ fn as_matrix(
 }
 
 /// Copies operand `v` into scratch buffer `k` as a contiguous [batch, rows, cols] stack with
-/// `padded` = [rows, cols] (at least the operand's); padding is zero.
+/// `padded` = [rows, cols] (at least the operand's); padding is zero. A bf16 operand comes
+/// out widened (one word per element) or, with `pack`, packed into scratch buffer `k + 2`.
 fn padded_copy(
     b: &mut Builder,
     v: usize,
@@ -54,6 +55,18 @@ fn padded_copy(
     groups: [&[usize]; 3],
     padded: [usize; 2],
     k: usize,
+) -> Result<Bind> {
+    padded_copy_as(b, v, src, groups, padded, k, false)
+}
+
+fn padded_copy_as(
+    b: &mut Builder,
+    v: usize,
+    src: Bind,
+    groups: [&[usize]; 3],
+    padded: [usize; 2],
+    k: usize,
+    pack: bool,
 ) -> Result<Bind> {
     let shape = b.shape(v);
     let st = strides(shape);
@@ -81,12 +94,19 @@ fn padded_copy(
             dst_st.push(t);
         }
     }
-    copy(b, src, dst, &oshape, &src_st, &dst_st, 0, 0, 1)?;
-    Ok(dst)
+    if !pack {
+        copy(b, src, dst, &oshape, &src_st, &dst_st, 0, 0, 1)?;
+        return Ok(dst);
+    }
+    copy_from_packed(b, src, dst, &oshape, &src_st, &dst_st, 0, 0)?;
+    let packed = b.scratch(k + 2, (total.div_ceil(2) * 4) as u64);
+    b.pack(dst, packed, total)?;
+    Ok(packed)
 }
 
 /// An operand for gemm_blocked: contiguous [batch, rows, cols_p] with `cols_p` (and `rows_p`)
-/// the padded sizes; in place when it already is, else a padded copy in scratch buffer `k`.
+/// the padded sizes; in place when it already is, else a padded copy in scratch buffer `k`
+/// (bf16 stays packed: its rows of `cols_p`, a multiple of 4, start on whole words).
 fn blocked(
     b: &mut Builder,
     v: usize,
@@ -110,7 +130,8 @@ fn blocked(
     if contiguous && [rows, cols] == padded {
         return Ok(src);
     }
-    padded_copy(b, v, src, groups, padded, k)
+    let bf16 = b.dtype(v) == DType::BF16;
+    padded_copy_as(b, v, src, groups, padded, k, bf16)
 }
 
 pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize) -> Result<()> {
@@ -139,7 +160,9 @@ pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize
     if batch * m * n == 0 {
         return Ok(());
     }
-    if b.blocked_gemm() {
+    // bf16 runs the register-blocked kernel on every adapter: it reads the packed operands
+    // (the tiled kernel reads one word per element)
+    if b.blocked_gemm() || bf16 {
         return dot_blocked(b, dd, l, r, out, [&lf, &rf], [batch, m, n, k], bf16);
     }
     let (a, sa) = as_matrix(b, l, [&dd.lhs_batch, &lf, &dd.lhs_contract], 0)?;
@@ -185,7 +208,18 @@ fn dot_blocked(
         1,
     )?;
     let o = b.out(out)?;
-    let kern = Kernel::new(Module::GemmBlocked, "gemm_blocked", 2).with("BF16", bf16.into());
+    // a bf16 output is packed in place when N is even, else written widened and packed after
+    let (kern, dst) = match bf16 {
+        false => (Kernel::new(Module::GemmBlocked, "gemm_blocked", 2), o),
+        true if n % 2 == 0 => (
+            Kernel::new(Module::GemmBlockedBf16, "gemm_blocked", 2).with("PACKED_OUT", 1),
+            o,
+        ),
+        true => (
+            Kernel::new(Module::GemmBlockedBf16, "gemm_blocked", 2).with("PACKED_OUT", 0),
+            b.scratch(0, (batch * m * n * 4) as u64),
+        ),
+    };
     let tiles = [(np / 4).div_ceil(64), m.div_ceil(8)];
     if tiles.iter().any(|&t| t > MAX_GROUPS) {
         return Err(WgpuError::Unsupported(format!(
@@ -208,7 +242,10 @@ fn dot_blocked(
         ];
         let p = p.into_iter().map(u32_of).collect::<Result<Vec<u32>>>()?;
         let groups = [tiles[0] as u32, tiles[1] as u32, nb as u32];
-        b.push(kern.clone(), vec![o, a, bb], &p, groups)?;
+        b.push(kern.clone(), vec![dst, a, bb], &p, groups)?;
+    }
+    if dst != o {
+        b.pack(dst, o, batch * m * n)?;
     }
     Ok(())
 }
@@ -320,13 +357,34 @@ fn index_params(
     Ok((p, n))
 }
 
+/// A source larger than one storage binding (an embedding table of a large vocabulary) is
+/// gathered from in one dispatch per window of it.
 pub fn gather(b: &mut Builder, axis: usize, x: usize, ids: usize, out: usize) -> Result<()> {
     let d = b.dtype(out);
     class(d)?;
-    let (p, n) = index_params(b, b.shape(x), axis, ids, d)?;
-    let (src, idx, o) = (b.buf(x)?, b.buf(ids)?, b.out(out)?);
+    let (mut p, n) = index_params(b, b.shape(x), axis, ids, d)?;
+    let (idx, o) = (b.buf(ids)?, b.out(out)?);
+    b.windowed = true;
+    let src = b.buf(x);
+    b.windowed = false;
+    let src = src?;
     let k = Kernel::new(Module::GatherScatter, "gather", 2).with("W", width(d));
-    b.push_1d(k, vec![o, src, idx], &p, n)
+    if !b.too_big(x) {
+        p.extend([0, u32::MAX]);
+        return b.push_1d(k, vec![o, src, idx], &p, n);
+    }
+    let eb = width(d) as u64 * 4;
+    let total: usize = b.shape(x).iter().product();
+    let l = b.window_elems(eb)?;
+    for start in (0..total).step_by(l) {
+        let len = l.min(total - start);
+        let mut pw = p.clone();
+        pw.extend([u32_of(start)?, u32_of(len)?]);
+        let win = Some((start as u64 * eb, len as u64 * eb));
+        let g = grid(n.div_ceil(crate::plan::WG))?;
+        b.push_windows(k.clone(), vec![o, src, idx], vec![None, win, None], &pw, g)?;
+    }
+    Ok(())
 }
 
 pub fn scatter_add(

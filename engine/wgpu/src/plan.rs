@@ -33,6 +33,11 @@ pub struct Dispatch {
     pub param_off: u64,
     pub param_len: u64,
     pub groups: [u32; 3],
+    /// Per binding of `binds`, the byte window bound (offset, size) instead of the whole
+    /// buffer: how a tensor larger than one storage binding is reached ([`Builder::push_chunked`]).
+    /// Empty: every buffer bound whole (or, when it is larger than a binding, its first
+    /// `max_binding` bytes, which hold the value: [`Builder::buf`] checked it).
+    pub windows: Vec<Option<(u64, u64)>>,
 }
 
 /// An elementwise operand: a buffer, or a splat's words passed as parameters.
@@ -59,9 +64,24 @@ pub struct Builder<'a> {
     pub consts: Vec<Vec<u32>>,
     /// Bytes of each scratch buffer (shared by all dispatches that use it, one at a time).
     pub scratch: Vec<u64>,
-    /// The constant made of a value (a literal, or a splat that a kernel needs as a buffer).
-    const_of: HashMap<usize, usize>,
+    /// The constant made of a value (a literal, or a splat that a kernel needs as a buffer),
+    /// by (value, widened).
+    const_of: HashMap<(usize, bool), usize>,
+    /// Bindings that stand in for bf16 values while a lowering reads them widened
+    /// ([`Builder::widened`]).
+    wide: HashMap<usize, Bind>,
+    /// The most bytes one storage binding may cover (the adapter's limit, or a lower cap).
+    pub max_binding: u64,
+    /// The op being lowered (named in the error of a value too large to bind whole).
+    pub doing: &'static str,
+    /// Set by the lowerings that bind large values in windows themselves.
+    pub windowed: bool,
+    /// The attention forward runs attention_fwd_row (crate::AttentionStrategy).
+    pub attention_rows: bool,
 }
+
+/// The first scratch buffer [`Builder::widened`] uses (lowerings use 0..WIDE themselves).
+const WIDE: usize = 4;
 
 impl<'a> Builder<'a> {
     pub fn new(
@@ -69,6 +89,7 @@ impl<'a> Builder<'a> {
         gpu: &'a Gpu,
         gemm: GemmStrategy,
         pipes: &'a mut Pipelines,
+        max_binding: u64,
     ) -> Builder<'a> {
         let align = (gpu.limits.min_storage_buffer_offset_alignment as usize / 4).max(1);
         Builder {
@@ -82,6 +103,11 @@ impl<'a> Builder<'a> {
             consts: vec![],
             scratch: vec![],
             const_of: HashMap::new(),
+            wide: HashMap::new(),
+            max_binding,
+            doing: "",
+            windowed: false,
+            attention_rows: false,
         }
     }
 
@@ -108,8 +134,35 @@ impl<'a> Builder<'a> {
         &self.p.values[v].ty.shape
     }
 
+    /// Whether value `v` is larger than one storage binding.
+    pub fn too_big(&self, v: usize) -> bool {
+        let ty = &self.p.values[v].ty;
+        crate::buffer::value_bytes(&ty.shape, ty.dtype) > self.max_binding
+    }
+
+    /// The refusal of a value too large to bind whole in a lowering without windows.
+    fn check_fits(&self, v: usize) -> Result<()> {
+        if self.windowed || !self.too_big(v) {
+            return Ok(());
+        }
+        let ty = &self.p.values[v].ty;
+        let mib = |b: u64| b as f64 / 1048576.0;
+        Err(WgpuError::Unsupported(format!(
+            "{} over {ty} ({:.1} MiB): more than one storage binding ({:.1} MiB, \
+             max_storage_buffer_binding_size); elementwise ops, their fused chains and gather \
+             bind such tensors in windows, this op does not yet",
+            self.doing,
+            mib(crate::buffer::value_bytes(&ty.shape, ty.dtype)),
+            mib(self.max_binding)
+        )))
+    }
+
     /// Value `v` as a buffer binding; a splat is made a constant buffer.
     pub fn buf(&mut self, v: usize) -> Result<Bind> {
+        if let Some(&w) = self.wide.get(&v) {
+            return Ok(w);
+        }
+        self.check_fits(v)?;
         Ok(match &self.p.loc[v] {
             Loc::Input(i) => Bind::Input(*i),
             Loc::Slot(s) => Bind::Slot(*s),
@@ -125,16 +178,108 @@ impl<'a> Builder<'a> {
     }
 
     fn constant(&mut self, v: usize, words: impl FnOnce() -> Result<Vec<u32>>) -> Result<Bind> {
-        if let Some(&c) = self.const_of.get(&v) {
+        self.constant_as(v, false, words)
+    }
+
+    fn constant_as(
+        &mut self,
+        v: usize,
+        widened: bool,
+        words: impl FnOnce() -> Result<Vec<u32>>,
+    ) -> Result<Bind> {
+        if let Some(&c) = self.const_of.get(&(v, widened)) {
             return Ok(Bind::Const(c));
         }
         self.consts.push(words()?);
-        self.const_of.insert(v, self.consts.len() - 1);
+        self.const_of.insert((v, widened), self.consts.len() - 1);
         Ok(Bind::Const(self.consts.len() - 1))
+    }
+
+    /// Runs `lower`, a lowering written for bf16 stored widened (one word per element, its
+    /// results rounded through BF16 constants), with the bf16 values among `ins` unpacked into
+    /// scratch buffers and the bf16 values among `outs` written to scratch and packed after.
+    /// The kernels that pay for reading packed bf16 themselves (GEMM, the generated
+    /// elementwise kernels) do; the rarer ones (reductions, gather, scatter-add) go through
+    /// here, at a dispatch and a pass over the value per bf16 operand.
+    pub fn widened(
+        &mut self,
+        ins: &[usize],
+        outs: &[usize],
+        lower: impl FnOnce(&mut Builder) -> Result<()>,
+    ) -> Result<()> {
+        let mut k = WIDE;
+        let mut set = vec![];
+        for &v in ins {
+            if self.dtype(v) != DType::BF16 || self.wide.contains_key(&v) {
+                continue;
+            }
+            let n = self.p.values[v].ty.numel();
+            let w = match &self.p.loc[v] {
+                // a splat operand stays a scalar parameter (its words are widened already)
+                Loc::Splat(x) => {
+                    let x = *x;
+                    let w = scalar_words(x, DType::BF16)[0];
+                    self.constant_as(v, true, || Ok(vec![w; n]))?
+                }
+                Loc::Const(c) => {
+                    let c = c.clone();
+                    self.constant_as(v, true, || crate::buffer::widened_words(&c))?
+                }
+                Loc::Input(_) | Loc::Slot(_) => {
+                    let src = self.buf(v)?;
+                    let dst = self.scratch(k, (n * 4) as u64);
+                    k += 1;
+                    self.unpack(src, dst, n)?;
+                    dst
+                }
+            };
+            self.wide.insert(v, w);
+            set.push(v);
+        }
+        let mut packs = vec![];
+        for &v in outs {
+            if self.dtype(v) != DType::BF16 {
+                continue;
+            }
+            let n = self.p.values[v].ty.numel();
+            let w = self.scratch(k, (n * 4) as u64);
+            k += 1;
+            self.wide.insert(v, w);
+            set.push(v);
+            packs.push((v, w, n));
+        }
+        let r = lower(self);
+        for v in set {
+            self.wide.remove(&v);
+        }
+        r?;
+        for (v, w, n) in packs {
+            let o = self.out(v)?;
+            self.pack(w, o, n)?;
+        }
+        Ok(())
+    }
+
+    /// Widens `n` packed bf16 elements of `src` into `dst`, one word each.
+    pub fn unpack(&mut self, src: Bind, dst: Bind, n: usize) -> Result<()> {
+        crate::movement::copy_from_packed(self, src, dst, &[n], &[1], &[1], 0, 0)
+    }
+
+    /// Packs `n` widened bf16 (or f32, rounded) values of `src` two per word into `dst`.
+    pub fn pack(&mut self, src: Bind, dst: Bind, n: usize) -> Result<()> {
+        let k = Kernel::new(gidd_kernels::wgsl::Module::Convert, "pack_bf16", 1);
+        let mut p = vec![0u32; 8];
+        p[0] = u32_of(n)?;
+        self.push_1d(k, vec![dst, src], &p, n.div_ceil(2))
     }
 
     /// Value `v` as an elementwise operand (a splat stays a scalar).
     pub fn operand(&mut self, v: usize) -> Result<Operand> {
+        if let Some(&w) = self.wide.get(&v) {
+            if !matches!(self.p.loc[v], Loc::Splat(_)) {
+                return Ok(Operand::Buf(w));
+            }
+        }
         Ok(match &self.p.loc[v] {
             Loc::Splat(x) => Operand::Scalar(scalar_words(*x, self.dtype(v))),
             _ => Operand::Buf(self.buf(v)?),
@@ -143,6 +288,10 @@ impl<'a> Builder<'a> {
 
     /// The output binding of a node's value `v` (always a planned slot for nodes that run).
     pub fn out(&self, v: usize) -> Result<Bind> {
+        if let Some(&w) = self.wide.get(&v) {
+            return Ok(w);
+        }
+        self.check_fits(v)?;
         match &self.p.loc[v] {
             Loc::Slot(s) => Ok(Bind::Slot(*s)),
             l => Err(WgpuError::Unsupported(format!(
@@ -168,6 +317,18 @@ impl<'a> Builder<'a> {
         params: &[u32],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.push_windows(kernel, binds, vec![], params, groups)
+    }
+
+    /// [`Builder::push`] with byte windows of the bound buffers (see [`Dispatch::windows`]).
+    pub fn push_windows(
+        &mut self,
+        kernel: Kernel,
+        binds: Vec<Bind>,
+        windows: Vec<Option<(u64, u64)>>,
+        params: &[u32],
+        groups: [u32; 3],
+    ) -> Result<()> {
         if groups.contains(&0) {
             return Ok(());
         }
@@ -185,7 +346,61 @@ impl<'a> Builder<'a> {
             param_off: start as u64 * 4,
             param_len: len as u64 * 4,
             groups,
+            windows,
         });
+        Ok(())
+    }
+
+    /// Elements per window of a tensor bound in windows whose elements take up to `eb` bytes:
+    /// as many as one binding holds, a multiple of the offset alignment (so every window of
+    /// every operand starts aligned, and a packed bf16 window on a whole word).
+    pub fn window_elems(&self, eb: u64) -> Result<usize> {
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let l = (self.max_binding / eb) / align * align;
+        if l == 0 {
+            return Err(WgpuError::Unsupported(format!(
+                "a storage binding of {} bytes holds no aligned window",
+                self.max_binding
+            )));
+        }
+        Ok(l as usize)
+    }
+
+    /// Adds `kernel` over elements [0, n), `per` per invocation, where every binding is indexed
+    /// by element like the output (elementwise kernels, fused chains without views or iota):
+    /// when a bound value is larger than one binding, as several dispatches over chunks of
+    /// elements, each binding its operands' windows of the chunk, the kernel none the wiser.
+    /// `bytes[k]`: bytes per element of binding k (0: a placeholder, bound whole; bf16 is 2);
+    /// `params(len)`: the parameters of a chunk of `len` elements.
+    pub fn push_chunked(
+        &mut self,
+        kernel: Kernel,
+        binds: Vec<Bind>,
+        bytes: &[u64],
+        n: usize,
+        per: usize,
+        params: impl Fn(usize) -> Result<Vec<u32>>,
+    ) -> Result<()> {
+        let eb = bytes.iter().copied().max().unwrap_or(4).max(1);
+        if n as u64 * eb <= self.max_binding {
+            let g = grid(n.div_ceil(per).div_ceil(WG))?;
+            return self.push(kernel, binds, &params(n)?, g);
+        }
+        let l = self.window_elems(eb)?;
+        for start in (0..n).step_by(l) {
+            let len = l.min(n - start);
+            let windows = bytes
+                .iter()
+                .map(|&b| {
+                    (b > 0).then(|| {
+                        let size = (len as u64 * b).next_multiple_of(4);
+                        (start as u64 * b, size)
+                    })
+                })
+                .collect();
+            let g = grid(len.div_ceil(per).div_ceil(WG))?;
+            self.push_windows(kernel.clone(), binds.clone(), windows, &params(len)?, g)?;
+        }
         Ok(())
     }
 
@@ -211,6 +426,45 @@ impl<'a> Builder<'a> {
         n: usize,
         extra: &[u32],
     ) -> Result<()> {
+        let (binds, p) = elementwise_params(out, ops, n, extra)?;
+        self.push_1d(kernel, binds, &p, n)
+    }
+
+    /// [`Builder::push_elementwise`] for a kernel whose every operand is read at the output's
+    /// index, in windows when a value is larger than a binding ([`Builder::push_chunked`]);
+    /// `bytes`: bytes per element of the output, then of each operand.
+    pub fn push_elementwise_chunked(
+        &mut self,
+        kernel: Kernel,
+        out: Bind,
+        ops: &[Operand],
+        bytes: &[u64],
+        n: usize,
+    ) -> Result<()> {
+        let (binds, _) = elementwise_params(out, ops, n, &[])?;
+        let bytes: Vec<u64> = bytes
+            .iter()
+            .zip(std::iter::once(&Operand::Buf(out)).chain(ops))
+            .map(|(&b, op)| match op {
+                Operand::Buf(_) => b,
+                Operand::Scalar(_) => 0,
+            })
+            .collect();
+        self.push_chunked(kernel, binds, &bytes, n, 1, |len| {
+            Ok(elementwise_params(out, ops, len, &[])?.1)
+        })
+    }
+}
+
+/// The bindings and parameters of an elementwise dispatch of `n` elements: P[0] = n, P[1] = the
+/// scalar mask, P[2..8] the scalar operands' words, P[8..] = `extra`.
+fn elementwise_params(
+    out: Bind,
+    ops: &[Operand],
+    n: usize,
+    extra: &[u32],
+) -> Result<(Vec<Bind>, Vec<u32>)> {
+    {
         let mut p = vec![0u32; 8];
         p[0] = u32_of(n)?;
         let mut binds = vec![out];
@@ -226,7 +480,7 @@ impl<'a> Builder<'a> {
             }
         }
         p.extend_from_slice(extra);
-        self.push_1d(kernel, binds, &p, n)
+        Ok((binds, p))
     }
 }
 

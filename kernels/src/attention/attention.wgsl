@@ -3,6 +3,8 @@
 //
 //   attention_fwd:  one 256-wide workgroup per (batch*head, block of 16 queries); key tiles
 //                   of 16 stream through workgroup memory under an online softmax.
+//   attention_fwd_row: the same, one invocation per query row, no workgroup memory (CPU
+//                   adapters: see its comment).
 //   attention_rows: one invocation per query row: D_i = do_i . o_i (compensated, close to the
 //                   cpu's f64 sum); packs do, D, lse and "every key masked" into one scratch
 //                   buffer ST, so each gradient kernel binds at most 8 buffers (WebGPU's
@@ -263,6 +265,93 @@ fn attention_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     if c == 0u {
         W2[row] = bitcast<u32>(m_run + ln_acc(l_run));
     }
+}
+
+// attention_fwd for CPU adapters (lavapipe), strategy `row_stream`: one invocation per query
+// row streams the keys straight from K and V, with no workgroup memory and no barrier. llvmpipe
+// runs a workgroup's invocations as SIMD lanes and each barrier as a switch through all of its
+// lane groups, so the tiled kernel's four barriers per 16 keys cost more than its arithmetic,
+// and a CPU's caches already hold the key rows a workgroup tile would. The arithmetic is
+// attention_fwd's, tile for tile (16 keys under one running max, the same fma order), so the
+// two give the same bits. 64-wide workgroups, a row each: P[8] is unused.
+@compute @workgroup_size(64)
+fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = block_id(wg, nwg) * 64u + lid.x;
+    let lq = P[2];
+    if row >= P[0] * lq {
+        return;
+    }
+    let lk = P[3];
+    let d = P[4];
+    let scale = bitcast<f32>(P[5]);
+    let bh = row / lq;
+    let i = row % lq;
+    let b = bh / P[1];
+    // q times scale once (the tiled kernel forms the same product per score)
+    var qs: array<f32, DMAX>;
+    var o: array<f32, DMAX>;
+    for (var x = 0u; x < d; x = x + 1u) {
+        qs[x] = bitcast<f32>(Q[row * d + x]) * scale;
+        o[x] = 0.0;
+    }
+    var m_run = F32_MIN;
+    var l_run = 0.0;
+    var p: array<f32, T>;
+    for (var j0 = 0u; j0 < lk; j0 = j0 + T) {
+        let kn = min(T, lk - j0);
+        var bmax = F32_MIN;
+        for (var k = 0u; k < kn; k = k + 1u) {
+            let kr = (bh * lk + j0 + k) * d;
+            var s = 0.0;
+            for (var x = 0u; x < d; x = x + 1u) {
+                s = fma(qs[x], bitcast<f32>(K[kr + x]), s);
+            }
+            if P[7] != 0u {
+                let c = bitcast<f32>(P[6]);
+                s = c * tanh_acc(s * (1.0 / c));
+            }
+            if !sees(b, i, j0 + k) {
+                s = F32_MIN;
+            }
+            p[k] = s;
+            bmax = max(bmax, s);
+        }
+        let mn = max(m_run, bmax);
+        let alpha = exp_acc(m_run - mn);
+        m_run = mn;
+        var psum = 0.0;
+        for (var k = 0u; k < kn; k = k + 1u) {
+            p[k] = exp_acc(p[k] - mn);
+            psum = psum + p[k];
+        }
+        l_run = fma(l_run, alpha, psum);
+        // each o[x]: scaled by alpha, then the tile's terms in key order, as in the tiled
+        // kernel; keys outermost so that V is read along its rows
+        let vr = (bh * lk + j0) * d;
+        for (var x = 0u; x < d; x = x + 1u) {
+            o[x] = o[x] * alpha;
+        }
+        for (var k = 0u; k < kn; k = k + 1u) {
+            let pk = p[k];
+            for (var x = 0u; x < d; x = x + 1u) {
+                o[x] = fma(pk, bitcast<f32>(V[vr + k * d + x]), o[x]);
+            }
+        }
+    }
+    if lk == 0u {
+        // an empty softmax: 0 / 0, as the cpu kernel
+        for (var x = 0u; x < d; x = x + 1u) {
+            W1[row * d + x] = bitcast<u32>(f32_nan());
+        }
+        W2[row] = bitcast<u32>(-f32_inf());
+        return;
+    }
+    let inv = 1.0 / l_run;
+    for (var x = 0u; x < d; x = x + 1u) {
+        W1[row * d + x] = bitcast<u32>(o[x] * inv);
+    }
+    W2[row] = bitcast<u32>(m_run + ln_acc(l_run));
 }
 
 @compute @workgroup_size(256)

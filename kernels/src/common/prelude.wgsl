@@ -2,9 +2,13 @@
 // (WGSL has no includes). Nothing here declares a binding; each kernel file declares its own.
 //
 // Storage: every buffer is an array<u32> of words. f32, i32, u32 and bool (0 or 1) take one
-// word per element; bf16 is stored widened to f32 with its low 16 bits zero (every kernel that
-// writes bf16 rounds through `round_bf16`, so values stay exactly bf16); i64 takes two words,
-// (lo, hi), two's complement, with the arithmetic emulated below on vec2<u32>.
+// word per element; bf16 is packed two per word (element 2j in the low half of word j, 2j + 1
+// in the high half: the bytes of a little-endian [bf16] on the host), and a kernel that writes
+// bf16 owns whole words (two elements per invocation), since two invocations that each wrote
+// one half of a word would race; i64 takes two words, (lo, hi), two's complement, with the
+// arithmetic emulated below on vec2<u32>. Inside a kernel, and in the scratch buffers of
+// kernels that take bf16 "widened" (one word per element, BF16 override constants), a bf16
+// value is the f32 bits with the low 16 bits zero.
 
 const WG: u32 = 256u;
 
@@ -35,6 +39,16 @@ fn round_bf16(x: f32) -> f32 {
         return bitcast<f32>((b | 0x00400000u) & 0xffff0000u);
     }
     return bitcast<f32>((b + 0x7fffu + ((b >> 16u) & 1u)) & 0xffff0000u);
+}
+
+// The f32 bits of packed bf16 element i, whose word is w.
+fn bf16_bits(w: u32, i: u32) -> u32 {
+    return (w >> ((i & 1u) * 16u)) << 16u;
+}
+
+// The word of two bf16 elements given as f32 bits already rounded (low 16 bits zero).
+fn bf16_pair(lo: u32, hi: u32) -> u32 {
+    return (lo >> 16u) | (hi & 0xffff0000u);
 }
 
 // ---- i64 as vec2<u32>(lo, hi): wrapping two's complement, as StableHLO and the cpu executor ----

@@ -125,3 +125,22 @@ fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
 }
+
+// Packs P[0] widened bf16 values of A (one word each, as the widened kernels write them) two
+// per word into O, rounding each to nearest even (so a plain f32 packs as its bf16 too): one
+// invocation per output word, the last one half-filled (high half 0) when P[0] is odd.
+@compute @workgroup_size(256)
+fn pack_bf16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+    let j = flat_id(wg, nwg, lid);
+    let i = 2u * j;
+    if i >= P[0] {
+        return;
+    }
+    let lo = bitcast<u32>(round_bf16(bitcast<f32>(A[i])));
+    var hi = 0u;
+    if i + 1u < P[0] {
+        hi = bitcast<u32>(round_bf16(bitcast<f32>(A[i + 1u])));
+    }
+    O[j] = bf16_pair(lo, hi);
+}

@@ -2,7 +2,8 @@
 // (gidd_kernels::wgsl::unary_code); the per-element functions are in ops.wgsl.
 
 override OP: u32 = 0u;
-// The output is bf16 (stored widened): round the f32 result once.
+// The output is bf16: round the f32 result once (one word per element: packed bf16 runs through
+// the executor's generated kernels instead).
 override BF16: bool = false;
 // The integer kind of unary_i: 0 = i32, 1 = u32, 2 = bool.
 override KIND: u32 = 0u;

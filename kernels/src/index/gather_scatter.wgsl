@@ -8,15 +8,18 @@
 // two atomicAdds with the carry of the low word added to the high one (exact, wrapping).
 //
 // P[0] = elements of the [pre, m, post] operand, P[1] = len, P[2] = post, P[3] = m,
-// P[4] = words per element (unused: W), P[5] = index kind (0 = i32, 1 = u32, 2 = i64).
+// P[4] = words per element (unused: W), P[5] = index kind (0 = i32, 1 = u32, 2 = i64);
+// gather: P[6], P[7] = the first element and the element count of the window of the source
+// that A binds (a source larger than one storage binding is gathered from in one dispatch per
+// window, each writing the outputs whose source lies in its window; else 0 and all).
 
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read_write> O: array<atomic<u32>>;
 @group(0) @binding(2) var<storage, read> A: array<u32>;
 @group(0) @binding(3) var<storage, read> B: array<u32>;
 
-// scatter_add's element kind: 0 = f32, 1 = bf16 (stored widened), 2 = i32 or u32, 3 = bool,
-// 4 = i64.
+// scatter_add's element kind: 0 = f32, 1 = bf16 (widened: one word per element, in a scratch
+// copy), 2 = i32 or u32, 3 = bool, 4 = i64.
 override KIND: u32 = 0u;
 // gather: words per element (a constant, so the copy loop unrolls).
 override W: u32 = 1u;
@@ -63,8 +66,12 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         return;
     }
     let src = target_of(e);
+    if src < P[6] || src - P[6] >= P[7] {
+        return;
+    }
+    let at = src - P[6];
     for (var k = 0u; k < W; k = k + 1u) {
-        atomicStore(&O[e * W + k], A[src * W + k]);
+        atomicStore(&O[e * W + k], A[at * W + k]);
     }
 }
 

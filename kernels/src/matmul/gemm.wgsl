@@ -1,7 +1,7 @@
 // Batched GEMM with any operand strides (so every transpose of dot_general is free):
 //   C[b, m, n] = sum_k A[a_off + b sa_b + m sa_m + k sa_k] * B[b_off + b sb_b + k sb_k + n sb_n]
-// C contiguous [batch, M, N]. f32 math and accumulation (bf16 operands are stored widened; a
-// bf16 output is rounded once at the store).
+// C contiguous [batch, M, N]. f32 math and accumulation over f32 operands (bf16 dot_general
+// runs gemm_blocked over packed bf16 on every adapter).
 //
 // Strategy `tiled_smem` (GPUs; CPU adapters run gemm_blocked.wgsl): a 16 x 16 workgroup
 // computes a 64 x 64 tile of C, each invocation a 4 x 4 block, stepping K by 16 through two

@@ -7,27 +7,16 @@
 // Why not gemm.wgsl's tiled kernel: a CPU driver runs a workgroup's invocations as SIMD lanes,
 // pays for every load instruction (address, bounds check) and for barriers, and gains nothing
 // from workgroup memory (its caches do that). So each invocation owns an 8 x 4 block of C in
-// registers (8 vec4 accumulators), reads A and B as vec4s (16 bytes per load) and touches no
+// registers (8 vec4 accumulators), reads A and B four elements per load and touches no
 // workgroup memory: measured 3-4x the tiled kernel's rate on lavapipe.
 //
+// This file is the kernel; the operand bindings, `ld_a`/`ld_b` (four consecutive elements of a
+// row, by index in fours) and `store_row` come before it from gemm_blocked_f32.wgsl (f32
+// operands, 16 bytes a load) or gemm_blocked_bf16.wgsl (packed bf16 operands, 8 bytes a load).
+//
 // P[0] = M, P[1] = N, P[2] = Kp / 4, P[3] = A batch stride, P[4] = A row stride, P[5] = B
-// batch stride, P[6] = B row stride (all in vec4s), P[9] = first batch of this dispatch.
-
-@group(0) @binding(0) var<storage, read> P: array<u32>;
-@group(0) @binding(1) var<storage, read_write> O: array<u32>;
-@group(0) @binding(2) var<storage, read> A: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> B: array<vec4<f32>>;
-
-override BF16: bool = false;
-
-fn store_row(row: u32, n: u32, n_n: u32, c: vec4<f32>) {
-    for (var j = 0u; j < 4u; j = j + 1u) {
-        if n + j < n_n {
-            let y = c[j];
-            O[row + n + j] = bitcast<u32>(select(y, round_bf16(y), BF16));
-        }
-    }
-}
+// batch stride, P[6] = B row stride (all in fours of elements), P[9] = first batch of this
+// dispatch.
 
 @compute @workgroup_size(64)
 fn gemm_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -61,18 +50,18 @@ fn gemm_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     var c6 = vec4<f32>(0.0);
     var c7 = vec4<f32>(0.0);
     for (var kk = 0u; kk < k4; kk = kk + 1u) {
-        let x0 = A[r0 + kk];
-        let x1 = A[r1 + kk];
-        let x2 = A[r2 + kk];
-        let x3 = A[r3 + kk];
-        let x4 = A[r4 + kk];
-        let x5 = A[r5 + kk];
-        let x6 = A[r6 + kk];
-        let x7 = A[r7 + kk];
-        let b0 = B[bi];
-        let b1 = B[bi + rb];
-        let b2 = B[bi + 2u * rb];
-        let b3 = B[bi + 3u * rb];
+        let x0 = ld_a(r0 + kk);
+        let x1 = ld_a(r1 + kk);
+        let x2 = ld_a(r2 + kk);
+        let x3 = ld_a(r3 + kk);
+        let x4 = ld_a(r4 + kk);
+        let x5 = ld_a(r5 + kk);
+        let x6 = ld_a(r6 + kk);
+        let x7 = ld_a(r7 + kk);
+        let b0 = ld_b(bi);
+        let b1 = ld_b(bi + rb);
+        let b2 = ld_b(bi + 2u * rb);
+        let b3 = ld_b(bi + 3u * rb);
         c0 = fma(vec4<f32>(x0.x), b0, fma(vec4<f32>(x0.y), b1, fma(vec4<f32>(x0.z), b2, fma(vec4<f32>(x0.w), b3, c0))));
         c1 = fma(vec4<f32>(x1.x), b0, fma(vec4<f32>(x1.y), b1, fma(vec4<f32>(x1.z), b2, fma(vec4<f32>(x1.w), b3, c1))));
         c2 = fma(vec4<f32>(x2.x), b0, fma(vec4<f32>(x2.y), b1, fma(vec4<f32>(x2.z), b2, fma(vec4<f32>(x2.w), b3, c2))));

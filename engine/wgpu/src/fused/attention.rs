@@ -1,6 +1,7 @@
 //! Flash-style attention, forward and backward, as WGSL kernels (attention/attention.wgsl):
-//! the `[B, H, Lq, Lk]` scores are never stored. The forward is one dispatch (a workgroup per
-//! 16 queries of a head, key tiles under an online softmax); the backward three: a pass over
+//! the `[B, H, Lq, Lk]` scores are never stored. The forward is one dispatch (on GPUs a
+//! workgroup per 16 queries of a head, key tiles under an online softmax; on CPU adapters an
+//! invocation per query row, the same arithmetic: crate::AttentionStrategy); the backward three: a pass over
 //! the query rows (`D_i = do_i . o_i`, the rows whose keys are all masked, and `do`, `lse`
 //! packed into one scratch buffer), then `dk, dv` (a workgroup per 16 keys, looping over the
 //! queries) and `dq` (a workgroup per 16 queries, looping over the keys). Each gradient
@@ -81,8 +82,12 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         b.buf(ins[3])?,
     );
     if matches!(op, Op::Attention(_)) {
-        let kern = Kernel::new(Module::Attention, "attention_fwd", 4).outputs(2);
         let binds = vec![b.out(outs[0])?, b.out(outs[1])?, q, k, v, mask];
+        if b.attention_rows {
+            let kern = Kernel::new(Module::Attention, "attention_fwd_row", 4).outputs(2);
+            return b.push(kern, binds, &p(qb)?, grid(rows.div_ceil(64))?);
+        }
+        let kern = Kernel::new(Module::Attention, "attention_fwd", 4).outputs(2);
         return b.push(kern, binds, &p(qb)?, grid(bs * h * qb)?);
     }
     backward(b, ins, outs, [q, k, v, mask], p(qb)?, p(kb)?)

@@ -1,0 +1,49 @@
+// gemm_blocked.wgsl over packed bf16 operands: four elements are two words, so a load moves
+// half the bytes of the f32 kernel's. The output is bf16, rounded once: packed (PACKED_OUT)
+// when N is even, so that the four columns an invocation owns start on a word and its words
+// are its own; widened (one word each, the executor packs it after) when N is odd, where a
+// row's last element shares a word with the next row's first.
+
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read_write> O: array<u32>;
+@group(0) @binding(2) var<storage, read> A: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read> B: array<vec2<u32>>;
+
+override PACKED_OUT: bool = true;
+
+fn unpack4(w: vec2<u32>) -> vec4<f32> {
+    return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u),
+                     bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
+}
+
+fn ld_a(q: u32) -> vec4<f32> {
+    return unpack4(A[q]);
+}
+
+fn ld_b(q: u32) -> vec4<f32> {
+    return unpack4(B[q]);
+}
+
+fn rounded(y: f32) -> u32 {
+    return bitcast<u32>(round_bf16(y));
+}
+
+fn store_row(row: u32, n: u32, n_n: u32, c: vec4<f32>) {
+    if PACKED_OUT {
+        // N even: row and n are even, so n < N implies n + 1 < N (and likewise n + 2, n + 3)
+        let w = (row + n) / 2u;
+        if n < n_n {
+            O[w] = bf16_pair(rounded(c.x), rounded(c.y));
+        }
+        if n + 2u < n_n {
+            O[w + 1u] = bf16_pair(rounded(c.z), rounded(c.w));
+        }
+        return;
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if n + j < n_n {
+            O[row + n + j] = rounded(c[j]);
+        }
+    }
+}
+
