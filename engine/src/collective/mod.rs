@@ -10,10 +10,12 @@
 //! [`CollectiveError::PeerFailed`] naming it, rather than hang.
 //!
 //! [`local`] is the in-process implementation (ranks as threads of one process): the test
-//! double of every multi-rank path and a real one on many-core hosts.
+//! double of every multi-rank path and a real one on many-core hosts. [`tcp_store`] is where
+//! the ranks of a multi-process group (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, ...) meet.
 
 pub mod data;
 pub mod local;
+pub mod tcp_store;
 
 pub use local::{run_ranks, LocalComm, LocalGroup, RanksError};
 
