@@ -54,9 +54,7 @@ fn reduce_scatter_sums_segments_of_sizes_not_divisible_by_world() {
             // 10 elements over `world` ranks: uneven, and the last segment empty at world 4
             let counts: Vec<usize> = match world {
                 4 => vec![4, 3, 3, 0],
-                w => (0..w)
-                    .map(|r| 10 / w + usize::from(r < 10 % w))
-                    .collect(),
+                w => (0..w).map(|r| 10 / w + usize::from(r < 10 % w)).collect(),
             };
             let n: usize = counts.iter().sum();
             let out = run_ranks(world, T, |c| {
@@ -71,8 +69,15 @@ fn reduce_scatter_sums_segments_of_sizes_not_divisible_by_world() {
                         .map(|q| to_f64(&as_dtype(&vals(q, n), dtype))[start + i])
                         .sum();
                     // bf16 sums in f32, rounded once: within half an ulp of bf16 (8 bits)
-                    let tol = if dtype == "bf16" { want.abs() / 256.0 } else { 0.0 };
-                    assert!((g - want).abs() <= tol, "world {world} {dtype} rank {r}[{i}]: {g} vs {want}");
+                    let tol = if dtype == "bf16" {
+                        want.abs() / 256.0
+                    } else {
+                        0.0
+                    };
+                    assert!(
+                        (g - want).abs() <= tol,
+                        "world {world} {dtype} rank {r}[{i}]: {g} vs {want}"
+                    );
                 }
                 start += counts[r];
             }
@@ -87,7 +92,11 @@ fn reduce_scatter_sums_segments_of_sizes_not_divisible_by_world() {
 fn all_reduce_sums_in_rank_order_whatever_the_timing() {
     let xs = [1.0f32, 1e8, 1.0, -1e8];
     let want = ((xs[0] + xs[1]) + xs[2]) + xs[3];
-    assert_ne!(want, (xs[0] + xs[2]) + (xs[1] + xs[3]), "the test needs order to matter");
+    assert_ne!(
+        want,
+        (xs[0] + xs[2]) + (xs[1] + xs[3]),
+        "the test needs order to matter"
+    );
     for trial in 0..20u64 {
         let out = run_ranks(4, T, |c| {
             let r = c.rank() as u64;
@@ -108,7 +117,9 @@ fn all_reduce_sums_in_rank_order_whatever_the_timing() {
         ))
     })
     .expect("all_reduce");
-    let want: Vec<f64> = (0..5).map(|i| (0..3).map(|r| vals(r, 5)[i]).sum()).collect();
+    let want: Vec<f64> = (0..5)
+        .map(|i| (0..3).map(|r| vals(r, 5)[i]).sum())
+        .collect();
     for (f, b) in out {
         assert_eq!(to_f64(&f), want);
         let wb: Vec<f64> = want.iter().map(|&x| bf16::from_f64(x).to_f64()).collect();
@@ -155,7 +166,10 @@ fn a_rank_that_errors_stops_the_others_with_its_name() {
             assert!(msg.contains("rank 2 failed"), "rank {r}: {msg}");
         }
     }
-    assert!(t0.elapsed() < Duration::from_secs(10), "the others did not wait for the timeout");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the others did not wait for the timeout"
+    );
 }
 
 #[test]
@@ -206,7 +220,10 @@ fn a_rank_that_exits_early_is_named() {
     })
     .expect_err("rank 0 left");
     assert_eq!(e.rank, 0, "{e}");
-    assert!(e.to_string().contains("exited before joining barrier"), "{e}");
+    assert!(
+        e.to_string().contains("exited before joining barrier"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -228,13 +245,18 @@ fn mismatched_calls_are_reported_not_mixed() {
         }
     })
     .expect_err("ops differ");
-    assert!(e.to_string().contains("barrier") && e.to_string().contains("all_reduce"), "{e}");
+    assert!(
+        e.to_string().contains("barrier") && e.to_string().contains("all_reduce"),
+        "{e}"
+    );
     // bad counts fail clearly on the rank that passed them, and stop the other one
-    let e = run_ranks(2, T, |c| c.reduce_scatter(&Data::F32(vec![0.0; 5]), &[2, 2]).map(|_| ()))
-        .expect_err("counts do not cover the input");
+    let e = run_ranks(2, T, |c| {
+        c.reduce_scatter(&Data::F32(vec![0.0; 5]), &[2, 2])
+            .map(|_| ())
+    })
+    .expect_err("counts do not cover the input");
     assert!(e.to_string().contains("counts summing to 4"), "{e}");
-    let e = run_ranks(1, T, |c| c.all_reduce(&Data::Bool(vec![1])).map(|_| ()))
-        .expect_err("bool");
+    let e = run_ranks(1, T, |c| c.all_reduce(&Data::Bool(vec![1])).map(|_| ())).expect_err("bool");
     assert!(e.to_string().contains("cannot be summed"), "{e}");
 }
 

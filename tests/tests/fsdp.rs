@@ -27,10 +27,30 @@ fn tiny(dtype: &str, nproc: usize, dir: &Path, extra: &[&str]) -> Vec<f64> {
 
 fn tiny_steps(dtype: &str, nproc: usize, steps: usize, dir: &Path, extra: &[&str]) -> Vec<f64> {
     let out = gidd()
-        .args(["train", "--preset", "tiny", "--batch_size", "8", "--max_training_steps"])
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--batch_size",
+            "8",
+            "--max_training_steps",
+        ])
         .arg(steps.to_string())
-        .args(["--warmup_steps", "4", "--eval_steps", "0", "--num_samples", "0"])
-        .args(["--dtype", dtype, "--nproc", &nproc.to_string(), "--save_directory"])
+        .args([
+            "--warmup_steps",
+            "4",
+            "--eval_steps",
+            "0",
+            "--num_samples",
+            "0",
+        ])
+        .args([
+            "--dtype",
+            dtype,
+            "--nproc",
+            &nproc.to_string(),
+            "--save_directory",
+        ])
         .arg(dir)
         .args(extra)
         .output()
@@ -53,7 +73,10 @@ fn losses(dir: &Path) -> Vec<f64> {
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 fn tmp(name: &str) -> gidd_tests::TempDir {
@@ -98,7 +121,12 @@ fn a_checkpoint_saved_at_4_ranks_resumes_at_2_and_1() {
     assert!(stray.is_empty(), "temporary directories left: {stray:?}");
     for m in [2, 1] {
         let dir = tmp(&format!("ck-resumed-{m}"));
-        let got = tiny("f64", m, &dir, &["--resume_from_checkpoint", ck.to_str().expect("utf8")]);
+        let got = tiny(
+            "f64",
+            m,
+            &dir,
+            &["--resume_from_checkpoint", ck.to_str().expect("utf8")],
+        );
         assert_eq!(got.len(), 10, "resumed at {m}: steps 11..20");
         let d = max_diff(&got, &want[10..]);
         eprintln!("f64 saved at 4, resumed at {m}: max |loss - uninterrupted loss| over steps 11..20 = {d:.3e}");
@@ -106,12 +134,24 @@ fn a_checkpoint_saved_at_4_ranks_resumes_at_2_and_1() {
     }
     // f32: saved at 4, resumed at 2 within the f32 bound
     let full32 = tmp("ck-full-f32");
-    let want32 = tiny("f32", 4, &full32, &["--save_steps", "5", "--save_total_limit", "0"]);
+    let want32 = tiny(
+        "f32",
+        4,
+        &full32,
+        &["--save_steps", "5", "--save_total_limit", "0"],
+    );
     let dir = tmp("ck-resumed-f32");
     let ck32 = full32.join("checkpoint-5");
-    let got = tiny("f32", 2, &dir, &["--resume_from_checkpoint", ck32.to_str().expect("utf8")]);
+    let got = tiny(
+        "f32",
+        2,
+        &dir,
+        &["--resume_from_checkpoint", ck32.to_str().expect("utf8")],
+    );
     let d = max_diff(&got[..5], &want32[5..10]);
-    eprintln!("f32 saved at 4, resumed at 2: max |loss - uninterrupted loss| over steps 6..10 = {d:.3e}");
+    eprintln!(
+        "f32 saved at 4, resumed at 2: max |loss - uninterrupted loss| over steps 6..10 = {d:.3e}"
+    );
     assert!(d <= 1e-4, "{got:?} vs {want32:?}");
 }
 
@@ -132,14 +172,26 @@ fn a_sharded_checkpoint_generates_and_consolidates() {
     };
     let gen = |ck: &Path| {
         gidd()
-            .args(["generate", "--prompt", "Bom", "--max_length", "12", "--block_length", "6"])
+            .args([
+                "generate",
+                "--prompt",
+                "Bom",
+                "--max_length",
+                "12",
+                "--block_length",
+                "6",
+            ])
             .args(["--steps", "4", "--seed", "3", "--checkpoint"])
             .arg(ck)
             .output()
             .expect("generate")
     };
     let sharded = gen(&ck);
-    assert!(sharded.status.success(), "generate: {}", String::from_utf8_lossy(&sharded.stderr));
+    assert!(
+        sharded.status.success(),
+        "generate: {}",
+        String::from_utf8_lossy(&sharded.stderr)
+    );
     run(&["info", "--checkpoint"], &ck);
     let out = dir.join("consolidated");
     let o = gidd()
@@ -153,19 +205,28 @@ fn a_sharded_checkpoint_generates_and_consolidates() {
     assert!(out.join("model.safetensors").is_file() && out.join("optimizer").is_dir());
     // the consolidated HF checkpoint samples the same text as the sharded one
     let plain = gen(&out);
-    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
     assert_eq!(plain.stdout, sharded.stdout);
     // and its weights are the shards put back together
     let st = TensorStore::open(&out).expect("consolidated weights");
     let idx: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(ck.join("fsdp_index.json")).expect("index")).expect("json");
+        serde_json::from_slice(&std::fs::read(ck.join("fsdp_index.json")).expect("index"))
+            .expect("json");
     let first = &idx["params"][0];
     let name = first["name"].as_str().expect("name");
     let full = st.get(name).expect("tensor");
     let r0 = TensorStore::open(&ck.join("shards/rank-00000-of-00002")).expect("rank 0");
     let s0 = r0.get(name).expect("shard");
     let n = s0.numel();
-    assert_eq!(full.to_f64_vec()[..n], s0.to_f64_vec()[..], "rank 0 holds the first elements");
+    assert_eq!(
+        full.to_f64_vec()[..n],
+        s0.to_f64_vec()[..],
+        "rank 0 holds the first elements"
+    );
 }
 
 /// The shard files a 3-rank run writes (uneven: padding) hold exactly the parameter and
@@ -175,17 +236,38 @@ fn a_sharded_checkpoint_generates_and_consolidates() {
 fn shard_files_match_the_memory_formula() {
     let dir = tmp("mem");
     let out = gidd()
-        .args(["train", "--preset", "tiny", "--batch_size", "6", "--max_training_steps", "1"])
-        .args(["--eval_steps", "0", "--num_samples", "0", "--nproc", "3", "--save_directory"])
+        .args([
+            "train",
+            "--preset",
+            "tiny",
+            "--batch_size",
+            "6",
+            "--max_training_steps",
+            "1",
+        ])
+        .args([
+            "--eval_steps",
+            "0",
+            "--num_samples",
+            "0",
+            "--nproc",
+            "3",
+            "--save_directory",
+        ])
         .arg(&dir)
         .output()
         .expect("train");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ck = dir.join("checkpoint-1");
     let cfg = gidd_train::model_dir::load_config(&ck).expect("config");
     let want = gidd_train::fsdp::memory::rank_bytes(&cfg, 3, 4, 1, 32, 4).expect("formula");
     for r in 0..3 {
-        let st = TensorStore::open(&ck.join(format!("shards/rank-{r:05}-of-00003"))).expect("shard");
+        let st =
+            TensorStore::open(&ck.join(format!("shards/rank-{r:05}-of-00003"))).expect("shard");
         let (mut params, mut opt) = (0, 0);
         for n in st.names() {
             let b = st.get(n).expect("tensor").data.as_bytes().len();
@@ -199,9 +281,16 @@ fn shard_files_match_the_memory_formula() {
     }
     // shards cover the model: 3 ranks x shard >= parameters, less than one element each more
     assert!(3 * want.params >= 4 * cfg.num_params());
-    let out = gidd().args(["info", "--nproc", "64"]).output().expect("info");
+    let out = gidd()
+        .args(["info", "--nproc", "64"])
+        .output()
+        .expect("info");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for needle in ["3B: 19 layers, d 3072", "10B: 34 layers, d 4608", "    64 "] {
         assert!(text.contains(needle), "{needle:?} not in {text}");
     }
@@ -212,21 +301,44 @@ fn shard_files_match_the_memory_formula() {
 fn bad_nproc_fails_clearly() {
     let dir = tmp("bad");
     for (args, want) in [
-        (vec!["--nproc", "3", "--batch_size", "8"], "must divide --batch_size"),
-        (vec!["--nproc", "0"], "at least one rank"),
-        (vec!["--nproc", "2", "--backend", "xla"], "cpu executor only"),
         (
-            vec!["--nproc", "2", "--batch_size", "8", "--micro_batch_size", "3"],
+            vec!["--nproc", "3", "--batch_size", "8"],
+            "must divide --batch_size",
+        ),
+        (vec!["--nproc", "0"], "at least one rank"),
+        (
+            vec!["--nproc", "2", "--backend", "xla"],
+            "cpu executor only",
+        ),
+        (
+            vec![
+                "--nproc",
+                "2",
+                "--batch_size",
+                "8",
+                "--micro_batch_size",
+                "3",
+            ],
             "must divide",
         ),
     ] {
         let out = gidd()
-            .args(["train", "--preset", "tiny", "--max_training_steps", "1", "--save_directory"])
+            .args([
+                "train",
+                "--preset",
+                "tiny",
+                "--max_training_steps",
+                "1",
+                "--save_directory",
+            ])
             .arg(&dir)
             .args(&args)
             .output()
             .expect("train");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
     }
 }

@@ -57,7 +57,10 @@ fn a_barrier_holds_until_the_last_rank() {
         });
         early.barrier("b", 2).expect("early barrier");
     });
-    assert!(t0.elapsed() >= Duration::from_millis(300), "the barrier did not wait");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "the barrier did not wait"
+    );
 }
 
 #[test]
@@ -65,7 +68,10 @@ fn missing_keys_and_absent_servers_time_out_with_a_clear_error() {
     let addr = server();
     let st = TcpStore::connect(&addr, Duration::from_millis(300)).expect("connect");
     let e = st.get("never-set").expect_err("nobody sets it");
-    assert!(e.to_string().contains("waiting for key \"never-set\""), "{e}");
+    assert!(
+        e.to_string().contains("waiting for key \"never-set\""),
+        "{e}"
+    );
     // a port nobody listens on (bound, then released)
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = free.local_addr().expect("addr").port();
@@ -79,8 +85,10 @@ fn missing_keys_and_absent_servers_time_out_with_a_clear_error() {
 #[test]
 fn torchrun_variables_are_read_and_checked() {
     let vars = |kv: &[(&str, &str)]| {
-        let m: HashMap<String, String> =
-            kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k: &str| m.get(k).cloned()
     };
     let ok = RankEnv::from_vars(vars(&[
@@ -92,13 +100,22 @@ fn torchrun_variables_are_read_and_checked() {
     ]))
     .expect("valid");
     assert_eq!(
-        (ok.rank, ok.world, ok.local_rank, ok.master_addr.as_str(), ok.master_port),
+        (
+            ok.rank,
+            ok.world,
+            ok.local_rank,
+            ok.master_addr.as_str(),
+            ok.master_port
+        ),
         (3, 8, 1, "node0", 29500)
     );
     let base = [("MASTER_ADDR", "h"), ("MASTER_PORT", "1")];
     for (extra, want) in [
         (vec![("WORLD_SIZE", "2")], "RANK is not set"),
-        (vec![("RANK", "2"), ("WORLD_SIZE", "2")], "not a rank of WORLD_SIZE=2"),
+        (
+            vec![("RANK", "2"), ("WORLD_SIZE", "2")],
+            "not a rank of WORLD_SIZE=2",
+        ),
         (vec![("RANK", "x"), ("WORLD_SIZE", "2")], "RANK=\"x\""),
     ] {
         let mut kv = base.to_vec();

@@ -105,15 +105,23 @@ fn load_checkpoint_in(dir: &Path, keep_f64: bool) -> anyhow::Result<Loaded> {
 /// A checkpoint written by FSDP ranks, consolidated: its index must name exactly the
 /// config's parameters with their shapes.
 fn load_sharded(dir: &Path, cfg: GiddConfig, keep_f64: bool) -> anyhow::Result<Loaded> {
-    let (plan, params, _, _) = crate::fsdp::checkpoint::consolidate(dir, false)?;
+    let crate::fsdp::checkpoint::Consolidated { plan, params, .. } =
+        crate::fsdp::checkpoint::consolidate(dir, false)?;
     let expected = cfg.param_shapes();
-    let got: Vec<(String, Vec<usize>)> = plan.names.iter().cloned().zip(plan.shapes.clone()).collect();
+    let got: Vec<(String, Vec<usize>)> = plan
+        .names
+        .iter()
+        .cloned()
+        .zip(plan.shapes.clone())
+        .collect();
     if got != expected {
         let want: Vec<&String> = expected.iter().map(|(n, _)| n).collect();
         bail!(
             "{}: the shard index's parameters {:?} are not the config's {:?}",
             dir.display(),
-            got.iter().map(|(n, s)| format!("{n} {s:?}")).collect::<Vec<_>>(),
+            got.iter()
+                .map(|(n, s)| format!("{n} {s:?}"))
+                .collect::<Vec<_>>(),
             want
         );
     }
@@ -122,7 +130,11 @@ fn load_sharded(dir: &Path, cfg: GiddConfig, keep_f64: bool) -> anyhow::Result<L
         .into_iter()
         .zip(params)
         .map(|(n, t)| {
-            let t = if keep_f64 || t.dtype() == DType::F32 { t } else { t.convert(DType::F32) };
+            let t = if keep_f64 || t.dtype() == DType::F32 {
+                t
+            } else {
+                t.convert(DType::F32)
+            };
             (n, t)
         })
         .collect();

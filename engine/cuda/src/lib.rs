@@ -15,6 +15,8 @@
 //! device (kernel choice, launch geometry, argument slots, arena offsets: unit-tested on any
 //! machine); [`driver`] is the only code that calls CUDA; [`executor`] joins them.
 //!
+//! [`nccl`]: the engine's collectives over NCCL for multi-process ranks (never run here: no GPU).
+//!
 //! Dtypes: f32, bf16, i32, u32, i64, bool. f64 programs (the audit precision) are refused at
 //! load: they are the cpu executor's. Fused ops run as their decompositions (fused PTX
 //! kernels are issue 14).
@@ -26,6 +28,7 @@ mod error;
 pub mod executor;
 pub mod lower;
 pub mod movement;
+pub mod nccl;
 pub mod ops;
 pub mod peak;
 pub mod plan;

@@ -206,7 +206,10 @@ impl LocalComm {
             if x.op != op {
                 return Err(CollectiveError::Mismatch {
                     op,
-                    msg: format!("rank {} called {op} while rank {r} called {}", self.rank, x.op),
+                    msg: format!(
+                        "rank {} called {op} while rank {r} called {}",
+                        self.rank, x.op
+                    ),
                 });
             }
             if x.data.dtype() != all[0].data.dtype() {

@@ -30,6 +30,9 @@ pub enum CollectiveError {
     /// The ranks disagree about a collective (a different op, dtype, length, or root).
     #[error("{op}: ranks disagree: {msg}")]
     Mismatch { op: &'static str, msg: String },
+    /// The transport failed (an NCCL or CUDA status, the store).
+    #[error("{op}: {msg}")]
+    Backend { op: &'static str, msg: String },
     /// Input that no group could accept (a count list of the wrong length, an unsummable dtype).
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },

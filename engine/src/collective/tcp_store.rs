@@ -26,7 +26,11 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("store at {addr}: {what} not done within {secs:.0}s")]
-    Timeout { addr: String, what: String, secs: f64 },
+    Timeout {
+        addr: String,
+        what: String,
+        secs: f64,
+    },
     #[error("store at {addr}: bad reply: {0}", addr = .1)]
     Protocol(String, String),
 }
@@ -66,7 +70,8 @@ impl RankEnv {
             )));
         }
         let local_rank = num("LOCAL_RANK")?.unwrap_or(rank);
-        let master_addr = var("MASTER_ADDR").ok_or_else(|| StoreError::Env("MASTER_ADDR is not set".into()))?;
+        let master_addr =
+            var("MASTER_ADDR").ok_or_else(|| StoreError::Env("MASTER_ADDR is not set".into()))?;
         let port = need("MASTER_PORT", num("MASTER_PORT")?)?;
         let master_port = u16::try_from(port)
             .ok()
@@ -189,7 +194,10 @@ impl TcpStore {
             .map_err(|e| io("resolving the address", e))?
             .collect();
         loop {
-            match target.iter().find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(1)).ok()) {
+            match target
+                .iter()
+                .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(1)).ok())
+            {
                 Some(s) => {
                     s.set_nodelay(true).map_err(|e| io("set_nodelay", e))?;
                     let r = s.try_clone().map_err(|e| io("clone", e))?;
@@ -202,7 +210,8 @@ impl TcpStore {
                 None if Instant::now() >= deadline => {
                     return Err(StoreError::Timeout {
                         addr: addr.to_string(),
-                        what: "connecting (is rank 0 up, and MASTER_ADDR/MASTER_PORT right?)".into(),
+                        what: "connecting (is rank 0 up, and MASTER_ADDR/MASTER_PORT right?)"
+                            .into(),
                         secs: timeout.as_secs_f64(),
                     })
                 }
@@ -218,7 +227,8 @@ impl TcpStore {
             0 => Some(StoreServer::start(&format!("0.0.0.0:{}", env.master_port))?),
             _ => None,
         };
-        let store = TcpStore::connect(&format!("{}:{}", env.master_addr, env.master_port), timeout)?;
+        let store =
+            TcpStore::connect(&format!("{}:{}", env.master_addr, env.master_port), timeout)?;
         Ok((store, server))
     }
 
@@ -238,13 +248,22 @@ impl TcpStore {
         r.read_exact(&mut st).map_err(io)?;
         let v = read_blob(r).map_err(io)?;
         if st[0] > 1 {
-            return Err(StoreError::Protocol(String::from_utf8_lossy(&v).into(), self.addr.clone()));
+            return Err(StoreError::Protocol(
+                String::from_utf8_lossy(&v).into(),
+                self.addr.clone(),
+            ));
         }
         Ok((st[0], v))
     }
 
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         self.call(SET, key, value).map(|_| ())
+    }
+
+    /// The value of `key` if some rank has set it, without waiting.
+    pub fn try_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let (st, v) = self.call(GET, key, &[])?;
+        Ok((st == 0).then_some(v))
     }
 
     /// The value of `key`, waiting (up to the timeout) for some rank to set it.
@@ -271,10 +290,9 @@ impl TcpStore {
     /// Adds `by` to the integer at `key` (0 when unset) and returns the new value.
     pub fn add(&self, key: &str, by: i64) -> Result<i64> {
         let (_, v) = self.call(ADD, key, &by.to_le_bytes())?;
-        let b: [u8; 8] = v
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::Protocol(format!("add returned {} bytes", v.len()), self.addr.clone()))?;
+        let b: [u8; 8] = v.as_slice().try_into().map_err(|_| {
+            StoreError::Protocol(format!("add returned {} bytes", v.len()), self.addr.clone())
+        })?;
         Ok(i64::from_le_bytes(b))
     }
 

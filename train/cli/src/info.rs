@@ -27,7 +27,10 @@ fn memory(checkpoint: Option<&Path>, nproc: usize, seq: usize) -> Result<()> {
     if nproc == 0 {
         bail!("--nproc 0: a world needs at least one rank");
     }
-    let mut worlds: Vec<usize> = (0..).map(|i| 1usize << i).take_while(|&w| w < nproc).collect();
+    let mut worlds: Vec<usize> = (0..)
+        .map(|i| 1usize << i)
+        .take_while(|&w| w < nproc)
+        .collect();
     worlds.push(nproc);
     let mut cfgs = released_configs()?;
     if let Some(c) = checkpoint {

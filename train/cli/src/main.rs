@@ -180,11 +180,10 @@ fn main() {
             nproc,
             seq,
         } => info::run(checkpoint.as_deref(), nproc, seq),
-        Cmd::Consolidate { checkpoint, out } => {
-            gidd_train::trainer::consolidate(&checkpoint, &out).map(|()| {
+        Cmd::Consolidate { checkpoint, out } => gidd_train::trainer::consolidate(&checkpoint, &out)
+            .map(|()| {
                 eprintln!("wrote {}", out.display());
-            })
-        }
+            }),
         Cmd::Generate(g) => generate::run(&g),
         Cmd::Eval(e) => eval::run(&e),
         Cmd::Serve(s) => serve::run(&s),

@@ -15,8 +15,8 @@
 
 use super::plan::ShardPlan;
 use anyhow::{bail, Context, Result};
-use gidd_engine::collective::Collective;
 use gidd_engine::collective::data::concat;
+use gidd_engine::collective::Collective;
 use gidd_engine::{Data, HostTensor};
 use gidd_model::GiddConfig;
 use gidd_ports::TensorStore;
@@ -146,12 +146,20 @@ pub fn read_plan(dir: &Path) -> Result<ShardPlan> {
     Ok(plan)
 }
 
-/// The full (consolidated) tensors of a sharded checkpoint: params, mu, nu in plan order,
-/// as stored (f32, or f64 from an f64 run). `with_optimizer` false skips mu and nu.
-pub fn consolidate(
-    dir: &Path,
-    with_optimizer: bool,
-) -> Result<(ShardPlan, Vec<HostTensor>, Vec<HostTensor>, Vec<HostTensor>)> {
+/// A sharded checkpoint's state put back together.
+#[derive(Debug, PartialEq)]
+pub struct Consolidated {
+    pub plan: ShardPlan,
+    /// full tensors in plan order, as stored (f32, or f64 from an f64 run)
+    pub params: Vec<HostTensor>,
+    /// empty unless asked for
+    pub mu: Vec<HostTensor>,
+    pub nu: Vec<HostTensor>,
+}
+
+/// The full (consolidated) tensors of a sharded checkpoint. `with_optimizer` false skips
+/// mu and nu.
+pub fn consolidate(dir: &Path, with_optimizer: bool) -> Result<Consolidated> {
     let plan = read_plan(dir)?;
     let stores = (0..plan.world)
         .map(|r| {
@@ -182,7 +190,11 @@ pub fn consolidate(
                     let key = format!("{pre}{n}");
                     let t = st.get(&key).with_context(|| format!("rank {r}: {key}"))?;
                     if t.shape != [plan.lens[i]] {
-                        bail!("rank {r}: {key} has shape {:?}, expected [{}]", t.shape, plan.lens[i]);
+                        bail!(
+                            "rank {r}: {key} has shape {:?}, expected [{}]",
+                            t.shape,
+                            plan.lens[i]
+                        );
                     }
                     Ok(t)
                 })
@@ -195,5 +207,10 @@ pub fn consolidate(
     let nu = out.pop().unwrap_or_default();
     let mu = out.pop().unwrap_or_default();
     let params = out.pop().unwrap_or_default();
-    Ok((plan, params, mu, nu))
+    Ok(Consolidated {
+        plan,
+        params,
+        mu,
+        nu,
+    })
 }

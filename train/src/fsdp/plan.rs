@@ -80,7 +80,11 @@ impl ShardPlan {
     /// A flat buffer of `total` elements cut back into per-parameter shards.
     pub fn split(&self, flat: &Data) -> Result<Vec<HostTensor>> {
         if flat.len() != self.total {
-            bail!("a flat shard buffer of {} elements, expected {}", flat.len(), self.total);
+            bail!(
+                "a flat shard buffer of {} elements, expected {}",
+                flat.len(),
+                self.total
+            );
         }
         (0..self.lens.len())
             .map(|i| {
@@ -165,7 +169,10 @@ mod tests {
             HostTensor::f32(vec![2, 3], vec![6., 7., 8., 9., 10., 11.]).expect("b"),
         ];
         let flats: Vec<Data> = (0..4)
-            .map(|q| plan.flatten(&plan.shard(&full, q).expect("shard")).expect("flat"))
+            .map(|q| {
+                plan.flatten(&plan.shard(&full, q).expect("shard"))
+                    .expect("flat")
+            })
             .collect();
         assert_eq!(flats[3], Data::F32(vec![0., 0., 0., 0.]));
         assert_eq!(flats[2], Data::F32(vec![5., 0., 10., 11.]));
@@ -173,6 +180,9 @@ mod tests {
         let gathered = concat(&refs, "test").expect("concat");
         assert_eq!(gathered, plan.rank_major(&full).expect("rank major"));
         assert_eq!(plan.unshard(&gathered).expect("unshard"), full);
-        assert_eq!(plan.split(&flats[1]).expect("split")[1].data, Data::F32(vec![8., 9.]));
+        assert_eq!(
+            plan.split(&flats[1]).expect("split")[1].data,
+            Data::F32(vec![8., 9.])
+        );
     }
 }

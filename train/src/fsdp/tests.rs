@@ -23,7 +23,9 @@ fn state(cfg: &gidd_model::GiddConfig, base: f32) -> Vec<HostTensor> {
         .enumerate()
         .map(|(i, (_, s))| {
             let n: usize = s.iter().product();
-            let v = (0..n).map(|j| base + i as f32 * 1000.0 + j as f32).collect();
+            let v = (0..n)
+                .map(|j| base + i as f32 * 1000.0 + j as f32)
+                .collect();
             HostTensor::f32(s.clone(), v).expect("tensor")
         })
         .collect()
@@ -54,9 +56,9 @@ fn a_save_at_3_ranks_consolidates_to_the_sharded_state() {
         save(c, &root, &plan, [&sh[0], &sh[1], &sh[2]], meta, 7)
     })
     .expect("save");
-    let (got_plan, gp, gmu, gnu) = consolidate(&root.join("checkpoint-7"), true).expect("load");
-    assert_eq!(got_plan, plan);
-    assert_eq!((gp, gmu, gnu), (p, mu, nu));
+    let got = consolidate(&root.join("checkpoint-7"), true).expect("load");
+    assert_eq!(got.plan, plan);
+    assert_eq!((got.params, got.mu, got.nu), (p, mu, nu));
     // and the weights alone load as a model does
     let m = crate::model_dir::load_checkpoint(&root.join("checkpoint-7")).expect("model");
     assert_eq!(m.params.len(), cfg.param_shapes().len());
@@ -93,6 +95,9 @@ fn a_rank_failing_mid_save_leaves_no_checkpoint_and_is_named() {
             assert!(msg.contains("rank 2 failed"), "rank {r}: {msg}");
         }
     }
-    assert!(!root.join("checkpoint-3").exists(), "a half-written checkpoint was moved into place");
+    assert!(
+        !root.join("checkpoint-3").exists(),
+        "a half-written checkpoint was moved into place"
+    );
     std::fs::remove_dir_all(&root).ok();
 }

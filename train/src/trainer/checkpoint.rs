@@ -124,8 +124,8 @@ pub fn load(dir: &Path) -> Result<State> {
     let loaded = crate::model_dir::load_checkpoint_exact(dir)?;
     let (mu, nu) = if crate::fsdp::checkpoint::is_sharded(dir) {
         // saved by FSDP ranks: consolidated here, re-sharded by the run at its own world size
-        let (_, _, mu, nu) = crate::fsdp::checkpoint::consolidate(dir, true)?;
-        (mu, nu)
+        let c = crate::fsdp::checkpoint::consolidate(dir, true)?;
+        (c.mu, c.nu)
     } else {
         load_optimizer(dir, &loaded.params)?
     };

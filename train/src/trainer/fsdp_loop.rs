@@ -104,10 +104,12 @@ pub(super) fn train_fsdp(
         micro,
     };
     let outs = run_ranks(world, RANK_TIMEOUT, |comm| rank_main(comm, &x, &packer));
-    drop(packer);
     let mut outs = outs.map_err(|e| anyhow!("{e}"))?;
     let (last, final_params) = outs.swap_remove(0);
-    for ((_, p), t) in params.iter_mut().zip(final_params.context("rank 0 returned no parameters")?) {
+    for ((_, p), t) in params
+        .iter_mut()
+        .zip(final_params.context("rank 0 returned no parameters")?)
+    {
         *p = t;
     }
     c.start = c.r.steps;
@@ -125,11 +127,21 @@ fn rank_main(
     let (rank, world) = (comm.rank(), comm.world());
     let (per, seq, master) = (r.batch / world, r.seq, c.dtype.accum());
     let t0 = Instant::now();
-    let mut lmicro =
-        exec.load(&step::build_micro(c.cfg, c.sched, c.no, x.lo, x.micro, seq, c.dtype)?)?;
-    let mut lupdate = exec.load(&step::build_update_shards(&plan.names, &plan.lens, oo, master)?)?;
+    let mut lmicro = exec.load(&step::build_micro(
+        c.cfg, c.sched, c.no, x.lo, x.micro, seq, c.dtype,
+    )?)?;
+    let mut lupdate = exec.load(&step::build_update_shards(
+        &plan.names,
+        &plan.lens,
+        oo,
+        master,
+    )?)?;
     let [fp, fmu, fnu] = x.full;
-    let (mut sp, mut smu, mut snu) = (plan.shard(fp, rank)?, plan.shard(fmu, rank)?, plan.shard(fnu, rank)?);
+    let (mut sp, mut smu, mut snu) = (
+        plan.shard(fp, rank)?,
+        plan.shard(fmu, rank)?,
+        plan.shard(fnu, rank)?,
+    );
     let mut metrics = match rank {
         0 => {
             eprintln!(
@@ -166,14 +178,22 @@ fn rank_main(
             bail!("rank {rank}: the broadcast batch is not i32");
         };
         if tokens.len() != r.batch * seq {
-            bail!("rank {rank}: a batch of {} tokens, expected {}", tokens.len(), r.batch * seq);
+            bail!(
+                "rank {rank}: a batch of {} tokens, expected {}",
+                tokens.len(),
+                r.batch * seq
+            );
         }
         let t = Instant::now();
         // 2. the whole model
         let full = plan.unshard(&comm.all_gather(&plan.flatten(&sp)?)?)?;
         // 3. this rank's rows
         let step_t = HostTensor::u32(vec![], vec![k as u32])?;
-        let mut gsum: Vec<HostTensor> = plan.shapes.iter().map(|s| HostTensor::zeros(master, s.clone())).collect();
+        let mut gsum: Vec<HostTensor> = plan
+            .shapes
+            .iter()
+            .map(|s| HostTensor::zeros(master, s.clone()))
+            .collect();
         let mut sums = vec![0f64; 5];
         for i in 0..per / x.micro {
             let row0 = rank * per + i * x.micro;
@@ -209,14 +229,23 @@ fn rank_main(
         state.append(&mut smu);
         state.append(&mut snu);
         let o = exec.run_donating(&mut lupdate, state, &rest)?;
-        let sq = comm.all_reduce(&Data::F64(vec![o[0].to_f64_vec()[0]]))?.get_f64(0);
+        let sq = comm
+            .all_reduce(&Data::F64(vec![o[0].to_f64_vec()[0]]))?
+            .get_f64(0);
         let n = plan.names.len();
         let mut it = o.into_iter().skip(1);
         sp = it.by_ref().take(n).collect();
         smu = it.by_ref().take(n).collect();
         snu = it.collect();
         let dt = t.elapsed().as_secs_f64();
-        let m = [sums[0] / count, sums[1] / count, sums[2] / count, sums[3] / count, sq.sqrt(), count];
+        let m = [
+            sums[0] / count,
+            sums[1] / count,
+            sums[2] / count,
+            sums[3] / count,
+            sq.sqrt(),
+            count,
+        ];
         debug_assert_eq!(m.len(), METRICS.len());
         if !m[0].is_finite() {
             bail!("loss is {} at step {}: stopping", m[0], k + 1);
@@ -240,12 +269,13 @@ fn rank_main(
         if every > 0 && k.is_multiple_of(every) && k < r.steps {
             let full = plan.unshard(&comm.all_gather(&plan.flatten(&sp)?)?)?;
             if let Some(f) = &mut metrics {
-                let le = match &mut leval {
-                    Some(l) => l,
-                    None => leval.insert(exec.load(
-                        &step::build_eval(c.cfg, c.sched, c.no, r.batch, seq, c.dtype)?.0,
-                    )?),
-                };
+                let le =
+                    match &mut leval {
+                        Some(l) => l,
+                        None => leval.insert(exec.load(
+                            &step::build_eval(c.cfg, c.sched, c.no, r.batch, seq, c.dtype)?.0,
+                        )?),
+                    };
                 let refs: Vec<&HostTensor> = full.iter().collect();
                 let e = elbo_on(&exec, le, &refs, c.eval, r.batch, seq, HELDOUT_REPS)?.0;
                 eprintln!("  held-out ELBO {e:.4} nats/token");
@@ -262,7 +292,7 @@ fn rank_main(
                         "data": c.data,
                         "fsdp_world": world,
                     }),
-                    tokenizer: c.tokenizer.as_deref(),
+                    tokenizer: c.tokenizer,
                     keep: a.save_total_limit,
                 }),
                 _ => None,

@@ -25,9 +25,9 @@ use step::LossOpts;
 
 pub use checkpoint::consolidate;
 pub(crate) use checkpoint::prune as prune_checkpoints;
-pub(crate) use heldout::{elbo_on, HELDOUT_REPS};
 pub use heldout::elbo_over;
 use heldout::unigram_cross_entropy;
+pub(crate) use heldout::{elbo_on, HELDOUT_REPS};
 
 /// `--preset`: a model and run size; explicit flags override its values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -558,10 +558,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     // Training, then the final held-out ELBO on the same executor.
     let (last_good, e) = match &prog {
         None => {
-            let last_good =
-                fsdp_loop::train_fsdp(&mut ctx, &lo, a.nproc, &mut params, &mu, &nu)?;
+            let last_good = fsdp_loop::train_fsdp(&mut ctx, &lo, a.nproc, &mut params, &mu, &nu)?;
             let (e, _) = elbo_over(
-                &CpuExecutor, &cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype,
+                &CpuExecutor,
+                &cfg,
+                &sched,
+                &no,
+                &params,
+                &eval,
+                r.batch,
+                r.seq,
+                dtype,
                 HELDOUT_REPS,
             )?;
             (last_good, e)

@@ -87,7 +87,7 @@ fn update_all(
         let lr = if grp == Group::Bulk { &sc[0] } else { &sc[1] };
         let (a, b, c) = update(
             oo.laprop,
-            &pt,
+            pt,
             &grads[i],
             &mu[i],
             &nu[i],
