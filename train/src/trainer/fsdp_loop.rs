@@ -25,7 +25,7 @@ use super::{elbo_on, rows_tensor, scalar_in, HELDOUT_REPS};
 use crate::fsdp::{checkpoint as sharded, ShardPlan};
 use crate::packer::Packer;
 use anyhow::{anyhow, bail, Context, Result};
-use gidd_engine::collective::{run_ranks, Collective, LocalComm};
+use gidd_engine::collective::{run_ranks, Collective};
 use gidd_engine::{CpuExecutor, Data, Executor, HostTensor};
 use std::io::Write;
 use std::path::PathBuf;
@@ -116,9 +116,10 @@ pub(super) fn train_fsdp(
     Ok(last)
 }
 
-/// One rank's run: (last checkpoint, the final parameters on rank 0).
+/// One rank's run: (last checkpoint, the final parameters on rank 0). Only the
+/// collective's interface is used: the same loop serves any implementation of it.
 fn rank_main(
-    comm: &LocalComm,
+    comm: &dyn Collective,
     x: &RankCtx,
     packer: &Mutex<&mut Packer>,
 ) -> Result<(Option<PathBuf>, Option<Vec<HostTensor>>)> {
