@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod backend;
 pub mod check;
+pub mod fsdp;
 pub mod model_dir;
 pub mod packer;
 pub mod plot;

@@ -72,6 +72,9 @@ pub fn load_checkpoint_exact(dir: &Path) -> anyhow::Result<Loaded> {
 
 fn load_checkpoint_in(dir: &Path, keep_f64: bool) -> anyhow::Result<Loaded> {
     let cfg = load_config(dir)?;
+    if crate::fsdp::checkpoint::is_sharded(dir) {
+        return load_sharded(dir, cfg, keep_f64);
+    }
     let store = TensorStore::open(dir)?;
     let expected = cfg.param_shapes();
     gidd_ports::check_names(&store, &expected)?;
@@ -96,5 +99,44 @@ fn load_checkpoint_in(dir: &Path, keep_f64: bool) -> anyhow::Result<Loaded> {
             Ok((n.clone(), t))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Loaded { cfg, params })
+}
+
+/// A checkpoint written by FSDP ranks, consolidated: its index must name exactly the
+/// config's parameters with their shapes.
+fn load_sharded(dir: &Path, cfg: GiddConfig, keep_f64: bool) -> anyhow::Result<Loaded> {
+    let crate::fsdp::checkpoint::Consolidated { plan, params, .. } =
+        crate::fsdp::checkpoint::consolidate(dir, false)?;
+    let expected = cfg.param_shapes();
+    let got: Vec<(String, Vec<usize>)> = plan
+        .names
+        .iter()
+        .cloned()
+        .zip(plan.shapes.clone())
+        .collect();
+    if got != expected {
+        let want: Vec<&String> = expected.iter().map(|(n, _)| n).collect();
+        bail!(
+            "{}: the shard index's parameters {:?} are not the config's {:?}",
+            dir.display(),
+            got.iter()
+                .map(|(n, s)| format!("{n} {s:?}"))
+                .collect::<Vec<_>>(),
+            want
+        );
+    }
+    let params = plan
+        .names
+        .into_iter()
+        .zip(params)
+        .map(|(n, t)| {
+            let t = if keep_f64 || t.dtype() == DType::F32 {
+                t
+            } else {
+                t.convert(DType::F32)
+            };
+            (n, t)
+        })
+        .collect();
     Ok(Loaded { cfg, params })
 }

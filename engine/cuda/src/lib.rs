@@ -15,6 +15,8 @@
 //! device (kernel choice, launch geometry, argument slots, arena offsets: unit-tested on any
 //! machine); [`driver`] is the only code that calls CUDA; [`executor`] joins them.
 //!
+//! [`nccl`]: the engine's collectives over NCCL for multi-process ranks (never run here: no GPU).
+//!
 //! Dtypes: f32, bf16, i32, u32, i64, bool. f64 programs (the audit precision) are refused at
 //! load: they are the cpu executor's. Every fused op of the engine has a PTX kernel
 //! ([`fused`]: the GIDD loss's pass over the vocabulary, flash attention, softmax, rms_norm,
@@ -37,6 +39,7 @@ pub mod executor;
 pub mod fused;
 pub mod lower;
 pub mod movement;
+pub mod nccl;
 pub mod ops;
 pub mod peak;
 pub mod plan;

@@ -1,6 +1,6 @@
 //! `gidd info`: a checkpoint, checked as `generate` checks it, then described.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use gidd_train::model_dir::{load_checkpoint, load_tokenizer};
 use std::path::Path;
 
@@ -8,7 +8,43 @@ use std::path::Path;
 /// config implies with its shape and a float dtype, nothing extra, every byte the headers
 /// promise readable; the tokenizer when one is there), so a checkpoint `info` accepts is
 /// one `generate` accepts; then prints the config, parameter count and FLOPs per token.
-pub fn run(checkpoint: &Path) -> Result<()> {
+pub fn run(checkpoint: Option<&Path>, nproc: Option<usize>, seq: usize) -> Result<()> {
+    match (checkpoint, nproc) {
+        (None, None) => bail!("gidd info needs --checkpoint DIR, --nproc N, or both"),
+        (Some(c), None) => describe(c),
+        (c, Some(n)) => {
+            if let Some(c) = c {
+                describe(c)?;
+            }
+            memory(c, n, seq)
+        }
+    }
+}
+
+/// The FSDP memory tables at world sizes 1, 2, 4, .. up to `nproc` (and `nproc` itself).
+fn memory(checkpoint: Option<&Path>, nproc: usize, seq: usize) -> Result<()> {
+    use gidd_train::fsdp::memory::{released_configs, table};
+    if nproc == 0 {
+        bail!("--nproc 0: a world needs at least one rank");
+    }
+    let mut worlds: Vec<usize> = (0..)
+        .map(|i| 1usize << i)
+        .take_while(|&w| w < nproc)
+        .collect();
+    worlds.push(nproc);
+    let mut cfgs = released_configs()?;
+    if let Some(c) = checkpoint {
+        cfgs.push(("this checkpoint", load_checkpoint(c)?.cfg));
+    }
+    println!("FSDP memory per rank: persistent = parameter + mu/nu + gradient shards (f32); transient = the full parameters and gradient sums a step gathers (step-level gather); peak = persistent + transient + activations");
+    for (name, cfg) in cfgs {
+        println!();
+        print!("{}", table(name, &cfg, &worlds, seq)?);
+    }
+    Ok(())
+}
+
+fn describe(checkpoint: &Path) -> Result<()> {
     let m = load_checkpoint(checkpoint)?;
     let tok = load_tokenizer(checkpoint, None)?;
     let cfg = &m.cfg;

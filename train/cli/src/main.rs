@@ -59,9 +59,27 @@ enum Cmd {
     /// Check a checkpoint (every tensor its config implies, right shapes and dtypes, nothing
     /// extra, files as long as their headers say) and print its config, parameter count and
     /// FLOPs per token; non-zero exit naming the first problem.
+    ///
+    /// With --nproc N: the per-rank memory of FSDP training (parameter, optimizer and
+    /// gradient shards, the step's gathered copies, an activation estimate) for the released
+    /// 3B and 10B configs, and the checkpoint's when one is given, at world sizes 1, 2, 4, ..
+    /// up to N.
     Info {
         #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        nproc: Option<usize>,
+        /// Tokens per row of the activation estimate.
+        #[arg(long, default_value_t = 512)]
+        seq: usize,
+    },
+    /// Write a checkpoint (sharded by `train --nproc`, or not) as a single-rank one: HF
+    /// weights (model.safetensors, config.json), optimizer state, trainer state, tokenizer.
+    Consolidate {
+        #[arg(long)]
         checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Generate text with a trained or released model.
     Generate(generate::GenArgs),
@@ -157,7 +175,15 @@ fn main() {
             audit(&checkpoint, &files, dtype, &exec)
         }
         Cmd::Check(a) => gidd_train::check::main(&a),
-        Cmd::Info { checkpoint } => info::run(&checkpoint),
+        Cmd::Info {
+            checkpoint,
+            nproc,
+            seq,
+        } => info::run(checkpoint.as_deref(), nproc, seq),
+        Cmd::Consolidate { checkpoint, out } => gidd_train::trainer::consolidate(&checkpoint, &out)
+            .map(|()| {
+                eprintln!("wrote {}", out.display());
+            }),
         Cmd::Generate(g) => generate::run(&g),
         Cmd::Eval(e) => eval::run(&e),
         Cmd::Serve(s) => serve::run(&s),

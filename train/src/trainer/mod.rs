@@ -1,6 +1,8 @@
 //! `gidd train`: the training loop around the one-graph step.
 
 mod checkpoint;
+mod fsdp_loop;
+mod heldout;
 mod report;
 pub mod optim;
 mod run_loop;
@@ -20,6 +22,12 @@ use run_loop::{train_loop, Accum, LoopCtx};
 use std::path::PathBuf;
 use std::sync::Arc;
 use step::LossOpts;
+
+pub use checkpoint::consolidate;
+pub(crate) use checkpoint::prune as prune_checkpoints;
+pub use heldout::elbo_over;
+use heldout::unigram_cross_entropy;
+pub(crate) use heldout::{elbo_on, HELDOUT_REPS};
 
 /// `--preset`: a model and run size; explicit flags override its values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +176,11 @@ pub struct TrainArgs {
     pub exec: BackendArgs,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Ranks of fully sharded data parallel training: N threads of this process on the cpu
+    /// executor, each holding 1/N of the parameters and optimizer state and training on its
+    /// own rows of every batch (which --nproc must divide).
+    #[arg(long, default_value_t = 1)]
+    pub nproc: usize,
     /// Held-out ELBO every N steps (default: every quarter of the run; 0: only at the end).
     #[arg(long)]
     pub eval_steps: Option<usize>,
@@ -411,6 +424,24 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     }
     let dtype = a.dtype.dtype();
     let r = resolve(a)?;
+    if a.nproc == 0 {
+        bail!("--nproc 0: a run needs at least one rank");
+    }
+    if a.nproc > 1 {
+        if a.exec.backend != Backend::Cpu || a.exec.devices > 1 {
+            bail!(
+                "--nproc {} runs thread ranks on the cpu executor only (--backend cpu); sharding on XLA devices is --devices",
+                a.nproc
+            );
+        }
+        if !r.batch.is_multiple_of(a.nproc) {
+            bail!(
+                "--nproc {} must divide --batch_size {}: every rank trains on its own rows of the batch",
+                a.nproc,
+                r.batch
+            );
+        }
+    }
     if let Some(m) = a.micro_batch_size.filter(|&m| m == 0 || r.batch % m != 0) {
         bail!(
             "--micro_batch_size {m} must divide --batch_size {}",
@@ -500,7 +531,11 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         // The xla executor names itself once its plugin is loaded (the "compiled the step" line).
         if a.exec.backend == Backend::Cpu { CpuExecutor.name() } else { format!("{} (host: {})", a.exec.backend.name(), CpuExecutor.name()) }
     );
-    let (prog, _order) = step::build_step(&cfg, &sched, &no, &oo, &lo, r.batch, r.seq, dtype)?;
+    // FSDP ranks build their own micro-batch and shard-update programs
+    let prog = match a.nproc {
+        1 => Some(step::build_step(&cfg, &sched, &no, &oo, &lo, r.batch, r.seq, dtype)?.0),
+        _ => None,
+    };
     let eval = EvalSet::build(data.source.as_ref(), heldout, r.seq, 4 * r.batch)?;
     // The true entropy and the unigram (word) entropy, nats/token, of the same held-out text
     // when its language is known (embedded corpus): computed once, printed beside every
@@ -531,7 +566,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         tokenizer: data.tok.as_ref().map(|t| t.path().to_path_buf()),
         heldout_true_entropy: entropy.map(|(t, _)| t),
         data: data_record(a, HELDOUT_EVERY),
-        accum: match a.micro_batch_size.filter(|&m| m < r.batch) {
+        accum: match a.micro_batch_size.filter(|&m| m < r.batch && a.nproc == 1) {
             Some(micro) => Some(Accum {
                 micro_prog: step::build_micro(&cfg, &sched, &no, &lo, micro, r.seq, dtype)?,
                 update_prog: step::build_update(&cfg, &oo, dtype.accum())?,
@@ -548,13 +583,31 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         );
     }
     // Training, then the final held-out ELBO on the same executor.
-    let (last_good, e) = with_executor!(a.exec.open("training")?, exec => {
-        let last_good = train_loop(&exec, &prog, &mut ctx, &mut params, &mut mu, &mut nu)?;
-        let (e, _) = elbo_over(
-            &exec, &cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype, HELDOUT_REPS,
-        )?;
-        (last_good, e)
-    });
+    let (last_good, e) = match &prog {
+        None => {
+            let last_good = fsdp_loop::train_fsdp(&mut ctx, &lo, a.nproc, &mut params, &mu, &nu)?;
+            let (e, _) = elbo_over(
+                &CpuExecutor,
+                &cfg,
+                &sched,
+                &no,
+                &params,
+                &eval,
+                r.batch,
+                r.seq,
+                dtype,
+                HELDOUT_REPS,
+            )?;
+            (last_good, e)
+        }
+        Some(prog) => with_executor!(a.exec.open("training")?, exec => {
+            let last_good = train_loop(&exec, prog, &mut ctx, &mut params, &mut mu, &mut nu)?;
+            let (e, _) = elbo_over(
+                &exec, &cfg, &sched, &no, &params, &eval, r.batch, r.seq, dtype, HELDOUT_REPS,
+            )?;
+            (last_good, e)
+        }),
+    };
     // Curves of this run's metrics next to them.
     let metrics =
         std::fs::read_to_string(a.save_directory.join("metrics.jsonl")).unwrap_or_default();
@@ -573,7 +626,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         e / std::f64::consts::LN_2,
         e.exp()
     );
-    let uni = report::unigram_cross_entropy(data.source.as_ref(), heldout, &eval, vocab)?;
+    let uni = unigram_cross_entropy(data.source.as_ref(), heldout, &eval, vocab)?;
     println!("token-unigram baseline (train-set frequencies on the same held-out tokens): {uni:.4} nats/token; ELBO - unigram: {:.4}", e - uni);
     if let Some((true_h, uni_h)) = entropy {
         println!("true entropy of the same held-out text: {true_h:.4} nats/token; unigram (word) entropy: {uni_h:.4} nats/token; gap ELBO - true: {:.4} nats/token",
@@ -592,75 +645,3 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     );
     Ok(())
 }
-
-/// Mean ELBO per token (nats) of an evaluation set, averaged over `reps` noise draws,
-/// with the standard error of that mean across draws.
-#[allow(clippy::too_many_arguments)]
-pub fn elbo_over<E: Executor>(
-    exec: &E,
-    cfg: &GiddConfig,
-    s: &Schedule,
-    no: &NoiseOpts,
-    params: &[(String, HostTensor)],
-    eval: &EvalSet,
-    batch: usize,
-    seq: usize,
-    dtype: DType,
-    reps: u32,
-) -> Result<(f64, f64)> {
-    let (prog, _) = step::build_eval(cfg, s, no, batch, seq, dtype)?;
-    let mut lp = exec.load(&prog)?;
-    let dev = params
-        .iter()
-        .map(|(_, t)| exec.upload(t))
-        .collect::<gidd_engine::Result<Vec<_>>>()?;
-    let refs: Vec<&E::Buffer> = dev.iter().collect();
-    elbo_on(exec, &mut lp, &refs, eval, batch, seq, reps)
-}
-
-/// [`elbo_over`] with the evaluation program (`step::build_eval`) loaded on `exec` and the
-/// parameters where `exec` keeps them: a device run evaluates without a host round trip.
-pub(crate) fn elbo_on<E: Executor>(
-    exec: &E,
-    lp: &mut E::Loaded,
-    params: &[&E::Buffer],
-    eval: &EvalSet,
-    batch: usize,
-    seq: usize,
-    reps: u32,
-) -> Result<(f64, f64)> {
-    let seed = exec.upload(&HostTensor::u32(vec![2], vec![0xe7a1, 0x5eed])?)?;
-    let mut per_rep = vec![];
-    for rep in 0..reps {
-        let (mut sum, mut count) = (0.0, 0.0);
-        for (ci, chunk) in eval.rows.chunks(batch).enumerate() {
-            let mut rows = chunk.to_vec();
-            let mut valid = vec![0f32; batch * seq];
-            for (i, len) in eval.lens[ci * batch..ci * batch + chunk.len()]
-                .iter()
-                .enumerate()
-            {
-                valid[i * seq..i * seq + len].fill(1.0);
-            }
-            while rows.len() < batch {
-                rows.push(vec![2; seq]);
-            }
-            let labels = exec.upload(&rows_tensor(&rows, seq)?)?;
-            let valid_t = exec.upload(&HostTensor::f32(vec![batch, seq], valid)?)?;
-            let step = exec.upload(&HostTensor::u32(vec![], vec![rep * 100_003 + ci as u32])?)?;
-            let mut ins: Vec<&E::Buffer> = params.to_vec();
-            ins.extend([&labels, &valid_t, &seed, &step]);
-            let out = exec.run(lp, &ins)?;
-            sum += exec.download(&out[0])?.to_f64_vec()[0];
-            count += exec.download(&out[1])?.to_f64_vec()[0];
-        }
-        per_rep.push(sum / count.max(1.0));
-    }
-    let n = per_rep.len() as f64;
-    let mean = per_rep.iter().sum::<f64>() / n;
-    let var = per_rep.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    Ok((mean, (var / n).sqrt()))
-}
-
-/// Noise draws the periodic and final held-out ELBO average over.
-pub(crate) const HELDOUT_REPS: u32 = 4;

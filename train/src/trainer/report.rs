@@ -2,39 +2,12 @@
 //! with the share of their words that are words of the language.
 
 use super::TrainArgs;
-use crate::packer::{EvalSet, HeldOut};
 use anyhow::Result;
 use gidd_engine::{DType, HostTensor};
 use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
 use gidd_model::GiddConfig;
 use gidd_ports::corpus::Language;
-use gidd_ports::data::{DocSource, Tok};
-
-/// Cross-entropy (nats/token) of the held-out evaluation tokens under the training
-/// documents' token frequencies (add-one smoothed): the unigram baseline a model must beat.
-pub(super) fn unigram_cross_entropy(
-    src: &dyn DocSource,
-    heldout: HeldOut,
-    eval: &EvalSet,
-    vocab: usize,
-) -> Result<f64> {
-    let mut counts = vec![1.0f64; vocab];
-    let train = crate::packer::split_indices(src.len(), heldout, crate::packer::Split::Train);
-    for &i in &train {
-        for t in src.doc(i)?.into_iter().chain([1]) {
-            counts[(t as usize).min(vocab - 1)] += 1.0;
-        }
-    }
-    let total: f64 = counts.iter().sum();
-    let (mut nats, mut n) = (0.0, 0usize);
-    for (row, &len) in eval.rows.iter().zip(&eval.lens) {
-        for &t in &row[..len] {
-            nats -= (counts[(t as usize).min(vocab - 1)] / total).ln();
-            n += 1;
-        }
-    }
-    Ok(nats / n.max(1) as f64)
-}
+use gidd_ports::data::Tok;
 
 /// Prints `a.num_samples` unconditional samples (one row of the run's length each) and,
 /// when the corpus is the embedded language, the fraction of their words in its lexicon:

@@ -3,6 +3,7 @@
 use super::checkpoint;
 use super::optim::OptimOpts;
 use super::step::METRICS;
+use super::heldout::heldout_record;
 use super::{elbo_on, rows_tensor, scalar_in, step, Resolved, TrainArgs, HELDOUT_REPS};
 use crate::packer::{EvalSet, Packer};
 use crate::progress::{hms, Progress};
@@ -10,7 +11,6 @@ use anyhow::{bail, Context, Result};
 use gidd_engine::{DType, Executor, HostTensor};
 use gidd_model::noise::NoiseOpts;
 use gidd_model::{GiddConfig, Schedule};
-use std::f64::consts::LN_2;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -280,26 +280,8 @@ pub(super) fn train_loop<E: Executor>(
             };
             let refs: Vec<&E::Buffer> = dp.iter().collect();
             let e = elbo_on(exec, le, &refs, c.eval, r.batch, r.seq, HELDOUT_REPS)?.0;
-            // Seconds of training so far (this process), so the curve reads against time.
-            let secs = run_start.elapsed().as_secs_f64();
-            let mut msg = format!(
-                "  held-out ELBO {e:.4} nats/token ({:.4} bits) after {secs:.0} s",
-                e / LN_2
-            );
-            let mut line = serde_json::json!({
-                "step": start, "heldout_elbo": e, "heldout_elbo_bits": e / LN_2, "elapsed_s": secs,
-            });
-            if let Some(t) = c.heldout_true_entropy {
-                let gap = e - t;
-                msg += &format!(
-                    "; true entropy {t:.4} nats/token ({:.4} bits); gap {gap:.4} nats/token ({:.4} bits)",
-                    t / LN_2,
-                    gap / LN_2
-                );
-                line["heldout_true_entropy"] = t.into();
-                line["heldout_true_entropy_bits"] = (t / LN_2).into();
-                line["heldout_gap"] = gap.into();
-            }
+            let (msg, line) =
+                heldout_record(start, e, run_start.elapsed().as_secs_f64(), c.heldout_true_entropy);
             writeln!(metrics, "{line}")?;
             progress.say(&msg);
         }

@@ -69,21 +69,25 @@ fn global_norm(grads: &[Tensor]) -> Result<Tensor> {
 
 /// The optimizer update of every parameter with its group's lr and decay:
 /// returns new params, then new mu, then new nu. `sc` holds the SCALARS inputs.
+/// The update is elementwise but for the group, which the name decides: it applies as
+/// well to a parameter's shard as to the whole of it.
+#[allow(clippy::too_many_arguments)]
 fn update_all(
     oo: &OptimOpts,
-    p: &Params,
+    names: &[String],
+    params: &[Tensor],
     grads: &[Tensor],
     mu: &[Tensor],
     nu: &[Tensor],
     sc: &[Tensor],
 ) -> Result<Vec<Tensor>> {
     let (mut np, mut nmu, mut nnu) = (vec![], vec![], vec![]);
-    for (i, (name, pt)) in p.names().iter().zip(p.tensors()).enumerate() {
+    for (i, (name, pt)) in names.iter().zip(params).enumerate() {
         let grp = group_of(name);
         let lr = if grp == Group::Bulk { &sc[0] } else { &sc[1] };
         let (a, b, c) = update(
             oo.laprop,
-            &pt,
+            pt,
             &grads[i],
             &mu[i],
             &nu[i],
@@ -161,7 +165,15 @@ pub fn build_step(
         global_norm(&grads)?,
         count,
     ];
-    outs.extend(update_all(oo, &p, &grads, &mu, &nu, &sc)?);
+    outs.extend(update_all(
+        oo,
+        &p.names(),
+        &p.tensors(),
+        &grads,
+        &mu,
+        &nu,
+        &sc,
+    )?);
     let mut order: Vec<String> = names.clone();
     order.extend(names.iter().map(|n| format!("mu.{n}")));
     order.extend(names.iter().map(|n| format!("nu.{n}")));
@@ -305,8 +317,53 @@ pub fn build_update(cfg: &GiddConfig, oo: &OptimOpts, master: DType) -> Result<P
     let gs = g.input("grad_scale", &[], master);
     let grads: Vec<Tensor> = gr.iter().map(|x| x.mul(&gs)).collect::<Result<_>>()?;
     let mut outs = vec![global_norm(&grads)?];
-    outs.extend(update_all(oo, &p, &grads, &mu, &nu, &sc)?);
+    outs.extend(update_all(
+        oo,
+        &p.names(),
+        &p.tensors(),
+        &grads,
+        &mu,
+        &nu,
+        &sc,
+    )?);
     let mut order = names.clone();
+    for pre in ["mu", "nu", "grad"] {
+        order.extend(names.iter().map(|n| format!("{pre}.{n}")));
+    }
+    order.extend(SCALARS.iter().map(|s| s.to_string()));
+    order.push("grad_scale".into());
+    let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
+    Program::compile(&outs, &refs)?.with_aliases(&state_aliases(3 * names.len(), 1))
+}
+
+/// The update of one rank's shards (FSDP): [`build_update`] over flat shards of the given
+/// lengths, one per parameter in `names` order. Outputs: [sum of squares of the scaled
+/// gradient shards] (the ranks add theirs for the global norm), new params, mu, nu.
+pub fn build_update_shards(
+    names: &[String],
+    lens: &[usize],
+    oo: &OptimOpts,
+    master: DType,
+) -> Result<Program> {
+    let g = Graph::new();
+    let decl = |pre: &str| -> Vec<Tensor> {
+        names
+            .iter()
+            .zip(lens)
+            .map(|(n, &l)| g.input(&format!("{pre}{n}"), &[l], master))
+            .collect()
+    };
+    let (p, mu, nu, gr) = (decl(""), decl("mu."), decl("nu."), decl("grad."));
+    let sc = declare_scalars(&g, master);
+    let gs = g.input("grad_scale", &[], master);
+    let grads: Vec<Tensor> = gr.iter().map(|x| x.mul(&gs)).collect::<Result<_>>()?;
+    let mut sq = g.scalar(0.0, master);
+    for x in &grads {
+        sq = sq.add(&x.square()?.sum_all()?)?;
+    }
+    let mut outs = vec![sq];
+    outs.extend(update_all(oo, names, &p, &grads, &mu, &nu, &sc)?);
+    let mut order = names.to_vec();
     for pre in ["mu", "nu", "grad"] {
         order.extend(names.iter().map(|n| format!("{pre}.{n}")));
     }
