@@ -23,6 +23,10 @@ use std::sync::Arc;
 const STEPS: usize = 20;
 /// Teacher-forced: relative difference of every metric from the same state.
 const FORCED_TOL: f64 = 1e-5;
+/// The gradient norm from the same state: a sum of ~1.4M f32 squares (the tiny preset's
+/// parameters at vocab 4096) taken in another order, whose rounding alone reaches
+/// sqrt(n) * 2^-24 ~ 7e-5 (measured: 1.4e-5).
+const GRAD_NORM_TOL: f64 = 1e-4;
 /// Free-running: relative difference of the losses of the first FREE_STEPS steps.
 const FREE_TOL: f64 = 1e-4;
 const FREE_STEPS: usize = 10;
@@ -203,7 +207,12 @@ fn tiny_preset_losses_match_between_cpu_and_wgpu() {
     for key in ["loss", "elbo", "kl", "is", "grad_norm"] {
         let (c, x) = (cpu[0][key].as_f64(), gpu[0][key].as_f64());
         let r = rel(c.expect("cpu metric"), x.expect("wgpu metric"));
-        assert!(r <= FORCED_TOL, "step 1: {key} differs by {r:.1e}");
+        let tol = if key == "grad_norm" {
+            GRAD_NORM_TOL
+        } else {
+            FORCED_TOL
+        };
+        assert!(r <= tol, "step 1: {key} differs by {r:.1e}");
     }
     for (k, (c, x)) in forced.iter().enumerate() {
         assert_eq!(
@@ -214,8 +223,13 @@ fn tiny_preset_losses_match_between_cpu_and_wgpu() {
         );
         for (i, name) in METRICS.iter().enumerate() {
             let r = rel(c[i], x[i]);
+            let tol = if *name == "grad_norm" {
+                GRAD_NORM_TOL
+            } else {
+                FORCED_TOL
+            };
             assert!(
-                r <= FORCED_TOL,
+                r <= tol,
                 "step {}: {name} cpu {} wgpu {} differ by {r:.1e} from the same state",
                 k + 2,
                 c[i],
