@@ -66,7 +66,8 @@ pub enum LossAggregation {
 #[derive(clap::Args, Clone, Debug)]
 #[command(rename_all = "snake_case")]
 pub struct TrainArgs {
-    /// A size preset (tiny: 2 layers d 128, rows of 32; small: 4 layers d 256); explicit flags override it.
+    /// A size preset with its noise defaults (tiny, the default: 2 layers d 128, rows of 32,
+    /// masked; small: 4 layers d 256, the reference's noise); explicit flags override it.
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     #[arg(long)]
