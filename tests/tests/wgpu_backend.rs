@@ -349,7 +349,11 @@ fn bench_step_runs_on_wgpu() {
                 "--seq", "32", "--batch", "4", "--steps", "2", "--warmup", "1",
             ])
             // the training step also profiled: per-kernel times on the clock it names
-            .args(if mode == "train" { &["--profile"][..] } else { &[][..] })
+            .args(if mode == "train" {
+                &["--profile"][..]
+            } else {
+                &[][..]
+            })
             .output()
             .expect("run gidd");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -450,7 +454,14 @@ fn tiny_preset_bf16_losses_match_between_cpu_and_wgpu() {
         let out = gidd_tests::gidd()
             .env("GIDD_CACHE", cache.path())
             .args(["train", "--max_training_steps", &BF16_STEPS.to_string()])
-            .args(["--num_samples", "0", "--dtype", "bf16", "--backend", backend])
+            .args([
+                "--num_samples",
+                "0",
+                "--dtype",
+                "bf16",
+                "--backend",
+                backend,
+            ])
             .arg("--save_directory")
             .arg(dir.path())
             .output()
@@ -471,7 +482,11 @@ fn tiny_preset_bf16_losses_match_between_cpu_and_wgpu() {
     assert_eq!((cpu.len(), gpu.len()), (BF16_STEPS, BF16_STEPS));
     let mut worst: f64 = 0.0;
     for (s, (c, x)) in cpu.iter().zip(&gpu).enumerate() {
-        eprintln!("bf16 step {}  cpu {c:.8}  wgpu {x:.8}  rel {:.1e}", s + 1, rel(*c, *x));
+        eprintln!(
+            "bf16 step {}  cpu {c:.8}  wgpu {x:.8}  rel {:.1e}",
+            s + 1,
+            rel(*c, *x)
+        );
         worst = worst.max(rel(*c, *x));
     }
     eprintln!("bf16: max relative loss difference over {BF16_STEPS} steps {worst:.1e}");
@@ -487,7 +502,14 @@ fn audit_on_wgpu_passes_in_bf16() {
     }
     for case in gidd_tests::golden_cases() {
         let out = gidd_tests::gidd()
-            .args(["audit", "--backend", "wgpu", "--dtype", "bf16", "--checkpoint"])
+            .args([
+                "audit",
+                "--backend",
+                "wgpu",
+                "--dtype",
+                "bf16",
+                "--checkpoint",
+            ])
             .arg(&case)
             .arg("--golden")
             .arg(case.join("golden.safetensors"))

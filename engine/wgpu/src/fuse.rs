@@ -409,7 +409,9 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<Text> {
         "    "
     } else {
         // two elements, 2j and 2j + 1, per invocation; the packed words collect in w*
-        s.push_str("    let j = flat_id(wg, nwg, lid);\n    if 2u * j >= P[0] {\n        return;\n    }\n");
+        s.push_str(
+            "    let j = flat_id(wg, nwg, lid);\n    if 2u * j >= P[0] {\n        return;\n    }\n",
+        );
         for (k, &v) in io.writes.iter().enumerate() {
             if is_bf16(v) {
                 let _ = writeln!(s, "    var w{k} = 0u;");

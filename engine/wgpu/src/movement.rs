@@ -25,7 +25,9 @@ pub fn copy(
     dst_off: usize,
     w: u32,
 ) -> Result<()> {
-    strided(b, src, dst, shape, src_st, dst_st, src_off, dst_off, w, false)
+    strided(
+        b, src, dst, shape, src_st, dst_st, src_off, dst_off, w, false,
+    )
 }
 
 /// As [`copy`] from packed bf16 `src` (indices count its elements) into widened `dst`, one
@@ -41,7 +43,9 @@ pub fn copy_from_packed(
     src_off: usize,
     dst_off: usize,
 ) -> Result<()> {
-    strided(b, src, dst, shape, src_st, dst_st, src_off, dst_off, 1, true)
+    strided(
+        b, src, dst, shape, src_st, dst_st, src_off, dst_off, 1, true,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -98,7 +98,10 @@ fn elementwise_at_odd_counts_is_bitwise_the_cpus() -> Result<()> {
 fn views_and_copies_at_odd_shapes_are_bitwise_the_cpus() -> Result<()> {
     let s = seed(3300);
     for (x, fused) in executors() {
-        for (c, &[r0, r1]) in [[3usize, 5], [1, 7], [17, 33], [64, 129]].iter().enumerate() {
+        for (c, &[r0, r1]) in [[3usize, 5], [1, 7], [17, 33], [64, 129]]
+            .iter()
+            .enumerate()
+        {
             let g = Graph::new();
             let a = g.input("a", &[r0, r1], DType::BF16);
             let b = g.input("b", &[r0, 2], DType::BF16);

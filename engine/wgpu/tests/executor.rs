@@ -230,7 +230,10 @@ fn profile_times_every_dispatch_by_kernel() -> Result<()> {
         uniform(&mut r, &[300, 70], DType::F32, -0.1, 0.1),
         uniform(&mut r, &[70, 50], DType::F32, -0.1, 0.1),
     ];
-    let bufs = ins.iter().map(|t| x.upload(t)).collect::<Result<Vec<_>>>()?;
+    let bufs = ins
+        .iter()
+        .map(|t| x.upload(t))
+        .collect::<Result<Vec<_>>>()?;
     let refs: Vec<_> = bufs.iter().collect();
     let mut lp = x.load(&p)?;
     let plain = x.download(&x.run(&mut lp, &refs)?[0])?;
@@ -250,7 +253,10 @@ fn profile_times_every_dispatch_by_kernel() -> Result<()> {
     let dispatches: usize = prof.iter().map(|p| p.2).sum();
     assert_eq!(dispatches, runs * lp.dispatch_count(), "{prof:?}");
     assert!(prof.iter().any(|p| p.0.starts_with("gemm")), "{prof:?}");
-    assert!(prof.iter().all(|p| p.1 >= 0.0 && p.1.is_finite()), "{prof:?}");
+    assert!(
+        prof.iter().all(|p| p.1 >= 0.0 && p.1.is_finite()),
+        "{prof:?}"
+    );
     assert!(prof.iter().map(|p| p.1).sum::<f64>() > 0.0, "{prof:?}");
     Ok(())
 }

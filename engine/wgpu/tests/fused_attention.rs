@@ -111,7 +111,11 @@ fn run(
             None => (e, got),
             Some((w, first)) => {
                 for (k, (a, b)) in got.iter().zip(&first).enumerate() {
-                    assert_eq!(a.data.as_bytes(), b.data.as_bytes(), "{case} output {k}: the forward strategies differ");
+                    assert_eq!(
+                        a.data.as_bytes(),
+                        b.data.as_bytes(),
+                        "{case} output {k}: the forward strategies differ"
+                    );
                 }
                 (w.iter().zip(&e).map(|(a, b)| a.max(*b)).collect(), first)
             }
@@ -415,7 +419,10 @@ fn forward_strategies_timed() -> Result<()> {
         .map(|_| uniform(&mut r, &[b, h, l, d], DType::F32, -1.0, 1.0))
         .collect();
     ins.push(mask(&mut r, b, l, l, Masking::None));
-    let bufs = ins.iter().map(|t| x.upload(t)).collect::<Result<Vec<_>>>()?;
+    let bufs = ins
+        .iter()
+        .map(|t| x.upload(t))
+        .collect::<Result<Vec<_>>>()?;
     let refs: Vec<_> = bufs.iter().collect();
     for s in [AttentionStrategy::Tiled, AttentionStrategy::RowStream] {
         let xs = x.clone().with_attention(s);

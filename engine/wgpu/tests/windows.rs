@@ -112,7 +112,10 @@ fn ops_without_windows_are_refused_naming_the_op_and_the_limit() -> Result<()> {
     let a = g.input("a", &[n], DType::F32);
     let s = a.sum(&[0], false)?;
     let p = Program::compile(&[s], &["a"])?;
-    let e = x.load(&p).err().expect("a reduction over 391 KiB must be refused");
+    let e = x
+        .load(&p)
+        .err()
+        .expect("a reduction over 391 KiB must be refused");
     let msg = e.to_string();
     assert!(
         msg.contains("reduce") && msg.contains("max_storage_buffer_binding_size"),

@@ -19,9 +19,9 @@
 //!
 //! The trainer's update has no gradient clipping; the global norm is the reported metric.
 
+use super::heldout::heldout_record;
 use super::run_loop::LoopCtx;
 use super::step::{self, LossOpts, METRICS};
-use super::heldout::heldout_record;
 use super::{elbo_on, rows_tensor, scalar_in, HELDOUT_REPS};
 use crate::fsdp::{checkpoint as sharded, ShardPlan};
 use crate::packer::Packer;

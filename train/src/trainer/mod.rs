@@ -3,8 +3,8 @@
 mod checkpoint;
 mod fsdp_loop;
 mod heldout;
-mod report;
 pub mod optim;
+mod report;
 mod run_loop;
 pub mod step;
 

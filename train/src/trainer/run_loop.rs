@@ -1,9 +1,9 @@
 //! The training steps on any executor: state stays where the executor keeps it.
 
 use super::checkpoint;
+use super::heldout::heldout_record;
 use super::optim::OptimOpts;
 use super::step::METRICS;
-use super::heldout::heldout_record;
 use super::{elbo_on, rows_tensor, scalar_in, step, Resolved, TrainArgs, HELDOUT_REPS};
 use crate::packer::{EvalSet, Packer};
 use crate::progress::{hms, Progress};
@@ -280,8 +280,12 @@ pub(super) fn train_loop<E: Executor>(
             };
             let refs: Vec<&E::Buffer> = dp.iter().collect();
             let e = elbo_on(exec, le, &refs, c.eval, r.batch, r.seq, HELDOUT_REPS)?.0;
-            let (msg, line) =
-                heldout_record(start, e, run_start.elapsed().as_secs_f64(), c.heldout_true_entropy);
+            let (msg, line) = heldout_record(
+                start,
+                e,
+                run_start.elapsed().as_secs_f64(),
+                c.heldout_true_entropy,
+            );
             writeln!(metrics, "{line}")?;
             progress.say(&msg);
         }
