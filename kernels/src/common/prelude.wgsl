@@ -247,6 +247,11 @@ fn ln_acc(y: f32) -> f32 {
     if is_nan(y) || y == f32_inf() {
         return y;
     }
+    return fm_ln(y);
+}
+
+// fastmath::ln (the cpu's), for finite y > 0: no guard, so it is what ln_acc computes there.
+fn fm_ln(y: f32) -> f32 {
     let bits = bitcast<u32>(y);
     var e = i32((bits >> 23u) & 0xffu) - 127;
     var m = bitcast<f32>((bits & 0x007fffffu) | 0x3f800000u);

@@ -57,22 +57,6 @@ fn fm_exp(x: f32) -> f32 {
     return p * bitcast<f32>(u32(i32(n) + 127) << 23u);
 }
 
-// fastmath::ln, for finite y > 0.
-fn fm_ln(y: f32) -> f32 {
-    let bits = bitcast<u32>(y);
-    var e = i32((bits >> 23u) & 0xffu) - 127;
-    var m = bitcast<f32>((bits & 0x007fffffu) | 0x3f800000u);
-    if m > 1.41421356 {
-        m = m * 0.5;
-        e = e + 1;
-    }
-    let t = (m - 1.0) / (m + 1.0);
-    let t2 = t * t;
-    let s = t * (2.0 + t2 * (0.6666667 + t2 * (0.4 + t2 * (0.2857143 + t2 * 0.2222222))));
-    let ef = f32(e);
-    return ef * 0.69314575 + (s + ef * 1.4286068e-6);
-}
-
 // ln(max(y, tiny)), and ln(tiny) where y is not positive (NaN included).
 fn safe_ln(y: f32) -> f32 {
     if y > 0.0 {
