@@ -251,9 +251,14 @@ fn tiny_preset_losses_match_between_cpu_and_wgpu() {
 /// exits non-zero on any failure); the table is printed.
 #[test]
 fn audit_on_wgpu_passes_in_f32() {
-    if !available("wgpu_backend::audit") {
-        return;
+    if available("wgpu_backend::audit") {
+        audit_on_wgpu("f32");
     }
+}
+
+/// `gidd audit --backend wgpu --dtype DTYPE` on both golden cases: a non-zero exit (any
+/// quantity out of its tolerance) or a short table fails.
+fn audit_on_wgpu(dtype: &str) {
     for case in gidd_tests::golden_cases() {
         let out = gidd_tests::gidd()
             .args([
@@ -261,7 +266,7 @@ fn audit_on_wgpu_passes_in_f32() {
                 "--backend",
                 "wgpu",
                 "--dtype",
-                "f32",
+                dtype,
                 "--checkpoint",
             ])
             .arg(&case)
@@ -270,10 +275,10 @@ fn audit_on_wgpu_passes_in_f32() {
             .output()
             .expect("run gidd");
         let table = String::from_utf8_lossy(&out.stdout);
-        eprintln!("{} (f32, wgpu)\n{table}", case.display());
+        eprintln!("{} ({dtype}, wgpu)\n{table}", case.display());
         assert!(
             out.status.success(),
-            "{}: audit on wgpu failed\n{table}\n{}",
+            "{}: {dtype} audit on wgpu failed\n{table}\n{}",
             case.display(),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -497,31 +502,7 @@ fn tiny_preset_bf16_losses_match_between_cpu_and_wgpu() {
 /// quantity within its f32 tolerance + 2 x its measured bf16 rounding: golden.rs).
 #[test]
 fn audit_on_wgpu_passes_in_bf16() {
-    if !available("wgpu_backend::audit_bf16") {
-        return;
-    }
-    for case in gidd_tests::golden_cases() {
-        let out = gidd_tests::gidd()
-            .args([
-                "audit",
-                "--backend",
-                "wgpu",
-                "--dtype",
-                "bf16",
-                "--checkpoint",
-            ])
-            .arg(&case)
-            .arg("--golden")
-            .arg(case.join("golden.safetensors"))
-            .output()
-            .expect("run gidd");
-        let table = String::from_utf8_lossy(&out.stdout);
-        eprintln!("{} (bf16, wgpu)\n{table}", case.display());
-        assert!(
-            out.status.success(),
-            "{}: bf16 audit on wgpu failed\n{table}\n{}",
-            case.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if available("wgpu_backend::audit_bf16") {
+        audit_on_wgpu("bf16");
     }
 }
