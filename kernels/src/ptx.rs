@@ -99,6 +99,7 @@ pub const MODULES: &[Module] = &[
     module!("matmul/gemm_simt", Arch::Sm80, true),
     module!("matmul/gemm_mma_sm80", Arch::Sm80, true),
     module!("matmul/peak_sm90a", Arch::Sm90a, true),
+    module!("matmul/gemm_wgmma_sm90a", Arch::Sm90a, true),
     module!("gidd_loss/diffusion_kl", Arch::Sm80, true),
     module!("attention/attention", Arch::Sm80, true),
     module!("attention/attention_rows", Arch::Sm80, false),
@@ -112,7 +113,8 @@ pub fn module_of(entry: &str) -> Option<&'static Module> {
     MODULES.iter().find(|m| m.entries().contains(&entry))
 }
 
-/// The argument slots of `entry`, from its module's `// ARGS entry: ...` line.
+/// The argument slots of `entry`, from its module's `// ARGS entry: ...` line. A name ending
+/// in `[n]` (a tensor map: `tma_a[16]`) stands for n slots.
 pub fn arg_names(entry: &str) -> Option<Vec<&'static str>> {
     let m = module_of(entry)?;
     let prefix = format!("// ARGS {entry}:");
@@ -120,6 +122,14 @@ pub fn arg_names(entry: &str) -> Option<Vec<&'static str>> {
         .lines()
         .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
         .map(|rest| rest.split_whitespace().collect())
+}
+
+/// The slots an ARGS name stands for: n for `name[n]`, else 1.
+pub fn slot_count(name: &str) -> usize {
+    name.strip_suffix(']')
+        .and_then(|s| s.split('[').nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Dtype codes of the kernels' `dt`, `kind`, `from`, `to` and `idk` arguments.
@@ -203,9 +213,12 @@ mod tests {
             for e in entries {
                 assert!(seen.insert(e), "entry {e} is defined twice");
                 let names = arg_names(e).unwrap_or_else(|| panic!("{e} has no ARGS line"));
+                let slots: usize = names.iter().map(|n| slot_count(n)).sum();
+                // tensor maps must sit 64-byte aligned in the parameter
+                let align = if slots == names.len() { 8 } else { 64 };
                 let decl = format!(
-                    ".visible .entry {e}(.param .align 8 .b8 args[{}])",
-                    8 * names.len()
+                    ".visible .entry {e}(.param .align {align} .b8 args[{}])",
+                    8 * slots
                 );
                 assert!(
                     m.source.contains(&decl),

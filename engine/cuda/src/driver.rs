@@ -180,8 +180,8 @@ impl Device {
                     ),
                     err,
                 };
-                // The sm_90a modules are extras no lowering uses yet (the wgmma probe): a
-                // driver that cannot take them leaves the executor working without them.
+                // A driver that cannot take the sm_90a modules leaves the executor working
+                // without them: the GEMMs run on the sm_80 kernels (Device::hopper).
                 if m.arch == gidd_kernels::ptx::Arch::Sm90a {
                     eprintln!("warning: {e}; continuing without {}", m.name);
                     continue;
@@ -195,10 +195,65 @@ impl Device {
                 let f = check(&format!("finding kernel {entry} in {}", m.name), unsafe {
                     result::module::get_function(module, name)
                 })?;
+                if crate::hopper::ENTRIES.contains(&entry) {
+                    // SAFETY: a function just found; the attribute lets launches ask for
+                    // more than the default 48 KiB of dynamic shared memory.
+                    check(&format!("allowing {entry} its shared memory"), unsafe {
+                        result::function::set_function_attribute(
+                                f,
+                                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                crate::hopper::SMEM_BYTES as i32,
+                            )
+                    })?;
+                }
                 self.functions.insert(entry, Function(f));
             }
         }
         Ok(())
+    }
+
+    /// Whether the Hopper GEMM is loaded (an sm_90 device whose driver took the sm_90a
+    /// module), unless GIDD_CUDA_NO_WGMMA=1 asks for the sm_80 kernels (for comparisons).
+    pub fn hopper(&self) -> bool {
+        std::env::var("GIDD_CUDA_NO_WGMMA").as_deref() != Ok("1")
+            && crate::hopper::ENTRIES
+                .iter()
+                .all(|e| self.functions.contains_key(e))
+    }
+
+    /// The driver's encoding of a tensor map over the bf16 buffer at `addr` (16-byte aligned).
+    pub fn encode_tensor_map(
+        &self,
+        spec: &crate::hopper::TmaSpec,
+        addr: u64,
+    ) -> Result<[u64; crate::plan::TENSOR_MAP_SLOTS]> {
+        use sys::*;
+        if addr % 16 != 0 {
+            return Err(CudaError::Unsupported(format!(
+                "a TMA operand at {addr:#x} is not 16-byte aligned"
+            )));
+        }
+        let mut map = CUtensorMap { opaque: [0; 16] };
+        let elem = [1u32; 3];
+        // SAFETY: every array holds `rank` (3, or 2 for the strides) entries as the call reads.
+        let status = unsafe {
+            cuTensorMapEncodeTiled(
+                &mut map,
+                CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                3,
+                addr as *mut c_void,
+                spec.dims.as_ptr(),
+                spec.strides.as_ptr(),
+                spec.boxes.as_ptr(),
+                elem.as_ptr(),
+                CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        check(&format!("encoding a tensor map {spec:?}"), status.result())?;
+        Ok(map.opaque)
     }
 
     /// Makes our context current on this thread (every entry point calls it first).
@@ -218,8 +273,16 @@ impl Device {
         })
     }
 
-    /// Launches `f` with its one parameter, the packed slots.
-    pub fn launch(&self, f: Function, grid: [u32; 3], block: u32, slots: &mut [u64]) -> Result<()> {
+    /// Launches `f` with its one parameter, the packed slots, and `smem` bytes of dynamic
+    /// shared memory.
+    pub fn launch(
+        &self,
+        f: Function,
+        grid: [u32; 3],
+        block: u32,
+        smem: u32,
+        slots: &mut [u64],
+    ) -> Result<()> {
         let mut params = [slots.as_mut_ptr() as *mut c_void];
         // SAFETY: every kernel takes one `.param .align 8 .b8 args[8 n]`, and `slots` holds
         // the n values its ARGS line names (tested against the PTX); the driver copies the
@@ -229,7 +292,7 @@ impl Device {
                 f.0,
                 (grid[0], grid[1], grid[2]),
                 (block, 1, 1),
-                0,
+                smem,
                 self.stream,
                 &mut params,
             )

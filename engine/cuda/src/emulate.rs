@@ -176,6 +176,9 @@ fn int_op<T: ew::Int + Copy>(
 }
 
 fn launch(m: &mut Mem, l: &Launch, slots: &[u64]) {
+    if l.entry.starts_with("gemm_wgmma_bf16_") {
+        return crate::emulate_hopper::gemm(m, l, slots);
+    }
     let a: HashMap<&str, u64> = l
         .args
         .iter()
@@ -512,7 +515,14 @@ pub fn run(p: &Program, plan: &Plan, inputs: &[&HostTensor]) -> Vec<HostTensor> 
     for s in &plan.steps {
         match s {
             Step::Launch(l) => {
-                let slots = resolve(&l.args, &plan.arena, ARENA, &addr);
+                let slots = resolve(
+                    &l.args,
+                    &plan.arena,
+                    ARENA,
+                    &addr,
+                    &crate::emulate_hopper::encode,
+                )
+                .unwrap();
                 launch(&mut m, l, &slots);
             }
             Step::Zero { dst, bytes } => m.at(at(*dst), *bytes as usize).fill(0),

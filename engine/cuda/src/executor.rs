@@ -73,7 +73,7 @@ impl CudaExecutor {
     fn load_program(&self, p: &Program) -> Result<CudaProgram> {
         let p = gidd_engine::rewrite::lower_for(p, &|op, d| self.supports_fused(op, d))
             .map_err(|e| CudaError::Unsupported(format!("decomposing fused ops: {e}")))?;
-        let plan = crate::lower::plan(&p)?;
+        let plan = crate::lower::plan_for(&p, self.dev.hopper())?;
         self.dev.bind()?;
         let arena = self.dev.alloc(plan.arena.bytes)?;
         for (at, bytes) in &plan.arena.consts {
@@ -135,8 +135,9 @@ impl CudaExecutor {
         for (step, f) in lp.plan.steps.iter().zip(&lp.functions) {
             match (step, f) {
                 (Step::Launch(l), Some(f)) => {
-                    let mut slots = resolve(&l.args, &lp.plan.arena, base, &addr);
-                    self.dev.launch(*f, l.grid, l.block, &mut slots)?;
+                    let enc = |s: &crate::hopper::TmaSpec, a: u64| self.dev.encode_tensor_map(s, a);
+                    let mut slots = resolve(&l.args, &lp.plan.arena, base, &addr, &enc)?;
+                    self.dev.launch(*f, l.grid, l.block, l.smem, &mut slots)?;
                 }
                 (Step::Zero { dst, bytes }, _) => self.dev.memset_zero(at(*dst), *bytes)?,
                 (Step::Copy { dst, src, bytes }, _) => self.dev.copy(at(*dst), at(*src), *bytes)?,

@@ -33,10 +33,13 @@ mod emulate_attention;
 #[cfg(test)]
 mod emulate_fused;
 #[cfg(test)]
+mod emulate_hopper;
+#[cfg(test)]
 mod emulate_rows;
 mod error;
 pub mod executor;
 pub mod fused;
+pub mod hopper;
 pub mod lower;
 pub mod movement;
 pub mod nccl;
@@ -48,6 +51,8 @@ pub mod rows;
 mod tests;
 #[cfg(test)]
 mod tests_fused;
+#[cfg(test)]
+mod tests_hopper;
 
 pub use error::CudaError;
 pub use executor::{CudaBuffer, CudaExecutor, CudaProgram};

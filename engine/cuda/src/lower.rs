@@ -17,8 +17,14 @@ pub fn is_float(d: DType) -> bool {
     matches!(d, DType::F32 | DType::BF16)
 }
 
-/// The plan of a program whose fused ops are already decomposed.
+/// The plan of a program whose fused ops are already decomposed, for a device without the
+/// sm_90a kernels.
 pub fn plan(p: &Program) -> Result<Plan> {
+    plan_for(p, false)
+}
+
+/// [`plan`] for a device that runs the sm_90a kernels (`hopper`) or not.
+pub fn plan_for(p: &Program, hopper: bool) -> Result<Plan> {
     if let Some(v) = p.values.iter().find(|v| v.ty.dtype == DType::F64) {
         return Err(CudaError::Unsupported(format!(
             "the program has an f64 value ({}): {}",
@@ -34,6 +40,7 @@ pub fn plan(p: &Program) -> Result<Plan> {
         u32_of(v.ty.numel())?;
     }
     let mut b = Builder::new(p);
+    b.hopper = hopper;
     for (ni, node) in p.nodes.iter().enumerate() {
         if p.runs[ni] {
             if node.op.is_fused() {

@@ -2,6 +2,7 @@
 //! of kernel variant per layout, dtype and shape made here (plain functions, unit-tested).
 
 use crate::error::{CudaError, Result};
+use crate::hopper::TmaSpec;
 use crate::lower::convert_from_f64;
 use crate::movement::{copy, strides};
 use crate::plan::{bytes_of, dtype_code, u32_of, Arg, Builder, Ptr, MAX_GRID_YZ};
@@ -88,22 +89,36 @@ pub fn mma_operand(
 pub enum GemmKernel {
     /// bf16 on tensor cores (sm_80 mma.sync), both operands in place.
     Mma { a: MmaOperand, b: MmaOperand },
+    /// bf16 on Hopper (sm_90a wgmma fed by TMA): each operand's tensor map and whether its
+    /// contiguous dim is k.
+    Wgmma {
+        a: TmaSpec,
+        a_kc: bool,
+        b: TmaSpec,
+        b_kc: bool,
+    },
     /// FMA units, any strides: every f32 GEMM, and bf16 ones the tensor-core kernel cannot take.
     Simt,
 }
 
 /// Picks the kernel for a GEMM of `dtype` with A strides (batch, m, k) and B strides
-/// (batch, k, n) over extents m, n, k.
+/// (batch, k, n) over extents batch, m, n, k: on Hopper (`hopper`) the wgmma kernel when TMA
+/// reads both operands in place (crate::hopper::specs), else the sm_80 tensor-core kernel
+/// when its alignment holds, else the SIMT one.
 pub fn pick_gemm(
     dtype: DType,
+    hopper: bool,
     sa: [usize; 3],
     sb: [usize; 3],
-    m: usize,
-    n: usize,
-    k: usize,
+    [batch, m, n, k]: [usize; 4],
 ) -> GemmKernel {
     if dtype != DType::BF16 {
         return GemmKernel::Simt;
+    }
+    if hopper && k > 0 {
+        if let Some((a, a_kc, b, b_kc)) = crate::hopper::specs(sa, sb, batch, m, n, k) {
+            return GemmKernel::Wgmma { a, a_kc, b, b_kc };
+        }
     }
     match (
         mma_operand(sa[0], sa[1], sa[2], m, k),
@@ -141,9 +156,9 @@ pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize
     }
     let (a, sa) = as_matrix(b, l, [&dd.lhs_batch, &lf, &dd.lhs_contract])?;
     let (bb, sb) = as_matrix(b, r, [&dd.rhs_batch, &dd.rhs_contract, &rf])?;
-    let kernel = pick_gemm(d, sa, sb, m, n, k);
+    let kernel = pick_gemm(d, b.hopper, sa, sb, [batch, m, n, k]);
     let tile = match kernel {
-        GemmKernel::Mma { .. } => 128,
+        GemmKernel::Mma { .. } | GemmKernel::Wgmma { .. } => 128,
         GemmKernel::Simt => 64,
     };
     let (gx, gy) = (n.div_ceil(tile), m.div_ceil(tile));
@@ -163,6 +178,20 @@ pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize
             ("b0", Arg::Val(b0 as u64)),
         ];
         let args = match kernel {
+            GemmKernel::Wgmma { a: ta, b: tb, .. } => {
+                let mut v = vec![
+                    ("tma_a[16]", Arg::TensorMap(a, ta)),
+                    ("tma_b[16]", Arg::TensorMap(bb, tb)),
+                ];
+                v.extend(head);
+                v.extend([
+                    ("a_batched", Arg::Val(u64::from(ta.dims[2] > 1))),
+                    ("b_batched", Arg::Val(u64::from(tb.dims[2] > 1))),
+                    ("c", Arg::Ptr(o)),
+                    ("out_bf16", Arg::Val(1)),
+                ]);
+                v
+            }
             GemmKernel::Mma { a: ma, b: mb } => {
                 let mut v = head;
                 v.extend([
@@ -196,11 +225,17 @@ pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize
                 v
             }
         };
-        let entry = match kernel {
-            GemmKernel::Mma { .. } => "gemm_mma_bf16",
-            GemmKernel::Simt => "gemm_simt",
-        };
-        b.launch(entry, grid, args);
+        match kernel {
+            GemmKernel::Wgmma { a_kc, b_kc, .. } => b.launch_with(
+                crate::hopper::entry(a_kc, b_kc),
+                grid,
+                crate::hopper::THREADS,
+                crate::hopper::SMEM_BYTES,
+                args,
+            ),
+            GemmKernel::Mma { .. } => b.launch("gemm_mma_bf16", grid, args),
+            GemmKernel::Simt => b.launch("gemm_simt", grid, args),
+        }
     }
     Ok(())
 }
@@ -423,7 +458,7 @@ mod tests {
     fn mma_takes_every_transpose_of_aligned_matrices() {
         let (m, n, k) = (64, 96, 32);
         // A [m, k] k-contiguous, B [k, n] n-contiguous (x w)
-        let g = pick_gemm(DType::BF16, [0, k, 1], [0, n, 1], m, n, k);
+        let g = pick_gemm(DType::BF16, false, [0, k, 1], [0, n, 1], [1, m, n, k]);
         assert_eq!(
             g,
             GemmKernel::Mma {
@@ -438,26 +473,26 @@ mod tests {
             }
         );
         // B stored [n, k] (dy w^T, q k^T): k-contiguous
-        let g = pick_gemm(DType::BF16, [0, k, 1], [0, 1, k], m, n, k);
+        let g = pick_gemm(DType::BF16, false, [0, k, 1], [0, 1, k], [1, m, n, k]);
         assert!(
             matches!(g, GemmKernel::Mma { b: MmaOperand { k_contiguous: true, ld }, .. } if ld == k)
         );
         // A stored [k, m] (x^T dy): m-contiguous
-        let g = pick_gemm(DType::BF16, [0, 1, m], [0, n, 1], m, n, k);
+        let g = pick_gemm(DType::BF16, false, [0, 1, m], [0, n, 1], [1, m, n, k]);
         assert!(
             matches!(g, GemmKernel::Mma { a: MmaOperand { k_contiguous: false, ld }, .. } if ld == m)
         );
         // batched, with weights shared across the batch (stride 0)
-        let g = pick_gemm(DType::BF16, [m * k, k, 1], [0, n, 1], m, n, k);
+        let g = pick_gemm(DType::BF16, false, [m * k, k, 1], [0, n, 1], [1, m, n, k]);
         assert!(matches!(g, GemmKernel::Mma { .. }));
         // k = 36 is no multiple of 8: the FMA kernel
         assert_eq!(
-            pick_gemm(DType::BF16, [0, 36, 1], [0, n, 1], m, n, 36),
+            pick_gemm(DType::BF16, false, [0, 36, 1], [0, n, 1], [1, m, n, 36]),
             GemmKernel::Simt
         );
         // f32 always runs on the FMA units
         assert_eq!(
-            pick_gemm(DType::F32, [0, k, 1], [0, n, 1], m, n, k),
+            pick_gemm(DType::F32, false, [0, k, 1], [0, n, 1], [1, m, n, k]),
             GemmKernel::Simt
         );
     }

@@ -52,13 +52,21 @@ pub enum Arg {
     Ptr(Ptr),
     /// A null pointer: the elementwise kernels' "this operand is a splat".
     Null,
+    /// A TMA tensor map of the buffer at the pointer: 16 slots (128 bytes), encoded when the
+    /// address is known (crate::hopper).
+    TensorMap(Ptr, crate::hopper::TmaSpec),
 }
+
+/// Slots of an [`Arg::TensorMap`] (a CUtensorMap is 128 bytes).
+pub const TENSOR_MAP_SLOTS: usize = 16;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Launch {
     pub entry: &'static str,
     pub grid: [u32; 3],
     pub block: u32,
+    /// Dynamic shared memory, bytes.
+    pub smem: u32,
     /// The slots in order, each with the name the kernel's ARGS line gives it.
     pub args: Vec<(&'static str, Arg)>,
 }
@@ -192,6 +200,8 @@ pub fn u32_of(n: usize) -> Result<u64> {
 /// Collects the steps, constants and scratch of a program.
 pub struct Builder<'a> {
     pub p: &'a Program,
+    /// Whether the device runs the sm_90a kernels (the Hopper GEMM).
+    pub hopper: bool,
     pub steps: Vec<Step>,
     consts: Vec<(u64, Vec<u8>)>,
     const_end: u64,
@@ -206,6 +216,7 @@ impl<'a> Builder<'a> {
     pub fn new(p: &'a Program) -> Builder<'a> {
         Builder {
             p,
+            hopper: false,
             steps: vec![],
             consts: vec![],
             const_end: 0,
@@ -304,6 +315,28 @@ impl<'a> Builder<'a> {
             entry,
             grid,
             block: BLOCK,
+            smem: 0,
+            args,
+        }));
+    }
+
+    /// A launch with its own block size and dynamic shared memory.
+    pub fn launch_with(
+        &mut self,
+        entry: &'static str,
+        grid: [u32; 3],
+        block: u32,
+        smem: u32,
+        args: Vec<(&'static str, Arg)>,
+    ) {
+        if grid.contains(&0) {
+            return;
+        }
+        self.steps.push(Step::Launch(Launch {
+            entry,
+            grid,
+            block,
+            smem,
             args,
         }));
     }
@@ -391,15 +424,33 @@ pub fn elementwise_args(
     Ok(a)
 }
 
+/// Encodes a tensor map for a buffer at a device address (the driver's cuTensorMapEncodeTiled
+/// on a GPU; a host model in tests).
+pub type EncodeTensorMap<'a> =
+    &'a dyn Fn(&crate::hopper::TmaSpec, u64) -> Result<[u64; TENSOR_MAP_SLOTS]>;
+
 /// A launch's parameter: its slots resolved against the arena's base address and the inputs'
-/// addresses (8 little-endian bytes each, the layout of the kernels' `args` array).
-pub fn resolve(args: &[(&'static str, Arg)], arena: &Arena, base: u64, inputs: &[u64]) -> Vec<u64> {
-    args.iter()
-        .map(|&(_, a)| match a {
-            Arg::Val(v) => v,
-            Arg::Null => 0,
-            Arg::Ptr(Ptr::Input(i, o)) => inputs.get(i).map_or(0, |b| b + o),
-            Arg::Ptr(p) => base + arena.offset(p).unwrap_or(0),
-        })
-        .collect()
+/// addresses (8 little-endian bytes each, the layout of the kernels' `args` array); a tensor
+/// map takes 16 slots.
+pub fn resolve(
+    args: &[(&'static str, Arg)],
+    arena: &Arena,
+    base: u64,
+    inputs: &[u64],
+    encode: EncodeTensorMap,
+) -> Result<Vec<u64>> {
+    let addr = |p: Ptr| match p {
+        Ptr::Input(i, o) => inputs.get(i).map_or(0, |b| b + o),
+        p => base + arena.offset(p).unwrap_or(0),
+    };
+    let mut v = Vec::with_capacity(args.len());
+    for &(_, a) in args {
+        match a {
+            Arg::Val(x) => v.push(x),
+            Arg::Null => v.push(0),
+            Arg::Ptr(p) => v.push(addr(p)),
+            Arg::TensorMap(p, spec) => v.extend(encode(&spec, addr(p))?),
+        }
+    }
+    Ok(v)
 }

@@ -49,7 +49,12 @@ fn check_plan(case: &str, p: &Plan) {
                     "{case}: {} packs its slots out of order",
                     l.entry
                 );
-                assert_eq!(l.block, BLOCK);
+                let block = if crate::hopper::ENTRIES.contains(&l.entry) {
+                    crate::hopper::THREADS
+                } else {
+                    BLOCK
+                };
+                assert_eq!(l.block, block, "{case}: {}", l.entry);
                 assert!(
                     l.grid.iter().all(|&g| g >= 1),
                     "{case}: empty grid {:?}",
@@ -88,13 +93,25 @@ pub(crate) fn check_lowered(
     tol: f64,
     keep: &dyn Fn(&gidd_engine::op::Op, DType) -> bool,
 ) -> Plan {
+    check_on(case, outs, inputs, tol, keep, false)
+}
+
+/// [`check_lowered`] planned for a device with (`hopper`) or without the sm_90a kernels.
+pub(crate) fn check_on(
+    case: &str,
+    outs: &[Tensor],
+    inputs: &[(&str, HostTensor)],
+    tol: f64,
+    keep: &dyn Fn(&gidd_engine::op::Op, DType) -> bool,
+    hopper: bool,
+) -> Plan {
     let names: Vec<&str> = inputs.iter().map(|(n, _)| *n).collect();
     let host: Vec<&HostTensor> = inputs.iter().map(|(_, t)| t).collect();
     let p = Program::compile(outs, &names).unwrap_or_else(|e| panic!("{case}: {e}"));
     let mut lp = CpuExecutor.load(&p).unwrap();
     let want = CpuExecutor.run(&mut lp, &host).unwrap();
     let lowered = rewrite::lower_for(&p, keep).unwrap();
-    let pl = plan(&lowered).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let pl = crate::lower::plan_for(&lowered, hopper).unwrap_or_else(|e| panic!("{case}: {e}"));
     check_plan(case, &pl);
     let got = emulate::run(&lowered, &pl, &host);
     for (o, (g, w)) in got.iter().zip(&want).enumerate() {
