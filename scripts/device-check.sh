@@ -10,6 +10,7 @@
 #   1. gidd check --backend B                 the op conformance suite against the cpu executor
 #   2. gidd audit --backend B --dtype f32     on every golden case (tests/golden/*)
 #   3. gidd bench step --backend B            the tiny synthetic step, f32 and bf16
+#   3b. gidd bench step --profile            the bf16 step's slowest kernel (cuda: event times)
 #   4. gidd bench kernels --backend B         GEMM 256..4096, attention, softmax, rms_norm, the
 #                                             loss as one-op programs (and --backend wgpu on a
 #                                             cuda run: WGSL on the GPU's Vulkan driver); on cuda
@@ -142,6 +143,15 @@ for dtype in f32 bf16; do
         "$BIN" bench step --backend "$BACKEND" --dtype "$dtype" --steps 5 --warmup 2
     ROWS[-1]="${ROWS[-1]}$(summarize "$log")"
 done
+
+# per-kernel event times of the bf16 step (cuda: CUDA events around each launch, no graph;
+# the plain rows above replay one CUDA graph per step and print its counts in their logs)
+if [ "$BACKEND" = cuda ] || [ "$BACKEND" = cpu ]; then
+    log="$OUT/profile-$BACKEND-bf16.log"
+    run "bench step $BACKEND bf16 --profile" "$T_BENCH" "$log" \
+        "$BIN" bench step --backend "$BACKEND" --dtype bf16 --steps 3 --warmup 1 --profile
+    ROWS[-1]="${ROWS[-1]}$(grep -m1 "ms/step" "$log" | sed 's/  */ /g')"
+fi
 
 KERNEL_BACKENDS=("$BACKEND")
 [ "$BACKEND" = cuda ] && KERNEL_BACKENDS+=(wgpu)

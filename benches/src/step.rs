@@ -215,10 +215,12 @@ pub fn run(a: &StepArgs) -> Result<()> {
     if a.profile
         && !matches!(
             a.exec.backend,
-            gidd_train::backend::Backend::Cpu | gidd_train::backend::Backend::Wgpu
+            gidd_train::backend::Backend::Cpu
+                | gidd_train::backend::Backend::Wgpu
+                | gidd_train::backend::Backend::Cuda
         )
     {
-        bail!("--profile times the cpu executor's ops or the wgpu executor's dispatches: use it with --backend cpu or wgpu");
+        bail!("--profile times the cpu executor's ops or the wgpu and cuda executors' kernels: use it with --backend cpu, wgpu or cuda");
     }
     let inputs = StepInputs {
         params: &params,
@@ -276,6 +278,37 @@ pub fn run(a: &StepArgs) -> Result<()> {
                 eprintln!("per-kernel times: {}", x.profile_clock());
                 print_profile(&lp.profile(), a.steps, "dispatches");
                 eprintln!("{} dispatches per step", lp.dispatch_count());
+            }
+            (r, compile_s, x.peak_flops(dtype))
+        }
+        Opened::Cuda(x) => {
+            let mut lp = x.load(&prog)?;
+            let compile_s = t_compile.elapsed().as_secs_f64();
+            if let Some(plan) = x.memory_plan(&lp) {
+                eprintln!("{plan}");
+            }
+            let r = time_steps(
+                &x,
+                &mut lp,
+                a,
+                &cfg,
+                mode,
+                &inputs,
+                |lp| {
+                    if a.profile {
+                        lp.enable_profile()
+                    }
+                },
+                |b| Ok(Cow::Owned(x.download(b)?)),
+            )?;
+            if a.profile {
+                // profiled steps time each launch with a CUDA event pair and run no graph
+                eprintln!("per-kernel times: CUDA events around each launch");
+                print_profile(&lp.profile(), a.steps, "launches");
+                eprintln!("{} launches per step", lp.launch_count());
+            } else {
+                let (caps, reps, direct) = lp.graph_counts();
+                eprintln!("CUDA graphs: {caps} captures, {reps} replays, {direct} direct runs");
             }
             (r, compile_s, x.peak_flops(dtype))
         }

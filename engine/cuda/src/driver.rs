@@ -228,7 +228,7 @@ impl Device {
         addr: u64,
     ) -> Result<[u64; crate::plan::TENSOR_MAP_SLOTS]> {
         use sys::*;
-        if addr % 16 != 0 {
+        if !addr.is_multiple_of(16) {
             return Err(CudaError::Unsupported(format!(
                 "a TMA operand at {addr:#x} is not 16-byte aligned"
             )));
@@ -406,5 +406,106 @@ impl Drop for DeviceMem {
                 }
             }
         }
+    }
+}
+
+/// An instantiated CUDA graph of a program's captured steps (crate::graph), destroyed on drop.
+pub struct DeviceGraph {
+    exec: sys::CUgraphExec,
+    dev: Arc<Device>,
+}
+
+// SAFETY: a graph exec is used only through the executor's `&mut CudaProgram`, binding the
+// context first, like every other handle here.
+unsafe impl Send for DeviceGraph {}
+unsafe impl Sync for DeviceGraph {}
+
+impl DeviceGraph {
+    /// Queues the whole graph on the stream.
+    pub fn launch(&self) -> Result<()> {
+        // SAFETY: an exec instantiated in this context; its addresses are those the
+        // bookkeeping (crate::graph::GraphKey) checked to be unchanged.
+        check("launching a CUDA graph", unsafe {
+            result::graph::launch(self.exec, self.dev.stream)
+        })
+    }
+}
+
+impl Drop for DeviceGraph {
+    fn drop(&mut self) {
+        // SAFETY: our exec; queued launches of it keep their own reference in the driver.
+        unsafe {
+            let _ = result::ctx::set_current(self.dev.ctx);
+            let _ = result::graph::exec_destroy(self.exec);
+        }
+    }
+}
+
+/// A recorded event (for `--profile`), destroyed on drop.
+pub struct Event {
+    ev: sys::CUevent,
+}
+
+impl Event {
+    /// Milliseconds from `self` to `end` (both passed: after a synchronize).
+    pub fn elapsed_ms(&self, end: &Event) -> Result<f32> {
+        // SAFETY: two events recorded on our stream, completed (the caller synchronised).
+        check("reading an event time", unsafe {
+            result::event::elapsed(self.ev, end.ev)
+        })
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: our event, not used after this.
+        unsafe {
+            let _ = result::event::destroy(self.ev);
+        }
+    }
+}
+
+impl Device {
+    /// Starts recording what this thread queues on the stream into a graph.
+    pub fn begin_capture(&self) -> Result<()> {
+        // SAFETY: our stream; thread-local mode leaves other threads' CUDA calls alone.
+        check("starting a stream capture", unsafe {
+            result::stream::begin_capture(
+                self.stream,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        })
+    }
+
+    /// Ends the capture begun by [`Device::begin_capture`] and instantiates the graph.
+    pub fn end_capture(self: &Arc<Self>) -> Result<DeviceGraph> {
+        // SAFETY: our stream, capturing; the graph is destroyed once instantiated.
+        let graph = check("ending a stream capture", unsafe {
+            result::stream::end_capture(self.stream)
+        })?;
+        // SAFETY: a graph just captured.
+        let exec = unsafe {
+            let e = result::graph::instantiate(graph, sys::CUgraphInstantiate_flags_enum(0));
+            let _ = result::graph::destroy(graph);
+            e
+        };
+        Ok(DeviceGraph {
+            exec: check("instantiating a CUDA graph", exec)?,
+            dev: self.clone(),
+        })
+    }
+
+    /// An event recorded on the stream now.
+    pub fn record_event(&self) -> Result<Event> {
+        let ev = check(
+            "creating an event",
+            result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT),
+        )?;
+        let e = Event { ev };
+        // SAFETY: an event just created, our stream.
+        check("recording an event", unsafe {
+            result::event::record(e.ev, self.stream)
+        })?;
+        Ok(e)
     }
 }

@@ -1,16 +1,19 @@
 //! The `cuda` executor: programs run as launches of the hand-written PTX kernels on one stream.
 //!
-//! `load` decomposes the fused ops it has no kernel for (all of them in this first slice),
-//! plans every node as steps (crate::plan, no device involved), allocates one arena for the
+//! `load` decomposes the fused ops it has no kernel for, plans every node as steps (crate::plan, no device involved), allocates one arena for the
 //! program's planned buffers, constants and scratch, and uploads the constants. A run patches
 //! the inputs' addresses into the launches, queues them, and copies each output out of the
 //! arena: into a fresh buffer, or into the storage of the donated input the program aliases
-//! it to (so a training step keeps one copy of its state). Nothing waits for the device until
-//! a download or `synchronize`.
+//! it to (so a training step keeps one copy of its state). Once a program's addresses repeat,
+//! its steps are captured as a CUDA graph and replayed (crate::graph); profiled runs time each
+//! launch with events instead (crate::profile). Nothing waits for the device until a download
+//! or `synchronize` (or the end of a profiled run).
 
-use crate::driver::{Device, DeviceMem};
+use crate::driver::{Device, DeviceGraph, DeviceMem, Event};
 use crate::error::{CudaError, Result};
+use crate::graph::{Action, GraphBook, GraphKey};
 use crate::plan::{bytes_of, resolve, Plan, Ptr, Step};
+use crate::profile::KernelTimes;
 use gidd_engine::{DType, Data, Executor, HostTensor, Op, Program};
 use std::sync::Arc;
 
@@ -44,6 +47,11 @@ pub struct CudaProgram {
     arena: DeviceMem,
     /// Each launch's function, resolved at load.
     functions: Vec<Option<crate::driver::Function>>,
+    /// The captured graph of the steps and its bookkeeping (crate::graph).
+    graph: Option<DeviceGraph>,
+    book: GraphBook,
+    /// Per-kernel times while profiling (crate::profile).
+    profile: Option<KernelTimes>,
 }
 
 impl CudaProgram {
@@ -54,6 +62,21 @@ impl CudaProgram {
     /// Kernel launches per run.
     pub fn launch_count(&self) -> usize {
         self.functions.iter().flatten().count()
+    }
+    /// Times every launch of the following runs with an event pair (they run without graphs).
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(KernelTimes::default());
+    }
+    /// (kernel, seconds, launches) over the profiled runs, slowest first.
+    pub fn profile(&self) -> Vec<(String, f64, usize)> {
+        self.profile
+            .as_ref()
+            .map(KernelTimes::rows)
+            .unwrap_or_default()
+    }
+    /// (graph captures, replays, direct runs) so far.
+    pub fn graph_counts(&self) -> (usize, usize, usize) {
+        (self.book.captures, self.book.replays, self.book.direct)
     }
 }
 
@@ -93,6 +116,9 @@ impl CudaExecutor {
             plan,
             arena,
             functions,
+            graph: None,
+            book: GraphBook::default(),
+            profile: None,
         })
     }
 
@@ -118,7 +144,8 @@ impl CudaExecutor {
         Ok(())
     }
 
-    /// Runs `lp` on `inputs`, of which the first `donated` were given up by the caller.
+    /// Runs `lp` on `inputs`, of which the first `donated` were given up by the caller: its
+    /// steps queued directly, captured into a graph, or the graph replayed (crate::graph).
     fn execute(
         &self,
         lp: &mut CudaProgram,
@@ -127,17 +154,70 @@ impl CudaExecutor {
     ) -> Result<Vec<CudaBuffer>> {
         self.dev.bind()?;
         let addr: Vec<u64> = inputs.iter().map(|b| b.mem.ptr).collect();
+        let key = GraphKey {
+            arena: lp.arena.ptr,
+            inputs: addr.clone(),
+        };
+        let enabled = lp.profile.is_none() && crate::graph::graphs_enabled();
+        let action = lp.book.decide(&key, enabled);
+        if !lp.book.has_graph() {
+            lp.graph = None;
+        }
+        match action {
+            Action::Replay => match &lp.graph {
+                Some(g) => g.launch()?,
+                None => self.queue_steps(lp, &addr)?,
+            },
+            Action::Direct => self.queue_steps(lp, &addr)?,
+            Action::Capture => {
+                self.dev.begin_capture()?;
+                let queued = self.queue_steps(lp, &addr);
+                let graph = self.dev.end_capture();
+                match (queued, graph) {
+                    (Ok(()), Ok(g)) => {
+                        g.launch()?;
+                        lp.graph = Some(g);
+                        lp.book.captured(key);
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        lp.book.invalidate();
+                        return Err(e);
+                    }
+                }
+            }
+        }
         let base = lp.arena.ptr;
         let at = |p: Ptr| match p {
             Ptr::Input(i, o) => addr.get(i).map_or(0, |a| a + o),
             p => base + lp.plan.arena.offset(p).unwrap_or(0),
         };
+        self.collect_outputs(lp, inputs, donated, &at)
+    }
+
+    /// Queues every step of `lp` on the stream (with an event pair around each launch while
+    /// profiling, read once the steps are done).
+    fn queue_steps(&self, lp: &mut CudaProgram, addr: &[u64]) -> Result<()> {
+        let base = lp.arena.ptr;
+        let at = |p: Ptr| match p {
+            Ptr::Input(i, o) => addr.get(i).map_or(0, |a| a + o),
+            p => base + lp.plan.arena.offset(p).unwrap_or(0),
+        };
+        let mut events: Vec<(&'static str, Event, Event)> = vec![];
+        let profiling = lp.profile.is_some();
         for (step, f) in lp.plan.steps.iter().zip(&lp.functions) {
             match (step, f) {
                 (Step::Launch(l), Some(f)) => {
                     let enc = |s: &crate::hopper::TmaSpec, a: u64| self.dev.encode_tensor_map(s, a);
-                    let mut slots = resolve(&l.args, &lp.plan.arena, base, &addr, &enc)?;
+                    let mut slots = resolve(&l.args, &lp.plan.arena, base, addr, &enc)?;
+                    let start = if profiling {
+                        Some(self.dev.record_event()?)
+                    } else {
+                        None
+                    };
                     self.dev.launch(*f, l.grid, l.block, l.smem, &mut slots)?;
+                    if let Some(start) = start {
+                        events.push((l.entry, start, self.dev.record_event()?));
+                    }
                 }
                 (Step::Zero { dst, bytes }, _) => self.dev.memset_zero(at(*dst), *bytes)?,
                 (Step::Copy { dst, src, bytes }, _) => self.dev.copy(at(*dst), at(*src), *bytes)?,
@@ -149,7 +229,13 @@ impl CudaExecutor {
                 }
             }
         }
-        self.collect_outputs(lp, inputs, donated, &at)
+        if let Some(prof) = lp.profile.as_mut() {
+            self.dev.synchronize()?;
+            for (entry, start, end) in &events {
+                prof.add(entry, start.elapsed_ms(end)?);
+            }
+        }
+        Ok(())
     }
 
     /// The output buffers: fresh ones first (a donated input some output copies is read before
@@ -326,7 +412,7 @@ impl Executor for CudaExecutor {
         let a = &lp.plan.arena;
         let mib = |b: u64| b as f64 / 1048576.0;
         Some(format!(
-            "cuda memory plan: one arena of {:.1} MiB ({} planned buffers {:.1} MiB, constants {:.1} MiB, scratch {:.1} MiB); {} kernel launches per run",
+            "cuda memory plan: one arena of {:.1} MiB ({} planned buffers {:.1} MiB, constants {:.1} MiB, scratch {:.1} MiB); {} kernel launches per run, replayed as one CUDA graph while the addresses hold",
             mib(a.bytes),
             a.slot_at.len(),
             mib(a.slot_bytes),

@@ -16,6 +16,10 @@ pub const STAGE_BYTES: u32 = 32768;
 /// Dynamic shared memory: the stages, slack to align them to 1024 bytes (the 128-byte
 /// swizzle's atom), 8 mbarriers.
 pub const SMEM_BYTES: u32 = STAGES as u32 * STAGE_BYTES + 1024 + 64;
+const _: () = assert!(
+    SMEM_BYTES <= 227 * 1024,
+    "over Hopper's 227 KiB of shared memory per block"
+);
 
 /// wgmma matrix descriptor constants (all but the start address), as the PTX ors them in:
 /// layout 1 (128-byte swizzle) in bits 62-63, stride byte offset 1024 >> 4 in bits 32-45,
@@ -141,6 +145,7 @@ pub fn grid(m: usize, n: usize, nb: usize) -> [u32; 3] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -222,9 +227,5 @@ mod tests {
         assert_eq!(grid(1, 1, 1), [1, 1, 1]);
         assert_eq!(grid(129, 300, 7), [3, 2, 7]);
         assert_eq!(SMEM_BYTES, 132160);
-        assert!(
-            SMEM_BYTES <= 227 * 1024,
-            "over Hopper's 227 KiB of shared memory per block"
-        );
     }
 }

@@ -13,7 +13,10 @@
 //!
 //! Layout: [`plan`] and [`lower`] (+ [`movement`], [`ops`]) turn a program into steps with no
 //! device (kernel choice, launch geometry, argument slots, arena offsets: unit-tested on any
-//! machine); [`driver`] is the only code that calls CUDA; [`executor`] joins them.
+//! machine); [`driver`] is the only code that calls CUDA; [`executor`] joins them. On Hopper
+//! (sm_90a) bf16 GEMMs run on wgmma fed by TMA ([`hopper`]: geometry and tensor maps); a run
+//! replays a CUDA graph of the steps while the addresses hold ([`graph`]); `--profile` times
+//! each launch with events ([`profile`]).
 //!
 //! [`nccl`]: the engine's collectives over NCCL for multi-process ranks (never run here: no GPU).
 //!
@@ -21,8 +24,8 @@
 //! load: they are the cpu executor's. Every fused op of the engine has a PTX kernel
 //! ([`fused`]: the GIDD loss's pass over the vocabulary, flash attention, softmax, rms_norm,
 //! RoPE) for f32, which the graph builds them over; other dtypes run the decompositions. The
-//! fused kernels are assembled by ptxas and their contracts emulated against the cpu
-//! executor, but have not yet run on a GPU.
+//! fused kernels and the Hopper GEMM are assembled by ptxas and their contracts (the Hopper
+//! GEMM's pipeline too) emulated against the cpu executor, but have not yet run on a GPU.
 
 pub mod attention;
 pub mod driver;
@@ -39,6 +42,7 @@ mod emulate_rows;
 mod error;
 pub mod executor;
 pub mod fused;
+pub mod graph;
 pub mod hopper;
 pub mod lower;
 pub mod movement;
@@ -46,6 +50,7 @@ pub mod nccl;
 pub mod ops;
 pub mod peak;
 pub mod plan;
+pub mod profile;
 pub mod rows;
 #[cfg(test)]
 mod tests;
