@@ -63,7 +63,7 @@ fn check_plan(case: &str, p: &Plan) {
                 assert!(l.grid[0] as usize <= MAX_BLOCKS.max(MAX_GRID_YZ * 128));
                 assert!(l.grid[1] as usize <= MAX_GRID_YZ && l.grid[2] as usize <= MAX_GRID_YZ);
                 for (_, arg) in &l.args {
-                    if let Arg::Ptr(ptr) = arg {
+                    if let Arg::Ptr(ptr) | Arg::TensorMap(ptr, _) = arg {
                         inside(*ptr);
                     }
                 }
