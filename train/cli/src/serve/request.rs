@@ -89,7 +89,7 @@ pub enum Work {
 }
 
 /// serde_json's message without its "at line 1 column N" (the column is kept apart).
-fn json_error(e: &serde_json::Error) -> ApiError {
+pub(super) fn json_error(e: &serde_json::Error) -> ApiError {
     let msg = e.to_string();
     let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
     let code = if e.is_data() {

@@ -6,6 +6,7 @@
 //! through both is lossless (lm-eval decodes its token lists to send them as text).
 
 use super::errors::{body_rejection, ApiError};
+use super::request::json_error;
 use super::routes::St;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -31,16 +32,7 @@ fn body<T: for<'a> Deserialize<'a>>(
     limit: usize,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| body_rejection(r, limit))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad(
-            if e.is_data() {
-                "invalid_type"
-            } else {
-                "invalid_json"
-            },
-            format!("request body, column {}: {e}", e.column().max(1)),
-        )
-    })
+    serde_json::from_slice(&bytes).map_err(|e| json_error(&e))
 }
 
 /// The special tokens' strings: the name the tokenizer has for each role's id.
