@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, then runs every test in the workspace.
-# Nothing is skipped: the XLA tests need the XLA CPU PJRT plugin (a PyPI wheel, ~63 MB,
-# fetched once into .xla-plugin/), the wgpu tests a Vulkan driver (lavapipe, Mesa's software
-# Vulkan, installed with apt-get when no Vulkan driver is present and we are root); with
-# GIDD_REQUIRE_XLA=1 and GIDD_REQUIRE_WGPU=1 a missing plugin or adapter fails the run
-# instead of skipping. Extra arguments go to cargo test (e.g. `-p gidd-kernels`).
+# Nothing is skipped: the lm-eval test needs lm-eval in a venv (scripts/lm-eval.sh), the XLA
+# tests the XLA CPU PJRT plugin (a PyPI wheel, ~63 MB, fetched once into .xla-plugin/), the
+# wgpu tests a Vulkan driver (lavapipe, Mesa's software Vulkan, installed with apt-get when no
+# Vulkan driver is present and we are root); with GIDD_REQUIRE_LMEVAL=1, GIDD_REQUIRE_XLA=1
+# and GIDD_REQUIRE_WGPU=1 a missing one fails the run instead of skipping. Extra arguments
+# go to cargo test (e.g. `-p gidd-kernels`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
@@ -25,6 +26,13 @@ if ! python3 -m pip install --quiet nvidia-cuda-nvcc-cu12 >&2; then
   exit 1
 fi
 export GIDD_REQUIRE_PTXAS=1
+# lm-evaluation-harness (PyPI lm-eval[api], no torch; ~1.5-2.5 min into target/lmeval-venv
+# once) for the test that runs it against `gidd serve` (tests/tests/lmeval.rs).
+if ! bash scripts/lm-eval.sh --install >/dev/null; then
+  echo "could not install lm-eval (bash scripts/lm-eval.sh --install: python3 -m venv and PyPI)" >&2
+  exit 1
+fi
+export GIDD_REQUIRE_LMEVAL=1
 # The wgpu executor's tests run on any Vulkan driver; lavapipe (CPU) when there is no GPU.
 if ! compgen -G "/usr/share/vulkan/icd.d/*.json" >/dev/null && ! compgen -G "/etc/vulkan/icd.d/*.json" >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -274,6 +274,43 @@ fn position_keyed_uniforms_equal_host_and_split_across_micro_batches() {
 }
 
 #[test]
+fn row_keyed_uniforms_draw_the_given_rows_of_the_host_draw() {
+    let mut r = rng(seed("uniform_rows_at"));
+    let (rows, cols) = (odd_size(&mut r, 9), odd_size(&mut r, 30));
+    let key = [r.random::<u32>(), r.random::<u32>()];
+    // repeated, unordered and large indices (the likelihood's splits share one index)
+    let ids: Vec<u32> = (0..rows)
+        .map(|i| match i % 3 {
+            0 => 5,
+            1 => r.random_range(0..40u32),
+            _ => u32::MAX - i as u32,
+        })
+        .collect();
+    let g = Graph::new();
+    let s = g.input("seed", &[2], DType::U32);
+    let st = g.input("stream", &[], DType::U32);
+    let ri = g.input("rows", &[rows], DType::U32);
+    let u = api::uniform_rows_at(&g, cols, &s, &st, &ri).unwrap();
+    let out = run_cpu(
+        &[u],
+        &[
+            ("seed", &HostTensor::u32(vec![2], key.to_vec()).unwrap()),
+            ("stream", &HostTensor::u32(vec![], vec![11]).unwrap()),
+            ("rows", &HostTensor::u32(vec![rows], ids.clone()).unwrap()),
+        ],
+    );
+    let got = out[0].as_f32().unwrap();
+    for (k, &id) in ids.iter().enumerate() {
+        let want = gidd_engine::rng::uniform_rows(1, cols, key, 11, id);
+        assert_eq!(
+            &got[k * cols..(k + 1) * cols],
+            &want[..],
+            "row {k} (id {id})"
+        );
+    }
+}
+
+#[test]
 fn bernoulli_and_randint_from_counter_uniforms() {
     let mut r = rng(seed("bernoulli"));
     let (rows, cols) = (64, 257);

@@ -54,7 +54,7 @@ use crate::schedule::{MASK, PAD};
 use crate::transformer::{forward, ForwardOpts};
 use crate::{GiddConfig, Params, Schedule};
 use anyhow::{bail, Context, Result};
-use gidd_engine::api::uniform_rows;
+use gidd_engine::api::uniform_rows_at;
 use gidd_engine::{DType, Executor, Graph, HostTensor, Program, Tensor};
 
 /// What fills the canvas after the completion (the reference's `prior` argument).
@@ -290,7 +290,7 @@ fn uses_log_snr(given_z: bool, effective: bool) -> bool {
 
 /// Names of the level program's inputs after the parameters: the canvas (the completion
 /// mask where the effective log-SNR reads it), then either our draw's keys (seed, level,
-/// row0) or the given z, then the level's log-SNR (where used).
+/// each row's draw index) or the given z, then the level's log-SNR (where used).
 fn level_inputs(given_z: bool, effective: bool) -> Vec<&'static str> {
     let mut v = vec!["labels", "noise_mask"];
     if effective {
@@ -299,7 +299,7 @@ fn level_inputs(given_z: bool, effective: bool) -> Vec<&'static str> {
     if given_z {
         v.push("z");
     } else {
-        v.extend(["seed", "level", "row0"]);
+        v.extend(["seed", "level", "rows"]);
     }
     if uses_log_snr(given_z, effective) {
         v.push("log_snr");
@@ -314,7 +314,7 @@ fn level_inputs(given_z: bool, effective: bool) -> Vec<&'static str> {
 /// # Shapes
 /// labels [B, L] i32, noise_mask and completion_mask [B, L] f32 (1 = yes; the completion mask
 /// only with `effective`), then seed u32 [2],
-/// level and row0 u32 scalars (drawn) or z [B, L] i32 (given), log_snr scalar in the master
+/// level u32 scalar and rows u32 [B] (each row's draw index; drawn) or z [B, L] i32 (given), log_snr scalar in the master
 /// precision (f64 for `dtype` f64, else f32; not an input where z is given and the ELBO
 /// takes the effective log-SNR) -> terms [B, L] (0 on the prompt and padding),
 /// z [B, L] i32, the ELBO's log-SNR per row [B, 1]
@@ -340,12 +340,12 @@ pub fn build_level(
     } else {
         let seed = g.input("seed", &[2], DType::U32);
         let level = g.input("level", &[], DType::U32);
-        let row0 = g.input("row0", &[], DType::U32);
+        let rows = g.input("rows", &[b], DType::U32);
         let u = |k: u32| -> Result<Tensor> {
             let stream = level
                 .mul(&g.scalar(3.0, DType::U32))?
                 .add(&g.scalar((1 + k) as f64, DType::U32))?; // level_stream(level, k)
-            Ok(uniform_rows(&g, b, l, &seed, &stream, &row0)?)
+            Ok(uniform_rows_at(&g, l, &seed, &stream, &rows)?)
         };
         let lt = log_snr.broadcast_to(&[b, l])?; // (B, L)
         let noisy = noise_mask.eq_scalar(1.0)?;
@@ -404,7 +404,25 @@ pub fn likelihood<E: Executor>(
     o: &LikelihoodOpts,
     trace: Option<&mut Trace>,
 ) -> Result<Vec<Score>> {
-    score_levels(exec, cfg, params, reqs, o, None, trace)
+    score_levels(exec, cfg, params, reqs, None, o, None, trace)
+}
+
+/// [`likelihood`] with each request's draw index given (`likelihood` uses its position in
+/// `reqs`): request i draws as the request at line `indices[i]` of an `eval --requests`
+/// file would, whatever its position, so one batch can hold several requests that draw
+/// alike (`gidd serve` scores every split of one prompt as that prompt's own request).
+pub fn likelihood_indexed<E: Executor>(
+    exec: &E,
+    cfg: &GiddConfig,
+    params: &[(String, HostTensor)],
+    reqs: &[Request],
+    indices: &[usize],
+    o: &LikelihoodOpts,
+) -> Result<Vec<Score>> {
+    if indices.len() != reqs.len() {
+        bail!("{} draw indices for {} requests", indices.len(), reqs.len());
+    }
+    score_levels(exec, cfg, params, reqs, Some(indices), o, None, None)
 }
 
 /// [`likelihood`] on given canvases and draws instead of ours (`gidd audit` feeds the
@@ -439,7 +457,7 @@ pub fn likelihood_given<E: Executor>(
             );
         }
     }
-    score_levels(exec, cfg, params, reqs, o, Some(given), trace)
+    score_levels(exec, cfg, params, reqs, None, o, Some(given), trace)
 }
 
 /// Per batch row: labels, noise mask, completion mask of a chunk of requests (rows past
@@ -466,12 +484,15 @@ pub fn batch_rows(
     (lab, nm, cm)
 }
 
-/// The one likelihood loop: our draws (`given` None) or the given ones.
+/// The one likelihood loop: our draws (`given` None) or the given ones; request i draws
+/// with index `indices[i]` (default i).
+#[allow(clippy::too_many_arguments)]
 fn score_levels<E: Executor>(
     exec: &E,
     cfg: &GiddConfig,
     params: &[(String, HostTensor)],
     reqs: &[Request],
+    indices: Option<&[usize]>,
     o: &LikelihoodOpts,
     given: Option<&Canvases>,
     mut trace: Option<&mut Trace>,
@@ -534,9 +555,10 @@ fn score_levels<E: Executor>(
     let start = std::time::Instant::now();
     for (bi, chunk) in reqs.chunks(bs).enumerate() {
         let row0 = bi * bs;
+        let index = |r: usize| indices.map_or(row0 + r, |ix| ix[row0 + r]);
         let labels_of = |r: usize| match given {
             Some(gv) => gv.labels[row0 + r].clone(),
-            None => canvas_labels(&chunk[r], len, o.prior, cfg.vocab_size, o.seed, row0 + r),
+            None => canvas_labels(&chunk[r], len, o.prior, cfg.vocab_size, o.seed, index(r)),
         };
         let (lab, nm, cm) = batch_rows(chunk, bs, len, labels_of);
         if let Some(t) = trace.as_deref_mut() {
@@ -545,7 +567,11 @@ fn score_levels<E: Executor>(
         let labels = exec.upload(&HostTensor::i32(vec![bs, len], lab.clone())?)?;
         let noise_mask = exec.upload(&HostTensor::f32(vec![bs, len], nm)?)?;
         let comp = exec.upload(&HostTensor::f32(vec![bs, len], cm)?)?;
-        let row0_t = exec.upload(&HostTensor::u32(vec![], vec![row0 as u32])?)?;
+        // padding rows draw too (with the batch's next indices); nothing of theirs is scored
+        let ids: Vec<u32> = (0..bs)
+            .map(|r| if r < chunk.len() { index(r) } else { row0 + r } as u32)
+            .collect();
+        let rows_t = exec.upload(&HostTensor::u32(vec![bs], ids)?)?;
         let mut acc = vec![0f64; bs * len];
         for (li, &l) in levels.iter().enumerate() {
             // Our draw's level index, or the given z (padding rows: their clean labels).
@@ -568,7 +594,7 @@ fn score_levels<E: Executor>(
                 ins.push(&comp);
             }
             match given {
-                None => ins.extend([&seed_t, &level_in, &row0_t]),
+                None => ins.extend([&seed_t, &level_in, &rows_t]),
                 Some(_) => ins.push(&level_in),
             }
             if uses_log_snr(given.is_some(), o.effective_log_snr) {

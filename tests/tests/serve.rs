@@ -208,9 +208,99 @@ fn scoring_sums_to_the_eval_likelihood() {
     assert_eq!(lp["text_offset"].as_array().unwrap().len(), prompt.len());
 }
 
+/// `gidd eval --requests` on one (prompt_ids, completion_ids) pair, as the only line of
+/// its file (so it draws as request 0), with `seed`.
+fn eval_logprob(prompt: &[u32], completion: &[u32], seed: u64) -> f64 {
+    let dir = gidd_tests::TempDir::new("serve-eval");
+    let req_path = dir.join("requests.jsonl");
+    std::fs::write(
+        &req_path,
+        json!({"prompt_ids": prompt, "completion_ids": completion}).to_string(),
+    )
+    .unwrap();
+    let out = gidd_tests::gidd()
+        .args(["eval", "--seed", &seed.to_string(), "--checkpoint"])
+        .arg(gidd_tests::golden_case("mask-small"))
+        .arg("--requests")
+        .arg(&req_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eval["logprob"].as_f64().unwrap()
+}
+
+/// lm-eval's stock local-completions: context+continuation in one prompt, echo, max_tokens
+/// 1, logprobs 1, and the sum of token_logprobs[ctxlen:-1] taken by the client.
+#[test]
+fn echo_scoring_sums_to_the_eval_likelihood_from_every_boundary() {
+    let s = Server::start(&[]);
+    let prompt: Vec<u32> = vec![0, 5, 6, 7, 8, 9, 10];
+    let (st, r) = s.post(
+        "/v1/completions",
+        &json!({"prompt": [prompt.clone()], "echo": true, "max_tokens": 1, "logprobs": 1,
+                "seed": 1234, "temperature": 0}),
+    );
+    assert_eq!(st, 200, "{r}");
+    let lp = &r["choices"][0]["logprobs"];
+    let values = lp["token_logprobs"].as_array().unwrap();
+    let tokens = lp["tokens"].as_array().unwrap();
+    // the prompt's entries, then the eos the scoring appended (null: its term is in the
+    // last prompt token's value), which lm-eval's [:-1] drops
+    assert_eq!(values.len(), prompt.len() + 1);
+    assert_eq!(tokens.len(), prompt.len() + 1);
+    assert_eq!(tokens.last().unwrap(), "1", "the appended eos");
+    assert!(values[0].is_null() && values.last().unwrap().is_null());
+    let v: Vec<f64> = values[1..prompt.len()]
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    for ctxlen in [1, 3, prompt.len() - 1] {
+        let served: f64 = v[ctxlen - 1..].iter().sum();
+        let mut completion = prompt[ctxlen..].to_vec();
+        completion.push(1); // eos, as the reference scores a completion
+        let want = eval_logprob(&prompt[..ctxlen], &completion, 1234);
+        eprintln!(
+            "ctxlen {ctxlen}: served {served} vs eval {want}, diff {:e}",
+            (served - want).abs()
+        );
+        // only f64 rounding of the telescoped re-summation separates the two
+        assert!(
+            (served - want).abs() < 1e-9,
+            "ctxlen {ctxlen}: {served} vs {want}"
+        );
+    }
+    // greedy check: an entry's own token is the top entry iff its value is the top value
+    let top = lp["top_logprobs"].as_array().unwrap();
+    assert!(top[0].is_null() && top.last().unwrap().is_null());
+    for j in 1..prompt.len() {
+        let m = top[j].as_object().unwrap();
+        assert_eq!(m.len(), 1);
+        let best = m.values().next().unwrap().as_f64().unwrap();
+        let own = values[j].as_f64().unwrap();
+        let is_own = m.contains_key(&prompt[j].to_string());
+        assert!(
+            if is_own { best == own } else { best > own },
+            "position {j}: {} vs {own}",
+            top[j]
+        );
+    }
+    // max_tokens 0: the same values, without the appended entry
+    let (_, r0) = s.post(
+        "/v1/completions",
+        &json!({"prompt": prompt, "echo": true, "max_tokens": 0, "seed": 1234}),
+    );
+    let v0 = r0["choices"][0]["logprobs"]["token_logprobs"].clone();
+    assert_eq!(v0.as_array().unwrap()[..], values[..prompt.len()]);
+}
+
 #[test]
 fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
-    let s = Server::start(&["--max_body_bytes", "2000"]);
+    let s = Server::start(&["--max_body_bytes", "2000", "--max_score_rows", "5"]);
     let big = format!("{{\"prompt\": [0], \"pad\": \"{}\"}}", "x".repeat(4000));
     let cases: Vec<(String, u16, &str)> = vec![
         ("{\"prompt\": [0, 5".into(), 400, "invalid_json"),
@@ -244,6 +334,26 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
             "invalid_value",
         ),
         (big, 413, "body_too_large"),
+        (
+            "{\"prompt\": [0, 5], \"echo\": true, \"max_tokens\": 2}".into(),
+            400,
+            "unsupported",
+        ),
+        (
+            "{\"prompt\": [0], \"echo\": true}".into(),
+            400,
+            "invalid_context_tokens",
+        ),
+        (
+            format!("{{\"prompt\": {:?}, \"echo\": true}}", [0u32; 24]),
+            400,
+            "prompt_too_long",
+        ),
+        (
+            "{\"prompt\": [[0, 5, 6, 7], [0, 5, 6, 7]], \"echo\": true}".into(),
+            400,
+            "score_too_large",
+        ),
     ];
     for (body, status, code) in &cases {
         let (st, text) = s.post_raw("/v1/completions", body);
@@ -260,6 +370,13 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     assert_eq!(
         (st, v["error"]["code"].as_str()),
         (400, Some("no_chat_template"))
+    );
+    // no tokenizer in this checkpoint: the tokenizer endpoints say so (lm-eval's `auto`
+    // then falls back to its own tokenizer)
+    let (st, v) = s.get("/tokenizer_info");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("no_tokenizer"))
     );
     assert_eq!(s.get("/health").0, 200);
 }
@@ -332,4 +449,181 @@ fn a_client_that_leaves_stops_its_generation() {
         &json!({"prompt": [0], "max_tokens": 4, "steps": 2}),
     );
     assert_eq!(st, 200);
+}
+
+/// Resident memory of a process in KiB (/proc/PID/status VmRSS; Linux).
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn sixty_four_clients_are_answered_or_refused_and_memory_stays_bounded() {
+    const CLIENTS: usize = 64;
+    const ROUNDS: usize = 12;
+    let s = Server::start(&["--queue", "4"]);
+    let pid = s.child.id();
+    // Half generate, half score (lm-eval's shape: echo, max_tokens 1, logprobs 1).
+    let body = |k: usize| {
+        if k.is_multiple_of(2) {
+            json!({"prompt": [0, 5, 6], "max_tokens": 8, "steps": 4, "block_length": 8,
+                   "seed": k})
+        } else {
+            json!({"prompt": [0, 5, 6, 7, 8], "echo": true, "max_tokens": 1, "logprobs": 1,
+                   "num_denoising_steps": 8, "seed": k})
+        }
+        .to_string()
+    };
+    // warm: every program and canvas the load uses exists before memory is measured
+    for k in 0..2 {
+        assert_eq!(s.post_raw("/v1/completions", &body(k)).0, 200);
+    }
+    let before = rss_kib(pid);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (results, peak) = std::thread::scope(|sc| {
+        let sampler = sc.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(rss_kib(pid));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (s, body) = (&s, &body);
+                sc.spawn(move || {
+                    let agent = Server::agent();
+                    let mut out = vec![];
+                    for r in 0..ROUNDS {
+                        let t0 = std::time::Instant::now();
+                        let sent = agent
+                            .post(format!("{}/v1/completions", s.base))
+                            .content_type("application/json")
+                            .send(body(c * ROUNDS + r));
+                        // a transport error (no HTTP answer at all) is a lost request
+                        let got = sent.ok().map(|mut resp| {
+                            let st = resp.status().as_u16();
+                            let text = resp.body_mut().read_to_string().unwrap_or_default();
+                            (st, text)
+                        });
+                        out.push((got, t0.elapsed().as_secs_f64()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let results: Vec<_> = clients
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (results, sampler.join().unwrap())
+    });
+    let after = rss_kib(pid);
+    let lost = results.iter().filter(|(g, _)| g.is_none()).count();
+    let count = |code: u16| {
+        results
+            .iter()
+            .filter(|(g, _)| g.as_ref().is_some_and(|(st, _)| *st == code))
+            .count()
+    };
+    let (ok, busy, unavailable) = (count(200), count(429), count(503));
+    let lat = |code: u16| {
+        let mut v: Vec<f64> = results
+            .iter()
+            .filter(|(g, _)| g.as_ref().is_some_and(|(st, _)| *st == code))
+            .map(|(_, t)| t * 1e3)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (percentile(&v, 0.5), percentile(&v, 0.99))
+    };
+    let (ok50, ok99) = lat(200);
+    let (busy50, busy99) = lat(429);
+    eprintln!(
+        "load: {CLIENTS} clients x {ROUNDS} requests = {} sent, {ok} answered 200, {busy} refused 429, {unavailable} refused 503, {lost} lost; latency ms 200 p50 {ok50:.1} p99 {ok99:.1}, 429 p50 {busy50:.1} p99 {busy99:.1}; server RSS KiB before {before}, peak {peak}, after {after}",
+        results.len()
+    );
+    assert_eq!(lost, 0, "requests without an HTTP answer");
+    assert_eq!(results.len(), CLIENTS * ROUNDS);
+    for (g, _) in &results {
+        let (st, text) = g.as_ref().unwrap();
+        assert!([200, 429, 503].contains(st), "{st}: {text}");
+        if *st != 200 {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v["error"]["type"], "rate_limit_error", "{text}");
+        }
+    }
+    assert_eq!(ok + busy + unavailable, CLIENTS * ROUNDS);
+    assert!(ok >= 2, "the queue moved: {ok} answered");
+    // bounded: at most --queue jobs wait, each small; 64 MiB is far above what they hold
+    // and far below what keeping every refused request's work would take
+    assert!(
+        peak.max(after) < before + 64 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB under load"
+    );
+    assert_eq!(s.get("/health").0, 200);
+}
+
+#[test]
+fn a_shutdown_finishes_what_it_has_and_refuses_new_work_with_503() {
+    let mut s = Server::start(&["--max_steps", "50000"]);
+    // ten one-token blocks of many steps: long enough to probe the server while it drains
+    let body = json!({"prompt": [0], "max_tokens": 10, "block_length": 1, "steps": 20000,
+                      "min_length": 10, "stream": true, "seed": 5});
+    let mut r = Server::agent()
+        .post(format!("{}/v1/completions", s.base))
+        .content_type("application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut reader = BufReader::new(r.body_mut().as_reader());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.starts_with("data: {"), "{first}");
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // /health turns 503 once the signal is handled (polled: it never waits on the engine);
+    // then new work is refused with 503 while the stream goes on
+    while s.get("/health").0 != 503 {}
+    let (st, refused) = s.post("/v1/completions", &json!({"prompt": [0], "max_tokens": 2}));
+    assert_eq!(st, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "shutting_down", "{refused}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let tokens: usize = format!("{first}{rest}")
+        .split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .map(|e| {
+            let v: Value = serde_json::from_str(e).unwrap();
+            v["choices"][0]["token_ids"].as_array().unwrap().len()
+        })
+        .sum();
+    assert!(rest.trim_end().ends_with("data: [DONE]"), "{rest}");
+    assert_eq!(tokens, 10, "the stream in flight was finished");
+    // then the server exits by itself, successfully
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the server did not exit after draining"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
 }

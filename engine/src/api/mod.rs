@@ -9,7 +9,7 @@ mod random;
 mod reduce;
 
 pub use nn::{attention, attention_with_bias_slot, diffusion_kl};
-pub use random::{bernoulli, philox4x32, randint, uniform_f32, uniform_rows};
+pub use random::{bernoulli, philox4x32, randint, uniform_f32, uniform_rows, uniform_rows_at};
 
 use crate::error::{Error, Result};
 

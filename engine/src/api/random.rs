@@ -100,10 +100,53 @@ pub fn uniform_rows(
         ));
     }
     let bpr = cols.div_ceil(4).max(1);
+    let ctr2 = g.iota(&[rows, bpr], 0, DType::U32)?.add(row0)?;
+    philox_rows(g, rows, cols, seed, stream, ctr2)
+}
+
+/// [`uniform_rows`] with each row's counter given: row r of the [rows, cols] draw is row
+/// `row_ids[r]` of an unbounded keyed draw, so rows can repeat or skip indices (several
+/// rows drawing the same numbers, as the likelihood's splits of one request do).
+/// row_ids: u32 [rows].
+pub fn uniform_rows_at(
+    g: &Graph,
+    cols: usize,
+    seed: &Tensor,
+    stream: &Tensor,
+    row_ids: &Tensor,
+) -> Result<Tensor> {
+    if seed.shape() != [2]
+        || seed.dtype() != DType::U32
+        || stream.rank() != 0
+        || stream.dtype() != DType::U32
+        || row_ids.rank() != 1
+        || row_ids.dtype() != DType::U32
+    {
+        return Err(Error::shape(
+            "uniform_rows_at",
+            "seed must be u32 [2]; stream a u32 scalar; row_ids u32 [rows]",
+            &[seed.shape(), stream.shape(), row_ids.shape()],
+        ));
+    }
+    let rows = row_ids.shape()[0];
+    let bpr = cols.div_ceil(4).max(1);
+    let ctr2 = row_ids.reshape(&[rows, 1])?.broadcast_to(&[rows, bpr])?;
+    philox_rows(g, rows, cols, seed, stream, ctr2)
+}
+
+/// The draw of [`uniform_rows`] given its third counter word per (row, block).
+fn philox_rows(
+    g: &Graph,
+    rows: usize,
+    cols: usize,
+    seed: &Tensor,
+    stream: &Tensor,
+    ctr2: Tensor,
+) -> Result<Tensor> {
+    let bpr = cols.div_ceil(4).max(1);
     let shape = [rows, bpr];
     let ctr0 = g.iota(&shape, 1, DType::U32)?;
     let ctr1 = stream.broadcast_to(&shape)?;
-    let ctr2 = g.iota(&shape, 0, DType::U32)?.add(row0)?;
     let zero = g.zeros(&shape, DType::U32);
     let k0 = seed.narrow(0, 0, 1)?.reshape(&[])?;
     let k1 = seed.narrow(0, 1, 2)?.reshape(&[])?;

@@ -10,9 +10,13 @@ use std::path::Path;
 /// Special ids a text request is wrapped in: the reference tokenizes with
 /// `add_special_tokens=True` (bos ... eos) and drops the prompt's last token (eos) and
 /// the completion's first (bos), so prompt = bos + text, completion = text + eos.
-fn bos_eos(tok: &Tok) -> (u32, u32) {
-    let sp = tok.special_ids();
-    (sp.bos.unwrap_or(BOS), sp.eos.unwrap_or(EOS))
+/// Without a tokenizer (token-id requests): the model's own ids.
+pub fn bos_eos(tok: Option<&Tok>) -> (u32, u32) {
+    let sp = tok.map(|t| t.special_ids());
+    (
+        sp.as_ref().and_then(|s| s.bos).unwrap_or(BOS),
+        sp.as_ref().and_then(|s| s.eos).unwrap_or(EOS),
+    )
 }
 
 fn ids_field(v: &serde_json::Value, name: &str, line: usize) -> Result<Vec<u32>> {
@@ -59,7 +63,7 @@ pub fn parse_request(text: &str, line: usize, tok: Option<&Tok>) -> Result<Reque
             let Some(tok) = tok else {
                 bail!("line {line}: text requests need a tokenizer: put tokenizer.json in the checkpoint directory or pass --tokenizer (or give prompt_ids/completion_ids)");
             };
-            let (bos, eos) = bos_eos(tok);
+            let (bos, eos) = bos_eos(Some(tok));
             let mut prompt = vec![bos];
             prompt.extend(tok.encode(p)?);
             let mut completion = tok.encode(c)?;

@@ -10,13 +10,11 @@
 
 use super::errors::ApiError;
 use super::request::{GenWork, ScoreWork};
+pub use super::score::Scored;
 use anyhow::Result;
 use axum::http::StatusCode;
 use gidd_engine::{DType, Executor, HostTensor};
-use gidd_model::generate::{
-    generate_until, predictable_logits, Canvas, GenEvent, GenOpts, CANCELLED,
-};
-use gidd_model::likelihood::{canvas_labels, likelihood, LikelihoodOpts, Prior, Request};
+use gidd_model::generate::{generate_until, Canvas, GenEvent, GenOpts, CANCELLED};
 use gidd_model::schedule::{EOS, PAD};
 use gidd_model::GiddConfig;
 use gidd_ports::data::Tok;
@@ -26,7 +24,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows per generation batch: bounds a canvas's memory and the programs compiled.
-const MAX_BATCH_ROWS: usize = 8;
+pub(super) const MAX_BATCH_ROWS: usize = 8;
 
 /// What a generation reports to its HTTP handler.
 pub enum Event {
@@ -52,17 +50,6 @@ pub struct Choice {
     pub sample: usize,
 }
 
-/// One scored prompt: per prompt token its log-probability (None where not scored) and,
-/// when asked, the top entries of the model's prediction there (see [`top_entries`]).
-pub struct Scored {
-    pub ids: Vec<u32>,
-    pub logprobs: Vec<Option<f64>>,
-    pub top: Vec<Option<TopEntries>>,
-}
-
-/// A position's top entries: (token id, value), best first.
-pub type TopEntries = Vec<(u32, f64)>;
-
 pub enum Job {
     Generate {
         work: GenWork,
@@ -84,7 +71,7 @@ pub struct Engine<E: Executor + Clone> {
     canvases: HashMap<usize, Canvas<E>>,
 }
 
-fn internal(e: anyhow::Error) -> ApiError {
+pub(super) fn internal(e: anyhow::Error) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "engine_error",
@@ -169,7 +156,7 @@ impl<E: Executor + Clone> Engine<E> {
         }
     }
 
-    fn canvas(&mut self, batch: usize) -> Result<&mut Canvas<E>> {
+    pub(super) fn canvas(&mut self, batch: usize) -> Result<&mut Canvas<E>> {
         let t = self.cfg.max_position_embeddings;
         if !self.canvases.contains_key(&batch) {
             let c = Canvas::with_executor(
@@ -304,102 +291,5 @@ impl<E: Executor + Clone> Engine<E> {
                 sample: r % w.n,
             })
             .collect())
-    }
-
-    /// Scores each prompt with `gidd eval --requests`' likelihood (prompt = its first
-    /// `context` tokens, completion = the rest): scored token i's log-probability is
-    /// minus its level-averaged ELBO term, so they sum to the eval's logprob exactly.
-    fn score(&mut self, w: &ScoreWork) -> Result<Vec<Scored>> {
-        let cfg = &self.cfg;
-        let reqs: Vec<Request> = w
-            .prompts
-            .iter()
-            .map(|p| Request {
-                prompt: p[..w.context].to_vec(),
-                completion: p[w.context..].to_vec(),
-            })
-            .collect();
-        let o = LikelihoodOpts {
-            num_denoising_steps: w.levels,
-            noise_schedule: w.schedule,
-            seed: w.seed,
-            batch_size: MAX_BATCH_ROWS,
-            dtype: self.dtype,
-            ..LikelihoodOpts::for_model(cfg)
-        };
-        let scores = likelihood(&self.exec, cfg, &self.params, &reqs, &o, None)?;
-        let mut out = vec![];
-        for (i, (p, s)) in w.prompts.iter().zip(&scores).enumerate() {
-            let mut logprobs = vec![None; w.context];
-            logprobs.extend(s.token_nll.iter().map(|&nll| Some(-nll)));
-            let top = if w.top == 0 {
-                vec![]
-            } else {
-                self.top_entries(p, w.context, &logprobs, w.top, w.seed, i)?
-            };
-            out.push(Scored {
-                ids: p.clone(),
-                logprobs,
-                top,
-            });
-        }
-        Ok(out)
-    }
-
-    /// `top_logprobs` of a scored prompt: the model's clean-data prediction at each scored
-    /// position, from one forward pass with the context clean and every scored position
-    /// (and the canvas tail) at the prior, as the likelihood's noisiest level sees it.
-    /// Its log-softmax is shifted per position so that the scored token's entry equals its
-    /// reported logprob: the ranking and the gaps are the model's, and lm-eval's greedy
-    /// check (token logprob == max of the top values) holds exactly when the token is the
-    /// prediction's argmax.
-    fn top_entries(
-        &mut self,
-        p: &[u32],
-        context: usize,
-        logprobs: &[Option<f64>],
-        k: usize,
-        seed: u64,
-        index: usize,
-    ) -> Result<Vec<Option<TopEntries>>> {
-        let (t, v) = (self.cfg.max_position_embeddings, self.cfg.vocab_size);
-        let ctx = Request {
-            prompt: p[..context].to_vec(),
-            completion: vec![],
-        };
-        let x = canvas_labels(&ctx, t, Prior::of_config(&self.cfg), v, seed, index);
-        // attention as the likelihood's: noisy queries see all, clean ones the clean
-        let noisy = |j: usize| j >= context;
-        let mask: Vec<bool> = (0..t * t).map(|i| noisy(i / t) >= noisy(i % t)).collect();
-        let logits = self.canvas(1)?.logits(&[x], &mask)?;
-        let mut out = vec![None; context];
-        for j in context..p.len() {
-            let l = predictable_logits(&logits[j * v..(j + 1) * v]);
-            let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lse = m + l.iter().map(|y| (y - m).exp()).sum::<f64>().ln();
-            let lp: Vec<f64> = l.iter().map(|y| y - lse).collect();
-            let mut ids: Vec<usize> = (0..v).collect();
-            ids.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]));
-            let actual = p[j] as usize;
-            let reported = logprobs[j].unwrap_or(lp[actual]);
-            let shift = if lp[actual].is_finite() {
-                reported - lp[actual]
-            } else {
-                0.0
-            };
-            let entries = ids[..k.min(v)]
-                .iter()
-                .map(|&id| {
-                    let val = if id == actual {
-                        reported
-                    } else {
-                        lp[id] + shift
-                    };
-                    (id as u32, val)
-                })
-                .collect();
-            out.push(Some(entries));
-        }
-        Ok(out)
     }
 }

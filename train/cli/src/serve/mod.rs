@@ -2,16 +2,17 @@
 //!
 //! Threads: tokio's workers parse and check requests and write responses; one engine
 //! thread ([`engine`]) owns the executor and runs generation and scoring, fed by a
-//! bounded queue. Scoring (`echo: true, max_tokens: 0, logprobs: k`) is
-//! `gidd eval --requests`' ELBO likelihood with the prompt's first `context_tokens`
-//! (default 1, the bos of a text prompt) as the clean context and the rest as the
-//! completion; each scored token's logprob is minus its level-averaged ELBO term, so the
-//! sum over the scored tokens is the eval's logprob for that (context, continuation).
+//! bounded queue. Scoring (`echo: true`, [`score`]) gives per-token values whose sum from
+//! any context boundary is `gidd eval --requests`' ELBO log-likelihood for that split,
+//! so lm-eval's stock `local-completions` works as is; `/tokenizer_info`, `/tokenize` and
+//! `/detokenize` ([`tokenize`], vLLM's shapes) let it tokenize as the server does.
 
 mod engine;
 mod errors;
 mod request;
 mod routes;
+mod score;
+mod tokenize;
 
 use anyhow::{bail, Context, Result};
 use axum::extract::DefaultBodyLimit;
@@ -22,7 +23,7 @@ use gidd_train::model_dir::{load_checkpoint, load_tokenizer};
 use gidd_train::with_executor;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -60,6 +61,15 @@ pub struct ServeArgs {
     /// Most prompts in one request.
     #[arg(long, default_value_t = 32)]
     pub max_prompts: usize,
+    /// Most likelihood rows of one echo-scoring request: a row per scored prompt token
+    /// (every context boundary is scored), one per prompt with `context_tokens`; each row
+    /// costs `num_denoising_steps` forward rows.
+    #[arg(long, default_value_t = 1024)]
+    pub max_score_rows: usize,
+    /// Noise levels of a scoring request that names none (`num_denoising_steps`; 128, the
+    /// reference's, as `gidd eval --requests`). lm-eval cannot send the field: set it here.
+    #[arg(long, default_value_t = 128)]
+    pub num_denoising_steps: usize,
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
     #[command(flatten)]
@@ -80,8 +90,20 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     // flags first: a bad one is reported before a large checkpoint is read
     let dtype = a.dtype.activations("serve")?;
     a.exec.check("serving")?;
-    if a.queue == 0 || a.max_n == 0 || a.max_prompts == 0 || a.max_steps == 0 {
-        bail!("--queue, --max_n, --max_prompts and --max_steps must be positive");
+    if a.queue == 0
+        || a.max_n == 0
+        || a.max_prompts == 0
+        || a.max_steps == 0
+        || a.max_score_rows == 0
+    {
+        bail!("--queue, --max_n, --max_prompts, --max_steps and --max_score_rows must be positive");
+    }
+    if a.num_denoising_steps == 0 || a.num_denoising_steps > a.max_steps {
+        bail!(
+            "--num_denoising_steps {}: give 1..={} (--max_steps)",
+            a.num_denoising_steps,
+            a.max_steps
+        );
     }
     let m = load_checkpoint(&a.checkpoint)?;
     let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?.map(Arc::new);
@@ -105,11 +127,15 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             max_prompts: a.max_prompts,
             max_logprobs: 20,
             max_steps: a.max_steps,
+            max_score_rows: a.max_score_rows,
+            default_levels: a.num_denoising_steps,
         },
         model,
         body_limit: a.max_body_bytes,
         chat_template: chat_template(&a.checkpoint),
         next_id: AtomicU64::new(0),
+        draining: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
     });
 
     // The engine thread opens the executor itself (executors need not be Send) and says
@@ -137,9 +163,12 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         .route("/v1/models", get(routes::models))
         .route("/v1/completions", post(routes::completions))
         .route("/v1/chat/completions", post(routes::chat))
+        .route("/tokenizer_info", get(tokenize::info))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(a.max_body_bytes))
-        .with_state(state);
+        .with_state(state.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -152,10 +181,41 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         println!("listening on http://{addr}");
         std::io::stdout().flush()?;
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
+            .with_graceful_shutdown(drain(state))
             .await?;
+        eprintln!("serve: drained, stopped");
         Ok(())
     })
+}
+
+/// Resolves when the server should stop: after SIGINT or SIGTERM, once the requests it
+/// had are answered. Until then it keeps listening and answers new work with 503 (and
+/// /health with 503), so a load balancer moves on and no accepted request is dropped.
+async fn drain(state: Arc<routes::AppState>) {
+    let term = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    state.draining.store(true, Ordering::SeqCst);
+    eprintln!(
+        "serve: shutting down: answering the {} requests in flight, refusing new ones (503)",
+        state.in_flight.load(Ordering::SeqCst)
+    );
+    while state.in_flight.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

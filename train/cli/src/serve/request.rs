@@ -19,6 +19,11 @@ pub struct Limits {
     pub max_logprobs: usize,
     /// Largest `steps` (per block) and `num_denoising_steps`: the work of one request.
     pub max_steps: usize,
+    /// Most likelihood rows of one scoring request (a row per scored split: a prompt's
+    /// scored tokens without `context_tokens`, one with it).
+    pub max_score_rows: usize,
+    /// Noise levels of a scoring request without `num_denoising_steps`.
+    pub default_levels: usize,
 }
 
 /// The body as sent. Unknown fields are accepted and ignored (clients send `user`,
@@ -57,15 +62,25 @@ pub struct GenWork {
     pub stream: bool,
 }
 
-/// Scoring of each prompt: its first `context` tokens are the clean context, the rest
-/// are scored (`gidd eval --requests` with prompt = context, completion = the rest).
+/// A prompt to score: the ids the model sees, of which the first `hidden` (the bos put in
+/// front of a text prompt) are not echoed.
+pub struct ScorePrompt {
+    pub ids: Vec<u32>,
+    pub hidden: usize,
+}
+
+/// Echo scoring (see `serve::score`): every split of each prompt (`context` None) or the
+/// one after its first `context` echoed tokens; the scored part ends with `eos`.
 pub struct ScoreWork {
-    pub prompts: Vec<Vec<u32>>,
-    pub context: usize,
+    pub prompts: Vec<ScorePrompt>,
+    pub context: Option<usize>,
     pub top: usize,
     pub levels: usize,
     pub schedule: NoiseSchedule,
     pub seed: u64,
+    pub eos: u32,
+    /// max_tokens 1: one more entry after the prompt's, the eos the scoring appended
+    pub echo_eos: bool,
 }
 
 pub enum Work {
@@ -74,7 +89,7 @@ pub enum Work {
 }
 
 /// serde_json's message without its "at line 1 column N" (the column is kept apart).
-fn json_error(e: &serde_json::Error) -> ApiError {
+pub(super) fn json_error(e: &serde_json::Error) -> ApiError {
     let msg = e.to_string();
     let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
     let code = if e.is_data() {
@@ -100,7 +115,10 @@ fn token_ids(v: &[serde_json::Value]) -> Option<Vec<u32>> {
 
 /// A prompt as OpenAI allows it: text, a list of texts, token ids, or lists of token ids.
 /// Text gets bos in front, as `gidd generate --prompt` does; ids are used as given.
-fn prompts(v: Option<&serde_json::Value>, tok: Option<&Tok>) -> Result<Vec<Vec<u32>>, ApiError> {
+fn prompts(
+    v: Option<&serde_json::Value>,
+    tok: Option<&Tok>,
+) -> Result<Vec<(Vec<u32>, bool)>, ApiError> {
     use serde_json::Value;
     let shape = || {
         ApiError::bad(
@@ -121,17 +139,27 @@ fn prompts(v: Option<&serde_json::Value>, tok: Option<&Tok>) -> Result<Vec<Vec<u
         None | Some(Value::Null) => {
             return Err(ApiError::bad("missing_prompt", "\"prompt\" is required"))
         }
-        Some(Value::String(s)) => vec![text(s)?],
+        Some(Value::String(s)) => vec![(text(s)?, true)],
         Some(Value::Array(a)) if a.is_empty() => return Err(shape()),
         Some(Value::Array(a)) => match &a[0] {
             Value::String(_) => a
                 .iter()
-                .map(|t| t.as_str().ok_or_else(shape).and_then(text))
+                .map(|t| {
+                    t.as_str()
+                        .ok_or_else(shape)
+                        .and_then(text)
+                        .map(|p| (p, true))
+                })
                 .collect::<Result<_, _>>()?,
-            Value::Number(_) => vec![token_ids(a).ok_or_else(shape)?],
+            Value::Number(_) => vec![(token_ids(a).ok_or_else(shape)?, false)],
             Value::Array(_) => a
                 .iter()
-                .map(|r| r.as_array().and_then(|r| token_ids(r)).ok_or_else(shape))
+                .map(|r| {
+                    r.as_array()
+                        .and_then(|r| token_ids(r))
+                        .map(|p| (p, false))
+                        .ok_or_else(shape)
+                })
                 .collect::<Result<_, _>>()?,
             _ => return Err(shape()),
         },
@@ -213,74 +241,17 @@ pub fn parse(
     let echo = b.echo.unwrap_or(false);
     let seed = b.seed.unwrap_or_else(clock_seed);
     let schedule_name = b.noise_schedule.as_deref();
-    if echo || max_tokens == 0 {
-        // scoring: echo the prompt with its log-probabilities, generate nothing
-        if !(echo && max_tokens == 0) {
-            return Err(ApiError::bad(
-                "unsupported",
-                "echo is supported for scoring only: send echo true with max_tokens 0 (and logprobs k); without echo max_tokens must be at least 1",
-            ));
-        }
-        if b.stream.unwrap_or(false) || n != 1 {
-            return Err(ApiError::bad(
-                "unsupported",
-                "scoring (echo, max_tokens 0) takes neither stream nor n > 1",
-            ));
-        }
-        let top = b.logprobs.unwrap_or(0);
-        if top > lim.max_logprobs {
-            return Err(ApiError::bad(
-                "logprobs_out_of_range",
-                format!("logprobs {top}: at most {}", lim.max_logprobs),
-            ));
-        }
-        let context = b.context_tokens.unwrap_or(1);
-        let t = cfg.max_position_embeddings;
-        for (i, p) in prompts.iter().enumerate() {
-            if p.len() > t {
-                return Err(ApiError::bad(
-                    "prompt_too_long",
-                    format!("prompt {i} has {} tokens: the model's context is {t} (max_position_embeddings)", p.len()),
-                ));
-            }
-            if context == 0 || context >= p.len() {
-                return Err(ApiError::bad(
-                    "invalid_context_tokens",
-                    format!(
-                        "prompt {i} has {} tokens and context_tokens is {context}: at least one token must be context and one scored",
-                        p.len()
-                    ),
-                ));
-            }
-            if let Some(bad) = p.iter().find(|&&x| x as usize >= cfg.vocab_size) {
-                return Err(ApiError::bad(
-                    "invalid_prompt",
-                    format!(
-                        "prompt {i}: token id {bad} is outside the model's vocabulary of {}",
-                        cfg.vocab_size
-                    ),
-                ));
-            }
-        }
-        let levels = b.num_denoising_steps.unwrap_or(128);
-        if levels == 0 || levels > lim.max_steps {
-            return Err(ApiError::bad(
-                "steps_out_of_range",
-                format!(
-                    "num_denoising_steps {levels}: the server takes 1..={} (--max_steps)",
-                    lim.max_steps
-                ),
-            ));
-        }
-        return Ok(Work::Score(ScoreWork {
-            prompts,
-            context,
-            top,
-            levels,
-            schedule: choice("noise_schedule", schedule_name, NoiseSchedule::Linear)?,
-            seed: b.seed.unwrap_or(0),
-        }));
+    if echo {
+        let max_tokens = b.max_tokens.unwrap_or(0);
+        return score_work(&b, prompts, max_tokens, n, cfg, tok, lim).map(Work::Score);
     }
+    if max_tokens == 0 {
+        return Err(ApiError::bad(
+            "unsupported",
+            "max_tokens 0 generates nothing: to score the prompt send echo true (with max_tokens 0 or 1 and logprobs k)",
+        ));
+    }
+    let prompts: Vec<Vec<u32>> = prompts.into_iter().map(|(p, _)| p).collect();
     if b.logprobs.is_some_and(|k| k > 0) {
         return Err(ApiError::bad(
             "unsupported",
@@ -351,6 +322,120 @@ pub fn parse(
         stop,
         stream: b.stream.unwrap_or(false),
     }))
+}
+
+/// The scoring request of `echo: true` (see `serve::score` for what is computed).
+fn score_work(
+    b: &Body,
+    prompts: Vec<(Vec<u32>, bool)>,
+    max_tokens: usize,
+    n: usize,
+    cfg: &GiddConfig,
+    tok: Option<&Tok>,
+    lim: &Limits,
+) -> Result<ScoreWork, ApiError> {
+    if max_tokens > 1 {
+        return Err(ApiError::bad(
+            "unsupported",
+            "echo scores the prompt and generates nothing: max_tokens must be 0 or 1 (with 1 the entry after the prompt's is the eos the scoring appends, as lm-eval expects)",
+        ));
+    }
+    if b.stream.unwrap_or(false) || n != 1 {
+        return Err(ApiError::bad(
+            "unsupported",
+            "scoring (echo true) takes neither stream nor n > 1",
+        ));
+    }
+    let top = b.logprobs.unwrap_or(0);
+    if top > lim.max_logprobs {
+        return Err(ApiError::bad(
+            "logprobs_out_of_range",
+            format!("logprobs {top}: at most {}", lim.max_logprobs),
+        ));
+    }
+    let levels = b.num_denoising_steps.unwrap_or(lim.default_levels);
+    if levels == 0 || levels > lim.max_steps {
+        return Err(ApiError::bad(
+            "steps_out_of_range",
+            format!(
+                "num_denoising_steps {levels}: the server takes 1..={} (--max_steps)",
+                lim.max_steps
+            ),
+        ));
+    }
+    let (bos, eos) = crate::requests::bos_eos(tok);
+    let t = cfg.max_position_embeddings;
+    let mut out = vec![];
+    let mut rows = 0;
+    for (i, (ids, text)) in prompts.into_iter().enumerate() {
+        // a text prompt gets bos in front (not echoed), unless its text starts with it
+        let hidden = usize::from(text && ids.get(1) != Some(&bos));
+        let ids = if text && hidden == 0 {
+            ids[1..].to_vec()
+        } else {
+            ids
+        };
+        let echoed = ids.len() - hidden;
+        if let Some(bad) = ids.iter().find(|&&x| x as usize >= cfg.vocab_size) {
+            return Err(ApiError::bad(
+                "invalid_prompt",
+                format!(
+                    "prompt {i}: token id {bad} is outside the model's vocabulary of {}",
+                    cfg.vocab_size
+                ),
+            ));
+        }
+        let with_eos = ids.len() + usize::from(ids.last() != Some(&eos));
+        if with_eos > t {
+            return Err(ApiError::bad(
+                "prompt_too_long",
+                format!("prompt {i} has {} tokens with the bos and eos scoring adds: the model's context is {t} (max_position_embeddings)", with_eos),
+            ));
+        }
+        // the first scored position: after the context (at least one clean token)
+        let first = match b.context_tokens {
+            Some(c) => hidden + c,
+            None => hidden.max(1),
+        };
+        if first == 0 || first >= ids.len() {
+            return Err(ApiError::bad(
+                "invalid_context_tokens",
+                format!(
+                    "prompt {i} has {echoed} echoed tokens and its context is {} of them: at least one token must be context and one scored",
+                    first - hidden.min(first)
+                ),
+            ));
+        }
+        rows += if b.context_tokens.is_some() {
+            1
+        } else {
+            ids.len() - first
+        };
+        out.push(ScorePrompt { ids, hidden });
+    }
+    if rows > lim.max_score_rows {
+        return Err(ApiError::bad(
+            "score_too_large",
+            format!(
+                "scoring this request takes {rows} likelihood rows (one per scored token and prompt; one per prompt with context_tokens), over the limit of {} (--max_score_rows): send fewer or shorter prompts, or context_tokens",
+                lim.max_score_rows
+            ),
+        ));
+    }
+    Ok(ScoreWork {
+        prompts: out,
+        context: b.context_tokens,
+        top,
+        levels,
+        schedule: choice(
+            "noise_schedule",
+            b.noise_schedule.as_deref(),
+            NoiseSchedule::Linear,
+        )?,
+        seed: b.seed.unwrap_or(0),
+        eos,
+        echo_eos: max_tokens == 1,
+    })
 }
 
 /// OpenAI's default when no seed is given: a different sample each time.

@@ -16,7 +16,7 @@ use gidd_ports::data::Tok;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,12 +31,45 @@ pub struct AppState {
     /// tokenizer_config.json's `chat_template`, when the checkpoint has one.
     pub chat_template: Option<String>,
     pub next_id: AtomicU64,
+    /// Set when a shutdown signal came: new work gets 503 while the queue drains.
+    pub draining: AtomicBool,
+    /// Completions requests between their parse and their response.
+    pub in_flight: AtomicUsize,
 }
 
-type St = State<Arc<AppState>>;
+/// Counts a request as in flight until dropped: its handler returned or was cancelled,
+/// or, streamed, its stream ended or its client left.
+struct InFlight(Arc<AppState>);
 
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+impl InFlight {
+    fn new(st: Arc<AppState>) -> Self {
+        st.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(st)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "the server is shutting down: it finishes the requests it has and takes no new ones",
+    )
+}
+
+pub(super) type St = State<Arc<AppState>>;
+
+/// 200 while serving; 503 while draining for a shutdown (load balancers stop sending).
+pub async fn health(State(st): St) -> Response {
+    if st.draining.load(Ordering::SeqCst) {
+        return shutting_down().into_response();
+    }
+    Json(json!({"status": "ok"})).into_response()
 }
 
 pub async fn models(State(st): St) -> Json<Value> {
@@ -107,8 +140,9 @@ fn usage(prompt: usize, completion: usize) -> Value {
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
-/// Queues a job, or refuses at once when the queue is full: back-pressure, never an
-/// unbounded backlog.
+/// Queues a job, or refuses at once when the queue is full (429: retry shortly): back-
+/// pressure, never an unbounded backlog. 503 is for a server that will not get better by
+/// waiting a moment: shutting down, or its engine stopped.
 fn enqueue(st: &AppState, job: Job) -> Result<(), ApiError> {
     st.jobs.try_send(job).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => ApiError::new(
@@ -139,6 +173,10 @@ pub async fn completions(
     State(st): St,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let counted = InFlight::new(st.clone());
+    if st.draining.load(Ordering::SeqCst) {
+        return Err(shutting_down());
+    }
     let bytes = body.map_err(|r| body_rejection(r, st.body_limit))?;
     let work = parse(&bytes, &st.cfg, st.tok.as_deref(), &st.limits)?;
     let meta = Meta::new(&st);
@@ -154,7 +192,7 @@ pub async fn completions(
             let (events, mut rx) = mpsc::unbounded_channel();
             enqueue(&st, Job::Generate { work: w, events })?;
             if stream {
-                return Ok(sse(meta, rx).into_response());
+                return Ok(sse(meta, rx, counted).into_response());
             }
             loop {
                 match rx.recv().await {
@@ -240,6 +278,7 @@ fn score_response(meta: &Meta, scored: &[Scored], tok: Option<&Tok>) -> Value {
 fn sse(
     meta: Meta,
     rx: mpsc::UnboundedReceiver<Event>,
+    counted: InFlight,
 ) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let meta = Arc::new(meta);
     let chunk = move |m: &Meta, index: usize, text: &str, ids: &[u32], finish: Option<&str>| {
@@ -247,11 +286,15 @@ fn sse(
                        "finish_reason": finish, "token_ids": ids});
         m.response(vec![c], None).to_string()
     };
+    // the in-flight count travels with the stream: a shutdown waits for it to end
+    let counted = Arc::new(counted);
     let stream = futures_util::stream::unfold(
         (rx, VecDeque::<String>::new(), false),
         move |(mut rx, mut queue, mut done)| {
             let meta = meta.clone();
+            let counted = counted.clone();
             async move {
+                let _counted = counted;
                 loop {
                     if let Some(d) = queue.pop_front() {
                         let ev = SseEvent::default().data(d);
