@@ -25,6 +25,17 @@ fn write_results(path: &Path) {
             runs.push(masked.run("masked", -1000.0, (d / 32, d), 8, 0.5, 5000, cd, &mut rng));
         }
     }
+    // An LR grid at one size and two batch sizes, with η* = 0.5 built in.
+    let lr_effect = Synth {
+        lr_curv: 0.02,
+        lr_opt: 0.5,
+        ..masked.clone()
+    };
+    for b in [8, 16] {
+        for lr in [0.125, 0.25, 1.0, 2.0] {
+            runs.push(lr_effect.run("masked", -1000.0, (3, 96), b, lr, 5000, 0.0, &mut rng));
+        }
+    }
     let text: String = runs.iter().map(|r| to_jsonl(r) + "\n").collect();
     std::fs::write(path, text).unwrap();
 }
@@ -90,12 +101,36 @@ fn fit_writes_json_and_charts() {
     // The cooled twins: the synthetic cooldown gain is 1.02.
     let r = j["cooldown"]["ratio"].as_f64().unwrap();
     assert!((r - 1.02).abs() < 1e-3, "cooldown ratio {r}");
+    // Every run reports 4 bytes per token; the direct frontier and the M-N law are fitted.
+    assert_eq!(j["bytes_per_token"].as_f64(), Some(4.0));
+    let m1 = &j["noises"]["masked"]["method1"];
+    let fa = m1["direct_frontier"]["law"]["a"].as_f64().unwrap();
+    assert!(fa < 0.0, "frontier exponent {fa}");
+    let k = m1["m_n_conversion"]["law"]["slope"].as_f64().unwrap();
+    assert!(k > 0.9 && k < 1.1, "ln M ~ ln N slope {k}");
+    let six = &j["noises"]["masked"]["6n"]["m_n_conversion"]["law"];
+    assert!((six["slope"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    // η* = 0.5 of the LR grid, at both batch sizes and every budget both cover.
+    let etas = j["noises"]["masked"]["lr_vertices"].as_array().unwrap();
+    assert!(etas.len() >= 2, "{etas:?}");
+    for v in etas {
+        let eta = v["eta"].as_f64().unwrap();
+        assert!((eta / 0.5 - 1.0).abs() < 1e-6, "η* {eta}");
+    }
     for name in [
         "isoflop_masked",
         "law_M_sq_masked",
         "law_L_raw_uniform",
         "exponents",
         "allocation",
+        "frontier_compute",
+        "frontier_tokens",
+        "frontier_direct_masked",
+        "lr_grid_masked",
+        "eta_vs_b_masked",
+        "cooldown_pairs",
+        "cooldown_lr",
+        "cooldown_steps",
     ] {
         for ext in ["png", "svg"] {
             let p = out.join(format!("{name}.{ext}"));

@@ -28,7 +28,7 @@ fn ok(out: Output) -> Output {
     out
 }
 
-const KEYS: [&str; 21] = [
+const KEYS: [&str; 23] = [
     "run",
     "noise",
     "shift",
@@ -49,6 +49,8 @@ const KEYS: [&str; 21] = [
     "flops",
     "final_elbo",
     "ema_elbo",
+    "heldout_elbo",
+    "bytes_per_token",
     "history",
 ];
 
@@ -81,6 +83,10 @@ fn smoke_sweep_trains_then_skips() {
             assert!(v[k].as_f64().is_some_and(f64::is_finite), "{k}: {v}");
         }
         assert_eq!(v["tokens"].as_f64(), Some(30.0 * 8.0 * 32.0));
+        // the embedded corpus's text is known: its bytes per token come with every run
+        let bpt = v["bytes_per_token"].as_f64().unwrap();
+        assert!((1.0..16.0).contains(&bpt), "bytes/token {bpt}");
+        assert!(v["heldout_elbo"].as_f64().is_some_and(f64::is_finite));
         assert_eq!(v["vocab"].as_u64().map(|x| x > 4), Some(true));
     }
     let csv = std::fs::read_to_string(dir.join("results.csv")).expect("results.csv");
@@ -153,6 +159,33 @@ fn a_killed_run_is_retrained_and_a_finished_one_is_not() {
     let marked = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
     // Kill-resume: b loses its final checkpoint, keeps the step-3 one, and resumes there.
     std::fs::remove_dir_all(b.join("checkpoint-6")).unwrap();
+    // ... as if killed after step 4: --collect reports it as a 4-step run, trains nothing
+    let m = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    let four: String = m
+        .lines()
+        .filter(|l| l.contains("\"loss\""))
+        .take(4)
+        .map(|l| l.to_string() + "\n")
+        .collect();
+    std::fs::write(b.join("metrics.jsonl"), four).unwrap();
+    let out = ok(gidd()
+        .args(["sweep", "--collect", "--grid"])
+        .arg(&grid)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 of 2 runs have a history (1 finished)"),
+        "{err}"
+    );
+    let part = std::fs::read_to_string(dir.join("results_partial.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(part.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(v["steps"].as_u64(), Some(4));
+    assert_eq!(v["tokens"].as_f64(), Some(4.0 * 4.0 * 32.0));
+    assert_eq!(v["history"].as_array().unwrap().len(), 4);
+    assert!(!b.join("checkpoint-6").exists());
     let out = ok(sweep());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("1 already finished, 1 to train"), "{err}");
@@ -222,6 +255,22 @@ fn bad_input_fails_with_a_fix() {
         .output()
         .unwrap());
     let plan = String::from_utf8_lossy(&out.stdout);
-    assert!(plan.contains("12 runs, total C"), "{plan}");
+    assert!(plan.contains("18 runs, total C"), "{plan}");
     assert!(!dir.join("dry").exists());
+    // the paper's grid plans without training: 510 runs, the 40k-step rule applied
+    let out = ok(gidd()
+        .args(["sweep", "--preset", "paper", "--dry_run", "--out"])
+        .arg(dir.join("paper"))
+        .output()
+        .unwrap());
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("510 runs, total C"), "{plan}");
+    assert!(
+        plan.contains("masked-L8-d512-h8-B512-lr0.5-S40000"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("masked-L20-d1536-h12-B512-lr0.5-S80000"),
+        "{plan}"
+    );
 }

@@ -50,9 +50,6 @@ fn vertex(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
 /// The B*(D) law and its points (D, B*·T).
 pub type BatchLaw = (Slope, Vec<(f64, f64)>);
 
-/// (lr, ln loss) points per batch size.
-type ByBatch = BTreeMap<u64, Vec<(f64, f64)>>;
-
 fn bits(v: f64) -> u64 {
     v.to_bits()
 }
@@ -89,49 +86,72 @@ pub fn batch_law(rows: &[&LossRow], seq: f64, max_batch: u64) -> Result<BatchLaw
     Ok((law, pts))
 }
 
-/// η*(B*): per (N, B, C) the vertex of ln loss = quadratic(ln lr) (convex, in range);
-/// per (N, C) OLS ln η* on ln(B·T) over >= 2 batch sizes, evaluated at B*_tok(D) of the
-/// batch law with D = C/M (if inside the measured B range); then OLS ln η* on ln B*_tok.
-pub fn lr_law(rows: &[&FlopRow], seq: f64, bstar: &Slope) -> Result<Slope, String> {
-    let mut g: BTreeMap<(u64, u64), ByBatch> = BTreeMap::new();
+/// η* of one (N, C, B): the vertex of ln loss = quadratic(ln lr), convex and inside the
+/// LRs measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct LrVertex {
+    pub n: f64,
+    pub c: f64,
+    /// FLOPs per token of the size.
+    pub m: f64,
+    /// B·T, tokens per step.
+    pub batch_tokens: f64,
+    pub eta: f64,
+    pub loss: f64,
+}
+
+/// Every (N, C, B) with >= 3 LRs whose loss has a convex, in-range vertex in ln lr.
+pub fn lr_vertices(rows: &[&FlopRow], seq: f64) -> Vec<LrVertex> {
+    let mut g: BTreeMap<(u64, u64, u64), Vec<&FlopRow>> = BTreeMap::new();
     for r in rows {
-        g.entry((bits(r.n), bits(r.c)))
+        g.entry((bits(r.n), bits(r.c), r.batch))
             .or_default()
-            .entry(r.batch)
-            .or_default()
-            .push((r.lr, r.loss.ln()));
+            .push(r);
+    }
+    g.into_iter()
+        .filter(|(_, v)| v.len() >= 3)
+        .filter_map(|((n, c, b), v)| {
+            let lr: Vec<f64> = v.iter().map(|r| r.lr).collect();
+            let ll: Vec<f64> = v.iter().map(|r| r.loss.ln()).collect();
+            vertex(&lr, &ll).map(|(eta, l)| LrVertex {
+                n: f64::from_bits(n),
+                c: f64::from_bits(c),
+                m: v[0].m,
+                batch_tokens: b as f64 * seq,
+                eta,
+                loss: l.exp(),
+            })
+        })
+        .collect()
+}
+
+/// The η*(B*) law and its points (B*_tok, η*).
+pub type LrLaw = (Slope, Vec<(f64, f64)>);
+
+/// η*(B*): per (N, C), OLS ln η* on ln(B·T) over the [`lr_vertices`] of >= 2 batch sizes,
+/// evaluated at B*_tok(D) of the batch law with D = C/M (if inside the measured B range);
+/// then OLS ln η* on ln B*_tok.
+pub fn lr_law(rows: &[&FlopRow], seq: f64, bstar: &Slope) -> Result<LrLaw, String> {
+    let mut g: BTreeMap<(u64, u64), Vec<LrVertex>> = BTreeMap::new();
+    for v in lr_vertices(rows, seq) {
+        g.entry((bits(v.n), bits(v.c))).or_default().push(v);
     }
     let mut pts = Vec::new();
-    for ((n, c), per_b) in &g {
-        let m = rows
-            .iter()
-            .find(|r| bits(r.n) == *n && bits(r.c) == *c)
-            .map(|r| r.m)
-            .unwrap_or(f64::NAN);
-        let etas: Vec<(f64, f64)> = per_b
-            .iter()
-            .filter(|(_, v)| v.len() >= 3)
-            .filter_map(|(&b, v)| {
-                let (lr, ll): (Vec<f64>, Vec<f64>) = v.iter().copied().unzip();
-                vertex(&lr, &ll).map(|(eta, _)| (b as f64 * seq, eta))
-            })
-            .collect();
-        if etas.len() < 2 {
-            continue;
-        }
-        let (bx, ey): (Vec<f64>, Vec<f64>) = etas.iter().copied().unzip();
+    for etas in g.values().filter(|v| v.len() >= 2) {
+        let bx: Vec<f64> = etas.iter().map(|v| v.batch_tokens).collect();
+        let ey: Vec<f64> = etas.iter().map(|v| v.eta).collect();
         let Some(f) = slope_law(&bx, &ey) else {
             continue;
         };
-        let d = f64::from_bits(*c) / m;
-        let b_star = (bstar.intercept + bstar.slope * d.ln()).exp();
+        let d = etas[0].c / etas[0].m;
+        let b_star = bstar.at(d);
         let (lo, hi) = bx
             .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &t| {
                 (a.min(t), b.max(t))
             });
         if b_star >= lo && b_star <= hi {
-            pts.push((b_star, (f.intercept + f.slope * b_star.ln()).exp()));
+            pts.push((b_star, f.at(b_star)));
         }
     }
     if pts.len() < 3 {
@@ -140,8 +160,9 @@ pub fn lr_law(rows: &[&FlopRow], seq: f64, bstar: &Slope) -> Result<Slope, Strin
             pts.len()
         ));
     }
-    let (x, y): (Vec<f64>, Vec<f64>) = pts.into_iter().unzip();
-    slope_law(&x, &y).ok_or_else(|| "no spread in B* across the η* points".into())
+    let (x, y): (Vec<f64>, Vec<f64>) = pts.iter().copied().unzip();
+    let law = slope_law(&x, &y).ok_or("no spread in B* across the η* points")?;
+    Ok((law, pts))
 }
 
 /// The cooldown factor: mean of final ELBO (no cooldown) / final ELBO (cooled) over pairs
@@ -154,7 +175,21 @@ pub struct Cooldown {
     pub pairs: usize,
 }
 
-pub fn cooldown(runs: &[Run]) -> Result<Cooldown, String> {
+/// A cooled run and its constant-LR twin.
+#[derive(Clone, Debug)]
+pub struct CooldownPair {
+    pub name: String,
+    pub lr: f64,
+    /// Final ELBO (mean of the last 10 logged values) of the constant-LR run.
+    pub flat: f64,
+    /// The same of the cooled run.
+    pub cooled: f64,
+    pub flat_history: Vec<(f64, f64)>,
+    pub cooled_history: Vec<(f64, f64)>,
+}
+
+/// Every cooled run with a constant-LR twin equal in noise, size, B, lr and steps.
+pub fn cooldown_pairs(runs: &[Run]) -> Vec<CooldownPair> {
     let last10 = |r: &Run| {
         let v: Vec<f64> = r
             .history
@@ -173,14 +208,29 @@ pub fn cooldown(runs: &[Run]) -> Result<Cooldown, String> {
             && a.lr == b.lr
             && a.steps == b.steps
     };
-    let mut ratios = Vec::new();
+    let mut out = Vec::new();
     for cd in runs.iter().filter(|r| r.cooldown > 0.0) {
         if let Some(flat) = runs.iter().find(|r| r.cooldown == 0.0 && same(r, cd)) {
             if let (Some(a), Some(b)) = (last10(flat), last10(cd)) {
-                ratios.push(a / b);
+                out.push(CooldownPair {
+                    name: flat.run.clone(),
+                    lr: flat.lr,
+                    flat: a,
+                    cooled: b,
+                    flat_history: flat.history.clone(),
+                    cooled_history: cd.history.clone(),
+                });
             }
         }
     }
+    out
+}
+
+pub fn cooldown(runs: &[Run]) -> Result<Cooldown, String> {
+    let ratios: Vec<f64> = cooldown_pairs(runs)
+        .iter()
+        .map(|p| p.flat / p.cooled)
+        .collect();
     if ratios.len() < 2 {
         return Err(format!(
             "{} cooled runs with a constant-LR twin (same noise, size, batch, lr, steps); need 2",

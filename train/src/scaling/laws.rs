@@ -2,7 +2,7 @@
 //! and the loss surface L(M, D) = a·M^(−α) + b·D^(−β) + E with its compute-optimal
 //! allocation (§5, Chinchilla approach 3).
 
-use super::numeric::{levenberg_marquardt, ols, percentile, polyfit2};
+use super::numeric::{huber_line, huber_lm, percentile, polyfit2};
 use super::tables::{by_budget, FlopRow};
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -104,7 +104,8 @@ pub fn raw_optima(rows: &[FlopRow]) -> Vec<Optimum> {
         .collect()
 }
 
-/// y = A·x^a fitted by OLS in log space, with percentile bootstrap intervals.
+/// y = A·x^a fitted in log space (Huber loss, or least squares), with percentile
+/// bootstrap intervals.
 #[derive(Clone, Debug, Serialize)]
 pub struct PowerLaw {
     #[serde(rename = "A")]
@@ -142,10 +143,18 @@ impl PowerLaw {
     }
 }
 
-/// Fits y = A·x^a to the positive finite points (at least 3), with `replicates` bootstrap
-/// resamples: replicate i draws n indices with replacement from a generator seeded
-/// `seed + i`, so the intervals do not depend on the thread count.
-pub fn power_law(x: &[f64], y: &[f64], replicates: usize, seed: u64) -> Option<PowerLaw> {
+/// Fits y = A·x^a to the positive finite points (at least 3) by minimizing the Huber loss
+/// (threshold `delta`) of the log residuals ln y − ln A − a·ln x, as the reference's
+/// `least_squares(loss="huber", f_scale=1)` does; `delta` = ∞ is OLS of ln y on ln x.
+/// `replicates` bootstrap resamples: replicate i draws n indices with replacement from a
+/// generator seeded `seed + i`, so the intervals do not depend on the thread count.
+pub fn power_law(
+    x: &[f64],
+    y: &[f64],
+    replicates: usize,
+    seed: u64,
+    delta: f64,
+) -> Option<PowerLaw> {
     let (lx, ly): (Vec<f64>, Vec<f64>) = x
         .iter()
         .zip(y)
@@ -155,7 +164,7 @@ pub fn power_law(x: &[f64], y: &[f64], replicates: usize, seed: u64) -> Option<P
     if lx.len() < 3 {
         return None;
     }
-    let fit = ols(&lx, &ly)?;
+    let fit = huber_line(&lx, &ly, delta)?;
     let n = lx.len();
     let boot: Vec<(f64, f64)> = (0..replicates)
         .into_par_iter()
@@ -167,7 +176,7 @@ pub fn power_law(x: &[f64], y: &[f64], replicates: usize, seed: u64) -> Option<P
                     (lx[j], ly[j])
                 })
                 .unzip();
-            ols(&bx, &by).map(|f| (f.intercept, f.slope))
+            huber_line(&bx, &by, delta).map(|f| (f.intercept, f.slope))
         })
         .collect();
     let pct = |mut v: Vec<f64>| {
@@ -221,13 +230,12 @@ impl Surface {
     }
 }
 
-/// Fits the surface to (M, D, L) by LM on the log residual ln f − ln L with every
-/// parameter fitted as its logarithm, which keeps all five positive (the reference's
-/// bounds [1e-8, ∞)). Plain least squares, not the reference's Huber loss: its log
-/// residuals are ≪ 1, inside Huber's quadratic zone, so the two agree. Starts: the
+/// Fits the surface to (M, D, L) by LM on the Huber loss (threshold `delta`; ∞ = least
+/// squares) of the log residual ln f − ln L, every parameter fitted as its logarithm,
+/// which keeps all five positive (the reference's bounds [1e-8, ∞)). Starts: the
 /// reference's p0 (20, .23, 300, .29, 1), which suits paper-scale M and D, plus a grid
 /// of data-scaled starts for other scales; the lowest cost wins.
-pub fn fit_surface(m: &[f64], d: &[f64], l: &[f64]) -> Option<Surface> {
+pub fn fit_surface(m: &[f64], d: &[f64], l: &[f64], delta: f64) -> Option<Surface> {
     let n = l.len();
     if n < 6 {
         return None;
@@ -257,10 +265,12 @@ pub fn fit_surface(m: &[f64], d: &[f64], l: &[f64]) -> Option<Surface> {
         .par_iter()
         .map(|s| {
             let p0: Vec<f64> = s.iter().map(|v| v.ln()).collect();
-            levenberg_marquardt(&p0, n, resid)
+            huber_lm(&p0, n, delta, resid)
         })
         .filter(|f| f.cost.is_finite() && f.params.iter().all(|v| v.is_finite()))
         .min_by(|a, b| a.cost.total_cmp(&b.cost))?;
+    let mut r = vec![0.0; n];
+    resid(&best.params, &mut r);
     let p: Vec<f64> = best.params.iter().map(|v| v.exp()).collect();
     Some(Surface {
         a: p[0],
@@ -268,7 +278,7 @@ pub fn fit_surface(m: &[f64], d: &[f64], l: &[f64]) -> Option<Surface> {
         b: p[2],
         beta: p[3],
         e: p[4],
-        rmse_log: (best.cost / n as f64).sqrt(),
+        rmse_log: (r.iter().map(|v| v * v).sum::<f64>() / n as f64).sqrt(),
         points: n,
     })
 }

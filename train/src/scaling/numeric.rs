@@ -257,3 +257,122 @@ pub fn log_grid(lo: f64, hi: f64, count: usize) -> Vec<f64> {
             .collect(),
     }
 }
+
+/// Weighted least squares y = intercept + slope·x with weights w ≥ 0; None without two
+/// points of positive weight at distinct x. `r2` and `slope_se` are the unweighted
+/// quantities of the returned line (what the log-space R² of a law reports).
+pub fn wls(x: &[f64], y: &[f64], w: &[f64]) -> Option<Ols> {
+    let sw: f64 = w.iter().sum();
+    if !(sw > 0.0) || x.len() < 2 {
+        return None;
+    }
+    let mx = x.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / sw;
+    let my = y.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / sw;
+    let sxx: f64 = x.iter().zip(w).map(|(a, b)| b * (a - mx).powi(2)).sum();
+    let sxy: f64 = (0..x.len()).map(|i| w[i] * (x[i] - mx) * (y[i] - my)).sum();
+    if sxx <= 1e-300 * sw || !sxx.is_finite() {
+        return None;
+    }
+    let slope = sxy / sxx;
+    line_stats(x, y, my - slope * mx, slope)
+}
+
+/// R² and the slope's standard error of a given line over (x, y).
+fn line_stats(x: &[f64], y: &[f64], intercept: f64, slope: f64) -> Option<Ols> {
+    let n = x.len();
+    let nf = n as f64;
+    let mx = x.iter().sum::<f64>() / nf;
+    let my = y.iter().sum::<f64>() / nf;
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    let syy: f64 = y.iter().map(|v| (v - my).powi(2)).sum();
+    let sse: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(a, b)| (b - intercept - slope * a).powi(2))
+        .sum();
+    (sxx > 0.0).then(|| Ols {
+        intercept,
+        slope,
+        r2: if syy > 0.0 { 1.0 - sse / syy } else { 1.0 },
+        slope_se: if n > 2 {
+            (sse / (nf - 2.0) / sxx).sqrt()
+        } else {
+            f64::NAN
+        },
+        n,
+    })
+}
+
+/// The IRLS weights of the Huber loss with threshold `delta`: 1 inside |r| ≤ δ, δ/|r|
+/// outside (where the loss grows linearly).
+pub fn huber_weights(r: &[f64], delta: f64) -> Vec<f64> {
+    r.iter()
+        .map(|v| {
+            if v.abs() <= delta {
+                1.0
+            } else {
+                delta / v.abs()
+            }
+        })
+        .collect()
+}
+
+/// The Huber loss Σ ρ(r): r² inside |r| ≤ δ, 2δ|r| − δ² outside (scipy's "huber" with
+/// f_scale = δ, times 2, so that it equals the sum of squares where no residual is large).
+pub fn huber_cost(r: &[f64], delta: f64) -> f64 {
+    r.iter()
+        .map(|v| {
+            let a = v.abs();
+            if a <= delta {
+                a * a
+            } else {
+                2.0 * delta * a - delta * delta
+            }
+        })
+        .sum()
+}
+
+/// The line y = intercept + slope·x that minimizes the Huber loss of its residuals (the
+/// reference's robust fit of a power law in log space, SCALING.md §5), by iteratively
+/// reweighted least squares from the OLS line: the loss is convex, so IRLS converges to
+/// its minimum. `delta` = ∞ is plain OLS.
+pub fn huber_line(x: &[f64], y: &[f64], delta: f64) -> Option<Ols> {
+    let mut f = ols(x, y)?;
+    if !delta.is_finite() {
+        return Some(f);
+    }
+    for _ in 0..200 {
+        let r: Vec<f64> = x
+            .iter()
+            .zip(y)
+            .map(|(a, b)| b - f.intercept - f.slope * a)
+            .collect();
+        let g = wls(x, y, &huber_weights(&r, delta))?;
+        let moved = (g.slope - f.slope).abs() + (g.intercept - f.intercept).abs();
+        f = g;
+        if moved <= 1e-13 * (1.0 + f.intercept.abs() + f.slope.abs()) {
+            break;
+        }
+    }
+    Some(f)
+}
+
+/// Levenberg–Marquardt on the Huber loss of the residuals (threshold `delta`): each
+/// residual r is replaced by sign(r)·√ρ(r), ρ the Huber loss of [`huber_cost`] (r itself
+/// inside |r| ≤ δ, continuous with a continuous derivative at δ), so the sum of squares
+/// LM minimizes is the Huber loss itself, from `p0`, as scipy's robust `least_squares`
+/// does. `cost` is that loss; with every |r| ≤ δ this is the plain least-squares fit.
+pub fn huber_lm(p0: &[f64], n: usize, delta: f64, resid: impl Fn(&[f64], &mut [f64])) -> LmFit {
+    if !delta.is_finite() {
+        return levenberg_marquardt(p0, n, resid);
+    }
+    levenberg_marquardt(p0, n, |p, out| {
+        resid(p, out);
+        for o in out.iter_mut() {
+            let a = o.abs();
+            if a > delta {
+                *o = o.signum() * (2.0 * delta * a - delta * delta).sqrt();
+            }
+        }
+    })
+}

@@ -1,6 +1,6 @@
 //! fit.json and the printed summary of an `Analysis`.
 
-use super::{Analysis, FitArgs, MethodFit, Variant};
+use super::{bits_per_byte, Analysis, FitArgs, MethodFit, Variant};
 use serde_json::{json, Value};
 use std::fmt::Write;
 
@@ -34,11 +34,31 @@ fn method_json(m: &MethodFit) -> Value {
         }
         Err(why) => json!({ "skipped": why }),
     };
+    let frontier = match &m.frontier {
+        Ok(f) => json!({
+            "law": f.law,
+            "points": f.points.iter().zip(&f.used)
+                .map(|(p, u)| json!({"c": p.0, "loss": p.1, "used": u}))
+                .collect::<Vec<_>>(),
+        }),
+        Err(why) => json!({ "skipped": why }),
+    };
+    // N* of each sq. optimum converted from its M* by the ln M ~ ln N law
+    let conversion = match &m.conversion {
+        Ok(c) => json!({
+            "law": c,
+            "n_from_m": m.sq.optima.iter().map(|o| json!({"c": o.c, "m": o.m, "n": c.inverse(o.m)}))
+                .collect::<Vec<_>>(),
+        }),
+        Err(why) => json!({ "skipped": why }),
+    };
     json!({
         "iso_flop": m.rows,
         "sq": variant_json(&m.sq),
         "raw": variant_json(&m.raw),
         "surface": surface,
+        "direct_frontier": frontier,
+        "m_n_conversion": conversion,
     })
 }
 
@@ -66,7 +86,8 @@ pub fn fit_json(a: &Analysis, args: &FitArgs) -> Value {
             let mut j = json!({
                 "shift": n.shift,
                 "batch_law": result_json(&n.batch_law.as_ref().map(|b| &b.0).map_err(Clone::clone)),
-                "lr_law": result_json(&n.lr_law),
+                "lr_law": result_json(&n.lr_law.as_ref().map(|l| &l.0).map_err(Clone::clone)),
+                "lr_vertices": n.lr_vertices,
             });
             for m in &n.methods {
                 j[m.method] = method_json(m);
@@ -86,6 +107,7 @@ pub fn fit_json(a: &Analysis, args: &FitArgs) -> Value {
         "iso_loss": a.iso_loss,
         "batch_law_all": result_json(&a.batch_law_all.as_ref().map(|b| &b.0).map_err(Clone::clone)),
         "cooldown": result_json(&a.cooldown),
+        "bytes_per_token": result_json(&a.bytes_per_token),
     })
 }
 
@@ -121,6 +143,34 @@ pub fn summary(a: &Analysis) -> String {
                 }
                 let _ = writeln!(s, "{line}");
             }
+            match &m.frontier {
+                Ok(f) => {
+                    let _ = writeln!(
+                        s,
+                        "  {:7} direct frontier L ~ {:.4}·C^{:.4} [{:.4}, {:.4}] ({} budgets)",
+                        m.method,
+                        f.law.coef,
+                        f.law.exponent,
+                        f.law.exponent_ci[0],
+                        f.law.exponent_ci[1],
+                        f.law.points
+                    );
+                }
+                Err(why) => {
+                    let _ = writeln!(s, "  {:7} direct frontier: skipped ({why})", m.method);
+                }
+            }
+            if let Ok(c) = &m.conversion {
+                let _ = writeln!(
+                    s,
+                    "  {:7} M ~ {:.4}·N^{:.4} over {} sizes (R² {:.4})",
+                    m.method,
+                    c.intercept.exp(),
+                    c.slope,
+                    c.points,
+                    c.r2
+                );
+            }
             match &m.surface {
                 Ok(f) => {
                     let (em, ed) = f.exponents();
@@ -148,7 +198,7 @@ pub fn summary(a: &Analysis) -> String {
             }
         }
         match &n.lr_law {
-            Ok(l) => {
+            Ok((l, _)) => {
                 let _ = writeln!(
                     s,
                     "  eta* ~ B*^{:.4} ± {:.4} (99%), R² {:.3}",
@@ -159,6 +209,13 @@ pub fn summary(a: &Analysis) -> String {
                 let _ = writeln!(s, "  eta*(B*): skipped ({why})");
             }
         }
+    }
+    if let Ok(b) = &a.bytes_per_token {
+        let _ = writeln!(
+            s,
+            "\nbytes per token {b:.4}: 1 nat/token = {:.4} bits/byte",
+            bits_per_byte(1.0, *b)
+        );
     }
     match &a.cooldown {
         Ok(c) => {

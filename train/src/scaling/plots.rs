@@ -7,7 +7,12 @@ use crate::plot::{Chart, Corner, Scale, Series, SVG_SIZE};
 use anyhow::Result;
 use std::path::Path;
 
-fn save(dir: &Path, name: &str, chart: &Chart<'_>, files: &mut Vec<String>) -> Result<()> {
+pub(super) fn save(
+    dir: &Path,
+    name: &str,
+    chart: &Chart<'_>,
+    files: &mut Vec<String>,
+) -> Result<()> {
     let (w, h) = SVG_SIZE;
     let svg = chart.svg(w, h)?;
     gidd_ports::write_atomic(&dir.join(format!("{name}.svg")), svg.as_bytes())?;
@@ -18,14 +23,14 @@ fn save(dir: &Path, name: &str, chart: &Chart<'_>, files: &mut Vec<String>) -> R
 }
 
 /// A file-name-safe form of a noise label.
-fn slug(s: &str) -> String {
+pub(super) fn slug(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
 }
 
 /// The fit line and its 95% band over [lo, hi], 40 log-spaced points.
-fn law_lines(name: &str, law: &PowerLaw, lo: f64, hi: f64, color: usize) -> [Series; 3] {
+pub(super) fn law_lines(name: &str, law: &PowerLaw, lo: f64, hi: f64, color: usize) -> [Series; 3] {
     let xs = super::numeric::log_grid(lo, hi, 40);
     let band: Vec<(f64, (f64, f64))> = xs.iter().map(|&x| (x, law.band(x))).collect();
     [

@@ -38,6 +38,8 @@ pub struct Run {
     pub flops: f64,
     pub final_elbo: f64,
     pub ema_elbo: f64,
+    /// UTF-8 bytes per token of the run's held-out text (optional: older results lack it).
+    pub bytes_per_token: Option<f64>,
     /// (step, training ELBO); a null ELBO (a NaN when written) is kept as NaN.
     #[serde(skip)]
     pub history: Vec<(f64, f64)>,
@@ -97,6 +99,13 @@ impl Fields<'_> {
         })?;
         serde_json::from_value(v.clone()).map_err(|e| self.bad(key, e.to_string()))
     }
+    /// An optional number: absent or null is None.
+    fn optional(&self, key: &'static str) -> Result<Option<f64>, ResultsError> {
+        match self.m.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.positive(key).map(Some),
+        }
+    }
     fn positive(&self, key: &'static str) -> Result<f64, ResultsError> {
         let v: f64 = self.get(key)?;
         if v > 0.0 && v.is_finite() {
@@ -155,6 +164,7 @@ impl Run {
             flops: f.get("flops")?,
             final_elbo: f.get::<Option<f64>>("final_elbo")?.unwrap_or(f64::NAN),
             ema_elbo: f.get::<Option<f64>>("ema_elbo")?.unwrap_or(f64::NAN),
+            bytes_per_token: f.optional("bytes_per_token")?,
             history: history
                 .into_iter()
                 .map(|(s, e)| (s, e.unwrap_or(f64::NAN)))

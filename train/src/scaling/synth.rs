@@ -22,6 +22,12 @@ pub struct Synth {
     pub seq: u64,
     /// History points per run, log-spaced from step 1 to the last step.
     pub points: usize,
+    /// What each run reports as its held-out text's bytes per token.
+    pub bytes_per_token: f64,
+    /// A learning-rate effect: every loss is multiplied by exp(lr_curv·ln²(lr/lr_opt)),
+    /// so η* = lr_opt at every size, batch and budget (0: no effect).
+    pub lr_curv: f64,
+    pub lr_opt: f64,
 }
 
 impl Default for Synth {
@@ -36,6 +42,9 @@ impl Default for Synth {
             seed: 0,
             seq: 256,
             points: 120,
+            bytes_per_token: 4.0,
+            lr_curv: 0.0,
+            lr_opt: 1.0,
         }
     }
 }
@@ -82,7 +91,9 @@ impl Synth {
                     .powf(i as f64 / (self.points - 1) as f64)
                     .round();
                 let gain = if cooldown > 0.0 { 1.02 } else { 1.0 };
-                (s, self.loss(m, s * bt) / gain + self.noise_sd * normal(rng))
+                let lr_factor = (self.lr_curv * (lr / self.lr_opt).ln().powi(2)).exp();
+                let l = self.loss(m, s * bt) * lr_factor / gain;
+                (s, l + self.noise_sd * normal(rng))
             })
             .collect();
         let last = history.last().map_or(f64::NAN, |p| p.1);
@@ -107,6 +118,7 @@ impl Synth {
             flops: steps as f64 * bt * m,
             final_elbo: last,
             ema_elbo: last,
+            bytes_per_token: Some(self.bytes_per_token),
             history,
         }
     }

@@ -7,13 +7,47 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One model size. `heads` defaults to the ladder's rule (head_dim 64 up to d 1024, 128 above).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The optional fields override the grid's for this size only.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Size {
     pub layers: usize,
     pub hidden: usize,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heads: Option<usize>,
+    /// This size's batch sizes (the paper adds B = 1024 for its largest size only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_sizes: Option<Vec<usize>>,
+    /// This size's learning rates, for every batch size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lrs: Option<Vec<f64>>,
+    /// This size's largest budget (see `Grid::max_flops`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flops: Option<f64>,
+}
+
+impl Size {
+    pub fn new(layers: usize, hidden: usize, heads: usize) -> Size {
+        Size {
+            layers,
+            hidden,
+            heads: Some(heads),
+            ..Size::default()
+        }
+    }
+}
+
+/// A run length by batch size: runs with batch >= `min_batch` (and, when set, at most
+/// `max_layers` layers) train `steps` steps instead of the grid's. The paper's 40k-step
+/// rule: `[{"min_batch": 512, "max_layers": 19, "steps": 40000},
+/// {"min_batch": 1024, "steps": 40000}]` (B = 512 below L20, and B = 1024).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRule {
+    pub min_batch: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_layers: Option<usize>,
+    pub steps: usize,
 }
 
 /// A noise type: a name (masked, low-uniform, balanced, high-uniform, uniform) or a
@@ -60,13 +94,13 @@ impl Noise {
     }
 }
 
-fn d_beta2() -> f64 {
+pub(super) fn d_beta2() -> f64 {
     0.99
 }
-fn d_beta2_large() -> f64 {
+pub(super) fn d_beta2_large() -> f64 {
     0.98
 }
-fn d_large_batch() -> usize {
+pub(super) fn d_large_batch() -> usize {
     256
 }
 
@@ -83,6 +117,10 @@ pub struct Grid {
     pub lrs: BTreeMap<String, Vec<f64>>,
     /// Training steps of every run (unless `max_flops` is set).
     pub steps: usize,
+    /// Exceptions to `steps` by batch size (the first rule that matches a run applies);
+    /// not used with `max_flops`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_rules: Vec<StepRule>,
     /// When set, each run trains until it has spent this Method-1 compute C = M·D (steps
     /// rounded up), so every size reaches the same largest budget.
     #[serde(default)]
@@ -206,6 +244,14 @@ impl Grid {
         })
     }
 
+    /// `steps`, or the first step rule's that matches.
+    fn steps_for(&self, batch: usize, layers: usize) -> usize {
+        self.step_rules
+            .iter()
+            .find(|r| batch >= r.min_batch && r.max_layers.is_none_or(|l| layers <= l))
+            .map_or(self.steps, |r| r.steps)
+    }
+
     fn lrs_for(&self, batch: usize) -> Option<&Vec<f64>> {
         self.lrs
             .get(&batch.to_string())
@@ -226,11 +272,21 @@ impl Grid {
         if self.seq < 2 {
             bail!("seq {} is too short: rows need at least 2 tokens", self.seq);
         }
-        if self.max_flops.is_none() && self.steps == 0 {
+        let budgeted = self.max_flops.is_some() || self.sizes.iter().all(|s| s.max_flops.is_some());
+        if !budgeted && self.steps == 0 {
             bail!("steps is 0: give the grid steps > 0 (or max_flops)");
         }
-        if let Some(c) = self.max_flops.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        let bad_c = |c: &f64| !(c.is_finite() && *c > 0.0);
+        if let Some(c) = self.max_flops.filter(bad_c) {
             bail!("max_flops {c} must be a positive number");
+        }
+        if let Some(c) = self.sizes.iter().filter_map(|s| s.max_flops).find(bad_c) {
+            bail!("a size's max_flops {c} must be a positive number");
+        }
+        if self.max_flops.is_none() && !self.step_rules.is_empty() {
+            if let Some(r) = self.step_rules.iter().find(|r| r.steps == 0) {
+                bail!("step rule for batch >= {} has 0 steps", r.min_batch);
+            }
         }
         let noise = self
             .noise
@@ -247,9 +303,18 @@ impl Grid {
                     s.hidden
                 );
             }
+            let batches = s.batch_sizes.as_ref().unwrap_or(&self.batch_sizes);
+            if batches.is_empty() {
+                bail!(
+                    "size L{} d{} has an empty batch_sizes list",
+                    s.layers,
+                    s.hidden
+                );
+            }
             for (label, shift) in &noise {
-                for &batch in &self.batch_sizes {
-                    let Some(lrs) = self.lrs_for(batch).filter(|l| !l.is_empty()) else {
+                for &batch in batches {
+                    let lrs = s.lrs.as_ref().or_else(|| self.lrs_for(batch));
+                    let Some(lrs) = lrs.filter(|l| !l.is_empty()) else {
                         bail!("no learning rates for batch size {batch}: add \"{batch}\": [..] or \"*\": [..] to lrs");
                     };
                     if batch == 0 {
@@ -260,11 +325,11 @@ impl Grid {
                             bail!("learning rate {lr} (batch {batch}) must be a positive number");
                         }
                         let m = accounting::flops_per_token(s.layers, s.hidden, self.seq);
-                        let steps = match self.max_flops {
+                        let steps = match s.max_flops.or(self.max_flops) {
                             Some(c) => {
                                 (c / (m * (batch * self.seq) as f64)).ceil().max(1.0) as usize
                             }
-                            None => self.steps,
+                            None => self.steps_for(batch, s.layers),
                         };
                         if self.warmup > steps {
                             bail!(
@@ -309,95 +374,10 @@ impl Grid {
     }
 }
 
-/// `--preset smoke`: 2 tiny sizes × masked and uniform × 1 batch × 1 lr × 30 steps on rows
-/// of 32 and a 512-token vocabulary: the CI check that the whole pipeline runs.
-pub fn smoke() -> Grid {
-    Grid {
-        sizes: vec![
-            Size {
-                layers: 1,
-                hidden: 32,
-                heads: Some(2),
-            },
-            Size {
-                layers: 2,
-                hidden: 32,
-                heads: Some(2),
-            },
-        ],
-        noise: vec![Noise::Name("masked".into()), Noise::Name("uniform".into())],
-        batch_sizes: vec![8],
-        lrs: BTreeMap::from([("*".to_string(), vec![0.5])]),
-        steps: 30,
-        max_flops: None,
-        warmup: 3,
-        cooldown: 0.0,
-        seq: 32,
-        beta2: d_beta2(),
-        beta2_large: d_beta2_large(),
-        large_batch: d_large_batch(),
-        save_steps: None,
-        seed: 0,
-        extra_args: vec!["--vocab_size".into(), "512".into()],
-    }
-}
-
-/// `--preset toy`: masked, balanced and uniform over a ladder of 4 sizes on rows of 64 of
-/// the embedded corpus, constant LR after warmup. Each run trains to the same largest
-/// budget (`max_flops`), so its intermediate steps give every smaller budget; the budgets
-/// in between bracket the optimum (the smallest model is far from converged at the top
-/// budget, the largest has seen few tokens at the bottom one).
-pub fn toy() -> Grid {
-    Grid {
-        sizes: vec![
-            Size {
-                layers: 1,
-                hidden: 32,
-                heads: Some(1),
-            },
-            Size {
-                layers: 2,
-                hidden: 64,
-                heads: Some(2),
-            },
-            Size {
-                layers: 3,
-                hidden: 96,
-                heads: Some(3),
-            },
-            Size {
-                layers: 4,
-                hidden: 128,
-                heads: Some(4),
-            },
-        ],
-        noise: ["masked", "balanced", "uniform"]
-            .map(|n| Noise::Name(n.into()))
-            .to_vec(),
-        batch_sizes: vec![16],
-        lrs: BTreeMap::from([("*".to_string(), vec![1.0])]),
-        steps: 0,
-        max_flops: Some(TOY_MAX_FLOPS),
-        warmup: 50,
-        cooldown: 0.0,
-        seq: 64,
-        beta2: d_beta2(),
-        beta2_large: d_beta2_large(),
-        large_batch: d_large_batch(),
-        save_steps: Some(500),
-        seed: 0,
-        // the vocabulary the toy grid was sized and measured with (train's default is now
-        // 4096, the main job's): a larger head would move every budget
-        extra_args: vec!["--vocab_size".into(), "1024".into()],
-    }
-}
-
-/// The toy preset's largest budget (Method-1 FLOPs per run).
-pub const TOY_MAX_FLOPS: f64 = 2e12;
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may unwrap
 mod tests {
+    use super::super::presets::smoke;
     use super::*;
 
     #[test]
@@ -448,18 +428,63 @@ mod tests {
     }
 
     #[test]
-    fn max_flops_sets_steps_per_size() {
-        let p = toy().plan().unwrap();
-        assert_eq!(p.len(), 12);
-        for r in &p {
-            assert!(
-                r.flops() >= TOY_MAX_FLOPS
-                    && r.flops() < TOY_MAX_FLOPS + r.flops_per_token() * (r.batch * r.seq) as f64
-            );
+    fn sizes_override_batches_lrs_and_budgets() {
+        let g: Grid = serde_json::from_str(
+            r#"{"sizes": [{"layers": 1, "hidden": 32, "lrs": [4, 8], "max_flops": 1e9},
+                          {"layers": 2, "hidden": 64, "batch_sizes": [16, 32]}],
+                "noise": ["masked"], "batch_sizes": [8], "lrs": {"*": [1]},
+                "steps": 0, "max_flops": 1e10, "warmup": 1, "seq": 16}"#,
+        )
+        .unwrap();
+        let p = g.plan().unwrap();
+        let got: Vec<(usize, usize, f64)> = p.iter().map(|r| (r.layers, r.batch, r.lr)).collect();
+        assert_eq!(got, [(1, 8, 4.0), (1, 8, 8.0), (2, 16, 1.0), (2, 32, 1.0)]);
+        // each size runs to its own budget: the first just past 1e9, the others 1e10
+        let c = |r: &RunPlan| (r.flops(), r.flops_per_token() * (r.batch * r.seq) as f64);
+        let (f0, step0) = c(&p[0]);
+        assert!(f0 >= 1e9 && f0 < 1e9 + step0);
+        for r in &p[2..] {
+            let (f, step) = c(r);
+            assert!(f >= 1e10 && f < 1e10 + step);
         }
-        assert!(p[0].steps > p[9].steps);
-        let s = smoke().plan().unwrap();
-        assert_eq!(s.len(), 4);
-        assert!(s.iter().all(|r| r.steps == 30));
+        let mut bad = g.clone();
+        bad.sizes[0].max_flops = Some(-1.0);
+        assert!(bad.plan().unwrap_err().to_string().contains("max_flops"));
+        bad.sizes[0].max_flops = None;
+        bad.sizes[1].batch_sizes = Some(vec![]);
+        assert!(bad
+            .plan()
+            .unwrap_err()
+            .to_string()
+            .contains("empty batch_sizes"));
+    }
+
+    /// The paper's 40k-step rule: B = 512 below L20 and B = 1024 run 40k steps, the rest 80k.
+    #[test]
+    fn step_rules_shorten_large_batch_runs() {
+        let g: Grid = serde_json::from_str(
+            r#"{"sizes": [{"layers": 16, "hidden": 1024}, {"layers": 20, "hidden": 1536, "batch_sizes": [256, 512, 1024]}],
+                "noise": ["masked"], "batch_sizes": [256, 512], "lrs": {"*": [1]},
+                "steps": 80000, "warmup": 2000, "seq": 2048,
+                "step_rules": [{"min_batch": 512, "max_layers": 19, "steps": 40000},
+                               {"min_batch": 1024, "steps": 40000}]}"#,
+        )
+        .unwrap();
+        let got: Vec<(usize, usize, usize)> = g
+            .plan()
+            .unwrap()
+            .iter()
+            .map(|r| (r.layers, r.batch, r.steps))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (16, 256, 80000),
+                (16, 512, 40000),
+                (20, 256, 80000),
+                (20, 512, 80000),
+                (20, 1024, 40000)
+            ]
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod accounting;
 pub mod grid;
+pub mod presets;
 pub mod results;
 
 use crate::backend::BackendArgs;
@@ -24,11 +25,15 @@ use std::sync::Mutex;
 /// `--preset` of `gidd sweep`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SweepPreset {
-    /// 4 sizes (L1 d32 … L4 d128) × masked, balanced, uniform on rows of 64, each run to
-    /// 2e12 FLOPs at constant LR: about 45 minutes on a 2-core CPU (see --dry_run).
+    /// A ladder of tiny sizes × masked, balanced, uniform on rows of 32 of the embedded
+    /// corpus at constant LR, each size to its own budget: about an hour on a 2-core CPU
+    /// (see --dry_run).
     Toy,
     /// 2 tiny sizes × masked, uniform × 30 steps: about a minute (the CI check).
     Smoke,
+    /// The reference's grid (SCALING.md section 2): 5 sizes × 5 noise types × B 8…1024 ×
+    /// their LRs, 80k steps (40k for large batches), rows of 2048: 510 runs, for a cluster.
+    Paper,
 }
 
 /// Flags of `gidd sweep`.
@@ -52,6 +57,11 @@ pub struct SweepArgs {
     /// Print the plan (runs, N, M, C) and the estimated time, and train nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Train nothing: write <out>/results_partial.jsonl and .csv from what the run
+    /// directories hold now, finished runs and unfinished ones up to their last logged step
+    /// (for `gidd fit` while a sweep is still running).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub collect: bool,
     /// The time estimate's model of one step: this many GFLOP/s of the trainer's own count
     /// (3× forward FLOPs, embeddings and head included) … (defaults: a least-squares line
     /// through `gidd train` step times of L1 d32 … L4 d128, B 16, T 64, V 1024 on 2 cores:
@@ -127,9 +137,10 @@ fn latest_checkpoint(dir: &Path) -> Option<(usize, PathBuf)> {
 pub fn run(a: &SweepArgs) -> Result<()> {
     let grid = match (&a.grid, a.preset) {
         (Some(p), _) => Grid::from_file(p)?,
-        (None, Some(SweepPreset::Toy)) => grid::toy(),
-        (None, Some(SweepPreset::Smoke)) => grid::smoke(),
-        (None, None) => bail!("give --grid FILE or --preset toy|smoke"),
+        (None, Some(SweepPreset::Toy)) => presets::toy(),
+        (None, Some(SweepPreset::Smoke)) => presets::smoke(),
+        (None, Some(SweepPreset::Paper)) => presets::paper(),
+        (None, None) => bail!("give --grid FILE or --preset toy|smoke|paper"),
     };
     let plan = grid.plan()?;
     if a.jobs == 0 {
@@ -152,6 +163,27 @@ pub fn run(a: &SweepArgs) -> Result<()> {
     }
     print_plan(&plan, vocab, a)?;
     if a.dry_run {
+        return Ok(());
+    }
+    if a.collect {
+        let mut recs = Vec::new();
+        for r in &plan {
+            let dir = a.out.join("runs").join(&r.name);
+            if let Some(rec) = results::Record::read_partial(r, &dir, vocab)? {
+                recs.push(rec);
+            }
+        }
+        let done = recs
+            .iter()
+            .filter(|x| x.steps == plan_steps(&plan, &x.run))
+            .count();
+        results::write_named(&a.out, "results_partial", &recs)?;
+        eprintln!(
+            "gidd sweep: {} of {} runs have a history ({done} finished); wrote {}",
+            recs.len(),
+            plan.len(),
+            a.out.join("results_partial.jsonl").display()
+        );
         return Ok(());
     }
     std::fs::create_dir_all(a.out.join("runs"))
@@ -235,6 +267,11 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The planned steps of the run named `name`.
+fn plan_steps(plan: &[RunPlan], name: &str) -> usize {
+    plan.iter().find(|r| r.name == name).map_or(0, |r| r.steps)
 }
 
 /// Trains one run as a child `gidd train`, resuming from its latest checkpoint when a

@@ -37,6 +37,13 @@ pub struct Record {
     pub final_elbo: f64,
     /// The bias-corrected EMA (γ = 0.96) of the logged training ELBO at its last step.
     pub ema_elbo: f64,
+    /// The final held-out ELBO (nats/token), from the run's heldout.json.
+    #[serde(default)]
+    pub heldout_elbo: Option<f64>,
+    /// UTF-8 bytes per token of the held-out text (heldout.json): nats/token ÷ ln 2 ÷ this
+    /// is bits/byte. None when the data's text is not known (token files).
+    #[serde(default)]
+    pub bytes_per_token: Option<f64>,
     /// (step, training ELBO) of every logged step.
     pub history: Vec<(u64, f64)>,
 }
@@ -106,6 +113,11 @@ impl Record {
                 dir.join("metrics.jsonl").display()
             );
         }
+        // written by the trainer after its final held-out ELBO; absent from older runs
+        let held: serde_json::Value = std::fs::read_to_string(dir.join("heldout.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
         Ok(Record {
             run: plan.name.clone(),
             noise: plan.noise.clone(),
@@ -127,8 +139,62 @@ impl Record {
             flops: plan.flops(),
             final_elbo: history.last().map_or(f64::NAN, |h| h.1),
             ema_elbo: ema(history.iter().map(|h| h.1), EMA_GAMMA),
+            heldout_elbo: held["heldout_elbo"].as_f64(),
+            bytes_per_token: held["bytes_per_token"].as_f64(),
             history,
         })
+    }
+}
+
+impl Record {
+    /// The record of a run as far as it got: finished runs as [`Record::read`]; an
+    /// unfinished one with a logged history as if its plan had ended at its last logged
+    /// step (steps, tokens and FLOPs of that step; `vocab` from the sweep's flags); None
+    /// when the run has not logged a step yet.
+    pub fn read_partial(plan: &RunPlan, dir: &Path, vocab: usize) -> Result<Option<Record>> {
+        if final_checkpoint(dir, plan.steps)
+            .join("config.json")
+            .exists()
+        {
+            return Record::read(plan, dir).map(Some);
+        }
+        let m = dir.join("metrics.jsonl");
+        if !m.exists() {
+            return Ok(None);
+        }
+        let history = history(&m)?;
+        let Some(&(last, last_elbo)) = history.last() else {
+            return Ok(None);
+        };
+        let cut = RunPlan {
+            steps: last as usize,
+            ..plan.clone()
+        };
+        Ok(Some(Record {
+            run: plan.name.clone(),
+            noise: plan.noise.clone(),
+            shift: plan.shift,
+            layers: plan.layers,
+            hidden: plan.hidden,
+            heads: plan.heads,
+            seq: plan.seq,
+            vocab,
+            n_params: plan.n_params(),
+            flops_per_token: plan.flops_per_token(),
+            flops_per_token_6n: super::accounting::flops_per_token_6n(plan.layers, plan.hidden),
+            batch: plan.batch,
+            lr: plan.lr,
+            steps: cut.steps,
+            warmup: plan.warmup,
+            cooldown: plan.cooldown,
+            tokens: cut.tokens(),
+            flops: cut.flops(),
+            final_elbo: last_elbo,
+            ema_elbo: ema(history.iter().map(|h| h.1), EMA_GAMMA),
+            heldout_elbo: None,
+            bytes_per_token: None,
+            history,
+        }))
     }
 }
 
@@ -139,7 +205,7 @@ pub fn final_checkpoint(dir: &Path, steps: usize) -> std::path::PathBuf {
 }
 
 /// The columns of results.csv: every field but history.
-pub const CSV_COLUMNS: [&str; 20] = [
+pub const CSV_COLUMNS: [&str; 22] = [
     "run",
     "noise",
     "shift",
@@ -160,11 +226,18 @@ pub const CSV_COLUMNS: [&str; 20] = [
     "flops",
     "final_elbo",
     "ema_elbo",
+    "heldout_elbo",
+    "bytes_per_token",
 ];
 
 /// Writes results.jsonl and results.csv under `out`, each atomically (temp file + rename),
 /// so a reader never sees half a file.
 pub fn write(out: &Path, records: &[Record]) -> Result<()> {
+    write_named(out, "results", records)
+}
+
+/// [`write`] to `<out>/<stem>.jsonl` and `<out>/<stem>.csv`.
+pub fn write_named(out: &Path, stem: &str, records: &[Record]) -> Result<()> {
     let mut jsonl = String::new();
     let mut csv = CSV_COLUMNS.join(",") + "\n";
     for r in records {
@@ -185,8 +258,8 @@ pub fn write(out: &Path, records: &[Record]) -> Result<()> {
             .collect();
         csv += &(cells.join(",") + "\n");
     }
-    gidd_ports::write_atomic(&out.join("results.jsonl"), jsonl.as_bytes())?;
-    gidd_ports::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    gidd_ports::write_atomic(&out.join(format!("{stem}.jsonl")), jsonl.as_bytes())?;
+    gidd_ports::write_atomic(&out.join(format!("{stem}.csv")), csv.as_bytes())?;
     Ok(())
 }
 

@@ -557,6 +557,13 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         }
         _ => None,
     };
+    // UTF-8 bytes per token of the held-out text (its documents' bytes over its tokens, one
+    // eos each): what converts nats/token into bits/byte (`gidd fit`'s frontier plots).
+    let bytes_per_token = (!data.texts.is_empty() && eval.n_tokens > 0 && !eval.docs.is_empty())
+        .then(|| {
+            let bytes: usize = eval.docs.iter().map(|&i| data.texts[i].len()).sum();
+            bytes as f64 / eval.n_tokens as f64
+        });
     let mut ctx = LoopCtx {
         a,
         r: &r,
@@ -636,6 +643,21 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if let Some((true_h, uni_h)) = entropy {
         println!("true entropy of the same held-out text: {true_h:.4} nats/token; unigram (word) entropy: {uni_h:.4} nats/token; gap ELBO - true: {:.4} nats/token",
             e - true_h);
+    }
+    // The final held-out numbers beside the checkpoints, for `gidd sweep`'s results.
+    let heldout_json = serde_json::json!({
+        "step": r.steps, "heldout_elbo": e, "unigram": uni, "bytes_per_token": bytes_per_token,
+        "true_entropy": entropy.map(|(t, _)| t), "eval_tokens": eval.n_tokens,
+    });
+    gidd_ports::write_atomic(
+        &a.save_directory.join("heldout.json"),
+        (heldout_json.to_string() + "\n").as_bytes(),
+    )?;
+    if let Some(b) = bytes_per_token {
+        println!(
+            "held-out text: {b:.4} bytes/token, so the ELBO is {:.4} bits/byte",
+            e / std::f64::consts::LN_2 / b
+        );
     }
     if a.num_samples > 0 {
         if let Some(tok) = &data.tok {
