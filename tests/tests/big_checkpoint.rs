@@ -3,7 +3,6 @@
 
 use gidd_engine::{CpuExecutor, DType, Data, Executor, HostTensor};
 use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
-use gidd_model::init::{init_params, InitOpts};
 use gidd_model::GiddConfig;
 use gidd_tests::TempDir;
 use gidd_train::model_dir::{load_checkpoint, load_checkpoint_mapped};
@@ -56,30 +55,52 @@ fn sharded_streamed_checkpoint_equals_the_single_file() {
     assert!(dir.join("model.safetensors.index.json").is_file());
     assert!(!dir.join("model.safetensors").exists());
 
-    let opts = InitOpts {
-        init_scale: cfg.init_scale,
-        aux_init_scale: 0.02,
-        zero_head_init: false,
-    };
-    let want: Vec<(String, HostTensor)> = init_params(&cfg, &opts, SEED)
-        .into_iter()
-        .map(|(n, t)| (n, t.convert(DType::BF16)))
+    // The same tensors written in one file by the crate's serializer (save_tensors).
+    let b = load_checkpoint(&dir).expect("load sharded");
+    let want: Vec<(String, HostTensor)> = b
+        .params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.convert(DType::BF16)))
         .collect();
     let single = tmp.join("single");
     gidd_ports::save_tensors(&single, &want, None).expect("save");
     gidd_ports::write_json_pretty(&single.join("config.json"), &cfg.to_json()).expect("config");
     assert!(single.join("model.safetensors").is_file());
-
     let a = load_checkpoint(&single).expect("load single");
-    let b = load_checkpoint(&dir).expect("load sharded");
     assert_eq!(a.params, b.params);
-    // the head is drawn, not zero: generation below depends on the weights
-    let head = b
-        .params
-        .iter()
-        .find(|(n, _)| n == "lm_head.weight")
-        .expect("head");
-    assert!(head.1.to_f32_vec().iter().any(|&x| x != 0.0));
+    assert_eq!(
+        a.params.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        cfg.param_shapes()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+    );
+
+    // the init's distributions: weights N(0, (0.4/sqrt d)^2), embedding N(0, 0.02^2), the
+    // head drawn like the weights (not zero: generation depends on it), norms zero
+    let std_of = |name: &str| {
+        let v = b
+            .params
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect(name)
+            .1
+            .to_f64_vec();
+        (v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64).sqrt()
+    };
+    let w = 0.4 / (cfg.hidden_size as f64).sqrt();
+    for (name, want_std) in [
+        ("model.layers.1.mlp.up_proj.weight", w),
+        ("lm_head.weight", w),
+        ("model.embed_tokens.weight", 0.02),
+        ("model.norm.weight", 0.0),
+    ] {
+        let got = std_of(name);
+        assert!(
+            (got - want_std).abs() <= 0.02 * want_std,
+            "{name}: std {got} vs {want_std}"
+        );
+    }
 
     let (m, stats) = load_checkpoint_mapped(&dir).expect("load mapped");
     assert_eq!(stats.files, n);

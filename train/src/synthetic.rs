@@ -4,20 +4,25 @@
 //! `model.safetensors.index.json` + `config.json`). They exercise loading, memory and
 //! generation speed at full size; their text is noise.
 //!
-//! The weights come from the training init ([`gidd_model::init::InitStream`], the stream
-//! `init_params` draws), except that the lm_head is drawn like the other weights instead
-//! of starting at zero, so that the logits depend on the weights. They are written tensor
-//! by tensor in chunks: memory holds one chunk, never the model.
+//! The weights follow the training init's distributions (each parameter's std from
+//! [`gidd_model::init::InitStream`]: weights N(0, (0.4/sqrt d)^2), embedding N(0, 0.02^2),
+//! norms and biases zero), except that the lm_head is drawn like the other weights instead
+//! of starting at zero, so that the logits depend on the weights. They are drawn in chunks
+//! of 1M values, each from its own Philox stream keyed by (seed, parameter, chunk), so
+//! chunks draw in parallel; they are written tensor by tensor: memory holds a few chunks,
+//! never the model.
 
 use anyhow::{bail, Context, Result};
+use gidd_engine::rng::HostRng;
 use gidd_model::init::{InitOpts, InitStream};
 use gidd_model::GiddConfig;
 use gidd_ports::{StoredDType, TensorSpec};
 use half::bf16;
+use rayon::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// Values drawn and converted per write: 4 MiB of f32, 2 MiB of bf16.
+/// Values drawn per chunk (2 MiB of bf16).
 const CHUNK: usize = 1 << 20;
 
 /// The configs `--config` names: the released unif models' (SPEC.md section 1), or `tiny`
@@ -47,6 +52,32 @@ pub fn preset(name: &str) -> Result<GiddConfig> {
         "torch_dtype": "bfloat16",
     });
     Ok(GiddConfig::from_json(v)?)
+}
+
+/// The key of chunk `c` of parameter `t`'s draws.
+fn chunk_key(seed: u64, t: usize, c: usize) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((t as u64) << 40) ^ c as u64
+}
+
+/// `n` values ~ N(0, std^2) as little-endian bf16 bytes, from the Philox stream `key`:
+/// Box-Muller in f32 using both values of each pair (a zero std draws nothing).
+fn draw_bf16(key: u64, std: f32, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; 2 * n];
+    if std == 0.0 {
+        return v;
+    }
+    let mut rng = HostRng::new(key);
+    // 24 random bits: uniform in (0, 1]
+    let mut unit = || ((rng.next_u32() >> 8) + 1) as f32 * (1.0 / 16_777_216.0);
+    for pair in v.chunks_mut(4) {
+        let (u1, u2) = (unit(), unit());
+        let r = (-2.0 * u1.ln()).sqrt() * std;
+        let (s, c) = (2.0 * std::f32::consts::PI * u2).sin_cos();
+        for (b, x) in pair.chunks_exact_mut(2).zip([r * c, r * s]) {
+            b.copy_from_slice(&bf16::from_f32(x).to_bits().to_le_bytes());
+        }
+    }
+    v
 }
 
 /// What [`create`] wrote.
@@ -99,31 +130,33 @@ pub fn create(dir: &Path, cfg: &GiddConfig, seed: u64, max_shard_bytes: usize) -
         aux_init_scale: 0.02,
         zero_head_init: false,
     };
+    // each parameter's std as the init gives it, and its index (a key of its draws)
     let mut init = InitStream::new(cfg, &opts, seed);
-    let mut f32s = vec![0f32; CHUNK];
-    let mut bytes = vec![0u8; 2 * CHUNK];
+    let mut stds = std::collections::HashMap::new();
+    while let Some((name, _, std)) = init.next_param() {
+        let i = stds.len();
+        stds.insert(name, (i, std));
+    }
+    let group = 2 * rayon::current_num_threads().max(1);
     let files = gidd_ports::write_streamed(&tmp, &specs, max_shard_bytes, |spec, out| {
-        // one stream in param_shapes order: the writer must ask for the tensors in it
-        let Some((next, _, std)) = init.next_param() else {
-            return Err(std::io::Error::other(
-                "more tensors asked for than the config has",
-            ));
+        let Some(&(t, std)) = stds.get(&spec.name) else {
+            return Err(std::io::Error::other(format!("no init for {}", spec.name)));
         };
-        if next != spec.name {
-            return Err(std::io::Error::other(format!(
-                "tensor {} asked for out of order (the init stream is at {next})",
-                spec.name
-            )));
-        }
-        let mut left: usize = spec.shape.iter().product();
-        while left > 0 {
-            let n = left.min(CHUNK);
-            init.fill(std, &mut f32s[..n]);
-            for (b, x) in bytes.chunks_exact_mut(2).zip(&f32s[..n]) {
-                b.copy_from_slice(&bf16::from_f32(*x).to_bits().to_le_bytes());
+        let numel: usize = spec.shape.iter().product();
+        let chunks: Vec<(usize, usize)> = (0..numel)
+            .step_by(CHUNK)
+            .enumerate()
+            .map(|(c, start)| (c, CHUNK.min(numel - start)))
+            .collect();
+        // a few chunks drawn in parallel, then written in order
+        for part in chunks.chunks(group) {
+            let bufs: Vec<Vec<u8>> = part
+                .par_iter()
+                .map(|&(c, n)| draw_bf16(chunk_key(seed, t, c), std as f32, n))
+                .collect();
+            for b in bufs {
+                out.write_all(&b)?;
             }
-            out.write_all(&bytes[..2 * n])?;
-            left -= n;
         }
         Ok(())
     })?;
