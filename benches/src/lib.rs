@@ -7,10 +7,13 @@
 //!   for ../shared/baselines/run_bench.py to set beside PyTorch (`gidd bench step`);
 //! - [`generate`]: sampling throughput and what the KV cache and logits reuse save
 //!   (`gidd bench generate`);
+//! - [`load`]: a released-size synthetic checkpoint loaded by mmap: load time, resident
+//!   memory, time to the first block (`gidd bench load`);
 //! - [`corpus`]: the embedded corpus's statistics (`gidd bench corpus`).
 
 pub mod corpus;
 pub mod generate;
 pub mod kernels;
 pub mod kernels_device;
+pub mod load;
 pub mod step;

@@ -2,10 +2,16 @@
 
 use crate::dtype::{numel, DType};
 use crate::error::{Error, Result};
+pub use crate::mapped::{Backing, Mapped, MappedElem};
 use half::bf16;
+use std::borrow::Cow;
 
 /// Typed element storage. Bool is stored as bytes 0/1.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `Mapped` elements are read-only and live outside the heap (a memory-mapped checkpoint):
+/// program inputs only, read in place by the CPU executor; everything that writes builds
+/// owned storage.
+#[derive(Clone, Debug)]
 pub enum Data {
     F32(Vec<f32>),
     F64(Vec<f64>),
@@ -14,6 +20,26 @@ pub enum Data {
     U32(Vec<u32>),
     I64(Vec<i64>),
     Bool(Vec<u8>),
+    Mapped(Mapped),
+}
+
+/// The elements of a [`Data`] as a typed slice, owned and mapped storage alike.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataRef<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    BF16(&'a [bf16]),
+    I32(&'a [i32]),
+    U32(&'a [u32]),
+    I64(&'a [i64]),
+    Bool(&'a [u8]),
+}
+
+/// Equal when of one dtype with equal elements, whether owned or mapped.
+impl PartialEq for Data {
+    fn eq(&self, other: &Data) -> bool {
+        self.view() == other.view()
+    }
 }
 
 impl Data {
@@ -26,7 +52,49 @@ impl Data {
             Data::U32(_) => DType::U32,
             Data::I64(_) => DType::I64,
             Data::Bool(_) => DType::Bool,
+            Data::Mapped(m) => m.dtype(),
         }
+    }
+    /// The elements in place, as a typed slice.
+    pub fn view(&self) -> DataRef<'_> {
+        fn typed<T: MappedElem>(m: &Mapped) -> &[T] {
+            // Mapped::new admits no bool and `typed` is asked for the run's own type.
+            m.typed::<T>().unwrap_or_default()
+        }
+        match self {
+            Data::F32(v) => DataRef::F32(v),
+            Data::F64(v) => DataRef::F64(v),
+            Data::BF16(v) => DataRef::BF16(v),
+            Data::I32(v) => DataRef::I32(v),
+            Data::U32(v) => DataRef::U32(v),
+            Data::I64(v) => DataRef::I64(v),
+            Data::Bool(v) => DataRef::Bool(v),
+            Data::Mapped(m) => match m.dtype() {
+                DType::F32 => DataRef::F32(typed(m)),
+                DType::F64 => DataRef::F64(typed(m)),
+                DType::BF16 => DataRef::BF16(typed(m)),
+                DType::I32 => DataRef::I32(typed(m)),
+                DType::U32 => DataRef::U32(typed(m)),
+                DType::I64 => DataRef::I64(typed(m)),
+                DType::Bool => DataRef::Bool(m.bytes()),
+            },
+        }
+    }
+    /// Owned storage: borrowed when it already is, a copy of mapped elements otherwise
+    /// (for code that needs a `Vec`, such as a device upload or a collective).
+    pub fn materialize(&self) -> Cow<'_, Data> {
+        if !matches!(self, Data::Mapped(_)) {
+            return Cow::Borrowed(self);
+        }
+        Cow::Owned(match self.view() {
+            DataRef::F32(v) => Data::F32(v.to_vec()),
+            DataRef::F64(v) => Data::F64(v.to_vec()),
+            DataRef::BF16(v) => Data::BF16(v.to_vec()),
+            DataRef::I32(v) => Data::I32(v.to_vec()),
+            DataRef::U32(v) => Data::U32(v.to_vec()),
+            DataRef::I64(v) => Data::I64(v.to_vec()),
+            DataRef::Bool(v) => Data::Bool(v.to_vec()),
+        })
     }
     pub fn len(&self) -> usize {
         match self {
@@ -37,6 +105,7 @@ impl Data {
             Data::U32(v) => v.len(),
             Data::I64(v) => v.len(),
             Data::Bool(v) => v.len(),
+            Data::Mapped(m) => m.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -56,14 +125,14 @@ impl Data {
     }
     /// Element `i` widened to f64 (exact for every dtype but large i64).
     pub fn get_f64(&self, i: usize) -> f64 {
-        match self {
-            Data::F32(v) => v[i] as f64,
-            Data::F64(v) => v[i],
-            Data::BF16(v) => v[i].to_f64(),
-            Data::I32(v) => v[i] as f64,
-            Data::U32(v) => v[i] as f64,
-            Data::I64(v) => v[i] as f64,
-            Data::Bool(v) => v[i] as f64,
+        match self.view() {
+            DataRef::F32(v) => v[i] as f64,
+            DataRef::F64(v) => v[i],
+            DataRef::BF16(v) => v[i].to_f64(),
+            DataRef::I32(v) => v[i] as f64,
+            DataRef::U32(v) => v[i] as f64,
+            DataRef::I64(v) => v[i] as f64,
+            DataRef::Bool(v) => v[i] as f64,
         }
     }
     /// Raw little-endian bytes.
@@ -76,6 +145,7 @@ impl Data {
             Data::U32(v) => bytemuck::cast_slice(v),
             Data::I64(v) => bytemuck::cast_slice(v),
             Data::Bool(v) => v,
+            Data::Mapped(m) => m.bytes(),
         }
     }
 }
@@ -146,16 +216,18 @@ impl HostTensor {
     }
     /// The elements as f32, converting from any dtype.
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        match &self.data {
-            Data::F32(v) => v.clone(),
-            Data::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            d => (0..d.len()).map(|i| d.get_f64(i) as f32).collect(),
+        match self.data.view() {
+            DataRef::F32(v) => v.to_vec(),
+            DataRef::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            _ => (0..self.numel())
+                .map(|i| self.data.get_f64(i) as f32)
+                .collect(),
         }
     }
     pub fn as_f32(&self) -> Result<&[f32]> {
-        match &self.data {
-            Data::F32(v) => Ok(v),
-            d => Err(Error::dtype(
+        match (self.data.view(), &self.data) {
+            (DataRef::F32(v), _) => Ok(v),
+            (_, d) => Err(Error::dtype(
                 "HostTensor::as_f32",
                 "not an f32 tensor",
                 &[d.dtype()],

@@ -49,33 +49,62 @@ pub struct InitOpts {
 /// CompleteP-style init, in `cfg.param_shapes()` order: weights ~ N(0, (init_scale/sqrt d)^2),
 /// embedding ~ N(0, aux^2), lm_head zero, norms and biases zero. Deterministic in `seed`.
 pub fn init_params(cfg: &GiddConfig, o: &InitOpts, seed: u64) -> Vec<(String, HostTensor)> {
-    let mut rng = HostRng::new(seed ^ 0x1417);
-    let d = cfg.hidden_size as f64;
-    cfg.param_shapes()
-        .into_iter()
-        .map(|(n, s)| {
-            let numel: usize = s.iter().product();
-            let std = match role_of(&n) {
-                ParamRole::Norm | ParamRole::Bias => 0.0,
-                ParamRole::Head if o.zero_head_init => 0.0,
-                ParamRole::Head | ParamRole::Weight => o.init_scale / d.sqrt(),
-                ParamRole::Embedding => o.aux_init_scale,
-            };
-            // A zero std draws nothing, so the stream of later tensors does not depend on it.
-            let v: Vec<f32> = (0..numel)
-                .map(|_| {
-                    if std == 0.0 {
-                        0.0
-                    } else {
-                        (rng.normal() * std) as f32
-                    }
-                })
-                .collect();
-            let t = HostTensor {
-                shape: s,
-                data: Data::F32(v),
-            };
-            (n, t)
-        })
-        .collect()
+    let mut s = InitStream::new(cfg, o, seed);
+    let mut out = vec![];
+    while let Some((n, shape, std)) = s.next_param() {
+        let mut v = vec![0f32; shape.iter().product()];
+        s.fill(std, &mut v);
+        let t = HostTensor {
+            shape,
+            data: Data::F32(v),
+        };
+        out.push((n, t));
+    }
+    out
+}
+
+/// [`init_params`] one parameter at a time, for models larger than memory: `next_param`
+/// gives each parameter's name, shape and std in `param_shapes` order, and `fill` draws
+/// its values, in as many chunks as the caller likes, from the one stream `init_params`
+/// draws from (so both give the same values).
+pub struct InitStream {
+    rng: HostRng,
+    d: f64,
+    o: InitOpts,
+    shapes: std::vec::IntoIter<(String, Vec<usize>)>,
+}
+
+impl InitStream {
+    pub fn new(cfg: &GiddConfig, o: &InitOpts, seed: u64) -> InitStream {
+        InitStream {
+            rng: HostRng::new(seed ^ 0x1417),
+            d: cfg.hidden_size as f64,
+            o: *o,
+            shapes: cfg.param_shapes().into_iter(),
+        }
+    }
+
+    /// The next parameter: (name, shape, std of its values).
+    pub fn next_param(&mut self) -> Option<(String, Vec<usize>, f64)> {
+        let (n, s) = self.shapes.next()?;
+        let std = match role_of(&n) {
+            ParamRole::Norm | ParamRole::Bias => 0.0,
+            ParamRole::Head if self.o.zero_head_init => 0.0,
+            ParamRole::Head | ParamRole::Weight => self.o.init_scale / self.d.sqrt(),
+            ParamRole::Embedding => self.o.aux_init_scale,
+        };
+        Some((n, s, std))
+    }
+
+    /// The next `out.len()` values of a parameter of standard deviation `std`.
+    pub fn fill(&mut self, std: f64, out: &mut [f32]) {
+        if std == 0.0 {
+            // a zero std draws nothing, so the stream of later tensors does not depend on it
+            out.fill(0.0);
+            return;
+        }
+        for x in out {
+            *x = (self.rng.normal() * std) as f32;
+        }
+    }
 }

@@ -318,6 +318,7 @@ fn level_inputs(given_z: bool, effective: bool) -> Vec<&'static str> {
 /// precision (f64 for `dtype` f64, else f32; not an input where z is given and the ELBO
 /// takes the effective log-SNR) -> terms [B, L] (0 on the prompt and padding),
 /// z [B, L] i32, the ELBO's log-SNR per row [B, 1]
+#[allow(clippy::too_many_arguments)]
 pub fn build_level(
     cfg: &GiddConfig,
     s: &Schedule,
@@ -326,10 +327,11 @@ pub fn build_level(
     effective: bool,
     dtype: DType,
     given_z: bool,
+    param_dtype: &dyn Fn(&str) -> DType,
 ) -> Result<(Program, Vec<String>)> {
     let g = Graph::new();
     let master = dtype.accum();
-    let p = Params::declare_as(&g, cfg, master);
+    let p = Params::declare_each(&g, cfg, param_dtype);
     let (b, l) = (batch, len);
     let x = g.input("labels", &[b, l], DType::I32);
     // 0/1 masks: exact in any precision, so the host always sends f32
@@ -513,6 +515,15 @@ fn score_levels<E: Executor>(
         s.min_log_snr,
         s.max_log_snr,
     );
+    // Parameters in the master precision as they are; bf16 ones (mapped from a checkpoint)
+    // stay bf16 and widen inside the program where used, which is exact, so that a large
+    // model is never copied to f32 on the host; anything else converts to the master.
+    let kept = |d: DType| if d == DType::BF16 { d } else { master };
+    let given_dtype: std::collections::BTreeMap<&str, DType> = params
+        .iter()
+        .map(|(n, t)| (n.as_str(), kept(t.dtype())))
+        .collect();
+    let param_dtype = |n: &str| given_dtype.get(n).copied().unwrap_or(master);
     let (prog, _) = build_level(
         cfg,
         &s,
@@ -521,6 +532,7 @@ fn score_levels<E: Executor>(
         o.effective_log_snr,
         o.dtype,
         given.is_some(),
+        &param_dtype,
     )
     .context("building the likelihood program")?;
     let mut lp = exec.load(&prog)?;
@@ -530,7 +542,7 @@ fn score_levels<E: Executor>(
     let params_d = params
         .iter()
         .map(|(_, t)| {
-            if t.dtype() == master {
+            if kept(t.dtype()) == t.dtype() {
                 exec.upload(t)
             } else {
                 exec.upload(&t.convert(master))

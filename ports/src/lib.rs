@@ -13,4 +13,6 @@ pub mod safetensors;
 
 pub use error::PortError;
 pub use fsio::{read_json_object, write_atomic, write_json_pretty};
-pub use safetensors::{check_names, save_tensors, StoredDType, TensorStore};
+pub use safetensors::{
+    check_names, save_tensors, write_streamed, StoredDType, TensorSpec, TensorStore,
+};

@@ -15,4 +15,5 @@ pub mod plot;
 pub mod progress;
 pub mod scaling;
 pub mod sweep;
+pub mod synthetic;
 pub mod trainer;

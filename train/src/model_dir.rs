@@ -77,18 +77,12 @@ fn load_checkpoint_in(dir: &Path, keep_f64: bool) -> anyhow::Result<Loaded> {
     }
     let store = TensorStore::open(dir)?;
     let expected = cfg.param_shapes();
-    gidd_ports::check_names(&store, &expected)?;
+    check_against(&store, &expected, dir)?;
     let params = expected
         .iter()
         .map(|(n, _)| {
             if let Some((d, _)) = store.info(n) {
-                use gidd_ports::StoredDType as S;
-                if !matches!(d, S::F32 | S::F16 | S::BF16 | S::F64) {
-                    bail!(
-                        "{}: tensor {n} is stored as {d:?}; parameters must be f32, f16, bf16 or f64",
-                        dir.display()
-                    );
-                }
+                check_float(dir, n, d)?;
             }
             let f64_stored = matches!(store.info(n), Some((gidd_ports::StoredDType::F64, _)));
             let t = if keep_f64 && f64_stored {
@@ -139,4 +133,107 @@ fn load_sharded(dir: &Path, cfg: GiddConfig, keep_f64: bool) -> anyhow::Result<L
         })
         .collect();
     Ok(Loaded { cfg, params })
+}
+
+/// [`gidd_ports::check_names`], with the file of every mis-shaped tensor named (a sharded
+/// checkpoint has several).
+fn check_against(
+    store: &TensorStore,
+    expected: &[(String, Vec<usize>)],
+    dir: &Path,
+) -> anyhow::Result<()> {
+    match gidd_ports::check_names(store, expected) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let mut msg = format!("{}: {e}", dir.display());
+            if let gidd_ports::PortError::Mismatch { misshaped, .. } = &e {
+                for (name, _, _) in misshaped {
+                    if let Some(f) = store.file_of(name) {
+                        msg.push_str(&format!("\n  {name} is stored in {}", f.display()));
+                    }
+                }
+            }
+            bail!(msg)
+        }
+    }
+}
+
+/// Whether a stored dtype can be a parameter.
+fn check_float(dir: &Path, name: &str, d: gidd_ports::StoredDType) -> anyhow::Result<()> {
+    use gidd_ports::StoredDType as S;
+    if !matches!(d, S::F32 | S::F16 | S::BF16 | S::F64) {
+        bail!(
+            "{}: tensor {name} is stored as {d:?}; parameters must be f32, f16, bf16 or f64",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// What [`load_checkpoint_mapped`] read in place and what it copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MapStats {
+    /// tensors (and their bytes) the parameters read in place from the mapped files
+    pub in_place: usize,
+    pub in_place_bytes: u64,
+    /// tensors (and the bytes of their copies) that had to be converted: f16 or f64
+    /// stored, unaligned, or an FSDP-sharded checkpoint (consolidated in memory)
+    pub copied: usize,
+    pub copied_bytes: u64,
+    /// safetensors files mapped
+    pub files: usize,
+}
+
+/// Loads a checkpoint for inference without copying its weights: f32 and bf16 tensors stay
+/// in the memory-mapped file pages (`Data::Mapped`, bf16 stays bf16) and the CPU executor
+/// reads them in place, so resident memory is the page cache the OS can drop, not a heap
+/// copy; f16 and f64 tensors are converted to f32. Single files and HF sharded checkpoints
+/// (`model.safetensors.index.json`) alike; strictly checked as [`load_checkpoint`] does.
+/// Programs declare each parameter in its dtype (`Params::declare_each`).
+pub fn load_checkpoint_mapped(dir: &Path) -> anyhow::Result<(Loaded, MapStats)> {
+    if crate::fsdp::checkpoint::is_sharded(dir) {
+        let m = load_checkpoint(dir)?;
+        let stats = MapStats {
+            copied: m.params.len(),
+            copied_bytes: m
+                .params
+                .iter()
+                .map(|(_, t)| t.data.as_bytes().len() as u64)
+                .sum(),
+            ..MapStats::default()
+        };
+        return Ok((m, stats));
+    }
+    let cfg = load_config(dir)?;
+    let store = TensorStore::open(dir)?;
+    let expected = cfg.param_shapes();
+    check_against(&store, &expected, dir)?;
+    let mut stats = MapStats::default();
+    let mut files = std::collections::BTreeSet::new();
+    let mut params = Vec::with_capacity(expected.len());
+    for (n, _) in &expected {
+        let Some((d, _)) = store.info(n) else {
+            bail!("{}: tensor {n} vanished after the check", dir.display());
+        };
+        check_float(dir, n, d)?;
+        if let Some(f) = store.file_of(n) {
+            files.insert(f.to_path_buf());
+        }
+        use gidd_ports::StoredDType as S;
+        let (t, in_place) = match d {
+            S::F32 | S::BF16 => store.get_mapped(n)?,
+            _ => (store.get_f32(n)?, false),
+        };
+        let bytes = t.data.as_bytes().len() as u64;
+        if in_place {
+            stats.in_place += 1;
+            stats.in_place_bytes += bytes;
+        } else {
+            stats.copied += 1;
+            stats.copied_bytes += bytes;
+        }
+        params.push((n.clone(), t));
+    }
+    stats.files = files.len();
+    Ok((Loaded { cfg, params }, stats))
 }

@@ -182,6 +182,12 @@ macro_rules! typed {
                 let $wrap = Data::Bool;
                 $body
             }
+            Data::Mapped(_) => {
+                return Err(CollectiveError::Invalid {
+                    op: $op,
+                    msg: "mapped storage must be materialized before a collective".into(),
+                })
+            }
         }
     };
 }

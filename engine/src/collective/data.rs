@@ -16,13 +16,16 @@ macro_rules! map_data {
             Data::U32($v) => Data::U32($body),
             Data::I64($v) => Data::I64($body),
             Data::Bool($v) => Data::Bool($body),
+            // callers materialize mapped storage first
+            Data::Mapped(m) => Data::Mapped(m.clone()),
         }
     };
 }
 
 /// Elements [start, start + len) of `d`.
 pub fn slice(d: &Data, start: usize, len: usize) -> Data {
-    map_data!(d, v => v[start..start + len].to_vec())
+    let d = d.materialize();
+    map_data!(&*d, v => v[start..start + len].to_vec())
 }
 
 /// `parts` end to end; all must share one dtype (checked by the caller).
@@ -35,7 +38,7 @@ pub fn concat(parts: &[&Data], op: &'static str) -> Result<Data> {
     };
     let mut out = slice(first, 0, 0);
     for p in parts {
-        match (&mut out, *p) {
+        match (&mut out, &*p.materialize()) {
             (Data::F32(o), Data::F32(v)) => o.extend_from_slice(v),
             (Data::F64(o), Data::F64(v)) => o.extend_from_slice(v),
             (Data::BF16(o), Data::BF16(v)) => o.extend_from_slice(v),
@@ -64,6 +67,9 @@ pub fn sum_in_order(parts: &[&Data], start: usize, len: usize, op: &'static str)
             msg: "no parts to sum".into(),
         });
     };
+    let owned: Vec<std::borrow::Cow<Data>> = parts.iter().map(|p| p.materialize()).collect();
+    let parts: Vec<&Data> = owned.iter().map(|p| &**p).collect();
+    let parts = &parts[..]; // read by `sum!`
     macro_rules! sum {
         ($var:ident, $zero:expr, $add:expr) => {{
             let mut acc = vec![$zero; len];
@@ -81,7 +87,7 @@ pub fn sum_in_order(parts: &[&Data], start: usize, len: usize, op: &'static str)
             acc
         }};
     }
-    Ok(match first {
+    Ok(match &*first.materialize() {
         Data::F32(_) => Data::F32(sum!(F32, 0f32, |a: f32, x: f32| a + x)),
         Data::F64(_) => Data::F64(sum!(F64, 0f64, |a: f64, x: f64| a + x)),
         Data::BF16(_) => {
@@ -95,6 +101,12 @@ pub fn sum_in_order(parts: &[&Data], start: usize, len: usize, op: &'static str)
             return Err(CollectiveError::Invalid {
                 op,
                 msg: "bool buffers cannot be summed".into(),
+            })
+        }
+        Data::Mapped(_) => {
+            return Err(CollectiveError::Invalid {
+                op,
+                msg: "internal: mapped storage was not materialized".into(),
             })
         }
     })

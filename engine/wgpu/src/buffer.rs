@@ -5,7 +5,7 @@
 //! no encoding: WGSL has no portable f64.
 
 use crate::error::{Result, WgpuError};
-use gidd_engine::{DType, Data, HostTensor};
+use gidd_engine::{DType, Data, DataRef, HostTensor};
 use half::bf16;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -106,17 +106,17 @@ pub fn no_f64() -> WgpuError {
 
 /// A host tensor's device words.
 pub fn encode(t: &HostTensor) -> Result<Vec<u32>> {
-    Ok(match &t.data {
-        Data::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
-        Data::BF16(v) => pack_bf16(v.iter().map(|x| x.to_bits())),
-        Data::I32(v) => v.iter().map(|&x| x as u32).collect(),
-        Data::U32(v) => v.clone(),
-        Data::Bool(v) => v.iter().map(|&x| x as u32).collect(),
-        Data::I64(v) => v
+    Ok(match t.data.view() {
+        DataRef::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+        DataRef::BF16(v) => pack_bf16(v.iter().map(|x| x.to_bits())),
+        DataRef::I32(v) => v.iter().map(|&x| x as u32).collect(),
+        DataRef::U32(v) => v.to_vec(),
+        DataRef::Bool(v) => v.iter().map(|&x| x as u32).collect(),
+        DataRef::I64(v) => v
             .iter()
             .flat_map(|&x| [x as u32, (x as u64 >> 32) as u32])
             .collect(),
-        Data::F64(_) => return Err(no_f64()),
+        DataRef::F64(_) => return Err(no_f64()),
     })
 }
 

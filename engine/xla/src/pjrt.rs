@@ -637,6 +637,8 @@ impl DeviceBuffer {
             Data::U32(v) => bytes_mut(v),
             Data::I64(v) => bytes_mut(v),
             Data::Bool(v) => v.as_mut_slice(),
+            // Data::zeros is owned storage
+            Data::Mapped(_) => &mut [],
         };
         let mut a = ffi::BufferToHostArgs {
             size: std::mem::size_of::<ffi::BufferToHostArgs>(),

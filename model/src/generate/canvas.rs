@@ -19,6 +19,8 @@ pub struct Canvas<E: Executor = CpuExecutor> {
     exec: E,
     names: Vec<String>,
     params: Vec<E::Buffer>,
+    /// each parameter's dtype as given (bf16 weights mapped from a checkpoint stay bf16)
+    param_dtypes: std::collections::BTreeMap<String, DType>,
     dtype: DType,
     full: Option<Loaded<E>>,
     steps: HashMap<(usize, usize, bool), Loaded<E>>,
@@ -112,6 +114,7 @@ impl<E: Executor> Canvas<E> {
             exec,
             names: params.iter().map(|(n, _)| n.clone()).collect(),
             params: uploaded,
+            param_dtypes: params.iter().map(|(n, t)| (n.clone(), t.dtype())).collect(),
             dtype,
             full: None,
             steps: HashMap::new(),
@@ -146,6 +149,13 @@ impl<E: Executor> Canvas<E> {
         Ok(Loaded {
             prog: self.exec.load(&prog)?,
             param_idx,
+        })
+    }
+
+    /// The parameters as graph inputs of the dtypes they were given in.
+    fn declare(&self, g: &Graph) -> Params {
+        Params::declare_each(g, &self.cfg, |n| {
+            self.param_dtypes.get(n).copied().unwrap_or(DType::F32)
         })
     }
 
@@ -190,7 +200,7 @@ impl<E: Executor> Canvas<E> {
         let (b, t) = (self.batch, self.len);
         if self.full.is_none() {
             let g = Graph::new();
-            let p = Params::declare(&g, &self.cfg);
+            let p = self.declare(&g);
             let x = g.input("ids", &[b, t], DType::I32);
             let m = g.input("mask", &[b, t, t], DType::Bool);
             let pos = g.iota(&[b, t], 1, DType::I32)?;
@@ -221,7 +231,7 @@ impl<E: Executor> Canvas<E> {
         let b = self.batch;
         if !self.prefixes.contains_key(&ws) {
             let g = Graph::new();
-            let p = Params::declare(&g, &self.cfg);
+            let p = self.declare(&g);
             let x = g.input("ids", &[b, ws], DType::I32);
             // a clean prefix attends to itself only (noise[q] >= noise[k] with both false)
             let m = g.splat(1.0, &[b, ws, ws], DType::Bool);
@@ -276,7 +286,7 @@ impl<E: Executor> Canvas<E> {
         };
         if !self.steps.contains_key(&key) {
             let g = Graph::new();
-            let p = Params::declare(&g, &self.cfg);
+            let p = self.declare(&g);
             let x = g.input("ids", &[b, lq], DType::I32);
             let m = g.input("mask", &[b, lq, t], DType::Bool);
             let pos = g.iota(&[b, lq], 1, DType::I32)?.add_scalar(q0 as f64)?;

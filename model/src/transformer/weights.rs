@@ -30,10 +30,19 @@ impl Params {
     /// Declares every parameter as an input of `dtype`: f32, or f64 for an f64 run
     /// (`ForwardOpts::dtype.accum()`, the master precision).
     pub fn declare_as(g: &Graph, cfg: &GiddConfig, dtype: DType) -> Params {
+        Params::declare_each(g, cfg, |_| dtype)
+    }
+    /// Declares every parameter as an input of the dtype `dtype_of(name)` gives: bf16
+    /// weights read in place from a mapped checkpoint are declared bf16, and the forward
+    /// pass converts each where it is used (exactly: bf16 widens without rounding).
+    pub fn declare_each(g: &Graph, cfg: &GiddConfig, dtype_of: impl Fn(&str) -> DType) -> Params {
         let list: Vec<(String, Tensor)> = cfg
             .param_shapes()
             .into_iter()
-            .map(|(n, s)| (n.clone(), g.input(&n, &s, dtype)))
+            .map(|(n, s)| {
+                let t = g.input(&n, &s, dtype_of(&n));
+                (n, t)
+            })
             .collect();
         let index = list
             .iter()

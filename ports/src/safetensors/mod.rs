@@ -6,14 +6,17 @@
 //! conversion to the engine's [`HostTensor`](gidd_engine::HostTensor).
 //!
 //! [`TensorStore`] maps one file or a sharded set and validates every header at open;
-//! [`save_tensors`] writes one file or HF-named shards, atomically.
+//! [`save_tensors`] writes one file or HF-named shards, atomically; [`write_streamed`] writes
+//! shards whose tensors are produced one at a time (models larger than memory).
 
 mod header;
 mod save;
 mod store;
+mod stream;
 
 pub use save::save_tensors;
 pub use store::{check_names, TensorStore};
+pub use stream::{write_streamed, TensorSpec};
 
 use ::safetensors::Dtype;
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use ::safetensors::{serialize_to_file, Dtype, SafeTensorError, View};
-use gidd_engine::{Data, HostTensor};
+use gidd_engine::{DType, Data, DataRef, HostTensor};
 use serde_json::{json, Map, Value};
 
 use super::{is_shard_file_name, shard_file_name, StoredDType, INDEX_FILE, SINGLE_FILE};
@@ -86,7 +86,7 @@ pub fn save_tensors(
     remove_stale(dir, None, &written)
 }
 
-fn remove_file_if_present(p: &Path) -> Result<(), PortError> {
+pub(super) fn remove_file_if_present(p: &Path) -> Result<(), PortError> {
     match std::fs::remove_file(p) {
         Ok(()) => p.parent().map_or(Ok(()), sync_dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -108,14 +108,14 @@ fn validate(tensors: &[(String, HostTensor)]) -> Result<Vec<Item<'_>>, PortError
         if !seen.insert(name.as_str()) {
             return Err(bad("the name is given twice".into()));
         }
-        let dtype = match &tensor.data {
-            Data::F32(_) => StoredDType::F32,
-            Data::F64(_) => StoredDType::F64,
-            Data::BF16(_) => StoredDType::BF16,
-            Data::I32(_) => StoredDType::I32,
-            Data::U32(_) => StoredDType::U32,
-            Data::I64(_) => StoredDType::I64,
-            Data::Bool(_) => StoredDType::Bool,
+        let dtype = match tensor.data.dtype() {
+            DType::F32 => StoredDType::F32,
+            DType::F64 => StoredDType::F64,
+            DType::BF16 => StoredDType::BF16,
+            DType::I32 => StoredDType::I32,
+            DType::U32 => StoredDType::U32,
+            DType::I64 => StoredDType::I64,
+            DType::Bool => StoredDType::Bool,
         };
         let numel = tensor
             .shape
@@ -177,21 +177,26 @@ fn le_bytes(data: &Data) -> Cow<'_, [u8]> {
     fn owned<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Cow<'static, [u8]> {
         Cow::Owned(v.iter().flat_map(|&x| f(x)).collect())
     }
-    match data {
-        Data::Bool(v) if v.iter().any(|&b| b > 1) => owned(v, |b| [u8::from(b != 0)]),
-        Data::Bool(v) => Cow::Borrowed(v),
+    match data.view() {
+        DataRef::Bool(v) if v.iter().any(|&b| b > 1) => owned(v, |b| [u8::from(b != 0)]),
+        DataRef::Bool(v) => Cow::Borrowed(v),
+        // mapped storage is little-endian already (Mapped::new refuses big-endian hosts)
         _ if cfg!(target_endian = "little") => Cow::Borrowed(data.as_bytes()),
-        Data::F32(v) => owned(v, f32::to_le_bytes),
-        Data::F64(v) => owned(v, f64::to_le_bytes),
-        Data::BF16(v) => owned(v, |x| x.to_bits().to_le_bytes()),
-        Data::I32(v) => owned(v, i32::to_le_bytes),
-        Data::U32(v) => owned(v, u32::to_le_bytes),
-        Data::I64(v) => owned(v, i64::to_le_bytes),
+        DataRef::F32(v) => owned(v, f32::to_le_bytes),
+        DataRef::F64(v) => owned(v, f64::to_le_bytes),
+        DataRef::BF16(v) => owned(v, |x| x.to_bits().to_le_bytes()),
+        DataRef::I32(v) => owned(v, i32::to_le_bytes),
+        DataRef::U32(v) => owned(v, u32::to_le_bytes),
+        DataRef::I64(v) => owned(v, i64::to_le_bytes),
     }
 }
 
 /// Removes `extra` and every HF shard file not in `keep` from `dir`.
-fn remove_stale(dir: &Path, extra: Option<&str>, keep: &BTreeSet<String>) -> Result<(), PortError> {
+pub(super) fn remove_stale(
+    dir: &Path,
+    extra: Option<&str>,
+    keep: &BTreeSet<String>,
+) -> Result<(), PortError> {
     let mut doomed = Vec::new();
     if let Some(extra) = extra {
         let p = dir.join(extra);

@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
-use gidd_engine::{Data, HostTensor};
+use gidd_engine::{DType, Data, HostTensor, Mapped};
 use half::{bf16, f16};
 use memmap2::{Mmap, MmapOptions};
 use serde_json::Value;
@@ -14,10 +15,10 @@ use super::{is_shard_file_name, StoredDType, INDEX_FILE, SINGLE_FILE};
 use crate::error::PortError;
 use crate::fsio::read_json_value;
 
-/// One mapped file.
+/// One mapped file, shared with the tensors read in place from it ([`TensorStore::get_mapped`]).
 struct Shard {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -131,6 +132,40 @@ impl TensorStore {
         host_tensor(name, shape, data)
     }
 
+    /// Reads a tensor without copying it: its elements stay in the file's pages, which the
+    /// returned tensor's `Data::Mapped` shares (the mapping outlives this store while any
+    /// such tensor lives). F32, BF16, F64, I32, U32 and I64 are read in place when aligned
+    /// to their element size (files written by `safetensors`/`transformers` are: the header
+    /// is padded to 8 bytes and tensors are laid out widest dtype first); anything else is
+    /// read as [`get`](Self::get) reads it. The second value says whether it is in place.
+    pub fn get_mapped(&self, name: &str) -> Result<(HostTensor, bool), PortError> {
+        let missing = || PortError::MissingTensor { name: name.into() };
+        let e = self.entries.get(name).ok_or_else(missing)?;
+        let shard = self.shards.get(e.shard).ok_or_else(missing)?;
+        let dtype = match e.dtype {
+            StoredDType::F32 => Some(DType::F32),
+            StoredDType::BF16 => Some(DType::BF16),
+            StoredDType::F64 => Some(DType::F64),
+            StoredDType::I32 => Some(DType::I32),
+            StoredDType::U32 => Some(DType::U32),
+            StoredDType::I64 => Some(DType::I64),
+            StoredDType::F16 | StoredDType::U8 | StoredDType::Bool => None,
+        };
+        let numel = e.shape.iter().product::<usize>();
+        let backing: gidd_engine::host::Backing = shard.map.clone();
+        match dtype.map(|d| Mapped::new(backing, e.start, d, numel)) {
+            Some(Ok(m)) => Ok((host_tensor(name, &e.shape, Data::Mapped(m))?, true)),
+            // unaligned, or a big-endian host: a copy is still correct
+            Some(Err(_)) | None => Ok((self.get(name)?, false)),
+        }
+    }
+
+    /// The file holding a tensor.
+    pub fn file_of(&self, name: &str) -> Option<&Path> {
+        let e = self.entries.get(name)?;
+        self.shards.get(e.shard).map(|s| s.path.as_path())
+    }
+
     /// Reads a tensor as F32 whatever it is stored as (f16 and bf16 widen exactly; f64 rounds
     /// to nearest; integers convert as `as f32`; bools become 0/1).
     pub fn get_f32(&self, name: &str) -> Result<HostTensor, PortError> {
@@ -185,7 +220,7 @@ impl TensorStore {
             }
             shards.push(Shard {
                 path,
-                map,
+                map: Arc::new(map),
                 metadata: header.metadata,
             });
         }

@@ -9,7 +9,7 @@ use gidd_model::generate::{
 use gidd_model::GiddConfig;
 use gidd_ports::data::Tok;
 use gidd_train::backend::{BackendArgs, Precision};
-use gidd_train::model_dir::{load_checkpoint, load_tokenizer, Loaded};
+use gidd_train::model_dir::{load_checkpoint_mapped, load_tokenizer, Loaded};
 use gidd_train::progress::Progress;
 use gidd_train::with_executor;
 use std::collections::hash_map::{Entry, HashMap};
@@ -244,7 +244,8 @@ pub fn run(a: &GenArgs) -> Result<()> {
     // flags first: a bad one is reported before a large checkpoint is read
     let dtype = a.dtype.activations("generate")?;
     a.exec.check("generating")?;
-    let m = load_checkpoint(&a.checkpoint)?;
+    // weights stay in the mapped files (bf16 as bf16): a large model is not copied
+    let (m, _) = load_checkpoint_mapped(&a.checkpoint)?;
     let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?;
     let o = a.opts()?;
     let prompts = read_prompts(a, tok.as_ref())?;

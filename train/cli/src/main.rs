@@ -97,7 +97,8 @@ enum Cmd {
         #[command(flatten)]
         train: gidd_train::trainer::TrainArgs,
     },
-    /// Benchmarks: `gidd bench kernels [--json]` or `gidd bench step [flags of torch_gidd.py]`.
+    /// Benchmarks: `gidd bench kernels [--json]`, `gidd bench step [flags of torch_gidd.py]`,
+    /// `gidd bench generate`, `gidd bench load --config 3b`, `gidd bench corpus`.
     Bench {
         #[command(subcommand)]
         what: BenchCmd,
@@ -128,6 +129,10 @@ enum BenchCmd {
     Step(gidd_benches::step::StepArgs),
     /// Sampling throughput, and what the KV cache and logits reuse save (same tokens generated).
     Generate(gidd_benches::generate::GenBenchArgs),
+    /// A released-size model (3b, 10b; synthetic bf16 weights, created when missing) loaded
+    /// by mmap: create and load time, resident memory (file-backed vs anonymous), time to
+    /// the first block of generation, tokens/s.
+    Load(gidd_benches::load::LoadBenchArgs),
     /// The embedded corpus: entropy per word and token, tokens per word, build time.
     Corpus,
 }
@@ -218,6 +223,9 @@ fn main() {
         Cmd::Bench {
             what: BenchCmd::Generate(a),
         } => gidd_benches::generate::run(&a),
+        Cmd::Bench {
+            what: BenchCmd::Load(a),
+        } => gidd_benches::load::run(&a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -1,7 +1,7 @@
 //! Typed access to `Data` for generic kernels, and kernel arguments.
 
 use crate::dtype::DType;
-use crate::host::Data;
+use crate::host::{Data, DataRef};
 use gidd_kernels::element::Element;
 pub use gidd_kernels::elementwise::Src;
 use half::bf16;
@@ -16,9 +16,10 @@ pub trait Elem: Element {
 macro_rules! elem {
     ($t:ty, $var:ident) => {
         impl Elem for $t {
+            /// Owned and mapped storage alike: a mapped weight is read in place.
             fn slice(d: &Data) -> Option<&[Self]> {
-                match d {
-                    Data::$var(v) => Some(v),
+                match d.view() {
+                    DataRef::$var(v) => Some(v),
                     _ => None,
                 }
             }
@@ -106,9 +107,11 @@ impl<'a> Arg<'a> {
     /// As f32 values (bf16 widened), for kernels that compute in f32.
     pub fn f32s(&self, n: usize) -> Cow<'a, [f32]> {
         match self {
-            Arg::Data(Data::F32(v)) => Cow::Borrowed(&v[..n]),
-            Arg::Data(Data::BF16(v)) => Cow::Owned(v[..n].iter().map(|x| x.to_f32()).collect()),
-            Arg::Data(d) => Cow::Owned((0..n).map(|i| d.get_f64(i) as f32).collect()),
+            Arg::Data(d) => match d.view() {
+                DataRef::F32(v) => Cow::Borrowed(&v[..n]),
+                DataRef::BF16(v) => Cow::Owned(v[..n].iter().map(|x| x.to_f32()).collect()),
+                _ => Cow::Owned((0..n).map(|i| d.get_f64(i) as f32).collect()),
+            },
             Arg::Splat(x, _) => Cow::Owned(vec![*x as f32; n]),
         }
     }

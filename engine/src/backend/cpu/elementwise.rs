@@ -3,7 +3,7 @@
 
 use super::elem::{with_dtype, Arg, Elem};
 use crate::dtype::DType;
-use crate::host::Data;
+use crate::host::{Data, DataRef};
 use crate::op::{BinaryOp, CmpOp, UnaryOp};
 use gidd_kernels::element::Element;
 use gidd_kernels::elementwise as ew;
@@ -17,6 +17,7 @@ pub fn unary(u: UnaryOp, a: Arg, out: &mut Data, n: usize) {
         Data::I64(o) => ew::unary_int(u, a.src(), &mut o[..n]),
         Data::U32(o) => ew::unary_int(u, a.src(), &mut o[..n]),
         Data::Bool(o) => ew::unary_int(u, a.src(), &mut o[..n]),
+        Data::Mapped(_) => unreachable!("outputs are owned slots"),
     }
 }
 
@@ -29,6 +30,7 @@ pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
         Data::I64(o) => ew::binary_int(b, x.src(), y.src(), &mut o[..n]),
         Data::U32(o) => ew::binary_int(b, x.src(), y.src(), &mut o[..n]),
         Data::Bool(o) => ew::binary_int(b, x.src(), y.src(), &mut o[..n]),
+        Data::Mapped(_) => unreachable!("outputs are owned slots"),
     }
 }
 
@@ -54,16 +56,16 @@ pub fn convert(a: Arg, out: &mut Data, n: usize) {
         Arg::Data(d) => d,
         Arg::Splat(x, _) => return fill(x, out, n),
     };
-    match (x, &mut *out) {
-        (Data::F32(x), Data::BF16(o)) => ew::round_to_bf16(&x[..n], &mut o[..n]),
-        (Data::BF16(x), Data::F32(o)) => ew::widen_bf16(&x[..n], &mut o[..n]),
+    match (x.view(), &mut *out) {
+        (DataRef::F32(x), Data::BF16(o)) => ew::round_to_bf16(&x[..n], &mut o[..n]),
+        (DataRef::BF16(x), Data::F32(o)) => ew::widen_bf16(&x[..n], &mut o[..n]),
         // Integer <-> integer conversions wrap (truncate), as XLA's do.
-        (Data::I64(x), Data::U32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
-        (Data::U32(x), Data::I64(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
-        (Data::I64(x), Data::I32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
-        (Data::U32(x), Data::I32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
-        (Data::I32(x), Data::U32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
-        (x, o) => with_dtype!(o.dtype(), T, {
+        (DataRef::I64(x), Data::U32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
+        (DataRef::U32(x), Data::I64(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
+        (DataRef::I64(x), Data::I32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
+        (DataRef::U32(x), Data::I32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
+        (DataRef::I32(x), Data::U32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
+        (_, o) => with_dtype!(o.dtype(), T, {
             let o = &mut T::vec_mut(o).expect("slot dtype")[..n];
             with_dtype!(x.dtype(), S, {
                 ew::convert(&S::slice(x).expect("matched dtype")[..n], o)

@@ -19,7 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use gidd_train::backend::{BackendArgs, Precision};
-use gidd_train::model_dir::{load_checkpoint, load_tokenizer};
+use gidd_train::model_dir::{load_checkpoint_mapped, load_tokenizer};
 use gidd_train::with_executor;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -105,7 +105,8 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             a.max_steps
         );
     }
-    let m = load_checkpoint(&a.checkpoint)?;
+    // weights stay in the mapped files (bf16 as bf16): a large model is not copied
+    let (m, _) = load_checkpoint_mapped(&a.checkpoint)?;
     let tok = load_tokenizer(&a.checkpoint, a.tokenizer.as_deref())?.map(Arc::new);
     let t = m.cfg.max_position_embeddings;
     let model = match &a.model_name {
