@@ -74,8 +74,11 @@ mod tests {
     use super::*;
     use half::bf16;
 
-    fn kernels() -> Vec<(&'static str, Blocks, Box<dyn Fn(&CacheSizes) -> Blocks>)> {
-        let mut v: Vec<(&'static str, Blocks, Box<dyn Fn(&CacheSizes) -> Blocks>)> = vec![];
+    /// (name, tuned blocks, blocks for given caches) of one kernel.
+    type Case = (&'static str, Blocks, Box<dyn Fn(&CacheSizes) -> Blocks>);
+
+    fn kernels() -> Vec<Case> {
+        let mut v: Vec<Case> = vec![];
         fn tuned<P: Packed>(k: &Kernel<P>) -> Blocks {
             Blocks {
                 mc: k.mc,
