@@ -23,8 +23,9 @@ fn time(mut f: impl FnMut()) -> f64 {
     v[v.len() / 2]
 }
 
-/// Prints the kernel table (or JSON lines) with fractions of the measured FMA peak.
-pub fn run(json: bool) {
+/// Prints the kernel table (or JSON lines) with fractions of the measured FMA peak;
+/// `gemm_only` skips the attention rows.
+pub fn run(json: bool, gemm_only: bool) {
     let mut rows: Vec<(String, String, String, f64, f64)> = vec![];
     let fill = |n: usize| -> Vec<f32> {
         (0..n)
@@ -92,7 +93,7 @@ pub fn run(json: bool) {
             s.flops() / t / 1e9,
         ));
     }
-    for l in [256, 512, 1024, 2048] {
+    for l in [256, 512, 1024, 2048].into_iter().filter(|_| !gemm_only) {
         for d in [64, 128] {
             let sh = AttnShape {
                 batch: 1,
@@ -165,10 +166,14 @@ pub fn run(json: bool) {
         }
         return;
     }
+    let caches = gidd_kernels::matmul::blocking::cache_sizes();
     println!(
-        "cpu: {}, {} threads; measured FMA peak: f32 {peak:.1} GFLOP/s, bf16 {bf16_peak:.1} GFLOP/s",
+        "cpu: {}, {} threads; measured FMA peak: f32 {peak:.1} GFLOP/s, bf16 {bf16_peak:.1} GFLOP/s; caches per core: L1d {} KiB, L2 {} KiB, L3 {} KiB",
         gidd_kernels::simd::describe(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        caches.l1d >> 10,
+        caches.l2 >> 10,
+        caches.l3 >> 10
     );
     println!(
         "{:<14} {:<5} {:<28} {:>10} {:>10} {:>8}",

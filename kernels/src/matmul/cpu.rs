@@ -17,6 +17,7 @@
 //! multiplies adjacent pairs along k). Microkernels therefore never see ragged data;
 //! they only mask the rows/columns they store.
 
+use super::blocking::{gemm_generic, Blocks};
 use super::GemmShape;
 use crate::simd::Level;
 use half::bf16;
@@ -61,9 +62,10 @@ pub(crate) type Transpose32 =
 pub(crate) type StridedPack<P> =
     unsafe fn(out: *mut P, r: usize, src: *const P, ld: usize, rows: usize, kn: usize);
 
-/// A microkernel with its register tile (MR×NR), cache blocking (MC×KC×NC elements; MC and
-/// NC grow when k < KC, keeping the A and B block sizes) and an optional SIMD packer for
-/// depth-contiguous operands.
+/// A microkernel with its register tile (MR×NR), cache blocking as tuned on the reference
+/// machine (MC×KC×NC elements; [`Kernel::blocks`] scales them to this CPU's caches, and MC
+/// and NC grow when k < KC, keeping the A and B block sizes) and an optional SIMD packer
+/// for depth-contiguous operands.
 pub(crate) struct Kernel<P: 'static> {
     pub mr: usize,
     pub nr: usize,
@@ -362,6 +364,7 @@ fn macro_kernel<P: Packed>(
 #[allow(clippy::too_many_arguments)]
 fn gemm_one<S, P, C>(
     kern: &Kernel<P>,
+    bl: Blocks,
     a: Src<'_, S>,
     b: Src<'_, S>,
     c: &mut [f32],
@@ -382,9 +385,9 @@ fn gemm_one<S, P, C>(
     let tp = (kern.transpose, kern.strided);
     let mpan = m.div_ceil(mr);
     // Shallow problems widen the blocks, keeping their footprint (MC·KC, KC·NC elements).
-    let kc_eff = kern.kc.min(k).next_multiple_of(P::KU);
-    let mc = (kern.mc * kern.kc / kc_eff) / mr * mr;
-    let nc = (kern.nc * kern.kc / kc_eff).next_multiple_of(nr);
+    let kc_eff = bl.kc.min(k).next_multiple_of(P::KU);
+    let mc = ((bl.mc * bl.kc / kc_eff) / mr * mr).max(mr);
+    let nc = (bl.nc * bl.kc / kc_eff).next_multiple_of(nr);
     for jc in (0..n).step_by(nc) {
         let ncb = nc.min(n - jc);
         let npan = ncb.div_ceil(nr);
@@ -392,8 +395,8 @@ fn gemm_one<S, P, C>(
         let split_rows =
             threads > 1 && (mpan % threads == 0 || mpan >= 8 * threads || npan < 2 * threads);
         let split_rows = split_rows && mpan >= threads;
-        for pc in (0..k).step_by(kern.kc) {
-            let kcb = kern.kc.min(k - pc);
+        for pc in (0..k).step_by(bl.kc) {
+            let kcb = bl.kc.min(k - pc);
             let steps = kcb.div_ceil(P::KU);
             let (apanel, bpanel) = (steps * mr * P::KU, steps * nr * P::KU);
             let acc = pc > 0;
@@ -468,9 +471,11 @@ fn gemm_one<S, P, C>(
     }
 }
 
-/// Batched driver: validates nothing beyond `debug_assert!`, splits work over rayon.
-pub(crate) fn gemm_generic<S, P, C>(
+/// Batched driver with given blocks: validates nothing beyond `debug_assert!`, splits work
+/// over rayon.
+pub(crate) fn gemm_blocked<S, P, C>(
     kern: &Kernel<P>,
+    bl: Blocks,
     s: &GemmShape,
     a: &[S],
     b: &[S],
@@ -529,12 +534,12 @@ pub(crate) fn gemm_generic<S, P, C>(
         && (batch % threads == 0 || batch >= 4 * threads || per < SPLIT_MATRIX_FLOPS);
     if batch_par {
         c.par_chunks_mut(m * n).enumerate().for_each(|(bi, cb)| {
-            gemm_one::<S, P, C>(kern, a_src(bi), b_src(bi), cb, m, n, k, false)
+            gemm_one::<S, P, C>(kern, bl, a_src(bi), b_src(bi), cb, m, n, k, false)
         });
     } else {
         let par = threads > 1 && per >= PAR_MIN_FLOPS;
         for (bi, cb) in c.chunks_mut(m * n).enumerate() {
-            gemm_one::<S, P, C>(kern, a_src(bi), b_src(bi), cb, m, n, k, par);
+            gemm_one::<S, P, C>(kern, bl, a_src(bi), b_src(bi), cb, m, n, k, par);
         }
     }
 }
@@ -546,7 +551,7 @@ const SMR: usize = 4;
 const SNR: usize = 16;
 
 /// Scalar f32 tile, 4×16, plain loops (LLVM may vectorize for the baseline target).
-static SCALAR_F32: Kernel<f32> = Kernel {
+pub(super) static SCALAR_F32: Kernel<f32> = Kernel {
     mr: SMR,
     nr: SNR,
     mc: 64,

@@ -473,3 +473,86 @@ fn matmul_bf16_amx_matches_reference() {
         );
     }
 }
+
+/// The driver on blocks other than this CPU's: those other caches would pick (small L2,
+/// Sapphire Rapids-like, absurd) and the smallest legal ones (one register tile by 4 k
+/// values), so every block loop runs many times with ragged ends, against the reference.
+#[test]
+fn matmul_runtime_blocks_match_reference() {
+    use super::blocking::{Blocks, CacheSizes};
+    use super::cpu::{gemm_blocked, Kernel, Same, Widen, SCALAR_F32};
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let caches = [
+        CacheSizes {
+            l1d: 32 << 10,
+            l2: 256 << 10,
+            l3: 1 << 20,
+        },
+        CacheSizes {
+            l1d: 48 << 10,
+            l2: 2 << 20,
+            l3: 2 << 20,
+        },
+        CacheSizes {
+            l1d: 1,
+            l2: 1,
+            l3: 1 << 40,
+        },
+    ];
+    let with_tiny = |bl: Vec<Blocks>, mr: usize, nr: usize| {
+        let mut v = bl;
+        v.push(Blocks {
+            mc: mr,
+            kc: 4,
+            nc: nr,
+        });
+        v
+    };
+    let mut f32_kernels: Vec<&'static Kernel<f32>> = vec![&SCALAR_F32];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if usable(Level::Avx2Fma) == Level::Avx2Fma {
+            f32_kernels.push(&super::cpu_avx2::F32);
+        }
+        if usable(Level::Avx512) == Level::Avx512 {
+            f32_kernels.push(&super::cpu_avx512::F32);
+        }
+    }
+    for case in 0..6 {
+        let mut s = random_shape(&mut rng);
+        if case < 2 {
+            (s.m, s.n, s.k) = (
+                rng.random_range(150..320),
+                rng.random_range(40..300),
+                rng.random_range(300..700),
+            );
+        }
+        let ((ah, a), (bh, b)) = bf16_inputs(&mut rng, &s);
+        let want = gemm_f64(&s, &to_f64(&a), &to_f64(&b));
+        for kern in &f32_kernels {
+            let bls = caches.iter().map(|c| kern.blocks(c)).collect();
+            for bl in with_tiny(bls, kern.mr, kern.nr) {
+                let mut c = vec![f32::NAN; s.lens().2];
+                gemm_blocked::<f32, f32, Same>(kern, bl, &s, &a, &b, &mut c);
+                let what = format!("f32 {}x{} {bl:?}", kern.mr, kern.nr);
+                check(&what, seed, &s, &c, &want, F32_TOL, amax(&a), amax(&b));
+                let mut c = vec![f32::NAN; s.lens().2];
+                gemm_blocked::<bf16, f32, Widen>(kern, bl, &s, &ah, &bh, &mut c);
+                let what = format!("bf16 widened {}x{} {bl:?}", kern.mr, kern.nr);
+                check(&what, seed, &s, &c, &want, BF16_TOL, amax(&a), amax(&b));
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if usable_bf16() {
+            let kern = &super::cpu_avx512::BF16;
+            let bls = caches.iter().map(|c| kern.blocks(c)).collect();
+            for bl in with_tiny(bls, kern.mr, kern.nr) {
+                let mut c = vec![f32::NAN; s.lens().2];
+                gemm_blocked::<bf16, bf16, Same>(kern, bl, &s, &ah, &bh, &mut c);
+                let what = format!("bf16 native {bl:?}");
+                check(&what, seed, &s, &c, &want, BF16_TOL, amax(&a), amax(&b));
+            }
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! everywhere), the generic `vector` backends every hand-vectorised kernel is written
 //! against, and the measured FMA peak benchmarks divide by.
 
+pub mod cache;
 mod peak;
 pub(crate) mod vector;
 

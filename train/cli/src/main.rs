@@ -124,6 +124,9 @@ enum BenchCmd {
         /// The longest attention sequence of a device table.
         #[arg(long = "max_seq", alias = "max-seq", default_value_t = 2048)]
         max_seq: usize,
+        /// cpu: the GEMM rows only (no attention rows).
+        #[arg(long = "gemm_only", alias = "gemm-only")]
+        gemm_only: bool,
     },
     /// One step of a synthetic model; one JSON line (for shared/baselines/run_bench.py).
     Step(gidd_benches::step::StepArgs),
@@ -202,10 +205,11 @@ fn main() {
                     exec,
                     max_gemm,
                     max_seq,
+                    gemm_only,
                 },
         } => {
             if exec.backend == gidd_train::backend::Backend::Cpu {
-                gidd_benches::kernels::run(json);
+                gidd_benches::kernels::run(json, gemm_only);
                 Ok(())
             } else {
                 let sizes = gidd_benches::kernels_device::Sizes { max_gemm, max_seq };
