@@ -50,6 +50,7 @@ impl Executor for Corrupt {
                 Data::U32(v) => v[0] ^= 1,
                 Data::I64(v) => v[0] += 1,
                 Data::Bool(v) => v[0] ^= 1,
+                Data::Mapped(_) => unreachable!("a download is owned data, never a mapping"),
             }
         }
         Ok(t)
