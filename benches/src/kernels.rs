@@ -32,43 +32,7 @@ pub fn run(json: bool, gemm_only: bool) {
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
             .collect()
     };
-    let mut shapes: Vec<(String, GemmShape)> = [256, 512, 1024, 2048]
-        .iter()
-        .map(|&n| {
-            (
-                format!("{n}x{n}x{n}"),
-                GemmShape {
-                    batch: 1,
-                    m: n,
-                    n,
-                    k: n,
-                    trans_a: false,
-                    trans_b: false,
-                    b_broadcast: false,
-                },
-            )
-        })
-        .collect();
-    // The tiny/small presets' shapes: tokens x d x d, tokens x 4d x d, tokens x V x d (logits).
-    for (m, n, k) in [
-        (2048, 256, 256),
-        (2048, 1024, 256),
-        (2048, 4096, 256),
-        (2048, 256, 1024),
-    ] {
-        shapes.push((
-            format!("{m}x{n}x{k} (model)"),
-            GemmShape {
-                batch: 1,
-                m,
-                n,
-                k,
-                trans_a: false,
-                trans_b: true,
-                b_broadcast: false,
-            },
-        ));
-    }
+    let shapes = GemmShape::bench_ladder();
     for (name, s) in &shapes {
         let (a, b) = (fill(s.m * s.k), fill(s.k * s.n));
         let mut c = vec![0f32; s.m * s.n];

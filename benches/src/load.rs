@@ -59,22 +59,12 @@ pub struct LoadBenchArgs {
 /// Resident memory of this process from /proc/self/status, in bytes: (VmRSS, RssAnon,
 /// RssFile, VmHWM). None where there is no /proc (not Linux).
 pub fn rss() -> Option<[u64; 4]> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |k: &str| -> Option<u64> {
-        let line = s.lines().find(|l| l.starts_with(k))?;
-        let kb: u64 = line[k.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    };
+    let field = |k: &str| gidd_ports::procfs::status_bytes(None, k);
     Some([
-        field("VmRSS:")?,
-        field("RssAnon:")?,
-        field("RssFile:")?,
-        field("VmHWM:")?,
+        field("VmRSS")?,
+        field("RssAnon")?,
+        field("RssFile")?,
+        field("VmHWM")?,
     ])
 }
 

@@ -132,13 +132,7 @@ fn cpu_seconds() -> f64 {
 }
 
 fn peak_rss_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    gidd_ports::procfs::status_bytes(None, "VmHWM").unwrap_or(0) as f64 / (1 << 20) as f64
 }
 
 pub fn run(a: &StepArgs) -> Result<()> {

@@ -9,6 +9,7 @@ pub mod corpus;
 pub mod data;
 pub mod error;
 pub mod fsio;
+pub mod procfs;
 pub mod safetensors;
 
 pub use error::PortError;

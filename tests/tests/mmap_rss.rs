@@ -12,15 +12,7 @@ use gidd_train::model_dir::{load_checkpoint, load_checkpoint_mapped};
 
 /// RssAnon in bytes.
 fn rss_anon() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("RssAnon:"))?;
-    let kb: u64 = line["RssAnon:".len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    gidd_ports::procfs::status_bytes(None, "RssAnon")
 }
 
 #[test]

@@ -453,9 +453,7 @@ fn a_client_that_leaves_stops_its_generation() {
 
 /// Resident memory of a process in KiB (/proc/PID/status VmRSS; Linux).
 fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    gidd_ports::procfs::status_bytes(Some(pid), "VmRSS").expect("VmRSS of the server") / 1024
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -64,6 +64,30 @@ pub struct GemmShape {
 }
 
 impl GemmShape {
+    /// The shapes GEMM benchmarks report, named: the cube ladder 256..2048 (no transposes)
+    /// and the tiny/small presets' products (tokens x d x d, tokens x 4d x d, tokens x V x d
+    /// for the logits, tokens x d x 4d), weights stored [n, k] as the model stores them.
+    pub fn bench_ladder() -> Vec<(String, GemmShape)> {
+        let plain = |m, n, k, trans_b| GemmShape {
+            batch: 1,
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b,
+            b_broadcast: false,
+        };
+        let cubes = [256, 512, 1024, 2048].map(|n| (format!("{n}x{n}x{n}"), plain(n, n, n, false)));
+        let model = [
+            (2048, 256, 256),
+            (2048, 1024, 256),
+            (2048, 4096, 256),
+            (2048, 256, 1024),
+        ]
+        .map(|(m, n, k)| (format!("{m}x{n}x{k} (model)"), plain(m, n, k, true)));
+        cubes.into_iter().chain(model).collect()
+    }
+
     /// Multiply-add count times two: `2·batch·m·n·k`.
     pub fn flops(&self) -> f64 {
         2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
