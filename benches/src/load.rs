@@ -13,7 +13,7 @@
 
 use anyhow::{bail, Result};
 use gidd_engine::rng::HostRng;
-use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use gidd_model::generate::{generate, Canvas, GenOpts};
 use gidd_train::backend::Precision;
 use gidd_train::model_dir::load_checkpoint_mapped;
 use std::path::PathBuf;
@@ -119,19 +119,7 @@ pub fn run(a: &LoadBenchArgs) -> Result<()> {
     let mut rng = HostRng::new(a.seed ^ 0x10ad);
     let mut prompt = vec![0u32];
     prompt.extend((1..a.prompt_len).map(|_| 4 + rng.below(cfg.vocab_size as u32 - 4)));
-    let o = GenOpts {
-        max_length: a.block_length,
-        min_length: 0,
-        block_length: a.block_length,
-        steps: a.steps,
-        method: Method::Ancestral,
-        schedule: NoiseSchedule::Cosine,
-        temperature: 1.0,
-        top_k: None,
-        top_p: None,
-        tokens_per_step: 1,
-        seed: a.seed,
-    };
+    let o = GenOpts::ancestral(a.block_length, a.block_length, a.steps, a.seed);
     // The first generation compiles the programs and pages the weights in.
     let t = Instant::now();
     let mut first_block = None;

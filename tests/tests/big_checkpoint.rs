@@ -2,7 +2,7 @@
 //! writes, loaded by mmap as `gidd generate` and `gidd serve` load it.
 
 use gidd_engine::{CpuExecutor, DType, Data, Executor, HostTensor};
-use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use gidd_model::generate::{generate, Canvas, GenOpts};
 use gidd_model::GiddConfig;
 use gidd_tests::TempDir;
 use gidd_train::model_dir::{load_checkpoint, load_checkpoint_mapped};
@@ -157,19 +157,7 @@ fn the_cpu_executor_reads_mapped_weights_in_place() {
 }
 
 fn gen_opts(seed: u64) -> GenOpts {
-    GenOpts {
-        max_length: 24,
-        min_length: 0,
-        block_length: 8,
-        steps: 4,
-        method: Method::Ancestral,
-        schedule: NoiseSchedule::Cosine,
-        temperature: 1.0,
-        top_k: None,
-        top_p: None,
-        tokens_per_step: 1,
-        seed,
-    }
+    GenOpts::ancestral(24, 8, 4, seed)
 }
 
 /// Generation from the mapped sharded checkpoint (bf16 weights in place) gives the same

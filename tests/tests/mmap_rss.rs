@@ -5,7 +5,7 @@
 //! allocations run beside it.
 
 use gidd_engine::DType;
-use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use gidd_model::generate::{generate, Canvas, GenOpts};
 use gidd_model::GiddConfig;
 use gidd_tests::TempDir;
 use gidd_train::model_dir::{load_checkpoint, load_checkpoint_mapped};
@@ -39,19 +39,7 @@ fn a_mapped_load_makes_no_anonymous_copy_of_the_weights() {
     let weights = created.bytes;
     assert!(weights > 150_000_000, "{weights} bytes");
 
-    let o = GenOpts {
-        max_length: 16,
-        min_length: 0,
-        block_length: 16,
-        steps: 2,
-        method: Method::Ancestral,
-        schedule: NoiseSchedule::Cosine,
-        temperature: 1.0,
-        top_k: None,
-        top_p: None,
-        tokens_per_step: 1,
-        seed: 0,
-    };
+    let o = GenOpts::ancestral(16, 16, 2, 0);
     let prompt = vec![vec![0u32, 5, 77, 901, 4000, 12, 9, 60000]];
 
     let a0 = rss_anon().expect("rss");

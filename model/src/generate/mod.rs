@@ -48,6 +48,26 @@ pub struct GenOpts {
     pub seed: u64,
 }
 
+impl GenOpts {
+    /// Plain ancestral sampling on the cosine schedule at temperature 1, one token per step,
+    /// no truncation and no minimum length: what benches, tests and training samples use.
+    pub fn ancestral(max_length: usize, block_length: usize, steps: usize, seed: u64) -> Self {
+        GenOpts {
+            max_length,
+            min_length: 0,
+            block_length,
+            steps,
+            method: Method::Ancestral,
+            schedule: NoiseSchedule::Cosine,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            tokens_per_step: 1,
+            seed,
+        }
+    }
+}
+
 /// One denoising step's shared inputs: the block's logits and where the draws are keyed.
 struct StepCtx<'a> {
     logits: &'a [f32],

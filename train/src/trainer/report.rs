@@ -4,7 +4,7 @@
 use super::TrainArgs;
 use anyhow::Result;
 use gidd_engine::{DType, HostTensor};
-use gidd_model::generate::{generate, Canvas, GenOpts, Method, NoiseSchedule};
+use gidd_model::generate::{generate, Canvas, GenOpts};
 use gidd_model::schedule::PAD;
 use gidd_model::GiddConfig;
 use gidd_ports::corpus::Language;
@@ -41,19 +41,7 @@ pub(super) fn samples(
         a.num_samples
     };
     for sidx in 0..n {
-        let o = GenOpts {
-            max_length: seq.min(64),
-            min_length: 0,
-            block_length: 32.min(seq - 1),
-            steps: 32,
-            method: Method::Ancestral,
-            schedule: NoiseSchedule::Cosine,
-            temperature: 1.0,
-            top_k: None,
-            top_p: None,
-            tokens_per_step: 1,
-            seed: a.seed + sidx as u64,
-        };
+        let o = GenOpts::ancestral(seq.min(64), 32.min(seq - 1), 32, a.seed + sidx as u64);
         let out = generate(&mut canvas, cfg, &[vec![0]], &o, None, |_, _| {})?;
         let ids: Vec<u32> = out[0].iter().copied().filter(|&x| x > 3).collect();
         let text = tok.decode(&ids)?;
