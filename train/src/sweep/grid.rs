@@ -115,6 +115,10 @@ pub struct Grid {
     /// Learning rates per batch size: keys are batch sizes, or "*" for any batch size
     /// without its own list.
     pub lrs: BTreeMap<String, Vec<f64>>,
+    /// Learning rates by noise label (e.g. "uniform"), for every batch size: noise types
+    /// that are unstable at the others' rates get their own (a size's `lrs` still wins).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub noise_lrs: BTreeMap<String, Vec<f64>>,
     /// Training steps of every run (unless `max_flops` is set).
     pub steps: usize,
     /// Exceptions to `steps` by batch size (the first rule that matches a run applies);
@@ -293,6 +297,17 @@ impl Grid {
             .iter()
             .map(Noise::resolve)
             .collect::<Result<Vec<_>>>()?;
+        if let Some(k) = self
+            .noise_lrs
+            .keys()
+            .find(|k| !noise.iter().any(|(label, _)| label == *k))
+        {
+            let labels: Vec<&str> = noise.iter().map(|(l, _)| l.as_str()).collect();
+            bail!(
+                "noise_lrs names {k:?}, which is not a noise type of this grid ({})",
+                labels.join(", ")
+            );
+        }
         let mut out = vec![];
         for s in &self.sizes {
             let heads = s.heads.unwrap_or_else(|| accounting::heads_for(s.hidden));
@@ -313,7 +328,11 @@ impl Grid {
             }
             for (label, shift) in &noise {
                 for &batch in batches {
-                    let lrs = s.lrs.as_ref().or_else(|| self.lrs_for(batch));
+                    let lrs = s
+                        .lrs
+                        .as_ref()
+                        .or_else(|| self.noise_lrs.get(label))
+                        .or_else(|| self.lrs_for(batch));
                     let Some(lrs) = lrs.filter(|l| !l.is_empty()) else {
                         bail!("no learning rates for batch size {batch}: add \"{batch}\": [..] or \"*\": [..] to lrs");
                     };
@@ -457,6 +476,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("empty batch_sizes"));
+    }
+
+    /// A noise type's own rates replace the batch's; a size's own rates replace both.
+    #[test]
+    fn noise_lrs_override_batch_lrs_but_not_size_lrs() {
+        let g: Grid = serde_json::from_str(
+            r#"{"sizes": [{"layers": 1, "hidden": 32}, {"layers": 2, "hidden": 32, "lrs": [4]}],
+                "noise": ["masked", "uniform"], "batch_sizes": [8], "lrs": {"*": [2]},
+                "noise_lrs": {"uniform": [0.5, 1]}, "steps": 10, "warmup": 1, "seq": 16}"#,
+        )
+        .unwrap();
+        let got: Vec<(usize, String, f64)> = g
+            .plan()
+            .unwrap()
+            .iter()
+            .map(|r| (r.layers, r.noise.clone(), r.lr))
+            .collect();
+        let want = [
+            (1, "masked", 2.0),
+            (1, "uniform", 0.5),
+            (1, "uniform", 1.0),
+            (2, "masked", 4.0),
+            (2, "uniform", 4.0),
+        ]
+        .map(|(l, n, lr)| (l, n.to_string(), lr));
+        assert_eq!(got, want);
+        let mut typo = g.clone();
+        typo.noise_lrs = BTreeMap::from([("unifrom".to_string(), vec![1.0])]);
+        let e = typo.plan().unwrap_err().to_string();
+        assert!(e.contains("\"unifrom\"") && e.contains("masked, uniform"), "{e}");
     }
 
     /// The paper's 40k-step rule: B = 512 below L20 and B = 1024 run 40k steps, the rest 80k.
