@@ -505,7 +505,10 @@ mod tests {
         let mut typo = g.clone();
         typo.noise_lrs = BTreeMap::from([("unifrom".to_string(), vec![1.0])]);
         let e = typo.plan().unwrap_err().to_string();
-        assert!(e.contains("\"unifrom\"") && e.contains("masked, uniform"), "{e}");
+        assert!(
+            e.contains("\"unifrom\"") && e.contains("masked, uniform"),
+            "{e}"
+        );
     }
 
     /// The paper's 40k-step rule: B = 512 below L20 and B = 1024 run 40k steps, the rest 80k.
