@@ -26,6 +26,7 @@ mod error;
 mod executor;
 mod fuse;
 mod fused;
+mod gemm_windows;
 mod load;
 mod lower;
 mod movement;
