@@ -40,7 +40,7 @@ pub enum Module {
     GemmBlockedBf16,
     /// `peak_fma`
     Peak,
-    /// `gather`, `zero`, `scatter_add`, `round_bf16_inplace`
+    /// `gather`, `gather_h`, `zero`, `scatter_add`
     GatherScatter,
     /// softmax, log-softmax and their backward over the last axis (fused op kernels)
     Softmax,

@@ -19,6 +19,14 @@
 //! up to 128). Chains of consecutive elementwise ops, iotas and views of one size run as
 //! one generated kernel made of the ops' own WGSL functions (`fuse`), bitwise the unfused
 //! run; `GIDD_WGPU_FUSE=0` or `WgpuExecutor::with_fusion(false)` turns that off.
+//!
+//! Tensors larger than one storage binding (max_storage_buffer_binding_size; 128 MiB on
+//! lavapipe, where a 131072 x 3072 f32 embedding is 1.5 GiB) are reached through windows of
+//! their buffers at aligned offsets: elementwise ops and chains and gather by element,
+//! reductions, scatter-add and the row ops (softmax, rms_norm, RoPE, the diffusion KL) by
+//! rows or with f32 partials, GEMM in blocks along batch, M, N and K (`gemm_windows`).
+//! Attention, concatenate, and views that read by position (a non-scalar broadcast,
+//! transpose, slice) over such tensors, are refused at load with the limit named.
 
 mod buffer;
 mod device;
@@ -26,6 +34,7 @@ mod error;
 mod executor;
 mod fuse;
 mod fused;
+mod gemm_windows;
 mod load;
 mod lower;
 mod movement;

@@ -102,7 +102,8 @@ enum Bf16Route {
     Widened,
     /// A copy of the packed words.
     Reshape,
-    /// The lowering handles packed bf16 itself (GEMM, concatenate).
+    /// The lowering handles packed bf16 itself (GEMM, concatenate, reduce, gather,
+    /// scatter-add: read in place, no unpacking pass).
     Own,
 }
 
@@ -118,13 +119,14 @@ fn bf16_route(op: &Op) -> Bf16Route {
         | Op::Transpose { .. }
         | Op::Slice { .. } => Bf16Route::Generated,
         Op::Reshape { .. } => Bf16Route::Reshape,
-        Op::DotGeneral(_) | Op::Concatenate { .. } => Bf16Route::Own,
+        Op::DotGeneral(_)
+        | Op::Concatenate { .. }
+        | Op::Reduce { .. }
+        | Op::Gather { .. }
+        | Op::ScatterAdd { .. } => Bf16Route::Own,
         // the fused ops: the graph builds them over f32 (bf16 programs convert around them),
         // so only a hand-made program reaches this with bf16
-        Op::Reduce { .. }
-        | Op::Gather { .. }
-        | Op::ScatterAdd { .. }
-        | Op::Input { .. }
+        Op::Input { .. }
         | Op::Constant(_)
         | Op::Splat(_)
         | Op::Softmax

@@ -26,7 +26,7 @@ pub fn copy(
     w: u32,
 ) -> Result<()> {
     strided(
-        b, src, dst, shape, src_st, dst_st, src_off, dst_off, w, false,
+        b, src, dst, shape, src_st, dst_st, src_off, dst_off, w, false, None,
     )
 }
 
@@ -44,7 +44,38 @@ pub fn copy_from_packed(
     dst_off: usize,
 ) -> Result<()> {
     strided(
-        b, src, dst, shape, src_st, dst_st, src_off, dst_off, 1, true,
+        b, src, dst, shape, src_st, dst_st, src_off, dst_off, 1, true, None,
+    )
+}
+
+/// [`copy`] (or, with `packed`, [`copy_from_packed`]) reading `src` through the byte window
+/// `win` of it ([`crate::plan::Builder::span_window`]; `src_off` counts from the window's
+/// start): how blocks of a tensor larger than one storage binding are staged into scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_from_window(
+    b: &mut Builder,
+    src: Bind,
+    win: (u64, u64),
+    dst: Bind,
+    shape: &[usize],
+    src_st: &[usize],
+    dst_st: &[usize],
+    src_off: usize,
+    w: u32,
+    packed: bool,
+) -> Result<()> {
+    strided(
+        b,
+        src,
+        dst,
+        shape,
+        src_st,
+        dst_st,
+        src_off,
+        0,
+        w,
+        packed,
+        Some(win),
     )
 }
 
@@ -60,6 +91,7 @@ fn strided(
     dst_off: usize,
     w: u32,
     src_h: bool,
+    src_win: Option<(u64, u64)>,
 ) -> Result<()> {
     let n: usize = shape.iter().product();
     if n == 0 {
@@ -100,7 +132,8 @@ fn strided(
         .with("RANK", dims.len() as u32)
         .with("W", w)
         .with("SRC_H", src_h.into());
-    b.push_1d(k, vec![dst, src], &p, n)
+    let g = crate::plan::grid(n.div_ceil(crate::plan::WG))?;
+    b.push_windows(k, vec![dst, src], vec![None, src_win], &p, g)
 }
 
 pub fn broadcast(

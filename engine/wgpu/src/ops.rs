@@ -11,7 +11,7 @@ use gidd_kernels::wgsl::Module;
 
 /// The one stride that walks `dims` (in this order) of an operand with `shape` and row-major
 /// `st` as a single run, if there is one; size-1 dims are skipped, and no dims walk with 0.
-fn group_stride(shape: &[usize], st: &[usize], dims: &[usize]) -> Option<usize> {
+pub(crate) fn group_stride(shape: &[usize], st: &[usize], dims: &[usize]) -> Option<usize> {
     let ds: Vec<usize> = dims.iter().copied().filter(|&d| shape[d] != 1).collect();
     for w in ds.windows(2) {
         if st[w[0]] != st[w[1]] * shape[w[1]] {
@@ -114,6 +114,16 @@ fn blocked(
     padded: [usize; 2],
     k: usize,
 ) -> Result<Bind> {
+    let src = b.buf(v)?;
+    if in_place(b, v, groups, padded) {
+        return Ok(src);
+    }
+    let bf16 = b.dtype(v) == DType::BF16;
+    padded_copy_as(b, v, src, groups, padded, k, bf16)
+}
+
+/// Whether operand `v` already is gemm_blocked's contiguous [batch, rows, cols_p] layout.
+fn in_place(b: &Builder, v: usize, groups: [&[usize]; 3], padded: [usize; 2]) -> bool {
     let shape = b.shape(v);
     let st = strides(shape);
     let size = |ds: &[usize]| ds.iter().map(|&d| shape[d]).product::<usize>();
@@ -126,12 +136,7 @@ fn blocked(
         if (s0 == rows * cols || size(groups[0]) == 1)
             && (s1 == cols || rows == 1)
             && (s2 == 1 || cols == 1));
-    let src = b.buf(v)?;
-    if contiguous && [rows, cols] == padded {
-        return Ok(src);
-    }
-    let bf16 = b.dtype(v) == DType::BF16;
-    padded_copy_as(b, v, src, groups, padded, k, bf16)
+    contiguous && [rows, cols] == padded
 }
 
 pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize) -> Result<()> {
@@ -159,6 +164,23 @@ pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize
     );
     if batch * m * n == 0 {
         return Ok(());
+    }
+    // windows when a value, or a scratch copy the plain kernels would make of one, is
+    // larger than a binding
+    let (kp, np) = (k.next_multiple_of(4), n.next_multiple_of(4));
+    let (lg, rg) = (
+        [&dd.lhs_batch[..], &lf[..], &dd.lhs_contract[..]],
+        [&dd.rhs_batch[..], &dd.rhs_contract[..], &rf[..]],
+    );
+    let scratch = [
+        (!in_place(b, l, lg, [m, kp])).then_some(batch * m * kp * 4),
+        (!in_place(b, r, rg, [kp, np])).then_some(batch * kp * np * 4),
+        (bf16 && n % 2 == 1).then_some(batch * m * n * 4),
+    ];
+    let too_big = scratch.iter().flatten().any(|&x| x as u64 > b.max_binding);
+    if too_big || [l, r, out].iter().any(|&v| b.too_big(v)) {
+        let free = [lf.as_slice(), rf.as_slice()];
+        return crate::gemm_windows::dot(b, dd, l, r, out, free, [batch, m, n, k], bf16);
     }
     // bf16 runs the register-blocked kernel on every adapter: it reads the packed operands
     // (the tiled kernel reads one word per element)
@@ -236,9 +258,10 @@ fn dot_blocked(
             kp / 4,
             kp * np / 4,
             np / 4,
-            0,
-            0,
+            n,
+            m * n,
             b0,
+            0,
         ];
         let p = p.into_iter().map(u32_of).collect::<Result<Vec<u32>>>()?;
         let groups = [tiles[0] as u32, tiles[1] as u32, nb as u32];
@@ -253,34 +276,20 @@ fn dot_blocked(
 /// Rows (one workgroup per output) pay off once a reduction over contiguous inputs is this long.
 const ROWS_MIN: usize = 128;
 
-pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usize) -> Result<()> {
-    let shape = b.shape(x);
-    let st = strides(shape);
-    // (size, stride, reduced) of each dim that is not 1, adjacent ones of a kind merged (the
-    // input is contiguous, so they always form one run)
-    let mut ds: Vec<(usize, usize, bool)> = vec![];
-    for (d, &s) in shape.iter().enumerate() {
-        if s == 1 {
-            continue;
-        }
-        let red = dims.contains(&d);
-        match ds.last_mut() {
-            Some(last) if last.2 == red => *last = (last.0 * s, st[d], red),
-            _ => ds.push((s, st[d], red)),
-        }
-    }
+/// A reduction's input as runs of dims: (size, stride, reduced), outermost first.
+type Runs = Vec<(usize, usize, bool)>;
+
+/// The kernel parameters of a reduction over `ds`: P, outputs, reduced count, ranks.
+fn reduce_params(ds: &[(usize, usize, bool)]) -> Result<(Vec<u32>, usize, usize, u32, u32)> {
     let kept: Vec<(usize, usize)> = ds.iter().filter(|d| !d.2).map(|d| (d.0, d.1)).collect();
     let red: Vec<(usize, usize)> = ds.iter().filter(|d| d.2).map(|d| (d.0, d.1)).collect();
     if kept.len() > 8 || red.len() > 8 {
         return Err(WgpuError::Unsupported(format!(
-            "reduce over {dims:?} of {shape:?}: more than 8 alternating runs"
+            "reduce over runs {ds:?}: more than 8 alternating runs"
         )));
     }
     let n_out: usize = kept.iter().map(|d| d.0).product();
     let r_n: usize = red.iter().map(|d| d.0).product();
-    if n_out == 0 {
-        return Ok(());
-    }
     let mut p = vec![0u32; 36];
     p[0] = u32_of(n_out)?;
     p[1] = u32_of(r_n)?;
@@ -294,38 +303,154 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         p[20 + k] = u32_of(s)?;
         p[28 + k] = u32_of(t)?;
     }
+    Ok((p, n_out, r_n, kept.len() as u32, red.len() as u32))
+}
+
+/// The kernel of a reduction over `ds` writing dtype `d` (`packed`: a bf16 input read in
+/// place), and its grid for `n_out` outputs.
+fn reduce_kernel(
+    op: ReduceOp,
+    ds: &[(usize, usize, bool)],
+    d: DType,
+    packed: bool,
+) -> Result<(Kernel, bool)> {
+    let (_, _, r_n, kr, rr) = reduce_params(ds)?;
     let code = match op {
         ReduceOp::Sum => 0,
         ReduceOp::Max => 1,
     };
-    let src = b.buf(x)?;
-    let o = b.out(out)?;
     let innermost_reduced = ds.last().is_some_and(|d| d.2);
-    let ranks = |k: Kernel| k.with("KR", kept.len() as u32).with("RR", red.len() as u32);
-    match class(b.dtype(out))? {
+    let ranks = |k: Kernel| k.with("KR", kr).with("RR", rr);
+    Ok(match class(d)? {
         Class::Float { bf16 } if innermost_reduced && r_n >= ROWS_MIN => {
             let k = Kernel::new(Module::Reduce, "reduce_f_rows", 1)
                 .with("OP", code)
-                .with("BF16", bf16.into());
-            b.push(ranks(k), vec![o, src], &p, grid(n_out)?)
+                .with("BF16", bf16.into())
+                .with("PACKED", packed.into());
+            (ranks(k), true)
         }
         Class::Float { bf16 } => {
             let k = Kernel::new(Module::Reduce, "reduce_f_cols", 1)
                 .with("OP", code)
-                .with("BF16", bf16.into());
-            b.push_1d(ranks(k), vec![o, src], &p, n_out)
+                .with("BF16", bf16.into())
+                .with("PACKED", packed.into());
+            (ranks(k), false)
         }
         Class::Int { kind } => {
             let k = Kernel::new(Module::Reduce, "reduce_i_cols", 1)
                 .with("OP", code)
                 .with("KIND", kind);
-            b.push_1d(ranks(k), vec![o, src], &p, n_out)
+            (ranks(k), false)
         }
         Class::Long => {
             let k = Kernel::new(Module::Reduce, "reduce_l_cols", 1).with("OP", code);
-            b.push_1d(ranks(k), vec![o, src], &p, n_out)
+            (ranks(k), false)
+        }
+    })
+}
+
+/// A bf16 input is read packed, in place; a bf16 result is written widened and packed after
+/// (one word per output: neighbouring outputs would share a word). An input larger than one
+/// binding is reduced in windows: of its outermost dim when that is kept (each window a
+/// reduction of its own rows), else of the outermost reduced dim into f32 partials (one row
+/// of a scratch buffer per window), reduced after.
+pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usize) -> Result<()> {
+    if b.dtype(out) == DType::BF16 && !b.is_wide(out) {
+        return b.widened(&[], &[out], |b| reduce(b, op, dims, x, out));
+    }
+    let shape = b.shape(x);
+    let st = strides(shape);
+    // (size, stride, reduced) of each dim that is not 1, adjacent ones of a kind merged (the
+    // input is contiguous, so they always form one run)
+    let mut ds: Runs = vec![];
+    for (d, &s) in shape.iter().enumerate() {
+        if s == 1 {
+            continue;
+        }
+        let red = dims.contains(&d);
+        match ds.last_mut() {
+            Some(last) if last.2 == red => *last = (last.0 * s, st[d], red),
+            _ => ds.push((s, st[d], red)),
         }
     }
+    let (_, n_out, _, _, _) = reduce_params(&ds)?;
+    if n_out == 0 {
+        return Ok(());
+    }
+    let d = b.dtype(out);
+    let packed = b.dtype(x) == DType::BF16 && !b.is_wide(x);
+    let (src, o) = (b.wbuf(x)?, b.wout(out)?);
+    let too_big = b.too_big(x) || b.too_big(out);
+    let (k, rows_kernel) = reduce_kernel(op, &ds, d, packed)?;
+    let groups = |n: usize| match rows_kernel {
+        true => grid(n),
+        false => grid(n.div_ceil(crate::plan::WG)),
+    };
+    if !too_big {
+        let (p, ..) = reduce_params(&ds)?;
+        return b.push(k, vec![o, src], &p, groups(n_out)?);
+    }
+    let ein = match packed {
+        true => 2,
+        false => (width(b.dtype(x)) * 4) as u64,
+    };
+    let eout = (width(d) * 4) as u64;
+    let inner_in: usize = ds[1..].iter().map(|r| r.0).product();
+    let inner_out: usize = ds[1..].iter().filter(|r| !r.2).map(|r| r.0).product();
+    let (outer, _, outer_red) = ds[0];
+    if !outer_red {
+        let rb = [(inner_out as u64) * eout, inner_in as u64 * ein];
+        let params = |len: usize| {
+            let mut w = ds.clone();
+            w[0].0 = len;
+            Ok(reduce_params(&w)?.0)
+        };
+        let g = |len: usize| groups(len * inner_out);
+        return b.push_rows(k, vec![o, src], &rb, outer, params, g);
+    }
+    // partials: f32 sums (no bf16 rounding until the end), integer sums refused (a window's
+    // sum would saturate where the whole one might not)
+    let pd = match (class(d)?, op) {
+        (Class::Float { .. }, _) => DType::F32,
+        (Class::Int { .. }, ReduceOp::Sum) => {
+            return Err(WgpuError::Unsupported(format!(
+                "an integer sum over {shape:?}, larger than one storage binding: windows \
+                 would saturate apart; sum it as i64"
+            )))
+        }
+        _ => d,
+    };
+    let ew = width(pd) as usize;
+    let per = b.rows_per_window(&[inner_in as u64 * ein])?;
+    let nwin = outer.div_ceil(per);
+    let pad = (b.offset_align() as usize / 4).max(1);
+    let stride = (n_out * ew).next_multiple_of(pad) / ew;
+    let part = b.scratch(0, (nwin * stride * ew * 4) as u64);
+    for w in 0..nwin {
+        let (start, len) = (w * per, per.min(outer - w * per));
+        let mut wd = ds.clone();
+        wd[0].0 = len;
+        let (p, ..) = reduce_params(&wd)?;
+        let (kw, _) = reduce_kernel(op, &wd, pd, packed)?;
+        let win_in = (
+            (start * inner_in) as u64 * ein,
+            ((len * inner_in) as u64 * ein).next_multiple_of(4),
+        );
+        let win_out = ((w * stride * ew * 4) as u64, (n_out * ew * 4) as u64);
+        let wins = vec![Some(win_out), Some(win_in)];
+        b.push_windows(kw, vec![part, src], wins, &p, groups(n_out)?)?;
+    }
+    let mut fin: Runs = vec![(nwin, stride, true)];
+    if n_out > 1 {
+        fin.push((n_out, 1, false));
+    }
+    let (p, ..) = reduce_params(&fin)?;
+    let (kf, rows_f) = reduce_kernel(op, &fin, d, false)?;
+    let g = match rows_f {
+        true => grid(n_out)?,
+        false => grid(n_out.div_ceil(crate::plan::WG))?,
+    };
+    b.push(kf, vec![o, part], &p, g)
 }
 
 /// P[0..6] of the index kernels: elements of the [pre, m, post] operand, len, post, m, words
@@ -358,35 +483,48 @@ fn index_params(
 }
 
 /// A source larger than one storage binding (an embedding table of a large vocabulary) is
-/// gathered from in one dispatch per window of it.
+/// gathered from in one dispatch per window of it. bf16 is read and written packed
+/// (gather_h: one invocation per output word), no unpacking pass.
 pub fn gather(b: &mut Builder, axis: usize, x: usize, ids: usize, out: usize) -> Result<()> {
     let d = b.dtype(out);
     class(d)?;
+    let packed = d == DType::BF16 && !b.is_wide(x) && !b.is_wide(out);
     let (mut p, n) = index_params(b, b.shape(x), axis, ids, d)?;
     let (idx, o) = (b.buf(ids)?, b.out(out)?);
-    b.windowed = true;
-    let src = b.buf(x);
-    b.windowed = false;
-    let src = src?;
-    let k = Kernel::new(Module::GatherScatter, "gather", 2).with("W", width(d));
+    let src = b.wbuf(x)?;
+    let (k, eb, threads) = match packed {
+        true => (
+            Kernel::new(Module::GatherScatter, "gather_h", 2),
+            2,
+            n.div_ceil(2),
+        ),
+        false => (
+            Kernel::new(Module::GatherScatter, "gather", 2).with("W", width(d)),
+            width(d) as u64 * 4,
+            n,
+        ),
+    };
     if !b.too_big(x) {
         p.extend([0, u32::MAX]);
-        return b.push_1d(k, vec![o, src, idx], &p, n);
+        return b.push_1d(k, vec![o, src, idx], &p, threads);
     }
-    let eb = width(d) as u64 * 4;
     let total: usize = b.shape(x).iter().product();
     let l = b.window_elems(eb)?;
     for start in (0..total).step_by(l) {
         let len = l.min(total - start);
         let mut pw = p.clone();
         pw.extend([u32_of(start)?, u32_of(len)?]);
-        let win = Some((start as u64 * eb, len as u64 * eb));
-        let g = grid(n.div_ceil(crate::plan::WG))?;
+        let win = Some((start as u64 * eb, (len as u64 * eb).next_multiple_of(4)));
+        let g = grid(threads.div_ceil(crate::plan::WG))?;
         b.push_windows(k.clone(), vec![o, src, idx], vec![None, win, None], &pw, g)?;
     }
     Ok(())
 }
 
+/// Atomic adds into the output (zeroed first); a bf16 output sums in an f32 scratch buffer,
+/// packed (rounded once) after, and bf16 updates are read packed. An output larger than one
+/// binding is summed in windows of it (each dispatch adding the updates whose target lies in
+/// its window), updates larger than one in windows of them.
 pub fn scatter_add(
     b: &mut Builder,
     axis: usize,
@@ -397,20 +535,69 @@ pub fn scatter_add(
 ) -> Result<()> {
     let d = b.dtype(out);
     let kind = match class(d)? {
-        Class::Float { bf16 } => u32::from(bf16),
+        Class::Float { .. } => 0,
         Class::Int { kind } => 2 + u32::from(kind == 2),
         Class::Long => 4,
     };
+    let bf16 = d == DType::BF16 && !b.is_wide(out);
+    let packed = b.dtype(upd) == DType::BF16 && !b.is_wide(upd);
     let (p, n) = index_params(b, shape, axis, ids, d)?;
-    let (src, idx, o) = (b.buf(upd)?, b.buf(ids)?, b.out(out)?);
-    let words = shape.iter().product::<usize>() * width(d) as usize;
-    let zero = Kernel::new(Module::GatherScatter, "zero", 0);
-    b.push_1d(zero, vec![o], &[u32_of(words)?], words)?;
-    let k = Kernel::new(Module::GatherScatter, "scatter_add", 2).with("KIND", kind);
-    b.push_1d(k, vec![o, src, idx], &p, n)?;
-    if kind == 1 {
-        let k = Kernel::new(Module::GatherScatter, "round_bf16_inplace", 0);
-        b.push_1d(k, vec![o], &[u32_of(words)?], words)?;
+    let idx = b.buf(ids)?;
+    let (src, o) = (b.wbuf(upd)?, b.wout(out)?);
+    let total: usize = shape.iter().product();
+    // bytes per output element where the sums are (an f32 scratch for bf16)
+    let ob = width(d) as u64 * 4;
+    let ol = match total as u64 * ob <= b.max_binding {
+        true => total.max(1),
+        false => b.window_elems(ob)?,
+    };
+    let ub = match packed {
+        true => 2,
+        false => width(b.dtype(upd)) as u64 * 4,
+    };
+    let ul = match n as u64 * ub <= b.max_binding {
+        true => n.max(1),
+        false => b.window_elems(ub)?,
+    };
+    let k = Kernel::new(Module::GatherScatter, "scatter_add", 2)
+        .with("KIND", kind)
+        .with("PACKED", packed.into());
+    for o0 in (0..total).step_by(ol) {
+        let olen = ol.min(total - o0);
+        let (dst, dwin) = match (bf16, ol == total) {
+            (true, _) => (b.scratch(0, olen as u64 * 4), None),
+            (false, true) => (o, None),
+            (false, false) => (o, Some((o0 as u64 * ob, olen as u64 * ob))),
+        };
+        let words = olen * width(d) as usize;
+        let zero = Kernel::new(Module::GatherScatter, "zero", 0);
+        let g = grid(words.div_ceil(crate::plan::WG))?;
+        b.push_windows(zero, vec![dst], vec![dwin], &[u32_of(words)?], g)?;
+        for u0 in (0..n).step_by(ul) {
+            let ulen = ul.min(n - u0);
+            let uwin = (ul < n).then(|| (u0 as u64 * ub, (ulen as u64 * ub).next_multiple_of(4)));
+            let mut pw = p.clone();
+            pw[0] = u32_of(ulen)?;
+            pw.extend([u32_of(o0)?, u32_of(olen)?, u32_of(u0)?]);
+            let g = grid(ulen.div_ceil(crate::plan::WG))?;
+            b.push_windows(
+                k.clone(),
+                vec![dst, src, idx],
+                vec![dwin, uwin, None],
+                &pw,
+                g,
+            )?;
+        }
+        if bf16 {
+            let (win, first) = b.span_window(o0, olen, 2);
+            let pk = Kernel::new(Module::Convert, "pack_bf16_run", 1);
+            let mut pp = vec![0u32; 8];
+            pp[0] = u32_of(olen)?;
+            pp[1] = u32_of(first)?;
+            let words = (first + olen).div_ceil(2) - first / 2;
+            let g = grid(words.div_ceil(crate::plan::WG))?;
+            b.push_windows(pk, vec![o, dst], vec![Some(win), None], &pp, g)?;
+        }
     }
     Ok(())
 }

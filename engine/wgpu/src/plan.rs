@@ -81,7 +81,7 @@ pub struct Builder<'a> {
 }
 
 /// The first scratch buffer [`Builder::widened`] uses (lowerings use 0..WIDE themselves).
-const WIDE: usize = 4;
+const WIDE: usize = 5;
 
 impl<'a> Builder<'a> {
     pub fn new(
@@ -149,8 +149,9 @@ impl<'a> Builder<'a> {
         let mib = |b: u64| b as f64 / 1048576.0;
         Err(WgpuError::Unsupported(format!(
             "{} over {ty} ({:.1} MiB): more than one storage binding ({:.1} MiB, \
-             max_storage_buffer_binding_size); elementwise ops, their fused chains and gather \
-             bind such tensors in windows, this op does not yet",
+             max_storage_buffer_binding_size); elementwise ops and their chains, gather, \
+             scatter-add, reductions, GEMM and the row ops bind such tensors in windows, \
+             this op does not yet",
             self.doing,
             mib(crate::buffer::value_bytes(&ty.shape, ty.dtype)),
             mib(self.max_binding)
@@ -366,6 +367,109 @@ impl<'a> Builder<'a> {
         Ok(l as usize)
     }
 
+    /// The byte window of a binding that covers elements [start, start + span) of `eb` bytes
+    /// each (bf16: 2), starting at the aligned offset at or before `start`: the window and
+    /// the elements between its start and `start` (what the kernel adds to its indices).
+    pub fn span_window(&self, start: usize, span: usize, eb: u64) -> ((u64, u64), usize) {
+        let align = self.gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
+        let first = start as u64 * eb;
+        let off = first / align * align;
+        let end = (start + span) as u64 * eb;
+        let size = (end - off).next_multiple_of(4);
+        ((off, size), ((first - off) / eb) as usize)
+    }
+
+    /// Value `v` as a binding that the lowering windows itself (no whole-binding check).
+    pub fn wbuf(&mut self, v: usize) -> Result<Bind> {
+        self.windowed = true;
+        let r = self.buf(v);
+        self.windowed = false;
+        r
+    }
+
+    /// [`Builder::out`] for a value the lowering windows itself.
+    pub fn wout(&mut self, v: usize) -> Result<Bind> {
+        self.windowed = true;
+        let r = self.out(v);
+        self.windowed = false;
+        r
+    }
+
+    /// Adds `kernel` over `rows` independent rows, binding k holding `row_bytes[k]` bytes of
+    /// each (0: not indexed by row, bound whole): one dispatch, or, when a row-indexed value
+    /// is larger than one binding, one per window of rows, each binding its values' windows
+    /// of those rows (aligned: a window starts at a multiple of the offset alignment in every
+    /// binding), the kernel seeing rows 0..len. `params(len)` and `groups(len)` give a
+    /// window's parameters and grid.
+    pub fn push_rows(
+        &mut self,
+        kernel: Kernel,
+        binds: Vec<Bind>,
+        row_bytes: &[u64],
+        rows: usize,
+        params: impl Fn(usize) -> Result<Vec<u32>>,
+        groups: impl Fn(usize) -> Result<[u32; 3]>,
+    ) -> Result<()> {
+        let widest = row_bytes.iter().copied().max().unwrap_or(0);
+        if widest == 0 || rows as u64 * widest <= self.max_binding {
+            return self.push(kernel, binds, &params(rows)?, groups(rows)?);
+        }
+        let per = self.rows_per_window(row_bytes)?;
+        for start in (0..rows).step_by(per) {
+            let len = per.min(rows - start);
+            let windows = row_bytes
+                .iter()
+                .map(|&rb| {
+                    (rb > 0).then(|| (start as u64 * rb, (len as u64 * rb).next_multiple_of(4)))
+                })
+                .collect();
+            self.push_windows(
+                kernel.clone(),
+                binds.clone(),
+                windows,
+                &params(len)?,
+                groups(len)?,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Whether bf16 value `v` is bound widened ([`Builder::widened`]).
+    pub fn is_wide(&self, v: usize) -> bool {
+        self.wide.contains_key(&v)
+    }
+
+    /// Rows per window of [`Builder::push_rows`]: as many as one binding holds of the widest,
+    /// a multiple of [`Builder::row_step`].
+    pub fn rows_per_window(&self, row_bytes: &[u64]) -> Result<usize> {
+        let widest = row_bytes.iter().copied().max().unwrap_or(0).max(1);
+        let step = self.row_step(row_bytes);
+        let per = (self.max_binding / widest) / step * step;
+        if per == 0 {
+            return Err(WgpuError::Unsupported(format!(
+                "{}: {step} rows of {widest} bytes (the fewest whose windows start aligned) are \
+                 more than one storage binding ({:.1} MiB, max_storage_buffer_binding_size)",
+                self.doing,
+                self.max_binding as f64 / 1048576.0
+            )));
+        }
+        Ok(per as usize)
+    }
+
+    /// The fewest rows whose windows start aligned in every binding (rows of `row_bytes`).
+    pub fn row_step(&self, row_bytes: &[u64]) -> u64 {
+        let align = self.offset_align();
+        row_bytes
+            .iter()
+            .filter(|&&rb| rb > 0)
+            .fold(1u64, |l, &rb| lcm(l, align / gcd(rb, align)))
+    }
+
+    /// The storage offset alignment, in bytes.
+    pub fn offset_align(&self) -> u64 {
+        self.gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64
+    }
+
     /// Adds `kernel` over elements [0, n), `per` per invocation, where every binding is indexed
     /// by element like the output (elementwise kernels, fused chains without views or iota):
     /// when a bound value is larger than one binding, as several dispatches over chunks of
@@ -520,4 +624,15 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
 /// The words per element of `d`, as a parameter.
 pub fn width(d: DType) -> u32 {
     words(d) as u32
+}
+
+pub fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+pub fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
 }

@@ -2,48 +2,16 @@
 //! lavapipe, so a 131072 x 3072 f32 embedding needs twelve) bound in windows, against the cpu
 //! executor. The executor's binding cap is lowered to 64 KiB here, so tensors of a few hundred
 //! KiB take the windowed paths that a real embedding takes: elementwise ops (one dispatch per
-//! window of elements), fused chains, gather (one dispatch per window of the source). An op
-//! without windows is refused at load, naming itself and the limit.
+//! window of elements), fused chains, gather (one dispatch per window of the source). GEMM
+//! (windows_gemm.rs), reductions, scatter-add and the row ops (windows_rows.rs) have their
+//! own tests; attention has no windows yet and is refused at load, naming itself and the
+//! limit.
 
 mod common;
 
 use common::*;
-use gidd_engine::{DType, Executor, Graph, HostTensor, Program, Result};
-use gidd_wgpu::WgpuExecutor;
-
-/// The binding cap of these tests.
-const CAP: u64 = 64 << 10;
-
-fn capped() -> Vec<(WgpuExecutor, bool)> {
-    match wgpu() {
-        Some(x) => [true, false]
-            .map(|f| (x.clone().with_fusion(f).with_max_binding(CAP), f))
-            .to_vec(),
-        None => vec![],
-    }
-}
-
-/// Runs on the capped executor and the cpu; asserts the windowed path ran (at least
-/// `min_dispatches`) and the outputs agree.
-fn check_windowed(
-    x: &WgpuExecutor,
-    case: &str,
-    outs: &[gidd_engine::Tensor],
-    ins: &[(&str, HostTensor)],
-    min_dispatches: usize,
-) {
-    let names: Vec<&str> = ins.iter().map(|(n, _)| *n).collect();
-    let p = Program::compile(outs, &names).unwrap_or_else(|e| panic!("{case}: {e}"));
-    let lp = x.load(&p).unwrap_or_else(|e| panic!("{case}: load: {e}"));
-    assert!(
-        lp.dispatch_count() >= min_dispatches,
-        "{case}: {} dispatches: not windowed ({:?})",
-        lp.dispatch_count(),
-        lp.dispatch_counts()
-    );
-    drop(lp);
-    check_on(x, case, outs, ins, TOL);
-}
+use gidd_engine::op::AttnSpec;
+use gidd_engine::{api, DType, Executor, Graph, HostTensor, Program, Result};
 
 #[test]
 fn elementwise_and_chains_over_windows_match_the_cpu() -> Result<()> {
@@ -98,6 +66,9 @@ fn gather_from_a_table_larger_than_a_binding_matches_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// Attention has no windows yet: over tensors larger than a binding it is refused at load,
+/// naming the op and the limit (never run wrong). Uploads above a binding are fine: only
+/// what a kernel binds must fit.
 #[test]
 fn ops_without_windows_are_refused_naming_the_op_and_the_limit() -> Result<()> {
     let Some((x, _)) = capped().into_iter().next() else {
@@ -105,20 +76,28 @@ fn ops_without_windows_are_refused_naming_the_op_and_the_limit() -> Result<()> {
     };
     let n = 100_003;
     let big = HostTensor::f32(vec![n], vec![1.0; n])?;
-    // uploads above a binding are fine: only what a kernel binds must fit
     let b = x.upload(&big)?;
     assert_eq!(x.download(&b)?.data.as_bytes(), big.data.as_bytes());
+    // q, k, v [2, 3, 300, 16] f32: 112.5 KiB each
+    let (bs, h, l, d) = (2, 3, 300, 16);
     let g = Graph::new();
-    let a = g.input("a", &[n], DType::F32);
-    let s = a.sum(&[0], false)?;
-    let p = Program::compile(&[s], &["a"])?;
+    let q = g.input("q", &[bs, h, l, d], DType::F32);
+    let k = g.input("k", &[bs, h, l, d], DType::F32);
+    let v = g.input("v", &[bs, h, l, d], DType::F32);
+    let m = g.input("m", &[bs, l, l], DType::Bool);
+    let spec = AttnSpec {
+        scale: 0.25,
+        softcap: None,
+    };
+    let o = api::attention(&q, &k, &v, &m, spec)?;
+    let p = Program::compile(&[o], &["q", "k", "v", "m"])?;
     let e = x
         .load(&p)
         .err()
-        .expect("a reduction over 391 KiB must be refused");
+        .expect("attention over 112 KiB operands must be refused under a 64 KiB cap");
     let msg = e.to_string();
     assert!(
-        msg.contains("reduce") && msg.contains("max_storage_buffer_binding_size"),
+        msg.contains("attention") && msg.contains("max_storage_buffer_binding_size"),
         "{msg}"
     );
     eprintln!("refused as it should be: {msg}");

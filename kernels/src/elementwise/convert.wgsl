@@ -144,3 +144,28 @@ fn pack_bf16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     O[j] = bf16_pair(lo, hi);
 }
+
+// pack_bf16 into a run of packed O that may start and end mid-word: P[0] values of A from
+// A[P[2]] go to elements P[1].. of O; a half of a word outside the run keeps its value (the
+// neighbouring run of another dispatch). One invocation per word the run touches.
+@compute @workgroup_size(256)
+fn pack_bf16_run(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let first = P[1];
+    let end = first + P[0];
+    let w = first / 2u + flat_id(wg, nwg, lid);
+    let e = 2u * w;
+    if e >= end {
+        return;
+    }
+    let old = O[w];
+    var lo = old << 16u;
+    var hi = old & 0xffff0000u;
+    if e >= first {
+        lo = bitcast<u32>(round_bf16(bitcast<f32>(A[P[2] + e - first])));
+    }
+    if e + 1u < end {
+        hi = bitcast<u32>(round_bf16(bitcast<f32>(A[P[2] + e + 1u - first])));
+    }
+    O[w] = bf16_pair(lo, hi);
+}

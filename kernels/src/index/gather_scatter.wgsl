@@ -5,22 +5,27 @@
 // scatter-add accumulates with atomics: f32 by a compare-exchange loop on the bit pattern (so
 // the order of additions to one element, and its last bits, can vary from run to run; the cpu
 // executor adds in index order), i32 / u32 by atomicAdd (wrapping), bool by atomicOr, i64 by
-// two atomicAdds with the carry of the low word added to the high one (exact, wrapping).
+// two atomicAdds with the carry of the low word added to the high one (exact, wrapping). A
+// bf16 output is summed in an f32 buffer and packed (rounded once) after.
 //
 // P[0] = elements of the [pre, m, post] operand, P[1] = len, P[2] = post, P[3] = m,
 // P[4] = words per element (unused: W), P[5] = index kind (0 = i32, 1 = u32, 2 = i64);
-// gather: P[6], P[7] = the first element and the element count of the window of the source
-// that A binds (a source larger than one storage binding is gathered from in one dispatch per
-// window, each writing the outputs whose source lies in its window; else 0 and all).
+// P[6], P[7] = the first element and the element count of the window of the indexed operand
+// that its binding covers (gather's source, scatter-add's output: one larger than a storage
+// binding is reached in one dispatch per window, each moving the elements that lie in its
+// window; else 0 and all). scatter-add: P[8] = the first update of this dispatch (updates
+// larger than a binding come in windows too: A binds updates P[8] ..< P[8] + P[0]).
 
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read_write> O: array<atomic<u32>>;
 @group(0) @binding(2) var<storage, read> A: array<u32>;
 @group(0) @binding(3) var<storage, read> B: array<u32>;
 
-// scatter_add's element kind: 0 = f32, 1 = bf16 (widened: one word per element, in a scratch
-// copy), 2 = i32 or u32, 3 = bool, 4 = i64.
+// scatter_add's element kind: 0 = f32 (a bf16 output's f32 sums), 2 = i32 or u32, 3 = bool,
+// 4 = i64.
 override KIND: u32 = 0u;
+// The float updates (scatter-add) or source and output (gather_h) are packed bf16.
+override PACKED: bool = false;
 // gather: words per element (a constant, so the copy loop unrolls).
 override W: u32 = 1u;
 
@@ -75,6 +80,31 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
+// gather over packed bf16 (source and output two per word, read in place): one invocation per
+// output word. A half whose source lies outside this dispatch's window keeps the value an
+// earlier window's dispatch wrote (window starts are even, so halves keep their parity).
+@compute @workgroup_size(256)
+fn gather_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_id) lid: vec3<u32>) {
+    let j = flat_id(wg, nwg, lid);
+    if 2u * j >= P[0] {
+        return;
+    }
+    var w = atomicLoad(&O[j]);
+    for (var h = 0u; h < 2u; h = h + 1u) {
+        let e = 2u * j + h;
+        if e < P[0] {
+            let src = target_of(e);
+            if src >= P[6] && src - P[6] < P[7] {
+                let at = src - P[6];
+                let bits = (A[at >> 1u] >> ((at & 1u) * 16u)) & 0xffffu;
+                w = (w & ~(0xffffu << (16u * h))) | (bits << (16u * h));
+            }
+        }
+    }
+    atomicStore(&O[j], w);
+}
+
 // Zeroes the first P[0] words of the output (scatter-add's starting point).
 @compute @workgroup_size(256)
 fn zero(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -85,30 +115,38 @@ fn zero(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 }
 
-// out[pre, clamp(ids), post] += upd[pre, m, post]: A is the updates.
+// out[pre, clamp(ids), post] += upd[pre, m, post]: A is the updates (from P[8]), O the
+// output's window from element P[6].
 @compute @workgroup_size(256)
 fn scatter_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_id) lid: vec3<u32>) {
-    let e = flat_id(wg, nwg, lid);
-    if e >= P[0] {
+    let a = flat_id(wg, nwg, lid);
+    if a >= P[0] {
         return;
     }
-    let t = target_of(e);
+    let g = target_of(a + P[8]);
+    if g < P[6] || g - P[6] >= P[7] {
+        return;
+    }
+    let t = g - P[6];
     switch KIND {
         case 2u: {
-            atomicAdd(&O[t], A[e]);
+            atomicAdd(&O[t], A[a]);
         }
         case 3u: {
-            atomicOr(&O[t], select(0u, 1u, A[e] != 0u));
+            atomicOr(&O[t], select(0u, 1u, A[a] != 0u));
         }
         case 4u: {
-            let lo = A[2u * e];
+            let lo = A[2u * a];
             let old = atomicAdd(&O[2u * t], lo);
             let carry = select(0u, 1u, old + lo < old);
-            atomicAdd(&O[2u * t + 1u], A[2u * e + 1u] + carry);
+            atomicAdd(&O[2u * t + 1u], A[2u * a + 1u] + carry);
         }
         default: {
-            let u = bitcast<f32>(A[e]);
+            var u = bitcast<f32>(A[a]);
+            if PACKED {
+                u = bitcast<f32>(bf16_bits(A[a >> 1u], a));
+            }
             var old = atomicLoad(&O[t]);
             loop {
                 let sum = bitcast<u32>(bitcast<f32>(old) + u);
@@ -119,16 +157,5 @@ fn scatter_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
                 old = r.old_value;
             }
         }
-    }
-}
-
-// bf16 outputs: the f32 sums rounded once, in place (the first P[0] words).
-@compute @workgroup_size(256)
-fn round_bf16_inplace(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = flat_id(wg, nwg, lid);
-    if i < P[0] {
-        let v = bitcast<f32>(atomicLoad(&O[i]));
-        atomicStore(&O[i], bitcast<u32>(round_bf16(v)));
     }
 }

@@ -15,8 +15,16 @@
 // operands, 16 bytes a load) or gemm_blocked_bf16.wgsl (packed bf16 operands, 8 bytes a load).
 //
 // P[0] = M, P[1] = N, P[2] = Kp / 4, P[3] = A batch stride, P[4] = A row stride, P[5] = B
-// batch stride, P[6] = B row stride (all in fours of elements), P[9] = first batch of this
-// dispatch.
+// batch stride, P[6] = B row stride (all in fours of elements), P[7] = C row stride, P[8] = C
+// batch stride (in elements: N and M N, or the whole output's when C binds a window of it
+// that a block of a larger GEMM writes), P[9] = first batch of this dispatch, P[10] = C's
+// first element (in the window C binds; even for packed bf16).
+//
+// ACC: C holds the sum over earlier K blocks (f32, one word each): the accumulators start
+// from it, so a GEMM split along K (operands larger than one storage binding) performs the
+// same fma chain, bit for bit, as the unsplit one.
+
+override ACC: bool = false;
 
 @compute @workgroup_size(64)
 fn gemm_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -49,6 +57,20 @@ fn gemm_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     var c5 = vec4<f32>(0.0);
     var c6 = vec4<f32>(0.0);
     var c7 = vec4<f32>(0.0);
+    let ost = P[7];
+    let row = P[10] + b * P[8] + m0 * ost;
+    if ACC && q < quads {
+        let nq = q * 4u;
+        let rows_left = m_n - m0;
+        c0 = load_row(row, nq, n_n);
+        if rows_left > 1u { c1 = load_row(row + ost, nq, n_n); }
+        if rows_left > 2u { c2 = load_row(row + 2u * ost, nq, n_n); }
+        if rows_left > 3u { c3 = load_row(row + 3u * ost, nq, n_n); }
+        if rows_left > 4u { c4 = load_row(row + 4u * ost, nq, n_n); }
+        if rows_left > 5u { c5 = load_row(row + 5u * ost, nq, n_n); }
+        if rows_left > 6u { c6 = load_row(row + 6u * ost, nq, n_n); }
+        if rows_left > 7u { c7 = load_row(row + 7u * ost, nq, n_n); }
+    }
     for (var kk = 0u; kk < k4; kk = kk + 1u) {
         let x0 = ld_a(r0 + kk);
         let x1 = ld_a(r1 + kk);
@@ -76,11 +98,10 @@ fn gemm_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
         return;
     }
     let n = q * 4u;
-    let row = (b * m_n + m0) * n_n;
     let cs = array<vec4<f32>, 8>(c0, c1, c2, c3, c4, c5, c6, c7);
     for (var r = 0u; r < 8u; r = r + 1u) {
         if m0 + r < m_n {
-            store_row(row + r * n_n, n, n_n, cs[r]);
+            store_row(row + r * ost, n, n_n, cs[r]);
         }
     }
 }

@@ -2,7 +2,9 @@
 // half the bytes of the f32 kernel's. The output is bf16, rounded once: packed (PACKED_OUT)
 // when N is even, so that the four columns an invocation owns start on a word and its words
 // are its own; widened (one word each, the executor packs it after) when N is odd, where a
-// row's last element shares a word with the next row's first.
+// row's last element shares a word with the next row's first. Without ROUND (and PACKED_OUT)
+// the f32 sums are stored unrounded: the partial sums of a GEMM split along K, which the
+// executor rounds and packs once after the last block.
 
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read_write> O: array<u32>;
@@ -10,6 +12,7 @@
 @group(0) @binding(3) var<storage, read> B: array<vec2<u32>>;
 
 override PACKED_OUT: bool = true;
+override ROUND: bool = true;
 
 fn unpack4(w: vec2<u32>) -> vec4<f32> {
     return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u),
@@ -42,8 +45,19 @@ fn store_row(row: u32, n: u32, n_n: u32, c: vec4<f32>) {
     }
     for (var j = 0u; j < 4u; j = j + 1u) {
         if n + j < n_n {
-            O[row + n + j] = rounded(c[j]);
+            O[row + n + j] = select(bitcast<u32>(c[j]), rounded(c[j]), ROUND);
         }
     }
 }
 
+
+// The unrounded f32 sums of an earlier K block (ACC; never with PACKED_OUT).
+fn load_row(row: u32, n: u32, n_n: u32) -> vec4<f32> {
+    var c = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if n + j < n_n {
+            c[j] = bitcast<f32>(O[row + n + j]);
+        }
+    }
+    return c;
+}

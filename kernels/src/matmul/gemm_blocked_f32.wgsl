@@ -25,3 +25,14 @@ fn store_row(row: u32, n: u32, n_n: u32, c: vec4<f32>) {
     }
 }
 
+
+// The f32 sums of an earlier K block (ACC).
+fn load_row(row: u32, n: u32, n_n: u32) -> vec4<f32> {
+    var c = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if n + j < n_n {
+            c[j] = bitcast<f32>(O[row + n + j]);
+        }
+    }
+    return c;
+}

@@ -8,7 +8,8 @@
 // in f32 lanes and f64 across blocks).
 //
 // P[0] = rows, P[1] = n, P[2] = eps (f32 bits; forward), P[3] = rows per dw block,
-// P[4] = dw blocks.
+// P[4] = dw blocks, P[5] = the first dw block of this dispatch (rows larger than a storage
+// binding come in windows of whole blocks: the partials' rows are the global blocks').
 
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 
@@ -168,7 +169,7 @@ fn rms_norm_dw_part(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         let v = (bitcast<f32>(QDY[k]) * bitcast<f32>(QX[k])) * bitcast<f32>(QR[i]);
         acc = kahan(acc, v);
     }
-    PART[wg.y * n + j] = bitcast<u32>(acc.x + acc.y);
+    PART[(P[5] + wg.y) * n + j] = bitcast<u32>(acc.x + acc.y);
 }
 
 // dw[j] = the sum of the blocks' partials of column j, in block order.

@@ -20,6 +20,8 @@
 // 0 = sum, 1 = max.
 override OP: u32 = 0u;
 override BF16: bool = false;
+// The float input is packed bf16 (two per word, read in place: no unpacking pass).
+override PACKED: bool = false;
 // reduce_i: 0 = i32, 1 = u32, 2 = bool.
 override KIND: u32 = 0u;
 
@@ -62,19 +64,27 @@ fn max_nan(a: f32, b: f32) -> f32 {
     return max(a, b);
 }
 
+// Float input element i.
+fn ld(i: u32) -> f32 {
+    if PACKED {
+        return bitcast<f32>(bf16_bits(A[i >> 1u], i));
+    }
+    return bitcast<f32>(A[i]);
+}
+
 // The float accumulation of one invocation over r = first, first + step, ... < R.
 fn fold_f(b: u32, first: u32, step: u32) -> vec2<f32> {
     let r_n = P[1];
     if OP == 0u {
         var acc = vec2<f32>(0.0, 0.0);
         for (var r = first; r < r_n; r = r + step) {
-            acc = kahan(acc, bitcast<f32>(A[b + red_off(r)]));
+            acc = kahan(acc, ld(b + red_off(r)));
         }
         return acc;
     }
     var m = -f32_inf();
     for (var r = first; r < r_n; r = r + step) {
-        m = max_nan(m, bitcast<f32>(A[b + red_off(r)]));
+        m = max_nan(m, ld(b + red_off(r)));
     }
     return vec2<f32>(m, 0.0);
 }

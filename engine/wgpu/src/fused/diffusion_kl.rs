@@ -71,9 +71,32 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         _ => return Err(super::no_kernel(op)),
     };
     let (p, rows) = params(b, spec, ins)?;
-    let mut binds = outs.iter().map(|&o| b.out(o)).collect::<Result<Vec<_>>>()?;
+    // every value is by row (a token's logits, or one value per token): windows of tokens
+    // when the logits are larger than a binding
+    let mut binds = outs
+        .iter()
+        .map(|&o| b.wout(o))
+        .collect::<Result<Vec<_>>>()?;
     for &v in ins {
-        binds.push(b.buf(v)?);
+        binds.push(b.wbuf(v)?);
     }
-    b.push(k.with("BF16", flag), binds, &p, grid(rows)?)
+    let row_bytes: Vec<u64> = outs
+        .iter()
+        .chain(ins)
+        .map(|&v| {
+            let per = b
+                .shape(v)
+                .iter()
+                .product::<usize>()
+                .checked_div(rows)
+                .unwrap_or(0);
+            (per * crate::buffer::words(b.dtype(v)) * 4) as u64
+        })
+        .collect();
+    let pw = |len: usize| {
+        let mut q = p.clone();
+        q[0] = u32_of(len)?;
+        Ok(q)
+    };
+    b.push_rows(k.with("BF16", flag), binds, &row_bytes, rows, pw, grid)
 }

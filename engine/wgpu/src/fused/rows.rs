@@ -43,16 +43,18 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
             let k = Kernel::new(Module::Softmax, "softmax_fwd", 1)
                 .with("LOG", matches!(op, Op::LogSoftmax).into())
                 .with("BF16", bf16(b, outs[0])?);
-            let binds = vec![b.out(outs[0])?, b.buf(ins[0])?];
-            let p = [u32_of(rows)?, u32_of(n)?];
-            b.push(k, binds, &p, row_grid(rows, n)?)
+            let binds = vec![b.wout(outs[0])?, b.wbuf(ins[0])?];
+            let rb = 4 * n as u64;
+            let p = |len| Ok(vec![u32_of(len)?, u32_of(n)?]);
+            b.push_rows(k, binds, &[rb, rb], rows, p, |len| row_grid(len, n))
         }
         Op::SoftmaxBwd => {
             let (rows, n) = rows_of(b, ins[0]);
             let k = Kernel::new(Module::Softmax, "softmax_bwd", 2).with("BF16", bf16(b, outs[0])?);
-            let binds = vec![b.out(outs[0])?, b.buf(ins[0])?, b.buf(ins[1])?];
-            let p = [u32_of(rows)?, u32_of(n)?];
-            b.push(k, binds, &p, row_grid(rows, n)?)
+            let binds = vec![b.wout(outs[0])?, b.wbuf(ins[0])?, b.wbuf(ins[1])?];
+            let rb = 4 * n as u64;
+            let p = |len| Ok(vec![u32_of(len)?, u32_of(n)?]);
+            b.push_rows(k, binds, &[rb, rb, rb], rows, p, |len| row_grid(len, n))
         }
         Op::RmsNorm { eps } => {
             let (rows, n) = rows_of(b, ins[0]);
@@ -60,32 +62,41 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
                 .outputs(2)
                 .with("BF16", bf16(b, outs[0])?);
             let binds = vec![
-                b.out(outs[0])?,
-                b.out(outs[1])?,
-                b.buf(ins[0])?,
+                b.wout(outs[0])?,
+                b.wout(outs[1])?,
+                b.wbuf(ins[0])?,
                 b.buf(ins[1])?,
             ];
-            let p = [u32_of(rows)?, u32_of(n)?, eps.to_bits()];
+            let rb = 4 * n as u64;
+            let p = |len| Ok(vec![u32_of(len)?, u32_of(n)?, eps.to_bits()]);
             // n = 0 still has rows: rstd = 1 / sqrt(0 / 0 + eps) as on the cpu
-            b.push(k, binds, &p, grid(rows)?)
+            b.push_rows(k, binds, &[rb, 4, rb, 0], rows, p, grid)
         }
         Op::RmsNormBwd => rms_norm_bwd(b, ins, outs),
         Op::Rope | Op::RopeBwd => {
             let s = b.shape(ins[0]);
             let (heads, half) = (s[1], s[2] / 2);
-            let pairs = s[0] * heads * half;
             let k = Kernel::new(Module::Rope, "rope", 3)
                 .with("BWD", matches!(op, Op::RopeBwd).into())
                 .with("BF16", bf16(b, outs[0])?);
             let binds = vec![
-                b.out(outs[0])?,
-                b.buf(ins[0])?,
-                b.buf(ins[1])?,
-                b.buf(ins[2])?,
+                b.wout(outs[0])?,
+                b.wbuf(ins[0])?,
+                b.wbuf(ins[1])?,
+                b.wbuf(ins[2])?,
             ];
+            let (xb, cb) = ((4 * heads * s[2]) as u64, (4 * half) as u64);
+            let per_row = heads * half;
             // heads and half of at least 1 keep the kernel's divisions defined (nothing runs)
-            let p = [u32_of(pairs)?, u32_of(heads.max(1))?, u32_of(half.max(1))?];
-            b.push_1d(k, binds, &p, pairs)
+            let p = |len: usize| {
+                Ok(vec![
+                    u32_of(len * per_row)?,
+                    u32_of(heads.max(1))?,
+                    u32_of(half.max(1))?,
+                ])
+            };
+            let g = |len: usize| grid((len * per_row).div_ceil(WG));
+            b.push_rows(k, binds, &[xb, xb, cb, cb], s[0], p, g)
         }
         _ => Err(super::no_kernel(op)),
     }
@@ -97,19 +108,41 @@ fn row_grid(rows: usize, n: usize) -> Result<[u32; 3]> {
 }
 
 /// dx by rows; dw as per-block partial sums over rows into scratch, then summed in block
-/// order (deterministic: no atomics).
+/// order (deterministic: no atomics). Rows larger than one binding come in windows of whole
+/// blocks (the partials are the same either way, and so is dw).
 fn rms_norm_bwd(b: &mut Builder, ins: &[usize], outs: &[usize]) -> Result<()> {
     let (rows, n) = rows_of(b, ins[0]);
     let flag = bf16(b, outs[0])?;
     let (x, w, rstd, dy) = (
-        b.buf(ins[0])?,
+        b.wbuf(ins[0])?,
         b.buf(ins[1])?,
-        b.buf(ins[2])?,
-        b.buf(ins[3])?,
+        b.wbuf(ins[2])?,
+        b.wbuf(ins[3])?,
     );
-    let (dx, dw) = (b.out(outs[0])?, b.out(outs[1])?);
-    // blocks of at least 32 rows, at most 1024 blocks (the partials stay small)
-    let per = rows.div_ceil(1024).max(32);
+    let (dx, dw) = (b.wout(outs[0])?, b.out(outs[1])?);
+    let rb = 4 * n as u64;
+    let windowed = rows as u64 * rb > b.max_binding;
+    let wrows = match windowed {
+        true => b.rows_per_window(&[rb, 4])?,
+        false => rows.max(1),
+    };
+    // blocks of at least 32 rows, at most 1024 blocks (the partials stay small), whole
+    // blocks per window
+    let per = rows.div_ceil(1024).max(32).min(wrows);
+    let wrows = match windowed {
+        true => {
+            let l = crate::plan::lcm(per as u64, b.row_step(&[rb, 4])) as usize;
+            wrows / l * l
+        }
+        false => wrows,
+    };
+    if wrows == 0 {
+        return Err(WgpuError::Unsupported(format!(
+            "rms_norm_bwd: windows of whole {per}-row blocks of rows of {n} do not fit one \
+             storage binding ({:.1} MiB)",
+            b.max_binding as f64 / 1048576.0
+        )));
+    }
     let blocks = rows.div_ceil(per);
     let tiles = n.div_ceil(WG);
     if tiles > MAX_GROUPS {
@@ -117,17 +150,43 @@ fn rms_norm_bwd(b: &mut Builder, ins: &[usize], outs: &[usize]) -> Result<()> {
             "rms_norm_bwd over rows of {n}: more than 65535 column tiles"
         )));
     }
-    let p = [u32_of(rows)?, u32_of(n)?, 0, u32_of(per)?, u32_of(blocks)?];
+    let p = |len: usize, first: usize| -> Result<Vec<u32>> {
+        Ok(vec![
+            u32_of(len)?,
+            u32_of(n)?,
+            0,
+            u32_of(per)?,
+            u32_of(blocks)?,
+            u32_of(first)?,
+        ])
+    };
     let k = Kernel::new(Module::RmsNorm, "rms_norm_bwd", 4).with("BF16", flag);
-    b.push(k, vec![dx, x, w, rstd, dy], &p, row_grid(rows, n)?)?;
+    let binds = vec![dx, x, w, rstd, dy];
+    let rbs = [rb, rb, 0, 4, rb];
+    b.push_rows(
+        k,
+        binds,
+        &rbs,
+        rows,
+        |len| p(len, 0),
+        |len| row_grid(len, n),
+    )?;
     let part = b.scratch(0, (blocks * n * 4).max(4) as u64);
     let k = Kernel::new(Module::RmsNorm, "rms_norm_dw_part", 3);
-    b.push(
-        k,
-        vec![part, x, rstd, dy],
-        &p,
-        [tiles as u32, blocks as u32, 1],
-    )?;
+    for start in (0..rows).step_by(wrows) {
+        let len = wrows.min(rows - start);
+        let win =
+            |e: u64| windowed.then(|| (start as u64 * e, (len as u64 * e).next_multiple_of(4)));
+        let g = [tiles as u32, len.div_ceil(per) as u32, 1];
+        let wins = vec![None, win(rb), win(4), win(rb)];
+        b.push_windows(
+            k.clone(),
+            vec![part, x, rstd, dy],
+            wins,
+            &p(len, start / per)?,
+            g,
+        )?;
+    }
     let k = Kernel::new(Module::RmsNorm, "rms_norm_dw_finish", 1).with("BF16", flag);
-    b.push_1d(k, vec![dw, part], &p, n)
+    b.push_1d(k, vec![dw, part], &p(rows, 0)?, n)
 }

@@ -281,3 +281,39 @@ pub fn check_kernels(
     );
     Some(errs)
 }
+
+/// The binding cap of the window tests: tensors of a few hundred KiB take the windowed
+/// paths that a 1.5 GiB embedding takes under lavapipe's 128 MiB.
+pub const CAP: u64 = 64 << 10;
+
+/// The executor with its binding capped at [`CAP`], with and without fusion.
+pub fn capped() -> Vec<(WgpuExecutor, bool)> {
+    match wgpu() {
+        Some(x) => [true, false]
+            .map(|f| (x.clone().with_fusion(f).with_max_binding(CAP), f))
+            .to_vec(),
+        None => vec![],
+    }
+}
+
+/// Runs on the capped executor and the cpu; asserts the windowed path ran (at least
+/// `min_dispatches`) and the outputs agree.
+pub fn check_windowed(
+    x: &WgpuExecutor,
+    case: &str,
+    outs: &[Tensor],
+    ins: &[(&str, HostTensor)],
+    min_dispatches: usize,
+) {
+    let names: Vec<&str> = ins.iter().map(|(n, _)| *n).collect();
+    let p = Program::compile(outs, &names).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let lp = x.load(&p).unwrap_or_else(|e| panic!("{case}: load: {e}"));
+    assert!(
+        lp.dispatch_count() >= min_dispatches,
+        "{case}: {} dispatches: not windowed ({:?})",
+        lp.dispatch_count(),
+        lp.dispatch_counts()
+    );
+    drop(lp);
+    check_on(x, case, outs, ins, TOL);
+}
