@@ -311,6 +311,50 @@ fn row_keyed_uniforms_draw_the_given_rows_of_the_host_draw() {
 }
 
 #[test]
+fn uniforms_keyed_per_row_draw_each_rows_own_host_draw() {
+    let mut r = rng(seed("uniform_rows_at keyed"));
+    for _ in 0..3 {
+        let (rows, cols) = (odd_size(&mut r, 9), odd_size(&mut r, 30));
+        // a key per row: repeated keys, keys differing in one word, edge values
+        let keys: Vec<[u32; 2]> = (0..rows)
+            .map(|i| match i % 4 {
+                0 => [7, 0],
+                1 => [7, 1],
+                2 => [u32::MAX, u32::MAX - i as u32],
+                _ => [r.random::<u32>(), r.random::<u32>()],
+            })
+            .collect();
+        let ids: Vec<u32> = (0..rows).map(|i| (i as u32 % 3) * 1000).collect();
+        let g = Graph::new();
+        let s = g.input("seed", &[rows, 2], DType::U32);
+        let st = g.input("stream", &[], DType::U32);
+        let ri = g.input("rows", &[rows], DType::U32);
+        let u = api::uniform_rows_at(&g, cols, &s, &st, &ri).unwrap();
+        let flat: Vec<u32> = keys.iter().flatten().copied().collect();
+        let out = run_cpu(
+            &[u],
+            &[
+                ("seed", &HostTensor::u32(vec![rows, 2], flat).unwrap()),
+                ("stream", &HostTensor::u32(vec![], vec![4]).unwrap()),
+                ("rows", &HostTensor::u32(vec![rows], ids.clone()).unwrap()),
+            ],
+        );
+        let got = out[0].as_f32().unwrap();
+        for k in 0..rows {
+            let want = gidd_engine::rng::uniform_rows(1, cols, keys[k], 4, ids[k]);
+            assert_eq!(&got[k * cols..(k + 1) * cols], &want[..], "row {k}");
+        }
+    }
+    // a key of the wrong shape is refused, naming the shapes it takes
+    let g = Graph::new();
+    let s = g.input("seed", &[3, 2], DType::U32);
+    let st = g.input("stream", &[], DType::U32);
+    let ri = g.input("rows", &[2], DType::U32);
+    let e = api::uniform_rows_at(&g, 5, &s, &st, &ri).unwrap_err();
+    assert!(e.to_string().contains("[rows, 2]"), "{e}");
+}
+
+#[test]
 fn bernoulli_and_randint_from_counter_uniforms() {
     let mut r = rng(seed("bernoulli"));
     let (rows, cols) = (64, 257);

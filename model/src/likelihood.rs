@@ -313,7 +313,7 @@ fn level_inputs(given_z: bool, effective: bool) -> Vec<&'static str> {
 ///
 /// # Shapes
 /// labels [B, L] i32, noise_mask and completion_mask [B, L] f32 (1 = yes; the completion mask
-/// only with `effective`), then seed u32 [2],
+/// only with `effective`), then seed u32 [B, 2] (each row's key),
 /// level u32 scalar and rows u32 [B] (each row's draw index; drawn) or z [B, L] i32 (given), log_snr scalar in the master
 /// precision (f64 for `dtype` f64, else f32; not an input where z is given and the ELBO
 /// takes the effective log-SNR) -> terms [B, L] (0 on the prompt and padding),
@@ -340,7 +340,7 @@ pub fn build_level(
     let z = if given_z {
         g.input("z", &[b, l], DType::I32)
     } else {
-        let seed = g.input("seed", &[2], DType::U32);
+        let seed = g.input("seed", &[b, 2], DType::U32);
         let level = g.input("level", &[], DType::U32);
         let rows = g.input("rows", &[b], DType::U32);
         let u = |k: u32| -> Result<Tensor> {
@@ -421,10 +421,39 @@ pub fn likelihood_indexed<E: Executor>(
     indices: &[usize],
     o: &LikelihoodOpts,
 ) -> Result<Vec<Score>> {
-    if indices.len() != reqs.len() {
-        bail!("{} draw indices for {} requests", indices.len(), reqs.len());
+    let keys: Vec<RowKey> = indices
+        .iter()
+        .map(|&index| RowKey {
+            seed: o.seed,
+            index,
+        })
+        .collect();
+    likelihood_keyed(exec, cfg, params, reqs, &keys, o)
+}
+
+/// Where a request's draws are keyed: an `eval --requests` run with `--seed seed` scoring
+/// it at line `index` of its file draws the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowKey {
+    pub seed: u64,
+    pub index: usize,
+}
+
+/// [`likelihood`] with each request's seed and draw index given (`o.seed` is unused):
+/// requests of several callers with their own seeds share batches and each still scores
+/// as it would alone (`gidd serve` batching clients).
+pub fn likelihood_keyed<E: Executor>(
+    exec: &E,
+    cfg: &GiddConfig,
+    params: &[(String, HostTensor)],
+    reqs: &[Request],
+    keys: &[RowKey],
+    o: &LikelihoodOpts,
+) -> Result<Vec<Score>> {
+    if keys.len() != reqs.len() {
+        bail!("{} draw keys for {} requests", keys.len(), reqs.len());
     }
-    score_levels(exec, cfg, params, reqs, Some(indices), o, None, None)
+    score_levels(exec, cfg, params, reqs, Some(keys), o, None, None)
 }
 
 /// [`likelihood`] on given canvases and draws instead of ours (`gidd audit` feeds the
@@ -487,14 +516,14 @@ pub fn batch_rows(
 }
 
 /// The one likelihood loop: our draws (`given` None) or the given ones; request i draws
-/// with index `indices[i]` (default i).
+/// with key `keys[i]` (default: `o.seed`, index i).
 #[allow(clippy::too_many_arguments)]
 fn score_levels<E: Executor>(
     exec: &E,
     cfg: &GiddConfig,
     params: &[(String, HostTensor)],
     reqs: &[Request],
-    indices: Option<&[usize]>,
+    keys: Option<&[RowKey]>,
     o: &LikelihoodOpts,
     given: Option<&Canvases>,
     mut trace: Option<&mut Trace>,
@@ -536,9 +565,7 @@ fn score_levels<E: Executor>(
     )
     .context("building the likelihood program")?;
     let mut lp = exec.load(&prog)?;
-    let key = seed_key(o.seed);
-    // Parameters and the seed go to the device once; per batch only its rows do.
-    let seed_t = exec.upload(&HostTensor::u32(vec![2], key.to_vec())?)?;
+    // Parameters go to the device once; per batch only its rows and their keys do.
     let params_d = params
         .iter()
         .map(|(_, t)| {
@@ -567,10 +594,19 @@ fn score_levels<E: Executor>(
     let start = std::time::Instant::now();
     for (bi, chunk) in reqs.chunks(bs).enumerate() {
         let row0 = bi * bs;
-        let index = |r: usize| indices.map_or(row0 + r, |ix| ix[row0 + r]);
+        let key = |r: usize| match keys {
+            Some(k) => k[row0 + r],
+            None => RowKey {
+                seed: o.seed,
+                index: row0 + r,
+            },
+        };
         let labels_of = |r: usize| match given {
             Some(gv) => gv.labels[row0 + r].clone(),
-            None => canvas_labels(&chunk[r], len, o.prior, cfg.vocab_size, o.seed, index(r)),
+            None => {
+                let k = key(r);
+                canvas_labels(&chunk[r], len, o.prior, cfg.vocab_size, k.seed, k.index)
+            }
         };
         let (lab, nm, cm) = batch_rows(chunk, bs, len, labels_of);
         if let Some(t) = trace.as_deref_mut() {
@@ -579,11 +615,20 @@ fn score_levels<E: Executor>(
         let labels = exec.upload(&HostTensor::i32(vec![bs, len], lab.clone())?)?;
         let noise_mask = exec.upload(&HostTensor::f32(vec![bs, len], nm)?)?;
         let comp = exec.upload(&HostTensor::f32(vec![bs, len], cm)?)?;
-        // padding rows draw too (with the batch's next indices); nothing of theirs is scored
-        let ids: Vec<u32> = (0..bs)
-            .map(|r| if r < chunk.len() { index(r) } else { row0 + r } as u32)
+        // padding rows draw too (o.seed, the batch's next indices); nothing of theirs is scored
+        let row_keys: Vec<RowKey> = (0..bs)
+            .map(|r| match r < chunk.len() {
+                true => key(r),
+                false => RowKey {
+                    seed: o.seed,
+                    index: row0 + r,
+                },
+            })
             .collect();
+        let ids: Vec<u32> = row_keys.iter().map(|k| k.index as u32).collect();
         let rows_t = exec.upload(&HostTensor::u32(vec![bs], ids)?)?;
+        let seeds: Vec<u32> = row_keys.iter().flat_map(|k| seed_key(k.seed)).collect();
+        let seed_t = exec.upload(&HostTensor::u32(vec![bs, 2], seeds)?)?;
         let mut acc = vec![0f64; bs * len];
         for (li, &l) in levels.iter().enumerate() {
             // Our draw's level index, or the given z (padding rows: their clean labels).

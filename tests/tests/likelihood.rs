@@ -9,7 +9,9 @@ use likelihood_support::{random_params, requests, tiny_cfg, totals};
 
 use gidd_engine::{CpuExecutor, DType, HostTensor};
 use gidd_model::generate::{Canvas, NoiseSchedule};
-use gidd_model::likelihood::{likelihood, LikelihoodOpts, Prior, Request, Trace};
+use gidd_model::likelihood::{
+    likelihood, likelihood_indexed, likelihood_keyed, LikelihoodOpts, Prior, Request, RowKey, Trace,
+};
 use gidd_model::GiddConfig;
 
 const MASK: u32 = 3;
@@ -391,4 +393,54 @@ fn seeded_and_independent_of_batching() {
     );
     assert!(a.iter().chain(&e).all(|x| x.is_finite() && *x > 0.0));
     assert_ne!(a, e);
+}
+
+/// Requests of several callers, each with its own seed and index, in one batch: every one
+/// scores bitwise as it does alone (what lets `gidd serve` batch clients), with either prior.
+#[test]
+fn keyed_rows_score_as_they_do_alone() {
+    for shift in [0.0, 1000.0] {
+        let cfg = tiny_cfg(40, shift, 16, true);
+        let params = random_params(&cfg, 5);
+        let reqs = requests();
+        let o = LikelihoodOpts {
+            num_denoising_steps: 3,
+            batch_size: 4,
+            ..LikelihoodOpts::for_model(&cfg)
+        };
+        // row i: seed 10 + i % 3, index i / 2 (repeated and out of order)
+        let keys: Vec<RowKey> = (0..reqs.len())
+            .map(|i| RowKey {
+                seed: 10 + (i % 3) as u64,
+                index: (reqs.len() - i) / 2,
+            })
+            .collect();
+        let mixed = likelihood_keyed(&CpuExecutor, &cfg, &params, &reqs, &keys, &o).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let alone = likelihood_indexed(
+                &CpuExecutor,
+                &cfg,
+                &params,
+                &reqs[i..i + 1],
+                &[k.index],
+                &LikelihoodOpts {
+                    seed: k.seed,
+                    batch_size: 1,
+                    ..o.clone()
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                mixed[i].token_nll, alone[0].token_nll,
+                "request {i}, key {k:?}, prior {:?}",
+                o.prior
+            );
+        }
+        // and the keys matter: another seed for row 0 changes its score
+        let mut other = keys.clone();
+        other[0].seed += 100;
+        let moved = likelihood_keyed(&CpuExecutor, &cfg, &params, &reqs, &other, &o).unwrap();
+        assert_ne!(moved[0].token_nll, mixed[0].token_nll);
+        assert_eq!(moved[1].token_nll, mixed[1].token_nll);
+    }
 }

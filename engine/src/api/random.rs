@@ -18,7 +18,8 @@ fn mulhilo(a: &Tensor, m: u32) -> Result<(Tensor, Tensor)> {
     Ok((hi, lo))
 }
 
-/// Philox-4x32 with 10 rounds on counters c (4 u32 tensors of one shape) and key k (2 u32 scalars).
+/// Philox-4x32 with 10 rounds on counters c (4 u32 tensors of one shape) and key k (2 u32
+/// scalars, or 2 u32 tensors of c's shape: a key per element).
 pub fn philox4x32(c: [Tensor; 4], k: [Tensor; 2]) -> Result<[Tensor; 4]> {
     let g = c[0].graph().clone();
     let [mut c0, mut c1, mut c2, mut c3] = c;
@@ -101,13 +102,14 @@ pub fn uniform_rows(
     }
     let bpr = cols.div_ceil(4).max(1);
     let ctr2 = g.iota(&[rows, bpr], 0, DType::U32)?.add(row0)?;
-    philox_rows(g, rows, cols, seed, stream, ctr2)
+    philox_rows(g, rows, cols, scalar_key(seed)?, stream, ctr2)
 }
 
 /// [`uniform_rows`] with each row's counter given: row r of the [rows, cols] draw is row
 /// `row_ids[r]` of an unbounded keyed draw, so rows can repeat or skip indices (several
 /// rows drawing the same numbers, as the likelihood's splits of one request do).
-/// row_ids: u32 [rows].
+/// row_ids: u32 [rows]; seed: u32 [2] for every row, or u32 [rows, 2], a key per row (rows
+/// of different requests in one batch, each drawing as it would alone).
 pub fn uniform_rows_at(
     g: &Graph,
     cols: usize,
@@ -115,7 +117,9 @@ pub fn uniform_rows_at(
     stream: &Tensor,
     row_ids: &Tensor,
 ) -> Result<Tensor> {
-    if seed.shape() != [2]
+    let rows = row_ids.shape().first().copied().unwrap_or(0);
+    let seed_ok = seed.shape() == [2] || seed.shape() == [rows, 2];
+    if !seed_ok
         || seed.dtype() != DType::U32
         || stream.rank() != 0
         || stream.dtype() != DType::U32
@@ -124,22 +128,37 @@ pub fn uniform_rows_at(
     {
         return Err(Error::shape(
             "uniform_rows_at",
-            "seed must be u32 [2]; stream a u32 scalar; row_ids u32 [rows]",
+            "seed must be u32 [2] or [rows, 2]; stream a u32 scalar; row_ids u32 [rows]",
             &[seed.shape(), stream.shape(), row_ids.shape()],
         ));
     }
-    let rows = row_ids.shape()[0];
     let bpr = cols.div_ceil(4).max(1);
     let ctr2 = row_ids.reshape(&[rows, 1])?.broadcast_to(&[rows, bpr])?;
-    philox_rows(g, rows, cols, seed, stream, ctr2)
+    let key = if seed.rank() == 1 {
+        scalar_key(seed)?
+    } else {
+        // each row's key words, repeated over its blocks: the same elementwise rounds
+        let word = |i: usize| seed.narrow(1, i, i + 1)?.broadcast_to(&[rows, bpr]);
+        [word(0)?, word(1)?]
+    };
+    philox_rows(g, rows, cols, key, stream, ctr2)
 }
 
-/// The draw of [`uniform_rows`] given its third counter word per (row, block).
+/// The two key words of a u32 [2] seed, as scalars.
+fn scalar_key(seed: &Tensor) -> Result<[Tensor; 2]> {
+    Ok([
+        seed.narrow(0, 0, 1)?.reshape(&[])?,
+        seed.narrow(0, 1, 2)?.reshape(&[])?,
+    ])
+}
+
+/// The draw of [`uniform_rows`] given its third counter word per (row, block) and the key
+/// (scalars, or one per (row, block)).
 fn philox_rows(
     g: &Graph,
     rows: usize,
     cols: usize,
-    seed: &Tensor,
+    key: [Tensor; 2],
     stream: &Tensor,
     ctr2: Tensor,
 ) -> Result<Tensor> {
@@ -148,9 +167,7 @@ fn philox_rows(
     let ctr0 = g.iota(&shape, 1, DType::U32)?;
     let ctr1 = stream.broadcast_to(&shape)?;
     let zero = g.zeros(&shape, DType::U32);
-    let k0 = seed.narrow(0, 0, 1)?.reshape(&[])?;
-    let k1 = seed.narrow(0, 1, 2)?.reshape(&[])?;
-    let words = philox4x32([ctr0, ctr1, ctr2, zero], [k0, k1])?;
+    let words = philox4x32([ctr0, ctr1, ctr2, zero], key)?;
     let cols4: Vec<Tensor> = words
         .iter()
         .map(|w| w.reshape(&[rows, bpr, 1]))

@@ -68,6 +68,15 @@ impl GenOpts {
     }
 }
 
+/// Where one row's draws are keyed in [`generate_keyed`]: a seed and a row number of the
+/// caller's choosing (a server: the request's seed and the row's index in the request), so
+/// the row draws the same numbers whatever batch it runs in and wherever in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowSeed {
+    pub seed: u64,
+    pub row: u32,
+}
+
 /// One denoising step's shared inputs: the block's logits and where the draws are keyed.
 struct StepCtx<'a> {
     logits: &'a [f32],
@@ -75,6 +84,8 @@ struct StepCtx<'a> {
     blk: usize,
     min_eos: usize,
     seed: u64,
+    /// per batch row, its own key ([`generate_keyed`]); else (seed, batch row)
+    keys: Option<&'a [RowSeed]>,
     block: usize,
     step: usize,
     ws: usize,
@@ -92,14 +103,32 @@ impl StepCtx<'_> {
     }
 
     /// The uniform for block position i's draw, keyed by (seed; block, step, row,
-    /// canvas position): the same whatever order or thread the positions run in.
+    /// canvas position): the same whatever order or thread the positions run in. Steps
+    /// count from 1, so step word 0 is free for the keyed prior ([`keyed_prior`]).
     fn uniform(&self, i: usize) -> f64 {
         let (row, j) = (i / self.blk, self.ws + i % self.blk);
-        uniform_f64_at(
-            self.seed,
-            [j as u32, row as u32, self.step as u32, self.block as u32],
-        )
+        let (seed, row) = match self.keys {
+            Some(k) => (k[row].seed, k[row].row),
+            None => (self.seed, row as u32),
+        };
+        uniform_f64_at(seed, [j as u32, row, self.step as u32, self.block as u32])
     }
+}
+
+/// The prior canvas of a keyed row: position j is a uniform id with probability
+/// sigmoid(min_log_snr + noise_type), else the mask, from draws at counters (j, row, 0, 0)
+/// and (j, row, 0, 1) under the row's seed (no step is 0: the steps' draws never meet these).
+fn keyed_prior(key: RowSeed, t: usize, v: usize, pu: f64) -> Vec<u32> {
+    (0..t as u32)
+        .map(|j| {
+            if uniform_f64_at(key.seed, [j, key.row, 0, 0]) < pu {
+                let u = uniform_f64_at(key.seed, [j, key.row, 0, 1]);
+                ((u * v as f64) as usize).min(v - 1) as u32
+            } else {
+                MASK
+            }
+        })
+        .collect()
 }
 
 /// What generation reports while it runs.
@@ -165,6 +194,44 @@ pub fn generate_until<E: Executor>(
     prompts: &[Vec<u32>],
     o: &GenOpts,
     prior: Option<Vec<Vec<u32>>>,
+    on_event: impl FnMut(GenEvent<'_>) -> ControlFlow<()>,
+) -> Result<Vec<Vec<u32>>> {
+    run(canvas, cfg, prompts, o, Draws::Batch(prior), on_event)
+}
+
+/// [`generate_until`] with every row's draws keyed by its own [`RowSeed`] (`o.seed` is
+/// unused): its prior canvas and every step's draw depend on its key only, never on the
+/// batch it shares or its place there, so a row generated alone or beside others gives the
+/// same tokens (on an executor whose forward treats rows alike, as the cpu one does).
+pub fn generate_keyed<E: Executor>(
+    canvas: &mut Canvas<E>,
+    cfg: &GiddConfig,
+    prompts: &[Vec<u32>],
+    keys: &[RowSeed],
+    o: &GenOpts,
+    on_event: impl FnMut(GenEvent<'_>) -> ControlFlow<()>,
+) -> Result<Vec<Vec<u32>>> {
+    if keys.len() != prompts.len() {
+        bail!("{} row keys for {} prompts", keys.len(), prompts.len());
+    }
+    run(canvas, cfg, prompts, o, Draws::Keyed(keys), on_event)
+}
+
+/// Where a generation's draws come from.
+enum Draws<'a> {
+    /// the batch's: a prior from one stream under `o.seed` (or given), steps keyed by
+    /// (o.seed, batch row), as `gidd generate` has always drawn
+    Batch(Option<Vec<Vec<u32>>>),
+    /// each row's own key
+    Keyed(&'a [RowSeed]),
+}
+
+fn run<E: Executor>(
+    canvas: &mut Canvas<E>,
+    cfg: &GiddConfig,
+    prompts: &[Vec<u32>],
+    o: &GenOpts,
+    draws: Draws<'_>,
     mut on_event: impl FnMut(GenEvent<'_>) -> ControlFlow<()>,
 ) -> Result<Vec<Vec<u32>>> {
     let b = prompts.len();
@@ -184,24 +251,27 @@ pub fn generate_until<E: Executor>(
         bail!("block_length and steps must be positive");
     }
     let mut rng = HostRng::new(o.seed);
-    let mut x: Vec<Vec<u32>> = match prior {
-        Some(p) => p,
-        None => {
-            let pu = sigmoid(cfg.min_log_snr + cfg.noise_type);
-            (0..b)
-                .map(|_| {
-                    (0..t)
-                        .map(|_| {
-                            if rng.next_f64() < pu {
-                                rng.below(v as u32)
-                            } else {
-                                MASK
-                            }
-                        })
-                        .collect()
-                })
-                .collect()
-        }
+    let pu = sigmoid(cfg.min_log_snr + cfg.noise_type);
+    let keys = match draws {
+        Draws::Keyed(k) => Some(k),
+        Draws::Batch(_) => None,
+    };
+    let mut x: Vec<Vec<u32>> = match draws {
+        Draws::Batch(Some(p)) => p,
+        Draws::Keyed(k) => k.iter().map(|&key| keyed_prior(key, t, v, pu)).collect(),
+        Draws::Batch(None) => (0..b)
+            .map(|_| {
+                (0..t)
+                    .map(|_| {
+                        if rng.next_f64() < pu {
+                            rng.below(v as u32)
+                        } else {
+                            MASK
+                        }
+                    })
+                    .collect()
+            })
+            .collect(),
     };
     for (row, p) in x.iter_mut().zip(prompts) {
         row[..p_len].copy_from_slice(p);
@@ -247,6 +317,7 @@ pub fn generate_until<E: Executor>(
                 blk,
                 min_eos,
                 seed: o.seed,
+                keys,
                 block: nb,
                 step,
                 ws,
@@ -333,7 +404,14 @@ pub fn generate_until<E: Executor>(
             bail!(CANCELLED);
         }
         nb += 1;
-        let has_eos = x.iter().all(|row| row.contains(&EOS));
+        // Keyed rows count only eos already generated (up to this block's end): a uniform
+        // prior can hold eos in the undenoised tail, and stopping on it would make a row's
+        // text depend on whether its batch neighbours go on. `gidd generate` keeps the
+        // reference's rule (SPEC.md section 6: any eos in the row).
+        let has_eos = x.iter().all(|row| match keys {
+            Some(_) => row[..we].contains(&EOS),
+            None => row.contains(&EOS),
+        });
         if ws + o.block_length >= o.max_length + p_len || has_eos || we >= t {
             break;
         }

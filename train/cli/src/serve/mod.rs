@@ -2,11 +2,12 @@
 //!
 //! Threads: tokio's workers parse and check requests and write responses; one engine
 //! thread ([`engine`]) owns the executor and runs generation and scoring, fed by a
-//! bounded queue. Scoring (`echo: true`, [`score`]) gives per-token values whose sum from
+//! bounded queue, batching the requests of all clients ([`batch`]). Scoring (`echo: true`, [`score`]) gives per-token values whose sum from
 //! any context boundary is `gidd eval --requests`' ELBO log-likelihood for that split,
 //! so lm-eval's stock `local-completions` works as is; `/tokenizer_info`, `/tokenize` and
 //! `/detokenize` ([`tokenize`], vLLM's shapes) let it tokenize as the server does.
 
+mod batch;
 mod engine;
 mod errors;
 mod request;
@@ -46,6 +47,14 @@ pub struct ServeArgs {
     /// Requests waiting for the engine; past it new ones get 429.
     #[arg(long, default_value_t = 16)]
     pub queue: usize,
+    /// Most rows in one batched forward: generation rows (prompt x sample) of one or
+    /// several requests on one canvas; likelihood rows per model call when scoring.
+    #[arg(long, default_value_t = 16)]
+    pub max_batch_rows: usize,
+    /// Milliseconds the engine waits for more requests to batch with when everything
+    /// queued fits one batch (0: batch only what is already queued).
+    #[arg(long, default_value_t = 2)]
+    pub batch_wait_ms: u64,
     /// Largest request body (bytes); past it 413.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
@@ -95,8 +104,15 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         || a.max_prompts == 0
         || a.max_steps == 0
         || a.max_score_rows == 0
+        || a.max_batch_rows == 0
     {
-        bail!("--queue, --max_n, --max_prompts, --max_steps and --max_score_rows must be positive");
+        bail!("--queue, --max_n, --max_prompts, --max_steps, --max_score_rows and --max_batch_rows must be positive");
+    }
+    if a.batch_wait_ms > 10_000 {
+        bail!(
+            "--batch_wait_ms {}: give at most 10000 (a wait is added to every lone request)",
+            a.batch_wait_ms
+        );
     }
     if a.num_denoising_steps == 0 || a.num_denoising_steps > a.max_steps {
         bail!(
@@ -116,9 +132,18 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "gidd".into()),
     };
-    let (jobs, rx) = tokio::sync::mpsc::channel(a.queue);
+    // unbounded as a channel, bounded by `stats.queued`, which the engine lowers as
+    // requests start (see `routes::enqueue`)
+    let (jobs, rx) = std::sync::mpsc::channel();
+    let stats = Arc::new(batch::BatchStats::default());
+    let batching = batch::Batching {
+        max_rows: a.max_batch_rows,
+        max_score_rows: a.max_score_rows,
+        wait: std::time::Duration::from_millis(a.batch_wait_ms),
+    };
     let state = Arc::new(routes::AppState {
         jobs,
+        stats: stats.clone(),
         queue: a.queue,
         cfg: m.cfg.clone(),
         tok: tok.clone(),
@@ -143,7 +168,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     // whether that worked before the server starts listening.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<()>>();
     let exec = a.exec.clone();
-    let (cfg, params) = (m.cfg, m.params);
+    let (cfg, params, rows) = (m.cfg, m.params, a.max_batch_rows);
     std::thread::Builder::new()
         .name("gidd-engine".into())
         .spawn(move || match exec.open("serving") {
@@ -152,7 +177,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
             }
             Ok(opened) => {
                 let _ = ready_tx.send(Ok(()));
-                with_executor!(opened, e => engine::Engine::new(e, cfg, params, tok, dtype).run(rx))
+                with_executor!(opened, e => engine::Engine::new(e, cfg, params, tok, dtype, rows).run(rx, batching, stats))
             }
         })?;
     ready_rx
@@ -162,6 +187,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     let app = Router::new()
         .route("/health", get(routes::health))
         .route("/v1/models", get(routes::models))
+        .route("/metrics", get(routes::metrics))
         .route("/v1/completions", post(routes::completions))
         .route("/v1/chat/completions", post(routes::chat))
         .route("/tokenizer_info", get(tokenize::info))

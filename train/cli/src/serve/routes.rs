@@ -1,6 +1,7 @@
 //! The HTTP endpoints: `/health`, `/v1/models`, `/v1/completions` (generation, streamed
 //! or not, and scoring) and `/v1/chat/completions`, answering in the OpenAI shapes.
 
+use super::batch::BatchStats;
 use super::engine::{Choice, Event, Job, Scored};
 use super::errors::{body_rejection, ApiError};
 use super::request::{parse, Limits, Work};
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 pub struct AppState {
-    pub jobs: mpsc::Sender<Job>,
+    /// to the engine; bounded by `stats.queued` against `queue`
+    pub jobs: std::sync::mpsc::Sender<Job>,
+    pub stats: Arc<BatchStats>,
     pub queue: usize,
     pub cfg: GiddConfig,
     pub tok: Option<Arc<Tok>>,
@@ -72,6 +75,11 @@ pub async fn health(State(st): St) -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// What the engine's batches carried (requests and rows per batch) and the queue now.
+pub async fn metrics(State(st): St) -> Json<Value> {
+    Json(st.stats.json())
+}
+
 pub async fn models(State(st): St) -> Json<Value> {
     Json(json!({
         "object": "list",
@@ -83,7 +91,7 @@ pub async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint: the server has GET /health, GET /v1/models, POST /v1/completions, POST /v1/chat/completions",
+        "no such endpoint: the server has GET /health, GET /v1/models, GET /metrics, POST /v1/completions, POST /v1/chat/completions",
     )
 }
 
@@ -144,20 +152,25 @@ fn usage(prompt: usize, completion: usize) -> Value {
 /// pressure, never an unbounded backlog. 503 is for a server that will not get better by
 /// waiting a moment: shutting down, or its engine stopped.
 fn enqueue(st: &AppState, job: Job) -> Result<(), ApiError> {
-    st.jobs.try_send(job).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => ApiError::new(
+    // a place in the queue first: the engine gives it back when the request starts
+    if st.stats.queued.fetch_add(1, Ordering::SeqCst) >= st.queue {
+        st.stats.queued.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "queue_full",
             format!(
                 "the request queue is full ({} waiting, --queue): retry later",
                 st.queue
             ),
-        ),
-        mpsc::error::TrySendError::Closed(_) => ApiError::new(
+        ));
+    }
+    st.jobs.send(job).map_err(|_| {
+        st.stats.queued.fetch_sub(1, Ordering::SeqCst);
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "engine_stopped",
             "the engine has stopped",
-        ),
+        )
     })
 }
 

@@ -8,7 +8,8 @@
 //! x[c..N] + eos given the clean prompt x[..c], with the same levels and draws as an
 //! `eval --requests` file line holding that pair at the prompt's index in the request
 //! (`seed` = eval's `--seed`). Every split c >= max(1, hidden) is one row of one batched
-//! likelihood (`likelihood_indexed`: all of a prompt's rows draw as its own index), and
+//! likelihood (`likelihood_keyed`: all of a prompt's rows draw as its own index under its
+//! request's seed, so requests of other clients can share the batch), and
 //! position c's value is l_c = S_c - S_(c+1) with S_N = 0; so any suffix sum from c
 //! telescopes to S_c. With `context_tokens` only the split after that many echoed tokens is
 //! scored (one row) and each scored token carries its level-averaged ELBO term: then only
@@ -24,12 +25,14 @@
 //! model's, and lm-eval's greedy check (value == max of the top values) holds exactly when
 //! the token is the model's argmax given its clean prefix.
 
-use super::engine::{Engine, MAX_BATCH_ROWS};
+use super::engine::Engine;
 use super::request::{ScorePrompt, ScoreWork};
 use anyhow::Result;
 use gidd_engine::Executor;
 use gidd_model::generate::predictable_logits;
-use gidd_model::likelihood::{canvas_labels, likelihood_indexed, LikelihoodOpts, Prior, Request};
+use gidd_model::likelihood::{
+    canvas_labels, likelihood_keyed, LikelihoodOpts, Prior, Request, RowKey, Score,
+};
 
 /// One scored prompt: per echoed token its value (None where not scored) and, when asked,
 /// the top entries of the model's prediction there.
@@ -51,6 +54,20 @@ impl ScoreWork {
         }
     }
 
+    /// The scored splits of prompt i: every one from `first`, or the one after `context`.
+    fn splits(&self, p: &ScorePrompt) -> std::ops::Range<usize> {
+        let first = self.first(p);
+        match self.context {
+            Some(_) => first..first + 1,
+            None => first..p.ids.len(),
+        }
+    }
+
+    /// Likelihood rows of the request: what `--max_score_rows` bounds.
+    pub fn rows(&self) -> usize {
+        self.prompts.iter().map(|p| self.splits(p).len()).sum()
+    }
+
     /// The likelihood request of split c: x[..c] clean, x[c..] + eos scored.
     fn split(&self, p: &ScorePrompt, c: usize) -> Request {
         let mut completion = p.ids[c..].to_vec();
@@ -65,29 +82,43 @@ impl ScoreWork {
 }
 
 impl<E: Executor + Clone> Engine<E> {
-    pub(super) fn score(&mut self, w: &ScoreWork) -> Result<Vec<Scored>> {
-        let (mut reqs, mut index) = (vec![], vec![]);
-        for (i, p) in w.prompts.iter().enumerate() {
-            let first = w.first(p);
-            let splits = match w.context {
-                Some(_) => first..first + 1,
-                None => first..p.ids.len(),
-            };
-            for c in splits {
-                reqs.push(w.split(p, c));
-                index.push(i);
+    /// Scores several requests (of one level count and schedule) as one batched
+    /// likelihood: each row keyed by its request's seed and its prompt's index there, so
+    /// every request gets what it would alone.
+    pub(super) fn score_batch(&mut self, ws: &[&ScoreWork]) -> Result<Vec<Vec<Scored>>> {
+        let (mut reqs, mut keys) = (vec![], vec![]);
+        for w in ws {
+            for (i, p) in w.prompts.iter().enumerate() {
+                for c in w.splits(p) {
+                    reqs.push(w.split(p, c));
+                    keys.push(RowKey {
+                        seed: w.seed,
+                        index: i,
+                    });
+                }
             }
         }
+        let Some(w0) = ws.first() else {
+            return Ok(vec![]);
+        };
         let o = LikelihoodOpts {
-            num_denoising_steps: w.levels,
-            noise_schedule: w.schedule,
-            seed: w.seed,
-            batch_size: MAX_BATCH_ROWS,
+            num_denoising_steps: w0.levels,
+            noise_schedule: w0.schedule,
+            batch_size: self.max_rows,
             dtype: self.dtype,
             ..LikelihoodOpts::for_model(&self.cfg)
         };
-        let scores = likelihood_indexed(&self.exec, &self.cfg, &self.params, &reqs, &index, &o)?;
+        let scores = likelihood_keyed(&self.exec, &self.cfg, &self.params, &reqs, &keys, &o)?;
         let mut scores = scores.into_iter();
+        ws.iter().map(|w| self.finish(w, &mut scores)).collect()
+    }
+
+    /// One request's answer from its rows' scores (taken from `scores` in order).
+    fn finish(
+        &mut self,
+        w: &ScoreWork,
+        scores: &mut impl Iterator<Item = Score>,
+    ) -> Result<Vec<Scored>> {
         let mut out = vec![];
         for (i, p) in w.prompts.iter().enumerate() {
             let (n, first) = (p.ids.len(), w.first(p));
@@ -134,7 +165,7 @@ impl<E: Executor + Clone> Engine<E> {
     }
 
     /// `top_logprobs` of positions first.. (see the module doc): one forward per position
-    /// with its prefix clean, up to MAX_BATCH_ROWS positions a forward.
+    /// with its prefix clean, up to `max_rows` positions a forward.
     fn top_entries(
         &mut self,
         p: &ScorePrompt,
@@ -148,7 +179,7 @@ impl<E: Executor + Clone> Engine<E> {
         let prior = Prior::of_config(&self.cfg);
         let mut out = vec![None; first];
         let positions: Vec<usize> = (first..p.ids.len()).collect();
-        for chunk in positions.chunks(MAX_BATCH_ROWS) {
+        for chunk in positions.chunks(self.max_rows) {
             let mut xs = vec![];
             let mut mask = Vec::with_capacity(chunk.len() * t * t);
             for &j in chunk {
