@@ -129,7 +129,7 @@ pub fn run(a: &GenBenchArgs) -> Result<()> {
         seed: 1,
     };
     if a.variants.is_empty() {
-        bail!("--variants names none: give one or more of full, reuse, kv, kv_reuse");
+        bail!("--variants names none: give one or more of full, reuse, kv, kv-reuse");
     }
     if a.profile {
         let Opened::Cpu(exec) = a.exec.open("benchmarking")? else {
@@ -208,7 +208,8 @@ fn measure<E: Executor + Clone, En: Fn(&mut E::Loaded), Re: Fn(&mut Canvas<E>, u
         if a.profile {
             eprintln!("{name}: per-op times over its model calls");
         }
-        (hooks.report)(&mut c, c.stats.step_calls + c.stats.prefix_calls);
+        let calls = c.stats.step_calls + c.stats.prefix_calls;
+        (hooks.report)(&mut c, calls);
         match &reference {
             None => reference = Some(out),
             Some(r) if *r != out => {
