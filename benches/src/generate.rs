@@ -4,14 +4,17 @@
 //! The four variants generate the same tokens (the cache is exact; reuse skips only
 //! calls whose inputs did not change), so the table compares work for the same output.
 
-use crate::step::{random_params, synthetic_config};
+use crate::step::{cpu_seconds, print_profile, random_params, synthetic_config};
 use anyhow::{bail, Result};
+use gidd_engine::backend::cpu::CpuProgram;
 use gidd_engine::rng::HostRng;
-use gidd_engine::{DType, Executor};
+use gidd_engine::{CpuExecutor, DType, Executor};
 use gidd_model::generate::{generate, Canvas, CanvasStats, GenOpts, Method, NoiseSchedule};
 use gidd_model::GiddConfig;
+use gidd_train::backend::Opened;
 use gidd_train::backend::{BackendArgs, Precision};
 use gidd_train::with_executor;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -51,8 +54,41 @@ pub struct GenBenchArgs {
     /// One JSON line per variant instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Which variants to time (comma-separated; the first is the one the others must match).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Variant::ALL)]
+    pub variants: Vec<Variant>,
+    /// Per-op times of the cpu executor over each variant's timed run (stderr).
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub exec: BackendArgs,
+}
+
+/// A way of running the sampler's model calls.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// the whole canvas every step
+    Full,
+    /// the whole canvas, skipping calls whose inputs did not change
+    Reuse,
+    /// the clean prefix in a KV cache, the lm_head on the block only
+    Kv,
+    /// both
+    KvReuse,
+}
+
+impl Variant {
+    const ALL: [Variant; 4] = [Variant::Full, Variant::Reuse, Variant::Kv, Variant::KvReuse];
+
+    /// (table name, KV cache, logits reuse)
+    fn spec(self) -> (&'static str, bool, bool) {
+        match self {
+            Variant::Full => ("full canvas every step", false, false),
+            Variant::Reuse => ("logits reuse", false, true),
+            Variant::Kv => ("KV cache", true, false),
+            Variant::KvReuse => ("KV cache + logits reuse", true, true),
+        }
+    }
 }
 
 pub fn run(a: &GenBenchArgs) -> Result<()> {
@@ -92,13 +128,48 @@ pub fn run(a: &GenBenchArgs) -> Result<()> {
         tokens_per_step: (a.block_length / a.steps).max(1),
         seed: 1,
     };
+    if a.variants.is_empty() {
+        bail!("--variants names none: give one or more of full, reuse, kv, kv-reuse");
+    }
+    if a.profile {
+        let Opened::Cpu(exec) = a.exec.open("benchmarking")? else {
+            bail!("--profile times the cpu executor's ops: use it with --backend cpu");
+        };
+        let hooks = Hooks {
+            enable: |lp: &mut CpuProgram| lp.enable_profile(),
+            report: |c: &mut Canvas<CpuExecutor>, calls: usize| {
+                let mut sum: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+                for lp in c.programs_mut() {
+                    for (k, t, n) in lp.profile() {
+                        let e = sum.entry(k).or_default();
+                        e.0 += t;
+                        e.1 += n;
+                    }
+                }
+                let mut rows: Vec<(String, f64, usize)> =
+                    sum.into_iter().map(|(k, (t, n))| (k, t, n)).collect();
+                rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+                print_profile(&rows, calls.max(1), "calls");
+            },
+        };
+        return measure(exec, a, &cfg, &params, &prompts, &o, dtype, hooks);
+    }
     with_executor!(a.exec.open("benchmarking")?, exec => {
-        measure(exec, a, &cfg, &params, &prompts, &o, dtype)
+        let hooks = Hooks { enable: |_: &mut _| {}, report: |_: &mut _, _| {} };
+        measure(exec, a, &cfg, &params, &prompts, &o, dtype, hooks)
     })
 }
 
-/// Times the four sampling variants on `exec` and prints the table (or JSON lines).
-fn measure<E: Executor + Clone>(
+/// What `measure` does to a variant's programs before its timed run, and after it (with
+/// the number of model calls): the cpu executor's per-op profile under `--profile`.
+struct Hooks<En, Re> {
+    enable: En,
+    report: Re,
+}
+
+/// Times the chosen sampling variants on `exec` and prints the table (or JSON lines).
+#[allow(clippy::too_many_arguments)]
+fn measure<E: Executor + Clone, En: Fn(&mut E::Loaded), Re: Fn(&mut Canvas<E>, usize)>(
     exec: E,
     a: &GenBenchArgs,
     cfg: &GiddConfig,
@@ -106,19 +177,14 @@ fn measure<E: Executor + Clone>(
     prompts: &[Vec<u32>],
     o: &GenOpts,
     dtype: DType,
+    hooks: Hooks<En, Re>,
 ) -> Result<()> {
     let method = o.method;
     // GFLOP/s of the peak; NaN (printed as such) where the device's peak is unknown.
     let peak = exec.peak_flops(dtype).map_or(f64::NAN, |p| p / 1e9);
-    let variants = [
-        ("full canvas every step", false, false),
-        ("logits reuse", false, true),
-        ("KV cache", true, false),
-        ("KV cache + logits reuse", true, true),
-    ];
-    let mut rows: Vec<(&str, f64, CanvasStats)> = vec![];
+    let mut rows: Vec<(&str, f64, f64, CanvasStats)> = vec![];
     let mut reference: Option<Vec<Vec<u32>>> = None;
-    for (name, kv, reuse) in variants {
+    for (name, kv, reuse) in a.variants.iter().map(|v| v.spec()) {
         let mut c = Canvas::with_executor(exec.clone(), cfg, params, a.batch, a.seq, dtype)?;
         c.kv_cache = kv;
         c.reuse_logits = reuse;
@@ -135,17 +201,23 @@ fn measure<E: Executor + Clone>(
             |_, _| {},
         )?;
         c.stats = CanvasStats::default();
-        let t0 = Instant::now();
+        c.programs_mut().for_each(&hooks.enable);
+        let (t0, cpu0) = (Instant::now(), cpu_seconds());
         let out = generate(&mut c, cfg, prompts, o, None, |_, _| {})?;
-        let secs = t0.elapsed().as_secs_f64();
+        let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+        if a.profile {
+            eprintln!("{name}: per-op times over its model calls");
+        }
+        let calls = c.stats.step_calls + c.stats.prefix_calls;
+        (hooks.report)(&mut c, calls);
         match &reference {
             None => reference = Some(out),
             Some(r) if *r != out => {
-                bail!("{name}: generated tokens differ from the full-canvas run")
+                bail!("{name}: generated tokens differ from the {} run", rows[0].0)
             }
             Some(_) => {}
         }
-        rows.push((name, secs, c.stats));
+        rows.push((name, secs, cpu, c.stats));
     }
     let new_tokens = (a.batch * a.max_length.min(a.seq - a.prompt_len)) as f64;
     let base = rows[0].1;
@@ -155,17 +227,17 @@ fn measure<E: Executor + Clone>(
             a.layers, a.hidden, a.vocab, a.seq, a.batch, a.prompt_len, new_tokens, a.block_length, a.steps, method, dtype
         );
         println!(
-            "| variant | s | model s | sampling s | tokens/s | speedup | model calls | prefix calls | positions | logit rows | GFLOP | model GFLOP/s | of peak |"
+            "| variant | s | cpu s | model s | sampling s | tokens/s | speedup | model calls | prefix calls | positions | logit rows | GFLOP | model GFLOP/s | of peak |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
-    for (name, secs, s) in &rows {
+    for (name, secs, cpu, s) in &rows {
         let gf = s.flops / 1e9;
         if a.json {
             println!(
                 "{}",
                 serde_json::json!({
-                    "variant": name, "seconds": secs, "tokens_per_s": new_tokens / secs, "speedup": base / secs,
+                    "variant": name, "seconds": secs, "cpu_seconds": cpu, "tokens_per_s": new_tokens / secs, "speedup": base / secs,
                     "step_calls": s.step_calls, "prefix_calls": s.prefix_calls, "positions": s.positions,
                     "logit_positions": s.logit_positions, "gflop": gf, "model_s": s.model_s,
                     "sampling_s": secs - s.model_s, "model_gflop_s": gf / s.model_s,
@@ -174,7 +246,7 @@ fn measure<E: Executor + Clone>(
             );
         } else {
             println!(
-                "| {name} | {secs:.2} | {:.2} | {:.2} | {:.0} | {:.2}x | {} | {} | {} | {} | {gf:.1} | {:.0} | {:.0}% |",
+                "| {name} | {secs:.2} | {cpu:.2} | {:.2} | {:.2} | {:.0} | {:.2}x | {} | {} | {} | {} | {gf:.1} | {:.0} | {:.0}% |",
                 s.model_s,
                 secs - s.model_s,
                 new_tokens / secs,

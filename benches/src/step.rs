@@ -123,7 +123,7 @@ enum Mode {
 }
 
 /// (utime + stime) seconds of this process, from /proc.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = s.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -331,7 +331,7 @@ pub fn run(a: &StepArgs) -> Result<()> {
 }
 
 /// Prints the 25 slowest rows of a profile ((kind, seconds, calls) over `steps` steps).
-fn print_profile(prof: &[(String, f64, usize)], steps: usize, calls: &str) {
+pub(crate) fn print_profile(prof: &[(String, f64, usize)], steps: usize, calls: &str) {
     let total: f64 = prof.iter().map(|p| p.1).sum();
     for (k, t, n) in prof.iter().take(25) {
         eprintln!(

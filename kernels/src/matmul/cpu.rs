@@ -663,6 +663,10 @@ fn f32_kernel(level: Level) -> &'static Kernel<f32> {
 
 /// [`super::gemm_f32`] on a chosen level (clamped to what the CPU supports).
 pub fn gemm_f32_at(level: Level, s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
+    // A few rows of C: stream B unpacked (packing it would cost as much as the product).
+    if s.m <= super::skinny::SKINNY_M {
+        return super::skinny::gemm_skinny_f32(level, s, a, b, c);
+    }
     gemm_generic::<f32, f32, Same>(f32_kernel(level), s, a, b, c);
 }
 

@@ -26,6 +26,9 @@
 //! reports, read once per process ([`blocking`]); on the Zen 4 they were tuned on they are
 //! the tuned ones.
 //!
+//! With at most [`skinny::SKINNY_M`] rows of `C` (decoding's products), f32 skips the
+//! packing and streams `B` once ([`skinny`]).
+//!
 //! bf16 on CPUs with AMX (Sapphire Rapids and later) runs on tiles instead ([`cpu_amx`]):
 //! there `vdpbf16ps` is no faster than f32 FMAs.
 //!
@@ -45,6 +48,7 @@ mod cpu_avx2;
 mod cpu_avx512;
 pub mod f64;
 pub mod reference;
+pub mod skinny;
 
 #[cfg(test)]
 mod tests;

@@ -23,7 +23,8 @@ pub struct Canvas<E: Executor = CpuExecutor> {
     param_dtypes: std::collections::BTreeMap<String, DType>,
     dtype: DType,
     full: Option<Loaded<E>>,
-    steps: HashMap<(usize, usize, bool), Loaded<E>>,
+    /// step programs by (window start, window end, cached, rows)
+    steps: HashMap<(usize, usize, bool, usize), Loaded<E>>,
     prefixes: HashMap<usize, Loaded<E>>,
     /// the current block's prefix keys/values: (window start, [k0, v0, k1, v1, ..])
     cache: Option<(usize, Vec<E::Buffer>)>,
@@ -50,6 +51,8 @@ pub struct CanvasStats {
     pub flops: f64,
     /// wall seconds in those calls, uploads and downloads included
     pub model_s: f64,
+    /// wall seconds building and loading programs (not in `model_s`)
+    pub compile_s: f64,
 }
 
 impl CanvasStats {
@@ -166,7 +169,14 @@ impl<E: Executor> Canvas<E> {
         }
     }
 
-    fn ids_buffer(&self, ids: &[Vec<u32>], from: usize, to: usize) -> Result<E::Buffer> {
+    /// Tokens [from, to) of the given rows as an i32 [rows, to - from] buffer.
+    fn ids_buffer(
+        &self,
+        ids: &[Vec<u32>],
+        rows: &[usize],
+        from: usize,
+        to: usize,
+    ) -> Result<E::Buffer> {
         if ids.len() != self.batch || ids.iter().any(|r| r.len() != self.len) {
             bail!(
                 "canvas takes {} rows of {} tokens, got {} rows",
@@ -175,13 +185,13 @@ impl<E: Executor> Canvas<E> {
                 ids.len()
             );
         }
-        let flat: Vec<i32> = ids
+        let flat: Vec<i32> = rows
             .iter()
-            .flat_map(|r| r[from..to].iter().map(|&x| x as i32))
+            .flat_map(|&r| ids[r][from..to].iter().map(|&x| x as i32))
             .collect();
         Ok(self
             .exec
-            .upload(&HostTensor::i32(vec![self.batch, to - from], flat)?)?)
+            .upload(&HostTensor::i32(vec![rows.len(), to - from], flat)?)?)
     }
 
     fn run(
@@ -208,7 +218,7 @@ impl<E: Executor> Canvas<E> {
             self.full = Some(self.load(&[out.logits], &["ids".into(), "mask".into()])?);
         }
         let t0 = std::time::Instant::now();
-        let ids_t = self.ids_buffer(ids, 0, t)?;
+        let ids_t = self.ids_buffer(ids, &(0..b).collect::<Vec<_>>(), 0, t)?;
         let mask_t = self
             .exec
             .upload(&HostTensor::bool(vec![b, t, t], mask.to_vec())?)?;
@@ -242,7 +252,7 @@ impl<E: Executor> Canvas<E> {
             self.prefixes.insert(ws, l);
         }
         let t0 = std::time::Instant::now();
-        let ids_t = self.ids_buffer(ids, 0, ws)?;
+        let ids_t = self.ids_buffer(ids, &(0..b).collect::<Vec<_>>(), 0, ws)?;
         let l = self.prefixes.get_mut(&ws).expect("compiled above");
         let kv = Self::run(&self.exec, &self.params, l, &[&ids_t])?;
         self.stats.prefix_calls += 1;
@@ -262,10 +272,30 @@ impl<E: Executor> Canvas<E> {
         ws: usize,
         we: usize,
     ) -> Result<Vec<f32>> {
+        let all: Vec<usize> = (0..self.batch).collect();
+        self.block_logits_rows(ids, noise, ws, we, &all)
+    }
+
+    /// `block_logits` for some rows of the canvas only (`rows` ascending, distinct):
+    /// [rows.len(), we - ws, V]. Rows never interact in the model, so a row's logits are
+    /// the same whichever other rows run with it; generation recomputes only the rows
+    /// whose tokens changed.
+    pub fn block_logits_rows(
+        &mut self,
+        ids: &[Vec<u32>],
+        noise: &[Vec<bool>],
+        ws: usize,
+        we: usize,
+        rows: &[usize],
+    ) -> Result<Vec<f32>> {
         let (b, t) = (self.batch, self.len);
         if !(ws < we && we <= t) || noise.len() != b {
             bail!("block [{ws}, {we}) does not fit a canvas of {b} rows of {t} tokens");
         }
+        if rows.is_empty() || rows.windows(2).any(|w| w[0] >= w[1]) || rows[rows.len() - 1] >= b {
+            bail!("rows {rows:?}: want distinct ascending rows of a {b}-row canvas");
+        }
+        let nr = rows.len();
         let cached = matches!(&self.cache, Some((w, _)) if *w == ws);
         // The cache is exact only when the prefix attends to nothing after it: every
         // position before ws clean, every position from ws on still noisy.
@@ -278,39 +308,52 @@ impl<E: Executor> Canvas<E> {
         }
         let q0 = if cached { ws } else { 0 };
         let lq = t - q0;
+        // the cache holds every row: a subset of rows gathers its own
+        let pick = cached && nr < b;
         // Without the cache the program is the whole canvas whatever the window: one for all.
         let key = if cached {
-            (ws, we, true)
+            (ws, we, true, nr)
         } else {
-            (0, 0, false)
+            (0, 0, false, nr)
         };
         if !self.steps.contains_key(&key) {
+            let t_compile = std::time::Instant::now();
             let g = Graph::new();
             let p = self.declare(&g);
-            let x = g.input("ids", &[b, lq], DType::I32);
-            let m = g.input("mask", &[b, lq, t], DType::Bool);
-            let pos = g.iota(&[b, lq], 1, DType::I32)?.add_scalar(q0 as f64)?;
+            let x = g.input("ids", &[nr, lq], DType::I32);
+            let m = g.input("mask", &[nr, lq, t], DType::Bool);
+            let pos = g.iota(&[nr, lq], 1, DType::I32)?.add_scalar(q0 as f64)?;
             let (h, hd, dt) = (
                 self.cfg.num_attention_heads,
                 self.cfg.head_dim(),
                 self.dtype,
             );
             let mut extra = vec!["ids".to_string(), "mask".to_string()];
-            let past: Option<KvCache> = cached.then(|| {
-                (0..self.cfg.num_hidden_layers)
-                    .map(|i| {
-                        let (kn, vn) = (format!("past.{i}.k"), format!("past.{i}.v"));
-                        let k = g.input(&kn, &[b, h, ws, hd], dt);
-                        let v = g.input(&vn, &[b, h, ws, hd], dt);
-                        extra.push(kn);
-                        extra.push(vn);
-                        (k, v)
-                    })
-                    .collect()
-            });
+            let picked = pick.then(|| g.input("rows", &[nr], DType::I32));
+            if picked.is_some() {
+                extra.push("rows".into());
+            }
+            let past: Option<KvCache> = if cached {
+                let mut layers = vec![];
+                for i in 0..self.cfg.num_hidden_layers {
+                    let (kn, vn) = (format!("past.{i}.k"), format!("past.{i}.v"));
+                    let mut k = g.input(&kn, &[b, h, ws, hd], dt);
+                    let mut v = g.input(&vn, &[b, h, ws, hd], dt);
+                    if let Some(r) = &picked {
+                        k = k.gather(0, r)?;
+                        v = v.gather(0, r)?;
+                    }
+                    extra.push(kn);
+                    extra.push(vn);
+                    layers.push((k, v));
+                }
+                Some(layers)
+            } else {
+                None
+            };
             // With the cache, the lm_head runs on the block's rows only; without it, on the
             // whole canvas as the reference does (the baseline the cache is measured against).
-            let rows = cached.then_some((ws - q0, we - q0));
+            let head_rows = cached.then_some((ws - q0, we - q0));
             let (out, _) = forward_cached(
                 &self.cfg,
                 &p,
@@ -318,20 +361,31 @@ impl<E: Executor> Canvas<E> {
                 &m,
                 &pos,
                 past.as_ref(),
-                rows,
+                head_rows,
                 self.opts(),
             )?;
             let l = self.load(&[out.logits], &extra)?;
             self.steps.insert(key, l);
+            self.stats.compile_s += t_compile.elapsed().as_secs_f64();
         }
         let t0 = std::time::Instant::now();
-        let mask: Vec<bool> = noise
+        let mask: Vec<bool> = rows
             .iter()
+            .map(|&r| &noise[r])
             .flat_map(|n| (q0..t).flat_map(move |q| (0..t).map(move |k| n[q] >= n[k])))
             .collect();
-        let ids_t = self.ids_buffer(ids, q0, t)?;
-        let mask_t = self.exec.upload(&HostTensor::bool(vec![b, lq, t], mask)?)?;
+        let ids_t = self.ids_buffer(ids, rows, q0, t)?;
+        let mask_t = self
+            .exec
+            .upload(&HostTensor::bool(vec![nr, lq, t], mask)?)?;
+        let rows_t = if pick {
+            let r: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+            Some(self.exec.upload(&HostTensor::i32(vec![nr], r)?)?)
+        } else {
+            None
+        };
         let mut extra: Vec<&E::Buffer> = vec![&ids_t, &mask_t];
+        extra.extend(rows_t.as_ref());
         if let (true, Some((_, kv))) = (cached, &self.cache) {
             extra.extend(kv.iter());
         }
@@ -340,21 +394,30 @@ impl<E: Executor> Canvas<E> {
         self.stats.step_calls += 1;
         let logits = self.exec.download(&out[0])?;
         let logits = logits.as_f32()?;
-        let rows = if cached {
-            self.stats.add(&self.cfg, b, lq, t, we - ws);
+        let out = if cached {
+            self.stats.add(&self.cfg, nr, lq, t, we - ws);
             logits.to_vec()
         } else {
-            self.stats.add(&self.cfg, b, lq, t, t);
+            self.stats.add(&self.cfg, nr, lq, t, t);
             let v = self.cfg.vocab_size;
-            (0..b)
+            (0..nr)
                 .flat_map(|r| logits[(r * t + ws) * v..(r * t + we) * v].iter().copied())
                 .collect()
         };
         self.stats.model_s += t0.elapsed().as_secs_f64();
-        Ok(rows)
+        Ok(out)
     }
 
     pub fn vocab(&self) -> usize {
         self.cfg.vocab_size
+    }
+
+    /// Every program compiled so far (e.g. to turn on an executor's per-op profile).
+    pub fn programs_mut(&mut self) -> impl Iterator<Item = &mut E::Loaded> {
+        self.full
+            .iter_mut()
+            .chain(self.steps.values_mut())
+            .chain(self.prefixes.values_mut())
+            .map(|l| &mut l.prog)
     }
 }

@@ -301,11 +301,21 @@ fn run<E: Executor>(
         let we = (ws + o.block_length).min(t);
         let blk = we - ws;
         canvas.begin_block(&x, ws)?;
+        // [b, blk, V]: each row's logits from the last call that ran it
         let mut logits: Vec<f32> = vec![];
-        let mut keep = false;
+        // rows whose tokens changed since their logits were computed
+        let mut stale = vec![true; b];
         for step in (1..=o.steps).rev() {
-            if !keep {
+            let rows: Vec<usize> = (0..b).filter(|&r| stale[r]).collect();
+            if rows.len() == b {
                 logits = canvas.block_logits(&x, &noise, ws, we)?;
+            } else if !rows.is_empty() {
+                // Rows never interact in the model: the unchanged rows keep their logits.
+                let part = canvas.block_logits_rows(&x, &noise, ws, we, &rows)?;
+                let n = blk * v;
+                for (i, &r) in rows.iter().enumerate() {
+                    logits[r * n..(r + 1) * n].copy_from_slice(&part[i * n..(i + 1) * n]);
+                }
             }
             if on_event(GenEvent::Step { block: nb, step }).is_break() {
                 bail!(CANCELLED);
@@ -371,25 +381,27 @@ fn run<E: Executor>(
                     (0..b * blk)
                         .into_par_iter()
                         .map(|i| {
+                            let zt = x[i / blk][ws + i % blk] as usize;
+                            if post.keeps(zt) {
+                                // the draw is z_t whatever x_hat: no softmax to compute
+                                return zt as u32;
+                            }
                             let xh = probs_with_topk_topp(
                                 &sc.row_logits(i),
                                 o.temperature,
                                 o.top_k,
                                 o.top_p,
                             );
-                            let zt = x[i / blk][ws + i % blk] as usize;
                             post.draw(&xh, zt, sc.uniform(i)) as u32
                         })
                         .collect()
                 }
             };
-            let mut changed = false;
             for r in 0..b {
                 let zn = &z_next[r * blk..(r + 1) * blk];
-                changed |= x[r][ws..we] != *zn;
+                stale[r] = x[r][ws..we] != *zn || !canvas.reuse_logits;
                 x[r][ws..we].copy_from_slice(zn);
             }
-            keep = !changed && canvas.reuse_logits;
         }
         for row in noise.iter_mut() {
             row[..we].fill(false);

@@ -121,11 +121,25 @@ impl Posterior {
 
     /// The terms that depend on z_t only: (beta_pi[z_t], q_t[z_t]).
     fn at(&self, xh: &[f64], zt: usize) -> (usize, f64, f64) {
-        let (a_t, a_s) = (self.a_t, self.a_s);
-        let bpz =
-            (1.0 - a_t) * self.pi_t[zt] as f64 - (a_t / a_s) * (1.0 - a_s) * self.pi_s[zt] as f64;
+        let a_t = self.a_t;
+        let bpz = self.beta_pi(zt);
         let qtz = a_t * xh[zt] + (1.0 - a_t) * self.pi_t[zt] as f64;
         (zt, bpz, qtz)
+    }
+
+    /// Whether `draw(xh, zt, u)` is `zt` for every `xh` and `u`: true when
+    /// beta_pi[z_t] = 0 (a token already denoised under masked noise, whose pi puts no mass
+    /// on it). Then every k != z_t has p = (q_s * 0 / q_t[z_t]).max(0) = 0 (NaN from 0/0
+    /// also maxes to 0), so the draw lands on z_t or, with p[z_t] not positive, falls back
+    /// to it.
+    pub fn keeps(&self, zt: usize) -> bool {
+        self.beta_pi(zt) == 0.0
+    }
+
+    /// beta_pi[z_t] = (1 - a_t) pi_t[z_t] - (a_t / a_s)(1 - a_s) pi_s[z_t].
+    fn beta_pi(&self, zt: usize) -> f64 {
+        let (a_t, a_s) = (self.a_t, self.a_s);
+        (1.0 - a_t) * self.pi_t[zt] as f64 - (a_t / a_s) * (1.0 - a_s) * self.pi_s[zt] as f64
     }
 
     fn prob(&self, xh: &[f64], (zt, bpz, qtz): (usize, f64, f64), k: usize) -> f64 {
@@ -221,6 +235,46 @@ mod tests {
                         "shift {shift} lt {lt:.3} ls {ls:.3} position {i} token {k}: host {} graph {w}",
                         got[k]
                     );
+                }
+            }
+        }
+    }
+
+    /// Where `keeps` says the draw is z_t, it is, for any x_hat (random, one-hot, with
+    /// zeros where z_t sits) and any uniform; under masked noise every denoised token keeps.
+    #[test]
+    fn kept_tokens_are_drawn_whatever_x_hat() {
+        let mut rng = HostRng::new(std::process::id() as u64 ^ 0x6b65);
+        for shift in [-1000.0, -3.0, 0.0, 1000.0] {
+            let c = cfg(shift);
+            let v = c.vocab_size;
+            for _ in 0..20 {
+                let lt = -4.0 + 8.0 * rng.next_f64();
+                let ls = lt + 0.05 + 3.0 * rng.next_f64();
+                let post = Posterior::new(&c, lt, ls);
+                let kept: Vec<usize> = (0..v).filter(|&z| post.keeps(z)).collect();
+                if shift == -1000.0 {
+                    assert_eq!(
+                        kept.len(),
+                        v - 1,
+                        "masked noise: every token but the mask keeps"
+                    );
+                    assert!(!post.keeps(MASK as usize));
+                }
+                for &zt in &kept {
+                    let l: Vec<f64> = (0..v).map(|_| 4.0 * rng.normal()).collect();
+                    let mut xhs = vec![softmax_masked(&l)];
+                    let mut onehot = vec![0.0; v];
+                    onehot[(zt + 1) % v] = 1.0;
+                    xhs.push(onehot);
+                    let mut zero_at = softmax_masked(&l);
+                    zero_at[zt] = 0.0;
+                    xhs.push(zero_at);
+                    for xh in &xhs {
+                        for u in [0.0, rng.next_f64(), 1.0 - f64::EPSILON / 2.0] {
+                            assert_eq!(post.draw(xh, zt, u), zt, "shift {shift} zt {zt} u {u}");
+                        }
+                    }
                 }
             }
         }
