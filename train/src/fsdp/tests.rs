@@ -101,3 +101,48 @@ fn a_rank_failing_mid_save_leaves_no_checkpoint_and_is_named() {
     );
     std::fs::remove_dir_all(&root).ok();
 }
+
+/// A config whose layers outweigh its embedding and head: the gathered transients of the
+/// step program are about two layers' parameters and a gradient, not the model's.
+fn layered_cfg() -> gidd_model::GiddConfig {
+    gidd_model::GiddConfig::from_json(serde_json::json!({
+        "vocab_size": 37, "hidden_size": 32, "intermediate_size": 96, "num_hidden_layers": 6,
+        "num_attention_heads": 2, "head_dim": 16, "max_position_embeddings": 16,
+        "attention_bias": true, "mlp_bias": true, "use_qk_norm": true,
+        "tie_word_embeddings": false,
+    }))
+    .expect("config")
+}
+
+#[test]
+fn the_step_program_holds_about_two_layers_gathered_not_the_model() {
+    use super::memory::transient_bytes;
+    let cfg = layered_cfg();
+    let shapes = cfg.param_shapes();
+    let numel = |s: &Vec<usize>| s.iter().product::<usize>();
+    let layer: usize = shapes
+        .iter()
+        .filter(|(n, _)| n.starts_with("model.layers.0."))
+        .map(|(_, s)| numel(s))
+        .sum();
+    let largest = shapes.iter().map(|(_, s)| numel(s)).max().expect("params");
+    let model = cfg.num_params();
+    assert!(
+        6 * layer > model / 2,
+        "layers dominate: {layer} x 6 of {model}"
+    );
+    for world in [1, 2, 4, 5] {
+        let plan = ShardPlan::new(&shapes, world).expect("plan");
+        let t = transient_bytes(&cfg, &plan, gidd_engine::DType::F32).expect("transient");
+        eprintln!(
+            "world {world}: transient {t} bytes; a layer {} bytes, the model {} bytes",
+            4 * layer,
+            4 * model
+        );
+        // at least one layer gathered; at most two (this one, the next in flight) and the
+        // largest gradient waiting for its reduce-scatter
+        assert!(t >= 4 * layer, "world {world}: {t}");
+        assert!(t <= 4 * (2 * layer + largest), "world {world}: {t}");
+        assert!(2 * t < 4 * model, "world {world}: {t} of {}", 4 * model);
+    }
+}
