@@ -403,6 +403,43 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
             arity(op, ins, 7)?;
             Ok(vec![ins[0].clone(), ins[1].clone(), ins[2].clone()])
         }
+        Op::AllGather { world, shapes } => {
+            arity(op, ins, shapes.len())?;
+            if *world == 0 || shapes.is_empty() {
+                return Err(serr(
+                    op,
+                    "needs a world of at least 1 rank and a tensor",
+                    ins,
+                ));
+            }
+            let d = ins[0].dtype;
+            for (i, s) in shapes.iter().enumerate() {
+                let len = crate::collective::shard_len(numel(s), *world);
+                if ins[i].shape != [len] {
+                    return Err(serr(
+                        op,
+                        format!(
+                            "input {i} must be the flat shard [{len}] of {s:?} over {world} ranks"
+                        ),
+                        ins,
+                    ));
+                }
+                want_dtype(op, ins, i, |t| t == d, "the first shard's dtype")?;
+            }
+            Ok(shapes
+                .iter()
+                .map(|s| TensorType::new(s.clone(), d))
+                .collect())
+        }
+        Op::ReduceScatter { world } => {
+            arity(op, ins, 1)?;
+            if *world == 0 {
+                return Err(serr(op, "needs a world of at least 1 rank", ins));
+            }
+            want_dtype(op, ins, 0, crate::collective::summable, "a summable dtype")?;
+            let len = crate::collective::shard_len(ins[0].numel(), *world);
+            out(vec![len], ins[0].dtype)
+        }
     }
 }
 

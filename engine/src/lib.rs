@@ -28,6 +28,7 @@ pub mod op;
 pub mod program;
 pub mod rewrite;
 pub mod rng;
+pub mod schedule;
 
 pub use autograd::{grad, vjp};
 pub use backend::cpu::CpuExecutor;

@@ -129,6 +129,21 @@ pub enum Op {
     DiffusionKl(MarginalSpec),
     /// (logits, z, x, l, g_kl, g_log_p_z) -> d logits
     DiffusionKlBwd(MarginalSpec),
+
+    // ---- collectives (FSDP): run by the rank's collective, in program order ----
+    /// (shard_1 [ceil(n_1 / world)], ..) -> (full_1 of shapes[0], ..): every rank's shards of
+    /// k tensors gathered in one collective, rank-order concatenation cut to each tensor's
+    /// elements (the padding dropped). A layer's parameters are one gather.
+    AllGather {
+        world: usize,
+        shapes: Vec<Vec<usize>>,
+    },
+    /// x (any shape, n elements) -> [ceil(n / world)]: this rank's segment of the rank-order
+    /// sum of every rank's x, flattened and zero-padded to world segments (the shard layout
+    /// of `AllGather`, whose adjoint it is).
+    ReduceScatter {
+        world: usize,
+    },
 }
 
 impl Op {
@@ -163,7 +178,14 @@ impl Op {
             Op::AttentionBwd(_) => "attention_bwd",
             Op::DiffusionKl(_) => "diffusion_kl",
             Op::DiffusionKlBwd(_) => "diffusion_kl_bwd",
+            Op::AllGather { .. } => "all_gather",
+            Op::ReduceScatter { .. } => "reduce_scatter",
         }
+    }
+
+    /// Collectives talk to the other ranks: only an executor given a rank's collective runs them.
+    pub fn is_collective(&self) -> bool {
+        matches!(self, Op::AllGather { .. } | Op::ReduceScatter { .. })
     }
 
     /// Fused ops have a decomposition into primitives.

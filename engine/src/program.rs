@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Node, Tensor, Value, ValueId};
 use crate::host::HostTensor;
 use crate::op::{Op, TensorType};
+use crate::schedule::Emit;
 use std::sync::Arc;
 
 /// Where a value lives while a program runs.
@@ -46,17 +47,36 @@ impl Program {
     /// Compiles the part of `outputs`' graph they depend on. Inputs are ordered as
     /// `input_order` names them; every `Input` op reached must be named there.
     pub fn compile(outputs: &[Tensor], input_order: &[&str]) -> Result<Program> {
-        Program::compile_inner(outputs, input_order, true)
+        Program::compile_inner(outputs, input_order, true, None)
     }
 
     /// Like `compile`, but names in `input_order` that the outputs do not use are left
     /// out (a program over part of a model, e.g. only its keys and values, needs fewer
     /// parameters); `inputs` tells which were kept, in `input_order`'s order.
     pub fn compile_pruned(outputs: &[Tensor], input_order: &[&str]) -> Result<Program> {
-        Program::compile_inner(outputs, input_order, false)
+        Program::compile_inner(outputs, input_order, false, None)
     }
 
-    fn compile_inner(outputs: &[Tensor], input_order: &[&str], strict: bool) -> Result<Program> {
+    /// Like `compile`, for a graph with collectives (FSDP): each all_gather runs just before
+    /// the first node that reads it, the next one issued with it (a prefetch), and again
+    /// before the first node from `backward_from` on (the graph's node count when the
+    /// backward began) that reads it, so that no gathered tensor lives from the forward to
+    /// the backward; each reduce_scatter runs as soon as its operand is complete. See
+    /// [`crate::schedule`].
+    pub fn compile_scheduled(
+        outputs: &[Tensor],
+        input_order: &[&str],
+        backward_from: usize,
+    ) -> Result<Program> {
+        Program::compile_inner(outputs, input_order, true, Some(backward_from))
+    }
+
+    fn compile_inner(
+        outputs: &[Tensor],
+        input_order: &[&str],
+        strict: bool,
+        backward_from: Option<usize>,
+    ) -> Result<Program> {
         let g = outputs
             .first()
             .ok_or_else(|| Error::Msg("a program needs at least one output".into()))?
@@ -72,29 +92,53 @@ impl Program {
             }
             stack.extend(data.nodes[n].inputs.iter().map(|&v| data.values[v].node));
         }
-        // Renumber values of live nodes.
+        // Renumber values of live nodes, in graph order or in the collectives' schedule.
+        let emits = match backward_from {
+            None => (0..data.nodes.len())
+                .filter(|&n| live[n])
+                .map(|node| Emit { node, again: false })
+                .collect(),
+            Some(b) => crate::schedule::schedule(&data, &live, b, outputs)?,
+        };
         let mut map = vec![usize::MAX; data.values.len()];
+        // the values of the gathers emitted again for the backward: (old value, new value)
+        let mut again: std::collections::HashMap<ValueId, ValueId> = Default::default();
         let mut nodes = vec![];
         let mut values = vec![];
-        for (ni, node) in data.nodes.iter().enumerate() {
-            if !live[ni] {
-                continue;
-            }
+        for &Emit {
+            node: ni,
+            again: twice,
+        } in &emits
+        {
+            let node = &data.nodes[ni];
             let new_ni = nodes.len();
             let outs: Vec<ValueId> = node
                 .outputs
                 .iter()
                 .map(|&v| {
-                    map[v] = values.len();
                     values.push(Value {
                         node: new_ni,
                         index: data.values[v].index,
                         ty: data.values[v].ty.clone(),
                     });
-                    values.len() - 1
+                    let nv = values.len() - 1;
+                    if twice {
+                        again.insert(v, nv);
+                    } else {
+                        map[v] = nv;
+                    }
+                    nv
                 })
                 .collect();
-            let ins = node.inputs.iter().map(|&v| map[v]).collect();
+            let bwd = backward_from.is_some_and(|b| ni >= b);
+            let ins = node
+                .inputs
+                .iter()
+                .map(|&v| match again.get(&v) {
+                    Some(&nv) if bwd => nv,
+                    _ => map[v],
+                })
+                .collect();
             nodes.push(Node {
                 op: node.op.clone(),
                 inputs: ins,

@@ -161,6 +161,12 @@ fn lower_node(b: &mut Builder, op: &Op, ins: &[usize], out: usize) -> Result<()>
                 op.name()
             )))
         }
+        Op::AllGather { .. } | Op::ReduceScatter { .. } => {
+            return Err(CudaError::Unsupported(format!(
+                "{}: the cuda executor does not run collective nodes yet (FSDP, --nproc, runs on the cpu executor)",
+                op.name()
+            )))
+        }
     }
     Ok(())
 }

@@ -223,6 +223,26 @@ pub fn vjp_rule(
             )?;
             vec![Some(d), None, None, None]
         }
+        // The adjoint pair under SPMD (the loss is the sum of every rank's): a gathered
+        // tensor's cotangents from all ranks sum into each rank's shard, and back.
+        Op::AllGather { world, .. } => gs
+            .iter()
+            .zip(want)
+            .map(|(g, &w)| match (g, w) {
+                (Some(g), true) => {
+                    let rs = Op::ReduceScatter { world: *world };
+                    Ok(Some(g.graph().apply1(rs, &[g])?))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?,
+        Op::ReduceScatter { world } => {
+            let ag = Op::AllGather {
+                world: *world,
+                shapes: vec![x[0].shape().to_vec()],
+            };
+            vec![Some(x[0].graph().apply1(ag, &[&g0()])?)]
+        }
         // Second-order rules: differentiate the decomposition.
         Op::SoftmaxBwd | Op::RmsNormBwd | Op::AttentionBwd(_) | Op::DiffusionKlBwd(_) => {
             let outs = decompose(op, x)?;

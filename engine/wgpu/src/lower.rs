@@ -139,7 +139,9 @@ fn bf16_route(op: &Op) -> Bf16Route {
         | Op::Attention(_)
         | Op::AttentionBwd(_)
         | Op::DiffusionKl(_)
-        | Op::DiffusionKlBwd(_) => Bf16Route::Widened,
+        | Op::DiffusionKlBwd(_)
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. } => Bf16Route::Widened,
     }
 }
 
@@ -262,6 +264,12 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             | Op::AttentionBwd(_)
             | Op::DiffusionKl(_)
             | Op::DiffusionKlBwd(_) => crate::fused::lower(b, &node.op, ins, &node.outputs)?,
+            Op::AllGather { .. } | Op::ReduceScatter { .. } => {
+                return Err(WgpuError::Unsupported(format!(
+                    "{}: the wgpu executor runs no collectives (FSDP, --nproc, runs on the cpu executor)",
+                    node.op.name()
+                )))
+            }
         }
     }
     Ok(())

@@ -51,6 +51,16 @@ impl Params {
             .collect();
         Params { list, index }
     }
+    /// Parameters the caller already has as graph values (gathered from shards, say),
+    /// named by their HF keys; `forward` checks them against the config by name and shape.
+    pub fn from_tensors(list: Vec<(String, Tensor)>) -> Params {
+        let index = list
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), i))
+            .collect();
+        Params { list, index }
+    }
     pub fn get(&self, name: &str) -> Result<&Tensor> {
         self.index
             .get(name)

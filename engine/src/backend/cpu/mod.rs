@@ -1,6 +1,7 @@
 //! The CPU executor: runs a program node by node over its memory plan, with
 //! kernels from `gidd_kernels` (SIMD chosen at run time, rayon across cores).
 
+mod collective;
 mod dot;
 mod elem;
 mod elementwise;
@@ -14,6 +15,8 @@ use crate::error::{Error, Result};
 use crate::host::{Data, HostTensor};
 use crate::op::Op;
 use crate::program::{Loc, Program};
+pub use collective::Comm;
+use collective::InFlight;
 use elem::{with_dtype, Arg, Elem};
 use gidd_kernels::movement;
 
@@ -115,80 +118,180 @@ impl Executor for CpuExecutor {
     }
 
     fn run(&self, lp: &mut CpuProgram, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
-        let p = &lp.program;
-        if inputs.len() != p.inputs.len() {
-            return Err(Error::InputCount {
-                expected: p.inputs.len(),
-                got: inputs.len(),
+        run_program(lp, inputs, None)
+    }
+}
+
+impl CpuExecutor {
+    /// Runs a program whose collective nodes (`Op::is_collective`) talk to the other ranks
+    /// through `comm`, this rank's collective; every rank runs the same program.
+    pub fn run_with(
+        &self,
+        lp: &mut CpuProgram,
+        comm: Comm,
+        inputs: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
+        run_program(lp, inputs, Some(comm))
+    }
+
+    /// [`CpuExecutor::run_with`] with the inputs split as [`Executor::run_donating`] takes them.
+    pub fn run_donating_with(
+        &self,
+        lp: &mut CpuProgram,
+        comm: Comm,
+        donated: Vec<HostTensor>,
+        rest: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
+        let mut ins: Vec<&HostTensor> = donated.iter().collect();
+        ins.extend_from_slice(rest);
+        self.run_with(lp, comm, &ins)
+    }
+}
+
+fn run_program(
+    lp: &mut CpuProgram,
+    inputs: &[&HostTensor],
+    comm: Option<Comm>,
+) -> Result<Vec<HostTensor>> {
+    let p = &lp.program;
+    if inputs.len() != p.inputs.len() {
+        return Err(Error::InputCount {
+            expected: p.inputs.len(),
+            got: inputs.len(),
+        });
+    }
+    for (i, ((name, v), t)) in p.inputs.iter().zip(inputs).enumerate() {
+        let ty = &p.values[*v].ty;
+        if t.shape != ty.shape || t.dtype() != ty.dtype {
+            return Err(Error::InputMismatch {
+                index: i,
+                name: name.clone(),
+                expected: ty.to_string(),
+                got: format!("{:?}{}", t.shape, t.dtype()),
             });
         }
-        for (i, ((name, v), t)) in p.inputs.iter().zip(inputs).enumerate() {
-            let ty = &p.values[*v].ty;
-            if t.shape != ty.shape || t.dtype() != ty.dtype {
-                return Err(Error::InputMismatch {
-                    index: i,
-                    name: name.clone(),
-                    expected: ty.to_string(),
-                    got: format!("{:?}{}", t.shape, t.dtype()),
-                });
+    }
+    let collective = p.nodes.iter().find(|n| n.op.is_collective());
+    match (collective, comm) {
+            (None, _) => run_nodes(lp, inputs, None)?,
+            (Some(n), None) => {
+                return Err(Error::Msg(format!(
+                    "the program has collectives ({} first): run it with the rank's collective (CpuExecutor::run_with)",
+                    n.op.name()
+                )))
             }
+            (Some(_), Some(c)) => std::thread::scope(|s| {
+                let (jobs, jr) = std::sync::mpsc::channel();
+                let (dt, done) = std::sync::mpsc::channel();
+                s.spawn(move || collective::serve(c, jr, dt));
+                let mut fl = InFlight {
+                    jobs,
+                    done,
+                    pending: Default::default(),
+                };
+                let r = run_nodes(lp, inputs, Some(&mut fl))
+                    .and_then(|_| fl.drain(&lp.program, &mut lp.slots));
+                if let Err(e) = &r {
+                    // a communication thread waiting for the other ranks must not wait
+                    // for this one: the group fails, and every rank hears of it
+                    c.abort(&e.to_string());
+                }
+                drop(fl);
+                r
+            })?,
         }
-        for (ni, node) in p.nodes.iter().enumerate() {
-            if !p.runs[ni] {
-                continue;
+    let p = &lp.program;
+    p.outputs
+        .iter()
+        .map(|&v| {
+            let ty = &p.values[v].ty;
+            let n = ty.numel();
+            let data = match arg(p, &lp.slots, inputs, v) {
+                Arg::Data(d) => with_dtype!(ty.dtype, T, { copy_prefix::<T>(d, n) }),
+                Arg::Splat(x, d) => {
+                    let mut out = Data::zeros(d, n);
+                    elementwise::fill(x, &mut out, n);
+                    out
+                }
+            };
+            HostTensor::new(ty.shape.clone(), data)
+        })
+        .collect()
+}
+
+/// Runs every planned node in order; collective nodes go to `fl`'s thread, and a node
+/// reading one waits for it first.
+fn run_nodes(
+    lp: &mut CpuProgram,
+    inputs: &[&HostTensor],
+    mut fl: Option<&mut InFlight>,
+) -> Result<()> {
+    let p = &lp.program;
+    for (ni, node) in p.nodes.iter().enumerate() {
+        if !p.runs[ni] {
+            continue;
+        }
+        if let Some(fl) = fl.as_deref_mut() {
+            for &v in &node.inputs {
+                fl.wait_for(source_node(p, v), p, &mut lp.slots)?;
             }
-            let mut outs: Vec<Data> = node
-                .outputs
-                .iter()
-                .map(|&o| match &p.loc[o] {
-                    Loc::Slot(s) => std::mem::replace(&mut lp.slots[*s], Data::F32(vec![])),
-                    _ => Data::F32(vec![]),
-                })
-                .collect();
-            {
-                let t = lp.profile.as_ref().map(|_| std::time::Instant::now());
+            if node.op.is_collective() {
                 let args: Vec<Arg> = node
                     .inputs
                     .iter()
                     .map(|&v| arg(p, &lp.slots, inputs, v))
                     .collect();
-                exec(p, node, &args, &mut outs)?;
-                if let (Some(t), Some(prof)) = (t, lp.profile.as_mut()) {
-                    let mut key = op_kind(&node.op);
-                    if lp.profile_shapes {
-                        // GIDD_PROFILE_SHAPES: one row per kind and operand types
-                        let ty = |v: &usize| format!("{:?}", p.values[*v].ty);
-                        let ins: Vec<String> = node.inputs.iter().map(ty).collect();
-                        key = format!("{key} {} <- {}", ty(&node.outputs[0]), ins.join(", "));
-                    }
-                    let e = prof.entry(key).or_insert((0.0, 0));
-                    e.0 += t.elapsed().as_secs_f64();
-                    e.1 += 1;
-                }
-            }
-            for (&o, d) in node.outputs.iter().zip(outs) {
-                if let Loc::Slot(s) = &p.loc[o] {
-                    lp.slots[*s] = d;
-                }
+                fl.issue(collective::job(p, ni, node, &args)?)?;
+                continue;
             }
         }
-        p.outputs
+        let mut outs: Vec<Data> = node
+            .outputs
             .iter()
-            .map(|&v| {
-                let ty = &p.values[v].ty;
-                let n = ty.numel();
-                let data = match arg(p, &lp.slots, inputs, v) {
-                    Arg::Data(d) => with_dtype!(ty.dtype, T, { copy_prefix::<T>(d, n) }),
-                    Arg::Splat(x, d) => {
-                        let mut out = Data::zeros(d, n);
-                        elementwise::fill(x, &mut out, n);
-                        out
-                    }
-                };
-                HostTensor::new(ty.shape.clone(), data)
+            .map(|&o| match &p.loc[o] {
+                Loc::Slot(s) => std::mem::replace(&mut lp.slots[*s], Data::F32(vec![])),
+                _ => Data::F32(vec![]),
             })
-            .collect()
+            .collect();
+        {
+            let t = lp.profile.as_ref().map(|_| std::time::Instant::now());
+            let args: Vec<Arg> = node
+                .inputs
+                .iter()
+                .map(|&v| arg(p, &lp.slots, inputs, v))
+                .collect();
+            exec(p, node, &args, &mut outs)?;
+            if let (Some(t), Some(prof)) = (t, lp.profile.as_mut()) {
+                let mut key = op_kind(&node.op);
+                if lp.profile_shapes {
+                    // GIDD_PROFILE_SHAPES: one row per kind and operand types
+                    let ty = |v: &usize| format!("{:?}", p.values[*v].ty);
+                    let ins: Vec<String> = node.inputs.iter().map(ty).collect();
+                    key = format!("{key} {} <- {}", ty(&node.outputs[0]), ins.join(", "));
+                }
+                let e = prof.entry(key).or_insert((0.0, 0));
+                e.0 += t.elapsed().as_secs_f64();
+                e.1 += 1;
+            }
+        }
+        for (&o, d) in node.outputs.iter().zip(outs) {
+            if let Loc::Slot(s) = &p.loc[o] {
+                lp.slots[*s] = d;
+            }
+        }
     }
+    Ok(())
+}
+
+/// The node whose buffer value `v` reads: its producer, or, through reshapes the plan
+/// made views, the producer of the viewed value (a gathered weight read reshaped must
+/// wait for its gather).
+fn source_node(p: &Program, v: usize) -> usize {
+    let mut n = p.values[v].node;
+    while !p.runs[n] && matches!(p.nodes[n].op, Op::Reshape { .. }) {
+        n = p.values[p.nodes[n].inputs[0]].node;
+    }
+    n
 }
 
 fn copy_prefix<T: Elem>(d: &Data, n: usize) -> Data {
@@ -294,6 +397,12 @@ fn exec(p: &Program, node: &crate::graph::Node, a: &[Arg], outs: &mut [Data]) ->
         Op::AttentionBwd(spec) => fused::attention_bwd(spec, a, in_shape(0), in_shape(1), outs),
         Op::DiffusionKl(spec) => fused::diffusion_kl(spec, a, in_shape(0), outs),
         Op::DiffusionKlBwd(spec) => fused::diffusion_kl_bwd(spec, a, in_shape(0), out),
+        Op::AllGather { .. } | Op::ReduceScatter { .. } => {
+            return Err(Error::Msg(format!(
+                "{} reached a kernel: collectives run through the rank's collective",
+                node.op.name()
+            )))
+        }
     }
     Ok(())
 }
