@@ -274,9 +274,7 @@ pub fn validate(reqs: &[Request], cfg: &GiddConfig, canvas_len: usize) -> Result
             cfg.max_position_embeddings
         );
     }
-    if reqs.is_empty() {
-        bail!("no requests to score");
-    }
+    anyhow::ensure!(!reqs.is_empty(), "no requests to score");
     for (i, r) in reqs.iter().enumerate() {
         check_request(r, cfg, canvas_len).with_context(|| format!("request {}", i + 1))?;
     }
@@ -421,18 +419,15 @@ pub fn likelihood_indexed<E: Executor>(
     indices: &[usize],
     o: &LikelihoodOpts,
 ) -> Result<Vec<Score>> {
+    let seed = o.seed;
     let keys: Vec<RowKey> = indices
         .iter()
-        .map(|&index| RowKey {
-            seed: o.seed,
-            index,
-        })
+        .map(|&index| RowKey { seed, index })
         .collect();
     likelihood_keyed(exec, cfg, params, reqs, &keys, o)
 }
 
-/// Where a request's draws are keyed: an `eval --requests` run with `--seed seed` scoring
-/// it at line `index` of its file draws the same numbers.
+/// Where a request's draws are keyed: as line `index` of an `eval --requests --seed seed` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowKey {
     pub seed: u64,
@@ -450,9 +445,8 @@ pub fn likelihood_keyed<E: Executor>(
     keys: &[RowKey],
     o: &LikelihoodOpts,
 ) -> Result<Vec<Score>> {
-    if keys.len() != reqs.len() {
-        bail!("{} draw keys for {} requests", keys.len(), reqs.len());
-    }
+    let (k, n) = (keys.len(), reqs.len());
+    anyhow::ensure!(k == n, "{k} draw keys for {n} requests");
     score_levels(exec, cfg, params, reqs, Some(keys), o, None, None)
 }
 
