@@ -24,11 +24,11 @@
 //! node or view that touches bf16 ([`lower_single`]), so packed bf16 needs no second set of
 //! hand-written elementwise kernels.
 
-use crate::buffer::elem_bytes;
 use crate::error::Result;
 use crate::lower::{class, Class};
 use crate::pipelines::Kernel;
-use crate::plan::{u32_of, Bind, Builder};
+use crate::plan::{Bind, Builder};
+use crate::positional::{Bound, Map};
 use gidd_engine::op::Op;
 use gidd_engine::program::Loc;
 use gidd_engine::{DType, Program};
@@ -222,14 +222,14 @@ fn ty(d: DType) -> &'static str {
     }
 }
 
-/// The WGSL index expression of the operand element that view node `ni` reads for output
-/// element `i`: offset + sum over output dims of (coordinate * operand stride).
-fn view_index(p: &Program, ni: usize) -> String {
+/// The operand element that view node `ni` reads for output element (coordinates) c:
+/// offset + sum over output dims d of c_d * strides[d] (stride 0: not read along d).
+pub fn view_map(p: &Program, ni: usize) -> (usize, Vec<usize>) {
     let node = &p.nodes[ni];
     let shape = &p.values[node.outputs[0]].ty.shape;
     let xs = &p.values[node.inputs[0]].ty.shape;
     let xst = strides(xs);
-    let (off, src_st): (usize, Vec<usize>) = match &node.op {
+    let (off, mut src_st): (usize, Vec<usize>) = match &node.op {
         Op::BroadcastInDim { dims, .. } => {
             let mut st = vec![0; shape.len()];
             for (k, &d) in dims.iter().enumerate() {
@@ -243,14 +243,32 @@ fn view_index(p: &Program, ni: usize) -> String {
         Op::Slice { start, .. } => (start.iter().zip(&xst).map(|(a, s)| a * s).sum(), xst),
         _ => (0, vec![0; shape.len()]),
     };
+    for (st, &n) in src_st.iter_mut().zip(shape) {
+        if n == 1 {
+            *st = 0;
+        }
+    }
+    (off, src_st)
+}
+
+/// The WGSL index expression of the element at `off + sum_d c_d * st[d]`, c the coordinates
+/// of global output element `gi` in `shape`.
+pub fn index_expr(shape: &[usize], off: usize, st: &[usize]) -> String {
     let ost = strides(shape);
     let mut e = format!("{off}u");
     for d in 0..shape.len() {
-        if src_st[d] != 0 && shape[d] != 1 {
-            let _ = write!(e, " + ((i / {}u) % {}u) * {}u", ost[d], shape[d], src_st[d]);
+        if st[d] != 0 {
+            let _ = write!(e, " + ((gi / {}u) % {}u) * {}u", ost[d], shape[d], st[d]);
         }
     }
     e
+}
+
+/// The WGSL index expression of the operand element that view node `ni` reads for output
+/// element `gi`.
+fn view_index(p: &Program, ni: usize) -> String {
+    let (off, st) = view_map(p, ni);
+    index_expr(&p.values[p.nodes[ni].outputs[0]].ty.shape, off, &st)
 }
 
 fn strides(shape: &[usize]) -> Vec<usize> {
@@ -266,7 +284,7 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
         (Op::Iota { dim }, c) => {
             let sh = &p.values[node.outputs[0]].ty.shape;
             let st: usize = sh[dim + 1..].iter().product();
-            let v = format!("((i / {st}u) % {}u)", sh[*dim]);
+            let v = format!("((gi / {st}u) % {}u)", sh[*dim]);
             match c {
                 Class::Float { bf16 } => format!("store_f(f32({v}), {bf16})"),
                 Class::Int { kind } => format!("int_to_int({kind}u, {v})"),
@@ -348,6 +366,27 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
     })
 }
 
+/// The WGSL expression of value `v`'s words at global element index `idx`: a literal for a
+/// splat, else a load from `I{k}` (k its place among `bufs`) at `idx` less `P[3 + k]`, the
+/// element where that binding's window starts (0 when bound whole).
+pub fn load(p: &Program, bufs: &[usize], v: usize, idx: &str) -> String {
+    let d = p.values[v].ty.dtype;
+    if let Loc::Splat(x) = p.loc[v] {
+        let w = crate::buffer::scalar_words(x, d);
+        return match d {
+            DType::I64 => format!("vec2<u32>({}u, {}u)", w[0], w[1]),
+            _ => format!("{}u", w[0]),
+        };
+    }
+    let k = bufs.iter().position(|&b| b == v).unwrap_or(0);
+    let idx = format!("({idx}) - P[{}u]", 3 + k);
+    match d {
+        DType::I64 => format!("vec2<u32>(I{k}[2u * ({idx})], I{k}[2u * ({idx}) + 1u])"),
+        DType::BF16 => format!("bf16_bits(I{k}[({idx}) >> 1u], {idx})"),
+        _ => format!("I{k}[{idx}]"),
+    }
+}
+
 /// The kernel text of a chain and the values it binds.
 pub struct Text {
     pub text: String,
@@ -401,52 +440,14 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<Text> {
          \x20   // which one dispatch per op never does.\n\
          \x20   let opaque = P[1];\n",
     );
-    // `ind`: the indent of the per-element code
-    let ind = if per == 1 {
-        s.push_str(
-            "    let i = flat_id(wg, nwg, lid);\n    if i >= P[0] {\n        return;\n    }\n",
-        );
-        "    "
-    } else {
-        // two elements, 2j and 2j + 1, per invocation; the packed words collect in w*
-        s.push_str(
-            "    let j = flat_id(wg, nwg, lid);\n    if 2u * j >= P[0] {\n        return;\n    }\n",
-        );
-        for (k, &v) in io.writes.iter().enumerate() {
-            if is_bf16(v) {
-                let _ = writeln!(s, "    var w{k} = 0u;");
-            }
-        }
-        s.push_str(
-            "    for (var e = 0u; e < 2u; e = e + 1u) {\n        let i = 2u * j + e;\n        if i < P[0] {\n",
-        );
-        "            "
-    };
+    let wdt: Vec<DType> = io.writes.iter().map(|&v| p.values[v].ty.dtype).collect();
+    let ind = crate::positional::frame_head(&mut s, &wdt);
     // register name of each canonical value
     let mut reg: HashMap<usize, String> = HashMap::new();
-    let word = |v: usize, idx: &str| -> String {
-        match p.loc[v] {
-            Loc::Splat(x) => {
-                let w = crate::buffer::scalar_words(x, p.values[v].ty.dtype);
-                if p.values[v].ty.dtype == DType::I64 {
-                    format!("vec2<u32>({}u, {}u)", w[0], w[1])
-                } else {
-                    format!("{}u", w[0])
-                }
-            }
-            _ => {
-                let k = bufs.iter().position(|&b| b == v).unwrap_or(0);
-                match p.values[v].ty.dtype {
-                    DType::I64 => format!("vec2<u32>(I{k}[2u * ({idx})], I{k}[2u * ({idx}) + 1u])"),
-                    DType::BF16 => format!("bf16_bits(I{k}[({idx}) >> 1u], {idx})"),
-                    _ => format!("I{k}[{idx}]"),
-                }
-            }
-        }
-    };
+    let word = |v: usize, idx: &str| load(p, &bufs, v, idx);
     for &v in &io.direct {
         let d = p.values[v].ty.dtype;
-        let e = word(v, "i");
+        let e = word(v, "gi");
         let name = format!("r{v}");
         let _ = writeln!(s, "{ind}let {name}: {} = {e};", ty(d));
         reg.insert(v, name);
@@ -473,32 +474,10 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<Text> {
         reg.insert(o, name);
     }
     for (k, &v) in io.writes.iter().enumerate() {
-        match p.values[v].ty.dtype {
-            DType::I64 => {
-                let _ = writeln!(
-                    s,
-                    "{ind}O{k}[2u * i] = r{v}.x;\n{ind}O{k}[2u * i + 1u] = r{v}.y;"
-                );
-            }
-            // bf16 results are rounded already (low half zero): the high half moves down
-            // for the even element
-            DType::BF16 => {
-                let _ = writeln!(s, "{ind}w{k} = w{k} | select(r{v} >> 16u, r{v}, e == 1u);");
-            }
-            _ => {
-                let _ = writeln!(s, "{ind}O{k}[i] = r{v};");
-            }
-        }
+        let r = format!("r{v}");
+        crate::positional::frame_write(&mut s, k, wdt[k], &r, bufs.len(), ind);
     }
-    if per == 2 {
-        s.push_str("        }\n    }\n");
-        for (k, &v) in io.writes.iter().enumerate() {
-            if is_bf16(v) {
-                let _ = writeln!(s, "    O{k}[j] = w{k};");
-            }
-        }
-    }
-    s.push_str("}\n");
+    crate::positional::frame_tail(&mut s, &wdt, bufs.len());
     let direct = bufs.iter().map(|v| io.direct.contains(v)).collect();
     Ok(Text {
         text: generated_source(&s),
@@ -509,34 +488,57 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<Text> {
     })
 }
 
-/// Adds the dispatch of chain `c` (several over windows, when a value it binds is larger than
-/// one storage binding and every member reads at the output's index: no views, no iota).
+/// Adds the dispatch of chain `c`: one, or, when a value it binds is larger than one storage
+/// binding, one per chunk of output elements, each binding the windows of its values that
+/// the chunk reads (at the output's index, or through a view's map: crate::positional).
 pub fn lower_chain(b: &mut Builder, c: &Chain) -> Result<()> {
     let p = b.p;
     let t = kernel_text(p, c)?;
-    // an iota, or a view whose index moves with i, reads by position: a window would shift it
-    // (a broadcast scalar's index is a constant: its operand is bound whole)
-    let positional = c.nodes.iter().any(|&ni| match &p.nodes[ni].op {
-        Op::Iota { .. } => true,
-        op => is_view(op) && view_index(p, ni).contains("(i /"),
-    });
-    b.windowed = !positional;
+    b.windowed = true;
     let binds = bind_all(b, &t);
     b.windowed = false;
     let binds = binds?;
     let n = p.values[p.nodes[c.nodes[0]].outputs[0]].ty.numel();
-    let whole = |k: usize| !t.direct[k];
-    let bytes: Vec<u64> = t
+    let writes: Vec<Bound> = t
         .writes
         .iter()
-        .map(|&v| elem_bytes(p.values[v].ty.dtype))
-        .chain(t.reads.iter().enumerate().map(|(k, &v)| match whole(k) {
-            true => 0,
-            false => elem_bytes(p.values[v].ty.dtype),
-        }))
+        .zip(&binds)
+        .map(|(&v, &bind)| Bound::of(b, v, bind, vec![]))
+        .collect();
+    let reads: Vec<Bound> = t
+        .reads
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            // every map under which a member reads v: at the output's index, or a view's
+            let mut maps = vec![];
+            if t.direct[k] {
+                maps.push(Map::direct(n));
+            }
+            for &ni in &c.nodes {
+                let node = &p.nodes[ni];
+                if is_view(&node.op) && canonical(p, node.inputs[0]) == v {
+                    let (off, st) = view_map(p, ni);
+                    let shape = p.values[node.outputs[0]].ty.shape.clone();
+                    maps.push(Map::view(shape, off, st));
+                }
+            }
+            Bound::of(b, v, binds[t.writes.len() + k], maps)
+        })
         .collect();
     let k = Kernel::generated(t.text, "fused_elementwise", t.writes.len(), t.reads.len());
-    b.push_chunked(k, binds, &bytes, n, t.per, |len| Ok(vec![u32_of(len)?, 0]))
+    match crate::positional::chunks(b, &writes, &reads, n, t.per) {
+        Ok(chunks) => {
+            for (windows, params, g) in chunks {
+                b.push_windows(k.clone(), binds.clone(), windows, &params, g)?;
+            }
+            Ok(())
+        }
+        // a value read through two views whose windows together exceed a binding (the two
+        // halves of a concatenation's gradient): each member alone, one map per read
+        Err(_) if c.nodes.len() > 1 => c.nodes.iter().try_for_each(|&ni| lower_single(b, ni)),
+        Err(e) => Err(e),
+    }
 }
 
 fn bind_all(b: &mut Builder, t: &Text) -> Result<Vec<Bind>> {

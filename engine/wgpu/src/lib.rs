@@ -22,11 +22,14 @@
 //!
 //! Tensors larger than one storage binding (max_storage_buffer_binding_size; 128 MiB on
 //! lavapipe, where a 131072 x 3072 f32 embedding is 1.5 GiB) are reached through windows of
-//! their buffers at aligned offsets: elementwise ops and chains and gather by element,
+//! their buffers at aligned offsets: elementwise ops and chains, views that read by
+//! position (broadcast, transpose, slice), iota and concatenate in chunks of output
+//! elements, each binding the windows its chunk reads (`positional`), gather by element,
 //! reductions, scatter-add and the row ops (softmax, rms_norm, RoPE, the diffusion KL) by
-//! rows or with f32 partials, GEMM in blocks along batch, M, N and K (`gemm_windows`).
-//! Attention, concatenate, and views that read by position (a non-scalar broadcast,
-//! transpose, slice) over such tensors, are refused at load with the limit named.
+//! rows or with f32 partials, GEMM in blocks along batch, M, N and K (`gemm_windows`),
+//! attention by batches, heads and query blocks (`fused::attention`). What no window holds
+//! (one head's keys and values, a GEMM operand's single row) is refused at load, naming the
+//! limit.
 
 mod buffer;
 mod device;
@@ -42,6 +45,7 @@ mod ops;
 mod peak;
 mod pipelines;
 mod plan;
+mod positional;
 mod profile;
 
 pub use buffer::WgpuBuffer;

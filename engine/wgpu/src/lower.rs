@@ -5,7 +5,7 @@
 use crate::buffer::elem_bytes;
 use crate::error::{Result, WgpuError};
 use crate::pipelines::Kernel;
-use crate::plan::{strides, u32_of, width, Bind, Builder};
+use crate::plan::{u32_of, width, Bind, Builder};
 use crate::{movement, ops};
 use gidd_engine::op::Op;
 use gidd_engine::DType;
@@ -76,14 +76,19 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
             (true, Bf16Route::Reshape) => {
                 // a reshape that runs copies its whole packed words: same element order
                 let n = p.values[node.outputs[0]].ty.numel().div_ceil(2);
-                let (src, dst) = (b.buf(node.inputs[0])?, b.out(node.outputs[0])?);
-                movement::copy(b, src, dst, &[n], &[1], &[1], 0, 0, 1)?;
+                movement::copy_words(b, node.inputs[0], node.outputs[0], n)?;
             }
-            // a view of a value larger than a binding: the generated kernel binds a scalar
-            // broadcast's operand whole and its output in windows (a transpose or slice
-            // that large is refused there, naming the limit)
+            // a view or iota over a value larger than a binding: the generated kernel, in
+            // windows of the output and of what each window reads (crate::positional)
             (false, Bf16Route::Generated)
-                if !matches!(node.op, Op::Iota { .. }) && b.too_big(node.outputs[0]) =>
+                if !matches!(
+                    node.op,
+                    Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Convert { .. }
+                ) && node
+                    .inputs
+                    .iter()
+                    .chain(&node.outputs)
+                    .any(|&v| b.too_big(v)) =>
             {
                 crate::fuse::lower_single(b, ni)?
             }
@@ -165,9 +170,7 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             }
             Op::Reshape { .. } => {
                 // the plan aliases reshapes; one that still runs is a contiguous copy
-                let (src, dst) = (b.buf(ins[0])?, b.out(out)?);
-                let st = strides(&ty.shape);
-                movement::copy(b, src, dst, &ty.shape, &st, &st, 0, 0, width(d))?;
+                movement::copy_words(b, ins[0], out, n * width(d) as usize)?;
             }
             Op::Iota { dim } => {
                 let stride: usize = ty.shape[dim + 1..].iter().product();
@@ -245,7 +248,10 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             }
             Op::Concatenate { dim } => {
                 class(d)?;
-                movement::concatenate(b, ins, out, *dim)?
+                match ins.iter().chain([&out]).any(|&v| b.too_big(v)) {
+                    true => crate::positional::concat(b, ins, out, *dim)?,
+                    false => movement::concatenate(b, ins, out, *dim)?,
+                }
             }
             Op::DotGeneral(dd) => ops::dot_general(b, dd, ins[0], ins[1], out)?,
             Op::Reduce { op, dims } => ops::reduce(b, *op, dims, ins[0], out)?,
@@ -318,8 +324,7 @@ fn convert(b: &mut Builder, x: usize, out: usize, to: DType, n: usize) -> Result
         }
         (Class::Long, Class::Long) => {
             // i64 to i64: a copy of the words
-            let (src, dst) = (b.buf(x)?, b.out(out)?);
-            return movement::copy(b, src, dst, &[n], &[1], &[1], 0, 0, width(to));
+            return movement::copy_words(b, x, out, 2 * n);
         }
     };
     elementwise(b, k, out, &[x], n)

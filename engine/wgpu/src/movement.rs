@@ -136,6 +136,25 @@ fn strided(
     b.push_windows(k, vec![dst, src], vec![None, src_win], &p, g)
 }
 
+/// Copies the first `words` words of value `x` into value `out` (a reshape that runs, an i64
+/// copy): one dispatch, or one per window of words when a value is larger than a binding.
+pub fn copy_words(b: &mut Builder, x: usize, out: usize, words: usize) -> Result<()> {
+    b.windowed = true;
+    let binds = b.buf(x).and_then(|s| Ok((s, b.out(out)?)));
+    b.windowed = false;
+    let (src, dst) = binds?;
+    let k = Kernel::new(Module::StridedCopy, "strided_copy", 1)
+        .with("RANK", 1)
+        .with("W", 1)
+        .with("SRC_H", 0);
+    b.push_chunked(k, vec![dst, src], &[4, 4], words, 1, |len| {
+        let mut p = vec![0u32; 29];
+        p[0] = u32_of(len)?;
+        (p[1], p[2], p[5], p[13], p[21]) = (1, 1, p[0], 1, 1);
+        Ok(p)
+    })
+}
+
 pub fn broadcast(
     b: &mut Builder,
     x: usize,

@@ -4,8 +4,8 @@
 //! KiB take the windowed paths that a real embedding takes: elementwise ops (one dispatch per
 //! window of elements), fused chains, gather (one dispatch per window of the source). GEMM
 //! (windows_gemm.rs), reductions, scatter-add and the row ops (windows_rows.rs) have their
-//! own tests; attention has no windows yet and is refused at load, naming itself and the
-//! limit.
+//! own tests, as do views and concatenation (windows_views.rs) and attention
+//! (windows_attention.rs).
 
 mod common;
 
@@ -66,11 +66,12 @@ fn gather_from_a_table_larger_than_a_binding_matches_the_cpu() -> Result<()> {
     Ok(())
 }
 
-/// Attention has no windows yet: over tensors larger than a binding it is refused at load,
-/// naming the op and the limit (never run wrong). Uploads above a binding are fine: only
-/// what a kernel binds must fit.
+/// Attention splits its tensors by heads and query blocks, never one head's keys: keys and
+/// values of one head larger than a binding are refused at load, naming the op and the
+/// limit (never run wrong). Uploads above a binding are fine: only what a kernel binds must
+/// fit.
 #[test]
-fn ops_without_windows_are_refused_naming_the_op_and_the_limit() -> Result<()> {
+fn what_no_window_holds_is_refused_naming_the_op_and_the_limit() -> Result<()> {
     let Some((x, _)) = capped().into_iter().next() else {
         return Ok(());
     };
@@ -78,8 +79,8 @@ fn ops_without_windows_are_refused_naming_the_op_and_the_limit() -> Result<()> {
     let big = HostTensor::f32(vec![n], vec![1.0; n])?;
     let b = x.upload(&big)?;
     assert_eq!(x.download(&b)?.data.as_bytes(), big.data.as_bytes());
-    // q, k, v [2, 3, 300, 16] f32: 112.5 KiB each
-    let (bs, h, l, d) = (2, 3, 300, 16);
+    // k, v [1, 1, 600, 32] f32: 75 KiB for one head
+    let (bs, h, l, d) = (1, 1, 600, 32);
     let g = Graph::new();
     let q = g.input("q", &[bs, h, l, d], DType::F32);
     let k = g.input("k", &[bs, h, l, d], DType::F32);
@@ -94,7 +95,7 @@ fn ops_without_windows_are_refused_naming_the_op_and_the_limit() -> Result<()> {
     let e = x
         .load(&p)
         .err()
-        .expect("attention over 112 KiB operands must be refused under a 64 KiB cap");
+        .expect("one head's 75 KiB keys must be refused under a 64 KiB cap");
     let msg = e.to_string();
     assert!(
         msg.contains("attention") && msg.contains("max_storage_buffer_binding_size"),

@@ -30,7 +30,11 @@
 //
 // P[0] = B*H, P[1] = H, P[2] = Lq, P[3] = Lk, P[4] = D (<= DMAX), P[5] = scale (f32 bits),
 // P[6] = soft cap c (f32 bits), P[7] = 1 when the cap is on, P[8] = blocks per head (query
-// blocks; key blocks for attention_dkdv).
+// blocks; key blocks for attention_dkdv), P[8 + k] = the word where binding k's values start
+// (k = 1..7; 0 unless the launcher binds windows of tensors larger than one binding: then
+// P[0], P[2] count the window's heads and queries, gidd_wgpu's fused/attention.rs), P[16]
+// (attention_dkdv): bit 0 continues the sums stored in dk, dv (queries in several windows:
+// the fma chains go on, bit for bit the unsplit sums), bit 1 scales dk when done.
 //
 // ST, with R = B*H*Lq rows: [0, R*D) do, then R values D_i, R lse, R dead flags.
 
@@ -95,7 +99,7 @@ fn a_from_q(r0: u32, end: u32, d: u32, t: u32) {
         let x = e - k * d;
         var y = 0.0;
         if r0 + k < end {
-            y = bitcast<f32>(Q[(r0 + k) * d + x]);
+            y = bitcast<f32>(Q[P[11u] + (r0 + k) * d + x]);
         }
         SA[k * DMAX + x] = y;
     }
@@ -108,7 +112,7 @@ fn a_from_do(r0: u32, end: u32, d: u32, t: u32) {
         let x = e - k * d;
         var y = 0.0;
         if r0 + k < end {
-            y = bitcast<f32>(ST[(r0 + k) * d + x]);
+            y = bitcast<f32>(ST[P[15u] + (r0 + k) * d + x]);
         }
         SA[k * DMAX + x] = y;
     }
@@ -120,7 +124,7 @@ fn b_from_k(r0: u32, end: u32, d: u32, t: u32) {
         let x = e - k * d;
         var y = 0.0;
         if r0 + k < end {
-            y = bitcast<f32>(K[(r0 + k) * d + x]);
+            y = bitcast<f32>(K[P[12u] + (r0 + k) * d + x]);
         }
         SB[k * DMAX + x] = y;
     }
@@ -132,7 +136,7 @@ fn b_from_v(r0: u32, end: u32, d: u32, t: u32) {
         let x = e - k * d;
         var y = 0.0;
         if r0 + k < end {
-            y = bitcast<f32>(V[(r0 + k) * d + x]);
+            y = bitcast<f32>(V[P[13u] + (r0 + k) * d + x]);
         }
         SB[k * DMAX + x] = y;
     }
@@ -164,7 +168,7 @@ fn dot_ab(a: u32, b: u32, d: u32) -> f32 {
 
 // Whether query i of batch b may see key j.
 fn sees(b: u32, i: u32, j: u32) -> bool {
-    return MASK[(b * P[2] + i) * P[3] + j] != 0u;
+    return MASK[P[14u] + (b * P[2] + i) * P[3] + j] != 0u;
 }
 
 // The flat workgroup index (the grid folds y into x as plan::grid lays it out).
@@ -248,10 +252,10 @@ fn attention_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     if lk == 0u {
         // an empty softmax: 0 / 0, as the cpu kernel
         for (var x = c; x < d; x = x + T) {
-            W1[row * d + x] = bitcast<u32>(f32_nan());
+            W1[P[9u] + row * d + x] = bitcast<u32>(f32_nan());
         }
         if c == 0u {
-            W2[row] = bitcast<u32>(-f32_inf());
+            W2[P[10u] + row] = bitcast<u32>(-f32_inf());
         }
         return;
     }
@@ -259,11 +263,11 @@ fn attention_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     for (var u = 0u; u < NU; u = u + 1u) {
         let x = c + u * T;
         if x < d {
-            W1[row * d + x] = bitcast<u32>(o[u] * inv);
+            W1[P[9u] + row * d + x] = bitcast<u32>(o[u] * inv);
         }
     }
     if c == 0u {
-        W2[row] = bitcast<u32>(m_run + ln_acc(l_run));
+        W2[P[10u] + row] = bitcast<u32>(m_run + ln_acc(l_run));
     }
 }
 
@@ -292,7 +296,7 @@ fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     var qs: array<f32, DMAX>;
     var o: array<f32, DMAX>;
     for (var x = 0u; x < d; x = x + 1u) {
-        qs[x] = bitcast<f32>(Q[row * d + x]) * scale;
+        qs[x] = bitcast<f32>(Q[P[11u] + row * d + x]) * scale;
         o[x] = 0.0;
     }
     var m_run = F32_MIN;
@@ -305,7 +309,7 @@ fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
             let kr = (bh * lk + j0 + k) * d;
             var s = 0.0;
             for (var x = 0u; x < d; x = x + 1u) {
-                s = fma(qs[x], bitcast<f32>(K[kr + x]), s);
+                s = fma(qs[x], bitcast<f32>(K[P[12u] + kr + x]), s);
             }
             if P[7] != 0u {
                 let c = bitcast<f32>(P[6]);
@@ -335,23 +339,23 @@ fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
         for (var k = 0u; k < kn; k = k + 1u) {
             let pk = p[k];
             for (var x = 0u; x < d; x = x + 1u) {
-                o[x] = fma(pk, bitcast<f32>(V[vr + k * d + x]), o[x]);
+                o[x] = fma(pk, bitcast<f32>(V[P[13u] + vr + k * d + x]), o[x]);
             }
         }
     }
     if lk == 0u {
         // an empty softmax: 0 / 0, as the cpu kernel
         for (var x = 0u; x < d; x = x + 1u) {
-            W1[row * d + x] = bitcast<u32>(f32_nan());
+            W1[P[9u] + row * d + x] = bitcast<u32>(f32_nan());
         }
-        W2[row] = bitcast<u32>(-f32_inf());
+        W2[P[10u] + row] = bitcast<u32>(-f32_inf());
         return;
     }
     let inv = 1.0 / l_run;
     for (var x = 0u; x < d; x = x + 1u) {
-        W1[row * d + x] = bitcast<u32>(o[x] * inv);
+        W1[P[9u] + row * d + x] = bitcast<u32>(o[x] * inv);
     }
-    W2[row] = bitcast<u32>(m_run + ln_acc(l_run));
+    W2[P[10u] + row] = bitcast<u32>(m_run + ln_acc(l_run));
 }
 
 @compute @workgroup_size(256)
@@ -368,27 +372,27 @@ fn attention_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     // D_i: exact products (fma gives each one's rounding error) under a compensated sum
     var acc = vec2<f32>(0.0, 0.0);
     for (var x = 0u; x < d; x = x + 1u) {
-        let w = R_DO[row * d + x];
-        W1[row * d + x] = w;
+        let w = R_DO[P[11u] + row * d + x];
+        W1[P[9u] + row * d + x] = w;
         let g = bitcast<f32>(w);
-        let o = bitcast<f32>(R_O[row * d + x]);
+        let o = bitcast<f32>(R_O[P[10u] + row * d + x]);
         let p = g * o;
         acc = kahan(acc, p);
         acc.y = acc.y + fma(g, o, -p);
     }
     let nq = rows * d;
-    W1[nq + row] = bitcast<u32>(acc.x + acc.y);
-    W1[nq + rows + row] = R_LSE[row];
+    W1[P[9u] + nq + row] = bitcast<u32>(acc.x + acc.y);
+    W1[P[9u] + nq + rows + row] = R_LSE[P[12u] + row];
     let b = row / lq / P[1];
     let i = row % lq;
     var dead = 1u;
     for (var j = 0u; j < lk; j = j + 1u) {
-        if R_MASK[(b * lq + i) * lk + j] != 0u {
+        if R_MASK[P[13u] + (b * lq + i) * lk + j] != 0u {
             dead = 0u;
             break;
         }
     }
-    W1[nq + 2u * rows + row] = dead;
+    W1[P[9u] + nq + 2u * rows + row] = dead;
 }
 
 @compute @workgroup_size(256)
@@ -418,7 +422,13 @@ fn attention_dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     for (var u = 0u; u < NU; u = u + 1u) {
         dk[u] = 0.0;
         dv[u] = 0.0;
+        let x = c + u * T;
+        if (P[16] & 1u) != 0u && j < lk && x < d {
+            dk[u] = bitcast<f32>(W1[P[9u] + (bh * lk + j) * d + x]);
+            dv[u] = bitcast<f32>(W2[P[10u] + (bh * lk + j) * d + x]);
+        }
     }
+    let dk_scale = select(1.0, scale, (P[16] & 2u) != 0u);
     for (var i0 = 0u; i0 < lq; i0 = i0 + T) {
         let qn = min(T, lq - i0);
         let i = i0 + c;
@@ -438,8 +448,8 @@ fn attention_dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                 s = F32_MIN;
                 g = 0.0;
             }
-            p = exp_acc(s - bitcast<f32>(ST[nq + rows + qrow]));
-            if ST[nq + 2u * rows + qrow] != 0u {
+            p = exp_acc(s - bitcast<f32>(ST[P[15u] + nq + rows + qrow]));
+            if ST[P[15u] + nq + 2u * rows + qrow] != 0u {
                 p = inv_lk;
             }
         }
@@ -449,7 +459,7 @@ fn attention_dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         workgroupBarrier();
         var ds = 0.0;
         if ok {
-            ds = p * (dot_ab(c, r, d) - bitcast<f32>(ST[nq + qrow])) * g;
+            ds = p * (dot_ab(c, r, d) - bitcast<f32>(ST[P[15u] + nq + qrow])) * g;
         }
         SP[t] = p;
         SS[t] = ds;
@@ -486,8 +496,8 @@ fn attention_dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     for (var u = 0u; u < NU; u = u + 1u) {
         let x = c + u * T;
         if x < d {
-            W1[(bh * lk + j) * d + x] = bitcast<u32>(dk[u] * scale);
-            W2[(bh * lk + j) * d + x] = bitcast<u32>(dv[u]);
+            W1[P[9u] + (bh * lk + j) * d + x] = bitcast<u32>(dk[u] * dk_scale);
+            W2[P[10u] + (bh * lk + j) * d + x] = bitcast<u32>(dv[u]);
         }
     }
 }
@@ -517,8 +527,8 @@ fn attention_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     var lse = 0.0;
     var di = 0.0;
     if i < lq {
-        lse = bitcast<f32>(ST[nq + rows + qrow]);
-        di = bitcast<f32>(ST[nq + qrow]);
+        lse = bitcast<f32>(ST[P[15u] + nq + rows + qrow]);
+        di = bitcast<f32>(ST[P[15u] + nq + qrow]);
     }
     var dq: array<f32, NU>;
     for (var u = 0u; u < NU; u = u + 1u) {
@@ -575,7 +585,7 @@ fn attention_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     for (var u = 0u; u < NU; u = u + 1u) {
         let x = c + u * T;
         if x < d {
-            W1[qrow * d + x] = bitcast<u32>(dq[u] * scale);
+            W1[P[9u] + qrow * d + x] = bitcast<u32>(dq[u] * scale);
         }
     }
 }

@@ -7,6 +7,13 @@
 //! queries) and `dq` (a workgroup per 16 queries, looping over the keys). Each gradient
 //! element has one owner: deterministic, no atomics.
 //!
+//! Tensors larger than one storage binding run in windows, each a set of the same
+//! dispatches over part of the problem (the kernels add each binding's start, P[9..16]):
+//! whole batches of heads, else heads of one batch, else blocks of one head's queries (a
+//! batch's [Lq, Lk] mask is the first to outgrow a binding: 128 MiB at L = 5793); with
+//! query blocks, dk and dv carry their sums from one block to the next, bit for bit the
+//! unsplit chains. One head's keys and values are never split: larger ones are refused.
+//!
 //! The graph builds attention over f32 only (infer admits f32 or f64; the api converts bf16
 //! around it) and f64 programs never load here, so f32 is what the kernels take. Head dims
 //! up to [`DMAX`]; larger ones are refused at load.
@@ -14,8 +21,8 @@
 use super::no_kernel;
 use crate::error::{Result, WgpuError};
 use crate::pipelines::Kernel;
-use crate::plan::{grid, u32_of, Bind, Builder};
-use gidd_engine::op::Op;
+use crate::plan::{grid, u32_of, Bind, Builder, WG};
+use gidd_engine::op::{AttnSpec, Op};
 use gidd_engine::DType;
 use gidd_kernels::wgsl::Module;
 
@@ -61,60 +68,251 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
     for n in [rows * d + 3 * rows, bs * h * lk * d, bs * lq * lk] {
         u32_of(n)?;
     }
-    let p = |blocks: usize| -> Result<Vec<u32>> {
-        Ok(vec![
-            u32_of(bs * h)?,
-            u32_of(h)?,
-            u32_of(lq)?,
-            u32_of(lk)?,
-            u32_of(d)?,
-            spec.scale.to_bits(),
-            spec.softcap.unwrap_or(1.0).to_bits(),
-            spec.softcap.is_some().into(),
-            u32_of(blocks)?,
-        ])
+    let fwd = matches!(op, Op::Attention(_));
+    let sh = Dims {
+        bs,
+        h,
+        lq,
+        lk,
+        d,
+        fwd,
     };
-    let (qb, kb) = (lq.div_ceil(T), lk.div_ceil(T));
-    let (q, k, v, mask) = (
-        b.buf(ins[0])?,
-        b.buf(ins[1])?,
-        b.buf(ins[2])?,
-        b.buf(ins[3])?,
-    );
-    if matches!(op, Op::Attention(_)) {
-        let binds = vec![b.out(outs[0])?, b.out(outs[1])?, q, k, v, mask];
-        if b.attention_rows {
-            let kern = Kernel::new(Module::Attention, "attention_fwd_row", 4).outputs(2);
-            return b.push(kern, binds, &p(qb)?, grid(rows.div_ceil(64))?);
+    let whole = Win {
+        g0: 0,
+        g: bs * h,
+        i0: 0,
+        n: lq,
+    };
+    let big = ins.iter().chain(outs).any(|&v| b.too_big(v))
+        || sh.needs(whole).iter().any(|&x| x > b.max_binding);
+    b.windowed = big;
+    let binds = (|| -> Result<Vec<Bind>> {
+        let mut v = vec![];
+        for &x in ins {
+            v.push(b.buf(x)?);
         }
-        let kern = Kernel::new(Module::Attention, "attention_fwd", 4).outputs(2);
-        return b.push(kern, binds, &p(qb)?, grid(bs * h * qb)?);
+        for &x in outs {
+            v.push(b.out(x)?);
+        }
+        Ok(v)
+    })();
+    b.windowed = false;
+    let binds = binds?;
+    let wins = match big {
+        true => sh.windows(b)?,
+        false => vec![whole],
+    };
+    for w in wins {
+        window(b, &sh, spec_words(spec), &binds, ins.len(), w, big)?;
     }
-    backward(b, ins, outs, [q, k, v, mask], p(qb)?, p(kb)?)
+    Ok(())
 }
 
-/// The three backward dispatches; `pq`, `pk`: the parameters with query / key blocks.
-fn backward(
+/// The problem's sizes, and whether it is the forward.
+struct Dims {
+    bs: usize,
+    h: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    fwd: bool,
+}
+
+/// A window of the problem: heads [g0, g0 + g) (whole batches, or heads of one batch), queries
+/// [i0, i0 + n) (all of them, or part of one head's): what one set of dispatches binds.
+#[derive(Clone, Copy, Debug)]
+struct Win {
+    g0: usize,
+    g: usize,
+    i0: usize,
+    n: usize,
+}
+
+impl Dims {
+    /// Bytes each binding of window `w` needs: q (out, do, dq), k (v, dk, dv), lse, mask, ST.
+    fn needs(&self, w: Win) -> [u64; 5] {
+        let (g, n, d) = (w.g as u64, w.n as u64, self.d as u64);
+        let (lq, lk) = (self.lq as u64, self.lk as u64);
+        let mask = match w.g >= self.h && w.n == self.lq {
+            true => g / self.h as u64 * lq * lk,
+            false => n * lk,
+        };
+        let st = if self.fwd { 0 } else { g * n * d + 3 * g * n };
+        [4 * g * n * d, 4 * g * lk * d, 4 * g * n, 4 * mask, 4 * st]
+    }
+
+    /// The windows, as large as fit (with the slack of an aligned start): whole batches; else
+    /// heads of one batch; else query blocks of one head (keys and values of one head whole).
+    fn windows(&self, b: &Builder) -> Result<Vec<Win>> {
+        let slack = b.offset_align() + 4;
+        let fits = |g: usize, n: usize| {
+            let w = Win { g0: 0, g, i0: 0, n };
+            self.needs(w).iter().all(|&x| x + slack <= b.max_binding)
+        };
+        let (bs, h, lq) = (self.bs, self.h, self.lq);
+        let mut out = vec![];
+        if fits(h, lq) {
+            let k = largest(1, bs, |k| fits(k * h, lq));
+            for b0 in (0..bs).step_by(k) {
+                let g = k.min(bs - b0) * h;
+                out.push(Win {
+                    g0: b0 * h,
+                    g,
+                    i0: 0,
+                    n: lq,
+                });
+            }
+        } else if fits(1, lq) {
+            let k = largest(1, h, |k| fits(k, lq));
+            for bi in 0..bs {
+                for h0 in (0..h).step_by(k) {
+                    out.push(Win {
+                        g0: bi * h + h0,
+                        g: k.min(h - h0),
+                        i0: 0,
+                        n: lq,
+                    });
+                }
+            }
+        } else if fits(1, T.min(lq)) {
+            // query blocks start on the kernels' 16-row tiles
+            let k = largest(1, lq.div_ceil(T), |k| fits(1, (k * T).min(lq))) * T;
+            for g0 in 0..bs * h {
+                for i0 in (0..lq).step_by(k) {
+                    out.push(Win {
+                        g0,
+                        g: 1,
+                        i0,
+                        n: k.min(lq - i0),
+                    });
+                }
+            }
+        } else {
+            return Err(WgpuError::Unsupported(format!(
+                "{}: one head's keys and values [{}, {}] or {T} rows of its mask are more than                  one storage binding ({:.1} MiB, max_storage_buffer_binding_size); keys are not                  split",
+                b.doing,
+                self.lk,
+                self.d,
+                b.max_binding as f64 / 1048576.0
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// The largest x in [lo, hi] with f(x), f falling from true (f(lo) assumed) to false.
+fn largest(lo: usize, hi: usize, f: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (lo, hi);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if f(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// P[5..8]: scale, soft cap, whether capped.
+fn spec_words(spec: AttnSpec) -> [u32; 3] {
+    [
+        spec.scale.to_bits(),
+        spec.softcap.unwrap_or(1.0).to_bits(),
+        spec.softcap.is_some().into(),
+    ]
+}
+
+/// The dispatches of window `w`; `binds`: the node's inputs then outputs (forward: q, k, v,
+/// mask, out, lse; backward: q, k, v, mask, out, lse, do, dq, dk, dv). With `windowed`, each
+/// binds the byte windows of its tensors that hold `w` (the kernels add the words between an
+/// aligned window start and the data: P[9..16]), else whole buffers.
+fn window(
     b: &mut Builder,
-    ins: &[usize],
-    outs: &[usize],
-    [q, k, v, mask]: [Bind; 4],
-    pq: Vec<u32>,
-    pk: Vec<u32>,
+    sh: &Dims,
+    spec: [u32; 3],
+    binds: &[Bind],
+    nin: usize,
+    w: Win,
+    windowed: bool,
 ) -> Result<()> {
-    let (bs, h, lq, lk, d) = dims(b, ins[0], ins[1]);
-    let rows = bs * h * lq;
-    let (out, lse, dout) = (b.buf(ins[4])?, b.buf(ins[5])?, b.buf(ins[6])?);
+    let (h, lq, lk, d) = (sh.h, sh.lq, sh.lk, sh.d);
+    // (byte window, words before the data) of words [start, start + len)
+    let span = |start: usize, len: usize| match windowed {
+        true => {
+            let (win, resid) = b.span_window(start, len.max(1), 4);
+            (Some(win), resid)
+        }
+        false => (None, 0),
+    };
+    let q = span((w.g0 * lq + w.i0) * d, w.g * w.n * d);
+    let kv = span(w.g0 * lk * d, w.g * lk * d);
+    let lse = span(w.g0 * lq + w.i0, w.g * w.n);
+    let mask_len = match w.g >= h && w.n == lq {
+        true => w.g / h * lq * lk,
+        false => w.n * lk,
+    };
+    let mask = span((w.g0 / h * lq + w.i0) * lk, mask_len);
+    let params = |blocks: usize, offs: [usize; 7], flags: u32| -> Result<Vec<u32>> {
+        let mut p = vec![
+            u32_of(w.g)?,
+            u32_of(h)?,
+            u32_of(w.n)?,
+            u32_of(lk)?,
+            u32_of(d)?,
+            spec[0],
+            spec[1],
+            spec[2],
+            u32_of(blocks)?,
+        ];
+        for o in offs {
+            p.push(u32_of(o)?);
+        }
+        p.push(flags);
+        Ok(p)
+    };
+    let (qb, kb) = (w.n.div_ceil(T), lk.div_ceil(T));
+    let rows = w.g * w.n;
+    let [bq, bk, bv, bm] = [binds[0], binds[1], binds[2], binds[3]];
+    if sh.fwd {
+        let (bo, bl) = (binds[nin], binds[nin + 1]);
+        let wins = vec![q.0, lse.0, q.0, kv.0, kv.0, mask.0];
+        let p = params(qb, [q.1, lse.1, q.1, kv.1, kv.1, mask.1, 0], 0)?;
+        let binds = vec![bo, bl, bq, bk, bv, bm];
+        let (kern, g) = match b.attention_rows {
+            true => ("attention_fwd_row", grid(rows.div_ceil(64))?),
+            false => ("attention_fwd", grid(w.g * qb)?),
+        };
+        let kern = Kernel::new(Module::Attention, kern, 4).outputs(2);
+        return b.push_windows(kern, binds, wins, &p, g);
+    }
+    let (bo, bl, bdo) = (binds[nin - 3], binds[nin - 2], binds[nin - 1]);
+    let (bdq, bdk, bdv) = (binds[nin], binds[nin + 1], binds[nin + 2]);
     let st = b.scratch(0, ((rows * d + 3 * rows) * 4).max(4) as u64);
     let kern = Kernel::new(Module::Attention, "attention_rows", 4);
-    b.push_1d(kern, vec![st, out, dout, lse, mask], &pq, rows)?;
+    let wins = vec![None, q.0, q.0, lse.0, mask.0];
+    let p = params(qb, [0, q.1, q.1, lse.1, mask.1, 0, 0], 0)?;
+    b.push_windows(
+        kern,
+        vec![st, bo, bdo, bl, bm],
+        wins,
+        &p,
+        grid(rows.div_ceil(WG))?,
+    )?;
+    // dk, dv sum over every query: over several query windows the sums go on (bit 0) and dk
+    // is scaled after the last (bit 1)
+    let flags = u32::from(w.i0 > 0) | (u32::from(w.i0 + w.n == lq) << 1);
     let kern = Kernel::new(Module::Attention, "attention_dkdv", 5).outputs(2);
-    let binds = vec![b.out(outs[1])?, b.out(outs[2])?, q, k, v, mask, st];
-    b.push(kern, binds, &pk, grid(bs * h * lk.div_ceil(T))?)?;
+    let wins = vec![kv.0, kv.0, q.0, kv.0, kv.0, mask.0, None];
+    let p = params(kb, [kv.1, kv.1, q.1, kv.1, kv.1, mask.1, 0], flags)?;
+    let binds = vec![bdk, bdv, bq, bk, bv, bm, st];
+    b.push_windows(kern, binds, wins, &p, grid(w.g * kb)?)?;
     // binding 2 is a dummy, so q, k, v, mask, ST sit where attention_dkdv has them
     let kern = Kernel::new(Module::Attention, "attention_dq", 6);
-    let binds = vec![b.out(outs[0])?, Bind::Dummy, q, k, v, mask, st];
-    b.push(kern, binds, &pq, grid(bs * h * lq.div_ceil(T))?)
+    let wins = vec![q.0, None, q.0, kv.0, kv.0, mask.0, None];
+    let p = params(qb, [q.1, 0, q.1, kv.1, kv.1, mask.1, 0], 0)?;
+    let binds = vec![bdq, Bind::Dummy, bq, bk, bv, bm, st];
+    b.push_windows(kern, binds, wins, &p, grid(w.g * qb)?)
 }
 
 #[cfg(test)]

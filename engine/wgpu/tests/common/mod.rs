@@ -317,3 +317,26 @@ pub fn check_windowed(
     drop(lp);
     check_on(x, case, outs, ins, TOL);
 }
+
+/// Runs `outs` on `capped` (windows) and `whole` (the same executor uncapped) and asserts
+/// every output is bit for bit the same: windows change which dispatch computes an element,
+/// never its arithmetic.
+pub fn assert_bitwise(
+    capped: &WgpuExecutor,
+    whole: &WgpuExecutor,
+    case: &str,
+    outs: &[Tensor],
+    ins: &[(&str, HostTensor)],
+) {
+    let names: Vec<&str> = ins.iter().map(|(n, _)| *n).collect();
+    let p = Program::compile(outs, &names).unwrap_or_else(|e| panic!("{case}: {e}"));
+    let got = wgpu_run(capped, case, &p, ins);
+    let want = wgpu_run(whole, case, &p, ins);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(
+            g.data.as_bytes(),
+            w.data.as_bytes(),
+            "{case}: output {i} is not bitwise the unwindowed run's"
+        );
+    }
+}
