@@ -125,7 +125,8 @@ pub fn run(json: bool, gemm_only: bool) {
         for r in &rows {
             println!(
                 "{}",
-                serde_json::json!({"kernel": r.0, "dtype": r.1, "shape": r.2, "ms": r.3, "gflops": r.4, "frac_of_peak": frac(r)})
+                serde_json::json!({"kernel": r.0, "dtype": r.1, "shape": r.2, "ms": r.3, "gflops": r.4, "frac_of_peak": frac(r),
+                    "peak_reliable": crate::peak_reliable(frac(r))})
             );
         }
         return;
@@ -145,13 +146,16 @@ pub fn run(json: bool, gemm_only: bool) {
     );
     for r in &rows {
         println!(
-            "{:<14} {:<5} {:<28} {:>10.3} {:>10.1} {:>7.0}%",
+            "{:<14} {:<5} {:<28} {:>10.3} {:>10.1} {:>8}",
             r.0,
             r.1,
             r.2,
             r.3,
             r.4,
-            100.0 * frac(r)
+            crate::of_peak(frac(r))
         );
+    }
+    if rows.iter().any(|r| !crate::peak_reliable(frac(r))) {
+        println!("{}", crate::PEAK_NOTE);
     }
 }

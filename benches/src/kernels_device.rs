@@ -254,6 +254,7 @@ pub fn run_on<E: Executor>(exec: &E, sizes: Sizes, json: bool) -> Result<()> {
             "kernel", "dtype", "shape", "ms", "GFLOP/s", "of peak", "GB/s"
         );
     }
+    let mut flagged = false;
     for c in cases(sizes)? {
         let mut lp = exec.load(&c.prog)?;
         let bufs = c
@@ -266,11 +267,13 @@ pub fn run_on<E: Executor>(exec: &E, sizes: Sizes, json: bool) -> Result<()> {
         let gflops = c.flops.map(|f| f / t / 1e9);
         let frac = c.flops.zip(peak(c.dtype)).map(|(f, p)| f / t / p);
         let gbs = c.bytes / t / 1e9;
+        flagged |= frac.is_some_and(|f| !crate::peak_reliable(f));
         if json {
             println!(
                 "{}",
                 serde_json::json!({"backend": exec.name(), "kernel": c.kernel, "dtype": c.dtype.to_string(),
-                    "shape": c.shape, "ms": t * 1e3, "gflops": gflops, "frac_of_peak": frac, "gb_s": gbs})
+                    "shape": c.shape, "ms": t * 1e3, "gflops": gflops, "frac_of_peak": frac, "gb_s": gbs,
+                    "peak_reliable": frac.map(crate::peak_reliable)})
             );
         } else {
             println!(
@@ -280,10 +283,13 @@ pub fn run_on<E: Executor>(exec: &E, sizes: Sizes, json: bool) -> Result<()> {
                 c.shape,
                 t * 1e3,
                 gflops.map_or("-".into(), |g| format!("{g:.1}")),
-                frac.map_or("-".into(), |f| format!("{:.0}%", 100.0 * f)),
+                frac.map_or("-".into(), crate::of_peak),
                 gbs
             );
         }
+    }
+    if flagged && !json {
+        println!("{}", crate::PEAK_NOTE);
     }
     Ok(())
 }

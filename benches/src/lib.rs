@@ -17,3 +17,34 @@ pub mod kernels;
 pub mod kernels_device;
 pub mod load;
 pub mod step;
+
+/// Fractions of a measured peak above this say the probe that measured the peak was
+/// starved (a busy or shared machine reads far below the device's peak), not that a kernel
+/// beat it: such a fraction is never printed bare.
+pub fn peak_reliable(frac: f64) -> bool {
+    frac <= 1.0
+}
+
+/// A fraction of the measured peak as the tables print it: `81%`, or `130%!` where the
+/// probe was unreliable ([`PEAK_NOTE`] says so under the table).
+pub fn of_peak(frac: f64) -> String {
+    match peak_reliable(frac) {
+        true => format!("{:.0}%", 100.0 * frac),
+        false => format!("{:.0}%!", 100.0 * frac),
+    }
+}
+
+/// The line under a table with a flagged fraction.
+pub const PEAK_NOTE: &str = "!: above 100% of the measured peak: the peak probe was starved \
+     (a busy or shared machine), so these fractions are not meaningful; rerun on a quiet machine";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fractions_above_the_peak_are_flagged() {
+        assert_eq!(super::of_peak(0.814), "81%");
+        assert_eq!(super::of_peak(1.0), "100%");
+        assert_eq!(super::of_peak(1.3), "130%!");
+        assert!(!super::peak_reliable(1.01));
+    }
+}

@@ -317,12 +317,17 @@ pub fn run(a: &StepArgs) -> Result<()> {
     let tokens = (a.batch * a.seq) as f64;
     let flops =
         cfg.flops_per_token(a.seq) * tokens * if a.mode == StepMode::Train { 3.0 } else { 1.0 };
+    let frac = peak.map(|p| flops / med / p);
+    let reliable = frac.map(crate::peak_reliable);
+    if reliable == Some(false) {
+        eprintln!("{}", crate::PEAK_NOTE);
+    }
     println!(
         "{}",
         serde_json::json!({
             "impl": "gidd", "backend": a.exec.backend.name(), "devices": a.exec.devices, "mode": a.mode.name(), "dtype": format!("{dtype}"), "ms_per_step": med * 1e3, "ms_per_step_min": times[0] * 1e3,
             "tokens_per_s": tokens / med, "tokens_per_step": tokens, "achieved_gflop_s": flops / med / 1e9,
-            "peak_gflop_s": peak.map(|p| p / 1e9), "frac_peak": peak.map(|p| flops / med / p), "cpu_util": util, "cpu_ms_per_step": cpu_ms,
+            "peak_gflop_s": peak.map(|p| p / 1e9), "frac_peak": frac, "peak_reliable": reliable, "cpu_util": util, "cpu_ms_per_step": cpu_ms,
             "peak_rss_mb": peak_rss_mb(), "threads": a.threads, "compile_s": compile_s,
             "planned_mib": prog.planned_bytes() as f64 / 1048576.0,
         })
