@@ -25,7 +25,7 @@
 //! their buffers at aligned offsets: elementwise ops and chains, views that read by
 //! position (broadcast, transpose, slice), iota and concatenate in chunks of output
 //! elements, each binding the windows its chunk reads (`positional`), gather by element,
-//! reductions, scatter-add and the row ops (softmax, rms_norm, RoPE, the diffusion KL) by
+//! reductions (integer sums as exact i64 partials), scatter-add and the row ops (softmax, rms_norm, RoPE, the diffusion KL) by
 //! rows or with f32 partials, GEMM in blocks along batch, M, N and K (`gemm_windows`),
 //! attention by batches, heads and query blocks (`fused::attention`). What no window holds
 //! (one head's keys and values, a GEMM operand's single row) is refused at load, naming the

@@ -408,16 +408,16 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         let g = |len: usize| groups(len * inner_out);
         return b.push_rows(k, vec![o, src], &rb, outer, params, g);
     }
-    // partials: f32 sums (no bf16 rounding until the end), integer sums refused (a window's
-    // sum would saturate where the whole one might not)
-    let pd = match (class(d)?, op) {
+    // partials: f32 sums (no bf16 rounding until the end); i32/u32/bool sums as exact i64
+    // sums (a window's sum saturated apart could differ from the whole one's), totalled and
+    // saturated once at the end
+    let int_sum = match (class(d)?, op) {
+        (Class::Int { kind }, ReduceOp::Sum) => Some(kind),
+        _ => None,
+    };
+    let pd = match (class(d)?, int_sum) {
         (Class::Float { .. }, _) => DType::F32,
-        (Class::Int { .. }, ReduceOp::Sum) => {
-            return Err(WgpuError::Unsupported(format!(
-                "an integer sum over {shape:?}, larger than one storage binding: windows \
-                 would saturate apart; sum it as i64"
-            )))
-        }
+        (_, Some(_)) => DType::I64,
         _ => d,
     };
     let ew = width(pd) as usize;
@@ -431,7 +431,10 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         let mut wd = ds.clone();
         wd[0].0 = len;
         let (p, ..) = reduce_params(&wd)?;
-        let (kw, _) = reduce_kernel(op, &wd, pd, packed)?;
+        let (kw, _) = match int_sum {
+            Some(_) => (reduce_kernel(op, &wd, d, false)?.0.with("WIDE", 1), false),
+            None => reduce_kernel(op, &wd, pd, packed)?,
+        };
         let win_in = (
             (start * inner_in) as u64 * ein,
             ((len * inner_in) as u64 * ein).next_multiple_of(4),
@@ -445,7 +448,13 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         fin.push((n_out, 1, false));
     }
     let (p, ..) = reduce_params(&fin)?;
-    let (kf, rows_f) = reduce_kernel(op, &fin, d, false)?;
+    let (kf, rows_f) = match int_sum {
+        Some(kind) => (
+            reduce_kernel(op, &fin, pd, false)?.0.with("SAT", 1 + kind),
+            false,
+        ),
+        None => reduce_kernel(op, &fin, d, false)?,
+    };
     let g = match rows_f {
         true => grid(n_out)?,
         false => grid(n_out.div_ceil(crate::plan::WG))?,

@@ -40,19 +40,38 @@ fn reductions_over_windows_match_the_cpu() -> Result<()> {
             ];
             check_windowed(&x, &format!("reduce, {d}, fused={fused}"), &outs, &ins, 14);
         }
-        // integers: i64 sums and i32 maxima in windows (i32 sums are refused, see below)
+        // integers: i64 sums, i32 maxima, and i32 / u32 sums over the windowed dim (exact
+        // i64 partials, saturated once): a window's 63 rows of `hi` sum below i32::MAX while
+        // its columns' totals saturate; `mix` (hi, then -hi from row 150) passes i32::MAX
+        // on the way to a small total
         let mut r = rng(s + 1);
         let g = Graph::new();
         let l = g.input("l", &[301, 67], DType::I64);
         let i = g.input("i", &[301, 257], DType::I32);
+        let hi = g.input("hi", &[301, 257], DType::I32);
+        let u = g.input("u", &[301, 257], DType::U32);
+        let mix = g.input("mix", &[301, 257], DType::I32);
         let outs = vec![
             l.sum(&[0], false)?,
             l.sum(&[1], false)?,
             i.max(&[0], false)?,
+            i.sum(&[0], false)?,
+            i.sum_all()?,
+            hi.sum(&[0], false)?,
+            hi.neg()?.sum_all()?,
+            mix.sum(&[0], false)?,
+            u.sum(&[0], false)?,
         ];
+        let hv = ints(&mut r, &[301, 257], DType::I32, 1 << 23, 1 << 25);
+        let mv: Vec<i32> = (hv.to_f64_vec().iter().enumerate())
+            .map(|(k, &x)| if k / 257 < 150 { x as i32 } else { -(x as i32) })
+            .collect();
         let ins = [
             ("l", ints(&mut r, &[301, 67], DType::I64, -1 << 40, 1 << 40)),
             ("i", ints(&mut r, &[301, 257], DType::I32, -1000, 1000)),
+            ("hi", hv),
+            ("u", ints(&mut r, &[301, 257], DType::U32, 1 << 24, 1 << 25)),
+            ("mix", HostTensor::i32(vec![301, 257], mv)?),
         ];
         check_windowed(
             &x,

@@ -24,6 +24,12 @@ override BF16: bool = false;
 override PACKED: bool = false;
 // reduce_i: 0 = i32, 1 = u32, 2 = bool.
 override KIND: u32 = 0u;
+// reduce_i_cols: write the exact 64-bit sum (two words), unsaturated: a window's partial of a
+// sum over more than one storage binding.
+override WIDE: bool = false;
+// reduce_l_cols: 0, or 1 + KIND: the wrapping i64 sum is such partials' total, saturated to
+// that element type and written as one word (the partials' finish).
+override SAT: u32 = 0u;
 
 var<workgroup> sh_s: array<f32, 256>;
 var<workgroup> sh_c: array<f32, 256>;
@@ -169,20 +175,30 @@ fn reduce_i_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         O[o] = select(m, 0u, P[1] == 0u);
         return;
     }
+    if WIDE {
+        O[2u * o] = sum.x;
+        O[2u * o + 1u] = sum.y;
+        return;
+    }
+    O[o] = saturated(sum, KIND);
+}
+
+// An exact 64-bit sum saturated to element kind `kind` (0 = i32, 1 = u32, 2 = bool).
+fn saturated(sum: vec2<u32>, kind: u32) -> u32 {
     var y = sum.x;
-    if KIND == 0u {
+    if kind == 0u {
         if l_lt(sum, l_from_i32(-2147483647i - 1i)) {
             y = 0x80000000u;
         } else if l_lt(l_from_i32(2147483647i), sum) {
             y = 0x7fffffffu;
         }
     } else {
-        let cap = select(0xffffffffu, 255u, KIND == 2u);
+        let cap = select(0xffffffffu, 255u, kind == 2u);
         if sum.y != 0u || sum.x > cap {
             y = cap;
         }
     }
-    O[o] = y;
+    return y;
 }
 
 // i64, one invocation per output: wrapping sum, signed max.
@@ -205,6 +221,9 @@ fn reduce_l_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     var y = sum;
     if OP == 1u {
         y = select(m, vec2<u32>(0u, 0u), P[1] == 0u);
+    } else if SAT != 0u {
+        O[o] = saturated(sum, SAT - 1u);
+        return;
     }
     O[2u * o] = y.x;
     O[2u * o + 1u] = y.y;
