@@ -248,7 +248,9 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             }
             Op::Concatenate { dim } => {
                 class(d)?;
-                match ins.iter().chain([&out]).any(|&v| b.too_big(v)) {
+                // bf16 always: whole packed words, no widened copy of the output (which
+                // could outgrow a binding that the packed value fits)
+                match d == DType::BF16 || ins.iter().chain([&out]).any(|&v| b.too_big(v)) {
                     true => crate::positional::concat(b, ins, out, *dim)?,
                     false => movement::concatenate(b, ins, out, *dim)?,
                 }

@@ -5,7 +5,6 @@
 use crate::error::{Result, WgpuError};
 use crate::pipelines::Kernel;
 use crate::plan::{strides, u32_of, width, Bind, Builder};
-use gidd_engine::DType;
 use gidd_kernels::wgsl::Module;
 
 /// The dims the kernel takes, after merging.
@@ -194,24 +193,12 @@ pub fn slice(b: &mut Builder, x: usize, out: usize, start: &[usize]) -> Result<(
     copy(b, src, dst, shape, &xst, &strides(shape), off, 0, w)
 }
 
-/// One copy per part, each into its place along `dim`. In bf16 the parts are widened into a
-/// scratch copy of the output, which is packed after: a part that starts at an odd element
-/// shares its first word with the part before it, so copying into the packed output directly
-/// would have two invocations write one word.
+/// One copy per part, each into its place along `dim` (packed bf16 concatenates in
+/// crate::positional: a part that starts at an odd element shares its first word with the
+/// part before it, so copies into the packed output would have two invocations write one
+/// word).
 pub fn concatenate(b: &mut Builder, parts: &[usize], out: usize, dim: usize) -> Result<()> {
     let ost = strides(b.shape(out));
-    if b.dtype(out) == DType::BF16 {
-        let n: usize = b.shape(out).iter().product();
-        let (wide, dst) = (b.scratch(0, (n * 4) as u64), b.out(out)?);
-        let mut at = 0;
-        for &x in parts {
-            let xs = b.shape(x);
-            let src = b.buf(x)?;
-            copy_from_packed(b, src, wide, xs, &strides(xs), &ost, 0, at * ost[dim])?;
-            at += xs[dim];
-        }
-        return b.pack(wide, dst, n);
-    }
     let dst = b.out(out)?;
     let w = width(b.dtype(out));
     let mut at = 0;

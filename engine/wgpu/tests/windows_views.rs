@@ -38,6 +38,14 @@ fn views(d: DType, s: u64) -> Result<(Vec<Tensor>, Vec<(&'static str, HostTensor
         Tensor::concat(&[&x, &y.transpose(&[1, 0])?], 0)?,
         Tensor::concat(&[&x, &col, &x], 1)?,
         Tensor::concat(&[&col, &x.slice(&[0, 0], &[a, 7])?], 1)?,
+        // 20000 elements: 40 KB packed, fits; widened it would not
+        Tensor::concat(
+            &[
+                &x.slice(&[0, 0], &[100, 97])?,
+                &y.slice(&[0, 0], &[100, 103])?,
+            ],
+            1,
+        )?,
     ];
     let ins = vec![
         ("x", uniform(&mut r, &[a, b], d, -2.0, 2.0)),
