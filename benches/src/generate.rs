@@ -60,6 +60,10 @@ pub struct GenBenchArgs {
     /// Per-op times of the cpu executor over each variant's timed run (stderr).
     #[arg(long)]
     pub profile: bool,
+    /// Download every step's logits and sample on the host, even where the executor runs
+    /// the fused sampling step (to compare what the step brings back).
+    #[arg(long)]
+    pub host_sampling: bool,
     #[command(flatten)]
     pub exec: BackendArgs,
 }
@@ -188,6 +192,7 @@ fn measure<E: Executor + Clone, En: Fn(&mut E::Loaded), Re: Fn(&mut Canvas<E>, u
         let mut c = Canvas::with_executor(exec.clone(), cfg, params, a.batch, a.seq, dtype)?;
         c.kv_cache = kv;
         c.reuse_logits = reuse;
+        c.sample_on_device = !a.host_sampling;
         // compile every shape first so the timing is of sampling alone
         generate(
             &mut c,
@@ -227,9 +232,9 @@ fn measure<E: Executor + Clone, En: Fn(&mut E::Loaded), Re: Fn(&mut Canvas<E>, u
             a.layers, a.hidden, a.vocab, a.seq, a.batch, a.prompt_len, new_tokens, a.block_length, a.steps, method, dtype
         );
         println!(
-            "| variant | s | cpu s | model s | sampling s | tokens/s | speedup | model calls | prefix calls | positions | logit rows | GFLOP | model GFLOP/s | of peak |"
+            "| variant | s | cpu s | model s | sampling s | tokens/s | speedup | model calls | prefix calls | positions | logit rows | GFLOP | model GFLOP/s | of peak | KiB down/call |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     for (name, secs, cpu, s) in &rows {
         let gf = s.flops / 1e9;
@@ -242,11 +247,13 @@ fn measure<E: Executor + Clone, En: Fn(&mut E::Loaded), Re: Fn(&mut Canvas<E>, u
                     "logit_positions": s.logit_positions, "gflop": gf, "model_s": s.model_s,
                     "sampling_s": secs - s.model_s, "model_gflop_s": gf / s.model_s,
                     "fraction_of_peak": gf / s.model_s / peak,
+                    "step_download_bytes": s.step_download_bytes,
+                    "download_bytes_per_step": s.step_download_bytes / s.step_calls.max(1),
                 })
             );
         } else {
             println!(
-                "| {name} | {secs:.2} | {cpu:.2} | {:.2} | {:.2} | {:.0} | {:.2}x | {} | {} | {} | {} | {gf:.1} | {:.0} | {:.0}% |",
+                "| {name} | {secs:.2} | {cpu:.2} | {:.2} | {:.2} | {:.0} | {:.2}x | {} | {} | {} | {} | {gf:.1} | {:.0} | {:.0}% | {:.1} |",
                 s.model_s,
                 secs - s.model_s,
                 new_tokens / secs,
@@ -256,7 +263,8 @@ fn measure<E: Executor + Clone, En: Fn(&mut E::Loaded), Re: Fn(&mut Canvas<E>, u
                 s.positions,
                 s.logit_positions,
                 gf / s.model_s,
-                100.0 * gf / s.model_s / peak
+                100.0 * gf / s.model_s / peak,
+                s.step_download_bytes as f64 / 1024.0 / s.step_calls.max(1) as f64
             );
         }
     }

@@ -85,6 +85,12 @@ pub fn decompose(op: &Op, ins: &[Tensor]) -> Result<Vec<Tensor>> {
         Op::DiffusionKlBwd(spec) => Ok(vec![diffusion_kl_bwd(
             spec, &ins[0], &ins[1], &ins[2], &ins[3], &ins[4], &ins[5],
         )?]),
+        Op::SampleStep(_) => Err(Error::Msg(
+            "sample_step (a sequential f64 categorical draw) has no exact decomposition \
+             into primitives: run it on an executor with a sample_step kernel (cpu, wgpu with \
+             f64 shaders), or sample on the host"
+                .into(),
+        )),
         other => Err(Error::Msg(format!(
             "{} is a primitive: nothing to decompose",
             other.name()

@@ -234,6 +234,16 @@ impl HostTensor {
             )),
         }
     }
+    pub fn as_i32(&self) -> Result<&[i32]> {
+        match (self.data.view(), &self.data) {
+            (DataRef::I32(v), _) => Ok(v),
+            (_, d) => Err(Error::dtype(
+                "HostTensor::as_i32",
+                "not an i32 tensor",
+                &[d.dtype()],
+            )),
+        }
+    }
     /// Converts to another dtype (round-to-nearest-even for bf16; truncation toward zero for float->int).
     pub fn convert(&self, to: DType) -> HostTensor {
         let n = self.numel();

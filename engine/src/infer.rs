@@ -399,6 +399,29 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<Vec<TensorType>> {
                 Ok(vec![ins[0].clone()])
             }
         }
+        Op::SampleStep(spec) => {
+            arity(op, ins, 2)?;
+            let (lg, rows) = (&ins[0].shape, &ins[1].shape);
+            if lg.len() != 2 || lg[1] <= spec.mask_id || *rows != [lg[0], 4] {
+                return Err(serr(
+                    op,
+                    format!(
+                        "expects logits [R, V] with the mask id {} < V and rows [R, 4]",
+                        spec.mask_id
+                    ),
+                    ins,
+                ));
+            }
+            want_dtype(op, ins, 0, |d| d == DType::F32, "f32 logits")?;
+            want_dtype(
+                op,
+                ins,
+                1,
+                |d| d == DType::I32,
+                "i32 (z, ban, u hi, u lo) rows",
+            )?;
+            out(vec![lg[0], 3], DType::I32)
+        }
         Op::AttentionBwd(_) => {
             arity(op, ins, 7)?;
             Ok(vec![ins[0].clone(), ins[1].clone(), ins[2].clone()])

@@ -35,6 +35,7 @@ pub use backend::cpu::CpuExecutor;
 pub use backend::{BackendKind, Executor};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use gidd_kernels::sample;
 pub use graph::{Graph, Tensor};
 pub use host::{Data, DataRef, HostTensor};
 pub use mapped::Mapped;

@@ -10,6 +10,9 @@ use std::sync::Arc;
 // graph down to the loops, so adding one is one edit.
 pub use gidd_kernels::elementwise::{Binary as BinaryOp, Cmp as CmpOp, Unary as UnaryOp};
 pub use gidd_kernels::reduce::ReduceOp;
+pub use gidd_kernels::sample::{
+    Mode as SampleMode, Posterior as SamplePosterior, Step as SampleSpec,
+};
 
 /// dot_general dimension numbers (StableHLO): the result is laid out as
 /// [batch dims..., lhs free dims..., rhs free dims...].
@@ -129,6 +132,12 @@ pub enum Op {
     DiffusionKl(MarginalSpec),
     /// (logits, z, x, l, g_kl, g_log_p_z) -> d logits
     DiffusionKlBwd(MarginalSpec),
+    /// (logits [R, V] f32, rows [R, 4] i32 = (z, banned id or -1, packed uniform hi, lo)) ->
+    /// [R, 3] i32 = (drawn token, score's f64 bits hi, lo): one generation step's sampling
+    /// per position in f64 (`gidd_kernels::sample`), so only tokens leave the device. A
+    /// sequential categorical draw has no exact decomposition into primitives: executors
+    /// without a kernel refuse it (`supports_fused`) and generation samples on the host.
+    SampleStep(SampleSpec),
 
     // ---- collectives (FSDP): run by the rank's collective, in program order ----
     /// (shard_1 [ceil(n_1 / world)], ..) -> (full_1 of shapes[0], ..): every rank's shards of
@@ -178,6 +187,7 @@ impl Op {
             Op::AttentionBwd(_) => "attention_bwd",
             Op::DiffusionKl(_) => "diffusion_kl",
             Op::DiffusionKlBwd(_) => "diffusion_kl_bwd",
+            Op::SampleStep(_) => "sample_step",
             Op::AllGather { .. } => "all_gather",
             Op::ReduceScatter { .. } => "reduce_scatter",
         }
@@ -188,7 +198,8 @@ impl Op {
         matches!(self, Op::AllGather { .. } | Op::ReduceScatter { .. })
     }
 
-    /// Fused ops have a decomposition into primitives.
+    /// Fused ops have a decomposition into primitives (all but `SampleStep`, whose
+    /// `decompose` is a refusal saying so).
     pub fn is_fused(&self) -> bool {
         matches!(
             self,
@@ -203,6 +214,7 @@ impl Op {
                 | Op::AttentionBwd(_)
                 | Op::DiffusionKl(_)
                 | Op::DiffusionKlBwd(_)
+                | Op::SampleStep(_)
         )
     }
 }

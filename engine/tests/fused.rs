@@ -455,3 +455,35 @@ fn the_cpu_executor_runs_f64_fused_ops_as_decompositions_and_f32_ones_as_kernels
     assert_eq!(f64_fused, 0, "f64 program kept a fused op: {f64_ops:?}");
     assert_eq!(f32_fused, 2, "f32 program lost its fused ops: {f32_ops:?}");
 }
+
+/// The sampling step has no decomposition: an executor without its kernel refuses it at load
+/// with a message saying so; shapes and ids out of range are refused too.
+#[test]
+fn sample_step_is_fused_only_and_refuses_bad_input() {
+    use gidd_engine::op::{Op, SampleMode, SampleSpec};
+    let spec = SampleSpec {
+        mask_id: 3,
+        temperature: 1.0,
+        top_k: None,
+        top_p: None,
+        mode: SampleMode::Adaptive,
+    };
+    let g = Graph::new();
+    let lg = g.input("lg", &[2, 7], DType::F32);
+    let rows = g.input("rows", &[2, 4], DType::I32);
+    let out = g.apply1(Op::SampleStep(spec), &[&lg, &rows]).unwrap();
+    let p = Program::compile(&[out], &["lg", "rows"]).unwrap();
+    let e = gidd_engine::rewrite::lower_for(&p, &|_, _| false).unwrap_err();
+    assert!(e.to_string().contains("no exact decomposition"), "{e}");
+    // wrong shapes: rows not [R, 4], mask id outside V
+    let bad = g.input("bad", &[2, 3], DType::I32);
+    assert!(g.apply1(Op::SampleStep(spec), &[&lg, &bad]).is_err());
+    let small = g.input("small", &[2, 3], DType::F32);
+    assert!(g.apply1(Op::SampleStep(spec), &[&small, &rows]).is_err());
+    // a current token outside the vocabulary
+    let mut lp = CpuExecutor.load(&p).unwrap();
+    let l = HostTensor::f32(vec![2, 7], vec![0.5; 14]).unwrap();
+    let r = HostTensor::i32(vec![2, 4], vec![1, -1, 0, 0, 7, -1, 0, 0]).unwrap();
+    let e = CpuExecutor.run(&mut lp, &[&l, &r]).unwrap_err();
+    assert!(e.to_string().contains("outside the vocabulary"), "{e}");
+}

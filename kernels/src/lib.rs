@@ -20,6 +20,7 @@ pub mod norm;
 pub mod ptx;
 pub mod reduce;
 pub mod rope;
+pub mod sample;
 pub mod simd;
 pub mod softmax;
 pub mod wgsl;

@@ -101,6 +101,7 @@ pub const MODULES: &[Module] = &[
     module!("matmul/peak_sm90a", Arch::Sm90a, true),
     module!("matmul/gemm_wgmma_sm90a", Arch::Sm90a, true),
     module!("gidd_loss/diffusion_kl", Arch::Sm80, true),
+    module!("sample/sample", Arch::Sm80, true),
     module!("attention/attention", Arch::Sm80, true),
     module!("attention/attention_rows", Arch::Sm80, false),
     module!("softmax/softmax", Arch::Sm80, false),

@@ -52,10 +52,12 @@ pub enum Module {
     Attention,
     /// the fused GIDD diffusion KL over the vocabulary, forward and backward
     DiffusionKl,
+    /// a generation step's sampling per position, in f64 (needs SHADER_F64)
+    Sample,
 }
 
 impl Module {
-    pub const ALL: [Module; 16] = [
+    pub const ALL: [Module; 17] = [
         Module::Unary,
         Module::Binary,
         Module::CompareSelect,
@@ -72,6 +74,7 @@ impl Module {
         Module::Rope,
         Module::Attention,
         Module::DiffusionKl,
+        Module::Sample,
     ];
 
     /// The kernel file's own text.
@@ -94,7 +97,13 @@ impl Module {
             Module::Rope => include_str!("rope/rope.wgsl"),
             Module::Attention => include_str!("attention/attention.wgsl"),
             Module::DiffusionKl => include_str!("gidd_loss/diffusion_kl.wgsl"),
+            Module::Sample => include_str!("sample/sample.wgsl"),
         }
+    }
+
+    /// Whether the module computes in f64 (SHADER_F64; naga's FLOAT64 capability).
+    pub fn needs_f64(self) -> bool {
+        matches!(self, Module::Sample)
     }
 
     /// Whether the file uses the elementwise operand bindings (`elementwise/operands.wgsl`).

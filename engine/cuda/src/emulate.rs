@@ -372,6 +372,7 @@ fn launch(m: &mut Mem, l: &Launch, slots: &[u64]) {
         "gather" | "scatter_add_f32" | "scatter_add_f64" => index(m, l.entry, &a),
         "gemm_simt" | "gemm_mma_bf16" => gemm(m, l, &a),
         "diffusion_kl" | "diffusion_kl_bwd" => crate::emulate_fused::diffusion_kl(m, l.entry, &a),
+        "sample_step" => crate::emulate_sample::sample_step(m, &a),
         "softmax_fwd" | "softmax_bwd" | "rms_norm_fwd" | "rms_norm_bwd_dx" | "rms_norm_dw"
         | "rope" => crate::emulate_rows::rows(m, l.entry, &a),
         "attention_fwd" | "attention_bwd_rows" | "attention_bwd_dkdv" | "attention_bwd_dq" => {

@@ -30,6 +30,7 @@ pub fn supports(op: &Op, dtype: DType) -> bool {
         | Op::RmsNormBwd
         | Op::Rope
         | Op::RopeBwd => crate::rows::supports(op, dtype),
+        Op::SampleStep(_) => dtype == DType::F32,
         _ => false,
     }
 }
@@ -46,6 +47,7 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         | Op::RmsNormBwd
         | Op::Rope
         | Op::RopeBwd => crate::rows::lower(b, op, ins, outs),
+        Op::SampleStep(s) => crate::sample::lower(b, s, ins, outs),
         _ => Err(CudaError::Unsupported(format!(
             "fused op {} has no PTX kernel yet and was not decomposed",
             op.name()
@@ -168,7 +170,14 @@ mod tests {
             Op::DiffusionKl(m),
             Op::DiffusionKlBwd(m),
         ];
-        for op in &ops {
+        let sample = Op::SampleStep(gidd_engine::op::SampleSpec {
+            mask_id: 0,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            mode: gidd_engine::op::SampleMode::Adaptive,
+        });
+        for op in ops.iter().chain([&sample]) {
             assert!(op.is_fused());
             assert!(super::supports(op, DType::F32), "{}", op.name());
             for d in [DType::BF16, DType::F64] {

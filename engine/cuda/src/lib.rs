@@ -39,6 +39,8 @@ mod emulate_fused;
 mod emulate_hopper;
 #[cfg(test)]
 mod emulate_rows;
+#[cfg(test)]
+mod emulate_sample;
 mod error;
 pub mod executor;
 pub mod fused;
@@ -52,12 +54,15 @@ pub mod peak;
 pub mod plan;
 pub mod profile;
 pub mod rows;
+pub mod sample;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_fused;
 #[cfg(test)]
 mod tests_hopper;
+#[cfg(test)]
+mod tests_sample;
 
 pub use error::CudaError;
 pub use executor::{CudaBuffer, CudaExecutor, CudaProgram};

@@ -155,7 +155,8 @@ fn lower_node(b: &mut Builder, op: &Op, ins: &[usize], out: usize) -> Result<()>
         | Op::Attention(_)
         | Op::AttentionBwd(_)
         | Op::DiffusionKl(_)
-        | Op::DiffusionKlBwd(_) => {
+        | Op::DiffusionKlBwd(_)
+        | Op::SampleStep(_) => {
             return Err(CudaError::Unsupported(format!(
                 "fused op {} reached the primitives' lowering (crate::fused lowers fused ops)",
                 op.name()

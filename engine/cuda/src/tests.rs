@@ -18,7 +18,7 @@ pub(crate) static USED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new
 
 /// Every launch names exactly the slots its kernel's ARGS line declares, fits the grid
 /// limits, and points inside the arena; slots are aligned and disjoint.
-fn check_plan(case: &str, p: &Plan) {
+pub(crate) fn check_plan(case: &str, p: &Plan) {
     let a = &p.arena;
     let mut prev_end = 0;
     for (s, &at) in a.slot_at.iter().enumerate() {

@@ -21,7 +21,8 @@ pub fn vjp_rule(
     let g0 = || -> Tensor { gs[0].clone().unwrap_or_else(|| y[0].full_like(0.0)) };
     Ok(match op {
         Op::Input { .. } | Op::Constant(_) | Op::Splat(_) | Op::Iota { .. } => vec![],
-        Op::Compare(_) => none(2),
+        // integer outputs: nothing to differentiate
+        Op::Compare(_) | Op::SampleStep(_) => none(2),
         Op::Unary(u) => {
             let (g, a, out) = (g0(), &x[0], &y[0]);
             let d = match u {

@@ -17,6 +17,9 @@ pub struct Gpu {
     /// The device was opened with TIMESTAMP_QUERY: profiled runs time each dispatch on the
     /// GPU's own clock (timestamps written at the start and end of a compute pass).
     pub timestamps: bool,
+    /// The device was opened with SHADER_F64 (f64 arithmetic in shaders; the fused
+    /// sampling step's kernel needs it).
+    pub f64_shaders: bool,
 }
 
 impl Gpu {
@@ -37,8 +40,10 @@ impl Gpu {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let name = format!("{} ({:?})", info.name, info.backend);
-        // asked for where offered: only `--profile` uses it, and an adapter without it still runs
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // asked for where offered: only `--profile` uses timestamps and only the fused
+        // sampling step f64 shaders, and an adapter without them still runs
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F64);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("gidd"),
             required_features: features,
@@ -63,6 +68,7 @@ impl Gpu {
             limits,
             uncaptured,
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            f64_shaders: features.contains(wgpu::Features::SHADER_F64),
         })
     }
 

@@ -138,7 +138,13 @@ impl WgpuExecutor {
         })
     }
 
+    /// Whether the device runs f64 in shaders (what the fused sampling step needs).
+    pub fn has_f64_shaders(&self) -> bool {
+        self.gpu.f64_shaders
+    }
+
     /// The same executor with the attention forward on `s` (programs loaded from now on).
+
     pub fn with_attention(mut self, s: AttentionStrategy) -> WgpuExecutor {
         self.attention = s;
         self

@@ -92,9 +92,11 @@ impl Executor for WgpuExecutor {
         format!("wgpu ({}, {:?}, {:?})", i.name, i.backend, i.device_type)
     }
 
-    /// The fused ops with a WGSL kernel (`crate::fused::supports`); the rest decompose.
+    /// The fused ops with a WGSL kernel (`crate::fused::supports`); the rest decompose
+    /// (the sampling step, which has no decomposition, is refused without f64 shaders).
     fn supports_fused(&self, op: &Op, dtype: DType) -> bool {
-        crate::fused::supports(op, dtype)
+        let f64_ok = !matches!(op, Op::SampleStep(_)) || self.gpu.f64_shaders;
+        f64_ok && crate::fused::supports(op, dtype)
     }
 
     /// The f32 FMA peak, measured once (bf16 computes in f32 here, so it is the same).

@@ -145,6 +145,7 @@ fn bf16_route(op: &Op) -> Bf16Route {
         | Op::AttentionBwd(_)
         | Op::DiffusionKl(_)
         | Op::DiffusionKlBwd(_)
+        | Op::SampleStep(_)
         | Op::AllGather { .. }
         | Op::ReduceScatter { .. } => Bf16Route::Widened,
     }
@@ -271,7 +272,8 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             | Op::Attention(_)
             | Op::AttentionBwd(_)
             | Op::DiffusionKl(_)
-            | Op::DiffusionKlBwd(_) => crate::fused::lower(b, &node.op, ins, &node.outputs)?,
+            | Op::DiffusionKlBwd(_)
+            | Op::SampleStep(_) => crate::fused::lower(b, &node.op, ins, &node.outputs)?,
             Op::AllGather { .. } | Op::ReduceScatter { .. } => {
                 return Err(WgpuError::Unsupported(format!(
                     "{}: the wgpu executor runs no collectives (FSDP, --nproc, runs on the cpu executor)",

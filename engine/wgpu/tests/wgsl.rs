@@ -15,10 +15,11 @@ fn every_module_validates() {
                 continue;
             }
         };
-        let mut v = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::default(),
-        );
+        let mut caps = naga::valid::Capabilities::default();
+        if m.needs_f64() {
+            caps |= naga::valid::Capabilities::FLOAT64;
+        }
+        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
         if let Err(e) = v.validate(&module) {
             failed.push(format!("{m:?}: {}", e.emit_to_string(&src)));
         }

@@ -4,7 +4,8 @@
 use crate::transformer::{forward, forward_cached, ForwardOpts, KvCache};
 use crate::{GiddConfig, Params};
 use anyhow::{bail, Result};
-use gidd_engine::{CpuExecutor, DType, Executor, Graph, HostTensor, Program};
+use gidd_engine::op::SampleSpec;
+use gidd_engine::{CpuExecutor, DType, Executor, Graph, HostTensor, Op, Program};
 use std::collections::HashMap;
 
 /// Forward programs over a canvas of `batch` rows of `len` tokens on one executor,
@@ -33,7 +34,20 @@ pub struct Canvas<E: Executor = CpuExecutor> {
     pub kv_cache: bool,
     /// reuse the last logits when a step changed nothing (the reference does)
     pub reuse_logits: bool,
+    /// sample with the executor's fused step where it has one (off: always on the host)
+    pub sample_on_device: bool,
+    /// fused sampling programs by shape and step constants
+    samplers: HashMap<String, E::Loaded>,
     pub stats: CanvasStats,
+}
+
+/// A step's logits left on the device by [`Canvas::block_logits_device`].
+pub struct DeviceLogits<E: Executor> {
+    pub buf: E::Buffer,
+    /// positions per row in `buf`
+    pub len: usize,
+    /// where the window starts in each row
+    pub offset: usize,
 }
 
 /// What the canvas computed, in token positions through the model.
@@ -53,6 +67,9 @@ pub struct CanvasStats {
     pub model_s: f64,
     /// wall seconds building and loading programs (not in `model_s`)
     pub compile_s: f64,
+    /// bytes denoising steps brought back to the host: whole logits where the host
+    /// samples, tokens and scores where the executor's fused sampling step does
+    pub step_download_bytes: usize,
 }
 
 impl CanvasStats {
@@ -127,6 +144,8 @@ impl<E: Executor> Canvas<E> {
             len,
             kv_cache: true,
             reuse_logits: true,
+            sample_on_device: true,
+            samplers: HashMap::new(),
             stats: CanvasStats::default(),
         })
     }
@@ -288,6 +307,37 @@ impl<E: Executor> Canvas<E> {
         we: usize,
         rows: &[usize],
     ) -> Result<Vec<f32>> {
+        let t0 = std::time::Instant::now();
+        let d = self.block_logits_device(ids, noise, ws, we, rows)?;
+        let logits = self.exec.download(&d.buf)?;
+        let logits = logits.as_f32()?;
+        self.stats.step_download_bytes += logits.len() * 4;
+        let (v, blk, nr) = (self.cfg.vocab_size, we - ws, rows.len());
+        let out = if d.len == blk {
+            logits.to_vec()
+        } else {
+            (0..nr)
+                .flat_map(|r| {
+                    logits[(r * d.len + d.offset) * v..(r * d.len + d.offset + blk) * v]
+                        .iter()
+                        .copied()
+                })
+                .collect()
+        };
+        self.stats.model_s += t0.elapsed().as_secs_f64();
+        Ok(out)
+    }
+
+    /// `block_logits_rows` left on the device: the model's logits [rows, len, V], of which
+    /// positions [offset, offset + we - ws) are the window's.
+    pub fn block_logits_device(
+        &mut self,
+        ids: &[Vec<u32>],
+        noise: &[Vec<bool>],
+        ws: usize,
+        we: usize,
+        rows: &[usize],
+    ) -> Result<DeviceLogits<E>> {
         let (b, t) = (self.batch, self.len);
         if !(ws < we && we <= t) || noise.len() != b {
             bail!("block [{ws}, {we}) does not fit a canvas of {b} rows of {t} tokens");
@@ -390,22 +440,71 @@ impl<E: Executor> Canvas<E> {
             extra.extend(kv.iter());
         }
         let l = self.steps.get_mut(&key).expect("compiled above");
-        let out = Self::run(&self.exec, &self.params, l, &extra)?;
+        let mut out = Self::run(&self.exec, &self.params, l, &extra)?;
         self.stats.step_calls += 1;
-        let logits = self.exec.download(&out[0])?;
-        let logits = logits.as_f32()?;
-        let out = if cached {
-            self.stats.add(&self.cfg, nr, lq, t, we - ws);
-            logits.to_vec()
-        } else {
-            self.stats.add(&self.cfg, nr, lq, t, t);
-            let v = self.cfg.vocab_size;
-            (0..nr)
-                .flat_map(|r| logits[(r * t + ws) * v..(r * t + we) * v].iter().copied())
-                .collect()
-        };
+        // With the cache the lm_head ran on the window only; else on the whole canvas.
+        let (len, offset) = if cached { (we - ws, 0) } else { (t, ws) };
+        self.stats.add(&self.cfg, nr, lq, t, len);
         self.stats.model_s += t0.elapsed().as_secs_f64();
+        Ok(DeviceLogits {
+            buf: out.swap_remove(0),
+            len,
+            offset,
+        })
+    }
+
+    /// One fused sampling step (`Op::SampleStep`) over window positions of logits held on
+    /// the device: `rows` [R, 4] per position (R = rows of `d` x `blk`, row-major) as the op
+    /// takes them; returns its [R, 3] output, all that comes back to the host.
+    pub fn sample_device(
+        &mut self,
+        d: &DeviceLogits<E>,
+        blk: usize,
+        spec: SampleSpec,
+        rows: Vec<i32>,
+    ) -> Result<Vec<i32>> {
+        let v = self.cfg.vocab_size;
+        let nr = rows.len() / 4 / blk;
+        // one program per shape and step constants: blocks repeat the same steps
+        let key = format!("{nr} {blk} {} {} {spec:?}", d.len, d.offset);
+        if !self.samplers.contains_key(&key) {
+            let t_compile = std::time::Instant::now();
+            let g = Graph::new();
+            let mut lg = g.input("logits", &[nr, d.len, v], DType::F32);
+            if d.len != blk {
+                lg = lg.slice(&[0, d.offset, 0], &[nr, d.offset + blk, v])?;
+            }
+            let r = g.input("rows", &[nr * blk, 4], DType::I32);
+            let lg = lg.reshape(&[nr * blk, v])?;
+            let out = g.apply1(Op::SampleStep(spec), &[&lg, &r])?;
+            let prog = Program::compile(&[out], &["logits", "rows"])?;
+            let loaded = self.exec.load(&prog)?;
+            self.samplers.insert(key.clone(), loaded);
+            self.stats.compile_s += t_compile.elapsed().as_secs_f64();
+        }
+        let rows_t = self
+            .exec
+            .upload(&HostTensor::i32(vec![nr * blk, 4], rows)?)?;
+        let l = self.samplers.get_mut(&key).expect("compiled above");
+        let out = self.exec.run(l, &[&d.buf, &rows_t])?;
+        let out = self.exec.download(&out[0])?;
+        let out = out.as_i32()?.to_vec();
+        // (sampling time, not the model's: outside `model_s`, as host sampling is)
+        self.stats.step_download_bytes += out.len() * 4;
         Ok(out)
+    }
+
+    /// Whether this canvas's executor runs the fused sampling step (else generation
+    /// downloads the logits and samples on the host).
+    pub fn samples_on_device(&self) -> bool {
+        let probe = SampleSpec {
+            mask_id: 0,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            mode: gidd_engine::op::SampleMode::Adaptive,
+        };
+        self.sample_on_device && self.exec.supports_fused(&Op::SampleStep(probe), DType::F32)
     }
 
     pub fn vocab(&self) -> usize {

@@ -3,6 +3,7 @@
 
 mod canvas;
 mod correct;
+mod step;
 
 use crate::sample::host::sigmoid;
 pub use crate::sample::host::{draw, draw_u, predictable_logits, probs_with_topk_topp, Posterior};
@@ -10,11 +11,10 @@ use crate::sample::pi_vec;
 use crate::schedule::{EOS, MASK, PAD};
 use crate::GiddConfig;
 use anyhow::{bail, Result};
-pub use canvas::{Canvas, CanvasStats};
+pub use canvas::{Canvas, CanvasStats, DeviceLogits};
 pub use correct::{self_correct, Change};
 use gidd_engine::rng::{uniform_f64_at, HostRng};
 use gidd_engine::Executor;
-use rayon::prelude::*;
 use std::ops::ControlFlow;
 
 /// `--sampling_method`: how a step picks the positions it denoises (SPEC.md section 6).
@@ -77,9 +77,8 @@ pub struct RowSeed {
     pub row: u32,
 }
 
-/// One denoising step's shared inputs: the block's logits and where the draws are keyed.
+/// One denoising step's shared inputs: the block's shape and where the draws are keyed.
 struct StepCtx<'a> {
-    logits: &'a [f32],
     v: usize,
     blk: usize,
     min_eos: usize,
@@ -92,16 +91,6 @@ struct StepCtx<'a> {
 }
 
 impl StepCtx<'_> {
-    /// Logits of block position i (= row * blk + j) in f64: mask never predicted, eos
-    /// not before min_length.
-    fn row_logits(&self, i: usize) -> Vec<f64> {
-        let mut l = predictable_logits(&self.logits[i * self.v..(i + 1) * self.v]);
-        if i % self.blk < self.min_eos {
-            l[EOS as usize] = f64::NEG_INFINITY;
-        }
-        l
-    }
-
     /// The uniform for block position i's draw, keyed by (seed; block, step, row,
     /// canvas position): the same whatever order or thread the positions run in. Steps
     /// count from 1, so step word 0 is free for the keyed prior ([`keyed_prior`]).
@@ -301,28 +290,20 @@ fn run<E: Executor>(
         let we = (ws + o.block_length).min(t);
         let blk = we - ws;
         canvas.begin_block(&x, ws)?;
-        // [b, blk, V]: each row's logits from the last call that ran it
-        let mut logits: Vec<f32> = vec![];
+        // each row's logits from the last call that ran it
+        let mut logits = step::Logits::new(canvas.samples_on_device());
         // rows whose tokens changed since their logits were computed
         let mut stale = vec![true; b];
         for step in (1..=o.steps).rev() {
             let rows: Vec<usize> = (0..b).filter(|&r| stale[r]).collect();
-            if rows.len() == b {
-                logits = canvas.block_logits(&x, &noise, ws, we)?;
-            } else if !rows.is_empty() {
-                // Rows never interact in the model: the unchanged rows keep their logits.
-                let part = canvas.block_logits_rows(&x, &noise, ws, we, &rows)?;
-                let n = blk * v;
-                for (i, &r) in rows.iter().enumerate() {
-                    logits[r * n..(r + 1) * n].copy_from_slice(&part[i * n..(i + 1) * n]);
-                }
+            if !rows.is_empty() {
+                logits.refresh(canvas, &x, &noise, ws, we, &rows)?;
             }
             if on_event(GenEvent::Step { block: nb, step }).is_break() {
                 bail!(CANCELLED);
             }
             let min_eos = (o.min_length + p_len).saturating_sub(ws);
             let sc = StepCtx {
-                logits: &logits,
                 v,
                 blk,
                 min_eos,
@@ -332,32 +313,11 @@ fn run<E: Executor>(
                 step,
                 ws,
             };
-            // Every position's draw is independent given the logits: in parallel, each
-            // from its own counter-keyed uniform.
+            let pi = pi_vec(cfg, log_snrs[step], MASK as usize);
+            let post = Posterior::new(cfg, log_snrs[step], log_snrs[step - 1]);
+            let per = step::draws(canvas, &logits, &sc, &x, o, &pi, &post)?;
             let z_next: Vec<u32> = match o.method {
                 Method::Adaptive => {
-                    let pi = pi_vec(cfg, log_snrs[step], MASK as usize);
-                    let per: Vec<(f64, u32)> = (0..b * blk)
-                        .into_par_iter()
-                        .map(|i| {
-                            let l = sc.row_logits(i);
-                            let zj = x[i / blk][ws + i % blk] as usize;
-                            let xh = probs_with_topk_topp(&l, 1.0, None, None);
-                            let pmax = xh.iter().cloned().fold(0.0, f64::max);
-                            let plain =
-                                o.temperature == 1.0 && o.top_k.is_none() && o.top_p.is_none();
-                            let u = sc.uniform(i);
-                            let token = if plain {
-                                draw_u(&xh, u) // the tempered probs are x_hat itself
-                            } else {
-                                draw_u(
-                                    &probs_with_topk_topp(&l, o.temperature, o.top_k, o.top_p),
-                                    u,
-                                )
-                            };
-                            ((pmax - xh[zj]) * pi[zj] as f64, token as u32)
-                        })
-                        .collect();
                     let mut out = Vec::with_capacity(b * blk);
                     for r in 0..b {
                         let z = &x[r][ws..we];
@@ -375,27 +335,7 @@ fn run<E: Executor>(
                     }
                     out
                 }
-                Method::Ancestral => {
-                    let (lt, ls) = (log_snrs[step], log_snrs[step - 1]);
-                    let post = Posterior::new(cfg, lt, ls);
-                    (0..b * blk)
-                        .into_par_iter()
-                        .map(|i| {
-                            let zt = x[i / blk][ws + i % blk] as usize;
-                            if post.keeps(zt) {
-                                // the draw is z_t whatever x_hat: no softmax to compute
-                                return zt as u32;
-                            }
-                            let xh = probs_with_topk_topp(
-                                &sc.row_logits(i),
-                                o.temperature,
-                                o.top_k,
-                                o.top_p,
-                            );
-                            post.draw(&xh, zt, sc.uniform(i)) as u32
-                        })
-                        .collect()
-                }
+                Method::Ancestral => per.iter().map(|d| d.1).collect(),
             };
             for r in 0..b {
                 let zn = &z_next[r * blk..(r + 1) * blk];

@@ -17,156 +17,41 @@ pub fn predictable_logits(row: &[f32]) -> Vec<f64> {
     l
 }
 
-/// Tempered, top-k/top-p filtered probabilities in f64 (one-hot argmax at temperature 0).
-pub fn probs_with_topk_topp(
-    logits: &[f64],
-    temperature: f64,
-    top_k: Option<usize>,
-    top_p: Option<f64>,
-) -> Vec<f64> {
-    let v = logits.len();
-    if temperature == 0.0 {
-        let mut best = 0;
-        for i in 1..v {
-            if logits[i] > logits[best] {
-                best = i;
-            }
-        }
-        let mut p = vec![0.0; v];
-        p[best] = 1.0;
-        return p;
-    }
-    let mut x: Vec<f64> = logits.iter().map(|l| l / temperature).collect();
-    if let Some(k) = top_k.filter(|&k| k > 0 && k < v) {
-        let mut s = x.clone();
-        s.sort_by(|a, b| b.total_cmp(a));
-        let kth = s[k - 1];
-        x.iter_mut().for_each(|y| {
-            if *y < kth {
-                *y = f64::NEG_INFINITY
-            }
-        });
-    }
-    let softmax = |x: &[f64]| -> Vec<f64> {
-        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = x.iter().map(|y| (y - m).exp()).collect();
-        let z: f64 = e.iter().sum();
-        e.into_iter().map(|y| y / z).collect()
-    };
-    if let Some(p) = top_p.filter(|&p| p > 0.0 && p < 1.0) {
-        let mut idx: Vec<usize> = (0..v).collect();
-        idx.sort_by(|&a, &b| x[b].total_cmp(&x[a]));
-        let sorted: Vec<f64> = idx.iter().map(|&i| x[i]).collect();
-        let sp = softmax(&sorted);
-        let mut cum = 0.0;
-        let mut keep = vec![true; v];
-        for r in 0..v {
-            // A token is removed when the mass before it already exceeds p (the first always stays).
-            if r > 0 && cum > p {
-                keep[r] = false;
-            }
-            cum += sp[r];
-        }
-        for r in 0..v {
-            if !keep[r] {
-                x[idx[r]] = f64::NEG_INFINITY;
-            }
-        }
-    }
-    softmax(&x)
-}
+pub use gidd_engine::sample::{draw_u, probs_with_topk_topp};
 
 /// A categorical draw in f64 (f32 draws would lower the effective temperature).
 pub fn draw(p: &[f64], rng: &mut HostRng) -> usize {
     draw_u(p, rng.next_f64())
 }
 
-/// A categorical draw in f64 with the uniform `u` in [0, 1).
-pub fn draw_u(p: &[f64], u: f64) -> usize {
-    let total: f64 = p.iter().sum();
-    let mut u = u * total;
-    for (i, &q) in p.iter().enumerate() {
-        if u < q {
-            return i;
-        }
-        u -= q;
-    }
-    p.iter().rposition(|&q| q > 0.0).unwrap_or(0)
-}
-
-/// The ancestral posterior p(z_s | z_t, x_hat) = q_s (a_t/a_s 1[z_t] + beta_pi[z_t]) / q_t[z_t]
-/// (SPEC.md section 6) between log-SNRs l_t and l_s, in f64.
-pub struct Posterior {
-    a_t: f64,
-    a_s: f64,
-    pi_t: Vec<f32>,
-    pi_s: Vec<f32>,
-}
+/// The ancestral posterior p(z_s | z_t, x_hat) between log-SNRs l_t and l_s, in f64
+/// (`gidd_engine::sample::Posterior`, what the fused sampling step draws from).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Posterior(pub gidd_engine::sample::Posterior);
 
 impl Posterior {
     pub fn new(cfg: &GiddConfig, lt: f64, ls: f64) -> Posterior {
-        Posterior {
+        let mask = MASK as usize;
+        // pi holds one value on the mask and one on every other id
+        let other = (mask + 1) % cfg.vocab_size;
+        let two = |l: f64| {
+            let pi = pi_vec(cfg, l, mask);
+            [pi[other], pi[mask]]
+        };
+        Posterior(gidd_engine::sample::Posterior {
             a_t: sigmoid(lt),
             a_s: sigmoid(ls),
-            pi_t: pi_vec(cfg, lt, MASK as usize),
-            pi_s: pi_vec(cfg, ls, MASK as usize),
-        }
+            pi_t: two(lt),
+            pi_s: two(ls),
+            mask_id: mask,
+        })
     }
+}
 
-    /// p(z_s = k) for every k, unnormalised only by rounding.
-    pub fn probs(&self, xh: &[f64], zt: usize) -> Vec<f64> {
-        let c = self.at(xh, zt);
-        (0..xh.len()).map(|k| self.prob(xh, c, k)).collect()
-    }
-
-    /// The terms that depend on z_t only: (beta_pi[z_t], q_t[z_t]).
-    fn at(&self, xh: &[f64], zt: usize) -> (usize, f64, f64) {
-        let a_t = self.a_t;
-        let bpz = self.beta_pi(zt);
-        let qtz = a_t * xh[zt] + (1.0 - a_t) * self.pi_t[zt] as f64;
-        (zt, bpz, qtz)
-    }
-
-    /// Whether `draw(xh, zt, u)` is `zt` for every `xh` and `u`: true when
-    /// beta_pi[z_t] = 0 (a token already denoised under masked noise, whose pi puts no mass
-    /// on it). Then every k != z_t has p = (q_s * 0 / q_t[z_t]).max(0) = 0 (NaN from 0/0
-    /// also maxes to 0), so the draw lands on z_t or, with p[z_t] not positive, falls back
-    /// to it.
-    pub fn keeps(&self, zt: usize) -> bool {
-        self.beta_pi(zt) == 0.0
-    }
-
-    /// beta_pi[z_t] = (1 - a_t) pi_t[z_t] - (a_t / a_s)(1 - a_s) pi_s[z_t].
-    fn beta_pi(&self, zt: usize) -> f64 {
-        let (a_t, a_s) = (self.a_t, self.a_s);
-        (1.0 - a_t) * self.pi_t[zt] as f64 - (a_t / a_s) * (1.0 - a_s) * self.pi_s[zt] as f64
-    }
-
-    fn prob(&self, xh: &[f64], (zt, bpz, qtz): (usize, f64, f64), k: usize) -> f64 {
-        let a_s = self.a_s;
-        let qs = a_s * xh[k] + (1.0 - a_s) * self.pi_s[k] as f64;
-        let qts = if k == zt { self.a_t / a_s } else { 0.0 } + bpz;
-        (qs * qts / qtz).max(0.0)
-    }
-
-    /// A draw from p(z_s) with uniform `u`, without storing p (two passes over V).
-    pub fn draw(&self, xh: &[f64], zt: usize, u: f64) -> usize {
-        let c = self.at(xh, zt);
-        let v = xh.len();
-        let total: f64 = (0..v).map(|k| self.prob(xh, c, k)).sum();
-        let mut u = u * total;
-        let mut last = zt;
-        for k in 0..v {
-            let q = self.prob(xh, c, k);
-            if q > 0.0 {
-                if u < q {
-                    return k;
-                }
-                u -= q;
-                last = k;
-            }
-        }
-        last
+impl std::ops::Deref for Posterior {
+    type Target = gidd_engine::sample::Posterior;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 

@@ -201,3 +201,28 @@ pub fn diffusion_kl_bwd(
         &mut f32_out(out)[..rows * v],
     );
 }
+
+/// The fused sampling step (`gidd_kernels::sample::step`); refuses ids outside the vocabulary.
+pub fn sample_step(
+    spec: &crate::op::SampleSpec,
+    ins: &[Arg],
+    shape: &[usize],
+    out: &mut Data,
+) -> crate::error::Result<()> {
+    let (r, v) = (shape[0], shape[1]);
+    let rows = ins[1].slice::<i32>(r * 4);
+    if let Some(z) = rows
+        .chunks(4)
+        .map(|c| c[0])
+        .find(|&z| z < 0 || z as usize >= v)
+    {
+        return Err(crate::error::Error::Msg(format!(
+            "sample_step: current token {z} is outside the vocabulary of {v}"
+        )));
+    }
+    let Data::I32(o) = out else {
+        unreachable!("infer makes sample_step's output i32")
+    };
+    gidd_kernels::sample::step(spec, v, &ins[0].slice::<f32>(r * v), &rows, &mut o[..r * 3]);
+    Ok(())
+}

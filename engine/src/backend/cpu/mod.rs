@@ -397,6 +397,7 @@ fn exec(p: &Program, node: &crate::graph::Node, a: &[Arg], outs: &mut [Data]) ->
         Op::AttentionBwd(spec) => fused::attention_bwd(spec, a, in_shape(0), in_shape(1), outs),
         Op::DiffusionKl(spec) => fused::diffusion_kl(spec, a, in_shape(0), outs),
         Op::DiffusionKlBwd(spec) => fused::diffusion_kl_bwd(spec, a, in_shape(0), out),
+        Op::SampleStep(spec) => fused::sample_step(spec, a, in_shape(0), out)?,
         Op::AllGather { .. } | Op::ReduceScatter { .. } => {
             return Err(Error::Msg(format!(
                 "{} reached a kernel: collectives run through the rank's collective",

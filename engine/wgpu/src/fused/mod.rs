@@ -8,13 +8,15 @@
 mod attention;
 mod diffusion_kl;
 mod rows;
+mod sample;
 
 use crate::error::{Result, WgpuError};
 use crate::plan::Builder;
 use gidd_engine::op::Op;
 use gidd_engine::DType;
 
-/// Whether `op` over values of `dtype` (its first float operand's) runs as a fused kernel.
+/// Whether `op` over values of `dtype` (its first float operand's) runs as a fused kernel
+/// (the sampling step's also needs f64 shaders: `WgpuExecutor::supports_fused`).
 pub fn supports(op: &Op, dtype: DType) -> bool {
     match op {
         Op::Softmax
@@ -26,6 +28,7 @@ pub fn supports(op: &Op, dtype: DType) -> bool {
         | Op::RopeBwd => rows::supports(op, dtype),
         Op::Attention(_) | Op::AttentionBwd(_) => attention::supports(op, dtype),
         Op::DiffusionKl(_) | Op::DiffusionKlBwd(_) => diffusion_kl::supports(op, dtype),
+        Op::SampleStep(_) => dtype == DType::F32,
         _ => false,
     }
 }
@@ -42,6 +45,7 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         | Op::RopeBwd => rows::lower(b, op, ins, outs),
         Op::Attention(_) | Op::AttentionBwd(_) => attention::lower(b, op, ins, outs),
         Op::DiffusionKl(_) | Op::DiffusionKlBwd(_) => diffusion_kl::lower(b, op, ins, outs),
+        Op::SampleStep(_) => sample::lower(b, op, ins, outs),
         _ => Err(WgpuError::Unsupported(format!(
             "{} is not a fused op",
             op.name()
