@@ -103,6 +103,8 @@ pub const MODULES: &[Module] = &[
     module!("gidd_loss/diffusion_kl", Arch::Sm80, true),
     module!("attention/attention", Arch::Sm80, true),
     module!("attention/attention_rows", Arch::Sm80, false),
+    module!("attention/attention_mma_d64", Arch::Sm80, true),
+    module!("attention/attention_mma_d128", Arch::Sm80, true),
     module!("softmax/softmax", Arch::Sm80, false),
     module!("norm/rms_norm", Arch::Sm80, false),
     module!("rope/rope", Arch::Sm80, false),

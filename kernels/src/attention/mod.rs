@@ -40,6 +40,7 @@
 
 pub mod cpu;
 mod mask;
+pub mod mma_ptx;
 pub mod reference;
 mod tile;
 
