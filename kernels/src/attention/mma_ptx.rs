@@ -229,7 +229,10 @@ fn quad(n: usize, f: impl Fn(usize) -> String) -> String {
 
 /// The PTX module for head dim `d` (64 or 128).
 pub fn source(d: usize) -> String {
-    assert!(HEAD_DIMS.contains(&d), "no tensor-core attention for head dim {d}");
+    assert!(
+        HEAD_DIMS.contains(&d),
+        "no tensor-core attention for head dim {d}"
+    );
     let mut g = Gen {
         s: String::new(),
         d,
@@ -250,7 +253,10 @@ fn body(g: &mut Gen, name: &str) {
     let (kc, nt) = (d / 16, d / 8);
     let sb = stage_bytes(d);
     let rb = row_bytes(d);
-    let _ = writeln!(g.s, ".visible .entry {name}(.param .align 8 .b8 args[112])\n{{");
+    let _ = writeln!(
+        g.s,
+        ".visible .entry {name}(.param .align 8 .b8 args[112])\n{{"
+    );
     g.l(".reg .u32 %heads, %lq, %lk, %capped, %me, %warp, %lane, %g, %t4, %bh, %b, %qs, %r0, %r1;");
     g.l(".reg .u32 %x, %u, %i, %ntiles, %cur, %nxt, %stage, %keep, %need, %kc0, %key;");
     g.l(".reg .u32 %sk, %sv, %lk_a, %lv_a, %stk, %stv, %ka, %va;");
@@ -304,7 +310,10 @@ fn body(g: &mut Gen, name: &str) {
     g.l("setp.lt.u32 %rv1, %r1, %lq;");
     g.l("// rows past Lq read row Lq - 1 (their results are not stored)");
     g.l("sub.u32 %x, %lq, 1;");
-    for (r, qa, mrow, oa) in [("%r0", "%qa0", "%mrow0", "%oa0"), ("%r1", "%qa1", "%mrow1", "%oa1")] {
+    for (r, qa, mrow, oa) in [
+        ("%r0", "%qa0", "%mrow0", "%oa0"),
+        ("%r1", "%qa1", "%mrow1", "%oa1"),
+    ] {
         g.l(&format!("min.u32 %u, {r}, %x;"));
         g.l("mad.lo.u32 %i, %b, %lq, %u;");
         g.l("mul.wide.u32 %a, %i, %lk;");
@@ -324,7 +333,11 @@ fn body(g: &mut Gen, name: &str) {
             .iter()
             .enumerate()
         {
-            g.l(&format!("ld.global.b32 %q{}, [{qa}+{}];", 4 * s + j, 32 * s + off));
+            g.l(&format!(
+                "ld.global.b32 %q{}, [{qa}+{}];",
+                4 * s + j,
+                32 * s + off
+            ));
         }
     }
     // fully masked rows of the block: then every tile is needed
@@ -483,7 +496,9 @@ fn body(g: &mut Gen, name: &str) {
             }
         }
         for sh in [1, 2] {
-            g.l(&format!("shfl.sync.bfly.b32 %f, {n}, {sh}, 0x1f, 0xffffffff;"));
+            g.l(&format!(
+                "shfl.sync.bfly.b32 %f, {n}, {sh}, 0x1f, 0xffffffff;"
+            ));
             g.l(&format!("max.f32 {n}, {n}, %f;"));
         }
     }
@@ -560,7 +575,9 @@ fn body(g: &mut Gen, name: &str) {
     g.l("// the quad's partial sums: l += l(lane ^ 1), then l += l(lane ^ 2)");
     for l in ["%l0", "%l1"] {
         for sh in [1, 2] {
-            g.l(&format!("shfl.sync.bfly.b32 %f, {l}, {sh}, 0x1f, 0xffffffff;"));
+            g.l(&format!(
+                "shfl.sync.bfly.b32 %f, {l}, {sh}, 0x1f, 0xffffffff;"
+            ));
             g.l(&format!("add.f32 {l}, {l}, %f;"));
         }
     }
@@ -616,7 +633,11 @@ mod tests {
                 have == want,
                 "{path} is not mma_ptx.rs's output: rerun with GIDD_WRITE_PTX=1"
             );
-            assert!(want.lines().count() < 700, "{path}: {} lines", want.lines().count());
+            assert!(
+                want.lines().count() < 700,
+                "{path}: {} lines",
+                want.lines().count()
+            );
         }
     }
 
