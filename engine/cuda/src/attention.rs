@@ -8,7 +8,8 @@
 //!
 //! The graph builds attention over f32 (the api converts bf16 around it), so the kernels
 //! take f32 q, k, v and a bool mask; head dims up to [`DMAX`]. A forward whose operands were
-//! converted from bf16 runs on tensor cores instead (crate::attention_mma).
+//! converted from bf16 runs on tensor cores instead (crate::attention_mma), and so does such
+//! a backward after attention_bwd_rows.
 
 use crate::error::{CudaError, Result};
 use crate::plan::{u32_of, Arg, Builder, Ptr, MAX_GRID_YZ};
@@ -142,6 +143,9 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         ("mask", Arg::Ptr(mask)),
     ];
     b.launch_1d("attention_bwd_rows", rows, row_args);
+    if let crate::attention_mma::Kernel::Mma(d) = crate::attention_mma::pick_for(b.p, ins) {
+        return crate::attention_mma::lower_bwd(b, d, ins, outs, args, st);
+    }
     let mut kv = args.clone();
     kv.push(("dk", Arg::Ptr(b.out(outs[1])?)));
     kv.push(("dv", Arg::Ptr(b.out(outs[2])?)));

@@ -39,6 +39,8 @@ mod emulate_attention;
 #[cfg(test)]
 mod emulate_attention_mma;
 #[cfg(test)]
+mod emulate_attention_mma_bwd;
+#[cfg(test)]
 mod emulate_fused;
 #[cfg(test)]
 mod emulate_hopper;

@@ -1,219 +1,167 @@
-//! Writes attention_mma_d64.ptx and attention_mma_d128.ptx: the tensor-core flash attention
-//! forward (sm_80 mma.sync m16n8k16, bf16 operands, f32 accumulation). The kernel keeps a
-//! warp's Q fragments, scores and output accumulators in registers, whose count depends on
-//! the head dim, and PTX cannot index registers, so each head dim gets its own unrolled
-//! entry, generated here; the `.ptx` files are this generator's output, checked in (what the
-//! executor loads and ptxas assembles) and compared with it by a test, so edit this file and
-//! regenerate (`GIDD_WRITE_PTX=1 cargo test --release -p gidd-kernels mma_ptx`).
+//! Writes the tensor-core flash attention modules (sm_80 mma.sync m16n8k16, bf16 operands, f32
+//! accumulation): attention_mma_d{64,128}.ptx (forward), attention_mma_dq_d{64,128}.ptx and
+//! attention_mma_dkdv_d{64,128}.ptx (backward). A warp keeps fragments and accumulators in
+//! registers, whose count depends on the head dim, and PTX cannot index registers, so each
+//! head dim gets its own unrolled entry, generated here; the `.ptx` files are this
+//! generator's output, checked in (what the executor loads and ptxas assembles) and compared
+//! with it by a test: edit this file (or mma_ptx_bwd.rs, mma_funcs.ptx) and regenerate with
+//! `GIDD_WRITE_PTX=1 cargo test --release -p gidd-kernels mma_ptx`.
 //!
-//! engine/cuda/src/emulate_attention_mma.rs models the same tiling, lane ownership and
-//! ldmatrix / mma fragment layouts from the constants below.
+//! All three kernels share one shape: a block of 8 warps owns 128 rows (16 a warp: one m16
+//! row block of mma), and streams 32-row tiles of two matrices X and Y through shared memory
+//! by cp.async, two stages, skipping tiles no owned row needs. Per tile a warp forms products
+//! with X (and Y) as mma B operands (ldmatrix, no transpose), turns them into probabilities,
+//! packs those to bf16 A fragments straight from the accumulators (the C layout of two n8
+//! tiles is the A layout of one k16 step), and accumulates them times X or Y (ldmatrix.trans).
+//! engine/cuda/src/emulate_attention_mma*.rs model the same lanes from the constants below.
 
 use std::fmt::Write;
 
-/// Query rows per block: 8 warps of 16 (one m16 row block of mma each).
+#[path = "mma_ptx_bwd.rs"]
+mod bwd;
+
+/// Rows a block owns: 8 warps of 16.
 pub const ROWS: usize = 128;
 pub const WARPS: usize = 8;
 /// Threads per block (the executor's usual block).
 pub const THREADS: usize = 256;
-/// Keys per streamed tile: 4 n8 tiles of the score mma, 2 k16 steps of the P V mma.
+/// Rows per streamed tile: 4 n8 tiles of the products, 2 k16 steps of the accumulation.
 pub const KEYS: usize = 32;
-/// The head dims with an entry.
+/// The head dims with entries.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// Bytes of one shared K or V row: D bf16 padded by 8, so the 8 rows an ldmatrix phase reads
-/// start 16 bytes apart modulo 128 (distinct banks).
+/// The three kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Forward: owns queries, streams K (X) and V (Y).
+    Fwd,
+    /// dq: owns queries, streams K (X) and V (Y).
+    Dq,
+    /// dk and dv: owns keys, streams Q (X) and dO (Y).
+    Dkdv,
+}
+
+pub const KINDS: [Kind; 3] = [Kind::Fwd, Kind::Dq, Kind::Dkdv];
+
+/// Bytes of one shared row: D bf16 padded by 8, so the 8 rows an ldmatrix phase reads start
+/// 16 bytes apart modulo 128 (distinct banks).
 pub fn row_bytes(d: usize) -> usize {
     2 * (d + 8)
 }
 
-/// Bytes of one pipeline stage of K (or V): a 32-key tile.
+/// Bytes of one pipeline stage of X (or Y): a 32-row tile.
 pub fn stage_bytes(d: usize) -> usize {
     KEYS * row_bytes(d)
 }
 
-/// Static shared memory of the entry: K and V, two stages each.
+/// Static shared memory of an entry: X and Y, two stages each.
 pub fn smem_bytes(d: usize) -> usize {
     4 * stage_bytes(d)
 }
 
-/// The entry for head dim `d` (64 or 128).
-pub fn entry(d: usize) -> Option<&'static str> {
-    match d {
-        64 => Some("attention_mma_fwd_d64"),
-        128 => Some("attention_mma_fwd_d128"),
-        _ => None,
+/// The entry of `kind` for head dim `d` (64 or 128).
+pub fn entry(kind: Kind, d: usize) -> Option<&'static str> {
+    Some(match (kind, d) {
+        (Kind::Fwd, 64) => "attention_mma_fwd_d64",
+        (Kind::Fwd, 128) => "attention_mma_fwd_d128",
+        (Kind::Dq, 64) => "attention_mma_dq_d64",
+        (Kind::Dq, 128) => "attention_mma_dq_d128",
+        (Kind::Dkdv, 64) => "attention_mma_dkdv_d64",
+        (Kind::Dkdv, 128) => "attention_mma_dkdv_d128",
+        _ => return None,
+    })
+}
+
+/// The module file of `kind` for head dim `d`, in this folder.
+pub fn file_name(kind: Kind, d: usize) -> String {
+    match kind {
+        Kind::Fwd => format!("attention_mma_d{d}.ptx"),
+        Kind::Dq => format!("attention_mma_dq_d{d}.ptx"),
+        Kind::Dkdv => format!("attention_mma_dkdv_d{d}.ptx"),
     }
 }
 
-/// Argument slots, in order (the ARGS line).
-pub const ARGS: &str = "bh heads lq lk dim scale cap capped out lse q k v mask";
+/// Argument slots, in order (the ARGS line); the SIMT kernels' lists.
+pub fn args(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Fwd => "bh heads lq lk dim scale cap capped out lse q k v mask",
+        Kind::Dq => "bh heads lq lk dim scale cap capped dq q k v mask st dout",
+        Kind::Dkdv => "bh heads lq lk dim scale cap capped dk dv q k v mask st dout",
+    }
+}
 
-const HEADER: &str = r"// Flash attention forward on tensor cores (sm_80 mma.sync.m16n8k16 bf16 -> f32; also valid on
-// sm_90a) for the cuda executor, with the contract of attention/mod.rs: scale, optional soft cap
-// c tanh(s/c), a bool mask [B, Lq, Lk] shared by the heads, masked scores the finite f32::MIN
-// (a fully masked row is uniform over its keys), keys past Lk absent (-inf), lse saved. The
-// learned bias slot is key 0 of k and v (prepended by the api with a true mask column).
+const HEADER: &str = r"// Flash attention on tensor cores (sm_80 mma.sync.m16n8k16 bf16 -> f32; also valid on sm_90a)
+// for the cuda executor, with the contract of attention/mod.rs and attention.ptx (whose SIMT
+// kernels do the same in f32): scale, optional soft cap c tanh(s/c), a bool mask [B, Lq, Lk]
+// shared by the heads, masked scores the finite f32::MIN (a fully masked row is uniform over
+// its keys), rows past Lq or Lk absent, no [Lq, Lk] matrix stored. The learned bias slot is
+// key 0 of k and v (prepended by the api with a true mask column).
 // GENERATED by kernels/src/attention/mma_ptx.rs (edit that, then regenerate).
-// UNVERIFIED ON HARDWARE: ptxas assembles it in CI and engine/cuda/src/emulate_attention_mma.rs
-// models its tiling and fragments against the cpu executor; no GPU has executed it.
+// UNVERIFIED ON HARDWARE: ptxas assembles it in CI and engine/cuda/src/emulate_attention_mma*.rs
+// model its lanes against the cpu executor; no GPU has executed it.
 //
-// q, k, v: bf16 [B H, L, D] contiguous (the executor rounds the op's f32 operands, exact when
-// they were converted from bf16); out f32 [B H, Lq, D], lse f32 [B H, Lq].
-// Grid (ceil(Lq / 128), B H), 256 threads. Warp w owns query rows 128 blockIdx.x + 16 w + 0..15;
-// lane (g = lane / 4, t = lane % 4) holds rows g and g + 8 of them: Q as mma A fragments in
-// registers (loaded once), the score accumulators S (cols 8 j + 2 t, + 1 of n8 tile j) and
-// the output accumulators O (cols 8 n + 2 t, + 1). 32-key tiles of K and V stream through
-// shared memory by cp.async, two stages (tile i + 1 lands while tile i is used), zero-filled
-// past Lk. S = Q K^T: ldmatrix.x4 of K rows (B fragments, no transpose); per row the online
-// softmax: m' = max(m, max S), corr = e^(m - m'), p = e^(S - m'), l = l corr + sum p (each
-// lane sums its own columns; the quad adds them at the end), O = O corr + P V with P packed
-// to bf16 straight from the S accumulators (the C layout of two n8 tiles is the A layout of
-// one k16 step) and V by ldmatrix.x4.trans. A tile with no unmasked pair in any of the
-// block's rows is skipped (it adds exactly 0) unless one of them is fully masked.
+// q, k, v (and dout): bf16 [B H, L, D] contiguous (the executor rounds the op's f32 operands,
+// exactly: they were converted from bf16); outputs f32. Grid (ceil(rows / 128), B H), 256
+// threads. Warp w owns rows 128 blockIdx.x + 16 w + 0..15; lane (g = lane / 4, t = lane % 4)
+// holds rows g and g + 8 of them: the owned rows' A fragments (registers, or reloaded), the
+// product accumulators (cols 8 j + 2 t, + 1 of n8 tile j of the 32-row tile) and the output
+// accumulators (cols 8 n + 2 t, + 1). 32-row tiles of X and Y land in shared memory by
+// cp.async, two stages (tile i + 1 lands while tile i is used), zero-filled past the end.
 ";
 
-struct Gen {
-    s: String,
-    d: usize,
+pub(crate) struct Gen {
+    pub s: String,
+    pub d: usize,
 }
 
 impl Gen {
-    fn l(&mut self, line: &str) {
+    pub fn l(&mut self, line: &str) {
         self.s.push_str("    ");
         self.s.push_str(line);
         self.s.push('\n');
     }
-    fn raw(&mut self, text: &str) {
+    pub fn raw(&mut self, text: &str) {
         self.s.push_str(text);
     }
 }
 
-const FUNCS: &str = r"// e^x = 2^(x log2 e); +0 for -inf
-.func (.reg .f32 %y) fexp(.reg .f32 %x)
-{
-    mul.f32 %x, %x, 0f3FB8AA3B;
-    ex2.approx.ftz.f32 %y, %x;
-    ret;
-}
-
-// tanh x = sign(x) (1 - e^-2|x|) / (1 + e^-2|x|)
-.func (.reg .f32 %t) tanh_f(.reg .f32 %x)
-{
-    .reg .f32 %a, %e, %n, %d;
-    abs.f32 %a, %x;
-    mul.f32 %a, %a, 0fC0000000;
-    call (%e), fexp, (%a);
-    sub.f32 %n, 0f3F800000, %e;
-    add.f32 %d, 0f3F800000, %e;
-    div.rn.f32 %t, %n, %d;
-    copysign.f32 %t, %x, %t;
-    ret;
-}
-
-// The score of raw product %x at key %key of the row whose mask starts at %mrow: -inf past
-// Lk, f32::MIN where masked, else scale x (soft-capped when %capped != 0).
-.func (.reg .f32 %y) score(.reg .f32 %x, .reg .u32 %key, .reg .u32 %lk, .reg .u64 %mrow, .reg .f32 %scale, .reg .f32 %cap, .reg .u32 %capped)
-{
-    .reg .pred %p;
-    .reg .u64 %a;
-    .reg .u32 %m;
-    .reg .f32 %t;
-    mov.f32 %y, 0fFF800000;
-    setp.ge.u32 %p, %key, %lk;
-    @%p bra DONE;
-    mul.f32 %y, %x, %scale;
-    setp.eq.u32 %p, %capped, 0;
-    @%p bra MASK;
-    div.rn.f32 %t, %y, %cap;
-    call (%t), tanh_f, (%t);
-    mul.f32 %y, %cap, %t;
-MASK:
-    cvt.u64.u32 %a, %key;
-    add.u64 %a, %mrow, %a;
-    ld.global.u8 %m, [%a];
-    setp.eq.u32 %p, %m, 0;
-    @%p mov.f32 %y, 0fFF7FFFFF;
-DONE:
-    ret;
-}
-
-// Whether any row of the block needs key tile %tile: a fully masked row (%keep) needs all,
-// else some row of the block with an unmasked key in it. Thread i reads row i / 2, keys
-// 16 (i % 2) + 0..15 of the tile. Every thread calls it (bar.red).
-.func (.reg .u32 %need) tile_needed(.reg .u32 %tile, .reg .u32 %keep, .reg .u32 %q0, .reg .u32 %b, .reg .u32 %lq, .reg .u32 %lk, .reg .u64 %mask)
-{
-    .reg .pred %p, %any;
-    .reg .u32 %me, %row, %key, %end, %m;
-    .reg .u64 %a, %o;
-    mov.u32 %me, %tid.x;
-    setp.ne.u32 %any, %keep, 0;
-    shr.u32 %row, %me, 1;
-    add.u32 %row, %row, %q0;
-    setp.ge.u32 %p, %row, %lq;
-    @%p bra VOTE;
-    and.b32 %key, %me, 1;
-    shl.b32 %key, %key, 4;
-    mad.lo.u32 %key, %tile, 32, %key;
-    add.u32 %end, %key, 16;
-    min.u32 %end, %end, %lk;
-    mad.lo.u32 %m, %b, %lq, %row;
-    mul.wide.u32 %a, %m, %lk;
-    add.u64 %a, %mask, %a;
-LOOP:
-    setp.ge.u32 %p, %key, %end;
-    @%p bra VOTE;
-    cvt.u64.u32 %o, %key;
-    add.u64 %o, %a, %o;
-    ld.global.u8 %m, [%o];
-    setp.ne.or.u32 %any, %m, 0, %any;
-    add.u32 %key, %key, 1;
-    bra LOOP;
-VOTE:
-    bar.red.or.pred %any, 0, %any;
-    selp.u32 %need, 1, 0, %any;
-    ret;
-}
-";
-
-/// The K and V tile loader: CPT 16-byte chunks of each per thread.
+/// The tile loader: CPT 16-byte chunks of each of X and Y per thread.
 fn load_func(g: &mut Gen) {
     let d = g.d;
     let cpr = d / 8; // chunks per row
-    let shift = cpr.trailing_zeros();
     let cpt = KEYS * cpr / THREADS;
     let _ = writeln!(
         g.s,
-        "// cp.async of key tile %tile of K and V (rows [bh][32 tile + r], {cpr} chunks of 16 bytes\n\
-         // a row) into the stage at %sk / %sv, rows of {} bytes; rows past Lk zero-filled.\n\
-         .func load_tile(.reg .u32 %tile, .reg .u32 %bh, .reg .u32 %lk, .reg .u64 %k, .reg .u64 %v, .reg .u32 %sk, .reg .u32 %sv)\n{{",
+        "// cp.async of tile %tile of X and Y (rows [bh][32 tile + r] of %n, {cpr} chunks of 16 bytes\n\
+         // a row) into the stages at %sx / %sy, rows of {} bytes; rows past %n zero-filled.\n\
+         .func load_tile(.reg .u32 %tile, .reg .u32 %bh, .reg .u32 %n, .reg .u64 %x, .reg .u64 %y, .reg .u32 %sx, .reg .u32 %sy)\n{{",
         row_bytes(d)
     );
     g.l(".reg .pred %p;");
-    g.l(".reg .u32 %c, %r, %ch, %key, %e, %sz, %so, %i;");
-    g.l(".reg .u64 %o, %gk, %gv;");
+    g.l(".reg .u32 %c, %r, %ch, %row, %e, %sz, %so, %i;");
+    g.l(".reg .u64 %o, %gx, %gy;");
     g.l("mov.u32 %c, %tid.x;");
     g.l("mov.u32 %i, 0;");
     g.raw("LOOP:\n");
-    let _ = writeln!(g.s, "    shr.u32 %r, %c, {shift};");
+    g.l(&format!("shr.u32 %r, %c, {};", cpr.trailing_zeros()));
     g.l(&format!("and.b32 %ch, %c, {};", cpr - 1));
-    g.l("mad.lo.u32 %key, %tile, 32, %r;");
-    g.l("setp.lt.u32 %p, %key, %lk;");
+    g.l("mad.lo.u32 %row, %tile, 32, %r;");
+    g.l("setp.lt.u32 %p, %row, %n;");
     g.l("selp.u32 %sz, 16, 0, %p;");
-    g.l("@!%p mov.u32 %key, 0;");
-    g.l("mad.lo.u32 %e, %bh, %lk, %key;");
+    g.l("@!%p mov.u32 %row, 0;");
+    g.l("mad.lo.u32 %e, %bh, %n, %row;");
     g.l(&format!("mul.lo.u32 %e, %e, {d};"));
     g.l("shl.b32 %so, %ch, 3;");
     g.l("add.u32 %e, %e, %so;");
     g.l("mul.wide.u32 %o, %e, 2;");
-    g.l("add.u64 %gk, %k, %o;");
-    g.l("add.u64 %gv, %v, %o;");
+    g.l("add.u64 %gx, %x, %o;");
+    g.l("add.u64 %gy, %y, %o;");
     g.l(&format!("mul.lo.u32 %so, %r, {};", row_bytes(d)));
     g.l("mad.lo.u32 %so, %ch, 16, %so;");
-    g.l("add.u32 %e, %sk, %so;");
-    g.l("cp.async.cg.shared.global [%e], [%gk], 16, %sz;");
-    g.l("add.u32 %e, %sv, %so;");
-    g.l("cp.async.cg.shared.global [%e], [%gv], 16, %sz;");
+    g.l("add.u32 %e, %sx, %so;");
+    g.l("cp.async.cg.shared.global [%e], [%gx], 16, %sz;");
+    g.l("add.u32 %e, %sy, %so;");
+    g.l("cp.async.cg.shared.global [%e], [%gy], 16, %sz;");
     g.l(&format!("add.u32 %c, %c, {THREADS};"));
     g.l("add.u32 %i, %i, 1;");
     g.l(&format!("setp.lt.u32 %p, %i, {cpt};"));
@@ -223,77 +171,69 @@ fn load_func(g: &mut Gen) {
 }
 
 /// One line of the four instructions of accumulator quad `n` (registers 4 n + 0..3).
-fn quad(n: usize, f: impl Fn(usize) -> String) -> String {
+pub(crate) fn quad(n: usize, f: impl Fn(usize) -> String) -> String {
     (4 * n..4 * n + 4).map(f).collect::<Vec<_>>().join(" ")
 }
 
-/// The PTX module for head dim `d` (64 or 128).
-pub fn source(d: usize) -> String {
-    assert!(
-        HEAD_DIMS.contains(&d),
-        "no tensor-core attention for head dim {d}"
-    );
+/// The PTX module of `kind` for head dim `d` (64 or 128).
+pub fn source(kind: Kind, d: usize) -> String {
+    let name = entry(kind, d).expect("a head dim with tensor-core attention");
     let mut g = Gen {
         s: String::new(),
         d,
     };
-    let name = entry(d).unwrap_or_default();
     g.raw(HEADER);
-    let _ = writeln!(g.s, "//\n// ARGS {name}: {ARGS}\n");
+    let _ = writeln!(g.s, "//\n// ARGS {name}: {}\n", args(kind));
     g.raw(".version 7.0\n.target sm_80\n.address_size 64\n\n");
-    g.raw(FUNCS);
+    g.raw(include_str!("mma_funcs.ptx"));
     g.raw("\n");
     load_func(&mut g);
-    body(&mut g, name);
+    let _ = writeln!(
+        g.s,
+        ".visible .entry {name}(.param .align 8 .b8 args[{}])\n{{",
+        8 * args(kind).split_whitespace().count()
+    );
+    match kind {
+        Kind::Fwd => forward(&mut g),
+        Kind::Dq => bwd::dq(&mut g),
+        Kind::Dkdv => bwd::dkdv(&mut g),
+    }
+    g.l("ret;");
+    g.raw("}\n");
     g.s
 }
 
-fn body(g: &mut Gen, name: &str) {
-    let d = g.d;
-    let (kc, nt) = (d / 16, d / 8);
-    let sb = stage_bytes(d);
-    let rb = row_bytes(d);
-    let _ = writeln!(
-        g.s,
-        ".visible .entry {name}(.param .align 8 .b8 args[112])\n{{"
-    );
-    g.l(".reg .u32 %heads, %lq, %lk, %capped, %me, %warp, %lane, %g, %t4, %bh, %b, %qs, %r0, %r1;");
-    g.l(".reg .u32 %x, %u, %i, %ntiles, %cur, %nxt, %stage, %keep, %need, %kc0, %key;");
-    g.l(".reg .u32 %sk, %sv, %lk_a, %lv_a, %stk, %stv, %ka, %va;");
-    g.l(".reg .u64 %O, %LSE, %Q, %K, %V, %M, %mrow0, %mrow1, %a, %a2, %qa0, %qa1, %oa0, %oa1;");
-    g.l(".reg .f32 %scale, %cap, %m0, %m1, %l0, %l1, %n0, %n1, %c0, %c1, %f;");
-    let _ = writeln!(
-        g.s,
-        "    .reg .b32 %q<{}>, %pa<8>, %kb<8>, %vb<4>;\n    .reg .f32 %s<16>, %o<{}>;",
-        4 * kc,
-        4 * nt
-    );
-    g.l(".reg .pred %p, %closed, %any, %rv0, %rv1;");
-    g.l(&format!(".shared .align 128 .b8 smk[{}];", 2 * sb));
-    g.l(&format!(".shared .align 128 .b8 smv[{}];", 2 * sb));
-    for (i, (n, t)) in [
-        ("%heads", "u32"),
-        ("%lq", "u32"),
-        ("%lk", "u32"),
-        ("", ""),
-        ("%scale", "f32"),
-        ("%cap", "f32"),
-        ("%capped", "u32"),
-        ("%O", "u64"),
-        ("%LSE", "u64"),
-        ("%Q", "u64"),
-        ("%K", "u64"),
-        ("%V", "u64"),
-        ("%M", "u64"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        if !n.is_empty() {
-            g.l(&format!("ld.param.{t} {n}, [args+{}];", 8 * (i + 1)));
-        }
+/// Declarations, the argument loads (pointer `x` into %P_x), lane geometry, the owned rows
+/// (%r0, %r1, valid %rv0, %rv1; clamped %c0r, %c1r), the batch's mask (%Mb), the ldmatrix
+/// lane offsets (%ln: no transpose, %lt: .trans) and the shared stages (%sx, %sy).
+pub(crate) fn prologue(g: &mut Gen, kind: Kind, own_len: &str) {
+    let sb = stage_bytes(g.d);
+    let rb = row_bytes(g.d);
+    g.l(".reg .u32 %heads, %lq, %lk, %capped, %me, %warp, %lane, %g, %t4, %bh, %b, %own0;");
+    g.l(".reg .u32 %r0, %r1, %c0r, %c1r, %x, %u, %i, %ntiles, %cur, %nxt, %stage, %keep, %need;");
+    g.l(".reg .u32 %col0, %col, %sx, %sy, %ln, %lt, %stx, %sty, %xn, %xt, %yn, %yt;");
+    g.l(".reg .u32 %one;");
+    g.l(".reg .u64 %Mb, %a, %a2, %ga0, %ga1, %oa0, %oa1, %z64;");
+    g.l(".reg .f32 %scale, %cap, %f;");
+    g.l(".reg .b32 %pa<8>, %kb<8>, %vb<4>, %fa<4>;");
+    g.l(".reg .pred %p, %any, %rv0, %rv1;");
+    g.l(&format!(".shared .align 128 .b8 smx[{}];", 2 * sb));
+    g.l(&format!(".shared .align 128 .b8 smy[{}];", 2 * sb));
+    let names: Vec<&str> = args(kind).split_whitespace().collect();
+    let ptrs: Vec<String> = names[8..].iter().map(|n| format!("%P_{n}")).collect();
+    g.l(&format!(".reg .u64 {};", ptrs.join(", ")));
+    for (i, n) in names.iter().enumerate() {
+        let (reg, ty) = match *n {
+            "heads" | "lq" | "lk" | "capped" => (format!("%{n}"), "u32"),
+            "scale" | "cap" => (format!("%{n}"), "f32"),
+            "bh" | "dim" => continue,
+            _ => (format!("%P_{n}"), "u64"),
+        };
+        g.l(&format!("ld.param.{ty} {reg}, [args+{}];", 8 * i));
     }
-    g.l("// dim (slot 4) is this entry's D; the host picks the entry by it");
+    g.l("// dim (slot 4) is this entry's D (the host picks the entry by it); bh is the grid's y");
+    g.l("mov.u32 %one, 1;");
+    g.l("mov.u64 %z64, 0;");
     g.l("mov.u32 %me, %tid.x;");
     g.l("shr.u32 %warp, %me, 5;");
     g.l("and.b32 %lane, %me, 31;");
@@ -301,67 +241,313 @@ fn body(g: &mut Gen, name: &str) {
     g.l("and.b32 %t4, %lane, 3;");
     g.l("mov.u32 %bh, %ctaid.y;");
     g.l("div.u32 %b, %bh, %heads;");
-    g.l("mov.u32 %qs, %ctaid.x;");
-    g.l(&format!("mul.lo.u32 %qs, %qs, {ROWS};"));
-    g.l("mad.lo.u32 %r0, %warp, 16, %qs;");
+    g.l("mul.lo.u32 %u, %b, %lq;");
+    g.l("mul.wide.u32 %a, %u, %lk;");
+    g.l("add.u64 %Mb, %P_mask, %a;");
+    g.l("mov.u32 %own0, %ctaid.x;");
+    g.l(&format!("mul.lo.u32 %own0, %own0, {ROWS};"));
+    g.l("mad.lo.u32 %r0, %warp, 16, %own0;");
     g.l("add.u32 %r0, %r0, %g;");
     g.l("add.u32 %r1, %r0, 8;");
-    g.l("setp.lt.u32 %rv0, %r0, %lq;");
-    g.l("setp.lt.u32 %rv1, %r1, %lq;");
-    g.l("// rows past Lq read row Lq - 1 (their results are not stored)");
-    g.l("sub.u32 %x, %lq, 1;");
-    for (r, qa, mrow, oa) in [
-        ("%r0", "%qa0", "%mrow0", "%oa0"),
-        ("%r1", "%qa1", "%mrow1", "%oa1"),
-    ] {
-        g.l(&format!("min.u32 %u, {r}, %x;"));
-        g.l("mad.lo.u32 %i, %b, %lq, %u;");
-        g.l("mul.wide.u32 %a, %i, %lk;");
-        g.l(&format!("add.u64 {mrow}, %M, %a;"));
-        g.l("mad.lo.u32 %i, %bh, %lq, %u;");
+    g.l(&format!("setp.lt.u32 %rv0, %r0, {own_len};"));
+    g.l(&format!("setp.lt.u32 %rv1, %r1, {own_len};"));
+    g.l("// owned rows past the end read the last row (their results are not stored)");
+    g.l(&format!("sub.u32 %x, {own_len}, 1;"));
+    g.l("min.u32 %c0r, %r0, %x;");
+    g.l("min.u32 %c1r, %r1, %x;");
+    g.l("mov.u32 %sx, smx;");
+    g.l("mov.u32 %sy, smy;");
+    g.l("// ldmatrix: lane 8 i + r gives row r of matrix i. No transpose (B of products): tile");
+    g.l("// row 8 (i / 2) + r, cols 8 (i % 2); .trans (B of accumulation): row 8 (i % 2) + r, cols 8 (i / 2)");
+    g.l("shr.u32 %i, %lane, 3;");
+    g.l("and.b32 %u, %lane, 7;");
+    g.l("shr.u32 %x, %i, 1;");
+    g.l("mad.lo.u32 %x, %x, 8, %u;");
+    g.l(&format!("mul.lo.u32 %ln, %x, {rb};"));
+    g.l("and.b32 %x, %i, 1;");
+    g.l("mad.lo.u32 %ln, %x, 16, %ln;");
+    g.l("and.b32 %x, %i, 1;");
+    g.l("mad.lo.u32 %x, %x, 8, %u;");
+    g.l(&format!("mul.lo.u32 %lt, %x, {rb};"));
+    g.l("shr.u32 %x, %i, 1;");
+    g.l("mad.lo.u32 %lt, %x, 16, %lt;");
+}
+
+/// The A-fragment addresses `ga` of this lane in owned rows `rows` (clamped) of bf16 matrix
+/// `base` ([bh][len][D]): row start + 2 t.
+pub(crate) fn frag_rows(g: &mut Gen, base: &str, len: &str, rows: [&str; 2], ga: [&str; 2]) {
+    for (r, ga) in rows.iter().zip(ga) {
+        g.l(&format!("mad.lo.u32 %i, %bh, {len}, {r};"));
+        g.l(&format!("mul.lo.u32 %i, %i, {};", g.d));
+        g.l("shl.b32 %u, %t4, 1;");
+        g.l("add.u32 %i, %i, %u;");
+        g.l("mul.wide.u32 %a, %i, 2;");
+        g.l(&format!("add.u64 {ga}, {base}, %a;"));
+    }
+}
+
+/// The 4 A-fragment registers of k16 step s at `ga` (rows g, g + 8): (g, 16s + 2t),
+/// (g + 8, ..), (g, 16s + 8 + 2t), (g + 8, ..).
+pub(crate) fn load_frag(g: &mut Gen, regs: [String; 4], s: usize, ga: [&str; 2]) {
+    let lds: Vec<String> = [(ga[0], 0), (ga[1], 0), (ga[0], 16), (ga[1], 16)]
+        .iter()
+        .zip(&regs)
+        .map(|((ga, off), r)| format!("ld.global.b32 {r}, [{ga}+{}];", 32 * s + off))
+        .collect();
+    g.l(&lds.join(" "));
+}
+
+/// Registers `prefix`0.. = the owned rows' A fragments of bf16 matrix `base` ([bh][len][D]).
+pub(crate) fn frag_regs(g: &mut Gen, prefix: &str, base: &str, len: &str) {
+    g.l(&format!("// {base}'s owned rows as A fragments, once"));
+    frag_rows(g, base, len, ["%c0r", "%c1r"], ["%ga0", "%ga1"]);
+    for s in 0..g.d / 16 {
+        let regs = std::array::from_fn(|j| format!("{prefix}{}", 4 * s + j));
+        load_frag(g, regs, s, ["%ga0", "%ga1"]);
+    }
+}
+
+/// Where an A operand of the products comes from.
+pub(crate) enum A<'a> {
+    /// Registers `prefix`0.. (4 per k16 step), loaded once.
+    Regs(&'a str),
+    /// Reloaded per k16 step from these addresses (rows g, g + 8) into %fa0..3.
+    Global([&'a str; 2]),
+}
+
+/// acc (16 registers: n8 tile j in 4 j..4 j + 3) = A times the tile at `tile` (lane address,
+/// no transpose) transposed: D / 16 k16 steps.
+pub(crate) fn products(g: &mut Gen, acc: &str, a: A, tile: &str) {
+    let rb = row_bytes(g.d);
+    for j in 0..4 {
+        g.l(&quad(j, |i| format!("mov.f32 {acc}{i}, 0f00000000;")));
+    }
+    for s in 0..g.d / 16 {
+        let fr: [String; 4] = match a {
+            A::Regs(p) => std::array::from_fn(|j| format!("{p}{}", 4 * s + j)),
+            A::Global(ga) => {
+                let r: [String; 4] = std::array::from_fn(|j| format!("%fa{j}"));
+                load_frag(g, r.clone(), s, ga);
+                r
+            }
+        };
+        for p in 0..2 {
+            g.l(&format!(
+                "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%kb{}, %kb{}, %kb{}, %kb{}}}, [{tile}+{}];",
+                4 * p,
+                4 * p + 1,
+                4 * p + 2,
+                4 * p + 3,
+                16 * p * rb + 32 * s
+            ));
+        }
+        let mmas: Vec<String> = (0..4)
+            .map(|j| {
+                let c: Vec<String> = (4 * j..4 * j + 4).map(|i| format!("{acc}{i}")).collect();
+                let c = c.join(", ");
+                format!(
+                    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{c}}}, {{{}, {}, {}, {}}}, {{%kb{}, %kb{}}}, {{{c}}};",
+                    fr[0],
+                    fr[1],
+                    fr[2],
+                    fr[3],
+                    2 * j,
+                    2 * j + 1
+                )
+            })
+            .collect();
+        for pair in mmas.chunks(2) {
+            g.l(&pair.join(" "));
+        }
+    }
+}
+
+/// %pa0..7 = the 16 accumulators at `acc` as bf16 A fragments of 2 k16 steps (step u: n8
+/// tiles 2 u and 2 u + 1).
+pub(crate) fn pack(g: &mut Gen, acc: &str) {
+    for u in 0..2 {
+        for (r, (j, e)) in [(2 * u, 0), (2 * u, 2), (2 * u + 1, 0), (2 * u + 1, 2)]
+            .iter()
+            .enumerate()
+        {
+            let lo = 4 * j + e;
+            g.l(&format!(
+                "cvt.rn.bf16x2.f32 %pa{}, {acc}{}, {acc}{lo};",
+                4 * u + r,
+                lo + 1
+            ));
+        }
+    }
+}
+
+/// out (D / 8 quads) += %pa (16 x 32) times the tile at `tile` (lane address, .trans).
+pub(crate) fn accumulate(g: &mut Gen, out: &str, tile: &str) {
+    let rb = row_bytes(g.d);
+    for u in 0..2 {
+        for p in 0..g.d / 16 {
+            g.l(&format!(
+                "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{%vb0, %vb1, %vb2, %vb3}}, [{tile}+{}];",
+                16 * u * rb + 32 * p
+            ));
+            let mmas: Vec<String> = (0..2)
+                .map(|h| {
+                    let o: Vec<String> = (0..4)
+                        .map(|e| format!("{out}{}", 4 * (2 * p + h) + e))
+                        .collect();
+                    let o = o.join(", ");
+                    format!(
+                        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{o}}}, {{%pa{}, %pa{}, %pa{}, %pa{}}}, {{%vb{}, %vb{}}}, {{{o}}};",
+                        4 * u,
+                        4 * u + 1,
+                        4 * u + 2,
+                        4 * u + 3,
+                        2 * h,
+                        2 * h + 1
+                    )
+                })
+                .collect();
+            g.l(&mmas.join(" "));
+        }
+    }
+}
+
+/// The tile loop: the first needed tile into stage 0, then per tile the next needed one
+/// into the other stage while this one is used (%xn / %xt, %yn / %yt: this lane's addresses in
+/// it; %col0 = 32 cur + 2 t, the lane's first column), `body`, and on to EPILOGUE.
+/// `needed`: the tile_needed arguments after the tile; `load`: load_tile's after tile.
+pub(crate) fn pipeline(g: &mut Gen, n: &str, needed: &str, load: &str, body: &dyn Fn(&mut Gen)) {
+    let sb = stage_bytes(g.d);
+    g.l(&format!("add.u32 %ntiles, {n}, 31;"));
+    g.l("shr.u32 %ntiles, %ntiles, 5;");
+    g.l("mov.u32 %stage, 0;");
+    g.l("mov.u32 %cur, 0;");
+    g.raw("FIRST:\n");
+    g.l("setp.ge.u32 %p, %cur, %ntiles;");
+    g.l("@%p bra EPILOGUE;");
+    g.l(&format!("call (%need), tile_needed, (%cur, {needed});"));
+    g.l("setp.ne.u32 %p, %need, 0;");
+    g.l("@%p bra LOADED;");
+    g.l("add.u32 %cur, %cur, 1;");
+    g.l("bra FIRST;");
+    g.raw("LOADED:\n");
+    g.l(&format!("call load_tile, (%cur, {load}, %sx, %sy);"));
+    g.l("cp.async.commit_group;");
+    g.raw("TILE:\n");
+    g.l("add.u32 %nxt, %cur, 1;");
+    g.raw("SEEK:\n");
+    g.l("setp.ge.u32 %p, %nxt, %ntiles;");
+    g.l("@%p bra NONE;");
+    g.l(&format!("call (%need), tile_needed, (%nxt, {needed});"));
+    g.l("setp.ne.u32 %p, %need, 0;");
+    g.l("@%p bra PREFETCH;");
+    g.l("add.u32 %nxt, %nxt, 1;");
+    g.l("bra SEEK;");
+    g.raw("PREFETCH:\n");
+    g.l("xor.b32 %x, %stage, 1;");
+    g.l(&format!("mad.lo.u32 %stx, %x, {sb}, %sx;"));
+    g.l(&format!("mad.lo.u32 %sty, %x, {sb}, %sy;"));
+    g.l(&format!("call load_tile, (%nxt, {load}, %stx, %sty);"));
+    g.l("cp.async.commit_group;");
+    g.l("cp.async.wait_group 1;");
+    g.l("bra READY;");
+    g.raw("NONE:\n");
+    g.l("cp.async.wait_group 0;");
+    g.raw("READY:\n");
+    g.l("bar.sync 0;");
+    g.l(&format!("mad.lo.u32 %stx, %stage, {sb}, %sx;"));
+    g.l(&format!("mad.lo.u32 %sty, %stage, {sb}, %sy;"));
+    g.l("add.u32 %xn, %stx, %ln;");
+    g.l("add.u32 %xt, %stx, %lt;");
+    g.l("add.u32 %yn, %sty, %ln;");
+    g.l("add.u32 %yt, %sty, %lt;");
+    g.l("shl.b32 %col0, %t4, 1;");
+    g.l("mad.lo.u32 %col0, %cur, 32, %col0;");
+    body(g);
+    g.l("// every warp is done with this stage before it is refilled");
+    g.l("bar.sync 0;");
+    g.l("setp.ge.u32 %p, %nxt, %ntiles;");
+    g.l("@%p bra EPILOGUE;");
+    g.l("mov.u32 %cur, %nxt;");
+    g.l("xor.b32 %stage, %stage, 1;");
+    g.l("bra TILE;");
+    g.raw("EPILOGUE:\n");
+    g.l("cp.async.wait_all;");
+}
+
+/// Stores accumulator quads `acc` (D / 8 of them) of the owned rows into f32 rows of `base`
+/// ([bh][len][D]), each scaled by `inv` (row 0, row 1) when given.
+pub(crate) fn store_rows(g: &mut Gen, acc: &str, base: &str, len: &str, inv: Option<[&str; 2]>) {
+    let d = g.d;
+    for (r, oa) in [("%c0r", "%oa0"), ("%c1r", "%oa1")] {
+        g.l(&format!("mad.lo.u32 %i, %bh, {len}, {r};"));
         g.l(&format!("mul.lo.u32 %i, %i, {d};"));
         g.l("shl.b32 %u, %t4, 1;");
         g.l("add.u32 %i, %i, %u;");
         g.l("mul.wide.u32 %a, %i, 4;");
-        g.l(&format!("add.u64 {oa}, %O, %a;"));
-        g.l("mul.wide.u32 %a, %i, 2;");
-        g.l(&format!("add.u64 {qa}, %Q, %a;"));
+        g.l(&format!("add.u64 {oa}, {base}, %a;"));
     }
-    g.l("// Q as A fragments of k16 step s: (g, 16s + 2t), (g + 8, ..), (g, 16s + 8 + 2t), (g + 8, ..)");
-    for s in 0..kc {
-        for (j, (qa, off)) in [("%qa0", 0), ("%qa1", 0), ("%qa0", 16), ("%qa1", 16)]
+    for n in 0..d / 8 {
+        let line: Vec<String> = [("%oa0", "%rv0"), ("%oa1", "%rv1")]
             .iter()
             .enumerate()
-        {
-            g.l(&format!(
-                "ld.global.b32 %q{}, [{qa}+{}];",
-                4 * s + j,
-                32 * s + off
-            ));
-        }
+            .map(|(r, (oa, rv))| {
+                let i = 4 * n + 2 * r;
+                let scale = inv.map_or(String::new(), |v| {
+                    format!(
+                        "mul.f32 {acc}{i}, {acc}{i}, {0}; mul.f32 {acc}{i1}, {acc}{i1}, {0}; ",
+                        v[r],
+                        i1 = i + 1
+                    )
+                });
+                format!(
+                    "{scale}@{rv} st.global.v2.f32 [{oa}+{}], {{{acc}{i}, {acc}{}}};",
+                    32 * n,
+                    i + 1
+                )
+            })
+            .collect();
+        g.l(&line.join(" "));
     }
-    // fully masked rows of the block: then every tile is needed
-    g.l("// does the block hold a fully masked row? (warp w scans its 16 rows)");
+}
+
+fn forward(g: &mut Gen) {
+    let d = g.d;
+    let (kc, nt) = (d / 16, d / 8);
+    g.l(".reg .f32 %m0, %m1, %l0, %l1, %n0, %n1, %e0, %e1;");
+    g.l(&format!(
+        ".reg .b32 %q<{}>;\n    .reg .f32 %s<16>, %o<{}>;",
+        4 * kc,
+        4 * nt
+    ));
+    g.l(".reg .u64 %mrow0, %mrow1;");
+    g.l(".reg .pred %closed;");
+    prologue(g, Kind::Fwd, "%lq");
+    for (r, mrow) in [("%c0r", "%mrow0"), ("%c1r", "%mrow1")] {
+        g.l(&format!("mul.wide.u32 %a, {r}, %lk;"));
+        g.l(&format!("add.u64 {mrow}, %Mb, %a;"));
+    }
+    frag_regs(g, "%q", "%P_q", "%lq");
+    g.l("// does the block own a fully masked row? (warp w scans its 16 rows) Then every tile");
+    g.l("// is needed (they make its uniform average); else tiles with an unmasked pair only.");
     g.l("setp.ne.u32 %closed, %me, %me;");
     g.l("mov.u32 %i, 0;");
     g.raw("CROW:\n");
-    g.l("mad.lo.u32 %u, %warp, 16, %qs;");
+    g.l("mad.lo.u32 %u, %warp, 16, %own0;");
     g.l("add.u32 %u, %u, %i;");
     g.l("setp.ge.u32 %p, %u, %lq;");
     g.l("@%p bra CDONE;");
-    g.l("mad.lo.u32 %u, %b, %lq, %u;");
     g.l("mul.wide.u32 %a, %u, %lk;");
-    g.l("add.u64 %a, %M, %a;");
+    g.l("add.u64 %a, %Mb, %a;");
     g.l("setp.ne.u32 %any, %me, %me;");
-    g.l("mov.u32 %key, %lane;");
+    g.l("mov.u32 %col, %lane;");
     g.raw("CKEY:\n");
-    g.l("setp.ge.u32 %p, %key, %lk;");
+    g.l("setp.ge.u32 %p, %col, %lk;");
     g.l("@%p bra CVOTE;");
-    g.l("cvt.u64.u32 %a2, %key;");
+    g.l("cvt.u64.u32 %a2, %col;");
     g.l("add.u64 %a2, %a, %a2;");
     g.l("ld.global.u8 %u, [%a2];");
     g.l("setp.ne.or.u32 %any, %u, 0, %any;");
-    g.l("add.u32 %key, %key, 32;");
+    g.l("add.u32 %col, %col, 32;");
     g.l("bra CKEY;");
     g.raw("CVOTE:\n");
     g.l("vote.sync.any.pred %any, %any, 0xffffffff;");
@@ -373,23 +559,6 @@ fn body(g: &mut Gen, name: &str) {
     g.raw("CDONE:\n");
     g.l("bar.red.or.pred %closed, 0, %closed;");
     g.l("selp.u32 %keep, 1, 0, %closed;");
-    g.l("mov.u32 %sk, smk;");
-    g.l("mov.u32 %sv, smv;");
-    g.l("// ldmatrix rows: lane = 8 i + r gives row r of matrix i");
-    g.l("// K (no trans): key 8 (i / 2) + r, dims 8 (i % 2): B fragments of n8 tiles 2 p, 2 p + 1");
-    g.l("shr.u32 %i, %lane, 3;");
-    g.l("and.b32 %u, %lane, 7;");
-    g.l("shr.u32 %x, %i, 1;");
-    g.l("mad.lo.u32 %x, %x, 8, %u;");
-    g.l(&format!("mul.lo.u32 %lk_a, %x, {rb};"));
-    g.l("and.b32 %x, %i, 1;");
-    g.l("mad.lo.u32 %lk_a, %x, 16, %lk_a;");
-    g.l("// V (trans): key 8 (i % 2) + r, dims 8 (i / 2): B fragments of dim tiles 2 p, 2 p + 1");
-    g.l("and.b32 %x, %i, 1;");
-    g.l("mad.lo.u32 %x, %x, 8, %u;");
-    g.l(&format!("mul.lo.u32 %lv_a, %x, {rb};"));
-    g.l("shr.u32 %x, %i, 1;");
-    g.l("mad.lo.u32 %lv_a, %x, 16, %lv_a;");
     g.l("mov.f32 %m0, 0fFF800000;");
     g.l("mov.f32 %m1, 0fFF800000;");
     g.l("mov.f32 %l0, 0f00000000;");
@@ -397,219 +566,78 @@ fn body(g: &mut Gen, name: &str) {
     for n in 0..nt {
         g.l(&quad(n, |i| format!("mov.f32 %o{i}, 0f00000000;")));
     }
-    g.l("add.u32 %ntiles, %lk, 31;");
-    g.l("shr.u32 %ntiles, %ntiles, 5;");
-    g.l("mov.u32 %stage, 0;");
-    g.l("// the first needed tile, loaded into stage 0");
-    g.l("mov.u32 %cur, 0;");
-    g.raw("FIRST:\n");
-    g.l("setp.ge.u32 %p, %cur, %ntiles;");
-    g.l("@%p bra EPILOGUE;");
-    g.l("call (%need), tile_needed, (%cur, %keep, %qs, %b, %lq, %lk, %M);");
-    g.l("setp.ne.u32 %p, %need, 0;");
-    g.l("@%p bra LOADED;");
-    g.l("add.u32 %cur, %cur, 1;");
-    g.l("bra FIRST;");
-    g.raw("LOADED:\n");
-    g.l("call load_tile, (%cur, %bh, %lk, %K, %V, %sk, %sv);");
-    g.l("cp.async.commit_group;");
-    g.raw("TILE:\n");
-    g.l("// the next needed tile goes to the other stage while this one is used");
-    g.l("add.u32 %nxt, %cur, 1;");
-    g.raw("SEEK:\n");
-    g.l("setp.ge.u32 %p, %nxt, %ntiles;");
-    g.l("@%p bra NONE;");
-    g.l("call (%need), tile_needed, (%nxt, %keep, %qs, %b, %lq, %lk, %M);");
-    g.l("setp.ne.u32 %p, %need, 0;");
-    g.l("@%p bra PREFETCH;");
-    g.l("add.u32 %nxt, %nxt, 1;");
-    g.l("bra SEEK;");
-    g.raw("PREFETCH:\n");
-    g.l("xor.b32 %x, %stage, 1;");
-    g.l(&format!("mad.lo.u32 %stk, %x, {sb}, %sk;"));
-    g.l(&format!("mad.lo.u32 %stv, %x, {sb}, %sv;"));
-    g.l("call load_tile, (%nxt, %bh, %lk, %K, %V, %stk, %stv);");
-    g.l("cp.async.commit_group;");
-    g.l("cp.async.wait_group 1;");
-    g.l("bra READY;");
-    g.raw("NONE:\n");
-    g.l("cp.async.wait_group 0;");
-    g.raw("READY:\n");
-    g.l("bar.sync 0;");
-    g.l(&format!("mad.lo.u32 %stk, %stage, {sb}, %sk;"));
-    g.l(&format!("mad.lo.u32 %stv, %stage, {sb}, %sv;"));
-    g.l("add.u32 %ka, %stk, %lk_a;");
-    g.l("add.u32 %va, %stv, %lv_a;");
-    g.l("// S = Q K^T: 4 n8 tiles (keys 8 j + 0..7), D / 16 k16 steps");
-    for j in 0..4 {
-        g.l(&quad(j, |i| format!("mov.f32 %s{i}, 0f00000000;")));
-    }
-    for s in 0..kc {
-        for p in 0..2 {
-            g.l(&format!(
-                "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%kb{}, %kb{}, %kb{}, %kb{}}}, [%ka+{}];",
-                4 * p,
-                4 * p + 1,
-                4 * p + 2,
-                4 * p + 3,
-                16 * p * rb + 32 * s
-            ));
-        }
-        for j in 0..4 {
-            let q = 4 * s;
-            g.l(&format!(
-                "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{%s{a}, %s{b}, %s{c}, %s{e}}}, {{%q{q}, %q{q1}, %q{q2}, %q{q3}}}, {{%kb{k0}, %kb{k1}}}, {{%s{a}, %s{b}, %s{c}, %s{e}}};",
-                a = 4 * j,
-                b = 4 * j + 1,
-                c = 4 * j + 2,
-                e = 4 * j + 3,
-                q1 = q + 1,
-                q2 = q + 2,
-                q3 = q + 3,
-                k0 = 2 * j,
-                k1 = 2 * j + 1
-            ));
-        }
-    }
-    g.l("// scores: element (j, e) is row g + 8 (e / 2), key 32 cur + 8 j + 2 t + e % 2");
-    g.l("shl.b32 %kc0, %t4, 1;");
-    g.l("mad.lo.u32 %kc0, %cur, 32, %kc0;");
-    for j in 0..4 {
-        for e in 0..4 {
-            let i = 4 * j + e;
+    let needed = "%keep, %own0, %lq, %lk, %Mb, %lk, %one, %z64";
+    pipeline(g, "%lk", needed, "%bh, %lk, %P_k, %P_v", &|g| {
+        g.l("// S = Q K^T");
+        products(g, "%s", A::Regs("%q"), "%xn");
+        g.l("// element (j, e): row g + 8 (e / 2), key 32 cur + 8 j + 2 t + e % 2");
+        for i in 0..16 {
+            let (j, e) = (i / 4, i % 4);
             let mrow = if e < 2 { "%mrow0" } else { "%mrow1" };
             g.l(&format!(
-                "add.u32 %key, %kc0, {}; call (%s{i}), score, (%s{i}, %key, %lk, {mrow}, %scale, %cap, %capped);",
+                "add.u32 %col, %col0, {}; call (%s{i}), score, (%s{i}, %col, %lk, {mrow}, %scale, %cap, %capped);",
                 8 * j + e % 2
             ));
         }
-    }
-    g.l("// online softmax, rows g (elements e < 2) and g + 8: the quad's max, then rescale");
-    for (r, n, m) in [(0, "%n0", "%m0"), (1, "%n1", "%m1")] {
-        g.l(&format!("max.f32 {n}, {m}, %s{};", 2 * r));
-        for j in 0..4 {
-            for e in 0..2 {
-                if j == 0 && e == 0 {
-                    continue;
-                }
-                g.l(&format!("max.f32 {n}, {n}, %s{};", 4 * j + 2 * r + e));
+        g.l("// online softmax per row: the quad's max m', corr = e^(m - m'), p = e^(s - m'),");
+        g.l("// l = l corr + this lane's p; O = O corr + P V");
+        for (r, n, m) in [(0, "%n0", "%m0"), (1, "%n1", "%m1")] {
+            g.l(&format!("max.f32 {n}, {m}, %s{};", 2 * r));
+            for i in (0..16).filter(|i| i % 4 / 2 == r && *i != 2 * r) {
+                g.l(&format!("max.f32 {n}, {n}, %s{i};"));
+            }
+            for sh in [1, 2] {
+                g.l(&format!(
+                    "shfl.sync.bfly.b32 %f, {n}, {sh}, 0x1f, 0xffffffff; max.f32 {n}, {n}, %f;"
+                ));
             }
         }
-        for sh in [1, 2] {
-            g.l(&format!(
-                "shfl.sync.bfly.b32 %f, {n}, {sh}, 0x1f, 0xffffffff;"
-            ));
-            g.l(&format!("max.f32 {n}, {n}, %f;"));
-        }
-    }
-    for (r, n, m, c, l) in [
-        (0, "%n0", "%m0", "%c0", "%l0"),
-        (1, "%n1", "%m1", "%c1", "%l1"),
-    ] {
-        g.l(&format!("sub.f32 %f, {m}, {n};"));
-        g.l(&format!("call ({c}), fexp, (%f);"));
-        g.l(&format!("mov.f32 {m}, {n};"));
-        g.l(&format!("mul.f32 {l}, {l}, {c};"));
-        for j in 0..4 {
-            for e in 0..2 {
-                let i = 4 * j + 2 * r + e;
+        for (r, n, m, c, l) in [
+            (0, "%n0", "%m0", "%e0", "%l0"),
+            (1, "%n1", "%m1", "%e1", "%l1"),
+        ] {
+            g.l(&format!("sub.f32 %f, {m}, {n}; call ({c}), fexp, (%f);"));
+            g.l(&format!("mov.f32 {m}, {n}; mul.f32 {l}, {l}, {c};"));
+            for i in (0..16).filter(|i| i % 4 / 2 == r) {
                 g.l(&format!(
                     "sub.f32 %f, %s{i}, {n}; call (%s{i}), fexp, (%f); add.f32 {l}, {l}, %s{i};"
                 ));
             }
         }
-    }
-    g.l("// P as bf16 A fragments of k16 step u (keys 16 u + ..): n8 tiles 2 u and 2 u + 1");
-    for u in 0..2 {
-        for (r, (j, e)) in [(2 * u, 0), (2 * u, 2), (2 * u + 1, 0), (2 * u + 1, 2)]
-            .iter()
-            .enumerate()
-        {
-            let lo = 4 * j + e;
-            g.l(&format!(
-                "cvt.rn.bf16x2.f32 %pa{}, %s{}, %s{lo};",
-                4 * u + r,
-                lo + 1
-            ));
+        pack(g, "%s");
+        for n in 0..nt {
+            g.l(&quad(n, |i| {
+                let c = if i % 4 < 2 { "%e0" } else { "%e1" };
+                format!("mul.f32 %o{i}, %o{i}, {c};")
+            }));
         }
-    }
-    g.l("// O = O corr + P V");
-    for n in 0..nt {
-        g.l(&quad(n, |i| {
-            let c = if i % 4 < 2 { "%c0" } else { "%c1" };
-            format!("mul.f32 %o{i}, %o{i}, {c};")
-        }));
-    }
-    for u in 0..2 {
-        for p in 0..nt / 2 {
-            g.l(&format!(
-                "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{%vb0, %vb1, %vb2, %vb3}}, [%va+{}];",
-                16 * u * rb + 32 * p
-            ));
-            for h in 0..2 {
-                let o = 4 * (2 * p + h);
-                g.l(&format!(
-                    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{%o{o}, %o{o1}, %o{o2}, %o{o3}}}, {{%pa{a}, %pa{a1}, %pa{a2}, %pa{a3}}}, {{%vb{b0}, %vb{b1}}}, {{%o{o}, %o{o1}, %o{o2}, %o{o3}}};",
-                    o1 = o + 1,
-                    o2 = o + 2,
-                    o3 = o + 3,
-                    a = 4 * u,
-                    a1 = 4 * u + 1,
-                    a2 = 4 * u + 2,
-                    a3 = 4 * u + 3,
-                    b0 = 2 * h,
-                    b1 = 2 * h + 1
-                ));
-            }
-        }
-    }
-    g.l("// every warp is done with this stage before it is refilled");
-    g.l("bar.sync 0;");
-    g.l("setp.ge.u32 %p, %nxt, %ntiles;");
-    g.l("@%p bra EPILOGUE;");
-    g.l("mov.u32 %cur, %nxt;");
-    g.l("xor.b32 %stage, %stage, 1;");
-    g.l("bra TILE;");
-    g.raw("EPILOGUE:\n");
-    g.l("cp.async.wait_all;");
+        accumulate(g, "%o", "%yt");
+    });
     g.l("// the quad's partial sums: l += l(lane ^ 1), then l += l(lane ^ 2)");
     for l in ["%l0", "%l1"] {
         for sh in [1, 2] {
             g.l(&format!(
-                "shfl.sync.bfly.b32 %f, {l}, {sh}, 0x1f, 0xffffffff;"
+                "shfl.sync.bfly.b32 %f, {l}, {sh}, 0x1f, 0xffffffff; add.f32 {l}, {l}, %f;"
             ));
-            g.l(&format!("add.f32 {l}, {l}, %f;"));
         }
     }
     g.l("rcp.rn.f32 %n0, %l0;");
     g.l("rcp.rn.f32 %n1, %l1;");
-    for n in 0..nt {
-        for (r, (oa, inv, rv)) in [("%oa0", "%n0", "%rv0"), ("%oa1", "%n1", "%rv1")]
-            .iter()
-            .enumerate()
-        {
-            let i = 4 * n + 2 * r;
-            g.l(&format!(
-                "mul.f32 %o{i}, %o{i}, {inv}; mul.f32 %o{i1}, %o{i1}, {inv}; @{rv} st.global.v2.f32 [{oa}+{}], {{%o{i}, %o{i1}}};",
-                32 * n,
-                i1 = i + 1
-            ));
-        }
-    }
+    store_rows(g, "%o", "%P_out", "%lq", Some(["%n0", "%n1"]));
     g.l("// lse = m + ln l, by lane t = 0 of each quad");
     g.l("setp.eq.u32 %p, %t4, 0;");
-    for (r, m, l, rv) in [(0, "%m0", "%l0", "%rv0"), (1, "%m1", "%l1", "%rv1")] {
-        let row = if r == 0 { "%r0" } else { "%r1" };
+    for (m, l, rv, row) in [
+        ("%m0", "%l0", "%rv0", "%c0r"),
+        ("%m1", "%l1", "%rv1", "%c1r"),
+    ] {
         g.l(&format!("lg2.approx.f32 %f, {l};"));
         g.l(&format!("fma.rn.f32 %f, %f, 0f3F317218, {m};"));
         g.l(&format!("mad.lo.u32 %u, %bh, %lq, {row};"));
         g.l("mul.wide.u32 %a, %u, 4;");
-        g.l("add.u64 %a, %LSE, %a;");
+        g.l("add.u64 %a, %P_lse, %a;");
         g.l(&format!("and.pred %any, %p, {rv};"));
         g.l("@%any st.global.f32 [%a], %f;");
     }
-    g.l("ret;");
-    g.raw("}\n");
 }
 
 #[cfg(test)]
@@ -619,30 +647,30 @@ mod tests {
     /// The checked-in modules are this generator's output (GIDD_WRITE_PTX=1 rewrites them).
     #[test]
     fn checked_in_ptx_is_generated() {
-        for d in HEAD_DIMS {
-            let path = format!(
-                "{}/src/attention/attention_mma_d{d}.ptx",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let want = source(d);
-            if std::env::var("GIDD_WRITE_PTX").as_deref() == Ok("1") {
-                std::fs::write(&path, &want).expect("writing the generated PTX");
+        for kind in KINDS {
+            for d in HEAD_DIMS {
+                let path = format!(
+                    "{}/src/attention/{}",
+                    env!("CARGO_MANIFEST_DIR"),
+                    file_name(kind, d)
+                );
+                let want = source(kind, d);
+                if std::env::var("GIDD_WRITE_PTX").as_deref() == Ok("1") {
+                    std::fs::write(&path, &want).expect("writing the generated PTX");
+                }
+                let have = std::fs::read_to_string(&path).unwrap_or_default();
+                assert!(
+                    have == want,
+                    "{path} is not mma_ptx.rs's output: rerun with GIDD_WRITE_PTX=1"
+                );
+                let n = want.lines().count();
+                assert!(n < 700, "{path}: {n} lines");
             }
-            let have = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                have == want,
-                "{path} is not mma_ptx.rs's output: rerun with GIDD_WRITE_PTX=1"
-            );
-            assert!(
-                want.lines().count() < 700,
-                "{path}: {} lines",
-                want.lines().count()
-            );
         }
     }
 
     #[test]
-    fn shared_memory_fits_the_static_limit() {
+    fn geometry_fits() {
         for d in HEAD_DIMS {
             assert!(smem_bytes(d) <= 48 * 1024, "D {d}: {}", smem_bytes(d));
             assert_eq!(KEYS * d / 8 % THREADS, 0, "whole chunks per thread");
