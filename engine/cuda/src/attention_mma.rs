@@ -203,6 +203,52 @@ mod tests {
         }
     }
 
+    /// The generated PTX has the layout crate::emulate_attention_mma models: the block's rows,
+    /// the tile chunks per thread, the padded rows, the ldmatrix lane rows (plain: 8 (i / 2) + r,
+    /// .trans: 8 (i % 2) + r), B fragments of n8 tile j in kb 2 j, 2 j + 1, and P packed from
+    /// the accumulator pairs of n8 tiles 2 u, 2 u + 1.
+    #[test]
+    fn the_ptx_has_the_modelled_layout() {
+        use gidd_kernels::attention::mma_ptx::{row_bytes, KINDS};
+        for kind in KINDS {
+            for d in [64, 128] {
+                let e = mma_ptx::entry(kind, d).unwrap();
+                let src = gidd_kernels::ptx::module_of(e).unwrap().source;
+                let rb = row_bytes(d);
+                let want = [
+                    format!("mul.lo.u32 %own0, %own0, {ROWS};"),
+                    format!("shr.u32 %r, %c, {};", (d / 8).trailing_zeros()),
+                    format!("shr.u32 %x, %i, 1;\n    mad.lo.u32 %x, %x, 8, %u;\n    mul.lo.u32 %ln, %x, {rb};"),
+                    format!("and.b32 %x, %i, 1;\n    mad.lo.u32 %x, %x, 8, %u;\n    mul.lo.u32 %lt, %x, {rb};"),
+                    format!("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{%kb4, %kb5, %kb6, %kb7}}, [%xn+{}];", 16 * rb),
+                    format!("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{%vb0, %vb1, %vb2, %vb3}}, [{}+{}];", if kind == Kind::Dq { "%xt" } else { "%yt" }, 16 * rb + 32),
+                    "{%kb6, %kb7}".to_string(),
+                    "cp.async.wait_group 1;".to_string(),
+                ];
+                for w in want {
+                    assert!(src.contains(&w), "{e}: no `{w}`");
+                }
+                let acc = if kind == Kind::Dq { "%dp" } else { "%s" };
+                for (r, (hi, lo)) in [
+                    (1, 0),
+                    (3, 2),
+                    (5, 4),
+                    (7, 6),
+                    (9, 8),
+                    (11, 10),
+                    (13, 12),
+                    (15, 14),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let w = format!("cvt.rn.bf16x2.f32 %pa{r}, {acc}{hi}, {acc}{lo};");
+                    assert!(src.contains(&w), "{e}: no `{w}`");
+                }
+            }
+        }
+    }
+
     #[test]
     fn grid_covers_every_query_once_per_head() {
         assert_eq!(grid(1, 1), [1, 1, 1]);
