@@ -151,6 +151,7 @@ pub fn lower_bwd(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use gidd_engine::api;

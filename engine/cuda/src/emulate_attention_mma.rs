@@ -435,9 +435,9 @@ fn tile(m: &mut Mem, blk: &Block, w: usize, wp: &mut Warp, cur: u64, stage: usiz
             wp.m[r][l] = n[l];
             wp.l[r][l] *= corr[r][l];
             for sj in s.iter_mut() {
-                for e in 2 * r..2 * r + 2 {
-                    sj[l][e] = fexp(sj[l][e] - n[l]);
-                    wp.l[r][l] += sj[l][e];
+                for x in &mut sj[l][2 * r..2 * r + 2] {
+                    *x = fexp(*x - n[l]);
+                    wp.l[r][l] += *x;
                 }
             }
         }

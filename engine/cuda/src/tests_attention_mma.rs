@@ -98,7 +98,7 @@ pub(crate) fn attention_bf16_runs_on_tensor_cores() {
             "bf16 attention B{bs} H{h} Lq{lq} Lk{lk} D{d} cap {cap:?} bias {bias} mask {kind}"
         );
         let keep = crate::fused::supports;
-        let p = check_lowered(&case, &[o.clone()], &inputs, 5e-3, &keep);
+        let p = check_lowered(&case, std::slice::from_ref(&o), &inputs, 5e-3, &keep);
         let entry = format!("attention_mma_fwd_d{d}");
         assert_eq!(launches(&p, &entry), 1, "{case}");
         assert_eq!(launches(&p, "attention_fwd"), 0, "{case}");
