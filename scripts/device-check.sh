@@ -90,12 +90,14 @@ for dt in ("f32", "bf16"):
         f = b.get("frac_of_peak")
         out.append(f"gemm {dt} {b['gflops']:.0f} GFLOP/s at {b['shape']}" + (f" ({100 * f:.0f}%)" if f else ""))
 for k, name in (("attention_fwd", "attn fwd"), ("attention_fwd+bwd", "attn fwd+bwd")):
-    # the bar is at head dim 128, L 2048 (cuda: the PTX flash kernels, SIMT f32)
-    a = [r for r in rows if r["kernel"] == k and r.get("gflops")]
-    at = [r for r in a if r["shape"].endswith("L2048 D128")]
-    if a:
-        b = at[0] if at else max(a, key=lambda r: r["gflops"])
-        out.append(f"{name} {b['gflops'] / 1e3:.2f} TFLOP/s at {b['shape']}")
+    # the bar is at head dim 128, L 2048 (cuda: the PTX flash kernels, SIMT for f32,
+    # tensor cores for bf16)
+    for dt in ("f32", "bf16"):
+        a = [r for r in rows if r["kernel"] == k and r.get("dtype", "f32") == dt and r.get("gflops")]
+        at = [r for r in a if r["shape"].endswith("L2048 D128")]
+        if a:
+            b = at[0] if at else max(a, key=lambda r: r["gflops"])
+            out.append(f"{name} {dt} {b['gflops'] / 1e3:.2f} TFLOP/s at {b['shape']}")
 kl = [r for r in rows if r["kernel"] == "diffusion_kl" and r.get("gb_s")]
 if kl:
     b = max(kl, key=lambda r: int(r["shape"].split("x")[1]))

@@ -71,15 +71,16 @@ fn gemm(m: usize, n: usize, k: usize, trans_b: bool, dt: DType, label: String) -
 }
 
 /// Attention forward, or forward plus backward (the gradients of sum(out * dout) with
-/// respect to q, k and v), soft-cap 30, a full mask, B 1, H 8.
-fn attention(l: usize, d: usize, backward: bool) -> Result<Case> {
+/// respect to q, k and v), soft-cap 30, a full mask, B 1, H 8; q, k, v (and dout) of `dt`
+/// (bf16: the cuda executor's tensor-core kernels, f32: its SIMT ones).
+fn attention(l: usize, d: usize, backward: bool, dt: DType) -> Result<Case> {
     let (b, h) = (1, 8);
     let g = Graph::new();
     let shape = [b, h, l, d];
     let (q, k, v) = (
-        g.input("q", &shape, DType::F32),
-        g.input("k", &shape, DType::F32),
-        g.input("v", &shape, DType::F32),
+        g.input("q", &shape, dt),
+        g.input("k", &shape, dt),
+        g.input("v", &shape, dt),
     );
     let mask = g.splat(1.0, &[b, l, l], DType::Bool);
     let spec = AttnSpec {
@@ -89,16 +90,12 @@ fn attention(l: usize, d: usize, backward: bool) -> Result<Case> {
     let o = nn::attention(&q, &k, &v, &mask, spec)?;
     let fwd = 4.0 * (b * h * l * l * d) as f64;
     let n = (b * h * l * d) as f64;
-    let mut inputs = vec![
-        fill(&shape, DType::F32),
-        fill(&shape, DType::F32),
-        fill(&shape, DType::F32),
-    ];
+    let mut inputs = vec![fill(&shape, dt), fill(&shape, dt), fill(&shape, dt)];
     let (prog, flops, kernel, bytes) = if backward {
-        let dout = g.input("dout", &shape, DType::F32);
-        let loss = o.mul(&dout)?.sum_all()?;
+        let dout = g.input("dout", &shape, dt);
+        let loss = o.mul(&dout)?.to(DType::F32)?.sum_all()?;
         let gr = grad(&loss, &[q, k, v])?;
-        inputs.push(fill(&shape, DType::F32));
+        inputs.push(fill(&shape, dt));
         // the convention: the backward is 2.5x the forward; the timed program runs both
         (
             program(&gr, &["q", "k", "v", "dout"])?,
@@ -116,7 +113,7 @@ fn attention(l: usize, d: usize, backward: bool) -> Result<Case> {
     };
     Ok(Case {
         kernel,
-        dtype: DType::F32,
+        dtype: dt,
         shape: format!("B{b} H{h} L{l} D{d}"),
         prog,
         inputs,
@@ -206,8 +203,10 @@ fn cases(s: Sizes) -> Result<Vec<Case>> {
         .filter(|&l| l <= s.max_seq)
     {
         for d in [64, 128] {
-            v.push(attention(l, d, false)?);
-            v.push(attention(l, d, true)?);
+            for dt in [DType::F32, DType::BF16] {
+                v.push(attention(l, d, false, dt)?);
+                v.push(attention(l, d, true, dt)?);
+            }
         }
     }
     for k in ["softmax", "rms_norm", "diffusion_kl"] {

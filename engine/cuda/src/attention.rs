@@ -7,7 +7,9 @@
 //! owner: deterministic, no atomics. Unverified on hardware (see crate::fused).
 //!
 //! The graph builds attention over f32 (the api converts bf16 around it), so the kernels
-//! take f32 q, k, v and a bool mask; head dims up to [`DMAX`].
+//! take f32 q, k, v and a bool mask; head dims up to [`DMAX`]. A forward whose operands were
+//! converted from bf16 runs on tensor cores instead (crate::attention_mma), and so does such
+//! a backward after attention_bwd_rows.
 
 use crate::error::{CudaError, Result};
 use crate::plan::{u32_of, Arg, Builder, Ptr, MAX_GRID_YZ};
@@ -116,6 +118,9 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
     );
     let mut args = head_args(dm, &spec)?;
     if matches!(op, Op::Attention(_)) {
+        if let crate::attention_mma::Kernel::Mma(entry) = crate::attention_mma::pick_for(b.p, ins) {
+            return crate::attention_mma::lower_fwd(b, entry, ins, outs, args);
+        }
         args.push(("out", Arg::Ptr(b.out(outs[0])?)));
         args.push(("lse", Arg::Ptr(b.out(outs[1])?)));
         push_ptrs(&mut args, [("q", q), ("k", k), ("v", v), ("mask", mask)]);
@@ -138,6 +143,9 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         ("mask", Arg::Ptr(mask)),
     ];
     b.launch_1d("attention_bwd_rows", rows, row_args);
+    if let crate::attention_mma::Kernel::Mma(d) = crate::attention_mma::pick_for(b.p, ins) {
+        return crate::attention_mma::lower_bwd(b, d, ins, outs, args, st);
+    }
     let mut kv = args.clone();
     kv.push(("dk", Arg::Ptr(b.out(outs[1])?)));
     kv.push(("dv", Arg::Ptr(b.out(outs[2])?)));

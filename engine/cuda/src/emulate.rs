@@ -378,6 +378,13 @@ fn launch(m: &mut Mem, l: &Launch, slots: &[u64]) {
         "attention_fwd" | "attention_bwd_rows" | "attention_bwd_dkdv" | "attention_bwd_dq" => {
             crate::emulate_attention::attention(m, l, &a)
         }
+        "attention_mma_fwd_d64" | "attention_mma_fwd_d128" => {
+            crate::emulate_attention_mma::forward(m, l, &a)
+        }
+        "attention_mma_dq_d64"
+        | "attention_mma_dq_d128"
+        | "attention_mma_dkdv_d64"
+        | "attention_mma_dkdv_d128" => crate::emulate_attention_mma_bwd::backward(m, l, &a),
         e => panic!("no emulation of kernel {e}"),
     }
 }

@@ -23,16 +23,23 @@
 //! Dtypes: f32, bf16, i32, u32, i64, bool. f64 programs (the audit precision) are refused at
 //! load: they are the cpu executor's. Every fused op of the engine has a PTX kernel
 //! ([`fused`]: the GIDD loss's pass over the vocabulary, flash attention, softmax, rms_norm,
-//! RoPE) for f32, which the graph builds them over; other dtypes run the decompositions. The
+//! RoPE) for f32, which the graph builds them over; other dtypes run the decompositions.
+//! Attention whose f32 operands are converted bf16 runs its forward on tensor cores
+//! ([`attention_mma`]). The
 //! fused kernels and the Hopper GEMM are assembled by ptxas and their contracts (the Hopper
 //! GEMM's pipeline too) emulated against the cpu executor, but have not yet run on a GPU.
 
 pub mod attention;
+pub mod attention_mma;
 pub mod driver;
 #[cfg(test)]
 mod emulate;
 #[cfg(test)]
 mod emulate_attention;
+#[cfg(test)]
+mod emulate_attention_mma;
+#[cfg(test)]
+mod emulate_attention_mma_bwd;
 #[cfg(test)]
 mod emulate_fused;
 #[cfg(test)]
@@ -57,6 +64,8 @@ pub mod rows;
 pub mod sample;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_attention_mma;
 #[cfg(test)]
 mod tests_fused;
 #[cfg(test)]

@@ -440,6 +440,7 @@ fn z_every_kernel_is_reached_by_some_op() {
     crate::tests_fused::the_loss_runs_as_one_kernel_each_way();
     crate::tests_fused::attention_runs_as_the_flash_kernels();
     crate::tests_fused::row_ops_run_as_their_kernels();
+    crate::tests_attention_mma::attention_bf16_runs_on_tensor_cores();
     let used = USED.lock().unwrap().clone();
     for m in gidd_kernels::ptx::MODULES {
         if m.arch != gidd_kernels::ptx::Arch::Sm80 {
