@@ -307,8 +307,9 @@ impl<E: Executor> Canvas<E> {
         we: usize,
         rows: &[usize],
     ) -> Result<Vec<f32>> {
-        let t0 = std::time::Instant::now();
         let d = self.block_logits_device(ids, noise, ws, we, rows)?;
+        // (the model's time is counted inside block_logits_device; this is the download)
+        let t0 = std::time::Instant::now();
         let logits = self.exec.download(&d.buf)?;
         let logits = logits.as_f32()?;
         self.stats.step_download_bytes += logits.len() * 4;
