@@ -28,6 +28,9 @@
 //! GEMM's pipeline too) emulated against the cpu executor, but have not yet run on a GPU.
 
 pub mod attention;
+pub mod chain;
+pub mod chain_ops;
+pub mod chain_ptx;
 pub mod driver;
 #[cfg(test)]
 mod emulate;
@@ -51,9 +54,15 @@ pub mod ops;
 pub mod peak;
 pub mod plan;
 pub mod profile;
+#[cfg(test)]
+mod ptx_interp;
+#[cfg(test)]
+mod ptx_semantics;
 pub mod rows;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_chain;
 #[cfg(test)]
 mod tests_fused;
 #[cfg(test)]

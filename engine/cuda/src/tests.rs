@@ -18,7 +18,7 @@ pub(crate) static USED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new
 
 /// Every launch names exactly the slots its kernel's ARGS line declares, fits the grid
 /// limits, and points inside the arena; slots are aligned and disjoint.
-fn check_plan(case: &str, p: &Plan) {
+pub(crate) fn check_plan(case: &str, p: &Plan) {
     let a = &p.arena;
     let mut prev_end = 0;
     for (s, &at) in a.slot_at.iter().enumerate() {
@@ -41,7 +41,7 @@ fn check_plan(case: &str, p: &Plan) {
         match step {
             Step::Launch(l) => {
                 USED.lock().unwrap().insert(l.entry);
-                let want = gidd_kernels::ptx::arg_names(l.entry)
+                let want = crate::chain::arg_names(l.entry)
                     .unwrap_or_else(|| panic!("{case}: no kernel {}", l.entry));
                 let got: Vec<&str> = l.args.iter().map(|(n, _)| *n).collect();
                 assert_eq!(
@@ -111,8 +111,11 @@ pub(crate) fn check_on(
     let mut lp = CpuExecutor.load(&p).unwrap();
     let want = CpuExecutor.run(&mut lp, &host).unwrap();
     let lowered = rewrite::lower_for(&p, keep).unwrap();
-    let pl = crate::lower::plan_for(&lowered, hopper).unwrap_or_else(|e| panic!("{case}: {e}"));
+    // one launch per op here (each kernel's contract, bit for bit); fused chains after
+    let pl =
+        crate::lower::plan_with(&lowered, hopper, false).unwrap_or_else(|e| panic!("{case}: {e}"));
     check_plan(case, &pl);
+    crate::tests_chain::check_fused(case, &lowered, &host, &want, tol, hopper);
     let got = emulate::run(&lowered, &pl, &host);
     for (o, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.shape, w.shape, "{case}: output {o}");
