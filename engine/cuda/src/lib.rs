@@ -70,3 +70,5 @@ mod tests_hopper;
 
 pub use error::CudaError;
 pub use executor::{CudaBuffer, CudaExecutor, CudaProgram};
+/// The hand-written PTX modules (gidd-kernels' `*.ptx`), for `gidd check --dump-ptx`.
+pub use gidd_kernels::ptx::MODULES;
