@@ -61,6 +61,7 @@ pub fn is_view(op: &Op) -> bool {
 fn fusible(p: &Program, ni: usize) -> bool {
     let node = &p.nodes[ni];
     p.runs[ni]
+        && p.values[node.outputs[0]].ty.numel() > 0
         && (is_view(&node.op)
             || matches!(
                 node.op,
@@ -90,28 +91,42 @@ pub fn canonical(p: &Program, mut v: usize) -> usize {
 }
 
 /// The chains of two or more nodes; every node not in one is lowered on its own.
+///
+/// Beyond the wgpu fuser's rules, a member of one element (a scalar: Philox's key schedule,
+/// a step counter's arithmetic) joins a chain of any size: every thread computes it (a few
+/// instructions), a view of it is its register, and where it is read after the chain the
+/// thread of element 0 writes it. Otherwise those scalars, interleaved with the draws' ops,
+/// would cut the draws into a chain per Philox round.
 pub fn chains(p: &Program) -> Vec<Chain> {
     let mut out = vec![];
     let mut cur: Vec<usize> = vec![];
-    let mut numel = 0;
+    // the element count of the chain's members that are not scalars (None: only scalars yet)
+    let mut numel: Option<usize> = None;
     for ni in 0..p.nodes.len() {
         if !p.runs[ni] {
             continue;
         }
         let n = p.values[p.nodes[ni].outputs[0]].ty.numel();
-        let view_of_member = is_view(&p.nodes[ni].op) && {
-            let src = p.values[canonical(p, p.nodes[ni].inputs[0])].node;
-            cur.contains(&src)
+        let src_in_chain = |ni: usize| {
+            let v = canonical(p, p.nodes[ni].inputs[0]);
+            cur.contains(&p.values[v].node) && p.values[v].ty.numel() != 1
         };
-        if fusible(p, ni) && (cur.is_empty() || n == numel) && !view_of_member {
+        let view_of_member = is_view(&p.nodes[ni].op) && src_in_chain(ni);
+        let fits = n == 1 || numel.is_none_or(|m| m == n);
+        if fusible(p, ni) && fits && !view_of_member {
             cur.push(ni);
-            numel = n;
+            if n != 1 {
+                numel = Some(n);
+            }
             continue;
         }
         split(p, std::mem::take(&mut cur), &mut out);
+        numel = None;
         if fusible(p, ni) {
             cur.push(ni);
-            numel = n;
+            if n != 1 {
+                numel = Some(n);
+            }
         }
     }
     split(p, cur, &mut out);
@@ -294,6 +309,15 @@ pub fn modules_of(plan: &crate::plan::Plan) -> Vec<&'static Generated> {
     v
 }
 
+/// The element count a chain's kernel runs over: its largest member's (scalars are 1).
+pub fn size(p: &Program, c: &Chain) -> usize {
+    c.nodes
+        .iter()
+        .map(|&ni| p.values[p.nodes[ni].outputs[0]].ty.numel())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Adds the launch of chain `c`: `n`, the written values' slots, then the read buffers.
 pub fn lower(b: &mut Builder, c: &Chain) -> Result<()> {
     let p = b.p;
@@ -310,7 +334,7 @@ pub fn lower(b: &mut Builder, c: &Chain) -> Result<()> {
     names.extend(&OUT_NAMES[..io.writes.len()]);
     names.extend(&IN_NAMES[..bufs.len()]);
     let g = intern(text, names.clone());
-    let n = p.values[p.nodes[c.nodes[0]].outputs[0]].ty.numel();
+    let n = size(p, c);
     let mut args = vec![("n", Arg::Val(u32_of(n)?))];
     for (k, &v) in io.writes.iter().enumerate() {
         args.push((names[1 + k], Arg::Ptr(b.out(v)?)));

@@ -297,19 +297,28 @@ fn g_reg(v: &Val) -> String {
 }
 
 /// Stores `v` (a value of dtype `d`) as element %i of the array at `ptr`.
-pub(crate) fn store(g: &mut Gen, ptr: &str, v: &Val, d: DType) {
-    let (off, a) = (g.tmp(A), g.tmp(A));
-    g.emit(&format!("mul.wide.u32 {off}, %i, {}", d.size()));
-    g.emit(&format!("add.u64 {a}, {ptr}, {off}"));
+/// A scalar (`scalar`: a one-element value in a larger chain) is stored by element 0's
+/// thread only.
+pub(crate) fn store(g: &mut Gen, ptr: &str, v: &Val, d: DType, scalar: bool) {
+    let (a, guard) = if scalar {
+        let z = g.tmp(P);
+        g.emit(&format!("setp.eq.u32 {z}, %i, 0"));
+        (ptr.to_string(), format!("@{z} "))
+    } else {
+        let (off, a) = (g.tmp(A), g.tmp(A));
+        g.emit(&format!("mul.wide.u32 {off}, %i, {}", d.size()));
+        g.emit(&format!("add.u64 {a}, {ptr}, {off}"));
+        (a, String::new())
+    };
     match (v, d) {
-        (Val::F(f), _) => g.emit(&format!("st.global.f32 [{a}], {f}")),
-        (Val::H(h), _) => g.emit(&format!("st.global.u16 [{a}], {h}")),
-        (Val::X(x), DType::I64) => g.emit(&format!("st.global.s64 [{a}], {x}")),
+        (Val::F(f), _) => g.emit(&format!("{guard}st.global.f32 [{a}], {f}")),
+        (Val::H(h), _) => g.emit(&format!("{guard}st.global.u16 [{a}], {h}")),
+        (Val::X(x), DType::I64) => g.emit(&format!("{guard}st.global.s64 [{a}], {x}")),
         (Val::X(x), _) => {
             let u = g.tmp(U);
             g.emit(&format!("cvt.u32.u64 {u}, {x}"));
             let w = if d == DType::Bool { "u8" } else { "u32" };
-            g.emit(&format!("st.global.{w} [{a}], {u}"));
+            g.emit(&format!("{guard}st.global.{w} [{a}], {u}"));
         }
     }
 }

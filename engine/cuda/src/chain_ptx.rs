@@ -177,9 +177,15 @@ impl Gen<'_> {
 
     /// A value of dtype `d` from memory at element index `idx` (a u32 register) of `ptr`.
     pub(crate) fn load(&mut self, ptr: &str, idx: &str, d: DType) -> Val {
-        let (off, a) = (self.tmp(A), self.tmp(A));
-        self.emit(&format!("mul.wide.u32 {off}, {idx}, {}", d.size()));
-        self.emit(&format!("add.u64 {a}, {ptr}, {off}"));
+        // a scalar's one element is at the pointer itself
+        let a = if idx == "0" {
+            ptr.to_string()
+        } else {
+            let (off, a) = (self.tmp(A), self.tmp(A));
+            self.emit(&format!("mul.wide.u32 {off}, {idx}, {}", d.size()));
+            self.emit(&format!("add.u64 {a}, {ptr}, {off}"));
+            a
+        };
         match d {
             DType::F32 => {
                 let f = self.tmp(F);
@@ -300,14 +306,24 @@ pub fn text(p: &Program, nodes: &[usize], io: &Io, bufs: &[usize]) -> Result<Str
         reg: HashMap::new(),
     };
     for &v in &io.direct {
-        let val = g.read(v, "%i", bufs)?;
+        // a scalar operand (of a scalar member) is element 0 for every thread
+        let idx = if p.values[v].ty.numel() == 1 {
+            "0"
+        } else {
+            "%i"
+        };
+        let val = g.read(v, idx, bufs)?;
         g.reg.insert(v, val);
     }
     let mut summary = String::new();
     for &ni in nodes {
         let node = &p.nodes[ni];
-        let args: Vec<Val> = if is_view(&node.op) {
-            let src = canonical(p, node.inputs[0]);
+        let src = node.inputs.first().map_or(0, |&v| canonical(p, v));
+        let of_member = !node.inputs.is_empty() && nodes.contains(&p.values[src].node);
+        let args: Vec<Val> = if is_view(&node.op) && of_member {
+            // a view of a scalar member (chain::chains admits no other view of a member)
+            vec![g.reg[&src].clone()]
+        } else if is_view(&node.op) {
             let idx = g.view_index(ni);
             vec![g.read(src, &idx, bufs)?]
         } else {
@@ -328,7 +344,8 @@ pub fn text(p: &Program, nodes: &[usize], io: &Io, bufs: &[usize]) -> Result<Str
     }
     for (k, &v) in io.writes.iter().enumerate() {
         let val = g.reg.get(&v).cloned().ok_or_else(|| bad(v, "a write"))?;
-        store(&mut g, &format!("%o{k}"), &val, p.values[v].ty.dtype);
+        let ty = &p.values[v].ty;
+        store(&mut g, &format!("%o{k}"), &val, ty.dtype, ty.numel() == 1);
     }
 
     let mut s = String::new();

@@ -322,3 +322,100 @@ fn random_chains_agree_with_the_cpu() {
         assert!(launches(&pl).0 >= 1, "case {case}: no chain");
     }
 }
+
+/// The training step's noise (log-SNR draws, marginal sampling of z_t, prompt/infill masks,
+/// the attention mask; every option on), fused, is the cpu's: z and the masks bit for bit.
+#[test]
+fn noise_draws_fused_are_the_cpu_draws() {
+    use gidd_model::noise::{noisy_batch, NoiseOpts};
+    for (shift, causal) in [(-1000.0, false), (0.0, true), (1000.0, false)] {
+        let s = gidd_model::Schedule {
+            min_log_snr: -9.0,
+            max_log_snr: 9.0,
+            scale: 1.0,
+            shift,
+            vocab_size: 50,
+            mask_id: 3,
+        };
+        let o = NoiseOpts {
+            p_independent: 0.5,
+            p_linear: 0.3,
+            p_prompt: 0.4,
+            p_infilling: 0.3,
+            causal_prompt_attn: causal,
+            clean_log_snr: 10.0,
+        };
+        let (b, l) = (5, 13);
+        let g = Graph::new();
+        let labels = g.input("labels", &[b, l], DType::I32);
+        let seed = g.input("seed", &[2], DType::U32);
+        let step = g.input("step", &[], DType::U32);
+        let row0 = g.scalar(2.0, DType::U32);
+        let nb = noisy_batch(&s, &o, &labels, &seed, &step, &row0, DType::F32).unwrap();
+        let outs = [nb.z, nb.log_snr, nb.noise_mask, nb.attn];
+        let mut r = StdRng::seed_from_u64(9);
+        let lv = (0..b * l).map(|_| r.random_range(4..50)).collect();
+        let inputs = [
+            ("labels", HostTensor::i32(vec![b, l], lv).unwrap()),
+            ("seed", HostTensor::u32(vec![2], vec![77, 0x9e37]).unwrap()),
+            ("step", HostTensor::u32(vec![], vec![41]).unwrap()),
+        ];
+        let case = format!("noise (shift {shift})");
+        let pl = run(&case, &outs, &inputs);
+        let p = Program::compile(&outs, &["labels", "seed", "step"]).unwrap();
+        let one = crate::lower::plan_with(&p, false, false).unwrap();
+        let ((chains, all), (_, before)) = (launches(&pl), launches(&one));
+        eprintln!("{case}: {before} launches one per op, {all} fused ({chains} chains)");
+        assert!(4 * all < before, "{case}: {all} of {before} launches");
+    }
+}
+
+/// The interpreter runs the emitted text: planted generator bugs (an op, a sign extension,
+/// a bit op, a view's index) give wrong results against the cpu.
+#[test]
+fn planted_bugs_in_the_text_are_caught() {
+    let (m, n) = (7, 9);
+    let g = Graph::new();
+    let x = g.input("x", &[m, n], DType::F32);
+    let y = g.input("y", &[n, m], DType::F32);
+    let k = g.input("k", &[m, n], DType::I32);
+    let a = x.add(&y.t().unwrap()).unwrap();
+    let out0 = a.add(&k.to(DType::F32).unwrap()).unwrap();
+    let out1 = k.add(&k).unwrap().binary(&k, BinaryOp::Xor).unwrap();
+    let mut r = StdRng::seed_from_u64(5);
+    let kv = (0..m * n).map(|_| r.random_range(-99..99)).collect();
+    let inputs = [
+        ("x", crate::tests::rand_f32(&mut r, &[m, n], -3.0, 3.0)),
+        ("y", crate::tests::rand_f32(&mut r, &[n, m], -3.0, 3.0)),
+        ("k", HostTensor::i32(vec![m, n], kv).unwrap()),
+    ];
+    let outs = [out0, out1];
+    let pl = run("planted bugs: the unplanted text", &outs, &inputs);
+    let p = Program::compile(&outs, &["x", "y", "k"]).unwrap();
+    let host: Vec<&HostTensor> = inputs.iter().map(|(_, t)| t).collect();
+    let want = CpuExecutor
+        .run(&mut CpuExecutor.load(&p).unwrap(), &host)
+        .unwrap();
+    let gen = crate::chain::modules_of(&pl);
+    assert_eq!(gen.len(), 1);
+    for (from, to) in [
+        ("add.rn.f32", "sub.rn.f32"),
+        ("cvt.s64.s32", "cvt.u64.u32"),
+        ("xor.b64", "or.b64"),
+        ("mad.lo.u32", "mul.lo.u32"),
+    ] {
+        assert!(gen[0].text.contains(from), "{from} is not in the text");
+        let text = gen[0].text.replace(gen[0].entry, crate::chain_ptx::ENTRY);
+        let bad = crate::chain::intern(text.replacen(from, to, 1), gen[0].args.clone());
+        let mut planted = pl.clone();
+        for s in &mut planted.steps {
+            if let Step::Launch(l) = s {
+                l.entry = bad.entry;
+            }
+        }
+        let got = emulate::run(&p, &planted, &host);
+        let check = std::panic::AssertUnwindSafe(|| compare("planted", &got, &want, 0.0));
+        let caught = std::panic::catch_unwind(check).is_err();
+        assert!(caught, "{from} -> {to} was not caught");
+    }
+}
