@@ -4,7 +4,6 @@
 //! fusing cuts the launches. Skips loudly without ptxas (engine/cuda/tests/common).
 //! Their semantics are checked by gidd-cuda's interpreter tests (src/tests_chain.rs).
 
-#[allow(dead_code)]
 #[path = "../../engine/cuda/tests/common/mod.rs"]
 mod common;
 

@@ -59,6 +59,7 @@ mod ptx_interp;
 #[cfg(test)]
 mod ptx_semantics;
 pub mod rows;
+pub mod staging;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
