@@ -19,6 +19,7 @@
 
 use crate::error::{CudaError, Result};
 use crate::plan::{u32_of, Arg, Builder};
+pub use gidd_engine::chain::{canonical, is_view, ChainIo as Io};
 use gidd_engine::op::Op;
 use gidd_engine::program::Loc;
 use gidd_engine::{DType, Program};
@@ -49,14 +50,6 @@ pub fn enabled() -> bool {
     std::env::var("GIDD_CUDA_CHAINS").as_deref() != Ok("0")
 }
 
-/// Whether `op` reads its operand at a strided index (so the operand must come from memory).
-pub fn is_view(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::BroadcastInDim { .. } | Op::Transpose { .. } | Op::Slice { .. }
-    )
-}
-
 /// Whether node `ni` can be a chain member.
 fn fusible(p: &Program, ni: usize) -> bool {
     let node = &p.nodes[ni];
@@ -77,17 +70,6 @@ fn fusible(p: &Program, ni: usize) -> bool {
             .iter()
             .chain(&node.outputs)
             .all(|&v| p.values[v].ty.dtype != DType::F64)
-}
-
-/// The value a value stands for: aliasing reshapes (which do not run) are looked through.
-pub fn canonical(p: &Program, mut v: usize) -> usize {
-    loop {
-        let ni = p.values[v].node;
-        match p.nodes[ni].op {
-            Op::Reshape { .. } if !p.runs[ni] => v = p.nodes[ni].inputs[0],
-            _ => return v,
-        }
-    }
 }
 
 /// The chains of two or more nodes; every node not in one is lowered on its own.
@@ -152,7 +134,7 @@ fn split(p: &Program, nodes: Vec<usize>, out: &mut Vec<Chain>) {
             .position(|&ni| p.nodes[ni].outputs[0] == io.writes[w])
             .unwrap_or(0)
             .max(1),
-        None if io.buffers(p) > MAX_IO || io.writes.len() > MAX_IO => nodes.len() / 2,
+        None if io.buffer_reads(p).len() > MAX_IO || io.writes.len() > MAX_IO => nodes.len() / 2,
         None => {
             out.push(Chain { nodes });
             return;
@@ -167,69 +149,6 @@ fn slot(p: &Program, v: usize) -> Option<usize> {
     match p.loc[v] {
         Loc::Slot(s) => Some(s),
         _ => None,
-    }
-}
-
-/// What a chain reads from memory and writes back.
-pub struct Io {
-    /// Values from outside the chain, each once (canonical), in first-use order.
-    pub reads: Vec<usize>,
-    /// Those of `reads` that some member reads elementwise (at index i), not through a view.
-    pub direct: Vec<usize>,
-    /// Members' outputs read after the chain or returned by the program, in member order.
-    pub writes: Vec<usize>,
-}
-
-impl Io {
-    pub fn of(p: &Program, nodes: &[usize]) -> Io {
-        let member: HashMap<usize, ()> = nodes.iter().map(|&ni| (ni, ())).collect();
-        let inside = |v: usize| member.contains_key(&p.values[v].node);
-        let (mut reads, mut direct) = (vec![], vec![]);
-        for &ni in nodes {
-            for &v in &p.nodes[ni].inputs {
-                let c = canonical(p, v);
-                if !inside(c) && !reads.contains(&c) {
-                    reads.push(c);
-                }
-                if !inside(c) && !is_view(&p.nodes[ni].op) && !direct.contains(&c) {
-                    direct.push(c);
-                }
-            }
-        }
-        let mut used_after = vec![false; p.values.len()];
-        for (ni, node) in p.nodes.iter().enumerate() {
-            if p.runs[ni] && !member.contains_key(&ni) {
-                for &v in &node.inputs {
-                    used_after[canonical(p, v)] = true;
-                }
-            }
-        }
-        for &v in &p.outputs {
-            used_after[canonical(p, v)] = true;
-        }
-        let writes = nodes
-            .iter()
-            .map(|&ni| p.nodes[ni].outputs[0])
-            .filter(|&v| used_after[v])
-            .collect();
-        Io {
-            reads,
-            direct,
-            writes,
-        }
-    }
-
-    /// The reads that are buffers (splats are literals in the kernel's text), in order.
-    pub fn buffer_reads(&self, p: &Program) -> Vec<usize> {
-        self.reads
-            .iter()
-            .copied()
-            .filter(|&v| !matches!(p.loc[v], Loc::Splat(_)))
-            .collect()
-    }
-
-    fn buffers(&self, p: &Program) -> usize {
-        self.buffer_reads(p).len()
     }
 }
 

@@ -256,24 +256,8 @@ impl Gen<'_> {
     /// The index (u32 register) of the operand element view node `ni` reads for element %i.
     pub(crate) fn view_index(&mut self, ni: usize) -> String {
         let p = self.p;
-        let node = &p.nodes[ni];
-        let shape = &p.values[node.outputs[0]].ty.shape;
-        let xs = &p.values[node.inputs[0]].ty.shape;
-        let xst = crate::movement::strides(xs);
-        let (off, src_st): (usize, Vec<usize>) = match &node.op {
-            Op::BroadcastInDim { dims, .. } => {
-                let mut st = vec![0; shape.len()];
-                for (k, &d) in dims.iter().enumerate() {
-                    if xs[k] != 1 {
-                        st[d] = xst[k];
-                    }
-                }
-                (0, st)
-            }
-            Op::Transpose { perm } => (0, perm.iter().map(|&q| xst[q]).collect()),
-            Op::Slice { start, .. } => (start.iter().zip(&xst).map(|(a, s)| a * s).sum(), xst),
-            _ => (0, vec![0; shape.len()]),
-        };
+        let shape = &p.values[p.nodes[ni].outputs[0]].ty.shape;
+        let (off, src_st) = gidd_engine::chain::view_strides(p, ni);
         let ost = crate::movement::strides(shape);
         let mut idx = self.tmp(U);
         self.emit(&format!("mov.u32 {idx}, {off}"));
