@@ -53,7 +53,7 @@ pub struct CheckArgs {
     /// Write every PTX module of the cuda executor into DIR (the hand-written ones and the
     /// elementwise-chain kernels generated for the tiny model's programs) and exit, so
     /// anyone can assemble them with ptxas; no device is needed.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long = "dump-ptx", alias = "dump_ptx", value_name = "DIR")]
     pub dump_ptx: Option<PathBuf>,
     #[command(flatten)]
     pub exec: crate::backend::BackendArgs,
