@@ -16,6 +16,7 @@
 pub mod api;
 pub mod autograd;
 pub mod backend;
+pub mod chain;
 pub mod collective;
 pub mod decompose;
 pub mod dtype;

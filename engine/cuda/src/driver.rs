@@ -41,6 +41,8 @@ pub struct Device {
     pub(crate) stream: sys::CUstream,
     modules: Vec<sys::CUmodule>,
     functions: HashMap<&'static str, Function>,
+    /// Generated chain modules (crate::chain), JIT-loaded on first use.
+    generated: std::sync::Mutex<HashMap<&'static str, (sys::CUmodule, Function)>>,
     pub props: Props,
 }
 
@@ -133,10 +135,51 @@ impl Device {
             stream,
             modules: vec![],
             functions: HashMap::new(),
+            generated: std::sync::Mutex::new(HashMap::new()),
             props,
         };
         d.load_modules()?;
         Ok(Arc::new(d))
+    }
+
+    /// JIT-assembles one PTX module; the error carries the JIT's log.
+    fn jit(&self, name: &str, source: &str) -> Result<sys::CUmodule> {
+        let text = CString::new(source)
+            .map_err(|_| CudaError::Unsupported(format!("{name} holds a NUL byte")))?;
+        let mut log = vec![0u8; 8192];
+        let mut options = [
+            sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
+            sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+        ];
+        let mut values = [
+            log.as_mut_ptr() as *mut c_void,
+            log.len() as usize as *mut c_void,
+        ];
+        let mut module = std::ptr::null_mut();
+        // SAFETY: `text` is NUL-terminated PTX; the log buffer outlives the call and its
+        // size is passed by value in the pointer slot, as the JIT options require.
+        let status = unsafe {
+            sys::cuModuleLoadDataEx(
+                &mut module,
+                text.as_ptr() as *const c_void,
+                options.len() as u32,
+                options.as_mut_ptr(),
+                values.as_mut_ptr(),
+            )
+        };
+        if let Err(err) = status.result() {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            return Err(CudaError::Driver {
+                doing: format!(
+                    "JIT-assembling PTX module {name} for sm_{}{} ({})",
+                    self.props.major,
+                    self.props.minor,
+                    String::from_utf8_lossy(&log[..end]).trim()
+                ),
+                err,
+            });
+        }
+        Ok(module)
     }
 
     /// JIT-loads every module this device runs and looks up its entries.
@@ -145,49 +188,16 @@ impl Device {
             if !m.arch.runs_on(self.props.major, self.props.minor) {
                 continue;
             }
-            let text = CString::new(m.source)
-                .map_err(|_| CudaError::Unsupported(format!("{} holds a NUL byte", m.name)))?;
-            let mut log = vec![0u8; 8192];
-            let mut options = [
-                sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
-                sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-            ];
-            let mut values = [
-                log.as_mut_ptr() as *mut c_void,
-                log.len() as usize as *mut c_void,
-            ];
-            let mut module = std::ptr::null_mut();
-            // SAFETY: `text` is NUL-terminated PTX; the log buffer outlives the call and its
-            // size is passed by value in the pointer slot, as the JIT options require.
-            let status = unsafe {
-                sys::cuModuleLoadDataEx(
-                    &mut module,
-                    text.as_ptr() as *const c_void,
-                    options.len() as u32,
-                    options.as_mut_ptr(),
-                    values.as_mut_ptr(),
-                )
-            };
-            if let Err(err) = status.result() {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                let e = CudaError::Driver {
-                    doing: format!(
-                        "JIT-assembling PTX module {} for sm_{}{} ({})",
-                        m.name,
-                        self.props.major,
-                        self.props.minor,
-                        String::from_utf8_lossy(&log[..end]).trim()
-                    ),
-                    err,
-                };
+            let module = match self.jit(m.name, m.source) {
+                Ok(module) => module,
                 // A driver that cannot take the sm_90a modules leaves the executor working
                 // without them: the GEMMs run on the sm_80 kernels (Device::hopper).
-                if m.arch == gidd_kernels::ptx::Arch::Sm90a {
+                Err(e) if m.arch == gidd_kernels::ptx::Arch::Sm90a => {
                     eprintln!("warning: {e}; continuing without {}", m.name);
                     continue;
                 }
-                return Err(e);
-            }
+                Err(e) => return Err(e),
+            };
             self.modules.push(module);
             for entry in m.entries() {
                 let name = CString::new(entry).map_err(|_| CudaError::Unsupported(entry.into()))?;
@@ -265,12 +275,32 @@ impl Device {
     }
 
     pub fn function(&self, entry: &str) -> Result<Function> {
+        if let Some(g) = crate::chain::generated(entry) {
+            return self.generated_function(g);
+        }
         self.functions.get(entry).copied().ok_or_else(|| {
             CudaError::Unsupported(format!(
                 "kernel {entry} is not loaded on {} (sm_{}{})",
                 self.props.name, self.props.major, self.props.minor
             ))
         })
+    }
+
+    /// The entry of a generated chain module, JIT-loaded once per device.
+    fn generated_function(&self, g: &crate::chain::Generated) -> Result<Function> {
+        let mut loaded = self.generated.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(_, f)) = loaded.get(g.entry) {
+            return Ok(f);
+        }
+        self.bind()?;
+        let module = self.jit(g.entry, &g.text)?;
+        let name = CString::new(g.entry).map_err(|_| CudaError::Unsupported(g.entry.into()))?;
+        // SAFETY: a module just loaded.
+        let f = check(&format!("finding kernel {}", g.entry), unsafe {
+            result::module::get_function(module, name)
+        })?;
+        loaded.insert(g.entry, (module, Function(f)));
+        Ok(Function(f))
     }
 
     /// Launches `f` with its one parameter, the packed slots, and `smem` bytes of dynamic
@@ -376,6 +406,10 @@ impl Drop for Device {
             let _ = result::ctx::set_current(self.ctx);
             let _ = result::stream::synchronize(self.stream);
             for &m in &self.modules {
+                let _ = result::module::unload(m);
+            }
+            let generated = self.generated.get_mut().unwrap_or_else(|e| e.into_inner());
+            for &(m, _) in generated.values() {
                 let _ = result::module::unload(m);
             }
             let _ = result::stream::destroy(self.stream);

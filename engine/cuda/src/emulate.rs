@@ -176,6 +176,10 @@ fn int_op<T: ew::Int + Copy>(
 }
 
 fn launch(m: &mut Mem, l: &Launch, slots: &[u64]) {
+    // generated chains run as their PTX text, interpreted (crate::ptx_interp)
+    if let Some(g) = crate::chain::generated(l.entry) {
+        return crate::ptx_interp::launch(m, &g.text, l, slots, None);
+    }
     if l.entry.starts_with("gemm_wgmma_bf16_") {
         return crate::emulate_hopper::gemm(m, l, slots);
     }

@@ -50,6 +50,9 @@ pub struct CudaProgram {
     /// The captured graph of the steps and its bookkeeping (crate::graph).
     graph: Option<DeviceGraph>,
     book: GraphBook,
+    /// Inputs that move every run, copied to fixed addresses (crate::staging).
+    staging: crate::staging::Staging,
+    stage_mem: Option<DeviceMem>,
     /// Per-kernel times while profiling (crate::profile).
     profile: Option<KernelTimes>,
 }
@@ -118,6 +121,8 @@ impl CudaExecutor {
             functions,
             graph: None,
             book: GraphBook::default(),
+            staging: crate::staging::Staging::default(),
+            stage_mem: None,
             profile: None,
         })
     }
@@ -153,12 +158,12 @@ impl CudaExecutor {
         donated: usize,
     ) -> Result<Vec<CudaBuffer>> {
         self.dev.bind()?;
-        let addr: Vec<u64> = inputs.iter().map(|b| b.mem.ptr).collect();
+        let enabled = lp.profile.is_none() && crate::graph::graphs_enabled();
+        let addr = self.stage_inputs(lp, inputs, donated, enabled)?;
         let key = GraphKey {
             arena: lp.arena.ptr,
             inputs: addr.clone(),
         };
-        let enabled = lp.profile.is_none() && crate::graph::graphs_enabled();
         let action = lp.book.decide(&key, enabled);
         if !lp.book.has_graph() {
             lp.graph = None;
@@ -192,6 +197,41 @@ impl CudaExecutor {
             p => base + lp.plan.arena.offset(p).unwrap_or(0),
         };
         self.collect_outputs(lp, inputs, donated, &at)
+    }
+
+    /// The addresses the steps read the inputs at: where they are, or (with graphs on) for
+    /// inputs that move between runs a copy queued into the staging buffer (crate::staging).
+    fn stage_inputs(
+        &self,
+        lp: &mut CudaProgram,
+        inputs: &[&CudaBuffer],
+        donated: usize,
+        enabled: bool,
+    ) -> Result<Vec<u64>> {
+        let addr: Vec<u64> = inputs.iter().map(|b| b.mem.ptr).collect();
+        if !enabled {
+            return Ok(addr);
+        }
+        let bytes: Vec<u64> = inputs
+            .iter()
+            .map(|b| bytes_of(b.shape.iter().product(), b.dtype))
+            .collect();
+        let staged = lp.staging.plan(&addr, &bytes, donated);
+        if staged.copies.is_empty() {
+            return Ok(addr);
+        }
+        if lp
+            .stage_mem
+            .as_ref()
+            .is_none_or(|m| m.bytes < lp.staging.bytes)
+        {
+            lp.stage_mem = Some(self.dev.alloc(lp.staging.bytes)?);
+        }
+        let base = lp.stage_mem.as_ref().map_or(0, |m| m.ptr);
+        for &(o, i, b) in &staged.copies {
+            self.dev.copy(base + o, addr[i], b)?;
+        }
+        Ok(lp.staging.addresses(&addr, &staged, base))
     }
 
     /// Queues every step of `lp` on the stream (with an event pair around each launch while

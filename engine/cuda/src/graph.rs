@@ -9,6 +9,8 @@
 //! because the caller kept a handle, freshly allocated inputs at new addresses) invalidates
 //! the graph. A program is captured only once the same key came twice in a row, so inputs
 //! that move every run never pay for captures; the other runs queue their steps directly.
+//! Inputs seen to move (a step's batch, seed and counter) are copied into a fixed staging
+//! buffer before the steps (crate::staging), so the key of such programs repeats too.
 //! Profiling (per-launch events) and GIDD_CUDA_GRAPHS=0 also run directly.
 
 /// What a graph was captured for: every address its launches use.

@@ -31,6 +31,9 @@
 
 pub mod attention;
 pub mod attention_mma;
+pub mod chain;
+pub mod chain_ops;
+pub mod chain_ptx;
 pub mod driver;
 #[cfg(test)]
 mod emulate;
@@ -60,12 +63,19 @@ pub mod ops;
 pub mod peak;
 pub mod plan;
 pub mod profile;
+#[cfg(test)]
+mod ptx_interp;
+#[cfg(test)]
+mod ptx_semantics;
 pub mod rows;
 pub mod sample;
+pub mod staging;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_attention_mma;
+#[cfg(test)]
+mod tests_chain;
 #[cfg(test)]
 mod tests_fused;
 #[cfg(test)]
@@ -75,3 +85,5 @@ mod tests_sample;
 
 pub use error::CudaError;
 pub use executor::{CudaBuffer, CudaExecutor, CudaProgram};
+/// The hand-written PTX modules (gidd-kernels' `*.ptx`), for `gidd check --dump-ptx`.
+pub use gidd_kernels::ptx::MODULES;

@@ -23,8 +23,14 @@ pub fn plan(p: &Program) -> Result<Plan> {
     plan_for(p, false)
 }
 
-/// [`plan`] for a device that runs the sm_90a kernels (`hopper`) or not.
+/// [`plan`] for a device that runs the sm_90a kernels (`hopper`) or not; chains of
+/// elementwise ops become generated kernels unless GIDD_CUDA_CHAINS=0 (crate::chain).
 pub fn plan_for(p: &Program, hopper: bool) -> Result<Plan> {
+    plan_with(p, hopper, crate::chain::enabled())
+}
+
+/// [`plan_for`] with the chains of elementwise ops fused (`chains`) or one launch per op.
+pub fn plan_with(p: &Program, hopper: bool, chains: bool) -> Result<Plan> {
     if let Some(v) = p.values.iter().find(|v| v.ty.dtype == DType::F64) {
         return Err(CudaError::Unsupported(format!(
             "the program has an f64 value ({}): {}",
@@ -41,7 +47,26 @@ pub fn plan_for(p: &Program, hopper: bool) -> Result<Plan> {
     }
     let mut b = Builder::new(p);
     b.hopper = hopper;
+    let chains = if chains {
+        crate::chain::chains(p)
+    } else {
+        vec![]
+    };
+    // each chain is lowered at its first member; its other members have nothing left to do
+    let mut chain_at = vec![None; p.nodes.len()];
+    for (k, c) in chains.iter().enumerate() {
+        for (j, &ni) in c.nodes.iter().enumerate() {
+            chain_at[ni] = Some((k, j == 0));
+        }
+    }
     for (ni, node) in p.nodes.iter().enumerate() {
+        if let Some((k, first)) = chain_at[ni] {
+            if first {
+                crate::chain::lower(&mut b, &chains[k])?;
+                b.end_node();
+            }
+            continue;
+        }
         if p.runs[ni] {
             if node.op.is_fused() {
                 crate::fused::lower(&mut b, &node.op, &node.inputs, &node.outputs)?;

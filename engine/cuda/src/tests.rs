@@ -41,7 +41,7 @@ pub(crate) fn check_plan(case: &str, p: &Plan) {
         match step {
             Step::Launch(l) => {
                 USED.lock().unwrap().insert(l.entry);
-                let want = gidd_kernels::ptx::arg_names(l.entry)
+                let want = crate::chain::arg_names(l.entry)
                     .unwrap_or_else(|| panic!("{case}: no kernel {}", l.entry));
                 let got: Vec<&str> = l.args.iter().map(|(n, _)| *n).collect();
                 assert_eq!(
@@ -111,8 +111,11 @@ pub(crate) fn check_on(
     let mut lp = CpuExecutor.load(&p).unwrap();
     let want = CpuExecutor.run(&mut lp, &host).unwrap();
     let lowered = rewrite::lower_for(&p, keep).unwrap();
-    let pl = crate::lower::plan_for(&lowered, hopper).unwrap_or_else(|e| panic!("{case}: {e}"));
+    // one launch per op here (each kernel's contract, bit for bit); fused chains after
+    let pl =
+        crate::lower::plan_with(&lowered, hopper, false).unwrap_or_else(|e| panic!("{case}: {e}"));
     check_plan(case, &pl);
+    crate::tests_chain::check_fused(case, &lowered, &host, &want, tol, hopper);
     let got = emulate::run(&lowered, &pl, &host);
     for (o, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.shape, w.shape, "{case}: output {o}");
@@ -441,6 +444,7 @@ fn z_every_kernel_is_reached_by_some_op() {
     crate::tests_fused::attention_runs_as_the_flash_kernels();
     crate::tests_fused::row_ops_run_as_their_kernels();
     crate::tests_attention_mma::attention_bf16_runs_on_tensor_cores();
+    crate::tests_sample::sample_step_emulated_draws_the_cpu_kernels_tokens();
     let used = USED.lock().unwrap().clone();
     for m in gidd_kernels::ptx::MODULES {
         if m.arch != gidd_kernels::ptx::Arch::Sm80 {

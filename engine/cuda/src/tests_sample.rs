@@ -105,7 +105,7 @@ fn case(r: &mut StdRng, name: &str, v: usize, rows: usize, spec: SampleSpec, sty
 }
 
 #[test]
-fn sample_step_emulated_draws_the_cpu_kernels_tokens() {
+pub(crate) fn sample_step_emulated_draws_the_cpu_kernels_tokens() {
     let mut r = StdRng::seed_from_u64(0x5a3c);
     let mut n = 0;
     for &v in &[5usize, 37, 256, 643] {

@@ -7,58 +7,9 @@
 
 mod common;
 
+use common::{assemble, parse};
 use gidd_kernels::ptx::{Arch, Module, MODULES};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// One function's line of the resource report.
-#[derive(Debug, Default)]
-struct Usage {
-    function: String,
-    entry: bool,
-    registers: u32,
-    smem: u32,
-    stack: u32,
-    spill_stores: u32,
-    spill_loads: u32,
-}
-
-fn number_before(line: &str, unit: &str) -> Option<u32> {
-    let i = line.find(unit)?;
-    line[..i].split_whitespace().last()?.parse().ok()
-}
-
-/// Parses `ptxas -v` output: "Compiling entry function 'f'", "Function properties for f",
-/// "N bytes stack frame, N bytes spill stores, N bytes spill loads", "Used N registers, ...
-/// N bytes smem".
-fn parse(out: &str) -> Vec<Usage> {
-    let mut v: Vec<Usage> = vec![];
-    let mut entry = String::new();
-    for line in out.lines() {
-        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
-            entry = rest.split('\'').next().unwrap_or("").to_string();
-        } else if let Some(rest) = line.split("Function properties for ").nth(1) {
-            let f = rest.trim().to_string();
-            v.push(Usage {
-                entry: f == entry,
-                function: f,
-                ..Default::default()
-            });
-        } else if line.contains("bytes spill stores") {
-            if let Some(u) = v.last_mut() {
-                u.stack = number_before(line, "bytes stack frame").unwrap_or(0);
-                u.spill_stores = number_before(line, "bytes spill stores").unwrap_or(0);
-                u.spill_loads = number_before(line, "bytes spill loads").unwrap_or(0);
-            }
-        } else if line.contains("Used ") && line.contains("registers") {
-            if let Some(u) = v.iter_mut().rev().find(|u| u.function == entry) {
-                u.registers = number_before(line, "registers").unwrap_or(0);
-                u.smem = number_before(line, "bytes smem").unwrap_or(0);
-            }
-        }
-    }
-    v
-}
+use std::path::PathBuf;
 
 fn write_module(m: &Module) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gidd-ptxas-{}", std::process::id()));
@@ -66,25 +17,6 @@ fn write_module(m: &Module) -> PathBuf {
     let path = dir.join(m.file_name());
     std::fs::write(&path, m.source).expect("writing a module");
     path
-}
-
-/// (success, stdout + stderr) of ptxas on one file for one architecture.
-fn assemble(ptxas: &Path, file: &Path, arch: &str) -> (bool, String) {
-    let cubin = file.with_extension(format!("{arch}.cubin"));
-    let o = Command::new(ptxas)
-        .arg(format!("-arch={arch}"))
-        .arg("-v")
-        .arg("-o")
-        .arg(&cubin)
-        .arg(file)
-        .output()
-        .expect("running ptxas");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
 }
 
 #[test]

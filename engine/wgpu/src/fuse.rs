@@ -27,8 +27,9 @@
 use crate::error::Result;
 use crate::lower::{class, Class};
 use crate::pipelines::Kernel;
-use crate::plan::{Bind, Builder};
+use crate::plan::{u32_of, Bind, Builder};
 use crate::positional::{Bound, Map};
+use gidd_engine::chain::{canonical, is_view, view_strides, ChainIo as Io};
 use gidd_engine::op::Op;
 use gidd_engine::program::Loc;
 use gidd_engine::{DType, Program};
@@ -40,14 +41,6 @@ use std::fmt::Write;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chain {
     pub nodes: Vec<usize>,
-}
-
-/// Whether `op` reads its operand at a strided index (so the operand must come from memory).
-fn is_view(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::BroadcastInDim { .. } | Op::Transpose { .. } | Op::Slice { .. }
-    )
 }
 
 /// Whether node `ni` can be a chain member.
@@ -69,17 +62,6 @@ fn fusible(p: &Program, ni: usize) -> bool {
             .iter()
             .chain(&node.outputs)
             .all(|&v| class(p.values[v].ty.dtype).is_ok())
-}
-
-/// The value a value stands for: aliasing reshapes (which do not run) are looked through.
-pub fn canonical(p: &Program, mut v: usize) -> usize {
-    loop {
-        let ni = p.values[v].node;
-        match p.nodes[ni].op {
-            Op::Reshape { .. } if !p.runs[ni] => v = p.nodes[ni].inputs[0],
-            _ => return v,
-        }
-    }
 }
 
 /// The chains of two or more nodes; every node not in one is lowered on its own.
@@ -137,7 +119,7 @@ fn split(p: &Program, nodes: Vec<usize>, max_bindings: usize, out: &mut Vec<Chai
         split(p, rest, max_bindings, out);
         return;
     }
-    if 1 + io.buffers(p) + io.writes.len() > max_bindings {
+    if 1 + io.buffer_reads(p).len() + io.writes.len() > max_bindings {
         let mid = nodes.len() / 2;
         let rest = nodes[mid..].to_vec();
         split(p, nodes[..mid].to_vec(), max_bindings, out);
@@ -154,65 +136,6 @@ fn slot(p: &Program, v: usize) -> Option<usize> {
     }
 }
 
-/// What a chain reads from memory and writes back.
-struct Io {
-    /// Values from outside the chain, each once (canonical), in first-use order.
-    reads: Vec<usize>,
-    /// Those of `reads` that some member reads elementwise (at index i), not through a view.
-    direct: Vec<usize>,
-    /// Members' outputs read after the chain or returned by the program, in member order.
-    writes: Vec<usize>,
-}
-
-impl Io {
-    fn of(p: &Program, nodes: &[usize]) -> Io {
-        let member: HashMap<usize, ()> = nodes.iter().map(|&ni| (ni, ())).collect();
-        let inside = |v: usize| member.contains_key(&p.values[v].node);
-        let (mut reads, mut direct) = (vec![], vec![]);
-        for &ni in nodes {
-            for &v in &p.nodes[ni].inputs {
-                let c = canonical(p, v);
-                if !inside(c) && !reads.contains(&c) {
-                    reads.push(c);
-                }
-                if !inside(c) && !is_view(&p.nodes[ni].op) && !direct.contains(&c) {
-                    direct.push(c);
-                }
-            }
-        }
-        let mut used_after = vec![false; p.values.len()];
-        for (ni, node) in p.nodes.iter().enumerate() {
-            if p.runs[ni] && !member.contains_key(&ni) {
-                for &v in &node.inputs {
-                    used_after[canonical(p, v)] = true;
-                }
-            }
-        }
-        for &v in &p.outputs {
-            used_after[canonical(p, v)] = true;
-        }
-        // a lone node is lowered because its value is needed: always written
-        let writes = nodes
-            .iter()
-            .map(|&ni| p.nodes[ni].outputs[0])
-            .filter(|&v| used_after[v] || nodes.len() == 1)
-            .collect();
-        Io {
-            reads,
-            direct,
-            writes,
-        }
-    }
-
-    /// Reads that are buffers (splats are literals in the kernel's text).
-    fn buffers(&self, p: &Program) -> usize {
-        self.reads
-            .iter()
-            .filter(|&&v| !matches!(p.loc[v], Loc::Splat(_)))
-            .count()
-    }
-}
-
 /// WGSL for the words of `v` (u32, or vec2<u32> for i64) held in `reg`.
 fn ty(d: DType) -> &'static str {
     if d == DType::I64 {
@@ -225,30 +148,14 @@ fn ty(d: DType) -> &'static str {
 /// The operand element that view node `ni` reads for output element (coordinates) c:
 /// offset + sum over output dims d of c_d * strides[d] (stride 0: not read along d).
 pub fn view_map(p: &Program, ni: usize) -> (usize, Vec<usize>) {
-    let node = &p.nodes[ni];
-    let shape = &p.values[node.outputs[0]].ty.shape;
-    let xs = &p.values[node.inputs[0]].ty.shape;
-    let xst = strides(xs);
-    let (off, mut src_st): (usize, Vec<usize>) = match &node.op {
-        Op::BroadcastInDim { dims, .. } => {
-            let mut st = vec![0; shape.len()];
-            for (k, &d) in dims.iter().enumerate() {
-                if xs[k] != 1 {
-                    st[d] = xst[k];
-                }
-            }
-            (0, st)
-        }
-        Op::Transpose { perm } => (0, perm.iter().map(|&q| xst[q]).collect()),
-        Op::Slice { start, .. } => (start.iter().zip(&xst).map(|(a, s)| a * s).sum(), xst),
-        _ => (0, vec![0; shape.len()]),
-    };
-    for (st, &n) in src_st.iter_mut().zip(shape) {
+    let shape = &p.values[p.nodes[ni].outputs[0]].ty.shape;
+    let (off, mut st) = view_strides(p, ni);
+    for (s, &n) in st.iter_mut().zip(shape) {
         if n == 1 {
-            *st = 0;
+            *s = 0;
         }
     }
-    (off, src_st)
+    (off, st)
 }
 
 /// The WGSL index expression of the element at `off + sum_d c_d * st[d]`, c the coordinates
@@ -401,12 +308,7 @@ pub struct Text {
 /// The kernel text of a chain, and the values it binds: (written, read buffers).
 pub fn kernel_text(p: &Program, c: &Chain) -> Result<Text> {
     let io = Io::of(p, &c.nodes);
-    let bufs: Vec<usize> = io
-        .reads
-        .iter()
-        .copied()
-        .filter(|&v| !matches!(p.loc[v], Loc::Splat(_)))
-        .collect();
+    let bufs: Vec<usize> = io.buffer_reads(p);
     let mut s = String::from(
         "\n// generated: a chain of elementwise ops (engine/wgpu/src/fuse.rs)\n\
          @group(0) @binding(0) var<storage, read> P: array<u32>;\n",
@@ -622,7 +524,10 @@ mod tests {
         });
         for c in chains(&p, 5) {
             let io = Io::of(&p, &c.nodes);
-            assert!(1 + io.buffers(&p) + io.writes.len() <= 5, "{c:?}");
+            assert!(
+                1 + io.buffer_reads(&p).len() + io.writes.len() <= 5,
+                "{c:?}"
+            );
         }
     }
 }

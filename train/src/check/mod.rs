@@ -27,6 +27,7 @@ mod cases;
 mod exact;
 mod float;
 mod golden;
+pub mod ptx;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +50,11 @@ pub struct CheckArgs {
     /// One variant per op (fewer dot_general layouts, attention masks and loss shifts).
     #[arg(long)]
     pub quick: bool,
+    /// Write every PTX module of the cuda executor into DIR (the hand-written ones and the
+    /// elementwise-chain kernels generated for the tiny model's programs) and exit, so
+    /// anyone can assemble them with ptxas; no device is needed.
+    #[arg(long = "dump-ptx", alias = "dump_ptx", value_name = "DIR")]
+    pub dump_ptx: Option<PathBuf>,
     #[command(flatten)]
     pub exec: crate::backend::BackendArgs,
 }
@@ -347,6 +353,9 @@ pub fn summary(rows: &[Row]) -> (usize, usize, usize) {
 /// `gidd check`: prints the table, the rows that were furthest from their tolerance, and
 /// the summary; Err when any row failed.
 pub fn main(a: &CheckArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &a.dump_ptx {
+        return ptx::main(dir);
+    }
     if a.exec.devices != 1 {
         anyhow::bail!("gidd check runs on one device (--devices 1)");
     }
