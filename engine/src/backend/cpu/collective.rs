@@ -132,6 +132,18 @@ pub(super) struct InFlight {
     pub jobs: Sender<Job>,
     pub done: Receiver<Done>,
     pub pending: VecDeque<usize>,
+    /// whether each value is read by a node or is a program output
+    pub read: Vec<bool>,
+}
+
+/// Whether each value of `p` is read by a node or is one of its outputs.
+pub(super) fn read_values(p: &Program) -> Vec<bool> {
+    let mut read = vec![false; p.values.len()];
+    for n in &p.nodes {
+        n.inputs.iter().for_each(|&v| read[v] = true);
+    }
+    p.outputs.iter().for_each(|&v| read[v] = true);
+    read
 }
 
 impl InFlight {
@@ -172,6 +184,11 @@ impl InFlight {
             )));
         }
         for (&v, d) in p.nodes[ni].outputs.iter().zip(r?) {
+            // an output no node reads (a bias the backward's gather brings along) was
+            // planned dead at its node: its buffer may hold a live value by now
+            if !self.read[v] {
+                continue;
+            }
             let Loc::Slot(s) = p.loc[v] else {
                 return Err(Error::Msg(format!(
                     "output {v} of {} has no buffer",
