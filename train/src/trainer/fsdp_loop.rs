@@ -1,6 +1,9 @@
 //! `gidd train --nproc N`: fully sharded data parallel training with N ranks as threads
 //! of this process, each running the cpu executor, meeting at the engine's in-process
-//! collectives.
+//! collectives; or, launched as N processes with torchrun's variables (RANK, WORLD_SIZE,
+//! MASTER_ADDR, MASTER_PORT; `torchrun --nproc_per_node N`, srun, or by hand), one rank per
+//! process meeting over TCP (`collective::TcpComm`). Both compute every collective with the
+//! same code, so they give the same losses; rank 0 alone writes metrics and the report.
 //!
 //! Each rank keeps 1/N of every parameter, of mu and nu (flat, padded: `fsdp::ShardPlan`).
 //! A step, on every rank:
@@ -27,7 +30,8 @@ use crate::fsdp::{checkpoint as sharded, ShardPlan};
 use crate::packer::Packer;
 use anyhow::{anyhow, bail, Context, Result};
 use gidd_engine::backend::cpu::Comm;
-use gidd_engine::collective::run_ranks;
+use gidd_engine::collective::tcp_store::RankEnv;
+use gidd_engine::collective::{run_ranks, Collective, TcpComm};
 use gidd_engine::{CpuExecutor, Data, Executor, HostTensor};
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,17 +66,57 @@ struct RankCtx<'a> {
     micro: usize,
 }
 
-/// Trains steps `c.start..` with `world` thread ranks; returns the last checkpoint written
-/// and leaves the final parameters, gathered, in `params`. `mu` and `nu` are the starting
-/// optimizer state (the final one stays sharded, in the checkpoints).
+/// How the ranks of a run are launched.
+pub(super) enum Ranks {
+    /// `--nproc N`: N threads of this process
+    Threads(usize),
+    /// this process is one rank of a group launched with torchrun's variables
+    Process(RankEnv),
+}
+
+impl Ranks {
+    /// `--nproc`, or this process's rank when WORLD_SIZE is set (to more than 1).
+    pub(super) fn new(nproc: usize) -> Result<Ranks> {
+        let var = |k: &str| std::env::var(k).ok();
+        let launched = var("WORLD_SIZE").is_some_and(|w| w.trim() != "1");
+        match (launched, nproc) {
+            (false, n) => Ok(Ranks::Threads(n)),
+            (true, 1) => Ok(Ranks::Process(RankEnv::from_vars(var).map_err(|e| {
+                anyhow!("{e} (this process was launched as one rank of a group: WORLD_SIZE is set)")
+            })?)),
+            (true, n) => bail!(
+                "--nproc {n} with WORLD_SIZE set: a launcher (torchrun) starts one process per rank; use one or the other"
+            ),
+        }
+    }
+    pub(super) fn world(&self) -> usize {
+        match self {
+            Ranks::Threads(n) => *n,
+            Ranks::Process(e) => e.world,
+        }
+    }
+    /// Whether this process reports (writes metrics, evaluates, prints the report).
+    pub(super) fn reports(&self) -> bool {
+        match self {
+            Ranks::Threads(_) => true,
+            Ranks::Process(e) => e.rank == 0,
+        }
+    }
+}
+
+/// Trains steps `c.start..` with the ranks `ranks`; returns the last checkpoint written
+/// and, where this process reports, leaves the final parameters, gathered, in `params`.
+/// `mu` and `nu` are the starting optimizer state (the final one stays sharded, in the
+/// checkpoints).
 pub(super) fn train_fsdp(
     c: &mut LoopCtx,
     lo: &LossOpts,
-    world: usize,
+    ranks: &Ranks,
     params: &mut [(String, HostTensor)],
     mu: &[HostTensor],
     nu: &[HostTensor],
 ) -> Result<Option<PathBuf>> {
+    let world = ranks.world();
     let (batch, a) = (c.r.batch, c.a);
     if world == 0 || !batch.is_multiple_of(world) {
         bail!("--nproc {world} must divide --batch_size {batch}: every rank trains on its own rows of the batch");
@@ -107,14 +151,34 @@ pub(super) fn train_fsdp(
         full: [&full_p, mu, nu],
         micro,
     };
-    let outs = run_ranks(world, RANK_TIMEOUT, |comm| rank_main(comm, &x, &packer));
-    let mut outs = outs.map_err(|e| anyhow!("{e}"))?;
-    let (last, final_params) = outs.swap_remove(0);
-    for ((_, p), t) in params
-        .iter_mut()
-        .zip(final_params.context("rank 0 returned no parameters")?)
-    {
-        *p = t;
+    let (last, final_params) = match ranks {
+        Ranks::Threads(_) => {
+            let outs = run_ranks(world, RANK_TIMEOUT, |comm| rank_main(comm, &x, &packer));
+            outs.map_err(|e| anyhow!("{e}"))?.swap_remove(0)
+        }
+        Ranks::Process(env) => {
+            let comm = TcpComm::connect(env, RANK_TIMEOUT).map_err(|e| anyhow!("{e}"))?;
+            if env.rank == 0 {
+                eprintln!(
+                    "fsdp: {world} process ranks met at {}:{}",
+                    env.master_addr, env.master_port
+                );
+            }
+            let out = rank_main(&comm, &x, &packer);
+            if let Err(e) = &out {
+                // the other processes stop at their next collective, naming this rank
+                comm.abort(&format!("{e:#}"));
+            }
+            out.with_context(|| format!("rank {} of {world}", env.rank))?
+        }
+    };
+    if ranks.reports() {
+        for ((_, p), t) in params
+            .iter_mut()
+            .zip(final_params.context("rank 0 returned no parameters")?)
+        {
+            *p = t;
+        }
     }
     c.start = c.r.steps;
     Ok(last)
@@ -150,7 +214,7 @@ fn rank_main(
     let mut metrics = match rank {
         0 => {
             eprintln!(
-                "fsdp: {world} thread ranks on the {} executor, {per} rows each in micro-batches of {}; per rank {:.2} MiB of parameter shards, {:.2} MiB of mu and nu; step program {:.2} MiB planned, of it gathered parameters and full gradients at most {} bytes; compiled in {:.1}s",
+                "fsdp: {world} ranks on the {} executor, {per} rows each in micro-batches of {}; per rank {:.2} MiB of parameter shards, {:.2} MiB of mu and nu; step program {:.2} MiB planned, of it gathered parameters and full gradients at most {} bytes; compiled in {:.1}s",
                 exec.name(),
                 x.micro,
                 mib(plan.total * master.size()),
