@@ -111,6 +111,10 @@ fn process_ranks_give_the_thread_ranks_losses() {
 
 #[test]
 fn a_killed_rank_stops_the_others_naming_it_and_leaves_no_half_checkpoint() {
+    // one plain step first: the tokenizer cache is written before three processes read it
+    let warm = gidd_tests::TempDir::new("fsdp-kill-warm");
+    let o = train("f32", 1, &warm, &[]).output().expect("warm-up run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let dir = gidd_tests::TempDir::new("fsdp-kill");
     let port = free_port();
     // a checkpoint every step: the kill lands in a step or in a save

@@ -182,7 +182,8 @@ pub struct TrainArgs {
     pub threads: Option<usize>,
     /// Ranks of fully sharded data parallel training: N threads of this process on the cpu
     /// executor, each holding 1/N of the parameters and optimizer state and training on its
-    /// own rows of every batch (which --nproc must divide).
+    /// own rows of every batch (which --nproc must divide). Launched as one process per rank
+    /// instead (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), leave it at 1.
     #[arg(long, default_value_t = 1)]
     pub nproc: usize,
     /// Held-out ELBO every N steps (default: every quarter of the run; 0: only at the end).
