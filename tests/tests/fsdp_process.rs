@@ -117,7 +117,7 @@ fn a_killed_rank_stops_the_others_naming_it_and_leaves_no_half_checkpoint() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let dir = gidd_tests::TempDir::new("fsdp-kill");
     let port = free_port();
-    // a checkpoint every step: the kill lands in a step or in a save
+    // 4 ranks of 2 rows each; a checkpoint every step: the kill lands in a step or a save
     let run = |r| {
         launch(
             train(
@@ -127,17 +127,24 @@ fn a_killed_rank_stops_the_others_naming_it_and_leaves_no_half_checkpoint() {
                 &["--save_steps", "1", "--save_total_limit", "0"],
             ),
             r,
-            3,
+            4,
             port,
         )
     };
-    let mut ranks: Vec<Child> = (0..3).map(run).collect();
+    let mut ranks: Vec<Child> = (0..4).map(run).collect();
     let t0 = Instant::now();
     while !dir.join("checkpoint-2").is_dir() {
         assert!(
             t0.elapsed() < Duration::from_secs(300),
             "no checkpoint written within 300 s"
         );
+        // a rank that stopped before the kill: its error, not a timeout
+        for r in 0..4 {
+            if ranks[r].try_wait().expect("try_wait").is_some() {
+                let o = ranks.swap_remove(r).wait_with_output().expect("output");
+                panic!("rank {r} exited: {}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     ranks[1].kill().expect("kill rank 1");
@@ -159,10 +166,10 @@ fn a_killed_rank_stops_the_others_naming_it_and_leaves_no_half_checkpoint() {
                 e.path().join("fsdp_index.json").is_file(),
                 "{name}: no index"
             );
-            for r in 0..3 {
+            for r in 0..4 {
                 let s = e
                     .path()
-                    .join(format!("shards/rank-{r:05}-of-00003/model.safetensors"));
+                    .join(format!("shards/rank-{r:05}-of-00004/model.safetensors"));
                 assert!(s.is_file(), "{name}: {} missing", s.display());
             }
         }

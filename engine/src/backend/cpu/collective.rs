@@ -149,11 +149,22 @@ pub(super) fn read_values(p: &Program) -> Vec<bool> {
 impl InFlight {
     pub fn issue(&mut self, j: Job) -> Result<()> {
         let ni = j.node;
-        self.jobs
-            .send(j)
-            .map_err(|_| Error::Msg("the communication thread stopped".into()))?;
+        if self.jobs.send(j).is_err() {
+            return Err(self.stopped());
+        }
         self.pending.push_back(ni);
         Ok(())
+    }
+
+    /// Why the communication thread stopped: it stops after a failed collective (another
+    /// rank failed, say), whose error it sent before it went.
+    fn stopped(&mut self) -> Error {
+        while let Ok((_, r)) = self.done.try_recv() {
+            if let Err(e) = r {
+                return e;
+            }
+        }
+        Error::Msg("the communication thread stopped".into())
     }
 
     /// Waits until node `ni` (if in flight) is done, writing the outputs of every
