@@ -281,6 +281,22 @@ fn shard_files_match_the_memory_formula() {
     }
     // shards cover the model: 3 ranks x shard >= parameters, less than one element each more
     assert!(3 * want.params >= 4 * cfg.num_params());
+    // the transient column is the live step program's: its gathered parameters and full
+    // gradients at their peak, as rank 0 reports them from the plan it runs
+    let err = String::from_utf8_lossy(&out.stderr);
+    let live: usize = err
+        .split("gathered parameters and full gradients at most ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no transient bytes reported in {err}"));
+    assert_eq!(live, want.transient, "{err}");
+    assert!(
+        2 * want.transient < 4 * 4 * cfg.num_params(),
+        "per layer, not the whole model's parameters and gradients: {} of {}",
+        want.transient,
+        4 * 4 * cfg.num_params()
+    );
     let out = gidd()
         .args(["info", "--nproc", "64"])
         .output()

@@ -7,19 +7,11 @@
 //! table for the next round. A rank that fails marks the table, and every waiting rank
 //! wakes and returns the failure instead of waiting for it.
 
-use super::data::{concat, slice, sum_in_order};
-use super::{summable, Collective, CollectiveError, Result};
+use super::round::{Contribution, Round};
+use super::{Collective, CollectiveError, Result};
 use crate::host::Data;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// What one rank brought to a round.
-struct Contribution {
-    op: &'static str,
-    data: Data,
-    /// reduce_scatter: the counts; broadcast: [root]
-    meta: Vec<usize>,
-}
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Phase {
@@ -166,7 +158,7 @@ impl LocalComm {
     }
 
     /// One round: contributes `c`, returns every rank's contribution in rank order.
-    fn round(&self, c: Contribution) -> Result<Vec<Arc<Contribution>>> {
+    fn exchange_in(&self, c: Contribution) -> Result<Vec<Arc<Contribution>>> {
         let op = c.op;
         let deadline = Instant::now() + self.shared.timeout;
         let world = self.shared.world;
@@ -201,49 +193,22 @@ impl LocalComm {
             self.shared.cv.notify_all();
         }
         drop(t);
-        // every rank checks the same contributions, so all agree on the verdict
-        for (r, x) in all.iter().enumerate() {
-            if x.op != op {
-                return Err(CollectiveError::Mismatch {
-                    op,
-                    msg: format!(
-                        "rank {} called {op} while rank {r} called {}",
-                        self.rank, x.op
-                    ),
-                });
-            }
-            if x.data.dtype() != all[0].data.dtype() {
-                return Err(CollectiveError::Mismatch {
-                    op,
-                    msg: format!(
-                        "rank 0 sent {:?}, rank {r} sent {:?}",
-                        all[0].data.dtype(),
-                        x.data.dtype()
-                    ),
-                });
-            }
-            if x.meta != all[0].meta {
-                return Err(CollectiveError::Mismatch {
-                    op,
-                    msg: format!(
-                        "rank 0 passed {:?}, rank {r} passed {:?}",
-                        all[0].meta, x.meta
-                    ),
-                });
-            }
-        }
         Ok(all)
     }
+}
 
-    fn check_summable(&self, op: &'static str, x: &Data) -> Result<()> {
-        if summable(x.dtype()) {
-            Ok(())
-        } else {
-            Err(CollectiveError::Invalid {
-                op,
-                msg: format!("{:?} buffers cannot be summed", x.dtype()),
-            })
-        }
+impl Round for LocalComm {
+    fn me(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.shared.world
+    }
+    fn fail(&self, reason: &str) {
+        self.shared.fail(self.rank, reason.to_string());
+    }
+    fn exchange(&self, c: Contribution) -> Result<Vec<Arc<Contribution>>> {
+        self.exchange_in(c)
     }
 }
 
@@ -255,80 +220,22 @@ impl Collective for LocalComm {
         self.shared.world
     }
     fn all_gather(&self, chunk: &Data) -> Result<Data> {
-        let all = self.round(Contribution {
-            op: "all_gather",
-            data: chunk.clone(),
-            meta: vec![],
-        })?;
-        let parts: Vec<&Data> = all.iter().map(|c| &c.data).collect();
-        concat(&parts, "all_gather")
+        self.do_all_gather(chunk)
     }
     fn reduce_scatter(&self, input: &Data, counts: &[usize]) -> Result<Data> {
-        let op = "reduce_scatter";
-        self.check_summable(op, input)?;
-        if counts.len() != self.world() || counts.iter().sum::<usize>() != input.len() {
-            // fail the group too: the others would otherwise wait for this rank forever
-            let msg = format!(
-                "rank {}: {} counts summing to {} for {} ranks and {} elements",
-                self.rank,
-                counts.len(),
-                counts.iter().sum::<usize>(),
-                self.world(),
-                input.len()
-            );
-            self.abort(&msg);
-            return Err(CollectiveError::Invalid { op, msg });
-        }
-        let all = self.round(Contribution {
-            op,
-            data: input.clone(),
-            meta: counts.to_vec(),
-        })?;
-        let start: usize = counts[..self.rank].iter().sum();
-        let parts: Vec<&Data> = all.iter().map(|c| &c.data).collect();
-        sum_in_order(&parts, start, counts[self.rank], op)
+        self.do_reduce_scatter(input, counts)
     }
     fn all_reduce(&self, x: &Data) -> Result<Data> {
-        let op = "all_reduce";
-        self.check_summable(op, x)?;
-        let all = self.round(Contribution {
-            op,
-            data: x.clone(),
-            meta: vec![x.len()],
-        })?;
-        let parts: Vec<&Data> = all.iter().map(|c| &c.data).collect();
-        sum_in_order(&parts, 0, x.len(), op)
+        self.do_all_reduce(x)
     }
     fn broadcast(&self, x: &Data, root: usize) -> Result<Data> {
-        let op = "broadcast";
-        if root >= self.world() {
-            let msg = format!("root {root} is not a rank of {}", self.world());
-            self.abort(&msg);
-            return Err(CollectiveError::Invalid { op, msg });
-        }
-        // only the root's payload travels; the others send an empty one of their dtype
-        let data = if self.rank == root {
-            x.clone()
-        } else {
-            slice(x, 0, 0)
-        };
-        let all = self.round(Contribution {
-            op,
-            data,
-            meta: vec![root],
-        })?;
-        Ok(all[root].data.clone())
+        self.do_broadcast(x, root)
     }
     fn barrier(&self) -> Result<()> {
-        self.round(Contribution {
-            op: "barrier",
-            data: Data::U32(vec![]),
-            meta: vec![],
-        })
-        .map(|_| ())
+        self.do_barrier()
     }
     fn abort(&self, reason: &str) {
-        self.shared.fail(self.rank, reason.to_string());
+        self.fail(reason)
     }
 }
 

@@ -11,13 +11,18 @@
 //!
 //! [`local`] is the in-process implementation (ranks as threads of one process): the test
 //! double of every multi-rank path and a real one on many-core hosts. [`tcp_store`] is where
-//! the ranks of a multi-process group (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, ...) meet.
+//! the ranks of a multi-process group (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, ...) meet,
+//! and [`tcp`] the collectives of such a group over TCP on host buffers (the cpu executor's
+//! process ranks). Both compute every result with the same code ([`round`]).
 
 pub mod data;
 pub mod local;
+mod round;
+pub mod tcp;
 pub mod tcp_store;
 
 pub use local::{run_ranks, LocalComm, LocalGroup, RanksError};
+pub use tcp::TcpComm;
 
 use crate::dtype::DType;
 use crate::host::Data;

@@ -36,7 +36,7 @@ fn memory(checkpoint: Option<&Path>, nproc: usize, seq: usize) -> Result<()> {
     if let Some(c) = checkpoint {
         cfgs.push(("this checkpoint", load_checkpoint(c)?.cfg));
     }
-    println!("FSDP memory per rank: persistent = parameter + mu/nu + gradient shards (f32); transient = the full parameters and gradient sums a step gathers (step-level gather); peak = persistent + transient + activations");
+    println!("FSDP memory per rank: persistent = parameter + mu/nu + gradient shards (f32); transient = gathered parameters and full gradients at their peak in the step program (a layer gathered just before use, the next prefetched, again for the backward; each gradient reduce-scattered once complete); peak = persistent + transient + activations");
     for (name, cfg) in cfgs {
         println!();
         print!("{}", table(name, &cfg, &worlds, seq)?);

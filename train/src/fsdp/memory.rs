@@ -2,12 +2,17 @@
 //!
 //! Persistent (between steps): the rank's shards of the parameters, of mu and nu, and of
 //! the reduce-scattered gradients, ceil(numel / world) elements per tensor in the master
-//! dtype (f32). Transient (during a step, with the step-level gather this trainer does):
-//! the full parameters, all-gathered, and the full gradient sums before the
-//! reduce-scatter. Activations: an estimate, not a measurement (see [`activation_bytes`]).
+//! dtype (f32). Transient (during a step): the gathered parameters and the full gradients
+//! waiting for their reduce-scatter, at their peak in the step's own program
+//! (`build_micro_sharded`: a layer gathered just before use with the next one prefetched,
+//! gathered again for the backward, each gradient reduce-scattered once complete), read
+//! off its memory plan ([`collective_peak_bytes`]) - so about two layers' parameters and
+//! one gradient, the largest units (embedding, head) setting it. Activations: an estimate,
+//! not a measurement (see [`activation_bytes`]).
 
 use super::plan::ShardPlan;
-use anyhow::Result;
+use anyhow::{bail, Result};
+use gidd_engine::{DType, Op, Program};
 use gidd_model::GiddConfig;
 
 /// Bytes one rank holds, by kind.
@@ -18,7 +23,7 @@ pub struct RankBytes {
     pub optimizer: usize,
     /// the gradient shard after the reduce-scatter
     pub grads: usize,
-    /// full parameters and full gradient sums during the step
+    /// gathered parameters and full gradients at their peak during the step
     pub transient: usize,
     pub activations: usize,
 }
@@ -44,12 +49,16 @@ pub fn rank_bytes(
 ) -> Result<RankBytes> {
     let plan = ShardPlan::new(&cfg.param_shapes(), world)?;
     let shard = plan.total * master_bytes;
-    let full = cfg.num_params() * master_bytes;
+    let master = match master_bytes {
+        8 => DType::F64,
+        4 => DType::F32,
+        b => bail!("{b}-byte parameters: the master precision is f32 or f64"),
+    };
     Ok(RankBytes {
         params: shard,
         optimizer: 2 * shard,
         grads: shard,
-        transient: 2 * full,
+        transient: transient_bytes(cfg, &plan, master)?,
         activations: activation_bytes(cfg, rows, seq, act_bytes),
     })
 }
@@ -123,4 +132,86 @@ pub fn table(name: &str, cfg: &GiddConfig, worlds: &[usize], seq: usize) -> Resu
         );
     }
     Ok(s)
+}
+
+/// The collective transients ([`collective_peak_bytes`]) of the step's micro-batch program
+/// at `plan`'s world size with `master` parameters: they do not depend on the batch, the
+/// sequence length or the noise, so one row of 8 tokens stands for any.
+pub fn transient_bytes(cfg: &GiddConfig, plan: &ShardPlan, master: DType) -> Result<usize> {
+    let (sched, no) = probe_opts(cfg);
+    let lo = crate::trainer::step::LossOpts {
+        beta_is_div: 1.0,
+        sum: true,
+        loss_scale: 1.0,
+    };
+    let seq = cfg.max_position_embeddings.min(8);
+    let p = crate::trainer::step::build_micro_sharded(cfg, &sched, &no, &lo, 1, seq, master, plan)?;
+    Ok(collective_peak_bytes(&p))
+}
+
+/// Bytes of a program's collective transients at their peak: the gathered tensors (outputs
+/// of all_gather nodes) and the full gradients waiting for their reduce-scatter (its
+/// operands) alive together at one node of the program's order, each from the node that
+/// makes it to the last one that reads it (or a view of it), as the memory plan keeps them.
+pub fn collective_peak_bytes(p: &Program) -> usize {
+    let nv = p.values.len();
+    let end = p.nodes.len();
+    // the value whose storage each value is (reshapes that do not run are views)
+    let mut root: Vec<usize> = (0..nv).collect();
+    for (ni, node) in p.nodes.iter().enumerate() {
+        if matches!(node.op, Op::Reshape { .. }) && !p.runs[ni] {
+            root[node.outputs[0]] = root[node.inputs[0]];
+        }
+    }
+    let mut tracked = vec![false; nv];
+    let mut last = vec![0usize; nv];
+    for (ni, node) in p.nodes.iter().enumerate() {
+        if matches!(node.op, Op::AllGather { .. }) {
+            node.outputs.iter().for_each(|&o| tracked[o] = true);
+        }
+        if matches!(node.op, Op::ReduceScatter { .. }) {
+            tracked[root[node.inputs[0]]] = true;
+        }
+        for &v in &node.inputs {
+            last[root[v]] = last[root[v]].max(ni);
+        }
+    }
+    for &o in &p.outputs {
+        last[root[o]] = end;
+    }
+    let mut delta = vec![0i64; end + 2];
+    for v in (0..nv).filter(|&v| tracked[v] && root[v] == v) {
+        let ty = &p.values[v].ty;
+        let b = (ty.numel() * ty.dtype.size()) as i64;
+        delta[p.values[v].node] += b;
+        delta[last[v].max(p.values[v].node) + 1] -= b;
+    }
+    let (mut live, mut peak) = (0i64, 0i64);
+    for d in delta {
+        live += d;
+        peak = peak.max(live);
+    }
+    peak as usize
+}
+
+/// A noise schedule and noise options for building `cfg`'s step program where their values
+/// do not matter (the program's shape and memory plan do not depend on them).
+pub(crate) fn probe_opts(cfg: &GiddConfig) -> (gidd_model::Schedule, gidd_model::noise::NoiseOpts) {
+    let sched = gidd_model::Schedule {
+        min_log_snr: -9.0,
+        max_log_snr: 9.0,
+        scale: 1.0,
+        shift: 0.0,
+        vocab_size: cfg.vocab_size,
+        mask_id: gidd_model::schedule::MASK,
+    };
+    let no = gidd_model::noise::NoiseOpts {
+        p_independent: 1.0,
+        p_linear: 0.0,
+        p_prompt: 0.0,
+        p_infilling: 0.0,
+        causal_prompt_attn: false,
+        clean_log_snr: 10.0,
+    };
+    (sched, no)
 }

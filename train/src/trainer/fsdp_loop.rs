@@ -1,20 +1,23 @@
 //! `gidd train --nproc N`: fully sharded data parallel training with N ranks as threads
 //! of this process, each running the cpu executor, meeting at the engine's in-process
-//! collectives.
+//! collectives; or, launched as N processes with torchrun's variables (RANK, WORLD_SIZE,
+//! MASTER_ADDR, MASTER_PORT; `torchrun --nproc_per_node N`, srun, or by hand), one rank per
+//! process meeting over TCP (`collective::TcpComm`). Both compute every collective with the
+//! same code, so they give the same losses; rank 0 alone writes metrics and the report.
 //!
 //! Each rank keeps 1/N of every parameter, of mu and nu (flat, padded: `fsdp::ShardPlan`).
 //! A step, on every rank:
 //! 1. rank 0 draws the global batch and broadcasts it, so every world size trains on
 //!    exactly the batch a single rank would;
-//! 2. all-gather of the parameter shards: the whole model, once per step (a step-level
-//!    gather: the static step program takes all parameters as inputs, so there is no
-//!    per-layer gather with prefetch here);
-//! 3. the micro-batch program (`step::build_micro`) over the rank's own rows of the batch,
-//!    rows [r B/N, (r+1) B/N), with `row0` its first row, so every row draws the noise it
-//!    draws in the whole batch;
-//! 4. reduce-scatter of the gradient sums (summed in rank order: deterministic) and an
-//!    all-reduce of the loss sums and the noisy-token count;
-//! 5. the optimizer update of the rank's shards (`step::build_update_shards`), whose squared
+//! 2. the micro-batch program (`step::build_micro_sharded`) over the rank's own rows of the
+//!    batch, rows [r B/N, (r+1) B/N), with `row0` its first row, so every row draws the
+//!    noise it draws in the whole batch. The program's collective nodes gather each layer's
+//!    parameters just before use (the next layer's prefetched), free them after the
+//!    forward, gather them again for the backward, and reduce-scatter each gradient as soon
+//!    as it is complete (summed in rank order: deterministic); the rank adds its gradient
+//!    shards up over its micro-batches. The loss sums and the noisy-token count are
+//!    all-reduced;
+//! 3. the optimizer update of the rank's shards (`step::build_update_shards`), whose squared
 //!    gradient norms are all-reduced into the global gradient norm.
 //!
 //! The trainer's update has no gradient clipping; the global norm is the reported metric.
@@ -26,7 +29,9 @@ use super::{elbo_on, rows_tensor, scalar_in, HELDOUT_REPS};
 use crate::fsdp::{checkpoint as sharded, ShardPlan};
 use crate::packer::Packer;
 use anyhow::{anyhow, bail, Context, Result};
-use gidd_engine::collective::{run_ranks, Collective};
+use gidd_engine::backend::cpu::Comm;
+use gidd_engine::collective::tcp_store::RankEnv;
+use gidd_engine::collective::{run_ranks, Collective, TcpComm};
 use gidd_engine::{CpuExecutor, Data, Executor, HostTensor};
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,17 +66,57 @@ struct RankCtx<'a> {
     micro: usize,
 }
 
-/// Trains steps `c.start..` with `world` thread ranks; returns the last checkpoint written
-/// and leaves the final parameters, gathered, in `params`. `mu` and `nu` are the starting
-/// optimizer state (the final one stays sharded, in the checkpoints).
+/// How the ranks of a run are launched.
+pub(super) enum Ranks {
+    /// `--nproc N`: N threads of this process
+    Threads(usize),
+    /// this process is one rank of a group launched with torchrun's variables
+    Process(RankEnv),
+}
+
+impl Ranks {
+    /// `--nproc`, or this process's rank when WORLD_SIZE is set (to more than 1).
+    pub(super) fn new(nproc: usize) -> Result<Ranks> {
+        let var = |k: &str| std::env::var(k).ok();
+        let launched = var("WORLD_SIZE").is_some_and(|w| w.trim() != "1");
+        match (launched, nproc) {
+            (false, n) => Ok(Ranks::Threads(n)),
+            (true, 1) => Ok(Ranks::Process(RankEnv::from_vars(var).map_err(|e| {
+                anyhow!("{e} (this process was launched as one rank of a group: WORLD_SIZE is set)")
+            })?)),
+            (true, n) => bail!(
+                "--nproc {n} with WORLD_SIZE set: a launcher (torchrun) starts one process per rank; use one or the other"
+            ),
+        }
+    }
+    pub(super) fn world(&self) -> usize {
+        match self {
+            Ranks::Threads(n) => *n,
+            Ranks::Process(e) => e.world,
+        }
+    }
+    /// Whether this process reports (writes metrics, evaluates, prints the report).
+    pub(super) fn reports(&self) -> bool {
+        match self {
+            Ranks::Threads(_) => true,
+            Ranks::Process(e) => e.rank == 0,
+        }
+    }
+}
+
+/// Trains steps `c.start..` with the ranks `ranks`; returns the last checkpoint written
+/// and, where this process reports, leaves the final parameters, gathered, in `params`.
+/// `mu` and `nu` are the starting optimizer state (the final one stays sharded, in the
+/// checkpoints).
 pub(super) fn train_fsdp(
     c: &mut LoopCtx,
     lo: &LossOpts,
-    world: usize,
+    ranks: &Ranks,
     params: &mut [(String, HostTensor)],
     mu: &[HostTensor],
     nu: &[HostTensor],
 ) -> Result<Option<PathBuf>> {
+    let world = ranks.world();
     let (batch, a) = (c.r.batch, c.a);
     if world == 0 || !batch.is_multiple_of(world) {
         bail!("--nproc {world} must divide --batch_size {batch}: every rank trains on its own rows of the batch");
@@ -106,14 +151,34 @@ pub(super) fn train_fsdp(
         full: [&full_p, mu, nu],
         micro,
     };
-    let outs = run_ranks(world, RANK_TIMEOUT, |comm| rank_main(comm, &x, &packer));
-    let mut outs = outs.map_err(|e| anyhow!("{e}"))?;
-    let (last, final_params) = outs.swap_remove(0);
-    for ((_, p), t) in params
-        .iter_mut()
-        .zip(final_params.context("rank 0 returned no parameters")?)
-    {
-        *p = t;
+    let (last, final_params) = match ranks {
+        Ranks::Threads(_) => {
+            let outs = run_ranks(world, RANK_TIMEOUT, |comm| rank_main(comm, &x, &packer));
+            outs.map_err(|e| anyhow!("{e}"))?.swap_remove(0)
+        }
+        Ranks::Process(env) => {
+            let comm = TcpComm::connect(env, RANK_TIMEOUT).map_err(|e| anyhow!("{e}"))?;
+            if env.rank == 0 {
+                eprintln!(
+                    "fsdp: {world} process ranks met at {}:{}",
+                    env.master_addr, env.master_port
+                );
+            }
+            let out = rank_main(&comm, &x, &packer);
+            if let Err(e) = &out {
+                // the other processes stop at their next collective, naming this rank
+                comm.abort(&format!("{e:#}"));
+            }
+            out.with_context(|| format!("rank {} of {world}", env.rank))?
+        }
+    };
+    if ranks.reports() {
+        for ((_, p), t) in params
+            .iter_mut()
+            .zip(final_params.context("rank 0 returned no parameters")?)
+        {
+            *p = t;
+        }
     }
     c.start = c.r.steps;
     Ok(last)
@@ -122,7 +187,7 @@ pub(super) fn train_fsdp(
 /// One rank's run: (last checkpoint, the final parameters on rank 0). Only the
 /// collective's interface is used: the same loop serves any implementation of it.
 fn rank_main(
-    comm: &dyn Collective,
+    comm: Comm,
     x: &RankCtx,
     packer: &Mutex<&mut Packer>,
 ) -> Result<(Option<PathBuf>, Option<Vec<HostTensor>>)> {
@@ -131,8 +196,8 @@ fn rank_main(
     let (rank, world) = (comm.rank(), comm.world());
     let (per, seq, master) = (r.batch / world, r.seq, c.dtype.accum());
     let t0 = Instant::now();
-    let mut lmicro = exec.load(&step::build_micro(
-        c.cfg, c.sched, c.no, x.lo, x.micro, seq, c.dtype,
+    let mut lmicro = exec.load(&step::build_micro_sharded(
+        c.cfg, c.sched, c.no, x.lo, x.micro, seq, c.dtype, plan,
     )?)?;
     let mut lupdate = exec.load(&step::build_update_shards(
         &plan.names,
@@ -149,11 +214,13 @@ fn rank_main(
     let mut metrics = match rank {
         0 => {
             eprintln!(
-                "fsdp: {world} thread ranks on the {} executor, {per} rows each in micro-batches of {}; per rank {:.2} MiB of parameter shards, {:.2} MiB of mu and nu; compiled in {:.1}s",
+                "fsdp: {world} ranks on the {} executor, {per} rows each in micro-batches of {}; per rank {:.2} MiB of parameter shards, {:.2} MiB of mu and nu; step program {:.2} MiB planned, of it gathered parameters and full gradients at most {} bytes; compiled in {:.1}s",
                 exec.name(),
                 x.micro,
-                (plan.total * master.size()) as f64 / (1 << 20) as f64,
-                (2 * plan.total * master.size()) as f64 / (1 << 20) as f64,
+                mib(plan.total * master.size()),
+                mib(2 * plan.total * master.size()),
+                mib(lmicro.program().planned_bytes()),
+                crate::fsdp::memory::collective_peak_bytes(lmicro.program()),
                 t0.elapsed().as_secs_f64()
             );
             Some(
@@ -189,15 +256,9 @@ fn rank_main(
             );
         }
         let t = Instant::now();
-        // 2. the whole model
-        let full = plan.unshard(&comm.all_gather(&plan.flatten(&sp)?)?)?;
-        // 3. this rank's rows
+        // 2. this rank's rows; gathers and reduce-scatters run inside the program
         let step_t = HostTensor::u32(vec![], vec![k as u32])?;
-        let mut gsum: Vec<HostTensor> = plan
-            .shapes
-            .iter()
-            .map(|s| HostTensor::zeros(master, s.clone()))
-            .collect();
+        let mut gshard = plan.zeros(master);
         let mut sums = vec![0f64; 5];
         for i in 0..per / x.micro {
             let row0 = rank * per + i * x.micro;
@@ -206,23 +267,19 @@ fn rank_main(
                 tokens[row0 * seq..(row0 + x.micro) * seq].to_vec(),
             )?;
             let r0 = HostTensor::u32(vec![], vec![row0 as u32])?;
-            let mut rest: Vec<&HostTensor> = full.iter().collect();
+            let mut rest: Vec<&HostTensor> = sp.iter().collect();
             rest.extend([&labels, &seed_t, &step_t, &r0]);
-            let o = exec.run_donating(&mut lmicro, std::mem::take(&mut gsum), &rest)?;
+            let o =
+                exec.run_donating_with(&mut lmicro, comm, std::mem::take(&mut gshard), &rest)?;
             for (j, s) in sums.iter_mut().enumerate() {
                 *s += o[j].to_f64_vec()[0];
             }
-            gsum = o.into_iter().skip(5).collect();
+            gshard = o.into_iter().skip(5).collect();
         }
-        drop(full);
-        // 4. gradient shards and loss sums over all ranks
-        let g = comm.reduce_scatter(&plan.rank_major(&gsum)?, &vec![plan.total; world])?;
-        drop(gsum);
-        let gshard = plan.split(&g)?;
         let sums = comm.all_reduce(&Data::F64(sums))?;
         let sums: Vec<f64> = (0..5).map(|i| sums.get_f64(i)).collect();
         let count = sums[4].max(1.0);
-        // 5. this rank's update
+        // 3. this rank's update
         let scalars = oo.step_scalars(k);
         let sc: Vec<HostTensor> = scalars.iter().map(|&v| scalar_in(v, master)).collect();
         let scale = scalar_in(if x.lo.sum { 1.0 } else { 1.0 / count }, master);
@@ -312,4 +369,8 @@ fn rank_main(
     }
     let full = plan.unshard(&comm.all_gather(&plan.flatten(&sp)?)?)?;
     Ok((last_good, (rank == 0).then_some(full)))
+}
+
+fn mib(b: usize) -> f64 {
+    b as f64 / (1 << 20) as f64
 }

@@ -182,7 +182,8 @@ pub struct TrainArgs {
     pub threads: Option<usize>,
     /// Ranks of fully sharded data parallel training: N threads of this process on the cpu
     /// executor, each holding 1/N of the parameters and optimizer state and training on its
-    /// own rows of every batch (which --nproc must divide).
+    /// own rows of every batch (which --nproc must divide). Launched as one process per rank
+    /// instead (torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), leave it at 1.
     #[arg(long, default_value_t = 1)]
     pub nproc: usize,
     /// Held-out ELBO every N steps (default: every quarter of the run; 0: only at the end).
@@ -453,17 +454,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     if a.nproc == 0 {
         bail!("--nproc 0: a run needs at least one rank");
     }
-    if a.nproc > 1 {
+    let ranks = fsdp_loop::Ranks::new(a.nproc)?;
+    let world = ranks.world();
+    if world > 1 {
         if a.exec.backend != Backend::Cpu || a.exec.devices > 1 {
             bail!(
-                "--nproc {} runs thread ranks on the cpu executor only (--backend cpu); sharding on XLA devices is --devices",
-                a.nproc
+                "{world} ranks (--nproc, or WORLD_SIZE) run on the cpu executor only (--backend cpu); sharding on XLA devices is --devices"
             );
         }
-        if !r.batch.is_multiple_of(a.nproc) {
+        if !r.batch.is_multiple_of(world) {
             bail!(
-                "--nproc {} must divide --batch_size {}: every rank trains on its own rows of the batch",
-                a.nproc,
+                "{world} ranks (--nproc, or WORLD_SIZE) must divide --batch_size {}: every rank trains on its own rows of the batch",
                 r.batch
             );
         }
@@ -558,7 +559,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         if a.exec.backend == Backend::Cpu { CpuExecutor.name() } else { format!("{} (host: {})", a.exec.backend.name(), CpuExecutor.name()) }
     );
     // FSDP ranks build their own micro-batch and shard-update programs
-    let prog = match a.nproc {
+    let prog = match world {
         1 => Some(step::build_step(&cfg, &sched, &no, &oo, &lo, r.batch, r.seq, dtype)?.0),
         _ => None,
     };
@@ -599,7 +600,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         tokenizer: data.tok.as_ref().map(|t| t.path().to_path_buf()),
         heldout_true_entropy: entropy.map(|(t, _)| t),
         data: data_record(a, HELDOUT_EVERY),
-        accum: match a.micro_batch_size.filter(|&m| m < r.batch && a.nproc == 1) {
+        accum: match a.micro_batch_size.filter(|&m| m < r.batch && world == 1) {
             Some(micro) => Some(Accum {
                 micro_prog: step::build_micro(&cfg, &sched, &no, &lo, micro, r.seq, dtype)?,
                 update_prog: step::build_update(&cfg, &oo, dtype.accum())?,
@@ -618,7 +619,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     // Training, then the final held-out ELBO on the same executor.
     let (last_good, e) = match &prog {
         None => {
-            let last_good = fsdp_loop::train_fsdp(&mut ctx, &lo, a.nproc, &mut params, &mu, &nu)?;
+            let last_good = fsdp_loop::train_fsdp(&mut ctx, &lo, &ranks, &mut params, &mu, &nu)?;
+            if !ranks.reports() {
+                // rank 0 evaluates and reports; this rank's shards are in the checkpoints
+                eprintln!(
+                    "rank done: {}",
+                    last_good
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+                return Ok(());
+            }
             let (e, _) = elbo_over(
                 &CpuExecutor,
                 &cfg,

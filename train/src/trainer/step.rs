@@ -2,7 +2,7 @@
 //! optimizer update. Compiled once, run every step.
 
 use super::optim::{group_of, update, Group, OptimOpts};
-use gidd_engine::{grad, DType, Graph, Program, Result, Tensor};
+use gidd_engine::{grad, DType, Error, Graph, Op, Program, Result, Tensor};
 use gidd_model::loss::{gidd_loss, LossTerms};
 use gidd_model::noise::{noisy_batch, NoiseOpts, NoisyBatch};
 use gidd_model::transformer::{forward, ForwardOpts};
@@ -371,4 +371,122 @@ pub fn build_update_shards(
     order.push("grad_scale".into());
     let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
     Program::compile(&outs, &refs)?.with_aliases(&state_aliases(3 * names.len(), 1))
+}
+
+/// The FSDP unit a parameter is gathered with: its layer (`model.layers.{i}`), or itself
+/// (the embedding, the final norm and the head, each used at one end of the model).
+pub fn fsdp_unit(name: &str) -> &str {
+    match name.strip_prefix("model.layers.") {
+        Some(rest) => {
+            let i = rest.find('.').unwrap_or(rest.len());
+            &name[.."model.layers.".len() + i]
+        }
+        None => name,
+    }
+}
+
+/// FSDP's micro-batch program for one rank: [`build_micro`] over the rank's flat shards
+/// of the parameters and of the gradient sums (`plan`'s layout). Each unit of parameters
+/// ([`fsdp_unit`]) is one all_gather node and each gradient one reduce_scatter node;
+/// compiled with the collectives' schedule (`Program::compile_scheduled`), a unit is
+/// gathered just before its first use with the next one prefetched, freed after its last
+/// forward use, gathered again for the backward, and each gradient is reduce-scattered as
+/// soon as it is complete: the memory plan holds about two units' parameters and one
+/// unit's gradients at a time, not the whole model. Inputs: acc.* (shard sums, donated:
+/// each aliases its update), the parameters' shards (by name), labels, seed, step, row0.
+/// Outputs: [loss_sum, elbo_sum, kl_sum, is_sum, noisy_tokens] of this rank's rows, then
+/// acc + this rank's shard of the gradient summed over all ranks, per parameter.
+#[allow(clippy::too_many_arguments)]
+pub fn build_micro_sharded(
+    cfg: &GiddConfig,
+    s: &Schedule,
+    no: &NoiseOpts,
+    lo: &LossOpts,
+    batch: usize,
+    seq: usize,
+    dtype: DType,
+    plan: &crate::fsdp::ShardPlan,
+) -> Result<Program> {
+    let names: Vec<String> = cfg.param_shapes().into_iter().map(|(n, _)| n).collect();
+    if names != plan.names {
+        return Err(Error::Msg(
+            "the shard plan's parameters are not the config's, in its order".into(),
+        ));
+    }
+    let (g, master, world) = (Graph::new(), dtype.accum(), plan.world);
+    let decl = |pre: &str| -> Vec<Tensor> {
+        names
+            .iter()
+            .zip(&plan.lens)
+            .map(|(n, &l)| g.input(&format!("{pre}{n}"), &[l], master))
+            .collect()
+    };
+    let (acc, shards) = (decl("acc."), decl(""));
+    let mut units: Vec<(&str, Vec<usize>)> = vec![];
+    for (i, n) in names.iter().enumerate() {
+        match units.iter_mut().find(|(u, _)| *u == fsdp_unit(n)) {
+            Some((_, members)) => members.push(i),
+            None => units.push((fsdp_unit(n), vec![i])),
+        }
+    }
+    let mut full: Vec<Option<Tensor>> = vec![None; names.len()];
+    for (_, members) in &units {
+        let op = Op::AllGather {
+            world,
+            shapes: members.iter().map(|&i| plan.shapes[i].clone()).collect(),
+        };
+        let ins: Vec<&Tensor> = members.iter().map(|&i| &shards[i]).collect();
+        for (&i, t) in members.iter().zip(g.apply(op, &ins)?) {
+            full[i] = Some(t);
+        }
+    }
+    let p = Params::from_tensors(
+        names
+            .iter()
+            .cloned()
+            .zip(full.into_iter().flatten())
+            .collect(),
+    );
+    let row0 = g.input("row0", &[], DType::U32);
+    let labels = g.input("labels", &[batch, seq], DType::I32);
+    let seed = g.input("seed", &[2], DType::U32);
+    let step = g.input("step", &[], DType::U32);
+    let (t, nb) = noisy_loss(
+        cfg,
+        &p,
+        s,
+        no,
+        &labels,
+        &seed,
+        &step,
+        &row0,
+        lo.beta_is_div,
+        dtype,
+    )?;
+    let masked = |x: &Tensor| x.mul(&nb.noise_mask)?.sum_all();
+    let total = masked(&t.loss)?;
+    let backward_from = g.data().nodes.len();
+    let grads = grad(&total.mul_scalar(lo.loss_scale)?, &p.tensors())?;
+    let mut outs = vec![
+        total,
+        masked(&t.elbo)?,
+        masked(&t.kl_loss)?,
+        masked(&t.is_loss)?,
+        nb.noise_mask.sum_all()?,
+    ];
+    for (a, gr) in acc.iter().zip(&grads) {
+        let mine = g.apply1(Op::ReduceScatter { world }, &[gr])?;
+        outs.push(a.add(&mine)?);
+    }
+    let mut order: Vec<String> = names.iter().map(|n| format!("acc.{n}")).collect();
+    order.extend(names.iter().cloned());
+    order.extend(
+        ["labels", "seed", "step", "row0"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let refs: Vec<&str> = order.iter().map(|s| s.as_str()).collect();
+    let first = outs.len() - names.len();
+    Program::compile_scheduled(&outs, &refs, backward_from)?
+        .with_aliases(&state_aliases(names.len(), first))
 }

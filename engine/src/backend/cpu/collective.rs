@@ -132,16 +132,39 @@ pub(super) struct InFlight {
     pub jobs: Sender<Job>,
     pub done: Receiver<Done>,
     pub pending: VecDeque<usize>,
+    /// whether each value is read by a node or is a program output
+    pub read: Vec<bool>,
+}
+
+/// Whether each value of `p` is read by a node or is one of its outputs.
+pub(super) fn read_values(p: &Program) -> Vec<bool> {
+    let mut read = vec![false; p.values.len()];
+    for n in &p.nodes {
+        n.inputs.iter().for_each(|&v| read[v] = true);
+    }
+    p.outputs.iter().for_each(|&v| read[v] = true);
+    read
 }
 
 impl InFlight {
     pub fn issue(&mut self, j: Job) -> Result<()> {
         let ni = j.node;
-        self.jobs
-            .send(j)
-            .map_err(|_| Error::Msg("the communication thread stopped".into()))?;
+        if self.jobs.send(j).is_err() {
+            return Err(self.stopped());
+        }
         self.pending.push_back(ni);
         Ok(())
+    }
+
+    /// Why the communication thread stopped: it stops after a failed collective (another
+    /// rank failed, say), whose error it sent before it went.
+    fn stopped(&mut self) -> Error {
+        while let Ok((_, r)) = self.done.try_recv() {
+            if let Err(e) = r {
+                return e;
+            }
+        }
+        Error::Msg("the communication thread stopped".into())
     }
 
     /// Waits until node `ni` (if in flight) is done, writing the outputs of every
@@ -172,6 +195,11 @@ impl InFlight {
             )));
         }
         for (&v, d) in p.nodes[ni].outputs.iter().zip(r?) {
+            // an output no node reads (a bias the backward's gather brings along) was
+            // planned dead at its node: its buffer may hold a live value by now
+            if !self.read[v] {
+                continue;
+            }
             let Loc::Slot(s) = p.loc[v] else {
                 return Err(Error::Msg(format!(
                     "output {v} of {} has no buffer",

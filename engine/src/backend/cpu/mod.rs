@@ -188,6 +188,7 @@ fn run_program(
                     jobs,
                     done,
                     pending: Default::default(),
+                    read: collective::read_values(&lp.program),
                 };
                 let r = run_nodes(lp, inputs, Some(&mut fl))
                     .and_then(|_| fl.drain(&lp.program, &mut lp.slots));

@@ -1,0 +1,144 @@
+//! The TCP collectives (process ranks) on their own, with ranks as threads of this test
+//! meeting over loopback exactly as processes do: every collective gives bitwise what the
+//! in-process ranks give (uneven and empty chunks, counts not divisible by the world,
+//! f32/f64/bf16), and a rank that fails or goes away is named to the others.
+
+use gidd_engine::collective::tcp_store::RankEnv;
+use gidd_engine::collective::{run_ranks, Collective, CollectiveError, TcpComm};
+use gidd_engine::Data;
+use half::bf16;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `f` on `world` TCP ranks (threads here, each with its own connections), in rank order.
+fn tcp_ranks<T: Send>(
+    world: usize,
+    timeout: Duration,
+    f: impl Fn(&TcpComm) -> Result<T, CollectiveError> + Sync,
+) -> Vec<Result<T, CollectiveError>> {
+    let port = free_port();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..world)
+            .map(|rank| {
+                let f = &f;
+                s.spawn(move || {
+                    let env = RankEnv {
+                        rank,
+                        world,
+                        local_rank: rank,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                    };
+                    let c = TcpComm::connect(&env, timeout).expect("rendezvous");
+                    let r = f(&c);
+                    if let Err(e) = &r {
+                        c.abort(&e.to_string());
+                    }
+                    r
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("rank thread"))
+            .collect()
+    })
+}
+
+fn vals(r: usize, n: usize, dtype: &str) -> Data {
+    let v = (0..n).map(|i| (r * 1000 + i) as f64 * 0.37 - 3.0);
+    match dtype {
+        "f32" => Data::F32(v.map(|x| x as f32).collect()),
+        "f64" => Data::F64(v.collect()),
+        _ => Data::BF16(v.map(bf16::from_f64).collect()),
+    }
+}
+
+/// Every collective, as one rank calls them: the results in order.
+fn script(c: &dyn Collective, dtype: &str) -> Result<Vec<Data>, CollectiveError> {
+    let (r, w) = (c.rank(), c.world());
+    // 10 elements over `w` ranks, uneven, the last segment empty at 4 ranks
+    let counts: Vec<usize> = match w {
+        4 => vec![4, 3, 3, 0],
+        w => (0..w).map(|q| 10 / w + usize::from(q < 10 % w)).collect(),
+    };
+    let mut out = vec![c.all_gather(&vals(r, r, dtype))?];
+    out.push(c.reduce_scatter(&vals(r, 10, dtype), &counts)?);
+    out.push(c.all_reduce(&vals(r, 5, dtype))?);
+    out.push(c.broadcast(&vals(r, 3, dtype), w - 1)?);
+    c.barrier()?;
+    Ok(out)
+}
+
+#[test]
+fn tcp_ranks_give_the_in_process_ranks_results_bitwise() {
+    for world in [1, 2, 3, 4] {
+        for dtype in ["f32", "f64", "bf16"] {
+            let want = run_ranks(world, T, |c| script(c, dtype)).expect("thread ranks");
+            let got: Vec<Vec<Data>> = tcp_ranks(world, T, |c| script(c, dtype))
+                .into_iter()
+                .map(|r| r.expect("tcp rank"))
+                .collect();
+            assert_eq!(got, want, "world {world} {dtype}");
+        }
+    }
+}
+
+#[test]
+fn a_tcp_rank_that_fails_or_leaves_is_named_to_the_others() {
+    // rank 2 fails after one collective: the others' next collective names it
+    let out = tcp_ranks(3, T, |c| {
+        c.barrier()?;
+        if c.rank() == 2 {
+            c.abort("rank 2 ran out of data");
+            return Err(CollectiveError::Invalid {
+                op: "test",
+                msg: "failed".into(),
+            });
+        }
+        c.all_reduce(&Data::F64(vec![1.0]))
+    });
+    for (r, o) in out.iter().enumerate().filter(|(r, _)| *r != 2) {
+        match o {
+            Err(CollectiveError::PeerFailed { rank: 2, reason }) => {
+                assert!(reason.contains("ran out of data"), "rank {r}: {reason}")
+            }
+            other => panic!("rank {r}: {other:?}"),
+        }
+    }
+    // rank 1 drops its connection (as a killed process does) without a word
+    let out = tcp_ranks(2, T, |c| {
+        if c.rank() == 1 {
+            return Ok(Data::F64(vec![]));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        c.all_reduce(&Data::F64(vec![1.0]))
+    });
+    match &out[0] {
+        Err(CollectiveError::PeerFailed { rank: 1, reason }) => {
+            assert!(reason.contains("closed"), "{reason}")
+        }
+        other => panic!("rank 0: {other:?}"),
+    }
+    // a rank that never calls: the others time out naming it
+    let out = tcp_ranks(2, Duration::from_millis(500), |c| {
+        if c.rank() == 1 {
+            std::thread::sleep(Duration::from_millis(1500));
+            return Ok(Data::F64(vec![]));
+        }
+        c.all_reduce(&Data::F64(vec![1.0]))
+    });
+    match &out[0] {
+        Err(CollectiveError::PeerFailed { rank: 1, reason }) => {
+            assert!(reason.contains("within"), "{reason}")
+        }
+        other => panic!("rank 0: {other:?}"),
+    }
+}
