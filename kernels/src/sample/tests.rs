@@ -11,7 +11,7 @@ fn packed_uniforms_round_trip() {
     let mut r = rng(1);
     let top = 1.0 - f64::EPSILON / 2.0;
     let mut us = vec![0.0, top, 0.5, f64::EPSILON / 2.0];
-    us.extend((0..10_000).map(|_| (r.gen::<u64>() >> 11) as f64 / (1u64 << 53) as f64));
+    us.extend((0..10_000).map(|_| (r.random::<u64>() >> 11) as f64 / (1u64 << 53) as f64));
     for u in us {
         let [hi, lo] = pack_uniform(u);
         assert!(hi >= 0 && lo >= 0, "u {u}: words {hi} {lo}");
@@ -20,10 +20,10 @@ fn packed_uniforms_round_trip() {
 }
 
 fn posterior(r: &mut impl Rng, mask_id: usize, v: usize) -> Posterior {
-    let lt: f64 = r.gen_range(-4.0..4.0);
-    let ls = lt + r.gen_range(0.05..3.0);
+    let lt: f64 = r.random_range(-4.0..4.0);
+    let ls = lt + r.random_range(0.05..3.0);
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let masked = r.gen_bool(0.5);
+    let masked = r.random_bool(0.5);
     let pi = |l: f64| {
         let a = if masked { 0.0 } else { sig(l) as f32 };
         [a / (v as f32 - 1.0), 1.0 - a]
@@ -44,13 +44,13 @@ fn step_is_step_row_per_row() {
     let mut r = rng(2);
     for case in 0..40 {
         let v = [5, 7, 33, 129, 1001][case % 5];
-        let n = 1 + r.gen_range(0..9);
-        let mask_id = r.gen_range(0..v);
+        let n = 1 + r.random_range(0..9);
+        let mask_id = r.random_range(0..v);
         let logits: Vec<f32> = (0..n * v)
-            .map(|_| match r.gen_range(0..10) {
+            .map(|_| match r.random_range(0..10) {
                 0 => f32::NEG_INFINITY,
                 1 => 2.0, // ties
-                _ => r.gen_range(-6.0..6.0),
+                _ => r.random_range(-6.0..6.0),
             })
             .collect();
         let s = Step {
@@ -67,13 +67,13 @@ fn step_is_step_row_per_row() {
         let mut rows = vec![];
         let mut want = vec![];
         for i in 0..n {
-            let z = r.gen_range(0..v);
-            let ban = if r.gen_bool(0.5) {
+            let z = r.random_range(0..v);
+            let ban = if r.random_bool(0.5) {
                 -1
             } else {
-                r.gen_range(0..v) as i32
+                r.random_range(0..v) as i32
             };
-            let [hi, lo] = pack_uniform((r.gen::<u64>() >> 11) as f64 / (1u64 << 53) as f64);
+            let [hi, lo] = pack_uniform((r.random::<u64>() >> 11) as f64 / (1u64 << 53) as f64);
             rows.extend([z as i32, ban, hi, lo]);
             let u = unpack_uniform(hi, lo);
             let b = usize::try_from(ban).ok();
