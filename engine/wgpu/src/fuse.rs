@@ -27,7 +27,7 @@
 use crate::error::Result;
 use crate::lower::{class, Class};
 use crate::pipelines::Kernel;
-use crate::plan::{u32_of, Bind, Builder};
+use crate::plan::{Bind, Builder};
 use crate::positional::{Bound, Map};
 use gidd_engine::chain::{canonical, is_view, view_strides, ChainIo as Io};
 use gidd_engine::op::Op;
