@@ -237,6 +237,15 @@ pub fn size(p: &Program, c: &Chain) -> usize {
         .unwrap_or(0)
 }
 
+/// A pointer's byte offset from its buffer's base; every base (the arena's and its buffers',
+/// each input's own allocation) is plan::ALIGN-aligned.
+fn byte_offset(ptr: crate::plan::Ptr) -> u64 {
+    use crate::plan::Ptr;
+    match ptr {
+        Ptr::Slot(_, o) | Ptr::Const(o) | Ptr::Scratch(o) | Ptr::Input(_, o) => o,
+    }
+}
+
 /// Adds the launch of chain `c`: `n`, the written values' slots, then the read buffers.
 pub fn lower(b: &mut Builder, c: &Chain) -> Result<()> {
     let p = b.p;
@@ -248,18 +257,33 @@ pub fn lower(b: &mut Builder, c: &Chain) -> Result<()> {
             c.nodes
         )));
     }
-    let text = crate::chain_ptx::text(p, &c.nodes, &io, &bufs)?;
+    let outs = io
+        .writes
+        .iter()
+        .map(|&v| b.out(v))
+        .collect::<Result<Vec<_>>>()?;
+    let ins = bufs.iter().map(|&v| b.ptr(v)).collect::<Result<Vec<_>>>()?;
+    let at = |v: usize| {
+        let k = io.writes.iter().position(|&w| w == v);
+        let ptr = k.map_or_else(
+            || bufs.iter().position(|&r| r == v).map(|k| ins[k]),
+            |k| Some(outs[k]),
+        );
+        ptr.map_or(1, byte_offset)
+    };
+    let lanes = crate::chain_vec::lanes(p, &c.nodes, &io, &at);
+    let text = crate::chain_ptx::text(p, &c.nodes, &io, &bufs, lanes)?;
     let mut names = vec!["n"];
     names.extend(&OUT_NAMES[..io.writes.len()]);
     names.extend(&IN_NAMES[..bufs.len()]);
     let g = intern(text, names.clone());
-    let n = size(p, c);
+    let n = size(p, c) / lanes;
     let mut args = vec![("n", Arg::Val(u32_of(n)?))];
-    for (k, &v) in io.writes.iter().enumerate() {
-        args.push((names[1 + k], Arg::Ptr(b.out(v)?)));
+    for (k, &ptr) in outs.iter().enumerate() {
+        args.push((names[1 + k], Arg::Ptr(ptr)));
     }
-    for (k, &v) in bufs.iter().enumerate() {
-        args.push((names[1 + io.writes.len() + k], Arg::Ptr(b.ptr(v)?)));
+    for (k, &ptr) in ins.iter().enumerate() {
+        args.push((names[1 + io.writes.len() + k], Arg::Ptr(ptr)));
     }
     b.launch_1d(g.entry, n, args);
     Ok(())

@@ -279,8 +279,10 @@ impl Gen<'_> {
 }
 
 /// The module text of the chain `nodes` (entry named [`ENTRY`]): arguments `n`, then one
-/// pointer per written value, then one per read buffer (`bufs`, in that order).
-pub fn text(p: &Program, nodes: &[usize], io: &Io, bufs: &[usize]) -> Result<String> {
+/// pointer per written value, then one per read buffer (`bufs`, in that order). With
+/// `lanes` > 1 (crate::chain_vec::lanes said it may) each thread handles `lanes` consecutive
+/// elements with vector accesses, and `n` counts those groups.
+pub fn text(p: &Program, nodes: &[usize], io: &Io, bufs: &[usize], lanes: usize) -> Result<String> {
     let mut g = Gen {
         p,
         pre: String::new(),
@@ -289,47 +291,83 @@ pub fn text(p: &Program, nodes: &[usize], io: &Io, bufs: &[usize]) -> Result<Str
         helpers: BTreeSet::new(),
         reg: HashMap::new(),
     };
+    // each lane's registers of the values read from outside (a scalar's are shared)
+    let mut lane_in: Vec<HashMap<usize, Val>> = vec![HashMap::new(); lanes];
     for &v in &io.direct {
-        // a scalar operand (of a scalar member) is element 0 for every thread
-        let idx = if p.values[v].ty.numel() == 1 {
-            "0"
+        if p.values[v].ty.numel() == 1 {
+            // a scalar operand (of a scalar member) is element 0 for every thread
+            let val = g.read(v, "0", bufs)?;
+            lane_in
+                .iter_mut()
+                .for_each(|m| drop(m.insert(v, val.clone())));
+        } else if lanes == 1 {
+            let val = g.read(v, "%i", bufs)?;
+            lane_in[0].insert(v, val);
         } else {
-            "%i"
-        };
-        let val = g.read(v, idx, bufs)?;
-        g.reg.insert(v, val);
+            let vals = crate::chain_vec::read(&mut g, v, bufs, lanes)?;
+            for (m, val) in lane_in.iter_mut().zip(vals) {
+                m.insert(v, val);
+            }
+        }
     }
     let mut summary = String::new();
-    for &ni in nodes {
-        let node = &p.nodes[ni];
-        let src = node.inputs.first().map_or(0, |&v| canonical(p, v));
-        let of_member = !node.inputs.is_empty() && nodes.contains(&p.values[src].node);
-        let args: Vec<Val> = if is_view(&node.op) && of_member {
-            // a view of a scalar member (chain::chains admits no other view of a member)
-            vec![g.reg[&src].clone()]
-        } else if is_view(&node.op) {
-            let idx = g.view_index(ni);
-            vec![g.read(src, &idx, bufs)?]
-        } else {
-            node.inputs
-                .iter()
-                .map(|&v| {
-                    g.reg
-                        .get(&canonical(p, v))
-                        .cloned()
-                        .ok_or_else(|| bad(ni, "an operand with no register"))
-                })
-                .collect::<Result<_>>()?
-        };
-        let o = node.outputs[0];
-        let val = member(&mut g, ni, &args)?;
-        g.reg.insert(o, val);
-        let _ = writeln!(summary, "//   {} -> {}", op_label(&node.op), p.values[o].ty);
+    if lanes > 1 {
+        let _ = writeln!(summary, "//   vectorized: {lanes} elements per thread");
+    }
+    let mut lane_out = vec![];
+    for (lane, regs) in lane_in.into_iter().enumerate() {
+        g.reg = regs;
+        for &ni in nodes {
+            let node = &p.nodes[ni];
+            let src = node.inputs.first().map_or(0, |&v| canonical(p, v));
+            let of_member = !node.inputs.is_empty() && nodes.contains(&p.values[src].node);
+            let args: Vec<Val> = if is_view(&node.op) && of_member {
+                // a view of a scalar member (chain::chains admits no other view of a member)
+                vec![g.reg[&src].clone()]
+            } else if is_view(&node.op) && lanes > 1 {
+                // chain_vec::lanes admits only views of one element (or of a splat)
+                vec![g.read(src, "0", bufs)?]
+            } else if is_view(&node.op) {
+                let idx = g.view_index(ni);
+                vec![g.read(src, &idx, bufs)?]
+            } else {
+                node.inputs
+                    .iter()
+                    .map(|&v| {
+                        g.reg
+                            .get(&canonical(p, v))
+                            .cloned()
+                            .ok_or_else(|| bad(ni, "an operand with no register"))
+                    })
+                    .collect::<Result<_>>()?
+            };
+            let o = node.outputs[0];
+            let val = member(&mut g, ni, &args)?;
+            g.reg.insert(o, val);
+            if lane == 0 {
+                let _ = writeln!(summary, "//   {} -> {}", op_label(&node.op), p.values[o].ty);
+            }
+        }
+        lane_out.push(std::mem::take(&mut g.reg));
     }
     for (k, &v) in io.writes.iter().enumerate() {
-        let val = g.reg.get(&v).cloned().ok_or_else(|| bad(v, "a write"))?;
+        let vals = lane_out
+            .iter()
+            .map(|m| m.get(&v).cloned().ok_or_else(|| bad(v, "a write")))
+            .collect::<Result<Vec<Val>>>()?;
         let ty = &p.values[v].ty;
-        store(&mut g, &format!("%o{k}"), &val, ty.dtype, ty.numel() == 1);
+        if lanes == 1 || ty.numel() == 1 {
+            // a scalar is written by the thread of element 0, from lane 0
+            store(
+                &mut g,
+                &format!("%o{k}"),
+                &vals[0],
+                ty.dtype,
+                ty.numel() == 1,
+            );
+        } else {
+            crate::chain_vec::write(&mut g, &format!("%o{k}"), &vals, ty.dtype);
+        }
     }
 
     let mut s = String::new();

@@ -34,6 +34,7 @@ pub mod attention_mma;
 pub mod chain;
 pub mod chain_ops;
 pub mod chain_ptx;
+pub mod chain_vec;
 pub mod driver;
 #[cfg(test)]
 mod emulate;
@@ -76,6 +77,8 @@ mod tests;
 mod tests_attention_mma;
 #[cfg(test)]
 mod tests_chain;
+#[cfg(test)]
+mod tests_chain_vec;
 #[cfg(test)]
 mod tests_fused;
 #[cfg(test)]

@@ -40,6 +40,8 @@ pub(crate) struct Inst {
     pub(crate) args: Vec<Opd>,
     /// A call: (callee, return registers, argument operands).
     pub(crate) call: Option<(String, Vec<usize>, Vec<Opd>)>,
+    /// A vector load's or store's registers (`{%a, %b, ...}`), in element order.
+    pub(crate) vregs: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -67,8 +69,8 @@ fn split_top(s: &str) -> Vec<String> {
     let (mut out, mut cur, mut depth) = (vec![], String::new(), 0);
     for ch in s.chars() {
         match ch {
-            '(' | '[' => depth += 1,
-            ')' | ']' => depth -= 1,
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
             ',' if depth == 0 => {
                 out.push(cur.trim().to_string());
                 cur.clear();
@@ -279,12 +281,18 @@ fn parse_inst(ps: &mut Parser, s: &str) -> Inst {
             parts,
             args: vec![],
             call: Some((callee, rets, args)),
+            vregs: vec![],
         };
     }
+    let mut vregs = vec![];
     let args = split_top(rest)
         .iter()
         .map(|a| {
-            if parts[0] == "bra" {
+            if let Some(list) = a.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                // a vector operand: its registers, and a placeholder in the operand list
+                vregs = list.split(',').map(|x| ps.reg(x.trim())).collect();
+                Opd::Imm(0)
+            } else if parts[0] == "bra" {
                 Opd::Label(
                     *ps.labels
                         .get(a.trim())
@@ -300,6 +308,7 @@ fn parse_inst(ps: &mut Parser, s: &str) -> Inst {
         parts,
         args,
         call: None,
+        vregs,
     }
 }
 

@@ -138,6 +138,49 @@ fn icmp(c: &str, a: i128, b: i128) -> bool {
     }
 }
 
+/// `ld.global.vN.T {..}, [a]` / `st.global.vN.T [a], {..}`: N elements of T at consecutive
+/// addresses. The address must be aligned to the whole access (N x T), as the hardware
+/// requires; a misaligned one panics here (on a GPU it faults).
+fn vector(ins: &Inst, r: &mut [u64], cx: &mut Ctx) {
+    let p = &ins.parts;
+    let ty = p.last().unwrap().as_str();
+    let n: usize = match p
+        .iter()
+        .find(|x| *x == "v2" || *x == "v4")
+        .map(String::as_str)
+    {
+        Some("v2") => 2,
+        Some("v4") => 4,
+        _ => panic!("vector access {p:?} without v2/v4"),
+    };
+    assert_eq!(
+        ins.vregs.len(),
+        n,
+        "{p:?} with {} registers",
+        ins.vregs.len()
+    );
+    assert!(!ty.starts_with('f') || ty == "f32", "vector type {ty}");
+    let w = (width(ty) / 8) as usize;
+    let at = if p[0] == "ld" { 1 } else { 0 };
+    let Opd::Addr(b, off) = ins.args[at] else {
+        panic!("{p:?} at {:?}", ins.args[at])
+    };
+    let addr = r[b].wrapping_add(off as u64);
+    assert!(
+        addr % (n * w) as u64 == 0,
+        "misaligned {}-byte vector access at {addr:#x}",
+        n * w
+    );
+    for (k, &reg) in ins.vregs.iter().enumerate() {
+        let a = addr + (k * w) as u64;
+        if p[0] == "ld" {
+            r[reg] = cx.m.rd(a, w);
+        } else {
+            cx.m.wr(a, w, mask(r[reg], width(ty)));
+        }
+    }
+}
+
 pub(crate) fn exec(ins: &Inst, r: &mut [u64], cx: &mut Ctx) {
     let p = &ins.parts;
     let op = p[0].as_str();
@@ -166,6 +209,7 @@ pub(crate) fn exec(ins: &Inst, r: &mut [u64], cx: &mut Ctx) {
     // an f32 result computed in f64 rounds once (exact for +, -, *, / and sqrt of f32s)
     let out: u64 = match op {
         "mov" => v(1, r, cx),
+        "ld" | "st" if !ins.vregs.is_empty() => return vector(ins, r, cx),
         "ld" => {
             let w = (width(ty) / 8) as usize;
             let raw = match a[1] {
