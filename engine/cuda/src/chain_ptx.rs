@@ -297,9 +297,9 @@ pub fn text(p: &Program, nodes: &[usize], io: &Io, bufs: &[usize], lanes: usize)
         if p.values[v].ty.numel() == 1 {
             // a scalar operand (of a scalar member) is element 0 for every thread
             let val = g.read(v, "0", bufs)?;
-            lane_in
-                .iter_mut()
-                .for_each(|m| drop(m.insert(v, val.clone())));
+            for m in &mut lane_in {
+                m.insert(v, val.clone());
+            }
         } else if lanes == 1 {
             let val = g.read(v, "%i", bufs)?;
             lane_in[0].insert(v, val);

@@ -84,7 +84,8 @@ pub fn lanes(p: &Program, nodes: &[usize], io: &Io, offset: &dyn Fn(usize) -> u6
         return 1;
     };
     let l = VECTOR_BYTES / widest;
-    if l < 2 || n % l != 0 || wide.iter().any(|&v| offset(v) % (l * size(v)) as u64 != 0) {
+    let misaligned = |v: usize| !offset(v).is_multiple_of((l * size(v)) as u64);
+    if l < 2 || !n.is_multiple_of(l) || wide.iter().any(|&v| misaligned(v)) {
         return 1;
     }
     l

@@ -167,7 +167,7 @@ fn vector(ins: &Inst, r: &mut [u64], cx: &mut Ctx) {
     };
     let addr = r[b].wrapping_add(off as u64);
     assert!(
-        addr % (n * w) as u64 == 0,
+        addr.is_multiple_of((n * w) as u64),
         "misaligned {}-byte vector access at {addr:#x}",
         n * w
     );

@@ -152,10 +152,10 @@ fn contiguous_random_chains_vectorize_and_keep_the_scalar_bits() {
     assert!(vectorized > 0);
 }
 
-/// The lanes of the longest chain of `outs` (inputs named `names`), with buffer offsets
+/// The lanes of the longest chain computing `out` (inputs named `names`), with buffer offsets
 /// from `offset`.
-fn lanes_of(outs: &[Tensor], names: &[&str], offset: &dyn Fn(usize) -> u64) -> usize {
-    let (_, p) = lowered(outs, names);
+fn lanes_of(out: &Tensor, names: &[&str], offset: &dyn Fn(usize) -> u64) -> usize {
+    let (_, p) = lowered(std::slice::from_ref(out), names);
     let c = chains(&p)
         .into_iter()
         .max_by_key(|c| c.nodes.len())
@@ -179,27 +179,27 @@ fn eligibility_needs_contiguous_operands_whole_vectors_and_alignment() {
         (out, vec!["x", "y"])
     };
     let (t, n) = chain(DType::F32, &[4, 8], None);
-    assert_eq!(lanes_of(&[t.clone()], &n, &aligned), 4, "f32");
+    assert_eq!(lanes_of(&t, &n, &aligned), 4, "f32");
     // an offset of a multiple of 16 keeps it, one of 4 (an f32 but not a vector) does not
-    assert_eq!(lanes_of(&[t.clone()], &n, &|_| 48), 4, "f32 at +48");
-    assert_eq!(lanes_of(&[t.clone()], &n, &|_| 4), 1, "f32 at +4");
-    assert_eq!(with_scalar(|| lanes_of(&[t], &n, &aligned)), 1);
+    assert_eq!(lanes_of(&t, &n, &|_| 48), 4, "f32 at +48");
+    assert_eq!(lanes_of(&t, &n, &|_| 4), 1, "f32 at +4");
+    assert_eq!(with_scalar(|| lanes_of(&t, &n, &aligned)), 1);
     let (t, n) = chain(DType::BF16, &[3, 8], None);
-    assert_eq!(lanes_of(&[t], &n, &aligned), 8, "bf16");
+    assert_eq!(lanes_of(&t, &n, &aligned), 8, "bf16");
     // a tail: 12 bf16s are not whole 8-lane groups, 15 f32s not 4-lane ones
     let (t, n) = chain(DType::BF16, &[2, 6], None);
-    assert_eq!(lanes_of(&[t], &n, &aligned), 1, "bf16 with a tail");
+    assert_eq!(lanes_of(&t, &n, &aligned), 1, "bf16 with a tail");
     let (t, n) = chain(DType::F32, &[3, 5], None);
-    assert_eq!(lanes_of(&[t], &n, &aligned), 1, "f32 with a tail");
+    assert_eq!(lanes_of(&t, &n, &aligned), 1, "f32 with a tail");
     // mixed dtypes: lanes from the widest element
     let (t, n) = chain(DType::BF16, &[2, 8], Some(DType::F32));
-    assert_eq!(lanes_of(&[t], &n, &aligned), 4, "bf16 and f32");
+    assert_eq!(lanes_of(&t, &n, &aligned), 4, "bf16 and f32");
     let (t, n) = chain(DType::F32, &[2, 8], Some(DType::I64));
-    assert_eq!(lanes_of(&[t], &n, &aligned), 2, "f32 and i64");
+    assert_eq!(lanes_of(&t, &n, &aligned), 2, "f32 and i64");
     // at +8 an f32 operand's 16-byte access is misaligned, though a bf16's 8 would not be
     let (t, n) = chain(DType::BF16, &[2, 8], Some(DType::F32));
-    assert_eq!(lanes_of(&[t.clone()], &n, &|_| 8), 1, "bf16+f32 at +8");
-    assert_eq!(lanes_of(&[t], &n, &|_| 32), 4, "bf16+f32 at +32");
+    assert_eq!(lanes_of(&t, &n, &|_| 8), 1, "bf16+f32 at +8");
+    assert_eq!(lanes_of(&t, &n, &|_| 32), 4, "bf16+f32 at +32");
 
     let g = Graph::new();
     let x = g.input("x", &[4, 8], DType::F32);
@@ -207,21 +207,21 @@ fn eligibility_needs_contiguous_operands_whole_vectors_and_alignment() {
     // views of whole operands read at strided indices: scalar kernel
     let y = g.input("y", &[8, 4], DType::F32).t().unwrap();
     let t = x.mul(&y).unwrap().exp().unwrap();
-    assert_eq!(lanes_of(&[t], &names, &aligned), 1, "transpose");
+    assert_eq!(lanes_of(&t, &names, &aligned), 1, "transpose");
     let row = g
         .input("y", &[8], DType::F32)
         .broadcast_to(&[4, 8])
         .unwrap();
     let t = x.mul(&row).unwrap().exp().unwrap();
-    assert_eq!(lanes_of(&[t], &names, &aligned), 1, "broadcast row");
+    assert_eq!(lanes_of(&t, &names, &aligned), 1, "broadcast row");
     // a broadcast scalar is one element for every lane
     let s = g.input("y", &[], DType::F32).broadcast_to(&[4, 8]).unwrap();
     let t = x.mul(&s).unwrap().exp().unwrap();
-    assert_eq!(lanes_of(&[t], &names, &aligned), 4, "broadcast scalar");
+    assert_eq!(lanes_of(&t, &names, &aligned), 4, "broadcast scalar");
     // iota needs the element index
     let i = g.iota(&[4, 8], 1, DType::F32).unwrap();
     let t = x.mul(&i).unwrap().exp().unwrap();
-    assert_eq!(lanes_of(&[t], &["x"], &aligned), 1, "iota");
+    assert_eq!(lanes_of(&t, &["x"], &aligned), 1, "iota");
 }
 
 /// The interpreter runs the vector accesses the text has: a kernel whose vector load is

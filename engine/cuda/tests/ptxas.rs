@@ -86,6 +86,7 @@ fn sm90a_modules_are_refused_for_sm_90() {
 /// 2 i64, and the narrower accesses of a mixed chain), assemble for sm_80 and sm_90a with no
 /// warning and no spill.
 #[test]
+#[allow(clippy::unwrap_used)]
 fn vectorized_chain_modules_assemble_without_spills() {
     use gidd_engine::op::BinaryOp;
     use gidd_engine::{rewrite, DType, Graph, Program};
