@@ -203,7 +203,8 @@ pub fn note_skip(test: &str, why: &str) {
             .append(true)
             .open(target.join("gidd-skipped.txt"))
         {
-            let _ = writeln!(f, "{test}: {why}");
+            // one write(2) per line: with O_APPEND, tests skipping at once never interleave
+            let _ = f.write_all(format!("{test}: {why}\n").as_bytes());
         }
     }
 }
