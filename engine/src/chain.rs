@@ -16,6 +16,27 @@ pub fn is_view(op: &Op) -> bool {
     )
 }
 
+/// A run of nodes (indices into `Program::nodes`, in order) that becomes one kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chain {
+    pub nodes: Vec<usize>,
+}
+
+/// Whether a node of `op` may join an elementwise chain (each executor adds its own dtype
+/// and size rules).
+pub fn is_chain_op(op: &Op) -> bool {
+    is_view(op)
+        || matches!(
+            op,
+            Op::Unary(_)
+                | Op::Binary(_)
+                | Op::Compare(_)
+                | Op::Select
+                | Op::Convert { .. }
+                | Op::Iota { .. }
+        )
+}
+
 /// The value a value stands for: aliasing reshapes (which do not run) are looked through.
 pub fn canonical(p: &Program, mut v: usize) -> usize {
     loop {

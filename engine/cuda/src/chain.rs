@@ -19,8 +19,7 @@
 
 use crate::error::{CudaError, Result};
 use crate::plan::{u32_of, Arg, Builder};
-pub use gidd_engine::chain::{canonical, is_view, ChainIo as Io};
-use gidd_engine::op::Op;
+pub use gidd_engine::chain::{canonical, is_chain_op, is_view, Chain, ChainIo as Io};
 use gidd_engine::program::Loc;
 use gidd_engine::{DType, Program};
 use std::collections::HashMap;
@@ -39,12 +38,6 @@ const IN_NAMES: [&str; MAX_IO] = [
     "i15", "i16", "i17", "i18", "i19", "i20", "i21", "i22", "i23",
 ];
 
-/// A run of nodes (indices into `Program::nodes`, in order) that becomes one kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chain {
-    pub nodes: Vec<usize>,
-}
-
 /// Whether generated chain kernels are used: on unless GIDD_CUDA_CHAINS=0 (for comparisons).
 pub fn enabled() -> bool {
     std::env::var("GIDD_CUDA_CHAINS").as_deref() != Ok("0")
@@ -55,16 +48,7 @@ fn fusible(p: &Program, ni: usize) -> bool {
     let node = &p.nodes[ni];
     p.runs[ni]
         && p.values[node.outputs[0]].ty.numel() > 0
-        && (is_view(&node.op)
-            || matches!(
-                node.op,
-                Op::Unary(_)
-                    | Op::Binary(_)
-                    | Op::Compare(_)
-                    | Op::Select
-                    | Op::Convert { .. }
-                    | Op::Iota { .. }
-            ))
+        && is_chain_op(&node.op)
         && node
             .inputs
             .iter()

@@ -29,7 +29,7 @@ use crate::lower::{class, Class};
 use crate::pipelines::Kernel;
 use crate::plan::{Bind, Builder};
 use crate::positional::{Bound, Map};
-use gidd_engine::chain::{canonical, is_view, view_strides, ChainIo as Io};
+use gidd_engine::chain::{canonical, is_chain_op, is_view, view_strides, ChainIo as Io};
 use gidd_engine::op::Op;
 use gidd_engine::program::Loc;
 use gidd_engine::{DType, Program};
@@ -37,26 +37,13 @@ use gidd_kernels::wgsl::{binary_code, cmp_code, generated_source, unary_code};
 use std::collections::HashMap;
 use std::fmt::Write;
 
-/// A run of nodes (indices into `Program::nodes`, in order) that becomes one kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chain {
-    pub nodes: Vec<usize>,
-}
+pub use gidd_engine::chain::Chain;
 
 /// Whether node `ni` can be a chain member.
 fn fusible(p: &Program, ni: usize) -> bool {
     let node = &p.nodes[ni];
     p.runs[ni]
-        && (is_view(&node.op)
-            || matches!(
-                node.op,
-                Op::Unary(_)
-                    | Op::Binary(_)
-                    | Op::Compare(_)
-                    | Op::Select
-                    | Op::Convert { .. }
-                    | Op::Iota { .. }
-            ))
+        && is_chain_op(&node.op)
         && node
             .inputs
             .iter()
