@@ -111,6 +111,7 @@ pub fn run(json: bool, gemm_only: bool) {
             ));
         }
     }
+    let loss = (!gemm_only).then(|| bench_loss(&fill));
     // f32 rows against the measured f32 FMA peak; bf16 rows against the peak of the path
     // gemm_bf16 takes (AMX tiles, vdpbf16ps or widened f32).
     let peak = gidd_kernels::simd::measure_f32_peak(0.5);
@@ -127,6 +128,12 @@ pub fn run(json: bool, gemm_only: bool) {
                 "{}",
                 serde_json::json!({"kernel": r.0, "dtype": r.1, "shape": r.2, "ms": r.3, "gflops": r.4, "frac_of_peak": frac(r),
                     "peak_reliable": crate::peak_reliable(frac(r))})
+            );
+        }
+        for r in loss.iter().flatten() {
+            println!(
+                "{}",
+                serde_json::json!({"kernel": r.0, "dtype": "f32", "shape": r.1, "ms": r.2, "ns_per_entry": r.3, "gbytes_s": r.4})
             );
         }
         return;
@@ -155,7 +162,69 @@ pub fn run(json: bool, gemm_only: bool) {
             crate::of_peak(frac(r))
         );
     }
+    if let Some(loss) = &loss {
+        // The loss is bound by one exp and one ln per vocabulary entry, not by FMAs or bytes:
+        // it gets time per entry and the rate over its minimum bytes (logits in; d logits out).
+        println!(
+            "{:<14} {:<5} {:<28} {:>10} {:>10} {:>8}",
+            "", "", "", "ms", "ns/entry", "GB/s"
+        );
+        for r in loss {
+            println!(
+                "{:<14} {:<5} {:<28} {:>10.3} {:>10.3} {:>8.1}",
+                r.0, "f32", r.1, r.2, r.3, r.4
+            );
+        }
+    }
     if rows.iter().any(|r| !crate::peak_reliable(frac(r))) {
         println!("{}", crate::PEAK_NOTE);
     }
+}
+
+/// The fused GIDD loss over the vocabulary (forward, backward) at the main job's and the bench
+/// step's shapes, masked and hybrid noise: (kernel, shape, ms, ns per entry, GB/s).
+fn bench_loss(fill: &dyn Fn(usize) -> Vec<f32>) -> Vec<(String, String, f64, f64, f64)> {
+    use gidd_kernels::gidd_loss::{backward, forward, Marginal};
+    let mut out = vec![];
+    for (rows, v, shift, noise) in [
+        (1024usize, 4096usize, -1000.0f32, "masked"),
+        (2048, 4096, 0.0, "hybrid"),
+    ] {
+        let m = Marginal {
+            vocab: v,
+            mask_id: 3,
+            min_log_snr: -9.0,
+            max_log_snr: 9.0,
+            scale: 1.0,
+            shift,
+        };
+        let lg: Vec<f32> = fill(rows * v).iter().map(|y| 8.0 * y).collect();
+        let x: Vec<i64> = (0..rows).map(|i| (i * 37 % v) as i64).collect();
+        let z: Vec<i64> = (0..rows)
+            .map(|i| if i % 2 == 0 { 3 } else { x[i] })
+            .collect();
+        let l: Vec<f32> = (0..rows).map(|i| (i % 19) as f32 - 9.0).collect();
+        let (mut kl, mut lpz, mut lqz) = (vec![0f32; rows], vec![0f32; rows], vec![0f32; rows]);
+        let g = vec![1f32 / rows as f32; rows];
+        let mut d = vec![0f32; rows * v];
+        let n = (rows * v) as f64;
+        let shape = format!("{rows}x{v} {noise}");
+        let t = time(|| forward(&m, &lg, &z, &x, &l, &mut kl, &mut lpz, &mut lqz));
+        out.push((
+            "loss_fwd".into(),
+            shape.clone(),
+            t * 1e3,
+            t / n * 1e9,
+            4.0 * n / t / 1e9,
+        ));
+        let t = time(|| backward(&m, &lg, &z, &x, &l, &g, &g, &mut d));
+        out.push((
+            "loss_bwd".into(),
+            shape,
+            t * 1e3,
+            t / n * 1e9,
+            8.0 * n / t / 1e9,
+        ));
+    }
+    out
 }

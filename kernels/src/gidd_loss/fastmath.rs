@@ -59,3 +59,18 @@ pub fn sum(xs: &[f32]) -> f64 {
     }
     acc.iter().map(|&a| a as f64).sum::<f64>() + rest.iter().map(|&a| a as f64).sum::<f64>()
 }
+
+/// Max of a slice and `init` with 16 partial maxima (vectorises); NaN entries are ignored,
+/// as `f32::max` ignores them, so the order of the partials does not change the result.
+#[inline(always)]
+pub fn max(xs: &[f32], init: f32) -> f32 {
+    let mut acc = [init; 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    rest.iter().chain(&acc).fold(init, |a, &y| a.max(y))
+}

@@ -18,6 +18,8 @@ pub mod reference;
 #[cfg(test)]
 mod tests;
 
+use crate::simd::vector::{simd_entry, Simd};
+use crate::simd::Level;
 use rayon::prelude::*;
 
 /// Schedule constants of the marginal.
@@ -73,13 +75,11 @@ fn pq(m: &Marginal, c: &RowConst, v: usize, xh: f32, x: usize) -> (f32, f32) {
 }
 
 /// One row's softmax: e[k] = exp(lg[k] - max) (mask logit as -1e6); returns 1 / sum(e).
+#[inline(always)]
 fn row_softmax(m: &Marginal, lg: &[f32], e: &mut [f32]) -> f32 {
-    let mut mx = -1e6f32;
-    for (k, &y) in lg.iter().enumerate() {
-        if k != m.mask_id {
-            mx = mx.max(y);
-        }
-    }
+    // The max over every entry but the mask's, as two plain slices so the loop vectorises.
+    let (head, tail) = lg.split_at(m.mask_id);
+    let mx = fastmath::max(head, -1e6).max(fastmath::max(&tail[1..], -1e6));
     for (o, &y) in e.iter_mut().zip(lg) {
         *o = fastmath::exp(y - mx);
     }
@@ -103,6 +103,7 @@ struct RowQ {
     eq: [f32; 3],
 }
 
+#[inline(always)]
 fn row_q(m: &Marginal, c: &RowConst, xi: usize) -> RowQ {
     let other = (0..m.vocab)
         .find(|&k| k != xi && k != m.mask_id)
@@ -115,6 +116,7 @@ fn row_q(m: &Marginal, c: &RowConst, xi: usize) -> RowQ {
 }
 
 /// Fills e with p_k = alpha x_hat_k + (1 - alpha) pi_k from the softmax numerators.
+#[inline(always)]
 fn row_p(m: &Marginal, c: &RowConst, inv: f32, e: &mut [f32]) {
     let a = c.alpha * inv;
     let rest_o = (1.0 - c.alpha) * c.pi_other;
@@ -125,9 +127,126 @@ fn row_p(m: &Marginal, c: &RowConst, inv: f32, e: &mut [f32]) {
     e[km] += (1.0 - c.alpha) * c.pi_mask - rest_o;
 }
 
+/// One row of the forward: (kl, log p[z], log q[z]); `e` is scratch of V entries.
+/// Generic over the ISA only so that [`simd_entry!`] compiles it once per instruction set
+/// (the loops auto-vectorise; no lane is combined differently, so every level gives the
+/// same bits).
+#[inline(always)]
+unsafe fn forward_row<S: Simd>(
+    m: &Marginal,
+    lg: &[f32],
+    zi: usize,
+    xi: usize,
+    l: f32,
+    e: &mut [f32],
+) -> (f32, f32, f32) {
+    let v = m.vocab;
+    let c = m.row(l);
+    let q = row_q(m, &c, xi);
+    let inv = row_softmax(m, lg, e);
+    row_p(m, &c, inv, e);
+    for t in e.iter_mut() {
+        *t = safe_ln(*t);
+    }
+    // kl = sum_k eq_k (lq_k - lp_k): the bulk as if every entry were "elsewhere", then x and the mask.
+    let mut acc = q.eq[0] as f64 * (v as f64 * q.lq[0] as f64 - fastmath::sum(e));
+    let mut fix = |k: usize, j: usize| {
+        acc += (q.eq[j] * (q.lq[j] - e[k]) - q.eq[0] * (q.lq[0] - e[k])) as f64;
+    };
+    fix(xi, 1);
+    if m.mask_id != xi {
+        fix(m.mask_id, 2);
+    }
+    let j = if zi == xi {
+        1
+    } else if zi == m.mask_id {
+        2
+    } else {
+        0
+    };
+    (acc as f32, e[zi], q.lq[j])
+}
+
+/// One row of the backward: writes d logits into `out`; `xh` is scratch of V entries.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn backward_row<S: Simd>(
+    m: &Marginal,
+    lg: &[f32],
+    zi: usize,
+    xi: usize,
+    l: f32,
+    gk: f32,
+    gz: f32,
+    out: &mut [f32],
+    xh: &mut [f32],
+) {
+    let c = m.row(l);
+    let q = row_q(m, &c, xi);
+    let inv = row_softmax(m, lg, xh);
+    out.copy_from_slice(xh);
+    row_p(m, &c, inv, out); // out = p
+    for t in xh.iter_mut() {
+        *t *= inv; // x_hat
+    }
+    // g_k = d loss / d x_hat_k = alpha (-g_kl eq_k + [k = z] g_lpz) / p_k where p_k > tiny
+    // (the clip in safe_log stops the gradient below).
+    let g = |p: f32, eq: f32| {
+        if p > TINY {
+            c.alpha * (-gk * eq) / p
+        } else {
+            0.0
+        }
+    };
+    let (pz, px, pm) = (out[zi], out[xi], out[m.mask_id]);
+    for t in out.iter_mut() {
+        *t = g(*t, q.eq[0]);
+    }
+    out[xi] = g(px, q.eq[1]);
+    if m.mask_id != xi {
+        out[m.mask_id] = g(pm, q.eq[2]);
+    }
+    if pz > TINY {
+        out[zi] += c.alpha * gz / pz;
+    }
+    let mut dot = [0f32; 16];
+    let (ch_o, ch_x) = (out.chunks_exact(16), xh.chunks_exact(16));
+    let (ro, rx) = (ch_o.remainder(), ch_x.remainder());
+    for (a, b) in ch_o.zip(ch_x) {
+        for i in 0..16 {
+            dot[i] += a[i] * b[i];
+        }
+    }
+    let dot = (dot.iter().map(|&d| d as f64).sum::<f64>()
+        + ro.iter().zip(rx).map(|(a, b)| (a * b) as f64).sum::<f64>()) as f32;
+    for (o, &h) in out.iter_mut().zip(xh.iter()) {
+        *o = h * (*o - dot);
+    }
+    out[m.mask_id] = 0.0;
+}
+
+simd_entry!(fn forward_row_at(m: &Marginal, lg: &[f32], zi: usize, xi: usize, l: f32, e: &mut [f32]) -> (f32, f32, f32) => forward_row);
+simd_entry!(fn backward_row_at(m: &Marginal, lg: &[f32], zi: usize, xi: usize, l: f32, gk: f32, gz: f32, out: &mut [f32], xh: &mut [f32]) => backward_row);
+
 /// Forward. logits [rows, V]; z, x [rows] (ids); l [rows]. Writes kl, log p[z], log q[z] [rows].
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
+    m: &Marginal,
+    logits: &[f32],
+    z: &[i64],
+    x: &[i64],
+    l: &[f32],
+    kl: &mut [f32],
+    lpz: &mut [f32],
+    lqz: &mut [f32],
+) {
+    forward_at(crate::simd::level(), m, logits, z, x, l, kl, lpz, lqz)
+}
+
+/// [`forward`] on a chosen SIMD level (clamped to the CPU's); every level gives the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_at(
+    level: Level,
     m: &Marginal,
     logits: &[f32],
     z: &[i64],
@@ -142,31 +261,7 @@ pub fn forward(
     let one = |r: usize, e: &mut Vec<f32>| -> (f32, f32, f32) {
         e.resize(v, 0.0);
         let lg = &logits[r * v..(r + 1) * v];
-        let c = m.row(l[r]);
-        let (zi, xi) = (z[r] as usize, x[r] as usize);
-        let q = row_q(m, &c, xi);
-        let inv = row_softmax(m, lg, e);
-        row_p(m, &c, inv, e);
-        for t in e.iter_mut() {
-            *t = safe_ln(*t);
-        }
-        // kl = sum_k eq_k (lq_k - lp_k): the bulk as if every entry were "elsewhere", then x and the mask.
-        let mut acc = q.eq[0] as f64 * (v as f64 * q.lq[0] as f64 - fastmath::sum(e));
-        let mut fix = |k: usize, j: usize| {
-            acc += (q.eq[j] * (q.lq[j] - e[k]) - q.eq[0] * (q.lq[0] - e[k])) as f64;
-        };
-        fix(xi, 1);
-        if m.mask_id != xi {
-            fix(m.mask_id, 2);
-        }
-        let j = if zi == xi {
-            1
-        } else if zi == m.mask_id {
-            2
-        } else {
-            0
-        };
-        (acc as f32, e[zi], q.lq[j])
+        forward_row_at(level, m, lg, z[r] as usize, x[r] as usize, l[r], e)
     };
     let outs: Vec<(f32, f32, f32)> = if rows * v >= 1 << 15 {
         (0..rows)
@@ -196,54 +291,38 @@ pub fn backward(
     g_lpz: &[f32],
     dlogits: &mut [f32],
 ) {
+    backward_at(
+        crate::simd::level(),
+        m,
+        logits,
+        z,
+        x,
+        l,
+        g_kl,
+        g_lpz,
+        dlogits,
+    )
+}
+
+/// [`backward`] on a chosen SIMD level (clamped to the CPU's); every level gives the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_at(
+    level: Level,
+    m: &Marginal,
+    logits: &[f32],
+    z: &[i64],
+    x: &[i64],
+    l: &[f32],
+    g_kl: &[f32],
+    g_lpz: &[f32],
+    dlogits: &mut [f32],
+) {
     let v = m.vocab;
     let one = |r: usize, out: &mut [f32], xh: &mut Vec<f32>| {
         xh.resize(v, 0.0);
         let lg = &logits[r * v..(r + 1) * v];
-        let c = m.row(l[r]);
         let (zi, xi) = (z[r] as usize, x[r] as usize);
-        let q = row_q(m, &c, xi);
-        let inv = row_softmax(m, lg, xh);
-        out.copy_from_slice(xh);
-        row_p(m, &c, inv, out); // out = p
-        for t in xh.iter_mut() {
-            *t *= inv; // x_hat
-        }
-        // g_k = d loss / d x_hat_k = alpha (-g_kl eq_k + [k = z] g_lpz) / p_k where p_k > tiny
-        // (the clip in safe_log stops the gradient below).
-        let (gk, gz) = (g_kl[r], g_lpz[r]);
-        let g = |p: f32, eq: f32| {
-            if p > TINY {
-                c.alpha * (-gk * eq) / p
-            } else {
-                0.0
-            }
-        };
-        let (pz, px, pm) = (out[zi], out[xi], out[m.mask_id]);
-        for t in out.iter_mut() {
-            *t = g(*t, q.eq[0]);
-        }
-        out[xi] = g(px, q.eq[1]);
-        if m.mask_id != xi {
-            out[m.mask_id] = g(pm, q.eq[2]);
-        }
-        if pz > TINY {
-            out[zi] += c.alpha * gz / pz;
-        }
-        let mut dot = [0f32; 16];
-        let (ch_o, ch_x) = (out.chunks_exact(16), xh.chunks_exact(16));
-        let (ro, rx) = (ch_o.remainder(), ch_x.remainder());
-        for (a, b) in ch_o.zip(ch_x) {
-            for i in 0..16 {
-                dot[i] += a[i] * b[i];
-            }
-        }
-        let dot = (dot.iter().map(|&d| d as f64).sum::<f64>()
-            + ro.iter().zip(rx).map(|(a, b)| (a * b) as f64).sum::<f64>()) as f32;
-        for (o, &h) in out.iter_mut().zip(xh.iter()) {
-            *o = h * (*o - dot);
-        }
-        out[m.mask_id] = 0.0;
+        backward_row_at(level, m, lg, zi, xi, l[r], g_kl[r], g_lpz[r], out, xh);
     };
     if dlogits.len() >= 1 << 15 {
         dlogits
