@@ -24,11 +24,23 @@ fn tcp_ranks<T: Send>(
     timeout: Duration,
     f: impl Fn(&TcpComm) -> Result<T, CollectiveError> + Sync,
 ) -> Vec<Result<T, CollectiveError>> {
-    let port = free_port();
+    tcp_ranks_at(world, free_port(), None, timeout, f)
+}
+
+/// [`tcp_ranks`] meeting at `port`: rank 0 serves the store there, or, with a key prefix, the
+/// ranks are clients of a PyTorch TCPStore already serving there (as under torchrun).
+fn tcp_ranks_at<T: Send>(
+    world: usize,
+    port: u16,
+    torch_agent_store: Option<String>,
+    timeout: Duration,
+    f: impl Fn(&TcpComm) -> Result<T, CollectiveError> + Sync,
+) -> Vec<Result<T, CollectiveError>> {
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..world)
             .map(|rank| {
                 let f = &f;
+                let torch_agent_store = torch_agent_store.clone();
                 s.spawn(move || {
                     let env = RankEnv {
                         rank,
@@ -36,6 +48,7 @@ fn tcp_ranks<T: Send>(
                         local_rank: rank,
                         master_addr: "127.0.0.1".into(),
                         master_port: port,
+                        torch_agent_store,
                     };
                     let c = TcpComm::connect(&env, timeout).expect("rendezvous");
                     let r = f(&c);
@@ -89,6 +102,58 @@ fn tcp_ranks_give_the_in_process_ranks_results_bitwise() {
             assert_eq!(got, want, "world {world} {dtype}");
         }
     }
+}
+
+/// Under torchrun the ranks meet in its agent's store (PyTorch's c10d TCPStore): served here
+/// by PyTorch itself (`$GIDD_TORCH_PYTHON`, default python3, with torch importable; without
+/// it the test is skipped and says so), the collectives still give the in-process results.
+#[test]
+fn tcp_ranks_meet_in_a_pytorch_tcpstore() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let py = std::env::var("GIDD_TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let port = free_port();
+    // serves until its stdin closes; prints "ready" once listening
+    let code = format!(
+        "import sys, torch.distributed as d\n\
+         s = d.TCPStore('127.0.0.1', {port}, is_master=True, wait_for_workers=False)\n\
+         print('ready', flush=True)\nsys.stdin.read()\n"
+    );
+    let child = Command::new(&py)
+        .args(["-c", &code])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return gidd_tests::note_skip(
+                "collective_tcp::tcp_ranks_meet_in_a_pytorch_tcpstore",
+                &format!("{py} did not start ({e}); set GIDD_TORCH_PYTHON to a python with torch"),
+            )
+        }
+    };
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        return gidd_tests::note_skip(
+            "collective_tcp::tcp_ranks_meet_in_a_pytorch_tcpstore",
+            &format!("{py} cannot serve a torch TCPStore (no torch?); set GIDD_TORCH_PYTHON to a python with torch"),
+        );
+    }
+    for world in [1, 3] {
+        let want = run_ranks(world, T, |c| script(c, "f32")).expect("thread ranks");
+        let prefix = Some(format!("/gidd/test/{world}/"));
+        let got: Vec<Vec<Data>> = tcp_ranks_at(world, port, prefix, T, |c| script(c, "f32"))
+            .into_iter()
+            .map(|r| r.expect("tcp rank"))
+            .collect();
+        assert_eq!(got, want, "world {world} through the torch store");
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
 }
 
 #[test]

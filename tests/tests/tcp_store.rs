@@ -109,6 +109,19 @@ fn torchrun_variables_are_read_and_checked() {
         ),
         (3, 8, 1, "node0", 29500)
     );
+    assert_eq!(ok.torch_agent_store, None);
+    // torchrun's agent serves the store: every rank is its client, keys under run and attempt
+    let tr = RankEnv::from_vars(vars(&[
+        ("RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", "29500"),
+        ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+        ("TORCHELASTIC_RUN_ID", "job7"),
+        ("TORCHELASTIC_RESTART_COUNT", "2"),
+    ]))
+    .expect("valid");
+    assert_eq!(tr.torch_agent_store.as_deref(), Some("/gidd/job7/2/"));
     let base = [("MASTER_ADDR", "h"), ("MASTER_PORT", "1")];
     for (extra, want) in [
         (vec![("WORLD_SIZE", "2")], "RANK is not set"),

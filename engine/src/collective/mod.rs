@@ -20,6 +20,7 @@ pub mod local;
 mod round;
 pub mod tcp;
 pub mod tcp_store;
+mod torch_store;
 
 pub use local::{run_ranks, LocalComm, LocalGroup, RanksError};
 pub use tcp::TcpComm;

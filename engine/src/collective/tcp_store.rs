@@ -45,10 +45,15 @@ pub struct RankEnv {
     pub local_rank: usize,
     pub master_addr: String,
     pub master_port: u16,
+    /// Under torchrun (TORCHELASTIC_USE_AGENT_STORE=True) its agent serves a c10d TCPStore at
+    /// MASTER_ADDR:MASTER_PORT: the ranks meet there, under this key prefix (the run id and
+    /// restart count, so a restarted group never reads the keys of the attempt before it).
+    pub torch_agent_store: Option<String>,
 }
 
 impl RankEnv {
-    /// Reads RANK, WORLD_SIZE, LOCAL_RANK (default: RANK), MASTER_ADDR, MASTER_PORT through
+    /// Reads RANK, WORLD_SIZE, LOCAL_RANK (default: RANK), MASTER_ADDR, MASTER_PORT and
+    /// torchrun's TORCHELASTIC_USE_AGENT_STORE, _RUN_ID, _RESTART_COUNT through
     /// `var` (`std::env::var` in a launched process; a table in tests).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<RankEnv> {
         let num = |k: &str| -> Result<Option<usize>> {
@@ -77,12 +82,20 @@ impl RankEnv {
             .ok()
             .filter(|&p| p > 0)
             .ok_or_else(|| StoreError::Env(format!("MASTER_PORT={port} is not a TCP port")))?;
+        let agent = var("TORCHELASTIC_USE_AGENT_STORE")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let torch_agent_store = agent.then(|| {
+            let run = var("TORCHELASTIC_RUN_ID").unwrap_or_else(|| "none".into());
+            let restart = var("TORCHELASTIC_RESTART_COUNT").unwrap_or_else(|| "0".into());
+            format!("/gidd/{run}/{restart}/")
+        });
         Ok(RankEnv {
             rank,
             world,
             local_rank,
             master_addr,
             master_port,
+            torch_agent_store,
         })
     }
 }
@@ -178,6 +191,8 @@ pub struct TcpStore {
     addr: String,
     timeout: Duration,
     conn: Mutex<(BufReader<TcpStream>, BufWriter<TcpStream>)>,
+    /// `Some(key prefix)`: the peer is PyTorch's c10d TCPStore (torchrun's agent store).
+    torch: Option<String>,
 }
 
 impl TcpStore {
@@ -205,6 +220,7 @@ impl TcpStore {
                         addr: addr.to_string(),
                         timeout,
                         conn: Mutex::new((BufReader::new(r), BufWriter::new(s))),
+                        torch: None,
                     });
                 }
                 None if Instant::now() >= deadline => {
@@ -222,14 +238,49 @@ impl TcpStore {
 
     /// The store of a launched rank: rank 0 serves at MASTER_ADDR:MASTER_PORT (binding every
     /// interface on that port), every rank connects.
+    /// Under torchrun every rank is a client of its agent's store instead.
     pub fn for_rank(env: &RankEnv, timeout: Duration) -> Result<(TcpStore, Option<StoreServer>)> {
+        let addr = format!("{}:{}", env.master_addr, env.master_port);
+        if let Some(prefix) = &env.torch_agent_store {
+            return Ok((TcpStore::connect_torch(&addr, prefix, timeout)?, None));
+        }
         let server = match env.rank {
             0 => Some(StoreServer::start(&format!("0.0.0.0:{}", env.master_port))?),
             _ => None,
         };
-        let store =
-            TcpStore::connect(&format!("{}:{}", env.master_addr, env.master_port), timeout)?;
-        Ok((store, server))
+        Ok((TcpStore::connect(&addr, timeout)?, server))
+    }
+
+    /// Connects to a PyTorch c10d TCPStore at `addr` (keys under `prefix`).
+    pub fn connect_torch(addr: &str, prefix: &str, timeout: Duration) -> Result<TcpStore> {
+        let mut store = TcpStore::connect(addr, timeout)?;
+        store.torch = Some(prefix.to_string());
+        let nonce = std::process::id() ^ 0x6769_6464;
+        let c = store.conn.get_mut().unwrap_or_else(|e| e.into_inner());
+        super::torch_store::handshake(&mut c.0, &mut c.1, nonce).map_err(|source| {
+            StoreError::Io {
+                addr: addr.to_string(),
+                what: "greeting torchrun's store (TORCHELASTIC_USE_AGENT_STORE=True)".into(),
+                source,
+            }
+        })?;
+        Ok(store)
+    }
+
+    /// One request to a torch store: `f` on the connection, with the key prefixed.
+    fn torch_call<T>(
+        &self,
+        prefix: &str,
+        key: &str,
+        f: impl FnOnce(&mut BufReader<TcpStream>, &mut BufWriter<TcpStream>, &str) -> std::io::Result<T>,
+    ) -> Result<T> {
+        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let (r, w) = &mut *c;
+        f(r, w, &format!("{prefix}{key}")).map_err(|source| StoreError::Io {
+            addr: self.addr.clone(),
+            what: format!("request for {key:?}"),
+            source,
+        })
     }
 
     fn call(&self, op: u8, key: &str, val: &[u8]) -> Result<(u8, Vec<u8>)> {
@@ -257,11 +308,24 @@ impl TcpStore {
     }
 
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        if let Some(p) = &self.torch {
+            return self.torch_call(p, key, |_, w, k| super::torch_store::set(w, k, value));
+        }
         self.call(SET, key, value).map(|_| ())
     }
 
     /// The value of `key` if some rank has set it, without waiting.
     pub fn try_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(p) = &self.torch {
+            use super::torch_store::{check, get};
+            return self.torch_call(p, key, |r, w, k| {
+                if check(r, w, k)? {
+                    get(r, w, k).map(Some)
+                } else {
+                    Ok(None)
+                }
+            });
+        }
         let (st, v) = self.call(GET, key, &[])?;
         Ok((st == 0).then_some(v))
     }
@@ -271,8 +335,7 @@ impl TcpStore {
         let deadline = Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(1);
         loop {
-            let (st, v) = self.call(GET, key, &[])?;
-            if st == 0 {
+            if let Some(v) = self.try_get(key)? {
                 return Ok(v);
             }
             if Instant::now() >= deadline {
@@ -289,6 +352,9 @@ impl TcpStore {
 
     /// Adds `by` to the integer at `key` (0 when unset) and returns the new value.
     pub fn add(&self, key: &str, by: i64) -> Result<i64> {
+        if let Some(p) = &self.torch {
+            return self.torch_call(p, key, |r, w, k| super::torch_store::add(r, w, k, by));
+        }
         let (_, v) = self.call(ADD, key, &by.to_le_bytes())?;
         let b: [u8; 8] = v.as_slice().try_into().map_err(|_| {
             StoreError::Protocol(format!("add returned {} bytes", v.len()), self.addr.clone())
