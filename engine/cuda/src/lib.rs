@@ -45,6 +45,8 @@ mod emulate_attention_mma;
 #[cfg(test)]
 mod emulate_attention_mma_bwd;
 #[cfg(test)]
+mod emulate_attention_wgmma;
+#[cfg(test)]
 mod emulate_fused;
 #[cfg(test)]
 mod emulate_hopper;
@@ -75,6 +77,8 @@ pub mod staging;
 mod tests;
 #[cfg(test)]
 mod tests_attention_mma;
+#[cfg(test)]
+mod tests_attention_wgmma;
 #[cfg(test)]
 mod tests_chain;
 #[cfg(test)]

@@ -46,6 +46,7 @@ mod mask;
 pub mod mma_ptx;
 pub mod reference;
 mod tile;
+pub mod wgmma_ptx;
 
 #[cfg(test)]
 mod tests;
