@@ -245,6 +245,13 @@ fn the_wgmma_ptx_has_the_modelled_layout() {
         for s in want {
             assert!(src.contains(&s), "{e}: no `{s}`");
         }
+        // the first k16 step of S overwrites it (scale-d false), the others accumulate
+        assert_eq!(src.matches("%da, %db, %pf, 1, 1, 0, 0;").count(), 1, "{e}");
+        assert_eq!(
+            src.matches("%da, %db, %pt, 1, 1, 0, 0;").count(),
+            d / 16 - 1,
+            "{e}"
+        );
         assert_eq!(
             src.matches("cp.async.bulk.tensor.3d").count(),
             3 * d / w::BOX_COLS,
