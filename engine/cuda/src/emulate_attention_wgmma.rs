@@ -91,6 +91,8 @@ struct Consumer {
     m: [Vec<f32>; 2],
     l: [Vec<f32>; 2],
     o: Acc,
+    /// S's registers, kept from tile to tile as the kernel's are (NaN before the first).
+    s: Acc,
     q_ready: bool,
 }
 
@@ -194,6 +196,7 @@ fn run_cta(m: &mut Mem, cta: &Cta, maps: [&[u64]; 3], rng: &mut StdRng) {
             m: [vec![f32::NEG_INFINITY; 128], vec![f32::NEG_INFINITY; 128]],
             l: [vec![0.0; 128], vec![0.0; 128]],
             o: vec![vec![0.0; d / 2]; 128],
+            s: vec![vec![f32::NAN; KEYS / 2]; 128],
             q_ready: false,
         })
         .collect();
@@ -306,7 +309,7 @@ fn scores(m: &mut Mem, cta: &Cta, smem: &[u8], me: &mut Consumer, s: usize) -> V
     let a = cta.a;
     let dq = desc(w::q_rows_at(me.c), w::DESC_K_MAJOR);
     let dk = desc(w::stage_at(d, s), w::DESC_K_MAJOR);
-    let mut sacc: Acc = vec![vec![0.0; KEYS / 2]; 128];
+    let mut sacc = std::mem::take(&mut me.s);
     for k in 0..d / 16 {
         let da = dq + (w::k_major_step(ROWS, k) >> 4) as u64;
         let db = dk + (w::k_major_step(KEYS, k) >> 4) as u64;
@@ -361,7 +364,8 @@ fn scores(m: &mut Mem, cta: &Cta, smem: &[u8], me: &mut Consumer, s: usize) -> V
         }
     }
     // P of k16 step u: n8 tiles 2 u (registers 8 u ..) and 2 u + 1 (8 u + 4 ..)
-    sacc.iter()
+    let pa = sacc
+        .iter()
         .map(|x| {
             let mut p = [0u32; 16];
             for u in 0..KEYS / 16 {
@@ -373,7 +377,9 @@ fn scores(m: &mut Mem, cta: &Cta, smem: &[u8], me: &mut Consumer, s: usize) -> V
             }
             p
         })
-        .collect()
+        .collect();
+    me.s = sacc;
+    pa
 }
 
 /// The end of consumer c: l summed over the quad, O / l and lse = m + ln l of valid rows.
