@@ -136,8 +136,8 @@ fn needed(m: &mut Mem, a: &HashMap<&str, u64>, own0: u64, mb: u64) -> Vec<u64> {
         if row >= lq {
             continue;
         }
-        let cols = j * KEYS as u64..((j + 1) * KEYS as u64).min(lk);
-        if cols.into_iter().any(|k| m.rd(mb + row * lk + k, 1) != 0) {
+        let mut cols = j * KEYS as u64..((j + 1) * KEYS as u64).min(lk);
+        if cols.any(|k| m.rd(mb + row * lk + k, 1) != 0) {
             bitmap[(j / 32) as usize] |= 1 << (j % 32);
             rowany[r as usize] = 1;
         }

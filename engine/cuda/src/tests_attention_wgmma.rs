@@ -193,7 +193,7 @@ fn the_wgmma_ptx_has_the_modelled_layout() {
             format!("add.u32 %qb, %base, {};", w::qbar_at(d)),
             format!("add.u32 %fb, %fb, {};", w::full_at(d, 0)),
             format!("add.u32 %eb, %eb, {};", w::empty_at(d, 0)),
-            format!("mbarrier.init.shared::cta.b64 [%x], 8;"),
+            "mbarrier.init.shared::cta.b64 [%x], 8;".to_string(),
             "sub.u32 %par, %u, 1; and.b32 %par, %par, 1;".to_string(),
             format!(
                 "and.b32 %stg, %n, {}; shr.u32 %par, %n, {}; and.b32 %par, %par, 1;",
@@ -213,7 +213,7 @@ fn the_wgmma_ptx_has_the_modelled_layout() {
                 "wgmma.mma_async.sync.aligned.m64n{}k16.f32.bf16.bf16",
                 w::KEYS
             ),
-            format!("{{%pa12, %pa13, %pa14, %pa15}}, %db, %pt, 1, 1, 1;"),
+            "{%pa12, %pa13, %pa14, %pa15}, %db, %pt, 1, 1, 1;".to_string(),
         ];
         for k in 0..d / 16 {
             want.push(format!(
