@@ -110,6 +110,8 @@ pub const MODULES: &[Module] = &[
     module!("attention/attention_mma_dq_d128", Arch::Sm80, true),
     module!("attention/attention_mma_dkdv_d64", Arch::Sm80, true),
     module!("attention/attention_mma_dkdv_d128", Arch::Sm80, true),
+    module!("attention/attention_wgmma_d64", Arch::Sm90a, true),
+    module!("attention/attention_wgmma_d128", Arch::Sm90a, true),
     module!("softmax/softmax", Arch::Sm80, false),
     module!("norm/rms_norm", Arch::Sm80, false),
     module!("rope/rope", Arch::Sm80, false),

@@ -11,6 +11,7 @@
 //! converted from bf16 runs on tensor cores instead (crate::attention_mma), and so does such
 //! a backward after attention_bwd_rows.
 
+use crate::attention_mma::Kernel;
 use crate::error::{CudaError, Result};
 use crate::plan::{u32_of, Arg, Builder, Ptr, MAX_GRID_YZ};
 use gidd_engine::op::{AttnSpec, Op};
@@ -118,8 +119,12 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
     );
     let mut args = head_args(dm, &spec)?;
     if matches!(op, Op::Attention(_)) {
-        if let crate::attention_mma::Kernel::Mma(entry) = crate::attention_mma::pick_for(b.p, ins) {
-            return crate::attention_mma::lower_fwd(b, entry, ins, outs, args);
+        match crate::attention_mma::pick_for(b.p, ins, b.hopper) {
+            Kernel::Mma(d) => return crate::attention_mma::lower_fwd(b, d, ins, outs, args),
+            Kernel::Wgmma(d) => {
+                return crate::attention_mma::lower_fwd_wgmma(b, d, ins, outs, args)
+            }
+            Kernel::Simt => {}
         }
         args.push(("out", Arg::Ptr(b.out(outs[0])?)));
         args.push(("lse", Arg::Ptr(b.out(outs[1])?)));
@@ -143,7 +148,8 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         ("mask", Arg::Ptr(mask)),
     ];
     b.launch_1d("attention_bwd_rows", rows, row_args);
-    if let crate::attention_mma::Kernel::Mma(d) = crate::attention_mma::pick_for(b.p, ins) {
+    // the backward runs on mma.sync on Hopper too (no wgmma backward yet)
+    if let Kernel::Mma(d) | Kernel::Wgmma(d) = crate::attention_mma::pick_for(b.p, ins, b.hopper) {
         return crate::attention_mma::lower_bwd(b, d, ins, outs, args, st);
     }
     let mut kv = args.clone();

@@ -12,13 +12,18 @@
 //! dq on tensor cores. An op over genuine f32 values keeps the f32 SIMT kernels
 //! (crate::attention): rounding its operands to bf16 would change the program's numbers.
 //! Every device the executor runs on is sm_80 or later (crate::driver refuses older ones),
-//! so mma.sync is always there.
+//! so mma.sync is always there. On Hopper (a device that loaded the sm_90a modules: compute
+//! capability 9.0) the forward runs on wgmma fed by TMA instead (attention_wgmma_d*.ptx,
+//! gidd_kernels::attention::wgmma_ptx; same slots after three tensor maps, same outputs);
+//! the backward keeps the mma.sync kernels there.
 
 use crate::error::Result;
+use crate::hopper::TmaSpec;
 use crate::plan::{u32_of, Arg, Builder, Ptr};
 use gidd_engine::op::Op;
 use gidd_engine::{DType, Program};
 use gidd_kernels::attention::mma_ptx::{self, Kind, ROWS};
+use gidd_kernels::attention::wgmma_ptx;
 use gidd_kernels::ptx::code;
 
 /// The attention kernels for an op.
@@ -28,6 +33,8 @@ pub enum Kernel {
     Simt,
     /// The tensor-core kernels of this head dim.
     Mma(usize),
+    /// The Hopper forward (wgmma, TMA) of this head dim; the backward as [`Kernel::Mma`].
+    Wgmma(usize),
 }
 
 /// Whether value `v` is the f32 output of a `convert` from bf16 (so exactly a bf16 number).
@@ -40,22 +47,30 @@ pub fn converted_from_bf16(p: &Program, v: usize) -> bool {
             .is_some_and(|&x| p.values[x].ty.dtype == DType::BF16)
 }
 
-/// The kernels for attention over operands of head dim `d`: tensor cores when all are bf16
-/// numbers and `d` has entries, else SIMT.
-pub fn pick(bf16_operands: bool, d: usize) -> Kernel {
-    if bf16_operands && mma_ptx::entry(Kind::Fwd, d).is_some() {
-        Kernel::Mma(d)
-    } else {
+/// The kernels for attention over operands of head dim `d` and `lk` keys: tensor cores when
+/// all are bf16 numbers and `d` has entries, else SIMT; on a device running the sm_90a
+/// modules (`hopper`) the wgmma forward when its needed-tile bitmap covers the keys.
+pub fn pick(bf16_operands: bool, d: usize, hopper: bool, lk: usize) -> Kernel {
+    if !bf16_operands || mma_ptx::entry(Kind::Fwd, d).is_none() {
         Kernel::Simt
+    } else if hopper
+        && wgmma_ptx::entry(d).is_some()
+        && lk.div_ceil(wgmma_ptx::KEYS) <= wgmma_ptx::MAX_TILES
+    {
+        Kernel::Wgmma(d)
+    } else {
+        Kernel::Mma(d)
     }
 }
 
 /// The kernels for attention node inputs `ins` of program `p`: the forward's (q, k, v, mask)
 /// or the backward's (q, k, v, mask, out, lse, dout; q, k, v and dout are its operands).
-pub fn pick_for(p: &Program, ins: &[usize]) -> Kernel {
+pub fn pick_for(p: &Program, ins: &[usize], hopper: bool) -> Kernel {
     let d = p.values[ins[0]].ty.shape[3];
+    let lk = p.values[ins[1]].ty.shape[2];
     let operands = ins[..3].iter().chain(ins.get(6));
-    pick(operands.copied().all(|v| converted_from_bf16(p, v)), d)
+    let bf = operands.copied().all(|v| converted_from_bf16(p, v));
+    pick(bf, d, hopper, lk)
 }
 
 fn entry(kind: Kind, d: usize) -> Result<&'static str> {
@@ -119,6 +134,71 @@ pub fn lower_fwd(
     Ok(())
 }
 
+/// The tensor map of a bf16 [B H][rows][D] copy for the wgmma forward: rank 3 {D, rows,
+/// B H}, boxes of 64 columns by `box_rows` rows (the 128-byte swizzle's width).
+pub fn tma_rows(d: usize, rows: usize, bh: usize, box_rows: usize) -> TmaSpec {
+    TmaSpec {
+        dims: [d as u64, rows as u64, bh as u64],
+        strides: [2 * d as u64, 2 * (rows * d) as u64],
+        boxes: [wgmma_ptx::BOX_COLS as u32, box_rows as u32, 1],
+    }
+}
+
+/// The Hopper forward's launches for head dim `d`: q, k, v to bf16 scratch, then the kernel,
+/// its tensor maps over those copies first.
+pub fn lower_fwd_wgmma(
+    b: &mut Builder,
+    d: usize,
+    ins: &[usize],
+    outs: &[usize],
+    head: Vec<(&'static str, Arg)>,
+) -> Result<()> {
+    let e = wgmma_ptx::entry(d).ok_or_else(|| {
+        crate::error::CudaError::Unsupported(format!("no wgmma attention for head dim {d}"))
+    })?;
+    let (qs, ks) = (b.shape(ins[0]), b.shape(ins[1]));
+    let (bh, lq, lk) = (qs[0] * qs[1], qs[2], ks[2]);
+    let ops = bf16_copies(b, &["q", "k", "v"], &ins[..3])?;
+    let ptr = |i: usize| match ops[i].1 {
+        Arg::Ptr(p) => p,
+        _ => unreachable!("bf16 copies are pointers"),
+    };
+    let mut args = vec![
+        (
+            "tma_q[16]",
+            Arg::TensorMap(ptr(0), tma_rows(d, lq, bh, wgmma_ptx::ROWS)),
+        ),
+        (
+            "tma_k[16]",
+            Arg::TensorMap(ptr(1), tma_rows(d, lk, bh, wgmma_ptx::KEYS)),
+        ),
+        (
+            "tma_v[16]",
+            Arg::TensorMap(ptr(2), tma_rows(d, lk, bh, wgmma_ptx::KEYS)),
+        ),
+    ];
+    args.extend(head);
+    args.push(("out", Arg::Ptr(b.out(outs[0])?)));
+    args.push(("lse", Arg::Ptr(b.out(outs[1])?)));
+    args.extend(ops);
+    args.push(("mask", Arg::Ptr(b.ptr(ins[3])?)));
+    b.launch_with(
+        e,
+        grid(lq, bh),
+        wgmma_ptx::THREADS,
+        wgmma_ptx::smem_bytes(d) as u32,
+        args,
+    );
+    Ok(())
+}
+
+/// Every wgmma attention entry (the driver allows them their dynamic shared memory).
+pub fn wgmma_entries() -> impl Iterator<Item = (&'static str, u32)> {
+    wgmma_ptx::HEAD_DIMS
+        .iter()
+        .filter_map(|&d| Some((wgmma_ptx::entry(d)?, wgmma_ptx::smem_bytes(d) as u32)))
+}
+
 /// The backward's launches after attention_bwd_rows wrote `st`: q, k, v, dout to bf16
 /// scratch, then dk and dv (blocks of keys), dq (blocks of queries).
 pub fn lower_bwd(
@@ -160,14 +240,61 @@ mod tests {
 
     #[test]
     fn tensor_cores_for_bf16_operands_of_head_dim_64_and_128() {
-        assert_eq!(pick(true, 64), Kernel::Mma(64));
-        assert_eq!(pick(true, 128), Kernel::Mma(128));
-        for d in [24, 96, 127] {
-            assert_eq!(pick(true, d), Kernel::Simt, "D {d}");
+        assert_eq!(pick(true, 64, false, 100), Kernel::Mma(64));
+        assert_eq!(pick(true, 128, false, 100), Kernel::Mma(128));
+        for hopper in [false, true] {
+            for d in [24, 96, 127] {
+                assert_eq!(pick(true, d, hopper, 100), Kernel::Simt, "D {d}");
+            }
+            for d in [64, 128] {
+                assert_eq!(pick(false, d, hopper, 100), Kernel::Simt, "f32 D {d}");
+            }
         }
-        for d in [64, 128] {
-            assert_eq!(pick(false, d), Kernel::Simt, "f32 D {d}");
+    }
+
+    /// Compute capability 9.0 (the device loaded the sm_90a modules) picks the wgmma
+    /// forward, 8.x the mma.sync one; keys past the wgmma kernel's tile bitmap fall back.
+    #[test]
+    fn hopper_picks_the_wgmma_forward_and_ampere_the_mma_one() {
+        use gidd_kernels::ptx::Arch;
+        for (major, minor, want) in [(8, 0, false), (8, 9, false), (9, 0, true)] {
+            let hopper = Arch::Sm90a.runs_on(major, minor);
+            assert_eq!(hopper, want, "{major}.{minor}");
+            for d in [64, 128] {
+                let k = pick(true, d, hopper, 2048);
+                let expect = if want {
+                    Kernel::Wgmma(d)
+                } else {
+                    Kernel::Mma(d)
+                };
+                assert_eq!(k, expect, "{major}.{minor} D {d}");
+            }
         }
+        let most = wgmma_ptx::KEYS * wgmma_ptx::MAX_TILES;
+        assert_eq!(pick(true, 64, true, most), Kernel::Wgmma(64));
+        assert_eq!(pick(true, 64, true, most + 1), Kernel::Mma(64));
+        let m = gidd_kernels::ptx::MODULES
+            .iter()
+            .find(|m| m.entries().contains(&"attention_wgmma_fwd_d128"))
+            .unwrap();
+        assert_eq!(m.arch, Arch::Sm90a);
+        // the slots are the ARGS line's, tensor maps first
+        assert_eq!(
+            gidd_kernels::ptx::arg_names("attention_wgmma_fwd_d64").unwrap(),
+            wgmma_ptx::ARGS.split_whitespace().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn tensor_maps_of_the_wgmma_forward() {
+        let t = tma_rows(128, 37, 6, 128);
+        assert_eq!(t.dims, [128, 37, 6]);
+        assert_eq!(t.strides, [256, 256 * 37]);
+        assert_eq!(t.boxes, [64, 128, 1]);
+        assert_eq!(t.box_bytes() as usize * 2, wgmma_ptx::q_bytes(128));
+        let k = tma_rows(64, 300, 2, 64);
+        assert_eq!(k.box_bytes() as usize * 2, wgmma_ptx::stage_bytes(64));
+        assert!(t.strides.iter().all(|s| s % 16 == 0));
     }
 
     /// The program-level test: the op of a bf16 graph (q, k, v converted by the api) is
@@ -198,7 +325,7 @@ mod tests {
                 .iter()
                 .find(|n| matches!(n.op, Op::Attention(_)))
                 .unwrap();
-            let got = pick_for(&p, &node.inputs);
+            let got = pick_for(&p, &node.inputs, false);
             let expect = if want { Kernel::Mma(64) } else { Kernel::Simt };
             assert_eq!(got, expect, "{dts:?}");
         }

@@ -205,14 +205,21 @@ impl Device {
                 let f = check(&format!("finding kernel {entry} in {}", m.name), unsafe {
                     result::module::get_function(module, name)
                 })?;
-                if crate::hopper::ENTRIES.contains(&entry) {
+                let smem = if crate::hopper::ENTRIES.contains(&entry) {
+                    Some(crate::hopper::SMEM_BYTES)
+                } else {
+                    crate::attention_mma::wgmma_entries()
+                        .find(|(e, _)| *e == entry)
+                        .map(|(_, b)| b)
+                };
+                if let Some(bytes) = smem {
                     // SAFETY: a function just found; the attribute lets launches ask for
                     // more than the default 48 KiB of dynamic shared memory.
                     check(&format!("allowing {entry} its shared memory"), unsafe {
                         result::function::set_function_attribute(
                                 f,
                                 sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                crate::hopper::SMEM_BYTES as i32,
+                                bytes as i32,
                             )
                     })?;
                 }
@@ -222,12 +229,15 @@ impl Device {
         Ok(())
     }
 
-    /// Whether the Hopper GEMM is loaded (an sm_90 device whose driver took the sm_90a
-    /// module), unless GIDD_CUDA_NO_WGMMA=1 asks for the sm_80 kernels (for comparisons).
+    /// Whether the Hopper GEMM and attention forward are loaded (an sm_90 device whose driver
+    /// took the sm_90a modules), unless GIDD_CUDA_NO_WGMMA=1 asks for the sm_80 kernels (for
+    /// comparisons).
     pub fn hopper(&self) -> bool {
         std::env::var("GIDD_CUDA_NO_WGMMA").as_deref() != Ok("1")
             && crate::hopper::ENTRIES
                 .iter()
+                .copied()
+                .chain(crate::attention_mma::wgmma_entries().map(|(e, _)| e))
                 .all(|e| self.functions.contains_key(e))
     }
 

@@ -183,6 +183,9 @@ fn launch(m: &mut Mem, l: &Launch, slots: &[u64]) {
     if l.entry.starts_with("gemm_wgmma_bf16_") {
         return crate::emulate_hopper::gemm(m, l, slots);
     }
+    if l.entry.starts_with("attention_wgmma_fwd_") {
+        return crate::emulate_attention_wgmma::forward(m, l, slots);
+    }
     let a: HashMap<&str, u64> = l
         .args
         .iter()

@@ -34,7 +34,7 @@ pub(crate) fn tanh_f(x: f32) -> f32 {
     ((1.0 - e) / (1.0 + e)).copysign(x)
 }
 
-fn halves(x: u32) -> (f32, f32) {
+pub(crate) fn halves(x: u32) -> (f32, f32) {
     (
         bf16::from_bits(x as u16).to_f32(),
         bf16::from_bits((x >> 16) as u16).to_f32(),
@@ -42,7 +42,7 @@ fn halves(x: u32) -> (f32, f32) {
 }
 
 /// cvt.rn.bf16x2.f32 d, hi, lo.
-fn pack(hi: f32, lo: f32) -> u32 {
+pub(crate) fn pack(hi: f32, lo: f32) -> u32 {
     bf16::from_f32(lo).to_bits() as u32 | (bf16::from_f32(hi).to_bits() as u32) << 16
 }
 
@@ -98,7 +98,7 @@ fn mma(a: &Lanes<[u32; 4]>, b: &Lanes<[u32; 2]>, c: &mut Lanes<[f32; 4]>) {
 }
 
 /// shfl.sync.bfly then op, on every lane.
-fn butterfly(x: &mut Lanes<f32>, sh: usize, op: fn(f32, f32) -> f32) {
+pub(crate) fn butterfly(x: &mut Lanes<f32>, sh: usize, op: fn(f32, f32) -> f32) {
     let y = *x;
     for (l, v) in x.iter_mut().enumerate() {
         *v = op(*v, y[l ^ sh]);

@@ -41,13 +41,13 @@ fn decode(w: &[u64]) -> (TmaSpec, u64) {
 
 /// The 128-byte swizzle of a shared-memory offset (1024-byte aligned base): the 16-byte chunk
 /// index within a 128-byte row XORed with the row index within 8 rows.
-fn swizzle(off: u32) -> u32 {
+pub(crate) fn swizzle(off: u32) -> u32 {
     off ^ (((off >> 7) & 7) << 4)
 }
 
 /// One TMA tile copy into `smem` at `dst`: box element (i0, i1, i2) from global coordinates
 /// `c` + i, zero when out of range, at dst + ((i2 box1 + i1) box0 + i0) 2, swizzled.
-fn tma_load(m: &mut Mem, map: &[u64], c: [u32; 3], smem: &mut [u8], dst: u32) -> u32 {
+pub(crate) fn tma_load(m: &mut Mem, map: &[u64], c: [u32; 3], smem: &mut [u8], dst: u32) -> u32 {
     let (s, addr) = decode(map);
     let [b0, b1, b2] = s.boxes;
     assert_eq!(b0 * 2, 128, "the 128-byte swizzle needs 128-byte box rows");
@@ -76,7 +76,7 @@ fn tma_load(m: &mut Mem, map: &[u64], c: [u32; 3], smem: &mut [u8], dst: u32) ->
 /// Element (r, k) of the `rows` x 16 operand a wgmma descriptor names: K-major (`trans` 0)
 /// rows of 128 bytes in groups of 8 at the stride byte offset; MN-major (1) 64-element runs
 /// along r at the leading byte offset, k rows of 128 bytes in groups of 8 at the stride one.
-fn desc_elem(smem: &[u8], desc: u64, trans: bool, r: u32, k: u32) -> f32 {
+pub(crate) fn desc_elem(smem: &[u8], desc: u64, trans: bool, r: u32, k: u32) -> f32 {
     assert_eq!(
         desc >> 62,
         1,
@@ -96,7 +96,7 @@ fn desc_elem(smem: &[u8], desc: u64, trans: bool, r: u32, k: u32) -> f32 {
 
 /// An mbarrier: completed phases, arrivals and transaction bytes still expected.
 #[derive(Clone, Copy)]
-struct Bar {
+pub(crate) struct Bar {
     phase: u32,
     count: u32,
     pending: u32,
@@ -104,7 +104,7 @@ struct Bar {
 }
 
 impl Bar {
-    fn new(count: u32) -> Bar {
+    pub(crate) fn new(count: u32) -> Bar {
         Bar {
             phase: 0,
             count,
@@ -113,7 +113,7 @@ impl Bar {
         }
     }
     /// try_wait.parity: whether the phase of parity `p` has completed.
-    fn passed(&self, p: u32) -> bool {
+    pub(crate) fn passed(&self, p: u32) -> bool {
         self.phase & 1 != p
     }
     fn settle(&mut self) {
@@ -123,13 +123,13 @@ impl Bar {
             self.pending = self.count;
         }
     }
-    fn arrive(&mut self, expect_tx: i64) {
+    pub(crate) fn arrive(&mut self, expect_tx: i64) {
         assert!(self.pending > 0);
         self.pending -= 1;
         self.tx += expect_tx;
         self.settle();
     }
-    fn complete_tx(&mut self, bytes: i64) {
+    pub(crate) fn complete_tx(&mut self, bytes: i64) {
         self.tx -= bytes;
         self.settle();
     }
@@ -195,8 +195,13 @@ fn group(cta: &Cta, smem: &[u8], c: u32, kt: u32, acc: &mut [[f32; 64]]) {
     }
 }
 
-/// Runs one gemm_wgmma_bf16_XY launch (slots resolved with [`encode`]) CTA by CTA.
-pub(crate) fn gemm(m: &mut Mem, l: &Launch, slots: &[u64]) {
+/// A launch's slots by name: plain values, and the slot ranges of its tensor maps.
+pub(crate) type Slots<'a> = (
+    HashMap<&'a str, u64>,
+    HashMap<&'a str, std::ops::Range<usize>>,
+);
+
+pub(crate) fn by_name<'a>(l: &'a Launch, slots: &[u64]) -> Slots<'a> {
     let mut a: HashMap<&str, u64> = HashMap::new();
     let mut maps: HashMap<&str, std::ops::Range<usize>> = HashMap::new();
     let mut at = 0;
@@ -210,6 +215,12 @@ pub(crate) fn gemm(m: &mut Mem, l: &Launch, slots: &[u64]) {
         }
     }
     assert_eq!(at, slots.len());
+    (a, maps)
+}
+
+/// Runs one gemm_wgmma_bf16_XY launch (slots resolved with [`encode`]) CTA by CTA.
+pub(crate) fn gemm(m: &mut Mem, l: &Launch, slots: &[u64]) {
+    let (a, maps) = by_name(l, slots);
     assert_eq!(l.block, hopper::THREADS);
     assert_eq!(l.smem, hopper::SMEM_BYTES);
     let suffix = l.entry.strip_prefix("gemm_wgmma_bf16_").unwrap().as_bytes();

@@ -24,8 +24,8 @@
 //! load: they are the cpu executor's. Every fused op of the engine has a PTX kernel
 //! ([`fused`]: the GIDD loss's pass over the vocabulary, flash attention, softmax, rms_norm,
 //! RoPE) for f32, which the graph builds them over; other dtypes run the decompositions.
-//! Attention whose f32 operands are converted bf16 runs its forward on tensor cores
-//! ([`attention_mma`]). The
+//! Attention whose f32 operands are converted bf16 runs on tensor cores ([`attention_mma`];
+//! on Hopper its forward on wgmma fed by TMA, the backward on mma.sync). The
 //! fused kernels and the Hopper GEMM are assembled by ptxas and their contracts (the Hopper
 //! GEMM's pipeline too) emulated against the cpu executor, but have not yet run on a GPU.
 
@@ -44,6 +44,8 @@ mod emulate_attention;
 mod emulate_attention_mma;
 #[cfg(test)]
 mod emulate_attention_mma_bwd;
+#[cfg(test)]
+mod emulate_attention_wgmma;
 #[cfg(test)]
 mod emulate_fused;
 #[cfg(test)]
@@ -75,6 +77,8 @@ pub mod staging;
 mod tests;
 #[cfg(test)]
 mod tests_attention_mma;
+#[cfg(test)]
+mod tests_attention_wgmma;
 #[cfg(test)]
 mod tests_chain;
 #[cfg(test)]

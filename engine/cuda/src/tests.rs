@@ -51,6 +51,8 @@ pub(crate) fn check_plan(case: &str, p: &Plan) {
                 );
                 let block = if crate::hopper::ENTRIES.contains(&l.entry) {
                     crate::hopper::THREADS
+                } else if l.entry.starts_with("attention_wgmma_") {
+                    gidd_kernels::attention::wgmma_ptx::THREADS
                 } else {
                     BLOCK
                 };

@@ -13,14 +13,14 @@ use gidd_engine::{api, grad, AttnSpec, CpuExecutor, DType, Executor, Graph, Host
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn launches(p: &Plan, entry: &str) -> usize {
+pub(crate) fn launches(p: &Plan, entry: &str) -> usize {
     p.steps
         .iter()
         .filter(|s| matches!(s, Step::Launch(l) if l.entry == entry))
         .count()
 }
 
-fn rand_bf16(r: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
+pub(crate) fn rand_bf16(r: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
     let n = shape.iter().product();
     HostTensor::f32(
         shape.to_vec(),
@@ -35,7 +35,7 @@ fn rand_bf16(r: &mut StdRng, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
 /// keys 32..63 masked for all and query 2 fully masked (a middle tile needed only by it); 3
 /// keys 128..255 masked for all but query 5, fully masked (whole 128-key blocks of dk, dv
 /// whose tiles only a fully masked query needs).
-fn mask(r: &mut StdRng, kind: usize, bs: usize, lq: usize, lk: usize) -> Vec<bool> {
+pub(crate) fn mask(r: &mut StdRng, kind: usize, bs: usize, lq: usize, lk: usize) -> Vec<bool> {
     let mut mv: Vec<bool> = (0..bs * lq * lk).map(|_| r.random_bool(0.7)).collect();
     for i in 0..bs * lq {
         let row = &mut mv[i * lk..(i + 1) * lk];

@@ -19,6 +19,10 @@ use std::fmt::Write;
 
 #[path = "mma_ptx_bwd.rs"]
 mod bwd;
+#[path = "mma_ptx_fwd.rs"]
+mod fwd;
+
+pub(crate) use fwd::{finish_forward, online_softmax};
 
 /// Rows a block owns: 8 warps of 16.
 pub const ROWS: usize = 128;
@@ -194,7 +198,7 @@ pub fn source(kind: Kind, d: usize) -> String {
         8 * args(kind).split_whitespace().count()
     );
     match kind {
-        Kind::Fwd => forward(&mut g),
+        Kind::Fwd => fwd::forward(&mut g),
         Kind::Dq => bwd::dq(&mut g),
         Kind::Dkdv => bwd::dkdv(&mut g),
     }
@@ -365,7 +369,13 @@ pub(crate) fn products(g: &mut Gen, acc: &str, a: A, tile: &str) {
 /// %pa0..7 = the 16 accumulators at `acc` as bf16 A fragments of 2 k16 steps (step u: n8
 /// tiles 2 u and 2 u + 1).
 pub(crate) fn pack(g: &mut Gen, acc: &str) {
-    for u in 0..2 {
+    pack_steps(g, acc, 2);
+}
+
+/// %pa0.. = the accumulators at `acc` as bf16 A fragments of `steps` k16 steps (4 registers
+/// each; step u: n8 tiles 2 u and 2 u + 1).
+pub(crate) fn pack_steps(g: &mut Gen, acc: &str, steps: usize) {
+    for u in 0..steps {
         for (r, (j, e)) in [(2 * u, 0), (2 * u, 2), (2 * u + 1, 0), (2 * u + 1, 2)]
             .iter()
             .enumerate()
@@ -507,136 +517,6 @@ pub(crate) fn store_rows(g: &mut Gen, acc: &str, base: &str, len: &str, inv: Opt
             })
             .collect();
         g.l(&line.join(" "));
-    }
-}
-
-fn forward(g: &mut Gen) {
-    let d = g.d;
-    let (kc, nt) = (d / 16, d / 8);
-    g.l(".reg .f32 %m0, %m1, %l0, %l1, %n0, %n1, %e0, %e1;");
-    g.l(&format!(
-        ".reg .b32 %q<{}>;\n    .reg .f32 %s<16>, %o<{}>;",
-        4 * kc,
-        4 * nt
-    ));
-    g.l(".reg .u64 %mrow0, %mrow1;");
-    g.l(".reg .pred %closed;");
-    prologue(g, Kind::Fwd, "%lq");
-    for (r, mrow) in [("%c0r", "%mrow0"), ("%c1r", "%mrow1")] {
-        g.l(&format!("mul.wide.u32 %a, {r}, %lk;"));
-        g.l(&format!("add.u64 {mrow}, %Mb, %a;"));
-    }
-    frag_regs(g, "%q", "%P_q", "%lq");
-    g.l("// does the block own a fully masked row? (warp w scans its 16 rows) Then every tile");
-    g.l("// is needed (they make its uniform average); else tiles with an unmasked pair only.");
-    g.l("setp.ne.u32 %closed, %me, %me;");
-    g.l("mov.u32 %i, 0;");
-    g.raw("CROW:\n");
-    g.l("mad.lo.u32 %u, %warp, 16, %own0;");
-    g.l("add.u32 %u, %u, %i;");
-    g.l("setp.ge.u32 %p, %u, %lq;");
-    g.l("@%p bra CDONE;");
-    g.l("mul.wide.u32 %a, %u, %lk;");
-    g.l("add.u64 %a, %Mb, %a;");
-    g.l("setp.ne.u32 %any, %me, %me;");
-    g.l("mov.u32 %col, %lane;");
-    g.raw("CKEY:\n");
-    g.l("setp.ge.u32 %p, %col, %lk;");
-    g.l("@%p bra CVOTE;");
-    g.l("cvt.u64.u32 %a2, %col;");
-    g.l("add.u64 %a2, %a, %a2;");
-    g.l("ld.global.u8 %u, [%a2];");
-    g.l("setp.ne.or.u32 %any, %u, 0, %any;");
-    g.l("add.u32 %col, %col, 32;");
-    g.l("bra CKEY;");
-    g.raw("CVOTE:\n");
-    g.l("vote.sync.any.pred %any, %any, 0xffffffff;");
-    g.l("not.pred %any, %any;");
-    g.l("or.pred %closed, %closed, %any;");
-    g.l("add.u32 %i, %i, 1;");
-    g.l("setp.lt.u32 %p, %i, 16;");
-    g.l("@%p bra CROW;");
-    g.raw("CDONE:\n");
-    g.l("bar.red.or.pred %closed, 0, %closed;");
-    g.l("selp.u32 %keep, 1, 0, %closed;");
-    g.l("mov.f32 %m0, 0fFF800000;");
-    g.l("mov.f32 %m1, 0fFF800000;");
-    g.l("mov.f32 %l0, 0f00000000;");
-    g.l("mov.f32 %l1, 0f00000000;");
-    for n in 0..nt {
-        g.l(&quad(n, |i| format!("mov.f32 %o{i}, 0f00000000;")));
-    }
-    let needed = "%keep, %own0, %lq, %lk, %Mb, %lk, %one, %z64";
-    pipeline(g, "%lk", needed, "%bh, %lk, %P_k, %P_v", &|g| {
-        g.l("// S = Q K^T");
-        products(g, "%s", A::Regs("%q"), "%xn");
-        g.l("// element (j, e): row g + 8 (e / 2), key 32 cur + 8 j + 2 t + e % 2");
-        for i in 0..16 {
-            let (j, e) = (i / 4, i % 4);
-            let mrow = if e < 2 { "%mrow0" } else { "%mrow1" };
-            g.l(&format!(
-                "add.u32 %col, %col0, {}; call (%s{i}), score, (%s{i}, %col, %lk, {mrow}, %scale, %cap, %capped);",
-                8 * j + e % 2
-            ));
-        }
-        g.l("// online softmax per row: the quad's max m', corr = e^(m - m'), p = e^(s - m'),");
-        g.l("// l = l corr + this lane's p; O = O corr + P V");
-        for (r, n, m) in [(0, "%n0", "%m0"), (1, "%n1", "%m1")] {
-            g.l(&format!("max.f32 {n}, {m}, %s{};", 2 * r));
-            for i in (0..16).filter(|i| i % 4 / 2 == r && *i != 2 * r) {
-                g.l(&format!("max.f32 {n}, {n}, %s{i};"));
-            }
-            for sh in [1, 2] {
-                g.l(&format!(
-                    "shfl.sync.bfly.b32 %f, {n}, {sh}, 0x1f, 0xffffffff; max.f32 {n}, {n}, %f;"
-                ));
-            }
-        }
-        for (r, n, m, c, l) in [
-            (0, "%n0", "%m0", "%e0", "%l0"),
-            (1, "%n1", "%m1", "%e1", "%l1"),
-        ] {
-            g.l(&format!("sub.f32 %f, {m}, {n}; call ({c}), fexp, (%f);"));
-            g.l(&format!("mov.f32 {m}, {n}; mul.f32 {l}, {l}, {c};"));
-            for i in (0..16).filter(|i| i % 4 / 2 == r) {
-                g.l(&format!(
-                    "sub.f32 %f, %s{i}, {n}; call (%s{i}), fexp, (%f); add.f32 {l}, {l}, %s{i};"
-                ));
-            }
-        }
-        pack(g, "%s");
-        for n in 0..nt {
-            g.l(&quad(n, |i| {
-                let c = if i % 4 < 2 { "%e0" } else { "%e1" };
-                format!("mul.f32 %o{i}, %o{i}, {c};")
-            }));
-        }
-        accumulate(g, "%o", "%yt");
-    });
-    g.l("// the quad's partial sums: l += l(lane ^ 1), then l += l(lane ^ 2)");
-    for l in ["%l0", "%l1"] {
-        for sh in [1, 2] {
-            g.l(&format!(
-                "shfl.sync.bfly.b32 %f, {l}, {sh}, 0x1f, 0xffffffff; add.f32 {l}, {l}, %f;"
-            ));
-        }
-    }
-    g.l("rcp.rn.f32 %n0, %l0;");
-    g.l("rcp.rn.f32 %n1, %l1;");
-    store_rows(g, "%o", "%P_out", "%lq", Some(["%n0", "%n1"]));
-    g.l("// lse = m + ln l, by lane t = 0 of each quad");
-    g.l("setp.eq.u32 %p, %t4, 0;");
-    for (m, l, rv, row) in [
-        ("%m0", "%l0", "%rv0", "%c0r"),
-        ("%m1", "%l1", "%rv1", "%c1r"),
-    ] {
-        g.l(&format!("lg2.approx.f32 %f, {l};"));
-        g.l(&format!("fma.rn.f32 %f, %f, 0f3F317218, {m};"));
-        g.l(&format!("mad.lo.u32 %u, %bh, %lq, {row};"));
-        g.l("mul.wide.u32 %a, %u, 4;");
-        g.l("add.u64 %a, %P_lse, %a;");
-        g.l(&format!("and.pred %any, %p, {rv};"));
-        g.l("@%any st.global.f32 [%a], %f;");
     }
 }
 
