@@ -335,10 +335,16 @@ pub fn run(a: &StepArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints the 25 slowest rows of a profile ((kind, seconds, calls) over `steps` steps).
+/// Prints the 25 slowest rows of a profile ((kind, seconds, calls) over `steps` steps);
+/// every row with `GIDD_PROFILE_SHAPES` set (rows per operand types, for roofline tables).
 pub(crate) fn print_profile(prof: &[(String, f64, usize)], steps: usize, calls: &str) {
     let total: f64 = prof.iter().map(|p| p.1).sum();
-    for (k, t, n) in prof.iter().take(25) {
+    let rows = if std::env::var_os("GIDD_PROFILE_SHAPES").is_some() {
+        prof.len()
+    } else {
+        25
+    };
+    for (k, t, n) in prof.iter().take(rows) {
         eprintln!(
             "{:>8.1} ms/step {:>5.1}%  {:>6} {calls}/step  {k}",
             t * 1e3 / steps as f64,

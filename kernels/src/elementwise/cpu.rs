@@ -336,19 +336,33 @@ pub fn compare<T: Copy + PartialOrd + Sync>(op: Cmp, x: Src<T>, y: Src<T>, out: 
 pub fn select<T: Copy + Send + Sync>(p: Src<u8>, a: Src<T>, b: Src<T>, out: &mut [T]) {
     // One dispatch outside the loop (relu's backward and masks select between an array
     // and a splat).
+    // Zipped slices (no index bounds checks), so the loops vectorise to masked moves.
+    let pick = |c: u8, x: T, y: T| if c != 0 { x } else { y };
     match (p, a, b) {
-        (Src::Slice(p), Src::Slice(x), Src::Slice(y)) => {
-            par_fill(out, |i| if p[i] != 0 { x[i] } else { y[i] })
-        }
-        (Src::Slice(p), Src::Slice(x), Src::Scalar(y)) => {
-            par_fill(out, |i| if p[i] != 0 { x[i] } else { y })
-        }
-        (Src::Slice(p), Src::Scalar(x), Src::Slice(y)) => {
-            par_fill(out, |i| if p[i] != 0 { x } else { y[i] })
-        }
-        (Src::Slice(p), Src::Scalar(x), Src::Scalar(y)) => {
-            par_fill(out, |i| if p[i] != 0 { x } else { y })
-        }
+        (Src::Slice(p), Src::Slice(x), Src::Slice(y)) => par_map(out, |s, o| {
+            o.iter_mut()
+                .zip(&p[s..])
+                .zip(&x[s..])
+                .zip(&y[s..])
+                .for_each(|(((r, &c), &x), &y)| *r = pick(c, x, y))
+        }),
+        (Src::Slice(p), Src::Slice(x), Src::Scalar(y)) => par_map(out, |s, o| {
+            o.iter_mut()
+                .zip(&p[s..])
+                .zip(&x[s..])
+                .for_each(|((r, &c), &x)| *r = pick(c, x, y))
+        }),
+        (Src::Slice(p), Src::Scalar(x), Src::Slice(y)) => par_map(out, |s, o| {
+            o.iter_mut()
+                .zip(&p[s..])
+                .zip(&y[s..])
+                .for_each(|((r, &c), &y)| *r = pick(c, x, y))
+        }),
+        (Src::Slice(p), Src::Scalar(x), Src::Scalar(y)) => par_map(out, |s, o| {
+            o.iter_mut()
+                .zip(&p[s..])
+                .for_each(|(r, &c)| *r = pick(c, x, y))
+        }),
         (Src::Scalar(p), a, b) => par_fill(out, |i| if p != 0 { a.at(i) } else { b.at(i) }),
     }
 }
