@@ -150,6 +150,7 @@ fn attention_over_key_windows_matches_the_cpu_and_the_unwindowed_run() -> Result
                     "{case}: keys not windowed ({:?})",
                     lp.dispatch_counts()
                 );
+                eprintln!("{case}: {:?}", lp.dispatch_counts());
                 drop(lp);
                 check_on(&x, &case, &outs, &ins, TOL);
                 let whole = base.clone().with_fusion(fused).with_attention(strategy);
