@@ -7,6 +7,13 @@
 //! whole output). Blocks along K accumulate: the kernel's sums start from the earlier
 //! blocks' (ACC), so the fma chain is the unsplit one, bit for bit; a bf16 output split along
 //! K (or of odd N) sums in an f32 scratch, rounded and packed once after the last block.
+//!
+//! When no such blocking exists (a row of an operand or of the output larger than a binding:
+//! K so large that 8 rows of A do not fit, an output row of N elements that does not), the
+//! blocks are chosen again without the operands' spans: M may go down to one row, and each
+//! operand block is staged in slices (along its most spread dim, recursively), each slice
+//! read through its own window; a bf16 output may then split N with K, its f32 sums packed
+//! row by row. The fma chains are the same, so the results are too, bit for bit.
 
 use crate::error::{Result, WgpuError};
 use crate::movement::copy_from_window;
@@ -55,14 +62,19 @@ impl Shape {
     fn acc(&self, w: Block) -> bool {
         self.bf16 && (w.k < self.full.k || self.full.n % 2 == 1)
     }
-    /// The bytes each binding of a block `w` needs, against the limit.
-    fn needs(&self, w: Block, align: u64) -> [u64; 6] {
+    /// The bytes each binding of a block `w` needs, against the limit (`sliced`: the operands
+    /// are staged in slices that fit, whatever the block).
+    fn needs(&self, w: Block, align: u64, sliced: bool) -> [u64; 6] {
         let r4 = |x: usize| x.next_multiple_of(4) as u64;
         let (b, m, n, k) = (w.b as u64, w.m as u64, w.n as u64, w.k);
         let slack = align + 4;
+        let operand = |e: u64, st, dims| match sliced {
+            true => 0,
+            false => e * Self::span(st, dims) as u64 + slack,
+        };
         [
-            self.ea * Self::span(self.sa, [w.b, w.m, w.k]) as u64 + slack,
-            self.eb * Self::span(self.sb, [w.b, w.k, w.n]) as u64 + slack,
+            operand(self.ea, self.sa, [w.b, w.m, w.k]),
+            operand(self.eb, self.sb, [w.b, w.k, w.n]),
             self.eo * Self::span(self.o_strides(), [w.b, w.m, w.n]) as u64 + slack,
             4 * b * m * r4(k),
             4 * b * r4(k) * r4(w.n),
@@ -72,15 +84,17 @@ impl Shape {
 }
 
 /// Block sizes whose every binding fits `max` bytes: from the whole product, halving the
-/// dim that weighs most in a binding that does not fit.
-fn choose(s: &Shape, max: u64, align: u64) -> Result<Block> {
+/// dim that weighs most in a binding that does not fit. `sliced`: the operands are staged in
+/// slices (their spans do not count), M may go below the kernel's 8-row tiles and a bf16
+/// output may split N with K (its sums packed row by row).
+fn choose(s: &Shape, max: u64, align: u64, sliced: bool) -> Result<Block> {
     let f = s.full;
     // block starts: M in the kernel's row tiles, N and K in fours (so ACC chains are exact)
-    let (gn, gm) = (4, 8);
+    let (gn, gm) = (4, if sliced { 1 } else { 8 });
     let gb = 1;
     let mut w = f;
     for _ in 0..256 {
-        let need = s.needs(w, align);
+        let need = s.needs(w, align, sliced);
         let Some(bad) = need.iter().position(|&x| x > max) else {
             return Ok(w);
         };
@@ -113,11 +127,13 @@ fn choose(s: &Shape, max: u64, align: u64) -> Result<Block> {
                     ..w
                 }),
                 // a bf16 output split along N is written packed: never with K split
-                2 => (w.n > gn && (!s.bf16 || (f.n % 2 == 0 && w.k == f.k))).then(|| Block {
-                    n: halve(w.n, gn),
-                    ..w
+                2 => (w.n > gn && (sliced || !s.bf16 || (f.n % 2 == 0 && w.k == f.k))).then(|| {
+                    Block {
+                        n: halve(w.n, gn),
+                        ..w
+                    }
                 }),
-                _ => (w.k > 4 && (!s.bf16 || w.n == f.n)).then(|| Block {
+                _ => (w.k > 4 && (sliced || !s.bf16 || w.n == f.n)).then(|| Block {
                     k: halve(w.k, 4),
                     ..w
                 }),
@@ -134,9 +150,8 @@ fn choose(s: &Shape, max: u64, align: u64) -> Result<Block> {
     }
     Err(WgpuError::Unsupported(format!(
         "dot_general [{} x {} x {}, batch {}]: no blocking fits one storage binding of {:.1} \
-         MiB (max_storage_buffer_binding_size): a row of an operand is larger than that, or \
-         the output is bf16 with N odd, which is not split along N (its blocks would share \
-         words)",
+         MiB (max_storage_buffer_binding_size): not even a block of one row, 4 columns and 4 \
+         terms of K (with its scratch)",
         f.m,
         f.n,
         f.k,
@@ -188,7 +203,8 @@ pub fn dot(
         bf16,
     };
     let align = b.offset_align();
-    let w = choose(&s, b.max_binding, align)?;
+    let w = choose(&s, b.max_binding, align, false)
+        .or_else(|_| choose(&s, b.max_binding, align, true))?;
     if w.b > MAX_GROUPS
         || w.m.div_ceil(8) > MAX_GROUPS
         || (w.n.div_ceil(4)).div_ceil(64) > MAX_GROUPS
@@ -276,14 +292,18 @@ pub fn dot(
                     )?;
                 }
                 if acc {
-                    // the block is whole rows of the output (bf16 outputs split along K keep
-                    // N whole): one run, or one per matrix when M is split
-                    let (runs, len) = match wm == m {
-                        true => (1, wb * wm * n),
-                        false => (wb, wm * n),
+                    // a block of whole rows of the output: one run, or one per matrix when M
+                    // is split; else (sliced blocks) one per row
+                    let (runs, len) = match (wn == n, wm == m) {
+                        (true, true) => (1, wb * wm * n),
+                        (true, false) => (wb, wm * n),
+                        (false, _) => (wb * wm, wn),
                     };
                     for i in 0..runs {
-                        let start = ostart + i * m * n;
+                        let start = match wn == n {
+                            true => ostart + i * m * n,
+                            false => ostart + i / wm * m * n + i % wm * n,
+                        };
                         let (win, first) = b.span_window(start, len, 2);
                         let kp = Kernel::new(Module::Convert, "pack_bf16_run", 1);
                         let mut p = vec![0u32; 8];
@@ -317,8 +337,7 @@ fn stage(
     k: usize,
 ) -> Result<Bind> {
     let bf16 = b.dtype(v) == DType::BF16;
-    let start: usize = (0..3).map(|i| at[i] * st[i]).sum();
-    let (win, resid) = b.span_window(start, Shape::span(st, w), ebytes(b.dtype(v)));
+    let eb = ebytes(b.dtype(v));
     let total = w[0] * padded[0] * padded[1];
     let dst = b.scratch(k, (total * 4) as u64);
     if [w[1], w[2]] != padded {
@@ -326,11 +345,69 @@ fn stage(
         b.push_elementwise(fill, dst, &[], total, &[1])?;
     }
     let dst_st = [padded[0] * padded[1], padded[1], 1];
-    copy_from_window(b, src, win, dst, &w, &st, &dst_st, resid, 1, bf16)?;
+    let slack = b.offset_align() + 4;
+    let max = b.max_binding;
+    let mut parts = vec![];
+    slices(
+        st,
+        [0; 3],
+        w,
+        &|sp| eb * sp as u64 + slack <= max,
+        &mut parts,
+    );
+    for (d, sw) in parts {
+        let at: [usize; 3] = std::array::from_fn(|i| at[i] + d[i]);
+        let start: usize = (0..3).map(|i| at[i] * st[i]).sum();
+        let (win, resid) = b.span_window(start, Shape::span(st, sw), eb);
+        let to: usize = (0..3).map(|i| d[i] * dst_st[i]).sum();
+        copy_from_window(b, src, win, dst, &sw, &st, &dst_st, [resid, to], 1, bf16)?;
+    }
     if !bf16 {
         return Ok(dst);
     }
     let packed = b.scratch(k + 2, (total.div_ceil(2) * 4) as u64);
     b.pack(dst, packed, total)?;
     Ok(packed)
+}
+
+/// The slices (offset in the block, sizes) of a block `w` at `at` over strides `st` whose
+/// spans fit (`fits(elements)`): the whole block when it fits; else runs along its most spread
+/// dim, as many indices each as fit, or (none fitting) one index each, sliced further.
+fn slices(
+    st: [usize; 3],
+    at: [usize; 3],
+    w: [usize; 3],
+    fits: &dyn Fn(usize) -> bool,
+    out: &mut Vec<([usize; 3], [usize; 3])>,
+) {
+    let Some(d) = (0..3)
+        .filter(|&i| w[i] > 1)
+        .max_by_key(|&i| (w[i] - 1) * st[i])
+        .filter(|_| !fits(Shape::span(st, w)))
+    else {
+        out.push((at, w));
+        return;
+    };
+    let with = |c: usize| {
+        let mut sw = w;
+        sw[d] = c;
+        sw
+    };
+    // the most indices along d whose slice fits (0: not even one)
+    let (mut lo, mut hi) = (0, w[d] - 1);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        match fits(Shape::span(st, with(mid))) {
+            true => lo = mid,
+            false => hi = mid - 1,
+        }
+    }
+    for i in (0..w[d]).step_by(lo.max(1)) {
+        let mut a = at;
+        a[d] += i;
+        match lo {
+            0 => slices(st, a, with(1), fits, out),
+            _ => out.push((a, with(lo.min(w[d] - i)))),
+        }
+    }
 }

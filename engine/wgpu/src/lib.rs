@@ -47,6 +47,7 @@ mod pipelines;
 mod plan;
 mod positional;
 mod profile;
+mod reduce_windows;
 
 pub use buffer::WgpuBuffer;
 pub use error::WgpuError;

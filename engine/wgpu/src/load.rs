@@ -32,7 +32,7 @@ impl WgpuExecutor {
                 AttentionStrategy::RowStream => true,
             };
             lower(&mut b, self.fuse)?;
-            // scratch buffers are bound whole
+            // scratch buffers are bound whole (but those of Builder::scratch_in_windows)
             if let Some(s) = b.scratch.iter().find(|&&s| s > max) {
                 return Err(WgpuError::Unsupported(format!(
                     "a scratch buffer of {:.1} MiB (an operand copied or widened for a kernel) is \
@@ -41,7 +41,12 @@ impl WgpuExecutor {
                     max as f64 / 1048576.0
                 )));
             }
-            (b.dispatches, b.params, b.consts, b.scratch)
+            let mut scratch = b.scratch;
+            scratch.resize(scratch.len().max(b.windowed_scratch.len()), 0);
+            for (s, &w) in scratch.iter_mut().zip(&b.windowed_scratch) {
+                *s = w.max(*s);
+            }
+            (b.dispatches, b.params, b.consts, scratch)
         };
         let slots = p
             .slots

@@ -49,7 +49,8 @@ pub fn copy_from_packed(
 
 /// [`copy`] (or, with `packed`, [`copy_from_packed`]) reading `src` through the byte window
 /// `win` of it ([`crate::plan::Builder::span_window`]; `src_off` counts from the window's
-/// start): how blocks of a tensor larger than one storage binding are staged into scratch.
+/// start) into `dst` from element `dst_off`: how blocks of a tensor larger than one storage
+/// binding are staged into scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_from_window(
     b: &mut Builder,
@@ -59,7 +60,7 @@ pub fn copy_from_window(
     shape: &[usize],
     src_st: &[usize],
     dst_st: &[usize],
-    src_off: usize,
+    [src_off, dst_off]: [usize; 2],
     w: u32,
     packed: bool,
 ) -> Result<()> {
@@ -71,7 +72,7 @@ pub fn copy_from_window(
         src_st,
         dst_st,
         src_off,
-        0,
+        dst_off,
         w,
         packed,
         Some(win),

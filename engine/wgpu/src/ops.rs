@@ -5,6 +5,7 @@ use crate::lower::{class, Class};
 use crate::movement::{copy, copy_from_packed};
 use crate::pipelines::Kernel;
 use crate::plan::{grid, strides, u32_of, width, Bind, Builder, MAX_GROUPS};
+use crate::reduce_windows::{Columns, Runs};
 use gidd_engine::op::{DotDims, ReduceOp};
 use gidd_engine::DType;
 use gidd_kernels::wgsl::Module;
@@ -276,9 +277,6 @@ fn dot_blocked(
 /// Rows (one workgroup per output) pay off once a reduction over contiguous inputs is this long.
 const ROWS_MIN: usize = 128;
 
-/// A reduction's input as runs of dims: (size, stride, reduced), outermost first.
-type Runs = Vec<(usize, usize, bool)>;
-
 /// The kernel parameters of a reduction over `ds`: P, outputs, reduced count, ranks.
 fn reduce_params(ds: &[(usize, usize, bool)]) -> Result<(Vec<u32>, usize, usize, u32, u32)> {
     let kept: Vec<(usize, usize)> = ds.iter().filter(|d| !d.2).map(|d| (d.0, d.1)).collect();
@@ -290,7 +288,7 @@ fn reduce_params(ds: &[(usize, usize, bool)]) -> Result<(Vec<u32>, usize, usize,
     }
     let n_out: usize = kept.iter().map(|d| d.0).product();
     let r_n: usize = red.iter().map(|d| d.0).product();
-    let mut p = vec![0u32; 36];
+    let mut p = vec![0u32; 37];
     p[0] = u32_of(n_out)?;
     p[1] = u32_of(r_n)?;
     p[2] = kept.len() as u32;
@@ -356,7 +354,14 @@ fn reduce_kernel(
 /// of a scratch buffer per window), reduced after.
 pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usize) -> Result<()> {
     if b.dtype(out) == DType::BF16 && !b.is_wide(out) {
-        return b.widened(&[], &[out], |b| reduce(b, op, dims, x, out));
+        // its f32 sums may outgrow a binding: bound in windows then (too_big below)
+        b.wide_in_windows = true;
+        let r = b.widened(&[], &[out], |b| {
+            b.wide_in_windows = false;
+            reduce(b, op, dims, x, out)
+        });
+        b.wide_in_windows = false;
+        return r;
     }
     let shape = b.shape(x);
     let st = strides(shape);
@@ -380,7 +385,9 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
     let d = b.dtype(out);
     let packed = b.dtype(x) == DType::BF16 && !b.is_wide(x);
     let (src, o) = (b.wbuf(x)?, b.wout(out)?);
-    let too_big = b.too_big(x) || b.too_big(out);
+    let eout = (width(d) * 4) as u64;
+    // a bf16 result's f32 scratch may outgrow a binding that its packed value fits
+    let too_big = b.too_big(x) || b.too_big(out) || n_out as u64 * eout > b.max_binding;
     let (k, rows_kernel) = reduce_kernel(op, &ds, d, packed)?;
     let groups = |n: usize| match rows_kernel {
         true => grid(n),
@@ -394,7 +401,6 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         true => 2,
         false => (width(b.dtype(x)) * 4) as u64,
     };
-    let eout = (width(d) * 4) as u64;
     let inner_in: usize = ds[1..].iter().map(|r| r.0).product();
     let inner_out: usize = ds[1..].iter().filter(|r| !r.2).map(|r| r.0).product();
     let (outer, _, outer_red) = ds[0];
@@ -421,20 +427,39 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         _ => d,
     };
     let ew = width(pd) as usize;
-    let per = b.rows_per_window(&[inner_in as u64 * ein])?;
-    let nwin = outer.div_ceil(per);
+    let per = b.rows_per_window(&[inner_in as u64 * ein]);
     let pad = (b.offset_align() as usize / 4).max(1);
     let stride = (n_out * ew).next_multiple_of(pad) / ew;
+    let kpart = |wd: &Runs| -> Result<Kernel> {
+        Ok(match int_sum {
+            Some(_) => reduce_kernel(op, wd, d, false)?.0.with("WIDE", 1),
+            None => reduce_kernel(op, wd, pd, packed)?.0,
+        })
+    };
+    let kfin = |fin: &Runs| -> Result<(Kernel, bool)> {
+        Ok(match int_sum {
+            Some(kind) => (
+                reduce_kernel(op, fin, pd, false)?.0.with("SAT", 1 + kind),
+                false,
+            ),
+            None => reduce_kernel(op, fin, d, false)?,
+        })
+    };
+    let nwin = per.as_ref().ok().map(|&p| outer.div_ceil(p));
+    let cols = Columns::plan(b, &ds, n_out, nwin, stride, ein, eout, ew)?;
+    if let Some(c) = cols {
+        let params = |r: &Runs| Ok(reduce_params(r)?.0);
+        return c.push(b, src, o, &params, &kpart, &|r| Ok(kfin(r)?.0));
+    }
+    let per = per?;
+    let nwin = outer.div_ceil(per);
     let part = b.scratch(0, (nwin * stride * ew * 4) as u64);
     for w in 0..nwin {
         let (start, len) = (w * per, per.min(outer - w * per));
         let mut wd = ds.clone();
         wd[0].0 = len;
         let (p, ..) = reduce_params(&wd)?;
-        let (kw, _) = match int_sum {
-            Some(_) => (reduce_kernel(op, &wd, d, false)?.0.with("WIDE", 1), false),
-            None => reduce_kernel(op, &wd, pd, packed)?,
-        };
+        let kw = kpart(&wd)?;
         let win_in = (
             (start * inner_in) as u64 * ein,
             ((len * inner_in) as u64 * ein).next_multiple_of(4),
@@ -448,13 +473,7 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         fin.push((n_out, 1, false));
     }
     let (p, ..) = reduce_params(&fin)?;
-    let (kf, rows_f) = match int_sum {
-        Some(kind) => (
-            reduce_kernel(op, &fin, pd, false)?.0.with("SAT", 1 + kind),
-            false,
-        ),
-        None => reduce_kernel(op, &fin, d, false)?,
-    };
+    let (kf, rows_f) = kfin(&fin)?;
     let g = match rows_f {
         true => grid(n_out)?,
         false => grid(n_out.div_ceil(crate::plan::WG))?,

@@ -64,6 +64,11 @@ pub struct Builder<'a> {
     pub consts: Vec<Vec<u32>>,
     /// Bytes of each scratch buffer (shared by all dispatches that use it, one at a time).
     pub scratch: Vec<u64>,
+    /// Bytes of scratch buffers that are bound only in windows (may outgrow a binding).
+    pub windowed_scratch: Vec<u64>,
+    /// [`Builder::widened`] gives the outputs scratch bound in windows (the lowering windows
+    /// any larger than a binding).
+    pub wide_in_windows: bool,
     /// The constant made of a value (a literal, or a splat that a kernel needs as a buffer),
     /// by (value, widened).
     const_of: HashMap<(usize, bool), usize>,
@@ -102,6 +107,8 @@ impl<'a> Builder<'a> {
             params: vec![],
             consts: vec![],
             scratch: vec![],
+            windowed_scratch: vec![],
+            wide_in_windows: false,
             const_of: HashMap::new(),
             wide: HashMap::new(),
             max_binding,
@@ -243,7 +250,10 @@ impl<'a> Builder<'a> {
                 continue;
             }
             let n = self.p.values[v].ty.numel();
-            let w = self.scratch(k, (n * 4) as u64);
+            let w = match self.wide_in_windows {
+                true => self.scratch_in_windows(k, (n * 4) as u64),
+                false => self.scratch(k, (n * 4) as u64),
+            };
             k += 1;
             self.wide.insert(v, w);
             set.push(v);
@@ -269,9 +279,12 @@ impl<'a> Builder<'a> {
     /// Packs `n` widened bf16 (or f32, rounded) values of `src` two per word into `dst`.
     pub fn pack(&mut self, src: Bind, dst: Bind, n: usize) -> Result<()> {
         let k = Kernel::new(gidd_kernels::wgsl::Module::Convert, "pack_bf16", 1);
-        let mut p = vec![0u32; 8];
-        p[0] = u32_of(n)?;
-        self.push_1d(k, vec![dst, src], &p, n.div_ceil(2))
+        // in windows when the f32 source (a bf16 value's widened scratch) outgrows a binding
+        self.push_chunked(k, vec![dst, src], &[2, 4], n, 2, |len| {
+            let mut p = vec![0u32; 8];
+            p[0] = u32_of(len)?;
+            Ok(p)
+        })
     }
 
     /// Value `v` as an elementwise operand (a splat stays a scalar).
@@ -307,6 +320,16 @@ impl<'a> Builder<'a> {
             self.scratch.resize(k + 1, 0);
         }
         self.scratch[k] = self.scratch[k].max(bytes);
+        Bind::Scratch(k)
+    }
+
+    /// [`Builder::scratch`] that every dispatch binds in windows: it may be larger than one
+    /// binding (the load refuses only those bound whole).
+    pub fn scratch_in_windows(&mut self, k: usize, bytes: u64) -> Bind {
+        if self.windowed_scratch.len() <= k {
+            self.windowed_scratch.resize(k + 1, 0);
+        }
+        self.windowed_scratch[k] = self.windowed_scratch[k].max(bytes);
         Bind::Scratch(k)
     }
 

@@ -66,10 +66,10 @@ fn gather_from_a_table_larger_than_a_binding_matches_the_cpu() -> Result<()> {
     Ok(())
 }
 
-/// Attention splits its tensors by heads and query blocks, never one head's keys: keys and
-/// values of one head larger than a binding are refused at load, naming the op and the
-/// limit (never run wrong). Uploads above a binding are fine: only what a kernel binds must
-/// fit.
+/// Attention splits its tensors by heads, query blocks and key blocks, never one row of the
+/// mask: a mask row larger than a binding (17000 keys, 68 KiB) is refused at load, naming
+/// the op and the limit (never run wrong). Uploads above a binding are fine: only what a
+/// kernel binds must fit.
 #[test]
 fn what_no_window_holds_is_refused_naming_the_op_and_the_limit() -> Result<()> {
     let Some((x, _)) = capped().into_iter().next() else {
@@ -79,13 +79,12 @@ fn what_no_window_holds_is_refused_naming_the_op_and_the_limit() -> Result<()> {
     let big = HostTensor::f32(vec![n], vec![1.0; n])?;
     let b = x.upload(&big)?;
     assert_eq!(x.download(&b)?.data.as_bytes(), big.data.as_bytes());
-    // k, v [1, 1, 600, 32] f32: 75 KiB for one head
-    let (bs, h, l, d) = (1, 1, 600, 32);
+    let (bs, h, lq, lk, d) = (1, 1, 3, 17_000, 2);
     let g = Graph::new();
-    let q = g.input("q", &[bs, h, l, d], DType::F32);
-    let k = g.input("k", &[bs, h, l, d], DType::F32);
-    let v = g.input("v", &[bs, h, l, d], DType::F32);
-    let m = g.input("m", &[bs, l, l], DType::Bool);
+    let q = g.input("q", &[bs, h, lq, d], DType::F32);
+    let k = g.input("k", &[bs, h, lk, d], DType::F32);
+    let v = g.input("v", &[bs, h, lk, d], DType::F32);
+    let m = g.input("m", &[bs, lq, lk], DType::Bool);
     let spec = AttnSpec {
         scale: 0.25,
         softcap: None,
@@ -95,10 +94,12 @@ fn what_no_window_holds_is_refused_naming_the_op_and_the_limit() -> Result<()> {
     let e = x
         .load(&p)
         .err()
-        .expect("one head's 75 KiB keys must be refused under a 64 KiB cap");
+        .expect("a 68 KiB mask row must be refused under a 64 KiB cap");
     let msg = e.to_string();
     assert!(
-        msg.contains("attention") && msg.contains("max_storage_buffer_binding_size"),
+        msg.contains("attention")
+            && msg.contains("mask")
+            && msg.contains("max_storage_buffer_binding_size"),
         "{msg}"
     );
     eprintln!("refused as it should be: {msg}");

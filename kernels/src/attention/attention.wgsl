@@ -32,9 +32,17 @@
 // P[6] = soft cap c (f32 bits), P[7] = 1 when the cap is on, P[8] = blocks per head (query
 // blocks; key blocks for attention_dkdv), P[8 + k] = the word where binding k's values start
 // (k = 1..7; 0 unless the launcher binds windows of tensors larger than one binding: then
-// P[0], P[2] count the window's heads and queries, gidd_wgpu's fused/attention.rs), P[16]
-// (attention_dkdv): bit 0 continues the sums stored in dk, dv (queries in several windows:
-// the fma chains go on, bit for bit the unsplit sums), bit 1 scales dk when done.
+// P[0], P[2], P[3] count the window's heads, queries and keys, gidd_wgpu's
+// fused/attention.rs), P[16]: flags (below), P[17] = all of a head's keys (the mask's row
+// stride; P[3] unless the keys are split into windows).
+//
+// Flags, for sums split over windows (the fma chains go on from the stored partial state, bit
+// for bit the unsplit sums): attention_dkdv (queries in several windows): bit 0 continues the
+// sums stored in dk, dv, bit 1 scales dk when done. attention_fwd(_row) and attention_dq (keys
+// in several windows, each a whole number of T-key tiles): bit 0 continues from the stored
+// state, bit 1 finishes (normalizes the output, or scales dq). The forward's state between
+// key windows is the unnormalized output in OUT and (running max, running sum) per row in a
+// scratch bound at binding 2 (ST when finishing, binding 2 then being lse).
 //
 // ST, with R = B*H*Lq rows: [0, R*D) do, then R values D_i, R lse, R dead flags.
 
@@ -168,7 +176,22 @@ fn dot_ab(a: u32, b: u32, d: u32) -> f32 {
 
 // Whether query i of batch b may see key j.
 fn sees(b: u32, i: u32, j: u32) -> bool {
-    return MASK[P[14u] + (b * P[2] + i) * P[3] + j] != 0u;
+    return MASK[P[14u] + (b * P[2] + i) * P[17] + j] != 0u;
+}
+
+// The forward's stored state of window row `row`: (running max, running sum), from binding 2
+// or (finishing) from ST.
+fn fwd_state(row: u32) -> vec2<f32> {
+    if (P[16] & 2u) != 0u {
+        return vec2<f32>(bitcast<f32>(ST[P[15u] + 2u * row]), bitcast<f32>(ST[P[15u] + 2u * row + 1u]));
+    }
+    return vec2<f32>(bitcast<f32>(W2[P[10u] + 2u * row]), bitcast<f32>(W2[P[10u] + 2u * row + 1u]));
+}
+
+// Stores the forward's state of row `row` (not finishing: binding 2 is the scratch).
+fn fwd_keep(row: u32, m: f32, l: f32) {
+    W2[P[10u] + 2u * row] = bitcast<u32>(m);
+    W2[P[10u] + 2u * row + 1u] = bitcast<u32>(l);
 }
 
 // The flat workgroup index (the grid folds y into x as plan::grid lays it out).
@@ -200,8 +223,18 @@ fn attention_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     var m_run = F32_MIN;
     var l_run = 0.0;
     var o: array<f32, NU>;
+    let go_on = (P[16] & 1u) != 0u && i < lq;
+    if go_on {
+        let ml = fwd_state(bh * lq + i);
+        m_run = ml.x;
+        l_run = ml.y;
+    }
     for (var u = 0u; u < NU; u = u + 1u) {
         o[u] = 0.0;
+        let x = c + u * T;
+        if go_on && x < d {
+            o[u] = bitcast<f32>(W1[P[9u] + (bh * lq + i) * d + x]);
+        }
     }
     for (var j0 = 0u; j0 < lk; j0 = j0 + T) {
         let kn = min(T, lk - j0);
@@ -249,7 +282,20 @@ fn attention_fwd(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let row = bh * lq + i;
-    if lk == 0u {
+    if (P[16] & 2u) == 0u {
+        // more key windows follow: keep the state
+        for (var u = 0u; u < NU; u = u + 1u) {
+            let x = c + u * T;
+            if x < d {
+                W1[P[9u] + row * d + x] = bitcast<u32>(o[u]);
+            }
+        }
+        if c == 0u {
+            fwd_keep(row, m_run, l_run);
+        }
+        return;
+    }
+    if P[17] == 0u {
         // an empty softmax: 0 / 0, as the cpu kernel
         for (var x = c; x < d; x = x + T) {
             W1[P[9u] + row * d + x] = bitcast<u32>(f32_nan());
@@ -295,12 +341,21 @@ fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     // q times scale once (the tiled kernel forms the same product per score)
     var qs: array<f32, DMAX>;
     var o: array<f32, DMAX>;
+    let go_on = (P[16] & 1u) != 0u;
     for (var x = 0u; x < d; x = x + 1u) {
         qs[x] = bitcast<f32>(Q[P[11u] + row * d + x]) * scale;
         o[x] = 0.0;
+        if go_on {
+            o[x] = bitcast<f32>(W1[P[9u] + row * d + x]);
+        }
     }
     var m_run = F32_MIN;
     var l_run = 0.0;
+    if go_on {
+        let ml = fwd_state(row);
+        m_run = ml.x;
+        l_run = ml.y;
+    }
     var p: array<f32, T>;
     for (var j0 = 0u; j0 < lk; j0 = j0 + T) {
         let kn = min(T, lk - j0);
@@ -343,7 +398,15 @@ fn attention_fwd_row(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
             }
         }
     }
-    if lk == 0u {
+    if (P[16] & 2u) == 0u {
+        // more key windows follow: keep the state
+        for (var x = 0u; x < d; x = x + 1u) {
+            W1[P[9u] + row * d + x] = bitcast<u32>(o[x]);
+        }
+        fwd_keep(row, m_run, l_run);
+        return;
+    }
+    if P[17] == 0u {
         // an empty softmax: 0 / 0, as the cpu kernel
         for (var x = 0u; x < d; x = x + 1u) {
             W1[P[9u] + row * d + x] = bitcast<u32>(f32_nan());
@@ -367,7 +430,7 @@ fn attention_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if row >= rows {
         return;
     }
-    let lk = P[3];
+    let lk = P[17];
     let d = P[4];
     // D_i: exact products (fma gives each one's rounding error) under a compensated sum
     var acc = vec2<f32>(0.0, 0.0);
@@ -416,7 +479,7 @@ fn attention_dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let j = j0 + r;
     let rows = P[0] * lq;
     let nq = rows * d;
-    let inv_lk = 1.0 / f32(lk);
+    let inv_lk = 1.0 / f32(P[17]);
     var dk: array<f32, NU>;
     var dv: array<f32, NU>;
     for (var u = 0u; u < NU; u = u + 1u) {
@@ -533,7 +596,12 @@ fn attention_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     var dq: array<f32, NU>;
     for (var u = 0u; u < NU; u = u + 1u) {
         dq[u] = 0.0;
+        let x = c + u * T;
+        if (P[16] & 1u) != 0u && i < lq && x < d {
+            dq[u] = bitcast<f32>(W1[P[9u] + qrow * d + x]);
+        }
     }
+    let dq_scale = select(1.0, scale, (P[16] & 2u) != 0u);
     for (var j0 = 0u; j0 < lk; j0 = j0 + T) {
         let kn = min(T, lk - j0);
         let j = j0 + c;
@@ -585,7 +653,7 @@ fn attention_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     for (var u = 0u; u < NU; u = u + 1u) {
         let x = c + u * T;
         if x < d {
-            W1[P[9u] + qrow * d + x] = bitcast<u32>(dq[u] * scale);
+            W1[P[9u] + qrow * d + x] = bitcast<u32>(dq[u] * dq_scale);
         }
     }
 }

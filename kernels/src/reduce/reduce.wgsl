@@ -11,7 +11,8 @@
 //
 // P[0] = outputs, P[1] = R, P[2] = kept rank, P[3] = reduced rank (each <= 8),
 // P[4..12] = kept sizes, P[12..20] = kept strides, P[20..28] = reduced sizes,
-// P[28..36] = reduced strides (strides in elements of the input).
+// P[28..36] = reduced strides (strides in elements of the input), P[36] = the input's first
+// element in the window A binds (0 unless a window of a larger input starts unaligned).
 
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read_write> O: array<u32>;
@@ -56,7 +57,7 @@ fn unravel(i: u32, rank: u32, sizes: u32, strides: u32) -> u32 {
 }
 
 fn base(o: u32) -> u32 {
-    return unravel(o, KR, 4u, 12u);
+    return P[36] + unravel(o, KR, 4u, 12u);
 }
 
 fn red_off(r: u32) -> u32 {
