@@ -47,11 +47,14 @@ mod cpu_avx2;
 #[cfg(target_arch = "x86_64")]
 mod cpu_avx512;
 pub mod f64;
+mod pack;
 pub mod reference;
 pub mod skinny;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bf16_out;
 
 use half::bf16;
 
@@ -70,26 +73,39 @@ pub struct GemmShape {
 impl GemmShape {
     /// The shapes GEMM benchmarks report, named: the cube ladder 256..2048 (no transposes)
     /// and the tiny/small presets' products (tokens x d x d, tokens x 4d x d, tokens x V x d
-    /// for the logits, tokens x d x 4d), weights stored [n, k] as the model stores them.
+    /// for the logits, tokens x d x 4d), weights stored [n, k] as the model stores them,
+    /// each followed by the two products of its backward: dX = dY W (plain) and
+    /// dW = dY^T X (`trans_a`, depth = tokens).
     pub fn bench_ladder() -> Vec<(String, GemmShape)> {
-        let plain = |m, n, k, trans_b| GemmShape {
+        let shape = |m, n, k, trans_a, trans_b| GemmShape {
             batch: 1,
             m,
             n,
             k,
-            trans_a: false,
+            trans_a,
             trans_b,
             b_broadcast: false,
         };
-        let cubes = [256, 512, 1024, 2048].map(|n| (format!("{n}x{n}x{n}"), plain(n, n, n, false)));
-        let model = [
-            (2048, 256, 256),
-            (2048, 1024, 256),
-            (2048, 4096, 256),
-            (2048, 256, 1024),
-        ]
-        .map(|(m, n, k)| (format!("{m}x{n}x{k} (model)"), plain(m, n, k, true)));
-        cubes.into_iter().chain(model).collect()
+        let cubes =
+            [256, 512, 1024, 2048].map(|n| (format!("{n}x{n}x{n}"), shape(n, n, n, false, false)));
+        let model = [(256, 256), (1024, 256), (4096, 256), (256, 1024)].map(|(n, k)| {
+            let t = 2048;
+            [
+                (format!("{t}x{n}x{k} (model)"), shape(t, n, k, false, true)),
+                (
+                    format!("{t}x{k}x{n} (model dX)"),
+                    shape(t, k, n, false, false),
+                ),
+                (
+                    format!("{n}x{k}x{t} (model dW)"),
+                    shape(n, k, t, true, false),
+                ),
+            ]
+        });
+        cubes
+            .into_iter()
+            .chain(model.into_iter().flatten())
+            .collect()
     }
 
     /// Multiply-add count times two: `2·batch·m·n·k`.
@@ -110,18 +126,20 @@ impl GemmShape {
 
 /// The bf16 peak (GFLOP/s) that [`gemm_bf16`]'s path can reach, for MFU and benchmark
 /// fractions, given this machine's measured f32 FMA peak: the measured AMX peak when the
-/// tile path runs, twice the FMA peak with `vdpbf16ps` (two multiply-adds per f32 lane),
-/// else the FMA peak (bf16 widened to f32).
+/// tile path runs; with `vdpbf16ps`, the FMA peak times the measured ratio of the two
+/// instruction loops ([`crate::simd::bf16_dot_over_fma`], once per process: 2.0 on the
+/// 2-core Zen 4, where a 512-bit `vdpbf16ps` issues as often as a 512-bit FMA and does
+/// twice its flops); else the FMA peak (bf16 widened to f32).
 pub fn bf16_peak_gflops(f32_peak: f64) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if cpu_amx::available() {
         static AMX: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
         return *AMX.get_or_init(|| cpu_amx::measure_peak(0.3));
     }
-    if crate::simd::has_avx512_bf16() {
-        2.0 * f32_peak
-    } else {
-        f32_peak
+    static RATIO: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    match RATIO.get_or_init(|| crate::simd::bf16_dot_over_fma(0.2)) {
+        Some(r) => r * f32_peak,
+        None => f32_peak,
     }
 }
 
@@ -142,4 +160,21 @@ pub fn gemm_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
     }
     let native = crate::simd::has_avx512_bf16();
     cpu::gemm_bf16_at(crate::simd::level(), native, s, a, b, c);
+}
+
+/// [`gemm_bf16`] with the output rounded to bf16 (to nearest even, NaN quiet): bit for bit
+/// [`crate::convert::f32_to_bf16`] of [`gemm_bf16`]'s f32 output, without writing and
+/// re-reading that f32 matrix where the whole depth is one cache block (the microkernel
+/// rounds its tile in registers).
+pub fn gemm_bf16_to_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [bf16]) {
+    #[cfg(target_arch = "x86_64")]
+    if s.flops() >= 1e6 && cpu_amx::available() {
+        let n = s.lens().2;
+        return cpu::with_f32_stage(n, |st| {
+            cpu_amx::gemm_bf16_amx(s, a, b, st);
+            crate::elementwise::round_to_bf16(st, &mut c[..n]);
+        });
+    }
+    let native = crate::simd::has_avx512_bf16();
+    cpu::gemm_bf16_to_bf16_at(crate::simd::level(), native, s, a, b, c);
 }
