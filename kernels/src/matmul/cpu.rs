@@ -618,6 +618,19 @@ pub fn gemm_bf16_to_bf16_at(
 }
 
 fn bf16_at(level: Level, native: bool, s: &GemmShape, a: &[bf16], b: &[bf16], c: COut<'_>) {
+    // A few rows of C: stream B unpacked (packing it would cost as much as the product).
+    if s.m <= super::skinny::SKINNY_M {
+        use super::skinny_bf16::gemm_skinny_bf16;
+        return match c {
+            COut::F32(c) => gemm_skinny_bf16(level, native, s, a, b, c),
+            COut::Bf16(c) => {
+                let n = s.lens().2;
+                let mut st = vec![0.0f32; n];
+                gemm_skinny_bf16(level, native, s, a, b, &mut st);
+                crate::convert::f32_to_bf16_slice(&st, &mut c[..n]);
+            }
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     if native && usable(level) == Level::Avx512 && usable_bf16() {
         return gemm_generic::<bf16, bf16, Same>(&super::cpu_avx512::BF16, s, a, b, c);

@@ -26,8 +26,13 @@
 //! reports, read once per process ([`blocking`]); on the Zen 4 they were tuned on they are
 //! the tuned ones.
 //!
-//! With at most [`skinny::SKINNY_M`] rows of `C` (decoding's products), f32 skips the
-//! packing and streams `B` once ([`skinny`]).
+//! With at most [`skinny::SKINNY_M`] rows of `C` (decoding's products), f32 and bf16 skip
+//! the packing and stream `B` once ([`skinny`], [`skinny_bf16`]).
+//!
+//! bf16 output ([`gemm_bf16_to_bf16`], the engine's bf16 `dot_general`) is rounded by the
+//! microkernel from its registers when the whole depth is one cache block (every product of
+//! the tiny and small models), so the f32 matrix is never written; deeper products stage
+//! it in f32 and round once. Both are bit for bit the rounded f32 output.
 //!
 //! bf16 on CPUs with AMX (Sapphire Rapids and later) runs on tiles instead ([`cpu_amx`]):
 //! there `vdpbf16ps` is no faster than f32 FMAs.
@@ -50,6 +55,7 @@ pub mod f64;
 mod pack;
 pub mod reference;
 pub mod skinny;
+pub mod skinny_bf16;
 
 #[cfg(test)]
 mod tests;
@@ -154,8 +160,9 @@ pub fn gemm_f32(s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// (problems of at least 1 MFLOP), else `vdpbf16ps` when [`crate::simd::has_avx512_bf16`],
 /// otherwise widens the packed panels to f32.
 pub fn gemm_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
+    // (few rows stay off the tiles: the skinny path streams B once)
     #[cfg(target_arch = "x86_64")]
-    if s.flops() >= 1e6 && cpu_amx::available() {
+    if s.flops() >= 1e6 && s.m > skinny::SKINNY_M && cpu_amx::available() {
         return cpu_amx::gemm_bf16_amx(s, a, b, c);
     }
     let native = crate::simd::has_avx512_bf16();
@@ -168,7 +175,7 @@ pub fn gemm_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
 /// rounds its tile in registers).
 pub fn gemm_bf16_to_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [bf16]) {
     #[cfg(target_arch = "x86_64")]
-    if s.flops() >= 1e6 && cpu_amx::available() {
+    if s.flops() >= 1e6 && s.m > skinny::SKINNY_M && cpu_amx::available() {
         let n = s.lens().2;
         return cpu::with_f32_stage(n, |st| {
             cpu_amx::gemm_bf16_amx(s, a, b, st);

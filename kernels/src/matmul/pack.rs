@@ -86,6 +86,38 @@ pub(crate) fn pack<S: Copy, P: Packed, C: Convert<S, P>>(
     debug_assert!(dst.len() == rn.div_ceil(r) * panel && r <= MAX_R);
     // Offset of element (row rr, depth p) inside a panel.
     let at = |rr: usize, p: usize| (p / ku) * r * ku + rr * ku + p % ku;
+    if let Some(sp) = fast.1.filter(|_| !src.k_contig && C::IDENTITY && kn > 0) {
+        // Depth-strided rows, several panels: depth chunks outermost. Each depth row of the
+        // block is a few cache lines shared by neighbouring panels; panel by panel over the
+        // whole depth, those lines (a row stride apart, thousands of them) left L1 and L2
+        // before the next panel came back for them.
+        for p in (0..kn).step_by(STRIDED_CHUNK) {
+            let pn = STRIDED_CHUNK.min(kn - p);
+            for (pi, out) in dst.chunks_exact_mut(panel).enumerate() {
+                let rb = r0 + pi * r;
+                let rows = r.min(r0 + rn - rb);
+                // Bounds: the last depth row is the highest address read.
+                let last = &src.data[(p0 + p + pn - 1) * src.ld + rb..][..rows];
+                let first = src.data[((p0 + p) * src.ld + rb)..].as_ptr();
+                debug_assert!(first <= last.as_ptr());
+                // SAFETY: rows p0+p .. p0+p+pn at stride ld all lie between `first` and the
+                // end of `last` (checked above); `S` is `P` (IDENTITY); steps p/ku.. of the
+                // panel (pn/ku of them, p a multiple of ku) are inside `out`, and `sp` writes
+                // every lane of them; `sp` is only set on kernels chosen for this CPU.
+                unsafe {
+                    sp(
+                        out[p / ku * r * ku..].as_mut_ptr(),
+                        r,
+                        first.cast(),
+                        src.ld,
+                        rows,
+                        pn,
+                    )
+                };
+            }
+        }
+        return;
+    }
     for (pi, out) in dst.chunks_exact_mut(panel).enumerate() {
         let rb = r0 + pi * r;
         let rows = r.min(r0 + rn - rb);
@@ -145,15 +177,6 @@ pub(crate) fn pack<S: Copy, P: Packed, C: Convert<S, P>>(
                     out[at(rr, p)] = conv(line[p]);
                 }
             }
-        } else if let Some(sp) = fast.1.filter(|_| C::IDENTITY && kn > 0) {
-            // Bounds: the last depth row is the highest address read.
-            let last = &src.data[(p0 + kn - 1) * src.ld + rb..][..rows];
-            let first = src.data[(p0 * src.ld + rb)..].as_ptr();
-            debug_assert!(first <= last.as_ptr());
-            // SAFETY: rows p0..p0+kn at stride ld all lie between `first` and the end of
-            // `last` (checked above); `S` is `P` (IDENTITY); `out` is one whole panel; `sp` is
-            // only set on kernels chosen for this CPU.
-            unsafe { sp(out.as_mut_ptr(), r, first.cast(), src.ld, rows, kn) };
         } else if ku == 1 {
             for (p, dp) in out.chunks_exact_mut(r).enumerate().take(kn) {
                 let line = &src.data[(p0 + p) * src.ld + rb..][..rows];
@@ -186,6 +209,10 @@ pub(crate) fn pack<S: Copy, P: Packed, C: Convert<S, P>>(
         }
     }
 }
+
+/// Depth rows per chunk of the strided SIMD pack (even: k-pairs stay whole); a chunk of a
+/// 140-row bf16 block is ~12 KiB of source lines, well inside L1.
+const STRIDED_CHUNK: usize = 32;
 
 /// Depth rows ahead that `pack` prefetches when rows are strided (k not contiguous).
 pub(crate) const PF_ROWS: usize = 8;
