@@ -37,8 +37,26 @@
 //! bf16 on CPUs with AMX (Sapphire Rapids and later) runs on tiles instead ([`cpu_amx`]):
 //! there `vdpbf16ps` is no faster than f32 FMAs.
 //!
+//! # bf16 on the 2-core Zen 4 (AVX512_BF16, no AMX): what the numbers are measured against
+//! * Peak: `vdpbf16ps` (16 f32 lanes, 2 bf16 products each = 64 flops) issues as often as a
+//!   512-bit FMA, so the bf16 peak is 2.0x the FMA peak ([`bf16_peak_gflops`] measures the
+//!   ratio, [`crate::simd::measure_bf16_dot_peak`] the absolute figure): 230 GFLOP per
+//!   CPU-second per core (FMA 115, i.e. ~3.6 GHz x 32 flops/cycle), ~460 GFLOP/s on both
+//!   cores of a quiet machine.
+//! * 2048³: 17.2 GFLOP over 24 MiB of bf16 operands and output (683 flop/byte): compute
+//!   bound. The tiny model's products (tokens T = 2048 = B 8 x L 256, d 256, 4d 1024,
+//!   V 4096; weights `[n, k]`), each with its backward dX = dY·W (plain) and dW = dY^T·X
+//!   (`trans_a`, depth T), same flops per triple: T x d x d 0.27 GFLOP / 2.1 MiB
+//!   (120 flop/byte), T x 4d x d and T x d x 4d 1.07 GFLOP / 5.5 MiB (186), T x V x d
+//!   4.3 GFLOP / 19 MiB (216). All are compute bound on paper; written as f32 the output
+//!   doubles its bytes, which is why the bf16-output path rounds in registers.
+//! * Measured one thread, GFLOP per CPU-second (kernels/examples/gemm_cputime.rs against
+//!   gemm_torch_cputime.py, interleaved, 3 runs each, machine shared with other builds):
+//!   ours 2048³ 208 (0.89 of peak) vs torch bf16 (oneDNN brg_matmul avx512_core_bf16) 195,
+//!   1024³ 206 vs 199; the model's 12 products 0.80-0.93 of peak, 0.93-1.11x torch.
+//!
 //! Measured, 2 threads, quiet machine: on a 2-core Zen 4 (AVX-512, 1 MiB L2/core) f32
-//! 1024³ ≈ 210 GFLOP/s (numpy/OpenBLAS ≈ 200; FMA peak ≈ 226), bf16 (`vdpbf16ps`) ≈ 420;
+//! 1024³ ≈ 210 GFLOP/s (numpy/OpenBLAS ≈ 200; FMA peak ≈ 226), bf16 (`vdpbf16ps`) ≈ 420 (before the bf16-output path);
 //! on a 2-core Sapphire Rapids f32 ≈ 300 (FMA peak 478), bf16 `vdpbf16ps` ≈ 210, bf16 AMX
 //! 820-1440 (12-20% of the measured 7 TFLOP/s AMX peak: the 2×2-tile kernel streams its
 //! tiles from L2; K-blocking is the next lever).
