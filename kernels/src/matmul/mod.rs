@@ -161,7 +161,7 @@ pub fn bf16_peak_gflops(f32_peak: f64) -> f64 {
         return *AMX.get_or_init(|| cpu_amx::measure_peak(0.3));
     }
     static RATIO: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
-    match RATIO.get_or_init(|| crate::simd::bf16_dot_over_fma(0.2)) {
+    match RATIO.get_or_init(|| crate::simd::bf16_dot_over_fma(0.05)) {
         Some(r) => r * f32_peak,
         None => f32_peak,
     }
