@@ -1,7 +1,7 @@
 //! `gidd bench kernels`: time, GFLOP/s and fraction of a measured FMA peak per kernel and shape.
 
 use gidd_kernels::attention::{attention_bwd, attention_fwd, AttnParams, AttnShape};
-use gidd_kernels::matmul::{gemm_bf16, gemm_f32, GemmShape};
+use gidd_kernels::matmul::{gemm_bf16_to_bf16, gemm_f32, GemmShape};
 use half::bf16;
 use std::time::Instant;
 
@@ -48,7 +48,9 @@ pub fn run(json: bool, gemm_only: bool) {
             a.iter().map(|&x| bf16::from_f32(x)).collect(),
             b.iter().map(|&x| bf16::from_f32(x)).collect(),
         );
-        let t = time(|| gemm_bf16(s, &ah, &bh, &mut c));
+        // bf16 out, as the engine's bf16 dot_general and torch's bf16 matmul
+        let mut ch = vec![bf16::ZERO; s.m * s.n];
+        let t = time(|| gemm_bf16_to_bf16(s, &ah, &bh, &mut ch));
         rows.push((
             "gemm".into(),
             "bf16".into(),

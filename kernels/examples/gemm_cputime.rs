@@ -1,8 +1,10 @@
 //! GEMM GFLOP per CPU-second on ONE thread (the calling thread's CPU time,
 //! CLOCK_THREAD_CPUTIME_ID), for comparisons on a machine shared with other work, where
 //! wall-clock throughput measures the scheduler. Prints one JSON line per (dtype, shape),
-//! plus the f32 FMA peak per CPU-second. Run: cargo run --release -p gidd-kernels --example gemm_cputime
-use gidd_kernels::matmul::{gemm_bf16, gemm_f32, GemmShape};
+//! plus the f32 FMA and `vdpbf16ps` peaks per CPU-second. Run:
+//! cargo run --release -p gidd-kernels --example gemm_cputime [f32|bf16] [SHAPE-SUBSTRING]
+//! (arguments keep only that dtype's rows, and the shapes whose name contains the substring).
+use gidd_kernels::matmul::{gemm_bf16_to_bf16, gemm_f32, GemmShape};
 use half::bf16;
 
 #[cfg(target_os = "linux")]
@@ -74,23 +76,35 @@ fn main() {
     let wall = w0.elapsed().as_secs_f64();
     let peak = wall_peak * wall / (proc_cpu_s() - c0);
     println!("{{\"kernel\":\"fma_peak\",\"dtype\":\"f32\",\"gflops_per_cpu_s\":{peak:.1}}}");
+    let bpeak = gidd_kernels::matmul::bf16_peak_gflops(peak);
+    println!("{{\"kernel\":\"bf16_peak\",\"dtype\":\"bf16\",\"gflops_per_cpu_s\":{bpeak:.1}}}");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dtype = args.first().cloned().unwrap_or_default();
+    let want = |d: &str| dtype.is_empty() || dtype == d;
+    let filter = args.get(1).cloned().unwrap_or_default();
     let fill = |n: usize| -> Vec<f32> {
         (0..n)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
             .collect()
     };
     let shapes = GemmShape::bench_ladder();
-    for (name, s) in &shapes {
+    for (name, s) in shapes.iter().filter(|(n, _)| n.contains(&filter)) {
         let (a, b) = (fill(s.m * s.k), fill(s.k * s.n));
         let mut c = vec![0f32; s.m * s.n];
-        let t = best_cpu(|| gemm_f32(s, &a, &b, &mut c), 1.0);
-        println!("{{\"kernel\":\"gemm\",\"dtype\":\"f32\",\"shape\":\"{name}\",\"gflops_per_cpu_s\":{:.1},\"frac_of_peak\":{:.3}}}", s.flops() / t / 1e9, s.flops() / t / 1e9 / peak);
+        if want("f32") {
+            let t = best_cpu(|| gemm_f32(s, &a, &b, &mut c), 1.0);
+            println!("{{\"kernel\":\"gemm\",\"dtype\":\"f32\",\"shape\":\"{name}\",\"gflops_per_cpu_s\":{:.1},\"frac_of_peak\":{:.3}}}", s.flops() / t / 1e9, s.flops() / t / 1e9 / peak);
+        }
+        if !want("bf16") {
+            continue;
+        }
         let (ah, bh): (Vec<bf16>, Vec<bf16>) = (
             a.iter().map(|&x| bf16::from_f32(x)).collect(),
             b.iter().map(|&x| bf16::from_f32(x)).collect(),
         );
-        let t = best_cpu(|| gemm_bf16(s, &ah, &bh, &mut c), 1.0);
-        let bpeak = gidd_kernels::matmul::bf16_peak_gflops(peak);
+        // bf16 out, as the engine's bf16 dot_general and torch's bf16 matmul
+        let mut ch = vec![bf16::ZERO; s.m * s.n];
+        let t = best_cpu(|| gemm_bf16_to_bf16(s, &ah, &bh, &mut ch), 1.0);
         println!("{{\"kernel\":\"gemm\",\"dtype\":\"bf16\",\"shape\":\"{name}\",\"gflops_per_cpu_s\":{:.1},\"frac_of_peak\":{:.3}}}", s.flops() / t / 1e9, s.flops() / t / 1e9 / bpeak);
     }
 }

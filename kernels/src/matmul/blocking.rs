@@ -12,7 +12,7 @@
 //! numbers measured there still hold; elsewhere, e.g. a Sapphire Rapids core (2 MiB L2),
 //! the A block doubles instead of leaving half of the L2 unused.
 
-use super::cpu::{gemm_blocked, Convert, Kernel, Packed};
+use super::cpu::{gemm_blocked, COut, Convert, Kernel, Packed};
 use super::GemmShape;
 pub use crate::simd::cache::{cache_sizes, CacheSizes};
 
@@ -55,13 +55,8 @@ impl<P: Packed> Kernel<P> {
 }
 
 /// The batched driver ([`gemm_blocked`]) on this CPU's blocks.
-pub(crate) fn gemm_generic<S, P, C>(
-    kern: &Kernel<P>,
-    s: &GemmShape,
-    a: &[S],
-    b: &[S],
-    c: &mut [f32],
-) where
+pub(crate) fn gemm_generic<S, P, C>(kern: &Kernel<P>, s: &GemmShape, a: &[S], b: &[S], c: COut<'_>)
+where
     S: Copy + Sync,
     P: Packed,
     C: Convert<S, P>,

@@ -18,6 +18,8 @@
 //! they only mask the rows/columns they store.
 
 use super::blocking::{gemm_generic, Blocks};
+use super::pack::{pack, Src, MAX_R};
+pub(crate) use super::pack::{Convert, Same, StridedPack, Transpose32, Widen};
 use super::GemmShape;
 use crate::simd::Level;
 use half::bf16;
@@ -43,24 +45,21 @@ pub(crate) type MicroFn<P> = unsafe fn(
     acc: bool,
 );
 
-/// Transposing pack of 32-bit units: `out[g·r + rr] = rows[rr][g]` for `g < groups`,
-/// `rr < r` (rows past `rows.len()` are written as zeros), `rows.len() <= r <= 32`.
+/// Microkernel storing its tile rounded to bf16 (to nearest even, NaN quiet: bit for bit
+/// [`crate::convert::f32_to_bf16`] of the f32 tile [`MicroFn`] would store with
+/// `acc = false`): the one-pass-over-depth GEMM with bf16 output.
 ///
 /// # Safety
-/// Every `rows[rr]` is readable for `groups` (unaligned) units, `out` writable for
-/// `groups·r`; the CPU supports the function's target features.
-pub(crate) type Transpose32 =
-    unsafe fn(out: *mut u32, r: usize, rows: &[*const u32], groups: usize);
-
-/// Depth-strided pack of unconverted elements: for each depth step `p < kn`, the `rows`
-/// elements at `src + p·ld` become step `p` of the panel (`r` wide, KU-interleaved; lanes
-/// `rows..r` written as zeros).
-///
-/// # Safety
-/// `src + p·ld .. + rows` is readable for every `p < kn`, `out` writable for a whole panel
-/// (`ceil(kn/KU)·r·KU` elements); `rows <= r <= 32`; the CPU supports the target features.
-pub(crate) type StridedPack<P> =
-    unsafe fn(out: *mut P, r: usize, src: *const P, ld: usize, rows: usize, kn: usize);
+/// As [`MicroFn`], with `c` a bf16 tile (only written).
+pub(crate) type MicroBf16Fn<P> = unsafe fn(
+    steps: usize,
+    a: *const P,
+    b: *const P,
+    c: *mut bf16,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+);
 
 /// A microkernel with its register tile (MR×NR), cache blocking as tuned on the reference
 /// machine (MC×KC×NC elements; [`Kernel::blocks`] scales them to this CPU's caches, and MC
@@ -73,37 +72,11 @@ pub(crate) struct Kernel<P: 'static> {
     pub kc: usize,
     pub nc: usize,
     pub micro: MicroFn<P>,
+    /// Stores a bf16 tile from registers; without it the driver rounds an f32 tile that
+    /// `micro` wrote to the stack.
+    pub micro_bf16: Option<MicroBf16Fn<P>>,
     pub transpose: Option<Transpose32>,
     pub strided: Option<StridedPack<P>>,
-}
-
-/// How source elements become packed elements.
-pub(crate) trait Convert<S, P>: Copy + Send + Sync {
-    /// `P` is `S` bit for bit (allows the SIMD transposing pack).
-    const IDENTITY: bool;
-    fn conv(x: S) -> P;
-}
-
-/// No conversion.
-#[derive(Clone, Copy)]
-pub(crate) struct Same;
-impl<T: Copy> Convert<T, T> for Same {
-    const IDENTITY: bool = true;
-    #[inline(always)]
-    fn conv(x: T) -> T {
-        x
-    }
-}
-
-/// bf16 widened to f32 (exact).
-#[derive(Clone, Copy)]
-pub(crate) struct Widen;
-impl Convert<bf16, f32> for Widen {
-    const IDENTITY: bool = false;
-    #[inline(always)]
-    fn conv(x: bf16) -> f32 {
-        x.to_f32()
-    }
 }
 
 /// Below this many flops the whole call runs on the calling thread: a rayon fork/join costs
@@ -112,8 +85,6 @@ impl Convert<bf16, f32> for Widen {
 const PAR_MIN_FLOPS: f64 = 2.0e6;
 /// A single matrix below this many flops is not split across threads when the batch can be.
 const SPLIT_MATRIX_FLOPS: f64 = 32.0e6;
-/// Largest register-tile side (MR or NR) of any kernel.
-const MAX_R: usize = 32;
 /// Packed buffers start on a cache line.
 const ALIGN: usize = 64;
 
@@ -167,157 +138,14 @@ macro_rules! packed_buffers {
 packed_buffers!(f32, 1, PACK_A_F32, PACK_B_F32);
 packed_buffers!(bf16, 2, PACK_A_BF16, PACK_B_BF16);
 
-/// One operand as a 2-D view `(r, p)`: `r` is the panel dimension (`i` of A, `j` of B),
-/// `p` the depth. Element `(r, p)` is `data[r·ld + p]` if `k_contig`, else `data[p·ld + r]`.
+/// Raw pointer to the output matrix (f32, or bf16 when the whole depth is one block),
+/// shared by tasks that write disjoint tiles.
 #[derive(Clone, Copy)]
-struct Src<'a, S> {
-    data: &'a [S],
-    k_contig: bool,
-    ld: usize,
+pub(crate) enum CPtr {
+    F32(*mut f32),
+    Bf16(*mut bf16),
 }
-
-/// Packs rows `r0..r0+rn` × depth `p0..p0+kn` of `src` into `ceil(rn/R)` consecutive
-/// panels `[ceil(kn/KU)][R][KU]`, zero-padding ragged rows and depth. `dst` must hold
-/// exactly that many panels.
-#[allow(clippy::too_many_arguments)]
-fn pack<S: Copy, P: Packed, C: Convert<S, P>>(
-    dst: &mut [P],
-    src: Src<'_, S>,
-    r0: usize,
-    rn: usize,
-    p0: usize,
-    kn: usize,
-    r: usize,
-    fast: (Option<Transpose32>, Option<StridedPack<P>>),
-) {
-    let conv = C::conv;
-    let ku = P::KU;
-    let steps = kn.div_ceil(ku);
-    let panel = steps * r * ku;
-    debug_assert!(dst.len() == rn.div_ceil(r) * panel && r <= MAX_R);
-    // Offset of element (row rr, depth p) inside a panel.
-    let at = |rr: usize, p: usize| (p / ku) * r * ku + rr * ku + p % ku;
-    for (pi, out) in dst.chunks_exact_mut(panel).enumerate() {
-        let rb = r0 + pi * r;
-        let rows = r.min(r0 + rn - rb);
-        if rows < r || !kn.is_multiple_of(ku) {
-            out.fill(P::default());
-        }
-        if src.k_contig {
-            // Pull the next panel's rows toward the cache while this one is packed: packing
-            // is otherwise bound by the latency of its many concurrent row streams.
-            let next = rb + r..(rb + 2 * r).min(r0 + rn);
-            let per_line = (64 / std::mem::size_of::<S>()).max(1);
-            for rr in next {
-                let line = src.data[rr * src.ld + p0..][..kn].as_ptr();
-                for p in (0..kn).step_by(per_line) {
-                    prefetch(line.wrapping_add(p));
-                }
-            }
-            // Each row is contiguous along depth: walk the k-groups, gathering from the rows.
-            let mut lines: [&[S]; MAX_R] = [&[]; MAX_R];
-            for (rr, line) in lines.iter_mut().enumerate().take(rows) {
-                *line = &src.data[(rb + rr) * src.ld + p0..][..kn];
-            }
-            let lines = &lines[..rows];
-            let full = kn / ku;
-            let mut done = 0;
-            if let Some(tp) = fast
-                .0
-                .filter(|_| C::IDENTITY && std::mem::size_of::<P>() * ku == 4)
-            {
-                // Whole k-groups are 32-bit units of unconverted data: SIMD transpose.
-                let mut ptrs = [std::ptr::null::<u32>(); MAX_R];
-                for (p, line) in ptrs.iter_mut().zip(lines) {
-                    *p = line.as_ptr().cast();
-                }
-                // SAFETY: each row holds kn >= full·ku elements of S (= P, size 4/ku): `full`
-                // 32-bit units; `out` holds steps·r·ku >= full·r units; `fast` is only set
-                // on kernels chosen for this CPU.
-                unsafe { tp(out.as_mut_ptr().cast(), r, &ptrs[..rows], full) };
-                done = full;
-            }
-            // Blocks of 16 depth values: one cache line per f32 row, so rows whose stride is
-            // a multiple of 4 KiB (same L1 set) are each read in a single pass.
-            let gb = (16 / ku).max(1);
-            for g0 in (done..full).step_by(gb) {
-                let g1 = (g0 + gb).min(full);
-                for (rr, line) in lines.iter().enumerate() {
-                    prefetch(line.as_ptr().wrapping_add((g0 + 4 * gb) * ku));
-                    for g in g0..g1 {
-                        for u in 0..ku {
-                            out[(g * r + rr) * ku + u] = conv(line[g * ku + u]);
-                        }
-                    }
-                }
-            }
-            for p in full * ku..kn {
-                for (rr, line) in lines.iter().enumerate() {
-                    out[at(rr, p)] = conv(line[p]);
-                }
-            }
-        } else if let Some(sp) = fast.1.filter(|_| C::IDENTITY && kn > 0) {
-            // Bounds: the last depth row is the highest address read.
-            let last = &src.data[(p0 + kn - 1) * src.ld + rb..][..rows];
-            let first = src.data[(p0 * src.ld + rb)..].as_ptr();
-            debug_assert!(first <= last.as_ptr());
-            // SAFETY: rows p0..p0+kn at stride ld all lie between `first` and the end of
-            // `last` (checked above); `S` is `P` (IDENTITY); `out` is one whole panel; `sp` is
-            // only set on kernels chosen for this CPU.
-            unsafe { sp(out.as_mut_ptr(), r, first.cast(), src.ld, rows, kn) };
-        } else if ku == 1 {
-            for (p, dp) in out.chunks_exact_mut(r).enumerate().take(kn) {
-                let line = &src.data[(p0 + p) * src.ld + rb..][..rows];
-                prefetch(line.as_ptr().wrapping_add(PF_ROWS * src.ld));
-                for (d, &x) in dp.iter_mut().zip(line) {
-                    *d = conv(x);
-                }
-            }
-        } else {
-            // KU = 2: interleave two consecutive depth rows (a ragged last one pairs with the
-            // zeros already in `out`).
-            debug_assert_eq!(ku, 2);
-            for (st, grp) in out.chunks_exact_mut(r * 2).enumerate() {
-                let p = p0 + 2 * st;
-                let line0 = &src.data[p * src.ld + rb..][..rows];
-                prefetch(line0.as_ptr().wrapping_add(PF_ROWS * src.ld));
-                prefetch(line0.as_ptr().wrapping_add((PF_ROWS + 1) * src.ld));
-                if 2 * st + 1 < kn {
-                    let line1 = &src.data[(p + 1) * src.ld + rb..][..rows];
-                    for (d, (&x, &y)) in grp.chunks_exact_mut(2).zip(line0.iter().zip(line1)) {
-                        d[0] = conv(x);
-                        d[1] = conv(y);
-                    }
-                } else {
-                    for (d, &x) in grp.chunks_exact_mut(2).zip(line0) {
-                        d[0] = conv(x);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Depth rows ahead that `pack` prefetches when rows are strided (k not contiguous).
-const PF_ROWS: usize = 8;
-
-/// Hint that `p` will be read soon (never faults, any address is fine).
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch is only a hint; it never faults or writes.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Raw pointer to the output matrix, shared by tasks that write disjoint tiles.
-#[derive(Clone, Copy)]
-struct CPtr(*mut f32);
-// SAFETY: tasks only write through the pointer to disjoint tiles of a `&mut [f32]` held
+// SAFETY: tasks only write through the pointer to disjoint tiles of a `&mut` slice held
 // (and not otherwise touched) for the whole parallel region.
 unsafe impl Send for CPtr {}
 unsafe impl Sync for CPtr {}
@@ -325,7 +153,52 @@ unsafe impl Sync for CPtr {}
 impl CPtr {
     /// The pointer `off` elements further (a method, so closures capture the whole `CPtr`).
     fn at(self, off: usize) -> CPtr {
-        CPtr(self.0.wrapping_add(off))
+        match self {
+            CPtr::F32(p) => CPtr::F32(p.wrapping_add(off)),
+            CPtr::Bf16(p) => CPtr::Bf16(p.wrapping_add(off)),
+        }
+    }
+}
+
+/// Output of [`gemm_blocked`]: `batch·m·n` elements.
+pub(crate) enum COut<'a> {
+    F32(&'a mut [f32]),
+    /// Rounded to bf16 as [`crate::convert::f32_to_bf16`] rounds the f32 output.
+    Bf16(&'a mut [bf16]),
+}
+
+/// One tile of the microkernel into `c` (`acc` only with f32 output).
+///
+/// # Safety
+/// [`MicroFn`]'s contract for `a`, `b`, the tile at `c` and `mr`, `nr`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile<P: Packed>(
+    kern: &Kernel<P>,
+    steps: usize,
+    a: *const P,
+    b: *const P,
+    c: CPtr,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    acc: bool,
+) {
+    // SAFETY (all three arms): forwarded from the caller; the stack tile holds
+    // MAX_R × MAX_R >= mr × nr values at row stride nr.
+    unsafe {
+        match (c, kern.micro_bf16) {
+            (CPtr::F32(p), _) => (kern.micro)(steps, a, b, p, ldc, mr, nr, acc),
+            (CPtr::Bf16(p), Some(f)) => f(steps, a, b, p, ldc, mr, nr),
+            (CPtr::Bf16(p), None) => {
+                let mut t = [0.0f32; MAX_R * MAX_R];
+                (kern.micro)(steps, a, b, t.as_mut_ptr(), nr, mr, nr, false);
+                for (i, row) in t.chunks_exact(nr).take(mr).enumerate() {
+                    let out = std::slice::from_raw_parts_mut(p.add(i * ldc), nr);
+                    crate::convert::f32_to_bf16_slice(row, out);
+                }
+            }
+        }
     }
 }
 
@@ -351,23 +224,36 @@ fn macro_kernel<P: Packed>(
         let bp = &bbuf[q * bpanel..][..bpanel];
         for (ir, ap) in abuf.chunks_exact(apanel).enumerate() {
             let mrb = kern.mr.min(mcb - ir * kern.mr);
-            let ct = c.at(ir * kern.mr * ldc + q * kern.nr).0;
+            let ct = c.at(ir * kern.mr * ldc + q * kern.nr);
             // SAFETY: `ap`/`bp` are whole packed panels (slices, bounds-checked above); the
             // tile rows ic+ir·MR.. (< m) and columns jc+q·NR.. (< n) lie inside C, and the
             // caller's task owns them exclusively; the kernel was chosen for this CPU.
-            unsafe { (kern.micro)(steps, ap.as_ptr(), bp.as_ptr(), ct, ldc, mrb, nrb, acc) };
+            unsafe {
+                tile(
+                    kern,
+                    steps,
+                    ap.as_ptr(),
+                    bp.as_ptr(),
+                    ct,
+                    ldc,
+                    mrb,
+                    nrb,
+                    acc,
+                )
+            };
         }
     }
 }
 
-/// `C (m×n, row stride n) = op(A) · op(B)` for one matrix; `par` allows rayon.
+/// `C (m×n, row stride n) = op(A) · op(B)` for one matrix at `cp` (valid for `m·n`
+/// elements, this call's alone; bf16 only when `k <= bl.kc`); `par` allows rayon.
 #[allow(clippy::too_many_arguments)]
 fn gemm_one<S, P, C>(
     kern: &Kernel<P>,
     bl: Blocks,
     a: Src<'_, S>,
     b: Src<'_, S>,
-    c: &mut [f32],
+    cp: CPtr,
     m: usize,
     n: usize,
     k: usize,
@@ -377,11 +263,10 @@ fn gemm_one<S, P, C>(
     P: Packed,
     C: Convert<S, P>,
 {
-    debug_assert!(c.len() >= m * n);
+    debug_assert!(matches!(cp, CPtr::F32(_)) || k <= bl.kc);
     let (mr, nr) = (kern.mr, kern.nr);
     let threads = if par { rayon::current_num_threads() } else { 1 };
     let ldc = n;
-    let cp = CPtr(c.as_mut_ptr());
     let tp = (kern.transpose, kern.strided);
     let mpan = m.div_ceil(mr);
     // Shallow problems widen the blocks, keeping their footprint (MC·KC, KC·NC elements).
@@ -479,7 +364,7 @@ pub(crate) fn gemm_blocked<S, P, C>(
     s: &GemmShape,
     a: &[S],
     b: &[S],
-    c: &mut [f32],
+    c: COut<'_>,
 ) where
     S: Copy + Sync,
     P: Packed,
@@ -495,16 +380,34 @@ pub(crate) fn gemm_blocked<S, P, C>(
         b_broadcast,
     } = *s;
     let (a_len, b_len, c_len) = s.lens();
+    let c = match c {
+        COut::F32(c) => {
+            debug_assert!(c.len() >= c_len, "gemm: short C for {s:?}");
+            if k == 0 {
+                c[..c_len].fill(0.0);
+            }
+            CPtr::F32(c.as_mut_ptr())
+        }
+        // Several depth blocks accumulate in f32: stage, then round once.
+        COut::Bf16(c) if k > bl.kc => {
+            return with_f32_stage(c_len, |st| {
+                gemm_blocked::<S, P, C>(kern, bl, s, a, b, COut::F32(st));
+                crate::elementwise::round_to_bf16(st, &mut c[..c_len]);
+            })
+        }
+        COut::Bf16(c) => {
+            debug_assert!(c.len() >= c_len, "gemm: short C for {s:?}");
+            if k == 0 {
+                c[..c_len].fill(bf16::ZERO);
+            }
+            CPtr::Bf16(c.as_mut_ptr())
+        }
+    };
     debug_assert!(
-        a.len() >= a_len && b.len() >= b_len && c.len() >= c_len,
+        a.len() >= a_len && b.len() >= b_len,
         "gemm: short slice for {s:?}"
     );
-    if c_len == 0 {
-        return;
-    }
-    let c = &mut c[..c_len];
-    if k == 0 {
-        c.fill(0.0);
+    if c_len == 0 || k == 0 {
         return;
     }
     // Shared row-major weights: the batch is just more rows of one GEMM.
@@ -532,16 +435,33 @@ pub(crate) fn gemm_blocked<S, P, C>(
         && batch >= threads
         && batch as f64 * per >= PAR_MIN_FLOPS
         && (batch % threads == 0 || batch >= 4 * threads || per < SPLIT_MATRIX_FLOPS);
+    // Batch entry bi writes C[bi·m·n ..][..m·n] only: disjoint for distinct bi.
+    let one = |bi: usize, par: bool| {
+        let cb = c.at(bi * m * n);
+        gemm_one::<S, P, C>(kern, bl, a_src(bi), b_src(bi), cb, m, n, k, par)
+    };
     if batch_par {
-        c.par_chunks_mut(m * n).enumerate().for_each(|(bi, cb)| {
-            gemm_one::<S, P, C>(kern, bl, a_src(bi), b_src(bi), cb, m, n, k, false)
-        });
+        (0..batch).into_par_iter().for_each(|bi| one(bi, false));
     } else {
         let par = threads > 1 && per >= PAR_MIN_FLOPS;
-        for (bi, cb) in c.chunks_mut(m * n).enumerate() {
-            gemm_one::<S, P, C>(kern, bl, a_src(bi), b_src(bi), cb, m, n, k, par);
-        }
+        (0..batch).for_each(|bi| one(bi, par));
     }
+}
+
+/// Runs `f` on a per-thread f32 scratch slice of `len` elements (contents unspecified):
+/// a fresh multi-MiB allocation every call would be mostly page faults.
+pub(crate) fn with_f32_stage<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static STAGE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    // Taken out while in use: a nested call (a rayon steal) allocates its own.
+    let mut v = STAGE.with(|st| std::mem::take(&mut *st.borrow_mut()));
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    let r = f(&mut v[..len]);
+    STAGE.with(|st| *st.borrow_mut() = v);
+    r
 }
 
 // ---------------------------------------------------------------------------------------
@@ -558,6 +478,7 @@ pub(super) static SCALAR_F32: Kernel<f32> = Kernel {
     kc: 256,
     nc: 1024,
     micro: micro_scalar,
+    micro_bf16: None,
     transpose: None,
     strided: None,
 };
@@ -667,7 +588,7 @@ pub fn gemm_f32_at(level: Level, s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f
     if s.m <= super::skinny::SKINNY_M {
         return super::skinny::gemm_skinny_f32(level, s, a, b, c);
     }
-    gemm_generic::<f32, f32, Same>(f32_kernel(level), s, a, b, c);
+    gemm_generic::<f32, f32, Same>(f32_kernel(level), s, a, b, COut::F32(c));
 }
 
 /// [`super::gemm_bf16`] on a chosen level; `native` asks for `vdpbf16ps` (used only if the
@@ -680,6 +601,36 @@ pub fn gemm_bf16_at(
     b: &[bf16],
     c: &mut [f32],
 ) {
+    bf16_at(level, native, s, a, b, COut::F32(c))
+}
+
+/// [`super::gemm_bf16_to_bf16`] on a chosen level (as [`gemm_bf16_at`]): bit for bit
+/// [`gemm_bf16_at`]'s output rounded by [`crate::convert::f32_to_bf16`].
+pub fn gemm_bf16_to_bf16_at(
+    level: Level,
+    native: bool,
+    s: &GemmShape,
+    a: &[bf16],
+    b: &[bf16],
+    c: &mut [bf16],
+) {
+    bf16_at(level, native, s, a, b, COut::Bf16(c))
+}
+
+fn bf16_at(level: Level, native: bool, s: &GemmShape, a: &[bf16], b: &[bf16], c: COut<'_>) {
+    // A few rows of C: stream B unpacked (packing it would cost as much as the product).
+    if s.m <= super::skinny::SKINNY_M {
+        use super::skinny_bf16::gemm_skinny_bf16;
+        return match c {
+            COut::F32(c) => gemm_skinny_bf16(level, native, s, a, b, c),
+            COut::Bf16(c) => {
+                let n = s.lens().2;
+                let mut st = vec![0.0f32; n];
+                gemm_skinny_bf16(level, native, s, a, b, &mut st);
+                crate::convert::f32_to_bf16_slice(&st, &mut c[..n]);
+            }
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     if native && usable(level) == Level::Avx512 && usable_bf16() {
         return gemm_generic::<bf16, bf16, Same>(&super::cpu_avx512::BF16, s, a, b, c);

@@ -17,6 +17,7 @@ pub(super) static F32: Kernel<f32> = Kernel {
     kc: 512,
     nc: 1024,
     micro: micro_f32,
+    micro_bf16: None,
     transpose: None,
     strided: None,
 };

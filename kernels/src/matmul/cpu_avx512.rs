@@ -28,6 +28,7 @@ pub(super) static F32: Kernel<f32> = Kernel {
     kc: 1024,
     nc: 1024,
     micro: micro_f32,
+    micro_bf16: Some(micro_f32_to_bf16),
     transpose: Some(transpose32),
     strided: Some(strided_f32),
 };
@@ -40,28 +41,30 @@ pub(super) static BF16: Kernel<bf16> = Kernel {
     kc: 2048,
     nc: 1024,
     micro: micro_bf16,
+    micro_bf16: Some(micro_bf16_to_bf16),
     transpose: Some(transpose32),
     strided: Some(strided_bf16),
 };
 
 /// Dispatch on the ragged row count to a const-generic tile.
+/// `$out` picks the store: f32 (`false`) or rounded to bf16 (`true`).
 macro_rules! by_rows {
-    ($tile:ident, $mr:expr, ($($arg:expr),*)) => {
+    ($tile:ident, $out:expr, $mr:expr, ($($arg:expr),*)) => {
         match $mr {
-            14 => $tile::<14>($($arg),*),
-            13 => $tile::<13>($($arg),*),
-            12 => $tile::<12>($($arg),*),
-            11 => $tile::<11>($($arg),*),
-            10 => $tile::<10>($($arg),*),
-            9 => $tile::<9>($($arg),*),
-            8 => $tile::<8>($($arg),*),
-            7 => $tile::<7>($($arg),*),
-            6 => $tile::<6>($($arg),*),
-            5 => $tile::<5>($($arg),*),
-            4 => $tile::<4>($($arg),*),
-            3 => $tile::<3>($($arg),*),
-            2 => $tile::<2>($($arg),*),
-            _ => $tile::<1>($($arg),*),
+            14 => $tile::<14, $out>($($arg),*),
+            13 => $tile::<13, $out>($($arg),*),
+            12 => $tile::<12, $out>($($arg),*),
+            11 => $tile::<11, $out>($($arg),*),
+            10 => $tile::<10, $out>($($arg),*),
+            9 => $tile::<9, $out>($($arg),*),
+            8 => $tile::<8, $out>($($arg),*),
+            7 => $tile::<7, $out>($($arg),*),
+            6 => $tile::<6, $out>($($arg),*),
+            5 => $tile::<5, $out>($($arg),*),
+            4 => $tile::<4, $out>($($arg),*),
+            3 => $tile::<3, $out>($($arg),*),
+            2 => $tile::<2, $out>($($arg),*),
+            _ => $tile::<1, $out>($($arg),*),
         }
     };
 }
@@ -80,7 +83,37 @@ unsafe fn micro_f32(
     acc: bool,
 ) {
     // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
-    unsafe { by_rows!(tile_f32, mr, (steps, a, b, c, ldc, nr, acc)) }
+    unsafe { by_rows!(tile_f32, false, mr, (steps, a, b, c.cast(), ldc, nr, acc)) }
+}
+
+/// # Safety
+/// [`super::cpu::MicroBf16Fn`]'s contract; the CPU has AVX-512F and AVX-512BW.
+unsafe fn micro_f32_to_bf16(
+    steps: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut bf16,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+) {
+    // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
+    unsafe { by_rows!(tile_f32, true, mr, (steps, a, b, c.cast(), ldc, nr, false)) }
+}
+
+/// # Safety
+/// [`super::cpu::MicroBf16Fn`]'s contract; the CPU has AVX-512F, AVX-512BW and AVX512_BF16.
+unsafe fn micro_bf16_to_bf16(
+    steps: usize,
+    a: *const bf16,
+    b: *const bf16,
+    c: *mut bf16,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+) {
+    // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
+    unsafe { by_rows!(tile_bf16, true, mr, (steps, a, b, c.cast(), ldc, nr, false)) }
 }
 
 /// # Safety
@@ -97,17 +130,21 @@ unsafe fn micro_bf16(
     acc: bool,
 ) {
     // SAFETY: contract forwarded unchanged; `mr` is in 1..=MR.
-    unsafe { by_rows!(tile_bf16, mr, (steps, a, b, c, ldc, nr, acc)) }
+    unsafe { by_rows!(tile_bf16, false, mr, (steps, a, b, c.cast(), ldc, nr, acc)) }
 }
 
-/// Starts pulling the C tile into L1 while the k-loop runs (prefetches never fault).
+/// Starts pulling the C tile into L1 while the k-loop runs (prefetches never fault): rows of
+/// 32 f32 (two lines) or, with `OUT16`, of 32 bf16 (one line).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn prefetch_tile<const R: usize>(c: *mut f32, ldc: usize) {
+fn prefetch_tile<const R: usize, const OUT16: bool>(c: *mut u8, ldc: usize) {
+    let row_bytes = if OUT16 { 2 * ldc } else { 4 * ldc };
     for i in 0..R {
-        let p = c.wrapping_add(i * ldc);
+        let p = c.wrapping_add(i * row_bytes);
         _mm_prefetch::<_MM_HINT_T0>(p.cast());
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16).cast());
+        if !OUT16 {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64).cast());
+        }
     }
 }
 
@@ -171,16 +208,79 @@ unsafe fn store_tile<const R: usize>(
     }
 }
 
+/// The f32 tile rounded to bf16 as [`crate::convert::f32_to_bf16`] rounds (add `0x7fff`
+/// plus the kept lowest bit, NaN made quiet by its `0x0040` bit): 32 lanes of row `i`
+/// are the high halves of `c0[i]`, `c1[i]`, gathered by one `vpermt2w`.
+///
+/// # Safety
+/// Rows `0..R`, columns `0..nr` of bf16 at `c` (stride `ldc`) are valid for writes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn store_tile_bf16<const R: usize>(
+    c0: &[__m512; R],
+    c1: &[__m512; R],
+    c: *mut bf16,
+    ldc: usize,
+    nr: usize,
+) {
+    let mut hi = [0i16; 32];
+    for (t, x) in hi.iter_mut().enumerate() {
+        // lane t < 16: word 2t+1 of the first vector; t >= 16: of the second (index + 32)
+        *x = (2 * (t % 16) + 1 + 32 * (t / 16)) as i16;
+    }
+    // SAFETY: [i16; 32] and __m512i are both 64 plain bytes.
+    let hi = unsafe { std::mem::transmute::<[i16; 32], __m512i>(hi) };
+    let round = |v: __m512| {
+        let b = _mm512_castps_si512(v);
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+        let r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+        let abs = _mm512_and_si512(b, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        _mm512_mask_or_epi32(r, nan, b, _mm512_set1_epi32(0x0040_0000))
+    };
+    let mask = lanes32(nr);
+    for i in 0..R {
+        let v = _mm512_permutex2var_epi16(round(c0[i]), hi, round(c1[i]));
+        // SAFETY: lanes 0..nr are the nr valid columns of row i (caller); masked-off lanes
+        // are not written.
+        unsafe { _mm512_mask_storeu_epi16(c.wrapping_add(i * ldc).cast(), mask, v) };
+    }
+}
+
+/// Stores the tile: f32 (`acc` adds to C) or, with `OUT16`, rounded to bf16.
+///
+/// # Safety
+/// The tile at `c` (f32, or bf16 with `OUT16`) as [`store_tile`] / [`store_tile_bf16`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn store<const R: usize, const OUT16: bool>(
+    c0: &[__m512; R],
+    c1: &[__m512; R],
+    c: *mut u8,
+    ldc: usize,
+    nr: usize,
+    acc: bool,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if OUT16 {
+            store_tile_bf16::<R>(c0, c1, c.cast(), ldc, nr)
+        } else {
+            store_tile::<R>(c0, c1, c.cast(), ldc, nr, acc)
+        }
+    }
+}
+
 /// `R`×32 f32 tile. A panel rows are `MR` apart, B panel rows `NR` apart.
 ///
 /// # Safety
 /// [`super::cpu::MicroFn`]'s contract with `mr = R`; AVX-512F.
-#[target_feature(enable = "avx512f")]
-unsafe fn tile_f32<const R: usize>(
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn tile_f32<const R: usize, const OUT16: bool>(
     steps: usize,
     a: *const f32,
     b: *const f32,
-    c: *mut f32,
+    c: *mut u8,
     ldc: usize,
     nr: usize,
     acc: bool,
@@ -190,7 +290,7 @@ unsafe fn tile_f32<const R: usize>(
     let mut c1 = [_mm512_setzero_ps(); R];
     for s in 0..steps {
         if s == pf {
-            prefetch_tile::<R>(c, ldc);
+            prefetch_tile::<R, OUT16>(c, ldc);
         }
         // SAFETY: step s < steps reads A[s·MR .. s·MR+R] and B[s·NR .. s·NR+32], inside the
         // whole panels the contract guarantees.
@@ -206,7 +306,7 @@ unsafe fn tile_f32<const R: usize>(
         }
     }
     // SAFETY: the contract's tile.
-    unsafe { store_tile::<R>(&c0, &c1, c, ldc, nr, acc) }
+    unsafe { store::<R, OUT16>(&c0, &c1, c, ldc, nr, acc) }
 }
 
 /// Reinterprets 32 packed bf16 as the intrinsic's vector type (same 64 bytes).
@@ -220,12 +320,12 @@ fn as_bh(v: __m512i) -> __m512bh {
 ///
 /// # Safety
 /// [`super::cpu::MicroFn`]'s contract with `mr = R`; AVX-512F and AVX512_BF16.
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn tile_bf16<const R: usize>(
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn tile_bf16<const R: usize, const OUT16: bool>(
     steps: usize,
     a: *const bf16,
     b: *const bf16,
-    c: *mut f32,
+    c: *mut u8,
     ldc: usize,
     nr: usize,
     acc: bool,
@@ -236,7 +336,7 @@ unsafe fn tile_bf16<const R: usize>(
     let a = a.cast::<i32>();
     for s in 0..steps {
         if s == pf {
-            prefetch_tile::<R>(c, ldc);
+            prefetch_tile::<R, OUT16>(c, ldc);
         }
         // SAFETY: step s reads pairs A[s·MR .. s·MR+R] (as i32, 4-byte aligned in the 64-byte
         // aligned panel) and 64 bf16 of B at s·2·NR, inside the contract's whole panels.
@@ -252,7 +352,7 @@ unsafe fn tile_bf16<const R: usize>(
         }
     }
     // SAFETY: the contract's tile.
-    unsafe { store_tile::<R>(&c0, &c1, c, ldc, nr, acc) }
+    unsafe { store::<R, OUT16>(&c0, &c1, c, ldc, nr, acc) }
 }
 
 /// How far ahead (32-bit units along a row) `transpose32` prefetches its source rows.

@@ -26,14 +26,37 @@
 //! reports, read once per process ([`blocking`]); on the Zen 4 they were tuned on they are
 //! the tuned ones.
 //!
-//! With at most [`skinny::SKINNY_M`] rows of `C` (decoding's products), f32 skips the
-//! packing and streams `B` once ([`skinny`]).
+//! With at most [`skinny::SKINNY_M`] rows of `C` (decoding's products), f32 and bf16 skip
+//! the packing and stream `B` once ([`skinny`], [`skinny_bf16`]).
+//!
+//! bf16 output ([`gemm_bf16_to_bf16`], the engine's bf16 `dot_general`) is rounded by the
+//! microkernel from its registers when the whole depth is one cache block (every product of
+//! the tiny and small models), so the f32 matrix is never written; deeper products stage
+//! it in f32 and round once. Both are bit for bit the rounded f32 output.
 //!
 //! bf16 on CPUs with AMX (Sapphire Rapids and later) runs on tiles instead ([`cpu_amx`]):
 //! there `vdpbf16ps` is no faster than f32 FMAs.
 //!
+//! # bf16 on the 2-core Zen 4 (AVX512_BF16, no AMX): what the numbers are measured against
+//! * Peak: `vdpbf16ps` (16 f32 lanes, 2 bf16 products each = 64 flops) issues as often as a
+//!   512-bit FMA, so the bf16 peak is 2.0x the FMA peak ([`bf16_peak_gflops`] measures the
+//!   ratio, [`crate::simd::measure_bf16_dot_peak`] the absolute figure): 230 GFLOP per
+//!   CPU-second per core (FMA 115, i.e. ~3.6 GHz x 32 flops/cycle), ~460 GFLOP/s on both
+//!   cores of a quiet machine.
+//! * 2048³: 17.2 GFLOP over 24 MiB of bf16 operands and output (683 flop/byte): compute
+//!   bound. The tiny model's products (tokens T = 2048 = B 8 x L 256, d 256, 4d 1024,
+//!   V 4096; weights `[n, k]`), each with its backward dX = dY·W (plain) and dW = dY^T·X
+//!   (`trans_a`, depth T), same flops per triple: T x d x d 0.27 GFLOP / 2.1 MiB
+//!   (120 flop/byte), T x 4d x d and T x d x 4d 1.07 GFLOP / 5.5 MiB (186), T x V x d
+//!   4.3 GFLOP / 19 MiB (216). All are compute bound on paper; written as f32 the output
+//!   doubles its bytes, which is why the bf16-output path rounds in registers.
+//! * Measured one thread, GFLOP per CPU-second (kernels/examples/gemm_cputime.rs against
+//!   gemm_torch_cputime.py, interleaved, 3 runs each, machine shared with other builds):
+//!   ours 2048³ 208 (0.89 of peak) vs torch bf16 (oneDNN brg_matmul avx512_core_bf16) 195,
+//!   1024³ 206 vs 199; the model's 12 products 0.80-0.93 of peak, 0.93-1.11x torch.
+//!
 //! Measured, 2 threads, quiet machine: on a 2-core Zen 4 (AVX-512, 1 MiB L2/core) f32
-//! 1024³ ≈ 210 GFLOP/s (numpy/OpenBLAS ≈ 200; FMA peak ≈ 226), bf16 (`vdpbf16ps`) ≈ 420;
+//! 1024³ ≈ 210 GFLOP/s (numpy/OpenBLAS ≈ 200; FMA peak ≈ 226), bf16 (`vdpbf16ps`) ≈ 420 (before the bf16-output path);
 //! on a 2-core Sapphire Rapids f32 ≈ 300 (FMA peak 478), bf16 `vdpbf16ps` ≈ 210, bf16 AMX
 //! 820-1440 (12-20% of the measured 7 TFLOP/s AMX peak: the 2×2-tile kernel streams its
 //! tiles from L2; K-blocking is the next lever).
@@ -47,11 +70,15 @@ mod cpu_avx2;
 #[cfg(target_arch = "x86_64")]
 mod cpu_avx512;
 pub mod f64;
+mod pack;
 pub mod reference;
 pub mod skinny;
+pub mod skinny_bf16;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bf16_out;
 
 use half::bf16;
 
@@ -70,26 +97,39 @@ pub struct GemmShape {
 impl GemmShape {
     /// The shapes GEMM benchmarks report, named: the cube ladder 256..2048 (no transposes)
     /// and the tiny/small presets' products (tokens x d x d, tokens x 4d x d, tokens x V x d
-    /// for the logits, tokens x d x 4d), weights stored [n, k] as the model stores them.
+    /// for the logits, tokens x d x 4d), weights stored [n, k] as the model stores them,
+    /// each followed by the two products of its backward: dX = dY W (plain) and
+    /// dW = dY^T X (`trans_a`, depth = tokens).
     pub fn bench_ladder() -> Vec<(String, GemmShape)> {
-        let plain = |m, n, k, trans_b| GemmShape {
+        let shape = |m, n, k, trans_a, trans_b| GemmShape {
             batch: 1,
             m,
             n,
             k,
-            trans_a: false,
+            trans_a,
             trans_b,
             b_broadcast: false,
         };
-        let cubes = [256, 512, 1024, 2048].map(|n| (format!("{n}x{n}x{n}"), plain(n, n, n, false)));
-        let model = [
-            (2048, 256, 256),
-            (2048, 1024, 256),
-            (2048, 4096, 256),
-            (2048, 256, 1024),
-        ]
-        .map(|(m, n, k)| (format!("{m}x{n}x{k} (model)"), plain(m, n, k, true)));
-        cubes.into_iter().chain(model).collect()
+        let cubes =
+            [256, 512, 1024, 2048].map(|n| (format!("{n}x{n}x{n}"), shape(n, n, n, false, false)));
+        let model = [(256, 256), (1024, 256), (4096, 256), (256, 1024)].map(|(n, k)| {
+            let t = 2048;
+            [
+                (format!("{t}x{n}x{k} (model)"), shape(t, n, k, false, true)),
+                (
+                    format!("{t}x{k}x{n} (model dX)"),
+                    shape(t, k, n, false, false),
+                ),
+                (
+                    format!("{n}x{k}x{t} (model dW)"),
+                    shape(n, k, t, true, false),
+                ),
+            ]
+        });
+        cubes
+            .into_iter()
+            .chain(model.into_iter().flatten())
+            .collect()
     }
 
     /// Multiply-add count times two: `2·batch·m·n·k`.
@@ -110,18 +150,20 @@ impl GemmShape {
 
 /// The bf16 peak (GFLOP/s) that [`gemm_bf16`]'s path can reach, for MFU and benchmark
 /// fractions, given this machine's measured f32 FMA peak: the measured AMX peak when the
-/// tile path runs, twice the FMA peak with `vdpbf16ps` (two multiply-adds per f32 lane),
-/// else the FMA peak (bf16 widened to f32).
+/// tile path runs; with `vdpbf16ps`, the FMA peak times the measured ratio of the two
+/// instruction loops ([`crate::simd::bf16_dot_over_fma`], once per process: 2.0 on the
+/// 2-core Zen 4, where a 512-bit `vdpbf16ps` issues as often as a 512-bit FMA and does
+/// twice its flops); else the FMA peak (bf16 widened to f32).
 pub fn bf16_peak_gflops(f32_peak: f64) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if cpu_amx::available() {
         static AMX: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
         return *AMX.get_or_init(|| cpu_amx::measure_peak(0.3));
     }
-    if crate::simd::has_avx512_bf16() {
-        2.0 * f32_peak
-    } else {
-        f32_peak
+    static RATIO: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    match RATIO.get_or_init(|| crate::simd::bf16_dot_over_fma(0.05)) {
+        Some(r) => r * f32_peak,
+        None => f32_peak,
     }
 }
 
@@ -136,10 +178,28 @@ pub fn gemm_f32(s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {
 /// (problems of at least 1 MFLOP), else `vdpbf16ps` when [`crate::simd::has_avx512_bf16`],
 /// otherwise widens the packed panels to f32.
 pub fn gemm_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [f32]) {
+    // (few rows stay off the tiles: the skinny path streams B once)
     #[cfg(target_arch = "x86_64")]
-    if s.flops() >= 1e6 && cpu_amx::available() {
+    if s.flops() >= 1e6 && s.m > skinny::SKINNY_M && cpu_amx::available() {
         return cpu_amx::gemm_bf16_amx(s, a, b, c);
     }
     let native = crate::simd::has_avx512_bf16();
     cpu::gemm_bf16_at(crate::simd::level(), native, s, a, b, c);
+}
+
+/// [`gemm_bf16`] with the output rounded to bf16 (to nearest even, NaN quiet): bit for bit
+/// [`crate::convert::f32_to_bf16`] of [`gemm_bf16`]'s f32 output, without writing and
+/// re-reading that f32 matrix where the whole depth is one cache block (the microkernel
+/// rounds its tile in registers).
+pub fn gemm_bf16_to_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [bf16]) {
+    #[cfg(target_arch = "x86_64")]
+    if s.flops() >= 1e6 && s.m > skinny::SKINNY_M && cpu_amx::available() {
+        let n = s.lens().2;
+        return cpu::with_f32_stage(n, |st| {
+            cpu_amx::gemm_bf16_amx(s, a, b, st);
+            crate::elementwise::round_to_bf16(st, &mut c[..n]);
+        });
+    }
+    let native = crate::simd::has_avx512_bf16();
+    cpu::gemm_bf16_to_bf16_at(crate::simd::level(), native, s, a, b, c);
 }

@@ -22,9 +22,9 @@ use rayon::prelude::*;
 /// The most rows of `C` (per batch entry) this path takes.
 pub const SKINNY_M: usize = 4;
 /// Columns of `C` per task: a few dozen KiB of a weight `[n, k]` at the model's `k`.
-const STRIP: usize = 64;
+pub(super) const STRIP: usize = 64;
 /// Below this many flops the call stays on the calling thread (as the packed GEMM does).
-const PAR_MIN_FLOPS: f64 = 2.0e6;
+pub(super) const PAR_MIN_FLOPS: f64 = 2.0e6;
 
 struct Job<'a> {
     s: GemmShape,
@@ -102,31 +102,81 @@ unsafe fn task_g<S: Simd>(j: &Job<'_>, t: usize) {
     }
     .as_ptr();
     // SAFETY: strip (bi, j0..j0+nj) of C is this task's alone; it lies within batch*m*n.
-    let c = unsafe { j.c.get().add(bi * m * n) };
+    let c = unsafe { j.c.get().add(bi * m * n + j0) };
+    // SAFETY: the strip's rows (trans_b) or columns of B lie inside its k·n elements.
     unsafe {
-        match (s.trans_b, m) {
-            (true, 1) => dots::<S, 1>(a, b, c, k, n, j0, nj),
-            (true, 2) => dots::<S, 2>(a, b, c, k, n, j0, nj),
-            (true, 3) => dots::<S, 3>(a, b, c, k, n, j0, nj),
-            (true, _) => dots::<S, 4>(a, b, c, k, n, j0, nj),
-            (false, 1) => axpys::<S, 1>(a, b, c, k, n, j0, nj),
-            (false, 2) => axpys::<S, 2>(a, b, c, k, n, j0, nj),
-            (false, 3) => axpys::<S, 3>(a, b, c, k, n, j0, nj),
-            (false, _) => axpys::<S, 4>(a, b, c, k, n, j0, nj),
+        if s.trans_b {
+            strip_dots::<S>(m, a, b.add(j0 * k), c, k, n, nj)
+        } else {
+            strip_axpys::<S>(m, a, b.add(j0), n, c, k, n, nj)
         }
     }
 }
 
-/// Columns `j0..j0+nj` of `C [R, n]` from `A [R, k]` and `B [n, k]`: dot products,
-/// four rows of B at a time.
+/// [`dots`] for `m` (1..=4) rows.
+///
+/// # Safety
+/// As [`dots`] with `R = m`.
+#[inline(always)]
+pub(super) unsafe fn strip_dots<S: Simd>(
+    m: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    k: usize,
+    ldc: usize,
+    nj: usize,
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match m {
+            1 => dots::<S, 1>(a, b, c, k, ldc, nj),
+            2 => dots::<S, 2>(a, b, c, k, ldc, nj),
+            3 => dots::<S, 3>(a, b, c, k, ldc, nj),
+            _ => dots::<S, 4>(a, b, c, k, ldc, nj),
+        }
+    }
+}
+
+/// [`axpys`] for `m` (1..=4) rows.
+///
+/// # Safety
+/// As [`axpys`] with `R = m`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) unsafe fn strip_axpys<S: Simd>(
+    m: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    k: usize,
+    ldc: usize,
+    nj: usize,
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match m {
+            1 => axpys::<S, 1>(a, b, ldb, c, k, ldc, nj),
+            2 => axpys::<S, 2>(a, b, ldb, c, k, ldc, nj),
+            3 => axpys::<S, 3>(a, b, ldb, c, k, ldc, nj),
+            _ => axpys::<S, 4>(a, b, ldb, c, k, ldc, nj),
+        }
+    }
+}
+
+/// `nj` columns of `C [R, ldc]` (at `c`) from `A [R, k]` and the `nj` rows `[nj, k]` of B
+/// at `b`: dot products, four rows of B at a time.
+///
+/// # Safety
+/// `a` readable for `R·k`, `b` for `nj·k`, `c` rows `0..R`, columns `0..nj` writable.
 #[inline(always)]
 unsafe fn dots<S: Simd, const R: usize>(
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     k: usize,
-    n: usize,
-    j0: usize,
+    ldc: usize,
     nj: usize,
 ) {
     let l = S::LANES;
@@ -135,7 +185,7 @@ unsafe fn dots<S: Simd, const R: usize>(
     while jj < nj {
         let w = 4.min(nj - jj);
         let rows: [*const f32; 4] =
-            std::array::from_fn(|q| unsafe { b.add((j0 + jj + q.min(w - 1)) * k) });
+            std::array::from_fn(|q| unsafe { b.add((jj + q.min(w - 1)) * k) });
         let mut acc = [[unsafe { S::splat(0.0) }; 4]; R];
         let mut p = 0;
         while p < full {
@@ -164,23 +214,28 @@ unsafe fn dots<S: Simd, const R: usize>(
         }
         for (i, acc) in acc.iter().enumerate() {
             for (q, v) in acc.iter().enumerate().take(w) {
-                unsafe { *c.add(i * n + j0 + jj + q) = S::hsum(*v) };
+                unsafe { *c.add(i * ldc + jj + q) = S::hsum(*v) };
             }
         }
         jj += w;
     }
 }
 
-/// Columns `j0..j0+nj` of `C [R, n]` from `A [R, k]` and `B [k, n]`: strips of four
-/// vectors accumulated down `k` with `A[i, p]` broadcast.
+/// `nj` columns of `C [R, ldc]` (at `c`) from `A [R, k]` and `nj` columns of `B [k, ldb]`
+/// (at `b`): strips of four vectors accumulated down `k` with `A[i, p]` broadcast.
+///
+/// # Safety
+/// `a` readable for `R·k`, `b` rows `0..k` for `nj` columns, `c` rows `0..R`, columns
+/// `0..nj` writable.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn axpys<S: Simd, const R: usize>(
     a: *const f32,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     k: usize,
-    n: usize,
-    j0: usize,
+    ldc: usize,
     nj: usize,
 ) {
     let l = S::LANES;
@@ -192,7 +247,7 @@ unsafe fn axpys<S: Simd, const R: usize>(
         let mut acc = [[unsafe { S::splat(0.0) }; 4]; R];
         for p in 0..k {
             unsafe {
-                let row = b.add(p * n + j0 + jj);
+                let row = b.add(p * ldb + jj);
                 let bv: [S::V; 4] = std::array::from_fn(|v| {
                     if part[v] == l {
                         S::load(row.add(v * l))
@@ -212,7 +267,7 @@ unsafe fn axpys<S: Simd, const R: usize>(
         }
         for (i, acc) in acc.iter().enumerate() {
             for v in 0..4 {
-                let out = unsafe { c.add(i * n + j0 + jj + v * l) };
+                let out = unsafe { c.add(i * ldc + jj + v * l) };
                 if part[v] == l {
                     unsafe { S::store(out, acc[v]) };
                 } else if part[v] > 0 {

@@ -480,7 +480,7 @@ fn matmul_bf16_amx_matches_reference() {
 #[test]
 fn matmul_runtime_blocks_match_reference() {
     use super::blocking::{Blocks, CacheSizes};
-    use super::cpu::{gemm_blocked, Kernel, Same, Widen, SCALAR_F32};
+    use super::cpu::{gemm_blocked, COut, Kernel, Same, Widen, SCALAR_F32};
     let seed = seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let caches = [
@@ -534,11 +534,11 @@ fn matmul_runtime_blocks_match_reference() {
             let bls = caches.iter().map(|c| kern.blocks(c)).collect();
             for bl in with_tiny(bls, kern.mr, kern.nr) {
                 let mut c = vec![f32::NAN; s.lens().2];
-                gemm_blocked::<f32, f32, Same>(kern, bl, &s, &a, &b, &mut c);
+                gemm_blocked::<f32, f32, Same>(kern, bl, &s, &a, &b, COut::F32(&mut c));
                 let what = format!("f32 {}x{} {bl:?}", kern.mr, kern.nr);
                 check(&what, seed, &s, &c, &want, F32_TOL, amax(&a), amax(&b));
                 let mut c = vec![f32::NAN; s.lens().2];
-                gemm_blocked::<bf16, f32, Widen>(kern, bl, &s, &ah, &bh, &mut c);
+                gemm_blocked::<bf16, f32, Widen>(kern, bl, &s, &ah, &bh, COut::F32(&mut c));
                 let what = format!("bf16 widened {}x{} {bl:?}", kern.mr, kern.nr);
                 check(&what, seed, &s, &c, &want, BF16_TOL, amax(&a), amax(&b));
             }
@@ -549,7 +549,7 @@ fn matmul_runtime_blocks_match_reference() {
             let bls = caches.iter().map(|c| kern.blocks(c)).collect();
             for bl in with_tiny(bls, kern.mr, kern.nr) {
                 let mut c = vec![f32::NAN; s.lens().2];
-                gemm_blocked::<bf16, bf16, Same>(kern, bl, &s, &ah, &bh, &mut c);
+                gemm_blocked::<bf16, bf16, Same>(kern, bl, &s, &ah, &bh, COut::F32(&mut c));
                 let what = format!("bf16 native {bl:?}");
                 check(&what, seed, &s, &c, &want, BF16_TOL, amax(&a), amax(&b));
             }

@@ -9,7 +9,7 @@ pub(crate) mod vector;
 #[cfg(test)]
 mod tests;
 
-pub use peak::measure_f32_peak;
+pub use peak::{bf16_dot_over_fma, measure_bf16_dot_peak, measure_f32_peak};
 pub use vector::{exp_f32, tanh_f32};
 
 use std::sync::OnceLock;

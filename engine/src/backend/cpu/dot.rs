@@ -4,8 +4,7 @@
 use super::elem::{Arg, Elem};
 use crate::host::Data;
 use crate::op::DotDims;
-use gidd_kernels::elementwise::round_to_bf16;
-use gidd_kernels::matmul::{gemm_bf16, gemm_f32, gemm_f64, GemmShape};
+use gidd_kernels::matmul::{gemm_bf16_to_bf16, gemm_f32, gemm_f64, GemmShape};
 use gidd_kernels::movement::transpose;
 use half::bf16;
 use std::borrow::Cow;
@@ -109,17 +108,9 @@ pub fn dot_general(
                 &dd.rhs_contract,
                 &rf,
             );
-            // f32 staging for the GEMM's output, kept per thread: a fresh multi-MiB
-            // allocation every call is mostly page faults.
-            thread_local! {
-                static STAGE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-            }
-            let mut c = STAGE.with(|s| std::mem::take(&mut *s.borrow_mut()));
-            if c.len() < n_out {
-                c.resize(n_out, 0.0);
-            }
-            let c_out = &mut c[..n_out];
-            gemm_bf16(
+            // Rounded to bf16 by the GEMM itself (bit for bit the f32 product rounded):
+            // no f32 matrix written and read back where the depth is one cache block.
+            gemm_bf16_to_bf16(
                 &GemmShape {
                     trans_a: ta,
                     trans_b: tb,
@@ -127,11 +118,8 @@ pub fn dot_general(
                 },
                 &a,
                 &b,
-                c_out,
+                &mut o[..n_out],
             );
-            // the rounding to bf16 is a pass over the whole output, split across threads too
-            round_to_bf16(c_out, &mut o[..n_out]);
-            STAGE.with(|s| *s.borrow_mut() = c);
         }
         _ => unreachable!("infer admits only float dot_general"),
     }
