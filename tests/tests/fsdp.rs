@@ -358,3 +358,24 @@ fn bad_nproc_fails_clearly() {
         );
     }
 }
+
+/// `--backend wgpu`: thread ranks, one wgpu device each (lavapipe in CI), their collectives
+/// staged through host memory, give the 1-rank wgpu run's losses and the cpu run's.
+#[test]
+fn wgpu_ranks_give_the_single_rank_and_the_cpu_losses() {
+    if !gidd_tests::wgpu_available("fsdp::wgpu_ranks_give_the_single_rank_and_the_cpu_losses") {
+        return;
+    }
+    let wgpu = ["--backend", "wgpu"];
+    let cpu = tiny_steps("f32", 1, 10, &tmp("wgpu-cpu"), &[]);
+    let one = tiny_steps("f32", 1, 10, &tmp("wgpu-one"), &wgpu);
+    let two = tiny_steps("f32", 2, 10, &tmp("wgpu-two"), &wgpu);
+    assert_eq!((cpu.len(), one.len(), two.len()), (10, 10, 10));
+    let (d1, dc) = (max_diff(&two, &one), max_diff(&two, &cpu));
+    eprintln!(
+        "f32 wgpu --nproc 2: max |loss - 1-rank wgpu| = {d1:.3e}, max |loss - 1-rank cpu| = {dc:.3e} over 10 steps"
+    );
+    assert!(d1 <= 1e-4, "{two:?} vs 1-rank wgpu {one:?}");
+    assert!(dc <= 1e-4, "{two:?} vs cpu {cpu:?}");
+    assert!(two[0] != two[9], "the run trains: {two:?}");
+}
