@@ -314,7 +314,7 @@ fn rank_main<E: CollectiveExecutor>(
                 tokens[row0 * seq..(row0 + x.micro) * seq].to_vec(),
             )?)?;
             let r0 = exec.upload(&HostTensor::u32(vec![], vec![row0 as u32])?)?;
-            let mut rest: Vec<&HostTensor> = sp.iter().collect();
+            let mut rest: Vec<&E::Buffer> = sp.iter().collect();
             rest.extend([&labels, &seed_t, &step_t, &r0]);
             let o =
                 exec.run_donating_with(&mut lmicro, comm, std::mem::take(&mut gshard), &rest)?;
@@ -331,7 +331,7 @@ fn rank_main<E: CollectiveExecutor>(
         let sc: Vec<HostTensor> = scalars.iter().map(|&v| scalar_in(v, master)).collect();
         let sc = upload_all(exec, &sc)?;
         let scale = exec.upload(&scalar_in(if x.lo.sum { 1.0 } else { 1.0 / count }, master))?;
-        let mut rest: Vec<&HostTensor> = gshard.iter().collect();
+        let mut rest: Vec<&E::Buffer> = gshard.iter().collect();
         rest.extend(sc.iter());
         rest.push(&scale);
         let mut state = std::mem::take(&mut sp);
