@@ -1,6 +1,7 @@
 //! `gidd train --nproc N`: fully sharded data parallel training with N ranks as threads
-//! of this process, each running the cpu executor, meeting at the engine's in-process
-//! collectives; or, launched as N processes with torchrun's variables (RANK, WORLD_SIZE,
+//! of this process, each running the executor `--backend` names on a device of its own
+//! (cpu; wgpu and cuda stage the collective nodes through host memory), meeting at the
+//! engine's in-process collectives; or, launched as N processes with torchrun's variables (RANK, WORLD_SIZE,
 //! MASTER_ADDR, MASTER_PORT; `torchrun --nproc_per_node N`, srun, or by hand), one rank per
 //! process meeting over TCP (`collective::TcpComm`). Both compute every collective with the
 //! same code, so they give the same losses; rank 0 alone writes metrics and the report.
