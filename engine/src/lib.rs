@@ -33,7 +33,7 @@ pub mod schedule;
 
 pub use autograd::{grad, vjp};
 pub use backend::cpu::CpuExecutor;
-pub use backend::{BackendKind, Executor};
+pub use backend::{BackendKind, CollectiveExecutor, Executor};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use gidd_kernels::sample;

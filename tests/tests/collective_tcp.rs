@@ -207,3 +207,66 @@ fn a_tcp_rank_that_fails_or_leaves_is_named_to_the_others() {
         other => panic!("rank 0: {other:?}"),
     }
 }
+
+/// Bytes each rank sends per collective: (world - 1) / world of the tensor for all_gather
+/// and reduce_scatter (what a ring sends), twice that for all_reduce; printed per rank.
+#[test]
+fn tcp_ranks_send_what_a_ring_sends() {
+    const L: usize = 3000; // elements per rank's shard
+    for world in [2, 3, 4] {
+        let tensor = (world * L * 4) as u64; // f32 bytes of the whole tensor
+        let out = tcp_ranks(world, T, |c| {
+            let r = c.rank();
+            let before = |c: &TcpComm| c.traffic();
+            let t0 = before(c);
+            c.all_gather(&vals(r, L, "f32"))?;
+            let t1 = before(c);
+            c.reduce_scatter(&vals(r, world * L, "f32"), &vec![L; world])?;
+            let t2 = before(c);
+            c.all_reduce(&vals(r, world * L, "f32"))?;
+            let t3 = before(c);
+            // uneven: rank q's segment is q + 1 shards long
+            let counts: Vec<usize> = (0..world).map(|q| (q + 1) * 100).collect();
+            let total: usize = counts.iter().sum();
+            c.reduce_scatter(&vals(r, total, "f32"), &counts)?;
+            let t4 = before(c);
+            Ok([t0, t1, t2, t3, t4]
+                .windows(2)
+                .map(|w| {
+                    (
+                        w[1].payload - w[0].payload,
+                        w[1].wire - w[0].wire,
+                        w[1].rounds - w[0].rounds,
+                    )
+                })
+                .collect::<Vec<_>>())
+        });
+        for (r, o) in out.into_iter().enumerate() {
+            let d = o.expect("tcp rank");
+            let ring = tensor * (world as u64 - 1) / world as u64;
+            eprintln!(
+                "world {world} rank {r}: tensor {tensor} B; sent all_gather {} B ({} on the wire), reduce_scatter {} B ({}), all_reduce {} B ({}, {} rounds); ring (N-1)/N = {ring} B",
+                d[0].0, d[0].1, d[1].0, d[1].1, d[2].0, d[2].1, d[2].2
+            );
+            assert_eq!(d[0].0, ring, "world {world} rank {r}: all_gather payload");
+            assert_eq!(
+                d[1].0, ring,
+                "world {world} rank {r}: reduce_scatter payload"
+            );
+            assert_eq!(
+                d[2].0,
+                2 * ring,
+                "world {world} rank {r}: all_reduce payload"
+            );
+            assert_eq!((d[0].2, d[1].2, d[2].2), (1, 1, 2));
+            // headers: one small frame per peer per round
+            assert!(d[0].1 - d[0].0 <= 64 * (world as u64 - 1), "{:?}", d[0]);
+            let uneven: usize = (0..world).filter(|&q| q != r).map(|q| (q + 1) * 100).sum();
+            assert_eq!(
+                d[3].0,
+                (uneven * 4) as u64,
+                "world {world} rank {r}: uneven"
+            );
+        }
+    }
+}

@@ -514,79 +514,116 @@ fn gemm(m: &mut Mem, l: &Launch, a: &HashMap<&str, u64>) {
 
 /// Runs `plan` (of program `p`) on host copies of `inputs`; returns the outputs.
 pub fn run(p: &Program, plan: &Plan, inputs: &[&HostTensor]) -> Vec<HostTensor> {
-    let mut m = Mem {
-        arena: vec![0xAA; plan.arena.bytes as usize],
-        inputs: inputs.iter().map(|t| t.data.as_bytes().to_vec()).collect(),
-    };
-    for (at, bytes) in &plan.arena.consts {
-        let o = (plan.arena.const_at + at) as usize;
-        m.arena[o..o + bytes.len()].copy_from_slice(bytes);
+    let mut m = Mem::new(plan, inputs);
+    m.steps(plan, 0..plan.steps.len());
+    m.outputs(p, plan)
+}
+
+impl Mem {
+    /// The arena (constants uploaded, the rest 0xAA) and host copies of `inputs`.
+    pub(crate) fn new(plan: &Plan, inputs: &[&HostTensor]) -> Mem {
+        let mut m = Mem {
+            arena: vec![0xAA; plan.arena.bytes as usize],
+            inputs: inputs.iter().map(|t| t.data.as_bytes().to_vec()).collect(),
+        };
+        for (at, bytes) in &plan.arena.consts {
+            let o = (plan.arena.const_at + at) as usize;
+            m.arena[o..o + bytes.len()].copy_from_slice(bytes);
+        }
+        m
     }
-    let addr: Vec<u64> = (0..inputs.len() as u64).map(|i| (i + 2) << 40).collect();
-    let at = |p: Ptr| match p {
-        Ptr::Input(i, o) => addr[i] + o,
-        p => ARENA + plan.arena.offset(p).unwrap_or(0),
-    };
-    for s in &plan.steps {
-        match s {
-            Step::Launch(l) => {
-                let slots = resolve(
-                    &l.args,
-                    &plan.arena,
-                    ARENA,
-                    &addr,
-                    &crate::emulate_hopper::encode,
-                )
-                .unwrap();
-                launch(&mut m, l, &slots);
-            }
-            Step::Zero { dst, bytes } => m.at(at(*dst), *bytes as usize).fill(0),
-            Step::Copy { dst, src, bytes } => {
-                let v = m.at(at(*src), *bytes as usize).to_vec();
-                m.at(at(*dst), *bytes as usize).copy_from_slice(&v);
+
+    /// The fake address of `p`.
+    pub(crate) fn addr(&self, plan: &Plan, p: Ptr) -> u64 {
+        match p {
+            Ptr::Input(i, o) => ((i as u64 + 2) << 40) + o,
+            p => ARENA + plan.arena.offset(p).unwrap_or(0),
+        }
+    }
+
+    /// `w` bytes at `addr`.
+    pub(crate) fn bytes(&mut self, addr: u64, w: usize) -> &mut [u8] {
+        self.at(addr, w)
+    }
+
+    /// Runs steps `range` of `plan`.
+    pub(crate) fn steps(&mut self, plan: &Plan, range: std::ops::Range<usize>) {
+        let addr: Vec<u64> = (0..self.inputs.len() as u64)
+            .map(|i| (i + 2) << 40)
+            .collect();
+        let len = range.len();
+        for s in plan.steps.iter().skip(range.start).take(len) {
+            match s {
+                Step::Launch(l) => {
+                    let slots = resolve(
+                        &l.args,
+                        &plan.arena,
+                        ARENA,
+                        &addr,
+                        &crate::emulate_hopper::encode,
+                    )
+                    .unwrap();
+                    launch(self, l, &slots);
+                }
+                Step::Zero { dst, bytes } => {
+                    let a = self.addr(plan, *dst);
+                    self.at(a, *bytes as usize).fill(0)
+                }
+                Step::Copy { dst, src, bytes } => {
+                    let (d, s) = (self.addr(plan, *dst), self.addr(plan, *src));
+                    let v = self.at(s, *bytes as usize).to_vec();
+                    self.at(d, *bytes as usize).copy_from_slice(&v);
+                }
             }
         }
     }
-    p.outputs
-        .iter()
-        .zip(&plan.outputs)
-        .map(|(&v, &(src, bytes))| {
-            let ty = &p.values[v].ty;
-            let b = m.at(at(src), bytes as usize).to_vec();
-            let data = match ty.dtype {
-                DType::F32 => Data::F32(
-                    b.chunks(4)
-                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                ),
-                DType::BF16 => Data::BF16(
-                    b.chunks(2)
-                        .map(|c| bf16::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                ),
-                DType::I32 => Data::I32(
-                    b.chunks(4)
-                        .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                ),
-                DType::U32 => Data::U32(
-                    b.chunks(4)
-                        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                ),
-                DType::I64 => Data::I64(
-                    b.chunks(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                ),
-                DType::F64 => Data::F64(
-                    b.chunks(8)
-                        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                        .collect(),
-                ),
-                DType::Bool => Data::Bool(b),
-            };
-            HostTensor::new(ty.shape.clone(), data).unwrap()
-        })
-        .collect()
+
+    /// The outputs of `p` once its steps are done.
+    pub(crate) fn outputs(&mut self, p: &Program, plan: &Plan) -> Vec<HostTensor> {
+        let m = self;
+        let at = |m: &Mem, p: Ptr| m.addr(plan, p);
+        p.outputs
+            .iter()
+            .zip(&plan.outputs)
+            .map(|(&v, &(src, bytes))| {
+                let ty = &p.values[v].ty;
+                let a = at(m, src);
+                let b = m.at(a, bytes as usize).to_vec();
+                let data = match ty.dtype {
+                    DType::F32 => Data::F32(
+                        b.chunks(4)
+                            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                            .collect(),
+                    ),
+                    DType::BF16 => Data::BF16(
+                        b.chunks(2)
+                            .map(|c| bf16::from_le_bytes(c.try_into().unwrap()))
+                            .collect(),
+                    ),
+                    DType::I32 => Data::I32(
+                        b.chunks(4)
+                            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                            .collect(),
+                    ),
+                    DType::U32 => Data::U32(
+                        b.chunks(4)
+                            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                            .collect(),
+                    ),
+                    DType::I64 => Data::I64(
+                        b.chunks(8)
+                            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                            .collect(),
+                    ),
+                    DType::F64 => Data::F64(
+                        b.chunks(8)
+                            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                            .collect(),
+                    ),
+                    DType::Bool => Data::Bool(b),
+                };
+                HostTensor::new(ty.shape.clone(), data).unwrap()
+            })
+            .collect()
+    }
 }

@@ -19,14 +19,14 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct CudaExecutor {
-    dev: Arc<Device>,
+    pub(crate) dev: Arc<Device>,
 }
 
 /// A tensor in device memory. Cheap to clone (the storage is shared and immutable to its
 /// holders: only a donation that hands over the last handle lets a run write into it).
 #[derive(Clone)]
 pub struct CudaBuffer {
-    mem: Arc<DeviceMem>,
+    pub(crate) mem: Arc<DeviceMem>,
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -42,9 +42,9 @@ impl CudaBuffer {
 
 /// A loaded program: its plan and the arena it runs in, kept across runs.
 pub struct CudaProgram {
-    program: Program,
-    plan: Plan,
-    arena: DeviceMem,
+    pub(crate) program: Program,
+    pub(crate) plan: Plan,
+    pub(crate) arena: DeviceMem,
     /// Each launch's function, resolved at load.
     functions: Vec<Option<crate::driver::Function>>,
     /// The captured graph of the steps and its bookkeeping (crate::graph).
@@ -54,7 +54,7 @@ pub struct CudaProgram {
     staging: crate::staging::Staging,
     stage_mem: Option<DeviceMem>,
     /// Per-kernel times while profiling (crate::profile).
-    profile: Option<KernelTimes>,
+    pub(crate) profile: Option<KernelTimes>,
 }
 
 impl CudaProgram {
@@ -127,7 +127,11 @@ impl CudaExecutor {
         })
     }
 
-    fn check_inputs(&self, lp: &CudaProgram, inputs: &[&CudaBuffer]) -> gidd_engine::Result<()> {
+    pub(crate) fn check_inputs(
+        &self,
+        lp: &CudaProgram,
+        inputs: &[&CudaBuffer],
+    ) -> gidd_engine::Result<()> {
         let p = &lp.program;
         if inputs.len() != p.inputs.len() {
             return Err(gidd_engine::Error::InputCount {
@@ -237,6 +241,17 @@ impl CudaExecutor {
     /// Queues every step of `lp` on the stream (with an event pair around each launch while
     /// profiling, read once the steps are done).
     fn queue_steps(&self, lp: &mut CudaProgram, addr: &[u64]) -> Result<()> {
+        let n = lp.plan.steps.len();
+        self.queue_range(lp, addr, 0..n)
+    }
+
+    /// Queues steps `range` of `lp` ([`CudaExecutor::queue_steps`] of a part of the plan).
+    pub(crate) fn queue_range(
+        &self,
+        lp: &mut CudaProgram,
+        addr: &[u64],
+        range: std::ops::Range<usize>,
+    ) -> Result<()> {
         let base = lp.arena.ptr;
         let at = |p: Ptr| match p {
             Ptr::Input(i, o) => addr.get(i).map_or(0, |a| a + o),
@@ -244,7 +259,15 @@ impl CudaExecutor {
         };
         let mut events: Vec<(&'static str, Event, Event)> = vec![];
         let profiling = lp.profile.is_some();
-        for (step, f) in lp.plan.steps.iter().zip(&lp.functions) {
+        let len = range.len();
+        for (step, f) in lp
+            .plan
+            .steps
+            .iter()
+            .zip(&lp.functions)
+            .skip(range.start)
+            .take(len)
+        {
             match (step, f) {
                 (Step::Launch(l), Some(f)) => {
                     let enc = |s: &crate::hopper::TmaSpec, a: u64| self.dev.encode_tensor_map(s, a);
@@ -280,7 +303,7 @@ impl CudaExecutor {
 
     /// The output buffers: fresh ones first (a donated input some output copies is read before
     /// its storage takes another output), then those written into donated storage.
-    fn collect_outputs(
+    pub(crate) fn collect_outputs(
         &self,
         lp: &CudaProgram,
         inputs: &[&CudaBuffer],
@@ -352,7 +375,7 @@ fn elems<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
     v
 }
 
-fn decode(bytes: &[u8], shape: Vec<usize>, d: DType) -> gidd_engine::Result<HostTensor> {
+pub(crate) fn decode(bytes: &[u8], shape: Vec<usize>, d: DType) -> gidd_engine::Result<HostTensor> {
     let data = match d {
         DType::F32 => Data::F32(elems(bytes)),
         DType::F64 => Data::F64(elems(bytes)),

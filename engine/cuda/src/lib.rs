@@ -18,7 +18,8 @@
 //! replays a CUDA graph of the steps while the addresses hold ([`graph`]); `--profile` times
 //! each launch with events ([`profile`]).
 //!
-//! [`nccl`]: the engine's collectives over NCCL for multi-process ranks (never run here: no GPU).
+//! [`collective`]: collective nodes (FSDP) staged through the host's collective; [`nccl`]:
+//! the engine's collectives over NCCL for multi-process ranks (neither run here: no GPU).
 //!
 //! Dtypes: f32, bf16, i32, u32, i64, bool. f64 programs (the audit precision) are refused at
 //! load: they are the cpu executor's. Every fused op of the engine has a PTX kernel
@@ -35,6 +36,7 @@ pub mod chain;
 pub mod chain_ops;
 pub mod chain_ptx;
 pub mod chain_vec;
+pub mod collective;
 pub mod driver;
 #[cfg(test)]
 mod emulate;

@@ -59,15 +59,23 @@ pub fn plan_with(p: &Program, hopper: bool, chains: bool) -> Result<Plan> {
             chain_at[ni] = Some((k, j == 0));
         }
     }
+    // where each chain's launch is: every member of it is computed there
+    let mut chain_start = vec![0; chains.len()];
     for (ni, node) in p.nodes.iter().enumerate() {
         if let Some((k, first)) = chain_at[ni] {
+            if first {
+                chain_start[k] = b.steps.len();
+            }
+            b.node_start.push(chain_start[k]);
             if first {
                 crate::chain::lower(&mut b, &chains[k])?;
                 b.end_node();
             }
             continue;
         }
-        if p.runs[ni] {
+        b.node_start.push(b.steps.len());
+        // collectives queue no step: the run stages them through the host (crate::collective)
+        if p.runs[ni] && !node.op.is_collective() {
             if node.op.is_fused() {
                 crate::fused::lower(&mut b, &node.op, &node.inputs, &node.outputs)?;
             } else {
@@ -189,7 +197,7 @@ fn lower_node(b: &mut Builder, op: &Op, ins: &[usize], out: usize) -> Result<()>
         }
         Op::AllGather { .. } | Op::ReduceScatter { .. } => {
             return Err(CudaError::Unsupported(format!(
-                "{}: the cuda executor does not run collective nodes yet (FSDP, --nproc, runs on the cpu executor)",
+                "{}: internal: collectives run through the host (crate::collective), never as a step",
                 op.name()
             )))
         }

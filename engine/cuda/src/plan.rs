@@ -127,6 +127,8 @@ pub struct Plan {
     pub arena: Arena,
     /// Where each output's bytes are when the steps are done, and how many.
     pub outputs: Vec<(Ptr, u64)>,
+    /// Per node, the index of the first step that computes it (crate::collective).
+    pub node_start: Vec<usize>,
 }
 
 fn align(x: u64) -> u64 {
@@ -210,6 +212,9 @@ pub struct Builder<'a> {
     /// current node has taken, and the most any node took.
     scratch_used: u64,
     scratch_max: u64,
+    /// Per node, the index of the first step that computes it (the steps before it: where
+    /// a collective is issued and waited for, crate::collective).
+    pub node_start: Vec<usize>,
 }
 
 impl<'a> Builder<'a> {
@@ -223,6 +228,7 @@ impl<'a> Builder<'a> {
             const_of: HashMap::new(),
             scratch_used: 0,
             scratch_max: 0,
+            node_start: vec![],
         }
     }
 
@@ -378,6 +384,7 @@ impl<'a> Builder<'a> {
         let const_at = at;
         let scratch_at = const_at + self.const_end;
         Ok(Plan {
+            node_start: self.node_start,
             steps: self.steps,
             arena: Arena {
                 slot_at,

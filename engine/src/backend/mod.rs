@@ -81,3 +81,18 @@ pub trait Executor {
         self.run(p, &ins)
     }
 }
+
+/// An executor that runs programs with collective nodes (`Op::is_collective`: FSDP's
+/// gathers and reduce-scatters), talking to the other ranks through `comm`, this rank's
+/// collective; every rank runs the same program. The cpu executor runs them on its own
+/// buffers, the GPU executors through host memory (`crate::collective::nodes`).
+pub trait CollectiveExecutor: Executor {
+    /// [`Executor::run_donating`] of a program with collective nodes.
+    fn run_donating_with(
+        &self,
+        p: &mut Self::Loaded,
+        comm: crate::collective::nodes::Comm,
+        donated: Vec<Self::Buffer>,
+        rest: &[&Self::Buffer],
+    ) -> Result<Vec<Self::Buffer>>;
+}

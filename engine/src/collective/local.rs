@@ -7,7 +7,7 @@
 //! table for the next round. A rank that fails marks the table, and every waiting rank
 //! wakes and returns the failure instead of waiting for it.
 
-use super::round::{Contribution, Round};
+use super::round::{Contribution, Part, Round};
 use super::{Collective, CollectiveError, Result};
 use crate::host::Data;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -207,8 +207,17 @@ impl Round for LocalComm {
     fn fail(&self, reason: &str) {
         self.shared.fail(self.rank, reason.to_string());
     }
-    fn exchange(&self, c: Contribution) -> Result<Vec<Arc<Contribution>>> {
-        self.exchange_in(c)
+    fn exchange(&self, c: Contribution) -> Result<Vec<Part>> {
+        let me = self.rank;
+        Ok(self
+            .exchange_in(c)?
+            .iter()
+            .map(|c| Part {
+                op: c.op,
+                meta: c.meta.clone(),
+                data: c.pieces[me].clone(),
+            })
+            .collect())
     }
 }
 

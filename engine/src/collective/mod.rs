@@ -17,9 +17,11 @@
 
 pub mod data;
 pub mod local;
+pub mod nodes;
 mod round;
 pub mod tcp;
 pub mod tcp_store;
+mod tcp_wire;
 mod torch_store;
 
 pub use local::{run_ranks, LocalComm, LocalGroup, RanksError};
@@ -65,6 +67,20 @@ pub trait Collective {
     /// Marks this rank failed with `reason`: the other ranks' collectives return
     /// [`CollectiveError::PeerFailed`] instead of waiting for it.
     fn abort(&self, reason: &str);
+    /// What this rank has sent to the others, where the implementation moves bytes
+    /// between processes (None for thread ranks, which share memory).
+    fn traffic(&self) -> Option<Traffic> {
+        None
+    }
+}
+
+/// Bytes one rank sent: `payload` the tensors' bytes, `wire` with the frames' headers,
+/// over `rounds` exchanges (a collective is one round; all_reduce two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub payload: u64,
+    pub wire: u64,
+    pub rounds: u64,
 }
 
 /// Shard length of a flattened tensor of `numel` elements split over `world` ranks along

@@ -1,22 +1,37 @@
-//! What every implementation of [`Collective`] by rounds shares: a collective is one round
-//! in which each rank contributes (op, data, arguments) and receives every rank's
-//! contribution, then checks that all ranks agree and computes its own result from them.
-//! Computing results from the same contributions with the same code (sums in rank order)
-//! is what makes thread ranks ([`super::local`]) and process ranks ([`super::tcp`]) give
-//! bitwise the same numbers.
+//! What every implementation of [`Collective`] by rounds shares: a collective is one or two
+//! rounds in which each rank addresses a piece of data to every rank (with the op and its
+//! arguments) and receives the piece every rank addressed to it, then checks that all ranks
+//! agree and computes its own result from them. Computing results from the same pieces
+//! with the same code (sums in rank order) is what makes thread ranks ([`super::local`])
+//! and process ranks ([`super::tcp`]) give bitwise the same numbers.
+//!
+//! The pieces are what a bandwidth-optimal exchange moves: all_gather sends a rank's chunk
+//! to every other rank, reduce_scatter sends segment j to rank j only (which sums the
+//! segments in rank order), all_reduce is a reduce_scatter of equal segments followed by
+//! an all_gather of the sums. Over a full mesh each rank sends (world - 1) / world of the
+//! tensor for all_gather and reduce_scatter, what a ring sends.
 
 use super::data::{concat, slice, sum_in_order};
 use super::{summable, CollectiveError, Result};
 use crate::host::Data;
 use std::sync::Arc;
 
-/// What one rank brought to a round.
+/// What one rank brings to a round.
 #[derive(Debug)]
 pub struct Contribution {
     pub op: &'static str,
-    pub data: Data,
     /// reduce_scatter: the counts; all_reduce: [len]; broadcast: [root]
     pub meta: Vec<usize>,
+    /// `pieces[r]`: the data for rank r (one per rank; handles may share one buffer)
+    pub pieces: Vec<Arc<Data>>,
+}
+
+/// What one rank addressed to this one in a round.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub op: &'static str,
+    pub meta: Vec<usize>,
+    pub data: Arc<Data>,
 }
 
 /// The names of the ops, in the order of their wire codes.
@@ -28,17 +43,26 @@ pub(super) const OPS: [&str; 5] = [
     "barrier",
 ];
 
+/// `len` elements split over `world` ranks as evenly as can be, the first ranks one longer.
+pub(super) fn even_counts(len: usize, world: usize) -> Vec<usize> {
+    (0..world)
+        .map(|q| len / world + usize::from(q < len % world))
+        .collect()
+}
+
 /// A transport of rounds; the collectives themselves are its provided methods.
 pub(super) trait Round {
     fn me(&self) -> usize;
     fn size(&self) -> usize;
     /// Marks this rank failed (the group stops).
     fn fail(&self, reason: &str);
-    /// Contributes `c`; every rank's contribution, in rank order.
-    fn exchange(&self, c: Contribution) -> Result<Vec<Arc<Contribution>>>;
+    /// Sends `c.pieces[r]` to every rank r; what every rank addressed to this one, in rank
+    /// order (this rank's own piece included).
+    fn exchange(&self, c: Contribution) -> Result<Vec<Part>>;
 
-    /// One round, checked: every rank sees the same contributions, so all agree on the verdict.
-    fn round(&self, c: Contribution) -> Result<Vec<Arc<Contribution>>> {
+    /// One round, checked: every rank sees every rank's op and arguments, so all agree on
+    /// the verdict.
+    fn round(&self, c: Contribution) -> Result<Vec<Part>> {
         let op = c.op;
         let all = self.exchange(c)?;
         for (r, x) in all.iter().enumerate() {
@@ -86,14 +110,58 @@ pub(super) trait Round {
         }
     }
 
+    /// The same piece for every rank.
+    fn to_all(&self, op: &'static str, meta: Vec<usize>, x: Data) -> Contribution {
+        let x = Arc::new(x);
+        Contribution {
+            op,
+            meta,
+            pieces: vec![x; self.size()],
+        }
+    }
+
     fn do_all_gather(&self, chunk: &Data) -> Result<Data> {
-        let all = self.round(Contribution {
-            op: "all_gather",
-            data: chunk.clone(),
-            meta: vec![],
-        })?;
-        let parts: Vec<&Data> = all.iter().map(|c| &c.data).collect();
-        concat(&parts, "all_gather")
+        let op = "all_gather";
+        self.gather_round(op, vec![], chunk.materialize().into_owned())
+    }
+
+    /// Every rank's `x`, concatenated in rank order.
+    fn gather_round(&self, op: &'static str, meta: Vec<usize>, x: Data) -> Result<Data> {
+        let all = self.round(self.to_all(op, meta, x))?;
+        let parts: Vec<&Data> = all.iter().map(|c| &*c.data).collect();
+        concat(&parts, op)
+    }
+
+    /// This rank's segment (of `counts`) of the rank-order sum of every rank's `x`.
+    fn scatter_round(
+        &self,
+        op: &'static str,
+        meta: Vec<usize>,
+        x: &Data,
+        counts: &[usize],
+    ) -> Result<Data> {
+        let mut start = 0;
+        let pieces = counts
+            .iter()
+            .map(|&n| {
+                start += n;
+                Arc::new(slice(x, start - n, n))
+            })
+            .collect();
+        let all = self.round(Contribution { op, meta, pieces })?;
+        let mine = counts[self.me()];
+        if let Some((r, p)) = all.iter().enumerate().find(|(_, p)| p.data.len() != mine) {
+            return Err(CollectiveError::Mismatch {
+                op,
+                msg: format!(
+                    "rank {r} sent {} elements for rank {}'s segment of {mine}",
+                    p.data.len(),
+                    self.me()
+                ),
+            });
+        }
+        let parts: Vec<&Data> = all.iter().map(|c| &*c.data).collect();
+        sum_in_order(&parts, 0, mine, op)
     }
 
     fn do_reduce_scatter(&self, input: &Data, counts: &[usize]) -> Result<Data> {
@@ -112,26 +180,17 @@ pub(super) trait Round {
             self.fail(&msg);
             return Err(CollectiveError::Invalid { op, msg });
         }
-        let all = self.round(Contribution {
-            op,
-            data: input.clone(),
-            meta: counts.to_vec(),
-        })?;
-        let start: usize = counts[..self.me()].iter().sum();
-        let parts: Vec<&Data> = all.iter().map(|c| &c.data).collect();
-        sum_in_order(&parts, start, counts[self.me()], op)
+        self.scatter_round(op, counts.to_vec(), input, counts)
     }
 
+    /// A reduce_scatter of near-equal segments, then an all_gather of the sums: every
+    /// element is still summed in rank order, so the result is the one-round sum's bits.
     fn do_all_reduce(&self, x: &Data) -> Result<Data> {
         let op = "all_reduce";
         self.check_summable(op, x)?;
-        let all = self.round(Contribution {
-            op,
-            data: x.clone(),
-            meta: vec![x.len()],
-        })?;
-        let parts: Vec<&Data> = all.iter().map(|c| &c.data).collect();
-        sum_in_order(&parts, 0, x.len(), op)
+        let counts = even_counts(x.len(), self.size());
+        let mine = self.scatter_round(op, vec![x.len()], x, &counts)?;
+        self.gather_round(op, vec![x.len()], mine)
     }
 
     fn do_broadcast(&self, x: &Data, root: usize) -> Result<Data> {
@@ -143,24 +202,16 @@ pub(super) trait Round {
         }
         // only the root's payload travels; the others send an empty one of their dtype
         let data = if self.me() == root {
-            x.clone()
+            x.materialize().into_owned()
         } else {
             slice(x, 0, 0)
         };
-        let all = self.round(Contribution {
-            op,
-            data,
-            meta: vec![root],
-        })?;
-        Ok(all[root].data.clone())
+        let all = self.round(self.to_all(op, vec![root], data))?;
+        Ok((*all[root].data).clone())
     }
 
     fn do_barrier(&self) -> Result<()> {
-        self.round(Contribution {
-            op: "barrier",
-            data: Data::U32(vec![]),
-            meta: vec![],
-        })
-        .map(|_| ())
+        self.round(self.to_all("barrier", vec![], Data::U32(vec![])))
+            .map(|_| ())
     }
 }

@@ -1,55 +1,45 @@
 //! Process ranks: the collectives of a group of processes (torchrun's RANK, WORLD_SIZE,
 //! MASTER_ADDR, MASTER_PORT) over TCP, on host buffers.
 //!
-//! Rendezvous: rank 0 serves the store ([`super::tcp_store`]) at MASTER_ADDR:MASTER_PORT and
-//! listens on a free port for the collectives, which it publishes in the store; every other
-//! rank reads it, connects, and says who it is. A star: rank 0 is the hub.
+//! Rendezvous: rank 0 serves the store ([`super::tcp_store`]) at MASTER_ADDR:MASTER_PORT;
+//! every rank listens on a free port and publishes its address there (the interface it
+//! reaches the store from), connects to every lower rank and accepts every higher one: a
+//! full mesh, one connection per pair of ranks.
 //!
-//! A round: every rank sends its contribution to rank 0, which reads them in rank order and
-//! sends every rank all of them; each rank then checks and computes its own result with
-//! the thread ranks' code ([`super::round`]), so process ranks give bitwise the thread
-//! ranks' numbers. (Rank 0 forwards whole rounds: a reduce_scatter moves world times the
-//! bytes a ring would. Simple and exact; a host-memory path, not a fast one.)
+//! A round ([`super::round`]): each rank sends every other rank the piece addressed to it
+//! (one sending thread per peer, so no two ranks wait on each other's full socket buffers)
+//! and reads every other rank's piece for it in rank order. all_gather and reduce_scatter
+//! send (world - 1) / world of the tensor per rank, as a ring does ([`TcpComm::traffic`]
+//! counts it); every rank computes its result with the thread ranks' code, so process
+//! ranks give bitwise the thread ranks' numbers.
 //!
 //! Failure: a rank whose connection closes (its process exited or was killed), that sends
-//! an abort, or that does not arrive within the timeout is named to every other rank: rank
-//! 0 sends them a failure frame, and a rank whose connection to rank 0 closes names rank 0.
-//! The group is unusable after a failure.
-//!
-//! Wire format, integers little-endian. Rank to hub: kind u8 (0 contribution, 1 abort);
-//! contribution = op u8 (index in [`OPS`]), meta (u32 count, u64 each), data (dtype u8,
-//! u64 byte length, bytes); abort = reason (u32 length, utf-8). Hub to rank: kind u8
-//! (0 round: world contributions; 1 failed: rank u64, reason). Hello, on connecting: rank
-//! u64, world u64.
+//! a failure frame, or that does not arrive within the timeout is named: every rank reads
+//! from every other rank each round, so each sees a vanished rank itself, and a rank that
+//! sees a failure tells every other rank it is still connected to (a rank that arrives late
+//! then learns that it was declared failed). The group is unusable after a failure.
+//! Frames: [`super::tcp_wire`].
 
-use super::round::{Contribution, Round, OPS};
+use super::round::{Contribution, Part, Round};
 use super::tcp_store::{RankEnv, StoreServer, TcpStore};
-use super::{Collective, CollectiveError, Result};
-use crate::dtype::DType;
+use super::tcp_wire::{hello, put_failed, put_piece, read_frame, read_hello, Frame};
+use super::{Collective, CollectiveError, Result, Traffic};
 use crate::host::Data;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const DTYPES: [DType; 7] = [
-    DType::F32,
-    DType::F64,
-    DType::BF16,
-    DType::I32,
-    DType::U32,
-    DType::I64,
-    DType::Bool,
-];
+/// The store key under which rank r publishes the address of its collectives: `{KEY}/{r}`.
+const PEER_KEY: &str = "gidd/collective-peer";
 
-/// The store key under which rank 0 publishes its collectives' port.
-const HUB_KEY: &str = "gidd/collective-port";
-
-/// One connection: to rank 0 (on other ranks), or to rank `peer` (on rank 0).
+/// The connection to one other rank.
 struct Link {
     peer: usize,
-    io: Mutex<(BufReader<TcpStream>, BufWriter<TcpStream>)>,
-    /// the socket itself, to shut it down while a round holds `io`
+    r: Mutex<BufReader<TcpStream>>,
+    w: Mutex<BufWriter<TcpStream>>,
+    /// the socket itself, to shut it down while a round holds the reader or writer
     raw: TcpStream,
 }
 
@@ -58,21 +48,13 @@ pub struct TcpComm {
     rank: usize,
     world: usize,
     timeout: Duration,
-    /// rank 0: one link per other rank, in rank order; other ranks: the link to rank 0
+    /// one link per other rank, in rank order
     links: Vec<Link>,
     failed: Mutex<Option<(usize, String)>>,
+    /// payload bytes, bytes on the wire, rounds
+    sent: [AtomicU64; 3],
     _store: TcpStore,
     _server: Option<StoreServer>,
-}
-
-enum Frame {
-    Contribution(Contribution),
-    Abort(String),
-}
-
-enum Reply {
-    Round(Vec<Arc<Contribution>>),
-    Failed(usize, String),
 }
 
 impl TcpComm {
@@ -81,88 +63,98 @@ impl TcpComm {
     pub fn connect(env: &RankEnv, timeout: Duration) -> std::result::Result<TcpComm, String> {
         let (store, server) = TcpStore::for_rank(env, timeout).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + timeout;
+        let (me, world) = (env.rank, env.world);
         let io = |what: &str| {
             let what = what.to_string();
-            move |e: std::io::Error| format!("rank {}: {what}: {e}", env.rank)
+            move |e: std::io::Error| format!("rank {me}: {what}: {e}")
         };
         let link = |peer: usize, s: TcpStream| -> std::result::Result<Link, String> {
+            s.set_nonblocking(false).map_err(io("blocking"))?;
             s.set_nodelay(true).map_err(io("set_nodelay"))?;
             s.set_read_timeout(Some(timeout))
                 .map_err(io("read timeout"))?;
+            s.set_write_timeout(Some(timeout))
+                .map_err(io("write timeout"))?;
             Ok(Link {
                 peer,
-                io: Mutex::new((
-                    BufReader::new(s.try_clone().map_err(io("clone"))?),
-                    BufWriter::new(s.try_clone().map_err(io("clone"))?),
-                )),
+                r: Mutex::new(BufReader::new(s.try_clone().map_err(io("clone"))?)),
+                w: Mutex::new(BufWriter::new(s.try_clone().map_err(io("clone"))?)),
                 raw: s,
             })
         };
-        let links = if env.rank == 0 {
-            let l = TcpListener::bind("0.0.0.0:0").map_err(io("binding the collectives' port"))?;
-            let port = l.local_addr().map_err(io("local address"))?.port();
-            store
-                .set(HUB_KEY, &port.to_le_bytes())
+        let l = TcpListener::bind("0.0.0.0:0").map_err(io("binding the collectives' port"))?;
+        let port = l.local_addr().map_err(io("local address"))?.port();
+        let ip = store
+            .local_ip()
+            .ok_or_else(|| format!("rank {me}: no local address toward the store"))?;
+        store
+            .set(
+                &format!("{PEER_KEY}/{me}"),
+                std::net::SocketAddr::new(ip, port).to_string().as_bytes(),
+            )
+            .map_err(|e| e.to_string())?;
+        let mut got: Vec<Option<Link>> = (0..world).map(|_| None).collect();
+        for (j, slot) in got.iter_mut().enumerate().take(me) {
+            let v = store
+                .get(&format!("{PEER_KEY}/{j}"))
                 .map_err(|e| e.to_string())?;
-            l.set_nonblocking(true).map_err(io("nonblocking"))?;
-            let mut got: Vec<Option<Link>> = (1..env.world).map(|_| None).collect();
-            while got.iter().any(Option::is_none) {
-                match l.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).map_err(io("blocking"))?;
-                        s.set_read_timeout(Some(timeout))
-                            .map_err(io("read timeout"))?;
-                        let (mut r, mut w) = ([0u8; 8], [0u8; 8]);
-                        (&s).read_exact(&mut r).map_err(io("reading a hello"))?;
-                        (&s).read_exact(&mut w).map_err(io("reading a hello"))?;
-                        let (r, w) = (
-                            u64::from_le_bytes(r) as usize,
-                            u64::from_le_bytes(w) as usize,
-                        );
-                        if w != env.world || r == 0 || r >= env.world || got[r - 1].is_some() {
-                            return Err(format!(
-                                "rank 0: a process says it is rank {r} of {w}, in a group of {} (RANK and WORLD_SIZE must be 0..N-1 and N on every rank)",
-                                env.world
-                            ));
-                        }
-                        got[r - 1] = Some(link(r, s)?);
+            let addr = String::from_utf8_lossy(&v).into_owned();
+            let target = addr
+                .to_socket_addrs()
+                .map_err(io(&format!("resolving rank {j}'s address {addr}")))?
+                .next()
+                .ok_or_else(|| {
+                    format!("rank {me}: rank {j}'s address {addr} resolves to nothing")
+                })?;
+            let s = loop {
+                match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() >= deadline => {
+                        return Err(io(&format!("connecting to rank {j} at {addr}"))(e))
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if Instant::now() >= deadline {
-                            let missing: Vec<usize> =
-                                (1..env.world).filter(|&r| got[r - 1].is_none()).collect();
-                            return Err(format!(
-                                "rank 0: ranks {missing:?} did not connect within {:.0}s",
-                                timeout.as_secs_f64()
-                            ));
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err(e) => return Err(io("accepting a rank")(e)),
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 }
+            };
+            (&s).write_all(&hello(me, world))
+                .map_err(io("saying hello"))?;
+            *slot = Some(link(j, s)?);
+        }
+        l.set_nonblocking(true).map_err(io("nonblocking"))?;
+        while got.iter().skip(me + 1).any(Option::is_none) {
+            match l.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).map_err(io("blocking"))?;
+                    s.set_read_timeout(Some(timeout))
+                        .map_err(io("read timeout"))?;
+                    let (r, w) = read_hello(&mut &s).map_err(io("reading a hello"))?;
+                    if w != world || r <= me || r >= world || got[r].is_some() {
+                        return Err(format!(
+                            "rank {me}: a process says it is rank {r} of {w}, in a group of {world} (RANK and WORLD_SIZE must be 0..N-1 and N on every rank)"
+                        ));
+                    }
+                    got[r] = Some(link(r, s)?);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        let missing: Vec<usize> =
+                            (me + 1..world).filter(|&r| got[r].is_none()).collect();
+                        return Err(format!(
+                            "rank {me}: ranks {missing:?} did not connect within {:.0}s",
+                            timeout.as_secs_f64()
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(io("accepting a rank")(e)),
             }
-            got.into_iter().flatten().collect()
-        } else {
-            let v = store.get(HUB_KEY).map_err(|e| e.to_string())?;
-            let port = u16::from_le_bytes(
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| "the store's collective port is not 2 bytes".to_string())?,
-            );
-            let addr = format!("{}:{port}", env.master_addr);
-            let s = TcpStream::connect(&addr)
-                .map_err(io(&format!("connecting to rank 0 at {addr}")))?;
-            let mut hello = (env.rank as u64).to_le_bytes().to_vec();
-            hello.extend((env.world as u64).to_le_bytes());
-            (&s).write_all(&hello).map_err(io("saying hello"))?;
-            vec![link(0, s)?]
-        };
+        }
         Ok(TcpComm {
-            rank: env.rank,
-            world: env.world,
+            rank: me,
+            world,
             timeout,
-            links,
+            links: got.into_iter().flatten().collect(),
             failed: Mutex::new(None),
+            sent: Default::default(),
             _store: store,
             _server: server,
         })
@@ -182,14 +174,15 @@ impl TcpComm {
         CollectiveError::PeerFailed { rank, reason }
     }
 
-    /// Why reading from `peer` failed, as that rank's failure.
+    /// Why talking to `peer` failed, as that rank's failure.
     fn lost(&self, peer: usize, op: &str, e: std::io::Error) -> (usize, String) {
+        use std::io::ErrorKind as K;
         let why = match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+            K::WouldBlock | K::TimedOut => format!(
                 "did not reach {op} within {:.0}s",
                 self.timeout.as_secs_f64()
             ),
-            std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+            K::UnexpectedEof | K::ConnectionReset | K::BrokenPipe | K::ConnectionAborted => {
                 format!("its connection closed during {op} (the process exited or was killed)")
             }
             _ => format!("its connection failed during {op}: {e}"),
@@ -197,18 +190,35 @@ impl TcpComm {
         (peer, why)
     }
 
-    /// Rank 0: tells every rank still connected that `rank` failed.
+    /// Tells every other rank still connected (but `rank`) that `rank` failed.
     fn tell_all(&self, rank: usize, reason: &str) {
-        for l in &self.links {
-            if l.peer != rank {
-                if let Ok(mut io) = l.io.try_lock() {
-                    let w = &mut io.1;
-                    let mut b = vec![1u8];
-                    b.extend((rank as u64).to_le_bytes());
-                    put_str(&mut b, reason);
-                    let _ = w.write_all(&b).and_then(|_| w.flush());
-                }
+        for l in self.links.iter().filter(|l| l.peer != rank) {
+            if let Ok(mut w) = l.w.try_lock() {
+                let _ = put_failed(&mut *w, rank, reason);
             }
+        }
+    }
+
+    /// What this rank has sent since it connected.
+    pub fn traffic(&self) -> Traffic {
+        let [payload, wire, rounds] = [0, 1, 2].map(|i| self.sent[i].load(Ordering::Relaxed));
+        Traffic {
+            payload,
+            wire,
+            rounds,
+        }
+    }
+
+    /// Sends `c`'s piece to `l`'s rank.
+    fn send(&self, l: &Link, c: &Contribution) -> std::result::Result<(), (usize, String)> {
+        let mut w = l.w.lock().unwrap_or_else(|e| e.into_inner());
+        match put_piece(&mut *w, c.op, &c.meta, &c.pieces[l.peer]) {
+            Ok((payload, wire)) => {
+                self.sent[0].fetch_add(payload, Ordering::Relaxed);
+                self.sent[1].fetch_add(wire, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(self.lost(l.peer, c.op, e)),
         }
     }
 }
@@ -225,78 +235,65 @@ impl Round for TcpComm {
             return;
         }
         self.record(self.rank, reason.to_string());
-        if self.rank == 0 {
-            self.tell_all(0, reason);
-        } else if let Some(l) = self.links.first() {
-            // a round may hold the link (the communication thread waiting for rank 0):
-            // then closing the socket is the message, and rank 0 names this rank
-            if let Ok(mut io) = l.io.try_lock() {
-                let mut b = vec![1u8];
-                put_str(&mut b, reason);
-                let _ = io.1.write_all(&b).and_then(|_| io.1.flush());
-            }
-        }
+        // a round may hold a writer (a sending thread waiting on a peer): then closing
+        // the socket is the message, and that peer names this rank
+        self.tell_all(self.rank, reason);
         for l in &self.links {
             let _ = l.raw.shutdown(Shutdown::Both);
         }
     }
-    fn exchange(&self, c: Contribution) -> Result<Vec<Arc<Contribution>>> {
+    fn exchange(&self, c: Contribution) -> Result<Vec<Part>> {
         if let Some((rank, reason)) = self.failure() {
             return Err(CollectiveError::PeerFailed { rank, reason });
         }
-        let op = c.op;
-        if self.rank != 0 {
-            let l = &self.links[0];
-            let mut io = l.io.lock().unwrap_or_else(|e| e.into_inner());
-            let (r, w) = &mut *io;
-            let mut b = vec![0u8];
-            put_contribution(&mut b, &c);
-            if let Err(e) = w.write_all(&b).and_then(|_| w.flush()) {
-                let (p, why) = self.lost(0, op, e);
-                return Err(self.record(p, why));
-            }
-            return match read_reply(r, self.world) {
-                Ok(Reply::Round(all)) => Ok(all),
-                Ok(Reply::Failed(p, why)) => Err(self.record(p, why)),
-                Err(e) => {
-                    let (p, why) = self.lost(0, op, e);
-                    Err(self.record(p, why))
+        let (op, me) = (c.op, self.rank);
+        self.sent[2].fetch_add(1, Ordering::Relaxed);
+        let mut parts: Vec<Option<Part>> = vec![None; self.world];
+        parts[me] = Some(Part {
+            op,
+            meta: c.meta.clone(),
+            data: c.pieces[me].clone(),
+        });
+        let (read_err, send_err) = std::thread::scope(|s| {
+            let senders: Vec<_> = self
+                .links
+                .iter()
+                .map(|l| {
+                    let c = &c;
+                    s.spawn(move || self.send(l, c))
+                })
+                .collect();
+            let mut read_err = None;
+            for l in &self.links {
+                let mut r = l.r.lock().unwrap_or_else(|e| e.into_inner());
+                match read_frame(&mut *r) {
+                    Ok(Frame::Piece(p)) => parts[l.peer] = Some(p),
+                    Ok(Frame::Failed(rank, why)) => read_err = Some((rank, why)),
+                    Err(e) => read_err = Some(self.lost(l.peer, op, e)),
                 }
-            };
-        }
-        let mut all = vec![Arc::new(c)];
-        for l in &self.links {
-            let mut io = l.io.lock().unwrap_or_else(|e| e.into_inner());
-            let got = match read_frame(&mut io.0) {
-                Ok(Frame::Contribution(c)) => Ok(c),
-                Ok(Frame::Abort(why)) => Err((l.peer, why)),
-                Err(e) => Err(self.lost(l.peer, op, e)),
-            };
-            drop(io);
-            match got {
-                Ok(c) => all.push(Arc::new(c)),
-                Err((p, why)) => {
-                    let e = self.record(p, why.clone());
-                    self.tell_all(p, &why);
-                    return Err(e);
+                if read_err.is_some() {
+                    break;
                 }
             }
-        }
-        let mut b = vec![0u8];
-        for c in &all {
-            put_contribution(&mut b, c);
-        }
-        for l in &self.links {
-            let mut io = l.io.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = io.1.write_all(&b).and_then(|_| io.1.flush()) {
-                drop(io);
-                let (p, why) = self.lost(l.peer, op, e);
-                let err = self.record(p, why.clone());
-                self.tell_all(p, &why);
-                return Err(err);
+            let send_err = senders
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err((me, "a sending thread panicked".into())))
+                })
+                .find_map(|r| r.err());
+            (read_err, send_err)
+        });
+        // what a peer said or how its stream ended names the failure best; a failed send
+        // (a peer that stopped reading) only where every read went through
+        if let Some((p, why)) = read_err.or(send_err) {
+            let e = self.record(p, why);
+            if let CollectiveError::PeerFailed { rank, reason } = &e {
+                self.tell_all(*rank, reason);
             }
+            return Err(e);
         }
-        Ok(all)
+        Ok(parts.into_iter().flatten().collect())
     }
 }
 
@@ -325,119 +322,7 @@ impl Collective for TcpComm {
     fn abort(&self, reason: &str) {
         self.fail(reason)
     }
-}
-
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    b.extend((s.len() as u32).to_le_bytes());
-    b.extend(s.as_bytes());
-}
-
-fn put_contribution(b: &mut Vec<u8>, c: &Contribution) {
-    b.push(OPS.iter().position(|&o| o == c.op).unwrap_or(OPS.len()) as u8);
-    b.extend((c.meta.len() as u32).to_le_bytes());
-    for &m in &c.meta {
-        b.extend((m as u64).to_le_bytes());
-    }
-    let d = c.data.dtype();
-    b.push(DTYPES.iter().position(|&x| x == d).unwrap_or(DTYPES.len()) as u8);
-    let bytes = c.data.as_bytes();
-    b.extend((bytes.len() as u64).to_le_bytes());
-    b.extend(bytes);
-}
-
-fn bad(what: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
-}
-
-fn read_u8(r: &mut impl Read) -> std::io::Result<u8> {
-    let mut b = [0u8];
-    r.read_exact(&mut b)?;
-    Ok(b[0])
-}
-
-fn read_u32(r: &mut impl Read) -> std::io::Result<u32> {
-    let mut b = [0u8; 4];
-    r.read_exact(&mut b)?;
-    Ok(u32::from_le_bytes(b))
-}
-
-fn read_u64(r: &mut impl Read) -> std::io::Result<u64> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
-}
-
-fn read_str(r: &mut impl Read) -> std::io::Result<String> {
-    let n = read_u32(r)? as usize;
-    let mut b = vec![0u8; n];
-    r.read_exact(&mut b)?;
-    Ok(String::from_utf8_lossy(&b).into_owned())
-}
-
-fn read_contribution(r: &mut impl Read) -> std::io::Result<Contribution> {
-    let code = read_u8(r)? as usize;
-    let op = *OPS
-        .get(code)
-        .ok_or_else(|| bad(format!("op code {code}")))?;
-    let nm = read_u32(r)? as usize;
-    let meta = (0..nm)
-        .map(|_| read_u64(r).map(|m| m as usize))
-        .collect::<std::io::Result<_>>()?;
-    let dc = read_u8(r)? as usize;
-    let dtype = *DTYPES
-        .get(dc)
-        .ok_or_else(|| bad(format!("dtype code {dc}")))?;
-    let n = read_u64(r)? as usize;
-    if n % dtype.size() != 0 {
-        return Err(bad(format!("{n} bytes of {dtype:?}")));
-    }
-    let mut bytes = vec![0u8; n];
-    r.read_exact(&mut bytes)?;
-    Ok(Contribution {
-        op,
-        data: data_from_bytes(dtype, &bytes),
-        meta,
-    })
-}
-
-/// `b` as elements of `T` (copied: the bytes need not be aligned).
-fn pods<T: bytemuck::Pod>(b: &[u8]) -> Vec<T> {
-    let mut v = vec![T::zeroed(); b.len() / std::mem::size_of::<T>()];
-    bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(b);
-    v
-}
-
-fn data_from_bytes(dtype: DType, b: &[u8]) -> Data {
-    match dtype {
-        DType::F32 => Data::F32(pods(b)),
-        DType::F64 => Data::F64(pods(b)),
-        DType::BF16 => Data::BF16(pods(b)),
-        DType::I32 => Data::I32(pods(b)),
-        DType::U32 => Data::U32(pods(b)),
-        DType::I64 => Data::I64(pods(b)),
-        DType::Bool => Data::Bool(b.to_vec()),
-    }
-}
-
-fn read_frame(r: &mut impl Read) -> std::io::Result<Frame> {
-    match read_u8(r)? {
-        0 => Ok(Frame::Contribution(read_contribution(r)?)),
-        1 => Ok(Frame::Abort(read_str(r)?)),
-        k => Err(bad(format!("frame kind {k}"))),
-    }
-}
-
-fn read_reply(r: &mut impl Read, world: usize) -> std::io::Result<Reply> {
-    match read_u8(r)? {
-        0 => Ok(Reply::Round(
-            (0..world)
-                .map(|_| read_contribution(r).map(Arc::new))
-                .collect::<std::io::Result<_>>()?,
-        )),
-        1 => {
-            let rank = read_u64(r)? as usize;
-            Ok(Reply::Failed(rank, read_str(r)?))
-        }
-        k => Err(bad(format!("reply kind {k}"))),
+    fn traffic(&self) -> Option<Traffic> {
+        Some(TcpComm::traffic(self))
     }
 }

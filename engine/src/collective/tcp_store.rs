@@ -307,6 +307,13 @@ impl TcpStore {
         Ok((st[0], v))
     }
 
+    /// The address this process reaches the store from: the interface the other ranks,
+    /// which reach the same host, can reach this one on.
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        let c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        c.1.get_ref().local_addr().ok().map(|a| a.ip())
+    }
+
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         if let Some(p) = &self.torch {
             return self.torch_call(p, key, |_, w, k| super::torch_store::set(w, k, value));

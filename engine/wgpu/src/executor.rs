@@ -78,6 +78,8 @@ pub struct WgpuProgram {
     /// Seconds and calls per kernel, when profiling is on (crate::profile: GPU timestamps
     /// where the adapter has them, else each dispatch's wall time, waited for alone).
     pub(crate) profile: Option<std::collections::BTreeMap<String, (f64, usize)>>,
+    /// Per node, the dispatches before it (crate::collective).
+    pub(crate) node_start: Vec<usize>,
 }
 
 impl WgpuProgram {
@@ -276,7 +278,11 @@ impl WgpuExecutor {
             })
     }
 
-    fn check_inputs(&self, lp: &WgpuProgram, inputs: &[&WgpuBuffer]) -> gidd_engine::Result<()> {
+    pub(crate) fn check_inputs(
+        &self,
+        lp: &WgpuProgram,
+        inputs: &[&WgpuBuffer],
+    ) -> gidd_engine::Result<()> {
         let p = &lp.program;
         if inputs.len() != p.inputs.len() {
             return Err(gidd_engine::Error::InputCount {
@@ -298,6 +304,29 @@ impl WgpuExecutor {
         Ok(())
     }
 
+    /// Makes (or reuses) the bind groups of the dispatches that bind program inputs.
+    pub(crate) fn bind_inputs(&self, lp: &mut WgpuProgram, inputs: &[&WgpuBuffer]) {
+        let ids: Vec<u64> = inputs.iter().map(|b| b.id).collect();
+        for k in 0..lp.dispatches.len() {
+            if lp.fixed[k].is_some() {
+                continue;
+            }
+            let key: Vec<u64> = lp.dispatches[k]
+                .binds
+                .iter()
+                .filter_map(|b| match b {
+                    Bind::Input(i) => Some(ids[*i]),
+                    _ => None,
+                })
+                .collect();
+            if lp.cached[k].as_ref().is_some_and(|(c, _)| *c == key) {
+                continue;
+            }
+            let g = self.bind_group(lp, &lp.dispatches[k], inputs);
+            lp.cached[k] = Some((key, g));
+        }
+    }
+
     /// Runs `lp` on `inputs`, of which the first `donated` may be written over (the caller
     /// gave them up and holds no other handle).
     pub(crate) fn execute(
@@ -308,26 +337,14 @@ impl WgpuExecutor {
     ) -> gidd_engine::Result<Vec<WgpuBuffer>> {
         self.check_inputs(lp, inputs)?;
         let gpu = &self.gpu;
+        if let Some(n) = lp.program.nodes.iter().find(|n| n.op.is_collective()) {
+            return Err(gidd_engine::Error::Msg(format!(
+                "the program has collectives ({} first): run it with the rank's collective (CollectiveExecutor::run_donating_with)",
+                n.op.name()
+            )));
+        }
         let outs = gpu.scoped("running a program", || -> Result<Vec<WgpuBuffer>> {
-            let ids: Vec<u64> = inputs.iter().map(|b| b.id).collect();
-            for k in 0..lp.dispatches.len() {
-                if lp.fixed[k].is_some() {
-                    continue;
-                }
-                let key: Vec<u64> = lp.dispatches[k]
-                    .binds
-                    .iter()
-                    .filter_map(|b| match b {
-                        Bind::Input(i) => Some(ids[*i]),
-                        _ => None,
-                    })
-                    .collect();
-                if lp.cached[k].as_ref().is_some_and(|(c, _)| *c == key) {
-                    continue;
-                }
-                let g = self.bind_group(lp, &lp.dispatches[k], inputs);
-                lp.cached[k] = Some((key, g));
-            }
+            self.bind_inputs(lp, inputs);
             if lp.profile.is_some() {
                 self.profiled_dispatches(lp)?;
             }
@@ -335,19 +352,7 @@ impl WgpuExecutor {
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
             if lp.profile.is_none() {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("run"),
-                    timestamp_writes: None,
-                });
-                for (k, d) in lp.dispatches.iter().enumerate() {
-                    let g = match (&lp.fixed[k], &lp.cached[k]) {
-                        (Some(g), _) | (None, Some((_, g))) => g,
-                        (None, None) => continue,
-                    };
-                    pass.set_pipeline(&d.pipe);
-                    pass.set_bind_group(0, g, &[]);
-                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
-                }
+                record(lp, &mut enc, 0..lp.dispatches.len());
             }
             let outs = self.collect_outputs(lp, inputs, donated, &mut enc)?;
             gpu.queue.submit([enc.finish()]);
@@ -359,7 +364,7 @@ impl WgpuExecutor {
 
     /// The output buffers, with the copies that fill them recorded on `enc` (after every
     /// dispatch, so a donated input is read before its storage takes an output).
-    fn collect_outputs(
+    pub(crate) fn collect_outputs(
         &self,
         lp: &WgpuProgram,
         inputs: &[&WgpuBuffer],
@@ -421,5 +426,28 @@ impl WgpuExecutor {
             outs.push(WgpuBuffer::new(buf, id, ty.shape.clone(), ty.dtype));
         }
         Ok(outs)
+    }
+}
+
+/// Records dispatches `range` of `lp` into one compute pass of `enc` (their bind groups
+/// made: [`WgpuExecutor::bind_inputs`]).
+pub(crate) fn record(
+    lp: &WgpuProgram,
+    enc: &mut wgpu::CommandEncoder,
+    range: std::ops::Range<usize>,
+) {
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("run"),
+        timestamp_writes: None,
+    });
+    for k in range {
+        let d = &lp.dispatches[k];
+        let g = match (&lp.fixed[k], &lp.cached[k]) {
+            (Some(g), _) | (None, Some((_, g))) => g,
+            (None, None) => continue,
+        };
+        pass.set_pipeline(&d.pipe);
+        pass.set_bind_group(0, g, &[]);
+        pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
     }
 }

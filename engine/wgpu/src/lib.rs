@@ -32,6 +32,7 @@
 //! limit.
 
 mod buffer;
+mod collective;
 mod device;
 mod error;
 mod executor;

@@ -1,6 +1,6 @@
 //! The `Executor` trait for [`WgpuExecutor`]: load, run (with donation), upload, download.
 
-use crate::buffer::{alloc_bytes, decode, elems_bytes, encode, next_id, no_f64, WgpuBuffer};
+use crate::buffer::{decode, elems_bytes, encode, next_id, no_f64, WgpuBuffer};
 use crate::error::{Result, WgpuError};
 use crate::executor::{AttentionStrategy, WgpuExecutor, WgpuProgram};
 use crate::lower::{binds_input, lower};
@@ -19,7 +19,7 @@ impl WgpuExecutor {
         }
         let p = gidd_engine::rewrite::lower_for(p, &|op, d| self.supports_fused(op, d))
             .map_err(|e| WgpuError::Unsupported(format!("decomposing fused ops: {e}")))?;
-        let (dispatches, params, consts, scratch) = {
+        let (dispatches, params, consts, scratch, node_start) = {
             let mut pipes = self
                 .pipes
                 .lock()
@@ -46,7 +46,7 @@ impl WgpuExecutor {
             for (s, &w) in scratch.iter_mut().zip(&b.windowed_scratch) {
                 *s = w.max(*s);
             }
-            (b.dispatches, b.params, b.consts, scratch)
+            (b.dispatches, b.params, b.consts, scratch, b.node_start)
         };
         let slots = p
             .slots
@@ -78,6 +78,7 @@ impl WgpuExecutor {
             scratch,
             bytes,
             profile: None,
+            node_start,
         };
         lp.fixed = lp
             .dispatches
@@ -134,44 +135,9 @@ impl Executor for WgpuExecutor {
         if bytes == 0 {
             return Ok(decode(&[], b.shape().to_vec(), b.dtype())?);
         }
-        let gpu = &self.gpu;
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("download"),
-            size: alloc_bytes(bytes),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = gpu.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(&b.buf, 0, &staging, 0, bytes);
-        gpu.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging
-            .slice(..bytes)
-            .map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
-        gpu.wait("downloading a tensor")?;
-        let mapped = rx
-            .recv()
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        if let Err(msg) = mapped {
-            return Err(WgpuError::Api {
-                doing: "mapping a download".into(),
-                msg,
-            }
-            .into());
-        }
-        let w: Vec<u32> = {
-            let view = staging
-                .get_mapped_range(..bytes)
-                .map_err(|e| WgpuError::Api {
-                    doing: "reading a download".into(),
-                    msg: e.to_string(),
-                })?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        staging.unmap();
+        let w = self
+            .read_words(&[(&*b.buf, bytes)], "downloading a tensor")?
+            .remove(0);
         Ok(decode(&w, b.shape().to_vec(), b.dtype())?)
     }
 

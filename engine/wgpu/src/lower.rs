@@ -53,7 +53,10 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
         }
     }
     for (ni, node) in p.nodes.iter().enumerate() {
-        if !p.runs[ni] {
+        b.node_start.push(b.dispatches.len());
+        // collectives record no dispatch: the run stages them through the host
+        // (crate::collective)
+        if !p.runs[ni] || node.op.is_collective() {
             continue;
         }
         b.doing = node.op.name();
@@ -276,7 +279,7 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             | Op::SampleStep(_) => crate::fused::lower(b, &node.op, ins, &node.outputs)?,
             Op::AllGather { .. } | Op::ReduceScatter { .. } => {
                 return Err(WgpuError::Unsupported(format!(
-                    "{}: the wgpu executor runs no collectives (FSDP, --nproc, runs on the cpu executor)",
+                    "{}: internal: collectives run through the host (crate::collective), never as a dispatch",
                     node.op.name()
                 )))
             }

@@ -83,6 +83,9 @@ pub struct Builder<'a> {
     pub windowed: bool,
     /// The attention forward runs attention_fwd_row (crate::AttentionStrategy).
     pub attention_rows: bool,
+    /// Per node, the dispatches recorded before it (where a collective is issued and
+    /// waited for: crate::collective).
+    pub node_start: Vec<usize>,
 }
 
 /// The first scratch buffer [`Builder::widened`] uses (lowerings use 0..WIDE themselves).
@@ -115,6 +118,7 @@ impl<'a> Builder<'a> {
             doing: "",
             windowed: false,
             attention_rows: false,
+            node_start: vec![],
         }
     }
 

@@ -1,6 +1,7 @@
 //! `gidd train --nproc N`: fully sharded data parallel training with N ranks as threads
-//! of this process, each running the cpu executor, meeting at the engine's in-process
-//! collectives; or, launched as N processes with torchrun's variables (RANK, WORLD_SIZE,
+//! of this process, each running the executor `--backend` names on a device of its own
+//! (cpu; wgpu and cuda stage the collective nodes through host memory), meeting at the
+//! engine's in-process collectives; or, launched as N processes with torchrun's variables (RANK, WORLD_SIZE,
 //! MASTER_ADDR, MASTER_PORT; `torchrun --nproc_per_node N`, srun, or by hand), one rank per
 //! process meeting over TCP (`collective::TcpComm`). Both compute every collective with the
 //! same code, so they give the same losses; rank 0 alone writes metrics and the report.
@@ -26,13 +27,14 @@ use super::heldout::heldout_record;
 use super::run_loop::LoopCtx;
 use super::step::{self, LossOpts, METRICS};
 use super::{elbo_on, rows_tensor, scalar_in, HELDOUT_REPS};
+use crate::backend::Backend;
 use crate::fsdp::{checkpoint as sharded, ShardPlan};
 use crate::packer::Packer;
 use anyhow::{anyhow, bail, Context, Result};
 use gidd_engine::backend::cpu::Comm;
 use gidd_engine::collective::tcp_store::RankEnv;
 use gidd_engine::collective::{run_ranks, Collective, TcpComm};
-use gidd_engine::{CpuExecutor, Data, Executor, HostTensor};
+use gidd_engine::{CollectiveExecutor, CpuExecutor, Data, Executor, HostTensor};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -151,9 +153,13 @@ pub(super) fn train_fsdp(
         full: [&full_p, mu, nu],
         micro,
     };
+    let backend = a.exec.backend;
     let (last, final_params) = match ranks {
         Ranks::Threads(_) => {
-            let outs = run_ranks(world, RANK_TIMEOUT, |comm| rank_main(comm, &x, &packer));
+            // one device per rank: GPU `rank` on cuda, a device of its own on wgpu
+            let outs = run_ranks(world, RANK_TIMEOUT, |comm| {
+                on_executor(backend, comm.rank(), comm, &x, &packer)
+            });
             outs.map_err(|e| anyhow!("{e}"))?.swap_remove(0)
         }
         Ranks::Process(env) => {
@@ -164,7 +170,7 @@ pub(super) fn train_fsdp(
                     env.master_addr, env.master_port
                 );
             }
-            let out = rank_main(&comm, &x, &packer);
+            let out = on_executor(backend, env.local_rank, &comm, &x, &packer);
             if let Err(e) = &out {
                 // the other processes stop at their next collective, naming this rank
                 comm.abort(&format!("{e:#}"));
@@ -184,21 +190,60 @@ pub(super) fn train_fsdp(
     Ok(last)
 }
 
-/// One rank's run: (last checkpoint, the final parameters on rank 0). Only the
-/// collective's interface is used: the same loop serves any implementation of it.
-fn rank_main(
+/// What a rank returns: its last checkpoint, and on rank 0 the final parameters.
+type RankOut = (Option<PathBuf>, Option<Vec<HostTensor>>);
+
+/// [`rank_main`] on the executor `backend` names, on device `device` of this host.
+fn on_executor(
+    backend: Backend,
+    device: usize,
     comm: Comm,
     x: &RankCtx,
     packer: &Mutex<&mut Packer>,
-) -> Result<(Option<PathBuf>, Option<Vec<HostTensor>>)> {
-    let (c, plan, exec) = (x, x.plan, CpuExecutor);
+) -> Result<RankOut> {
+    match backend {
+        Backend::Cpu => rank_main(&CpuExecutor, comm, x, packer),
+        Backend::Wgpu => rank_main(&gidd_wgpu::WgpuExecutor::new()?, comm, x, packer),
+        Backend::Cuda => rank_main(&gidd_cuda::CudaExecutor::new(device)?, comm, x, packer),
+        Backend::Xla => bail!(
+            "ranks (--nproc, or WORLD_SIZE) run on the cpu, wgpu and cuda executors; sharding on XLA devices is --devices"
+        ),
+    }
+}
+
+fn upload_all<E: Executor>(exec: &E, ts: &[HostTensor]) -> Result<Vec<E::Buffer>> {
+    Ok(ts
+        .iter()
+        .map(|t| exec.upload(t))
+        .collect::<gidd_engine::Result<_>>()?)
+}
+
+fn download_all<E: Executor>(exec: &E, bs: &[E::Buffer]) -> Result<Vec<HostTensor>> {
+    Ok(bs
+        .iter()
+        .map(|b| exec.download(b))
+        .collect::<gidd_engine::Result<_>>()?)
+}
+
+/// One rank's run on `exec` (its state in the executor's buffers; what crosses ranks goes
+/// through `comm`, inside the programs or between them). Only the collective's interface
+/// is used: the same loop serves any implementation of it.
+fn rank_main<E: CollectiveExecutor>(
+    exec: &E,
+    comm: Comm,
+    x: &RankCtx,
+    packer: &Mutex<&mut Packer>,
+) -> Result<RankOut> {
+    let (c, plan) = (x, x.plan);
     let (a, r, oo) = (c.a, c.r, c.oo);
     let (rank, world) = (comm.rank(), comm.world());
     let (per, seq, master) = (r.batch / world, r.seq, c.dtype.accum());
     let t0 = Instant::now();
-    let mut lmicro = exec.load(&step::build_micro_sharded(
-        c.cfg, c.sched, c.no, x.lo, x.micro, seq, c.dtype, plan,
-    )?)?;
+    let pmicro =
+        step::build_micro_sharded(c.cfg, c.sched, c.no, x.lo, x.micro, seq, c.dtype, plan)?;
+    let mut lmicro = exec.load(&pmicro)?;
+    // the program as the executor runs it (its fused ops without a kernel decomposed)
+    let pmicro = gidd_engine::rewrite::lower_for(&pmicro, &|op, d| exec.supports_fused(op, d))?;
     let mut lupdate = exec.load(&step::build_update_shards(
         &plan.names,
         &plan.lens,
@@ -207,9 +252,9 @@ fn rank_main(
     )?)?;
     let [fp, fmu, fnu] = x.full;
     let (mut sp, mut smu, mut snu) = (
-        plan.shard(fp, rank)?,
-        plan.shard(fmu, rank)?,
-        plan.shard(fnu, rank)?,
+        upload_all(exec, &plan.shard(fp, rank)?)?,
+        upload_all(exec, &plan.shard(fmu, rank)?)?,
+        upload_all(exec, &plan.shard(fnu, rank)?)?,
     );
     let mut metrics = match rank {
         0 => {
@@ -219,8 +264,8 @@ fn rank_main(
                 x.micro,
                 mib(plan.total * master.size()),
                 mib(2 * plan.total * master.size()),
-                mib(lmicro.program().planned_bytes()),
-                crate::fsdp::memory::collective_peak_bytes(lmicro.program()),
+                mib(pmicro.planned_bytes()),
+                crate::fsdp::memory::collective_peak_bytes(&pmicro),
                 t0.elapsed().as_secs_f64()
             );
             Some(
@@ -232,7 +277,10 @@ fn rank_main(
         }
         _ => None,
     };
-    let seed_t = HostTensor::u32(vec![2], vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37])?;
+    let seed_t = exec.upload(&HostTensor::u32(
+        vec![2],
+        vec![a.seed as u32, (a.seed >> 32) as u32 ^ 0x9e37],
+    )?)?;
     let mut leval = None;
     let mut last_good = None;
     let mut k = c.start;
@@ -257,22 +305,22 @@ fn rank_main(
         }
         let t = Instant::now();
         // 2. this rank's rows; gathers and reduce-scatters run inside the program
-        let step_t = HostTensor::u32(vec![], vec![k as u32])?;
-        let mut gshard = plan.zeros(master);
+        let step_t = exec.upload(&HostTensor::u32(vec![], vec![k as u32])?)?;
+        let mut gshard = upload_all(exec, &plan.zeros(master))?;
         let mut sums = vec![0f64; 5];
         for i in 0..per / x.micro {
             let row0 = rank * per + i * x.micro;
-            let labels = HostTensor::i32(
+            let labels = exec.upload(&HostTensor::i32(
                 vec![x.micro, seq],
                 tokens[row0 * seq..(row0 + x.micro) * seq].to_vec(),
-            )?;
-            let r0 = HostTensor::u32(vec![], vec![row0 as u32])?;
-            let mut rest: Vec<&HostTensor> = sp.iter().collect();
+            )?)?;
+            let r0 = exec.upload(&HostTensor::u32(vec![], vec![row0 as u32])?)?;
+            let mut rest: Vec<&E::Buffer> = sp.iter().collect();
             rest.extend([&labels, &seed_t, &step_t, &r0]);
             let o =
                 exec.run_donating_with(&mut lmicro, comm, std::mem::take(&mut gshard), &rest)?;
             for (j, s) in sums.iter_mut().enumerate() {
-                *s += o[j].to_f64_vec()[0];
+                *s += exec.download(&o[j])?.to_f64_vec()[0];
             }
             gshard = o.into_iter().skip(5).collect();
         }
@@ -282,8 +330,9 @@ fn rank_main(
         // 3. this rank's update
         let scalars = oo.step_scalars(k);
         let sc: Vec<HostTensor> = scalars.iter().map(|&v| scalar_in(v, master)).collect();
-        let scale = scalar_in(if x.lo.sum { 1.0 } else { 1.0 / count }, master);
-        let mut rest: Vec<&HostTensor> = gshard.iter().collect();
+        let sc = upload_all(exec, &sc)?;
+        let scale = exec.upload(&scalar_in(if x.lo.sum { 1.0 } else { 1.0 / count }, master))?;
+        let mut rest: Vec<&E::Buffer> = gshard.iter().collect();
         rest.extend(sc.iter());
         rest.push(&scale);
         let mut state = std::mem::take(&mut sp);
@@ -291,7 +340,7 @@ fn rank_main(
         state.append(&mut snu);
         let o = exec.run_donating(&mut lupdate, state, &rest)?;
         let sq = comm
-            .all_reduce(&Data::F64(vec![o[0].to_f64_vec()[0]]))?
+            .all_reduce(&Data::F64(vec![exec.download(&o[0])?.to_f64_vec()[0]]))?
             .get_f64(0);
         let n = plan.names.len();
         let mut it = o.into_iter().skip(1);
@@ -328,8 +377,10 @@ fn rank_main(
         }
         let every = a.eval_steps.unwrap_or(r.steps / 4);
         if every > 0 && k.is_multiple_of(every) && k < r.steps {
-            let full = plan.unshard(&comm.all_gather(&plan.flatten(&sp)?)?)?;
+            let full =
+                plan.unshard(&comm.all_gather(&plan.flatten(&download_all(exec, &sp)?)?)?)?;
             if let Some(f) = &mut metrics {
+                let full = upload_all(exec, &full)?;
                 let le =
                     match &mut leval {
                         Some(l) => l,
@@ -337,8 +388,8 @@ fn rank_main(
                             &step::build_eval(c.cfg, c.sched, c.no, r.batch, seq, c.dtype)?.0,
                         )?),
                     };
-                let refs: Vec<&HostTensor> = full.iter().collect();
-                let e = elbo_on(&exec, le, &refs, c.eval, r.batch, seq, HELDOUT_REPS)?.0;
+                let refs: Vec<&E::Buffer> = full.iter().collect();
+                let e = elbo_on(exec, le, &refs, c.eval, r.batch, seq, HELDOUT_REPS)?.0;
                 let (msg, line) =
                     heldout_record(k, e, t0.elapsed().as_secs_f64(), c.heldout_true_entropy);
                 eprintln!("{msg}");
@@ -360,14 +411,25 @@ fn rank_main(
                 }),
                 _ => None,
             };
-            let dir = sharded::save(comm, &a.save_directory, plan, [&sp, &smu, &snu], meta, k)?;
+            let host = [&sp, &smu, &snu].map(|b| download_all(exec, b));
+            let [hp, hmu, hnu] = host;
+            let (hp, hmu, hnu) = (hp?, hmu?, hnu?);
+            let dir = sharded::save(comm, &a.save_directory, plan, [&hp, &hmu, &hnu], meta, k)?;
             if rank == 0 {
                 eprintln!("  saved {}", dir.display());
             }
             last_good = Some(dir);
         }
     }
-    let full = plan.unshard(&comm.all_gather(&plan.flatten(&sp)?)?)?;
+    let full = plan.unshard(&comm.all_gather(&plan.flatten(&download_all(exec, &sp)?)?)?)?;
+    if let Some(t) = comm.traffic() {
+        eprintln!(
+            "fsdp: rank {rank} sent {:.2} MiB of tensors ({:.2} MiB on the wire) in {} exchanges",
+            mib(t.payload as usize),
+            mib(t.wire as usize),
+            t.rounds
+        );
+    }
     Ok((last_good, (rank == 0).then_some(full)))
 }
 

@@ -428,9 +428,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let ranks = fsdp_loop::Ranks::new(a.nproc)?;
     let world = ranks.world();
     if world > 1 {
-        if a.exec.backend != Backend::Cpu || a.exec.devices > 1 {
+        if a.exec.backend == Backend::Xla || a.exec.devices > 1 {
             bail!(
-                "{world} ranks (--nproc, or WORLD_SIZE) run on the cpu executor only (--backend cpu); sharding on XLA devices is --devices"
+                "{world} ranks (--nproc, or WORLD_SIZE) run on the cpu, wgpu and cuda executors (--backend cpu|wgpu|cuda); sharding on XLA devices is --devices"
             );
         }
         if !r.batch.is_multiple_of(world) {

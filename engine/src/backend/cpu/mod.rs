@@ -148,6 +148,18 @@ impl CpuExecutor {
     }
 }
 
+impl super::CollectiveExecutor for CpuExecutor {
+    fn run_donating_with(
+        &self,
+        lp: &mut CpuProgram,
+        comm: Comm,
+        donated: Vec<HostTensor>,
+        rest: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
+        CpuExecutor::run_donating_with(self, lp, comm, donated, rest)
+    }
+}
+
 fn run_program(
     lp: &mut CpuProgram,
     inputs: &[&HostTensor],
@@ -234,7 +246,11 @@ fn run_nodes(
         }
         if let Some(fl) = fl.as_deref_mut() {
             for &v in &node.inputs {
-                fl.wait_for(source_node(p, v), p, &mut lp.slots)?;
+                fl.wait_for(
+                    crate::collective::nodes::source_node(p, v),
+                    p,
+                    &mut lp.slots,
+                )?;
             }
             if node.op.is_collective() {
                 let args: Vec<Arg> = node
@@ -282,17 +298,6 @@ fn run_nodes(
         }
     }
     Ok(())
-}
-
-/// The node whose buffer value `v` reads: its producer, or, through reshapes the plan
-/// made views, the producer of the viewed value (a gathered weight read reshaped must
-/// wait for its gather).
-fn source_node(p: &Program, v: usize) -> usize {
-    let mut n = p.values[v].node;
-    while !p.runs[n] && matches!(p.nodes[n].op, Op::Reshape { .. }) {
-        n = p.values[p.nodes[n].inputs[0]].node;
-    }
-    n
 }
 
 fn copy_prefix<T: Elem>(d: &Data, n: usize) -> Data {
