@@ -3,7 +3,7 @@
 use crate::dtype::{numel, DType};
 use crate::error::{Error, Result};
 pub use crate::mapped::{Backing, Mapped, MappedElem};
-use half::bf16;
+use half::{bf16, f16};
 use std::borrow::Cow;
 
 /// Typed element storage. Bool is stored as bytes 0/1.
@@ -16,6 +16,7 @@ pub enum Data {
     F32(Vec<f32>),
     F64(Vec<f64>),
     BF16(Vec<bf16>),
+    F16(Vec<f16>),
     I32(Vec<i32>),
     U32(Vec<u32>),
     I64(Vec<i64>),
@@ -29,6 +30,7 @@ pub enum DataRef<'a> {
     F32(&'a [f32]),
     F64(&'a [f64]),
     BF16(&'a [bf16]),
+    F16(&'a [f16]),
     I32(&'a [i32]),
     U32(&'a [u32]),
     I64(&'a [i64]),
@@ -48,6 +50,7 @@ impl Data {
             Data::F32(_) => DType::F32,
             Data::F64(_) => DType::F64,
             Data::BF16(_) => DType::BF16,
+            Data::F16(_) => DType::F16,
             Data::I32(_) => DType::I32,
             Data::U32(_) => DType::U32,
             Data::I64(_) => DType::I64,
@@ -65,6 +68,7 @@ impl Data {
             Data::F32(v) => DataRef::F32(v),
             Data::F64(v) => DataRef::F64(v),
             Data::BF16(v) => DataRef::BF16(v),
+            Data::F16(v) => DataRef::F16(v),
             Data::I32(v) => DataRef::I32(v),
             Data::U32(v) => DataRef::U32(v),
             Data::I64(v) => DataRef::I64(v),
@@ -73,6 +77,7 @@ impl Data {
                 DType::F32 => DataRef::F32(typed(m)),
                 DType::F64 => DataRef::F64(typed(m)),
                 DType::BF16 => DataRef::BF16(typed(m)),
+                DType::F16 => DataRef::F16(typed(m)),
                 DType::I32 => DataRef::I32(typed(m)),
                 DType::U32 => DataRef::U32(typed(m)),
                 DType::I64 => DataRef::I64(typed(m)),
@@ -90,6 +95,7 @@ impl Data {
             DataRef::F32(v) => Data::F32(v.to_vec()),
             DataRef::F64(v) => Data::F64(v.to_vec()),
             DataRef::BF16(v) => Data::BF16(v.to_vec()),
+            DataRef::F16(v) => Data::F16(v.to_vec()),
             DataRef::I32(v) => Data::I32(v.to_vec()),
             DataRef::U32(v) => Data::U32(v.to_vec()),
             DataRef::I64(v) => Data::I64(v.to_vec()),
@@ -101,6 +107,7 @@ impl Data {
             Data::F32(v) => v.len(),
             Data::F64(v) => v.len(),
             Data::BF16(v) => v.len(),
+            Data::F16(v) => v.len(),
             Data::I32(v) => v.len(),
             Data::U32(v) => v.len(),
             Data::I64(v) => v.len(),
@@ -117,6 +124,7 @@ impl Data {
             DType::F32 => Data::F32(vec![0.0; n]),
             DType::F64 => Data::F64(vec![0.0; n]),
             DType::BF16 => Data::BF16(vec![bf16::ZERO; n]),
+            DType::F16 => Data::F16(vec![f16::ZERO; n]),
             DType::I32 => Data::I32(vec![0; n]),
             DType::U32 => Data::U32(vec![0; n]),
             DType::I64 => Data::I64(vec![0; n]),
@@ -129,6 +137,7 @@ impl Data {
             DataRef::F32(v) => v[i] as f64,
             DataRef::F64(v) => v[i],
             DataRef::BF16(v) => v[i].to_f64(),
+            DataRef::F16(v) => v[i].to_f64(),
             DataRef::I32(v) => v[i] as f64,
             DataRef::U32(v) => v[i] as f64,
             DataRef::I64(v) => v[i] as f64,
@@ -141,6 +150,7 @@ impl Data {
             Data::F32(v) => bytemuck::cast_slice(v),
             Data::F64(v) => bytemuck::cast_slice(v),
             Data::BF16(v) => bytemuck::cast_slice(v),
+            Data::F16(v) => bytemuck::cast_slice(v),
             Data::I32(v) => bytemuck::cast_slice(v),
             Data::U32(v) => bytemuck::cast_slice(v),
             Data::I64(v) => bytemuck::cast_slice(v),
@@ -219,6 +229,7 @@ impl HostTensor {
         match self.data.view() {
             DataRef::F32(v) => v.to_vec(),
             DataRef::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            DataRef::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             _ => (0..self.numel())
                 .map(|i| self.data.get_f64(i) as f32)
                 .collect(),
@@ -244,7 +255,7 @@ impl HostTensor {
             )),
         }
     }
-    /// Converts to another dtype (round-to-nearest-even for bf16; truncation toward zero for float->int).
+    /// Converts to another dtype (round-to-nearest-even for bf16 and f16, overflow to inf; truncation toward zero for float->int).
     pub fn convert(&self, to: DType) -> HostTensor {
         let n = self.numel();
         let data = match to {
@@ -254,6 +265,10 @@ impl HostTensor {
             DType::BF16 => match &self.data {
                 Data::F64(v) => Data::BF16(v.iter().map(|&x| bf16::from_f64(x)).collect()),
                 _ => Data::BF16(self.to_f32_vec().into_iter().map(bf16::from_f32).collect()),
+            },
+            DType::F16 => match &self.data {
+                Data::F64(v) => Data::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
+                _ => Data::F16(self.to_f32_vec().into_iter().map(f16::from_f32).collect()),
             },
             DType::I32 => Data::I32((0..n).map(|i| self.data.get_f64(i) as i32).collect()),
             DType::U32 => Data::U32((0..n).map(|i| self.data.get_f64(i) as u32).collect()),

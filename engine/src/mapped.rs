@@ -5,7 +5,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use half::bf16;
+use half::{bf16, f16};
 use std::sync::Arc;
 
 /// Bytes that stay put for as long as they are referenced (a file mapping, a `Vec<u8>`).
@@ -114,6 +114,9 @@ impl MappedElem for f64 {
 }
 impl MappedElem for bf16 {
     const DTYPE: DType = DType::BF16;
+}
+impl MappedElem for f16 {
+    const DTYPE: DType = DType::F16;
 }
 impl MappedElem for i32 {
     const DTYPE: DType = DType::I32;

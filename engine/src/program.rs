@@ -382,6 +382,7 @@ fn round_to(x: f64, d: DType) -> f64 {
         DType::F32 => x as f32 as f64,
         DType::F64 => x,
         DType::BF16 => half::bf16::from_f64(x).to_f64(),
+        DType::F16 => half::f16::from_f64(x).to_f64(),
         DType::I32 => x as i32 as f64,
         DType::U32 => x as u32 as f64,
         DType::I64 => x as i64 as f64,

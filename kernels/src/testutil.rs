@@ -3,7 +3,7 @@
 //! and tolerance or bit-exact checks that report the seed on failure.
 
 use crate::simd::Level;
-use half::bf16;
+use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -88,6 +88,37 @@ pub(crate) fn to_bf16(x: &[f32]) -> Vec<bf16> {
     x.iter().map(|&v| bf16::from_f32(v)).collect()
 }
 
+/// The values f16 kernels most often get wrong beyond [`EDGE_F32`]'s: the largest finite
+/// (65504), the first value that rounds to inf (65520, a tie) and one just below it, the
+/// smallest normal, subnormals (the smallest, a rounding tie between the two smallest, one
+/// that flushes to zero) and a tie of normal rounding.
+pub(crate) const EDGE_F16: [f32; 10] = [
+    65504.0,
+    65520.0,
+    65519.0,
+    -70000.0,
+    6.103_515_6e-5,
+    5.960_464_5e-8,
+    8.940_697e-8,
+    2.0e-8,
+    -3.0e-6,
+    1.000_488_3,
+];
+
+/// `x` rounded to f16 (ties to even), with one in six values replaced by an [`EDGE_F16`].
+pub(crate) fn to_f16_with_edges(rng: &mut StdRng, x: &[f32]) -> Vec<f16> {
+    x.iter()
+        .map(|&v| {
+            let v = if rng.random_range(0..6) == 0 {
+                EDGE_F16[rng.random_range(0..EDGE_F16.len())]
+            } else {
+                v
+            };
+            f16::from_f32(v)
+        })
+        .collect()
+}
+
 /// Distance in units in the last place between two f32 (0 for equal, including both NaN).
 pub(crate) fn ulp_dist(a: f32, b: f32) -> u64 {
     if a.is_nan() && b.is_nan() {
@@ -109,7 +140,7 @@ pub(crate) fn ulp_dist(a: f32, b: f32) -> u64 {
 
 /// Checks `|got - want| <= tol(index, want)` element-wise (NaN must match NaN, infinities
 /// must be equal); panics with the seed, the context and the worst element otherwise.
-/// `got` may be f32, bf16 or f64: all widen exactly.
+/// `got` may be f32, bf16, f16 or f64: all widen exactly.
 #[track_caller]
 pub(crate) fn assert_close_by<G: Copy + Into<f64>>(
     what: &str,
@@ -170,6 +201,7 @@ bits!(
     f32 => |x: f32| x.to_bits() as u64,
     f64 => |x: f64| x.to_bits(),
     bf16 => |x: bf16| x.to_bits() as u64,
+    f16 => |x: f16| x.to_bits() as u64,
     i32 => |x: i32| x as u32 as u64,
     i64 => |x: i64| x as u64,
     u32 => |x: u32| x as u64,

@@ -538,10 +538,10 @@ fn score_levels<E: Executor>(
         s.min_log_snr,
         s.max_log_snr,
     );
-    // Parameters in the master precision as they are; bf16 ones (mapped from a checkpoint)
-    // stay bf16 and widen inside the program where used, which is exact, so that a large
+    // Parameters in the master precision as they are; bf16 and f16 ones (mapped from a
+    // checkpoint) keep their dtype and widen inside the program where used, which is exact, so that a large
     // model is never copied to f32 on the host; anything else converts to the master.
-    let kept = |d: DType| if d == DType::BF16 { d } else { master };
+    let kept = |d: DType| if d.is_half() { d } else { master };
     let given_dtype: std::collections::BTreeMap<&str, DType> = params
         .iter()
         .map(|(n, t)| (n.as_str(), kept(t.dtype())))

@@ -282,11 +282,20 @@ fn files_from_the_safetensors_crate_read_with_conversions() {
     assert_eq!(store.names(), vec!["bytes", "double", "flags", "half"]);
     assert_eq!(store.metadata().get("k").map(String::as_str), Some("v"));
 
+    // get keeps F16 bit for bit (an HF checkpoint saved in f16), get_f32 widens exactly
     let half = store.get("half").unwrap();
-    assert_eq!(half.dtype(), DType::F32);
+    assert_eq!(half.dtype(), DType::F16);
     assert_eq!(half.shape, vec![2, 2]);
+    assert_eq!(half.data, gidd_engine::host::Data::F16(halves.to_vec()));
     let want: Vec<f32> = halves.iter().map(|x| x.to_f32()).collect();
-    assert_eq!(half.to_f32_vec(), want, "f16 must widen exactly");
+    assert_eq!(
+        store.get_f32("half").unwrap().to_f32_vec(),
+        want,
+        "f16 must widen exactly"
+    );
+    let (mapped, _) = store.get_mapped("half").unwrap();
+    assert_eq!(mapped.dtype(), DType::F16);
+    assert_eq!(mapped.to_f32_vec(), want);
     assert_eq!(store.info("half").unwrap().0, StoredDType::F16);
 
     let dbl = store.get_f32("double").unwrap();

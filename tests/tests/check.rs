@@ -1,5 +1,5 @@
 //! `gidd check`, the op conformance suite built into the binary: it passes on the cpu
-//! executor (its f32 and bf16 kernels against their f64 twins, fused kernels against their
+//! executor (its f32, bf16 and f16 kernels against their f64 twins, fused kernels against their
 //! decompositions, exact checks against the host), on XLA when a PJRT plugin is installed
 //! and on wgpu when a Vulkan adapter is (its f64 rows UNSUPPORTED); its table covers every
 //! family of ops and the golden audit; bad flags are refused. That a wrong result fails its row is tested inside the module
@@ -85,8 +85,8 @@ fn check_passes_on_the_cpu_and_covers_every_family() {
             assert!(!r.is_empty(), "no {value} row for {op}:\n{out}");
             assert!(r.iter().all(|l| l.contains("PASS")), "{r:?}");
         }
-        // float checks run in f32, bf16 and f64
-        for dt in ["f32", "bf16", "f64"] {
+        // float checks run in f32, bf16, f16 and f64
+        for dt in ["f32", "bf16", "f16", "f64"] {
             assert!(
                 rows(&out, "softmax", "fwd").iter().any(|l| l.contains(dt)),
                 "no {dt} softmax row"
@@ -141,7 +141,8 @@ fn check_passes_on_wgpu_with_f64_unsupported() {
     }
     let (o, out) = check(&["--backend", "wgpu", "--quick"]);
     assert_passes(&o, &out, "gidd check --backend wgpu");
-    // wgpu has no f64: every f64 program is refused at load, and said so, not failed
+    // wgpu has no f64 (nor f16 yet): every such program is refused at load, and said so, not
+    // failed
     let (_, _, unsup) = summary(&out);
     assert!(unsup > 0, "{out}");
     // table rows (a result column) in f64

@@ -1,8 +1,8 @@
 //! Every golden case (tests/golden) passes `gidd audit` in f32 and f64, with the optimizer
 //! rows (the trainer's update program on the reference's LaProp run) and the likelihood rows
-//! (`gidd eval --requests`'s code on the reference's draws) present; in bf16 the logits and
-//! loss stay within the bf16 tolerance and the whole audit passes, gradients and likelihood
-//! terms within their measured bound.
+//! (`gidd eval --requests`'s code on the reference's draws) present; in bf16 and f16 the
+//! logits and loss stay within the dtype's tolerance and the whole audit passes, gradients
+//! and likelihood terms within their measured bound.
 
 use gidd_engine::CpuExecutor;
 use gidd_engine::DType;
@@ -86,42 +86,52 @@ fn assert_optim_and_likelihood_rows(rows: &[gidd_train::audit::Row], case: &std:
 
 #[test]
 fn golden_logits_and_loss_within_bf16_tolerance() {
+    half_audit_passes(DType::BF16, 2e-2);
+}
+
+/// f16 as bf16 above, with the bar on the logits and losses scaled by the ratio of their
+/// epsilons (2^-11 against 2^-8): 2e-2 / 8 = 2.5e-3.
+#[test]
+fn golden_logits_and_loss_within_f16_tolerance() {
+    half_audit_passes(DType::F16, 2.5e-3);
+}
+
+/// The audit of every golden case in a 16-bit float: the logits and losses within `bar`
+/// (and not f32's bits: the dtype reached the kernels), and every row within its f32
+/// tolerance plus 2 x its measured rounding.
+fn half_audit_passes(dtype: DType, bar: f64) {
     let cases = golden_cases();
     for case in cases {
-        let rows = gidd_train::audit::audit(
-            &CpuExecutor,
-            &case,
-            &case.join("golden.safetensors"),
-            DType::BF16,
-        )
-        .expect("audit runs");
+        let rows =
+            gidd_train::audit::audit(&CpuExecutor, &case, &case.join("golden.safetensors"), dtype)
+                .expect("audit runs");
         for name in ["logits", "loss", "kl_loss", "hidden_states.1"] {
             let r = rows
                 .iter()
                 .find(|r| r.quantity == name)
                 .unwrap_or_else(|| panic!("{name} not audited"));
             assert!(
-                r.pass && r.rel_l2 <= 2e-2,
-                "{}: bf16 {name} rel err {}",
+                r.pass && r.rel_l2 <= bar,
+                "{}: {dtype} {name} rel err {}",
                 case.display(),
                 r.rel_l2
             );
-            // bf16 must actually differ from f32: the dtype reached the kernels.
+            // the result must actually differ from f32: the dtype reached the kernels.
             assert!(
                 r.rel_l2 > 1e-6,
-                "{}: bf16 {name} is bitwise f32-like ({}): bf16 path not taken",
+                "{}: {dtype} {name} is bitwise f32-like ({}): {dtype} path not taken",
                 case.display(),
                 r.rel_l2
             );
         }
-        // The whole bf16 audit passes (`gidd audit --dtype bf16` exits 0): every model
+        // The whole audit passes (`gidd audit --dtype bf16|f16` exits 0): every model
         // quantity and likelihood term within its f32 tolerance + 2 x its measured rounding
-        // (bf16 vs f64 of our own computation, plus f32 vs f64 for the reference's side).
+        // (ours vs f64 of our own computation, plus f32 vs f64 for the reference's side).
         let table = gidd_train::audit::format_table(&rows);
-        eprintln!("{} (bf16)\n{table}", case.display());
+        eprintln!("{} ({dtype})\n{table}", case.display());
         assert!(
             rows.iter().all(|r| r.pass),
-            "{}: bf16 audit failed\n{table}",
+            "{}: {dtype} audit failed\n{table}",
             case.display()
         );
         for r in rows.iter().filter(|r| r.quantity.starts_with("grad.")) {

@@ -152,6 +152,10 @@ pub enum Precision {
     #[value(alias = "fp32")]
     F32,
     Bf16,
+    /// IEEE half: stored and rounded like bf16 (f32 math), 3 more significand bits, range
+    /// to 65504 only.
+    #[value(alias = "fp16")]
+    F16,
     /// The audit precision of `gidd train` and `gidd audit`: parameters, optimizer state
     /// and every accumulation in f64 (fused ops run as their decompositions).
     #[value(alias = "fp64")]
@@ -163,6 +167,7 @@ impl Precision {
         match self {
             Precision::F32 => DType::F32,
             Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
             Precision::F64 => DType::F64,
         }
     }
@@ -170,7 +175,7 @@ impl Precision {
     pub fn activations(self, command: &str) -> Result<DType> {
         if self == Precision::F64 {
             bail!(
-                "--dtype f64: f64 is the audit precision of `gidd train` and `gidd audit`; `gidd {command}` runs f32 or bf16 (an f64 checkpoint loads rounded to f32)"
+                "--dtype f64: f64 is the audit precision of `gidd train` and `gidd audit`; `gidd {command}` runs f32, bf16 or f16 (an f64 checkpoint loads rounded to f32)"
             );
         }
         Ok(self.dtype())

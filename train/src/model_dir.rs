@@ -184,10 +184,11 @@ pub struct MapStats {
     pub files: usize,
 }
 
-/// Loads a checkpoint for inference without copying its weights: f32 and bf16 tensors stay
-/// in the memory-mapped file pages (`Data::Mapped`, bf16 stays bf16) and the CPU executor
+/// Loads a checkpoint for inference without copying its weights: f32, bf16 and f16 tensors
+/// stay in the memory-mapped file pages (`Data::Mapped`, bf16 and f16 keep their dtype) and
+/// the CPU executor
 /// reads them in place, so resident memory is the page cache the OS can drop, not a heap
-/// copy; f16 and f64 tensors are converted to f32. Single files and HF sharded checkpoints
+/// copy; f64 tensors are converted to f32. Single files and HF sharded checkpoints
 /// (`model.safetensors.index.json`) alike; strictly checked as [`load_checkpoint`] does.
 /// Programs declare each parameter in its dtype (`Params::declare_each`).
 pub fn load_checkpoint_mapped(dir: &Path) -> anyhow::Result<(Loaded, MapStats)> {
@@ -221,7 +222,7 @@ pub fn load_checkpoint_mapped(dir: &Path) -> anyhow::Result<(Loaded, MapStats)> 
         }
         use gidd_ports::StoredDType as S;
         let (t, in_place) = match d {
-            S::F32 | S::BF16 => store.get_mapped(n)?,
+            S::F32 | S::BF16 | S::F16 => store.get_mapped(n)?,
             _ => (store.get_f32(n)?, false),
         };
         let bytes = t.data.as_bytes().len() as u64;

@@ -600,6 +600,11 @@ impl Mem {
                             .map(|c| bf16::from_le_bytes(c.try_into().unwrap()))
                             .collect(),
                     ),
+                    DType::F16 => Data::F16(
+                        b.chunks(2)
+                            .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()))
+                            .collect(),
+                    ),
                     DType::I32 => Data::I32(
                         b.chunks(4)
                             .map(|c| i32::from_le_bytes(c.try_into().unwrap()))

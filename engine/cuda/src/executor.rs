@@ -97,6 +97,9 @@ impl CudaExecutor {
     }
 
     fn load_program(&self, p: &Program) -> Result<CudaProgram> {
+        if p.values.iter().any(|v| v.ty.dtype == DType::F16) {
+            return Err(crate::plan::no_f16());
+        }
         let p = gidd_engine::rewrite::lower_for(p, &|op, d| self.supports_fused(op, d))
             .map_err(|e| CudaError::Unsupported(format!("decomposing fused ops: {e}")))?;
         let plan = crate::lower::plan_for(&p, self.dev.hopper())?;
@@ -380,6 +383,7 @@ pub(crate) fn decode(bytes: &[u8], shape: Vec<usize>, d: DType) -> gidd_engine::
         DType::F32 => Data::F32(elems(bytes)),
         DType::F64 => Data::F64(elems(bytes)),
         DType::BF16 => Data::BF16(elems(bytes)),
+        DType::F16 => Data::F16(elems(bytes)),
         DType::I32 => Data::I32(elems(bytes)),
         DType::U32 => Data::U32(elems(bytes)),
         DType::I64 => Data::I64(elems(bytes)),
@@ -421,6 +425,9 @@ impl Executor for CudaExecutor {
     }
 
     fn upload(&self, t: &HostTensor) -> gidd_engine::Result<CudaBuffer> {
+        if t.dtype() == DType::F16 {
+            return Err(crate::plan::no_f16().into());
+        }
         self.dev.bind()?;
         let bytes = t.data.as_bytes();
         let mem = self.dev.alloc(bytes.len() as u64)?;

@@ -166,6 +166,10 @@ macro_rules! typed {
                 let $wrap = Data::BF16;
                 $body
             }
+            Data::F16($v) => {
+                let $wrap = Data::F16;
+                $body
+            }
             Data::I32($v) => {
                 let $wrap = Data::I32;
                 $body

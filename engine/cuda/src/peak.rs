@@ -40,7 +40,7 @@ pub fn flops_per_clock_per_sm(major: u32, minor: u32, dtype: DType) -> Option<f6
     match dtype {
         DType::BF16 => Some(tensor_bf16),
         DType::F32 => Some(fma_f32),
-        DType::F64 | DType::I32 | DType::U32 | DType::I64 | DType::Bool => None,
+        DType::F16 | DType::F64 | DType::I32 | DType::U32 | DType::I64 | DType::Bool => None,
     }
 }
 

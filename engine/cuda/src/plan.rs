@@ -150,7 +150,17 @@ pub fn dtype_code(d: DType) -> Result<u32> {
         DType::I64 => code::I64,
         DType::Bool => code::BOOL,
         DType::F64 => return Err(no_f64()),
+        DType::F16 => return Err(no_f16()),
     })
+}
+
+/// The refusal of f16 programs and tensors: the PTX kernels take f32 or bf16.
+pub fn no_f16() -> CudaError {
+    CudaError::Unsupported(
+        "--dtype f16 does not run on the cuda executor (its kernels take f32 or bf16): f16 runs \
+         on --backend cpu and xla; on cuda use --dtype bf16 or f32"
+            .into(),
+    )
 }
 
 pub fn no_f64() -> CudaError {
@@ -165,6 +175,7 @@ pub fn raw_bits(x: f64, d: DType) -> u64 {
         DType::F32 => (x as f32).to_bits() as u64,
         DType::F64 => x.to_bits(),
         DType::BF16 => half::bf16::from_f64(x).to_bits() as u64,
+        DType::F16 => half::f16::from_f64(x).to_bits() as u64,
         DType::I32 => (x as i32) as u32 as u64,
         DType::U32 => (x as u32) as u64,
         DType::I64 => (x as i64) as u64,
@@ -176,7 +187,7 @@ pub fn raw_bits(x: f64, d: DType) -> u64 {
 /// are exact in f32), the sign- or zero-extended value for the integer kernels.
 pub fn splat_bits(x: f64, d: DType) -> u64 {
     match d {
-        DType::F32 | DType::BF16 => (x as f32).to_bits() as u64,
+        DType::F32 | DType::BF16 | DType::F16 => (x as f32).to_bits() as u64,
         DType::F64 => x.to_bits(),
         DType::I32 | DType::I64 => (x as i64) as u64,
         DType::U32 => (x as u32) as u64,

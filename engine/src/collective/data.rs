@@ -3,7 +3,7 @@
 
 use super::{CollectiveError, Result};
 use crate::host::Data;
-use half::bf16;
+use half::{bf16, f16};
 
 /// Applies `$body` to the vector inside a `Data`, rebuilding the same variant.
 macro_rules! map_data {
@@ -12,6 +12,7 @@ macro_rules! map_data {
             Data::F32($v) => Data::F32($body),
             Data::F64($v) => Data::F64($body),
             Data::BF16($v) => Data::BF16($body),
+            Data::F16($v) => Data::F16($body),
             Data::I32($v) => Data::I32($body),
             Data::U32($v) => Data::U32($body),
             Data::I64($v) => Data::I64($body),
@@ -42,6 +43,7 @@ pub fn concat(parts: &[&Data], op: &'static str) -> Result<Data> {
             (Data::F32(o), Data::F32(v)) => o.extend_from_slice(v),
             (Data::F64(o), Data::F64(v)) => o.extend_from_slice(v),
             (Data::BF16(o), Data::BF16(v)) => o.extend_from_slice(v),
+            (Data::F16(o), Data::F16(v)) => o.extend_from_slice(v),
             (Data::I32(o), Data::I32(v)) => o.extend_from_slice(v),
             (Data::U32(o), Data::U32(v)) => o.extend_from_slice(v),
             (Data::I64(o), Data::I64(v)) => o.extend_from_slice(v),
@@ -93,6 +95,10 @@ pub fn sum_in_order(parts: &[&Data], start: usize, len: usize, op: &'static str)
         Data::BF16(_) => {
             let acc = sum!(BF16, 0f32, |a: f32, x: bf16| a + x.to_f32());
             Data::BF16(acc.into_iter().map(bf16::from_f32).collect())
+        }
+        Data::F16(_) => {
+            let acc = sum!(F16, 0f32, |a: f32, x: f16| a + x.to_f32());
+            Data::F16(acc.into_iter().map(f16::from_f32).collect())
         }
         Data::I32(_) => Data::I32(sum!(I32, 0i32, |a: i32, x: i32| a.wrapping_add(x))),
         Data::U32(_) => Data::U32(sum!(U32, 0u32, |a: u32, x: u32| a.wrapping_add(x))),

@@ -93,6 +93,6 @@ pub fn shard_len(numel: usize, world: usize) -> usize {
 pub fn summable(d: DType) -> bool {
     matches!(
         d,
-        DType::F32 | DType::F64 | DType::BF16 | DType::I32 | DType::U32 | DType::I64
+        DType::F32 | DType::F64 | DType::BF16 | DType::F16 | DType::I32 | DType::U32 | DType::I64
     )
 }

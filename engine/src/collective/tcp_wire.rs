@@ -13,7 +13,7 @@ use crate::host::Data;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-const DTYPES: [DType; 7] = [
+const DTYPES: [DType; 8] = [
     DType::F32,
     DType::F64,
     DType::BF16,
@@ -21,6 +21,8 @@ const DTYPES: [DType; 7] = [
     DType::U32,
     DType::I64,
     DType::Bool,
+    // last: the wire codes of the others stay what they were
+    DType::F16,
 ];
 
 pub(super) enum Frame {
@@ -149,6 +151,7 @@ fn data_from_bytes(dtype: DType, b: &[u8]) -> Data {
         DType::F32 => Data::F32(pods(b)),
         DType::F64 => Data::F64(pods(b)),
         DType::BF16 => Data::BF16(pods(b)),
+        DType::F16 => Data::F16(pods(b)),
         DType::I32 => Data::I32(pods(b)),
         DType::U32 => Data::U32(pods(b)),
         DType::I64 => Data::I64(pods(b)),

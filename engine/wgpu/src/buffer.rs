@@ -58,14 +58,14 @@ impl WgpuBuffer {
 pub fn words(d: DType) -> usize {
     match d {
         DType::I64 | DType::F64 => 2,
-        DType::F32 | DType::BF16 | DType::I32 | DType::U32 | DType::Bool => 1,
+        DType::F32 | DType::BF16 | DType::F16 | DType::I32 | DType::U32 | DType::Bool => 1,
     }
 }
 
 /// Bytes one stored element of `d` takes (bf16: half a word).
 pub fn elem_bytes(d: DType) -> u64 {
     match d {
-        DType::BF16 => 2,
+        DType::BF16 | DType::F16 => 2,
         _ => words(d) as u64 * 4,
     }
 }
@@ -74,7 +74,7 @@ pub fn elem_bytes(d: DType) -> u64 {
 /// word's high half unused).
 pub fn elems_bytes(n: usize, d: DType) -> u64 {
     match d {
-        DType::BF16 => (n.div_ceil(2) * 4) as u64,
+        DType::BF16 | DType::F16 => (n.div_ceil(2) * 4) as u64,
         _ => (n * words(d) * 4) as u64,
     }
 }
@@ -104,6 +104,15 @@ pub fn no_f64() -> WgpuError {
     )
 }
 
+/// The refusal of f16 programs and tensors (the kernels have bf16 variants only).
+pub fn no_f16() -> WgpuError {
+    WgpuError::Unsupported(
+        "--dtype f16 does not run on the wgpu executor (its kernels store bf16 or f32): f16 \
+         runs on cpu and xla; on wgpu use --dtype bf16 or f32"
+            .into(),
+    )
+}
+
 /// A host tensor's device words.
 pub fn encode(t: &HostTensor) -> Result<Vec<u32>> {
     Ok(match t.data.view() {
@@ -117,6 +126,7 @@ pub fn encode(t: &HostTensor) -> Result<Vec<u32>> {
             .flat_map(|&x| [x as u32, (x as u64 >> 32) as u32])
             .collect(),
         DataRef::F64(_) => return Err(no_f64()),
+        DataRef::F16(_) => return Err(no_f16()),
     })
 }
 
@@ -141,6 +151,7 @@ pub fn decode(w: &[u32], shape: Vec<usize>, dtype: DType) -> Result<HostTensor> 
                 .collect(),
         ),
         DType::F64 => return Err(no_f64()),
+        DType::F16 => return Err(no_f16()),
     };
     HostTensor::new(shape, data).map_err(|e| WgpuError::Unsupported(e.to_string()))
 }
@@ -151,6 +162,7 @@ pub fn scalar_words(x: f64, dtype: DType) -> [u32; 2] {
     match dtype {
         DType::F32 => [(x as f32).to_bits(), 0],
         DType::BF16 => [(bf16::from_f64(x).to_f32()).to_bits(), 0],
+        DType::F16 => [(half::f16::from_f64(x).to_f32()).to_bits(), 0],
         DType::I32 => [x as i32 as u32, 0],
         DType::U32 => [x as u32, 0],
         DType::Bool => [u32::from(x != 0.0), 0],

@@ -32,6 +32,7 @@ pub fn class(d: DType) -> Result<Class> {
         DType::Bool => Class::Int { kind: 2 },
         DType::I64 => Class::Long,
         DType::F64 => return Err(crate::buffer::no_f64()),
+        DType::F16 => return Err(crate::buffer::no_f16()),
     })
 }
 

@@ -178,18 +178,19 @@ impl Emitter<'_> {
         self.op(op, xs, "", &vec![t.clone(); xs.len()], &t)
     }
 
-    /// An elementwise float op computed in f32 when `d` is bf16 (as the CPU executor does).
+    /// An elementwise float op computed in f32 when `d` is bf16 or f16 (as the CPU executor
+    /// does).
     fn float_op(&mut self, op: &str, xs: &[&str], shape: &[usize], d: DType) -> String {
-        if d != DType::BF16 {
+        if !d.is_half() {
             return self.elementwise(op, xs, shape, d);
         }
         let wide: Vec<String> = xs
             .iter()
-            .map(|x| self.convert(x, shape, DType::BF16, DType::F32))
+            .map(|x| self.convert(x, shape, d, DType::F32))
             .collect();
         let refs: Vec<&str> = wide.iter().map(String::as_str).collect();
         let r = self.elementwise(op, &refs, shape, DType::F32);
-        self.convert(&r, shape, DType::F32, DType::BF16)
+        self.convert(&r, shape, DType::F32, d)
     }
 
     fn compare(&mut self, c: CmpOp, a: &str, b: &str, shape: &[usize], d: DType) -> String {
@@ -277,8 +278,8 @@ impl Emitter<'_> {
         let d = xt.dtype;
         match (op, d) {
             (_, DType::Bool) => self.reduce_raw(x, shape, d, "or", "false", dims),
-            (ReduceOp::Sum, DType::BF16) => {
-                let w = self.convert(x, shape, DType::BF16, DType::F32);
+            (ReduceOp::Sum, h) if h.is_half() => {
+                let w = self.convert(x, shape, h, DType::F32);
                 let r = self.reduce_raw(
                     &w,
                     shape,
@@ -287,7 +288,7 @@ impl Emitter<'_> {
                     &literal(0.0, DType::F32),
                     dims,
                 );
-                self.convert(&r, &out_shape, DType::F32, DType::BF16)
+                self.convert(&r, &out_shape, DType::F32, h)
             }
             (ReduceOp::Sum, _) => self.reduce_raw(x, shape, d, "add", &literal(0.0, d), dims),
             (ReduceOp::Max, _) if d.is_float() => {
@@ -479,10 +480,10 @@ impl Emitter<'_> {
     ) -> String {
         let k = it.shape.len();
         let idx = self.clamp_indices(idx, it, ot.shape[axis]);
-        let wide = ot.dtype == DType::BF16;
+        let wide = ot.dtype.is_half();
         let d = if wide { DType::F32 } else { ot.dtype };
         let upd = if wide {
-            self.convert(upd, &ut.shape, DType::BF16, DType::F32)
+            self.convert(upd, &ut.shape, ot.dtype, DType::F32)
         } else {
             upd.to_string()
         };
@@ -506,7 +507,7 @@ impl Emitter<'_> {
             tensor_type(&ut.shape, d)
         );
         if wide {
-            self.convert(&r, &ot.shape, DType::F32, DType::BF16)
+            self.convert(&r, &ot.shape, DType::F32, ot.dtype)
         } else {
             r
         }

@@ -71,6 +71,7 @@ pub const TYPE_U32: i32 = 8;
 pub const TYPE_F32: i32 = 11;
 pub const TYPE_F64: i32 = 12;
 pub const TYPE_BF16: i32 = 13;
+pub const TYPE_F16: i32 = 10;
 
 /// PJRT_NamedValue_Type: kInt64.
 pub const NAMED_INT64: i32 = 1;

@@ -47,6 +47,7 @@ pub(crate) fn literal(x: f64, d: DType) -> String {
         DType::F32 => format!("0x{:08X}", (x as f32).to_bits()),
         DType::F64 => format!("0x{:016X}", x.to_bits()),
         DType::BF16 => format!("0x{:04X}", bf16::from_f64(x).to_bits()),
+        DType::F16 => format!("0x{:04X}", half::f16::from_f64(x).to_bits()),
         DType::I32 => (x as i32).to_string(),
         DType::U32 => (x as u32).to_string(),
         DType::I64 => (x as i64).to_string(),
@@ -60,6 +61,7 @@ pub(crate) fn lowest(d: DType) -> String {
         DType::F32 => "0xFF800000".into(),
         DType::F64 => "0xFFF0000000000000".into(),
         DType::BF16 => "0xFF80".into(),
+        DType::F16 => "0xFC00".into(),
         DType::I32 => i32::MIN.to_string(),
         DType::U32 => "0".into(),
         DType::I64 => i64::MIN.to_string(),
@@ -124,7 +126,7 @@ pub(crate) fn cmp_name(c: CmpOp) -> &'static str {
 
 pub(crate) fn cmp_type(d: DType) -> &'static str {
     match d {
-        DType::F32 | DType::F64 | DType::BF16 => "FLOAT",
+        DType::F32 | DType::F64 | DType::BF16 | DType::F16 => "FLOAT",
         DType::I32 | DType::I64 => "SIGNED",
         DType::U32 | DType::Bool => "UNSIGNED",
     }

@@ -391,6 +391,7 @@ fn data_from_bytes(dtype: DType, b: &[u8]) -> Data {
         DType::F32 => Data::F32(pod_vec(b)),
         DType::F64 => Data::F64(pod_vec(b)),
         DType::BF16 => Data::BF16(pod_vec(b)),
+        DType::F16 => Data::F16(pod_vec(b)),
         DType::I32 => Data::I32(pod_vec(b)),
         DType::U32 => Data::U32(pod_vec(b)),
         DType::I64 => Data::I64(pod_vec(b)),

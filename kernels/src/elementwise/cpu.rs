@@ -2,10 +2,8 @@
 //! the compiler vectorises them, split across rayon's pool when the output is large.
 
 use super::{Binary, Cmp, Int, Src, Unary};
-use crate::convert::{bf16_to_f32, f32_to_bf16_slice};
-use crate::element::Element;
+use crate::element::{Element, Half};
 use crate::layout::strides;
-use half::bf16;
 use rayon::prelude::*;
 
 /// Work below this many elements runs on one thread.
@@ -106,13 +104,13 @@ pub fn unary_f64(op: Unary, x: Src<f64>, out: &mut [f64]) {
     par_fill(out, |i| f(x.at(i)));
 }
 
-/// `out[i] = op(x[i])` computed in f32, rounded to bf16 once.
-pub fn unary_bf16(op: Unary, x: Src<bf16>, out: &mut [bf16]) {
+/// `out[i] = op(x[i])` computed in f32, rounded to the half type (bf16, f16) once.
+pub fn unary_half<H: Half>(op: Unary, x: Src<H>, out: &mut [H]) {
     let f = unary_fn_f32(op);
     par_map(out, |s, o| {
         o.iter_mut()
             .enumerate()
-            .for_each(|(i, y)| *y = bf16::from_f32(f(x.at(s + i).to_f32())))
+            .for_each(|(i, y)| *y = H::from_f32(f(x.at(s + i).to_f32())))
     });
 }
 
@@ -152,12 +150,12 @@ fn map2<T: Copy + Send + Sync>(
     });
 }
 
-/// [`map2`] on bf16 operands, computing `f` in f32 and rounding once.
+/// [`map2`] on half operands (bf16, f16), computing `f` in f32 and rounding once.
 #[inline(always)]
-fn map2_bf16(
-    out: &mut [bf16],
-    xs: Src<bf16>,
-    ys: Src<bf16>,
+fn map2_half<H: Half>(
+    out: &mut [H],
+    xs: Src<H>,
+    ys: Src<H>,
     f: impl Fn(f32, f32) -> f32 + Sync + Copy,
 ) {
     par_map(out, |s, o| match (xs, ys) {
@@ -165,22 +163,22 @@ fn map2_bf16(
             .iter_mut()
             .zip(&a[s..])
             .zip(&c[s..])
-            .for_each(|((r, a), c)| *r = bf16::from_f32(f(a.to_f32(), c.to_f32()))),
+            .for_each(|((r, a), c)| *r = H::from_f32(f(a.to_f32(), c.to_f32()))),
         (Src::Slice(a), Src::Scalar(c)) => {
             let c = c.to_f32();
             o.iter_mut()
                 .zip(&a[s..])
-                .for_each(|(r, a)| *r = bf16::from_f32(f(a.to_f32(), c)))
+                .for_each(|(r, a)| *r = H::from_f32(f(a.to_f32(), c)))
         }
         (Src::Scalar(a), Src::Slice(c)) => {
             let a = a.to_f32();
             o.iter_mut()
                 .zip(&c[s..])
-                .for_each(|(r, c)| *r = bf16::from_f32(f(a, c.to_f32())))
+                .for_each(|(r, c)| *r = H::from_f32(f(a, c.to_f32())))
         }
         (Src::Scalar(a), Src::Scalar(c)) => o
             .iter_mut()
-            .for_each(|r| *r = bf16::from_f32(f(a.to_f32(), c.to_f32()))),
+            .for_each(|r| *r = H::from_f32(f(a.to_f32(), c.to_f32()))),
     });
 }
 
@@ -220,14 +218,14 @@ pub fn binary_f64(op: Binary, xs: Src<f64>, ys: Src<f64>, o: &mut [f64]) {
     par_fill(o, |i| f(xs.at(i), ys.at(i)));
 }
 
-/// `out[i] = op(x[i], y[i])` computed in f32, rounded to bf16 once.
-pub fn binary_bf16(op: Binary, xs: Src<bf16>, ys: Src<bf16>, o: &mut [bf16]) {
+/// `out[i] = op(x[i], y[i])` computed in f32, rounded to the half type once.
+pub fn binary_half<H: Half>(op: Binary, xs: Src<H>, ys: Src<H>, o: &mut [H]) {
     match op {
-        Binary::Add => map2_bf16(o, xs, ys, |a, c| a + c),
-        Binary::Sub => map2_bf16(o, xs, ys, |a, c| a - c),
-        Binary::Mul => map2_bf16(o, xs, ys, |a, c| a * c),
-        Binary::Div => map2_bf16(o, xs, ys, |a, c| a / c),
-        _ => map2_bf16(o, xs, ys, binary_fn_f32(op)),
+        Binary::Add => map2_half(o, xs, ys, |a, c| a + c),
+        Binary::Sub => map2_half(o, xs, ys, |a, c| a - c),
+        Binary::Mul => map2_half(o, xs, ys, |a, c| a * c),
+        Binary::Div => map2_half(o, xs, ys, |a, c| a / c),
+        _ => map2_half(o, xs, ys, binary_fn_f32(op)),
     }
 }
 
@@ -304,24 +302,24 @@ pub fn compare_f32(op: Cmp, x: Src<f32>, y: Src<f32>, out: &mut [u8]) {
     }
 }
 
-/// `out[i] = x[i] op y[i]` (1 or 0) for bf16, compared as f32 (bf16 widens exactly, so the
-/// result is unchanged): relu's mask and friends on bf16 activations.
-pub fn compare_bf16(op: Cmp, x: Src<bf16>, y: Src<bf16>, out: &mut [u8]) {
+/// `out[i] = x[i] op y[i]` (1 or 0) for bf16 or f16, compared as f32 (both widen exactly, so
+/// the result is unchanged): relu's mask and friends on half activations.
+pub fn compare_half<H: Half>(op: Cmp, x: Src<H>, y: Src<H>, out: &mut [u8]) {
     macro_rules! with_y {
         ($fx:expr) => {
             match y {
-                Src::Slice(v) => compare_with(op, $fx, |i| bf16_to_f32(v[i]), out),
+                Src::Slice(v) => compare_with(op, $fx, |i| v[i].to_f32(), out),
                 Src::Scalar(s) => {
-                    let s = bf16_to_f32(s);
+                    let s = s.to_f32();
                     compare_with(op, $fx, |_| s, out)
                 }
             }
         };
     }
     match x {
-        Src::Slice(v) => with_y!(|i| bf16_to_f32(v[i])),
+        Src::Slice(v) => with_y!(|i| v[i].to_f32()),
         Src::Scalar(s) => {
-            let s = bf16_to_f32(s);
+            let s = s.to_f32();
             with_y!(|_| s)
         }
     }
@@ -367,14 +365,14 @@ pub fn select<T: Copy + Send + Sync>(p: Src<u8>, a: Src<T>, b: Src<T>, out: &mut
     }
 }
 
-/// `out[i] = x[i]` rounded to the nearest bf16 (ties to even).
-pub fn round_to_bf16(x: &[f32], out: &mut [bf16]) {
-    par_map(out, |s, o| f32_to_bf16_slice(&x[s..s + o.len()], o))
+/// `out[i] = x[i]` rounded to the nearest bf16 or f16 (ties to even).
+pub fn round_to_half<H: Half>(x: &[f32], out: &mut [H]) {
+    par_map(out, |s, o| H::round_slice(&x[s..s + o.len()], o))
 }
 
 /// `out[i] = x[i]` widened to f32 (exact).
-pub fn widen_bf16(x: &[bf16], out: &mut [f32]) {
-    par_fill(out, |i| bf16_to_f32(x[i]))
+pub fn widen_half<H: Half>(x: &[H], out: &mut [f32]) {
+    par_fill(out, |i| x[i].to_f32())
 }
 
 /// `out[i] = x[i] as T`: integer conversions keep the low bits, as XLA's do.
@@ -385,7 +383,7 @@ pub fn wrap_int<S: Int, T: Int>(x: &[S], out: &mut [T]) {
 }
 
 /// `out[i] = T::from_f64(x[i].to_f64())`: exact for every pair of floats, bools and
-/// small integers (the pairs [`round_to_bf16`] and [`wrap_int`] do not cover).
+/// small integers (the pairs [`round_to_half`] and [`wrap_int`] do not cover).
 pub fn convert<S: Element, T: Element>(x: &[S], out: &mut [T]) {
     par_fill(out, |i| T::from_f64(x[i].to_f64()))
 }

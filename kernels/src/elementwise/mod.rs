@@ -4,15 +4,15 @@
 //!   y_i = p_i \ne 0 \;?\; a_i : c_i$$
 //!
 //! # Numerics
-//! * f32 computes in f32 with the standard library's math; bf16 widens exactly to f32,
-//!   computes there and rounds to nearest even once; f64 computes in f64.
+//! * f32 computes in f32 with the standard library's math; bf16 and f16 widen exactly to
+//!   f32, compute there and round to nearest even once (f16 overflows to inf past 65504); f64 computes in f64.
 //! * `max`/`min` propagate NaN (StableHLO's, unlike `f32::max`). Integer-only ops
 //!   (`and`, `or`, `xor`, shifts) on floats give NaN.
 //! * Integers wrap (two's complement, as StableHLO); division or remainder by zero gives 0;
 //!   a shift by a negative amount or by at least the bit width gives 0; `pow` gives 0.
 //!   The integer unary ops are `neg`, `abs` and `not`; unsigned `neg` and `abs` are the identity.
 //! * `u8` stores booleans (0 or 1): `not` is `1 - x`, shifts return `x`.
-//! * Converting f32 <-> bf16 rounds to nearest even ([`crate::convert`]); integer <-> integer
+//! * Converting f32 <-> bf16 or f16 rounds to nearest even ([`crate::element::Half`]); integer <-> integer
 //!   conversions wrap ([`wrap_int`]); every other pair goes through f64 ([`convert`]).
 //!
 //! # Shapes
@@ -34,8 +34,8 @@ pub mod reference;
 mod tests;
 
 pub use cpu::{
-    binary_bf16, binary_f32, binary_f64, binary_int, compare, compare_bf16, compare_f32, convert,
-    iota, round_to_bf16, select, unary_bf16, unary_f32, unary_f64, unary_int, widen_bf16, wrap_int,
+    binary_f32, binary_f64, binary_half, binary_int, compare, compare_f32, compare_half, convert,
+    iota, round_to_half, select, unary_f32, unary_f64, unary_half, unary_int, widen_half, wrap_int,
 };
 pub use int::Int;
 

@@ -4,9 +4,11 @@
 
 use super::reference::{self as spec, IntType};
 use super::*;
-use crate::element::Element;
-use crate::testutil::{assert_close_by, assert_same_bits, rng, seed, to_bf16, with_edges, Bits};
-use half::bf16;
+use crate::element::{Element, Half};
+use crate::testutil::{
+    assert_close_by, assert_same_bits, rng, seed, to_bf16, to_f16_with_edges, with_edges, Bits,
+};
+use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -46,16 +48,66 @@ const BINARY: [Binary; 13] = [
 
 const CMP: [Cmp; 6] = [Cmp::Eq, Cmp::Ne, Cmp::Lt, Cmp::Le, Cmp::Gt, Cmp::Ge];
 
-/// Precision (significand bits) of f32 and bf16, for ulp-based tolerances.
+/// Precision (significand bits) of f32, bf16 and f16, for ulp-based tolerances.
 const P_F32: i32 = 24;
 const P_BF16: i32 = 8;
+const P_F16: i32 = 11;
 /// The std transcendental functions (glibc's) are within 1 ulp; `rsqrt` and `pow` round
 /// twice or compound one such error; `logistic` compounds exp, an add and a division.
 const LIBM_ULP: f64 = 2.0;
 const LOGISTIC_ULP: f64 = 4.0;
-/// bf16 results are computed in f32 (a few f32 ulps, far below one bf16 ulp) and rounded
-/// once: at most one bf16 ulp from the correctly rounded f64 result.
-const BF16_ULP: f64 = 1.0;
+/// bf16 and f16 results are computed in f32 (a few f32 ulps, far below one half ulp) and
+/// rounded once: at most one half ulp from the correctly rounded f64 result.
+const HALF_ULP: f64 = 1.0;
+
+/// `ulps` of a half type at `w`: bf16 has f32's exponent range (subnormals to 2^-133), f16
+/// stops at 2^-14 (subnormal spacing 2^-24, which is its absolute floor).
+fn half_tol<H: Half>(ulps: f64, w: f64) -> f64 {
+    if std::any::TypeId::of::<H>() == std::any::TypeId::of::<f16>() {
+        ulps * (w.abs() * 2f64.powi(1 - P_F16) + 2f64.powi(-24))
+    } else {
+        ulp_tol(ulps, P_BF16, w)
+    }
+}
+
+/// `unary_half` against the f64 reference rounded once to `H`.
+fn check_unary_half<H: Half + Into<f64>>(
+    seed: u64,
+    r: &mut StdRng,
+    op: Unary,
+    xh: &[H],
+    ctx: &str,
+) {
+    let n = xh.len();
+    let sh = src(r, xh, true);
+    let want: Vec<f64> = expand(sh, n)
+        .iter()
+        .map(|&v| H::from_f64(spec::unary_f64(op, v.to_f64())).to_f64())
+        .collect();
+    let mut y = vec![H::from_f32(f32::NAN); n];
+    unary_half(op, sh, &mut y);
+    // logistic's f32 floor (1 + e^-x overflowing) only matters where H has subnormals below f32's
+    let tol = |_: usize, w: f64| half_tol::<H>(HALF_ULP, w) + floor_for(op);
+    assert_close_by(ctx, seed, &y, &want, tol);
+}
+
+/// `binary_half` against the f64 reference rounded once to `H`.
+fn check_binary_half<H: Half + Into<f64>>(
+    seed: u64,
+    r: &mut StdRng,
+    op: Binary,
+    (a, b): (&[H], &[H]),
+    ctx: &str,
+) {
+    let n = a.len();
+    let (sa, sb) = (src(r, a, true), src(r, b, true));
+    let want: Vec<f64> = (0..n)
+        .map(|i| H::from_f64(spec::binary_f64(op, sa.at(i).to_f64(), sb.at(i).to_f64())).to_f64())
+        .collect();
+    let mut y = vec![H::from_f32(f32::NAN); n];
+    binary_half(op, sa, sb, &mut y);
+    assert_close_by(ctx, seed, &y, &want, |_, w| half_tol::<H>(HALF_ULP, w));
+}
 
 /// Ulps the f32 loop may differ from the f64 result rounded to f32 for `op`.
 fn unary_ulps(op: Unary) -> f64 {
@@ -126,16 +178,9 @@ fn float_unary_matches_f64_reference() {
             let tol = |_: usize, w: f64| ulp_tol(unary_ulps(op), P_F32, w) + floor_for(op);
             assert_close_by(&format!("f32 {ctx}"), seed, &y, &want32, tol);
 
-            let xb = to_bf16(&x);
-            let sb = src(&mut r, &xb, true);
-            let want: Vec<f64> = expand(sb, n)
-                .iter()
-                .map(|&v| bf16::from_f64(spec::unary_f64(op, v.to_f64())).to_f64())
-                .collect();
-            let mut yb = vec![bf16::NAN; n];
-            unary_bf16(op, sb, &mut yb);
-            let tol = |_: usize, w: f64| ulp_tol(BF16_ULP, P_BF16, w) + floor_for(op);
-            assert_close_by(&format!("bf16 {ctx}"), seed, &yb, &want, tol);
+            check_unary_half(seed, &mut r, op, &to_bf16(&x), &format!("bf16 {ctx}"));
+            let xh = to_f16_with_edges(&mut r, &x);
+            check_unary_half(seed, &mut r, op, &xh, &format!("f16 {ctx}"));
 
             let x64: Vec<f64> = x.iter().map(|&v| v as f64 * (1.0 + 1e-12)).collect();
             let s64 = src(&mut r, &x64, true);
@@ -168,17 +213,10 @@ fn float_binary_matches_f64_reference() {
             assert_close_by(&format!("f32 {ctx}"), seed, &y, &want, tol);
 
             let (ab, bb) = (to_bf16(&a), to_bf16(&b));
-            let (sa, sb) = (src(&mut r, &ab, true), src(&mut r, &bb, true));
-            let want: Vec<f64> = (0..n)
-                .map(|i| {
-                    let w = spec::binary_f64(op, sa.at(i).to_f64(), sb.at(i).to_f64());
-                    bf16::from_f64(w).to_f64()
-                })
-                .collect();
-            let mut y = vec![bf16::NAN; n];
-            binary_bf16(op, sa, sb, &mut y);
-            let tol = |_: usize, w: f64| ulp_tol(BF16_ULP, P_BF16, w);
-            assert_close_by(&format!("bf16 {ctx}"), seed, &y, &want, tol);
+            check_binary_half(seed, &mut r, op, (&ab, &bb), &format!("bf16 {ctx}"));
+            // f16 edges: products and sums past 65504 overflow to inf, subnormal results
+            let (ah, bh) = (to_f16_with_edges(&mut r, &a), to_f16_with_edges(&mut r, &b));
+            check_binary_half(seed, &mut r, op, (&ah, &bh), &format!("f16 {ctx}"));
 
             let (a64, b64) = (to_f64_jittered(&a), to_f64_jittered(&b));
             let (sa, sb) = (src(&mut r, &a64, true), src(&mut r, &b64, true));
@@ -343,8 +381,11 @@ fn compare_matches_reference() {
         check_compare(seed, &mut r, "f32", &a, &b, compare_f32);
         check_compare(seed, &mut r, "f32 generic", &a, &b, compare::<f32>);
         let (ab, bb) = (to_bf16(&a), to_bf16(&b));
-        check_compare(seed, &mut r, "bf16", &ab, &bb, compare_bf16);
+        check_compare(seed, &mut r, "bf16", &ab, &bb, compare_half);
         check_compare(seed, &mut r, "bf16 generic", &ab, &bb, compare::<bf16>);
+        let (ah, bh) = (to_f16_with_edges(&mut r, &a), to_f16_with_edges(&mut r, &b));
+        check_compare(seed, &mut r, "f16", &ah, &bh, compare_half);
+        check_compare(seed, &mut r, "f16 generic", &ah, &bh, compare::<f16>);
         let (a64, b64) = (to_f64_jittered(&a), to_f64_jittered(&b));
         check_compare(seed, &mut r, "f64", &a64, &b64, compare::<f64>);
         let (ai, bi) = (ints::<i64>(&mut r, n), ints::<i64>(&mut r, n));
@@ -386,6 +427,8 @@ fn select_moves_bits_exactly() {
         let b = with_edges(&mut r, n, 4.0);
         check_select(seed, &mut r, "f32", &a, &b);
         check_select(seed, &mut r, "bf16", &to_bf16(&a), &to_bf16(&b));
+        let (ah, bh) = (to_f16_with_edges(&mut r, &a), to_f16_with_edges(&mut r, &b));
+        check_select(seed, &mut r, "f16", &ah, &bh);
         let (ia, ib) = (ints::<i64>(&mut r, n), ints::<i64>(&mut r, n));
         check_select(seed, &mut r, "i64", &ia, &ib);
         let bools: Vec<u8> = (0..n).map(|_| r.random_range(0..2)).collect();
@@ -420,11 +463,11 @@ fn conversions_match_reference() {
     for n in SIZES {
         let x = with_edges(&mut r, n, 3e9);
         let mut b = vec![bf16::ZERO; n];
-        round_to_bf16(&x, &mut b);
+        round_to_half(&x, &mut b);
         let want: Vec<f64> = x.iter().map(|&v| bf16::from_f32(v).to_f64()).collect();
         assert_close_by(&format!("round_to_bf16 n {n}"), seed, &b, &want, |_, _| 0.0);
         let mut w = vec![f32::NAN; n];
-        widen_bf16(&b, &mut w);
+        widen_half(&b, &mut w);
         let want: Vec<f32> = b.iter().map(|&v| v.to_f64() as f32).collect();
         assert_close_by(
             &format!("widen_bf16 n {n}"),
@@ -433,6 +476,28 @@ fn conversions_match_reference() {
             &crate::testutil::to_f64(&want),
             |_, _| 0.0,
         );
+
+        // f16: the f32 values with f16's edges (overflow past 65504, subnormals, ties),
+        // rounded by the kernel and checked bit for bit against `half`'s scalar conversion
+        let xh: Vec<f32> = to_f16_with_edges(&mut r, &x)
+            .iter()
+            .zip(&x)
+            .map(|(h, &v)| {
+                if r.random_range(0..2) == 0 {
+                    h.to_f32()
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let mut h = vec![f16::ZERO; n];
+        round_to_half(&xh, &mut h);
+        let want: Vec<f16> = xh.iter().map(|&v| f16::from_f32(v)).collect();
+        assert_same_bits(&format!("round_to_half f16 n {n}"), seed, &h, &want);
+        let mut w = vec![f32::NAN; n];
+        widen_half(&h, &mut w);
+        let want: Vec<f32> = h.iter().map(|&v| v.to_f64() as f32).collect();
+        assert_same_bits(&format!("widen_half f16 n {n}"), seed, &w, &want);
 
         let (i64s, u32s, i32s) = (
             ints::<i64>(&mut r, n),
@@ -469,6 +534,9 @@ fn conversions_match_reference() {
         // always converted through it; the spec here pins that behaviour.
         check_convert(seed, "f64 -> bf16", &x64, bf16::from_f64);
         check_convert(seed, "bf16 -> f64", &to_bf16(&x), |v: bf16| v.to_f64());
+        check_convert(seed, "f64 -> f16", &x64, f16::from_f64);
+        check_convert(seed, "f16 -> f64", &h, |v: f16| v.to_f64());
+        check_convert(seed, "f16 -> bf16", &h, |v: f16| bf16::from_f32(v.to_f32()));
         check_convert(seed, "f32 -> i32", &x, |v: f32| v as i32);
         check_convert(seed, "f32 -> u32", &x, |v: f32| v as u32);
         check_convert(seed, "f32 -> bool", &x, |v: f32| u8::from(v != 0.0));

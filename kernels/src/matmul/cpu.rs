@@ -572,7 +572,7 @@ pub(crate) fn max_kc() -> usize {
     kc
 }
 
-fn f32_kernel(level: Level) -> &'static Kernel<f32> {
+pub(crate) fn f32_kernel(level: Level) -> &'static Kernel<f32> {
     match usable(level) {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => &super::cpu_avx512::F32,

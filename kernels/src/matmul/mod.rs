@@ -80,7 +80,7 @@ mod tests;
 #[cfg(test)]
 mod tests_bf16_out;
 
-use half::bf16;
+use half::{bf16, f16};
 
 /// Problem description for [`gemm_f32`] / [`gemm_bf16`]; see the module docs for the layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +168,26 @@ pub fn bf16_peak_gflops(f32_peak: f64) -> f64 {
 }
 
 pub use self::f64::gemm_f64;
+
+/// f16 widened to f32 (exact) as the panels are packed.
+impl cpu::Convert<f16, f32> for cpu::Widen {
+    const IDENTITY: bool = false;
+    #[inline(always)]
+    fn conv(x: f16) -> f32 {
+        x.to_f32()
+    }
+}
+
+/// f16 inputs, f32 accumulation, f32 output, on a chosen level: the f32 microkernels over
+/// panels widened while packing (x86 has no f16 dot product short of AVX512-FP16).
+pub fn gemm_f16_at(level: crate::simd::Level, s: &GemmShape, a: &[f16], b: &[f16], c: &mut [f32]) {
+    blocking::gemm_generic::<f16, f32, cpu::Widen>(cpu::f32_kernel(level), s, a, b, c);
+}
+
+/// [`gemm_f16_at`] on the fastest available SIMD path.
+pub fn gemm_f16(s: &GemmShape, a: &[f16], b: &[f16], c: &mut [f32]) {
+    gemm_f16_at(crate::simd::level(), s, a, b, c);
+}
 
 /// f32 GEMM on the fastest available SIMD path.
 pub fn gemm_f32(s: &GemmShape, a: &[f32], b: &[f32], c: &mut [f32]) {

@@ -1,14 +1,14 @@
 //! Randomized comparisons: every SIMD level against the f64 reference and against each
-//! other, f32 and bf16 (native `vdpbf16ps` and the widening fallback), all transpose and
+//! other, f32, f16 (widened) and bf16 (native `vdpbf16ps` and the widening fallback), all transpose and
 //! broadcast combinations, ragged and block-crossing sizes, and the empty cases.
 //! Seeds come from the clock and are printed in every failure message.
 
 use super::cpu::{gemm_bf16_at, gemm_f32_at, max_kc, usable, usable_bf16};
 use super::reference::gemm_f64;
-use super::{gemm_bf16, gemm_f32, GemmShape};
+use super::{gemm_bf16, gemm_f16_at, gemm_f32, GemmShape};
 use crate::simd::Level;
 use crate::testutil::seed;
-use half::bf16;
+use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -97,6 +97,25 @@ fn bf16_inputs(rng: &mut StdRng, s: &GemmShape) -> ((Vec<bf16>, Vec<f32>), (Vec<
     let (a, b) = inputs(rng, s);
     let round = |x: &[f32]| -> (Vec<bf16>, Vec<f32>) {
         let h: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let f = h.iter().map(|v| v.to_f32()).collect();
+        (h, f)
+    };
+    (round(&a), round(&b))
+}
+
+/// Random operands rounded to f16, one in 32 scaled into f16's subnormals (products with
+/// them are still exact in f32).
+#[allow(clippy::type_complexity)]
+fn f16_inputs(rng: &mut StdRng, s: &GemmShape) -> ((Vec<f16>, Vec<f32>), (Vec<f16>, Vec<f32>)) {
+    let (a, b) = inputs(rng, s);
+    let mut round = |x: &[f32]| -> (Vec<f16>, Vec<f32>) {
+        let h: Vec<f16> = x
+            .iter()
+            .map(|&v| match rng.random_range(0..32) {
+                0 => f16::from_f32(v * 1e-6),
+                _ => f16::from_f32(v),
+            })
+            .collect();
         let f = h.iter().map(|v| v.to_f32()).collect();
         (h, f)
     };
@@ -229,6 +248,24 @@ fn matmul_bf16_matches_reference_on_rounded_inputs() {
                 BF16_TOL,
                 aa,
                 ab,
+            );
+        }
+        // f16 on the same shape: products of two f16 are exact in f32 too (11 + 11 bits)
+        let ((a16, a16f), (b16, b16f)) = f16_inputs(&mut rng, &s);
+        let want16 = gemm_f64(&s, &to_f64(&a16f), &to_f64(&b16f));
+        for level in LEVELS {
+            let mut c = vec![f32::NAN; s.lens().2];
+            gemm_f16_at(level, &s, &a16, &b16, &mut c);
+            let (fa, fb) = (amax(&a16f), amax(&b16f));
+            check(
+                &format!("f16 {level:?}"),
+                seed,
+                &s,
+                &c,
+                &want16,
+                BF16_TOL,
+                fa,
+                fb,
             );
         }
         let mut c = vec![f32::NAN; s.lens().2];

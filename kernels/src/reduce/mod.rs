@@ -3,8 +3,8 @@
 //! $$y_{\text{kept}} = \bigoplus_{\text{reduced}} x, \qquad \oplus \in \{+, \max\}$$
 //!
 //! # Numerics
-//! Every element widens to f64 ([`Acc`]) and sums accumulate there, so long sums of f32 or
-//! bf16 stay accurate; the result rounds to the element type once. `max` propagates NaN;
+//! Every element widens to f64 ([`Acc`]) and sums accumulate there, so long sums of f32,
+//! bf16 or f16 stay accurate; the result rounds to the element type once. `max` propagates NaN;
 //! the max over nothing is `-inf` for floats and 0 for integers, the sum over nothing 0.
 //!
 //! # Shapes
@@ -71,6 +71,19 @@ impl Acc for half::bf16 {
     }
     fn from_acc(x: f64) -> Self {
         half::bf16::from_f64(x)
+    }
+    fn is_float() -> bool {
+        true
+    }
+}
+
+/// Sums past 65504 round to inf, as the f16 result of any f16 op does.
+impl Acc for half::f16 {
+    fn to_acc(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_acc(x: f64) -> Self {
+        half::f16::from_f64(x)
     }
     fn is_float() -> bool {
         true

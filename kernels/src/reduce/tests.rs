@@ -74,7 +74,7 @@ fn check_float<T: Acc + Bits + Into<f64>>(
     shape: &[usize],
     dims: &[usize],
     x: &[T],
-    p: i32,
+    (p, floor): (i32, f64),
 ) {
     let ctx = format!("{name} {shape:?} over {dims:?}");
     let terms: usize = dims.iter().map(|&d| shape[d]).product();
@@ -86,7 +86,7 @@ fn check_float<T: Acc + Bits + Into<f64>>(
         .collect();
     let got = run(ReduceOp::Sum, dims, x, shape);
     let tol = |j: usize, w: f64| {
-        ELEM_ULP * w.abs() * 2f64.powi(1 - p) + terms as f64 * F64_UNIT * scale[j]
+        ELEM_ULP * (w.abs() * 2f64.powi(1 - p) + floor) + terms as f64 * F64_UNIT * scale[j]
     };
     assert_close_by(&format!("sum {ctx}"), seed, &got, &want, tol);
     let want = reference::reduce(ReduceOp::Max, dims, x, shape);
@@ -115,11 +115,14 @@ fn check_int<T: Acc + Bits>(seed: u64, name: &str, shape: &[usize], dims: &[usiz
 fn check_all(seed: u64, r: &mut StdRng, shape: &[usize], dims: &[usize]) {
     let n: usize = shape.iter().product();
     let x = values(r, n);
-    check_float(seed, "f32", shape, dims, &x, 24);
+    check_float(seed, "f32", shape, dims, &x, (24, 0.0));
     let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
-    check_float(seed, "bf16", shape, dims, &xb, 8);
+    check_float(seed, "bf16", shape, dims, &xb, (8, 0.0));
+    // f16 with its edges: sums past 65504 (inf), subnormal terms and results (spacing 2^-24)
+    let xh = crate::testutil::to_f16_with_edges(r, &x);
+    check_float(seed, "f16", shape, dims, &xh, (11, 2f64.powi(-24)));
     let x64: Vec<f64> = x.iter().map(|&v| v as f64 * (1.0 + 1e-12)).collect();
-    check_float(seed, "f64", shape, dims, &x64, 53);
+    check_float(seed, "f64", shape, dims, &x64, (53, 0.0));
     let xi: Vec<i32> = (0..n).map(|_| r.random_range(-1000..1000)).collect();
     check_int(seed, "i32", shape, dims, &xi);
     let xl: Vec<i64> = xi.iter().map(|&v| v as i64 * 3_000_000).collect();

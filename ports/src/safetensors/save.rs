@@ -21,7 +21,7 @@ struct Item<'a> {
     nbytes: usize,
 }
 
-/// Writes `tensors`, each in its own dtype (F32, BF16, I32, U32, I64 or BOOL; convert with
+/// Writes `tensors`, each in its own dtype (F32, F64, BF16, F16, I32, U32, I64 or BOOL; convert with
 /// `HostTensor::convert` first to change it), to `dir/model.safetensors`, or, when their total
 /// size exceeds `max_shard_bytes`, to HF-named shards of at most that size (a single larger
 /// tensor gets a shard of its own) with `model.safetensors.index.json`.
@@ -112,6 +112,7 @@ fn validate(tensors: &[(String, HostTensor)]) -> Result<Vec<Item<'_>>, PortError
             DType::F32 => StoredDType::F32,
             DType::F64 => StoredDType::F64,
             DType::BF16 => StoredDType::BF16,
+            DType::F16 => StoredDType::F16,
             DType::I32 => StoredDType::I32,
             DType::U32 => StoredDType::U32,
             DType::I64 => StoredDType::I64,
@@ -185,6 +186,7 @@ fn le_bytes(data: &Data) -> Cow<'_, [u8]> {
         DataRef::F32(v) => owned(v, f32::to_le_bytes),
         DataRef::F64(v) => owned(v, f64::to_le_bytes),
         DataRef::BF16(v) => owned(v, |x| x.to_bits().to_le_bytes()),
+        DataRef::F16(v) => owned(v, |x| x.to_bits().to_le_bytes()),
         DataRef::I32(v) => owned(v, i32::to_le_bytes),
         DataRef::U32(v) => owned(v, u32::to_le_bytes),
         DataRef::I64(v) => owned(v, i64::to_le_bytes),

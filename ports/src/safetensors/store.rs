@@ -114,7 +114,7 @@ impl TensorStore {
     }
 
     /// Reads a tensor, keeping the stored dtype where the engine has it exactly
-    /// (F32, F64, BF16, I32, U32, I64, BOOL); F16 and U8 become F32.
+    /// (F32, F64, BF16, F16, I32, U32, I64, BOOL); U8 becomes F32.
     pub fn get(&self, name: &str) -> Result<HostTensor, PortError> {
         let (dtype, shape, bytes) = self.lookup(name)?;
         let data = match dtype {
@@ -123,18 +123,19 @@ impl TensorStore {
             StoredDType::BF16 => {
                 Data::BF16(decode(bytes, |b| bf16::from_bits(u16::from_le_bytes(b))))
             }
+            StoredDType::F16 => Data::F16(decode(bytes, |b| f16::from_bits(u16::from_le_bytes(b)))),
             StoredDType::I32 => Data::I32(decode(bytes, i32::from_le_bytes)),
             StoredDType::U32 => Data::U32(decode(bytes, u32::from_le_bytes)),
             StoredDType::I64 => Data::I64(decode(bytes, i64::from_le_bytes)),
             StoredDType::Bool => Data::Bool(bytes.iter().map(|&b| u8::from(b != 0)).collect()),
-            StoredDType::F16 | StoredDType::U8 => Data::F32(to_f32(dtype, bytes)),
+            StoredDType::U8 => Data::F32(to_f32(dtype, bytes)),
         };
         host_tensor(name, shape, data)
     }
 
     /// Reads a tensor without copying it: its elements stay in the file's pages, which the
     /// returned tensor's `Data::Mapped` shares (the mapping outlives this store while any
-    /// such tensor lives). F32, BF16, F64, I32, U32 and I64 are read in place when aligned
+    /// such tensor lives). F32, BF16, F16, F64, I32, U32 and I64 are read in place when aligned
     /// to their element size (files written by `safetensors`/`transformers` are: the header
     /// is padded to 8 bytes and tensors are laid out widest dtype first); anything else is
     /// read as [`get`](Self::get) reads it. The second value says whether it is in place.
@@ -145,11 +146,12 @@ impl TensorStore {
         let dtype = match e.dtype {
             StoredDType::F32 => Some(DType::F32),
             StoredDType::BF16 => Some(DType::BF16),
+            StoredDType::F16 => Some(DType::F16),
             StoredDType::F64 => Some(DType::F64),
             StoredDType::I32 => Some(DType::I32),
             StoredDType::U32 => Some(DType::U32),
             StoredDType::I64 => Some(DType::I64),
-            StoredDType::F16 | StoredDType::U8 | StoredDType::Bool => None,
+            StoredDType::U8 | StoredDType::Bool => None,
         };
         let numel = e.shape.iter().product::<usize>();
         let backing: gidd_engine::host::Backing = shard.map.clone();

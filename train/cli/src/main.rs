@@ -45,7 +45,7 @@ enum Cmd {
         /// The reference's likelihood run (default: likelihood_golden.safetensors beside --golden, when there).
         #[arg(long)]
         likelihood_golden: Option<PathBuf>,
-        /// f32, bf16, or f64 (the audit precision: rounding taken out of our side).
+        /// f32, bf16, f16, or f64 (the audit precision: rounding taken out of our side).
         #[arg(long, value_enum, default_value_t = Precision::F32)]
         dtype: Precision,
         #[command(flatten)]

@@ -249,9 +249,9 @@ pub fn audit_files<E: Executor + Clone>(
     // ---- model forward, loss, gradients ----
     if has("input_ids") {
         let vals = model_values(exec, &m, &params, dtype)?;
-        // bf16: every model quantity's tolerance comes from its measured rounding (our f64
-        // and f32 runs of the same program), not one fixed number
-        let bounds = if dtype == DType::BF16 {
+        // bf16 and f16: every model quantity's tolerance comes from its measured rounding (our
+        // f64 and f32 runs of the same program), not one fixed number
+        let bounds = if dtype.is_half() {
             Some((
                 // the exact bound is a reference: the cpu computes it (wgpu has no f64)
                 model_values(&CpuExecutor, &m, &params, DType::F64)?,

@@ -164,19 +164,25 @@ pub(crate) fn check<E: Executor>(exec: &E, case: &Case, dt: DType) -> Vec<Row> {
         Ok(b) => b,
         Err(e) => return fail(format!("building the program: {e}")),
     };
-    // a program holding f64 values (an f64 row, or an f32 row converting through f64) that
-    // `load` refuses is unsupported, not failed: executors may have no f64 path
-    let has_f64 = tgt.prog.values.iter().any(|v| v.ty.dtype == DType::F64);
+    // a program holding f64 values (an f64 row, or an f32 row converting through f64) or
+    // f16 values that `load` refuses is unsupported, not failed: executors may have no f64
+    // or f16 path (wgpu has neither, cuda no f16)
+    let optional = tgt
+        .prog
+        .values
+        .iter()
+        .find(|v| matches!(v.ty.dtype, DType::F64 | DType::F16));
     let got = match run_on(exec, &tgt.prog, &tgt.inputs) {
         Ok(v) => v,
-        Err((true, why)) if has_f64 => {
+        Err((true, why)) if optional.is_some() => {
+            let d = optional.map(|v| v.ty.dtype).unwrap_or(dt);
             return vec![Row::unsupported(
                 &case.op,
                 value,
                 dt.to_string(),
                 shape,
-                &format!("load refused f64: {why}"),
-            )]
+                &format!("load refused {d}: {why}"),
+            )];
         }
         Err((_, why)) => return fail(why),
     };

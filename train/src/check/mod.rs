@@ -73,10 +73,13 @@ pub mod tol {
     ///   backward (div's gradient for a divisor broadcast over 7 rows) where [`floor`] does
     ///   not apply, up to 1.0 where it does (a 1x1 broadcast's gradient, 8 rounded
     ///   cotangents summing to 0.01);
+    /// - f16: the same chains rounded to 11 bits instead of 8, so bf16's bars over 2^3
+    ///   (eps 2^-11 = 4.9e-4 against 2^-8), rounded up: 2e-3 forward, 7e-3 backward;
     /// - f64: both sides compute in f64 and differ only in summation order and libm.
     pub fn rounded(dt: DType) -> (f64, f64) {
         match dt {
             DType::BF16 => (1e-2, 5e-2),
+            DType::F16 => (2e-3, 7e-3),
             DType::F64 => (1e-12, 1e-10),
             _ => (1e-5, 1e-4),
         }
@@ -87,10 +90,11 @@ pub mod tol {
     /// keeps the rounding of the terms it cancelled, which are of the inputs' size (inputs
     /// and weights are drawn of magnitude 1 to 4). Measured worst cases that need it: f32
     /// rms_norm over one element (its gradient is 0 up to eps), 1.6e-6; bf16 gradients of
-    /// 1x1 tensors, up to 1.7e-2 x their scale.
+    /// 1x1 tensors, up to 1.7e-2 x their scale; f16 the same over 2^3.
     pub fn floor(dt: DType) -> f64 {
         match dt {
             DType::BF16 => 1e-2,
+            DType::F16 => 2e-3,
             DType::F64 => 1e-12,
             _ => 1e-5,
         }
@@ -259,7 +263,7 @@ fn run_on<E: Executor>(
 }
 
 /// The dtypes float checks run in.
-pub const FLOAT_DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F64];
+pub const FLOAT_DTYPES: [DType; 4] = [DType::F32, DType::BF16, DType::F16, DType::F64];
 
 /// Runs every check on `exec`, handing each row to `sink` as it is done (the table prints
 /// while the suite runs); returns all rows.

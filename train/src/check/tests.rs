@@ -45,6 +45,7 @@ impl Executor for Corrupt {
             match &mut t.data {
                 Data::F32(v) => v[0] = y as f32,
                 Data::BF16(v) => v[0] = half::bf16::from_f64(y),
+                Data::F16(v) => v[0] = half::f16::from_f64(y),
                 Data::F64(v) => v[0] = y,
                 Data::I32(v) => v[0] += 1,
                 Data::U32(v) => v[0] ^= 1,

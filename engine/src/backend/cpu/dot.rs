@@ -4,9 +4,11 @@
 use super::elem::{Arg, Elem};
 use crate::host::Data;
 use crate::op::DotDims;
-use gidd_kernels::matmul::{gemm_bf16_to_bf16, gemm_f32, gemm_f64, GemmShape};
-use gidd_kernels::movement::transpose;
+use gidd_kernels::element::Half;
+use gidd_kernels::elementwise::round_to_half;
+use gidd_kernels::matmul::{gemm_bf16_to_bf16, gemm_f16, gemm_f32, gemm_f64, GemmShape};
 use half::bf16;
+use gidd_kernels::movement::transpose;
 use std::borrow::Cow;
 
 fn is_identity(p: &[usize]) -> bool {
@@ -60,6 +62,46 @@ fn same_type_gemm<T: Elem>(
     gemm(&s, &a, &b, o);
 }
 
+/// A GEMM over half operands (bf16, f16): f32 accumulation into a per-thread f32 staging
+/// buffer, rounded once to the output's type.
+#[allow(clippy::too_many_arguments)]
+fn half_gemm<H: Elem + Half>(
+    dd: &DotDims,
+    l: Arg,
+    ls: &[usize],
+    r: Arg,
+    rs: &[usize],
+    lf: &[usize],
+    rf: &[usize],
+    shape: GemmShape,
+    o: &mut [H],
+    gemm: fn(&GemmShape, &[H], &[H], &mut [f32]),
+) {
+    let (nl, nr) = (ls.iter().product::<usize>(), rs.iter().product::<usize>());
+    let (a, ta) = canonical(l.slice::<H>(nl), ls, &dd.lhs_batch, lf, &dd.lhs_contract);
+    let (b, tb) = canonical(r.slice::<H>(nr), rs, &dd.rhs_batch, &dd.rhs_contract, rf);
+    // f32 staging for the GEMM's output, kept per thread: a fresh multi-MiB
+    // allocation every call is mostly page faults.
+    thread_local! {
+        static STAGE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let n_out = o.len();
+    let mut c = STAGE.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if c.len() < n_out {
+        c.resize(n_out, 0.0);
+    }
+    let c_out = &mut c[..n_out];
+    let s = GemmShape {
+        trans_a: ta,
+        trans_b: tb,
+        ..shape
+    };
+    gemm(&s, &a, &b, c_out);
+    // the rounding is a pass over the whole output, split across threads too
+    round_to_half(c_out, o);
+    STAGE.with(|s| *s.borrow_mut() = c);
+}
+
 pub fn dot_general(
     dd: &DotDims,
     l: Arg,
@@ -85,7 +127,6 @@ pub fn dot_general(
         trans_b: false,
         b_broadcast: false,
     };
-    let (nl, nr) = (ls.iter().product::<usize>(), rs.iter().product::<usize>());
     match out {
         Data::F32(o) => {
             same_type_gemm(dd, l, ls, r, rs, &lf, &rf, shape, &mut o[..n_out], gemm_f32)
@@ -121,6 +162,7 @@ pub fn dot_general(
                 &mut o[..n_out],
             );
         }
+        Data::F16(o) => half_gemm(dd, l, ls, r, rs, &lf, &rf, shape, &mut o[..n_out], gemm_f16),
         _ => unreachable!("infer admits only float dot_general"),
     }
 }

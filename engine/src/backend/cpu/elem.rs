@@ -4,7 +4,7 @@ use crate::dtype::DType;
 use crate::host::{Data, DataRef};
 use gidd_kernels::element::Element;
 pub use gidd_kernels::elementwise::Src;
-use half::bf16;
+use half::{bf16, f16};
 use std::borrow::Cow;
 
 /// An element type the CPU executor stores: a kernel [`Element`] with its `Data` variant.
@@ -35,6 +35,7 @@ macro_rules! elem {
 elem!(f32, F32);
 elem!(f64, F64);
 elem!(bf16, BF16);
+elem!(f16, F16);
 elem!(i32, I32);
 elem!(u32, U32);
 elem!(i64, I64);
@@ -54,6 +55,10 @@ macro_rules! with_dtype {
             }
             $crate::dtype::DType::BF16 => {
                 type $T = half::bf16;
+                $body
+            }
+            $crate::dtype::DType::F16 => {
+                type $T = half::f16;
                 $body
             }
             $crate::dtype::DType::I32 => {
@@ -104,12 +109,13 @@ impl<'a> Arg<'a> {
             Arg::Splat(x, _) => Src::Scalar(T::from_f64(*x)),
         }
     }
-    /// As f32 values (bf16 widened), for kernels that compute in f32.
+    /// As f32 values (bf16 and f16 widened), for kernels that compute in f32.
     pub fn f32s(&self, n: usize) -> Cow<'a, [f32]> {
         match self {
             Arg::Data(d) => match d.view() {
                 DataRef::F32(v) => Cow::Borrowed(&v[..n]),
                 DataRef::BF16(v) => Cow::Owned(v[..n].iter().map(|x| x.to_f32()).collect()),
+                DataRef::F16(v) => Cow::Owned(v[..n].iter().map(|x| x.to_f32()).collect()),
                 _ => Cow::Owned((0..n).map(|i| d.get_f64(i) as f32).collect()),
             },
             Arg::Splat(x, _) => Cow::Owned(vec![*x as f32; n]),

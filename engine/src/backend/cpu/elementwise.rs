@@ -12,7 +12,8 @@ pub fn unary(u: UnaryOp, a: Arg, out: &mut Data, n: usize) {
     match out {
         Data::F64(o) => ew::unary_f64(u, a.src(), &mut o[..n]),
         Data::F32(o) => ew::unary_f32(u, &a.f32s(n), &mut o[..n]),
-        Data::BF16(o) => ew::unary_bf16(u, a.src(), &mut o[..n]),
+        Data::BF16(o) => ew::unary_half(u, a.src(), &mut o[..n]),
+        Data::F16(o) => ew::unary_half(u, a.src(), &mut o[..n]),
         Data::I32(o) => ew::unary_int(u, a.src(), &mut o[..n]),
         Data::I64(o) => ew::unary_int(u, a.src(), &mut o[..n]),
         Data::U32(o) => ew::unary_int(u, a.src(), &mut o[..n]),
@@ -25,7 +26,8 @@ pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
     match out {
         Data::F64(o) => ew::binary_f64(b, x.src(), y.src(), &mut o[..n]),
         Data::F32(o) => ew::binary_f32(b, x.src(), y.src(), &mut o[..n]),
-        Data::BF16(o) => ew::binary_bf16(b, x.src(), y.src(), &mut o[..n]),
+        Data::BF16(o) => ew::binary_half(b, x.src(), y.src(), &mut o[..n]),
+        Data::F16(o) => ew::binary_half(b, x.src(), y.src(), &mut o[..n]),
         Data::I32(o) => ew::binary_int(b, x.src(), y.src(), &mut o[..n]),
         Data::I64(o) => ew::binary_int(b, x.src(), y.src(), &mut o[..n]),
         Data::U32(o) => ew::binary_int(b, x.src(), y.src(), &mut o[..n]),
@@ -36,9 +38,11 @@ pub fn binary(b: BinaryOp, x: Arg, y: Arg, out: &mut Data, n: usize) {
 
 pub fn compare(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) {
     match x.dtype() {
-        // f32 and bf16 (relu's mask on activations) resolve the operand forms outside the loop
+        // f32 and the halves (relu's mask on activations) resolve the operand forms outside
+        // the loop
         DType::F32 => ew::compare_f32(c, x.src(), y.src(), out),
-        DType::BF16 => ew::compare_bf16(c, x.src(), y.src(), out),
+        DType::BF16 => ew::compare_half::<half::bf16>(c, x.src(), y.src(), out),
+        DType::F16 => ew::compare_half::<half::f16>(c, x.src(), y.src(), out),
         dt => with_dtype!(dt, T, { ew::compare::<T>(c, x.src(), y.src(), out) }),
     }
 }
@@ -57,8 +61,10 @@ pub fn convert(a: Arg, out: &mut Data, n: usize) {
         Arg::Splat(x, _) => return fill(x, out, n),
     };
     match (x.view(), &mut *out) {
-        (DataRef::F32(x), Data::BF16(o)) => ew::round_to_bf16(&x[..n], &mut o[..n]),
-        (DataRef::BF16(x), Data::F32(o)) => ew::widen_bf16(&x[..n], &mut o[..n]),
+        (DataRef::F32(x), Data::BF16(o)) => ew::round_to_half(&x[..n], &mut o[..n]),
+        (DataRef::BF16(x), Data::F32(o)) => ew::widen_half(&x[..n], &mut o[..n]),
+        (DataRef::F32(x), Data::F16(o)) => ew::round_to_half(&x[..n], &mut o[..n]),
+        (DataRef::F16(x), Data::F32(o)) => ew::widen_half(&x[..n], &mut o[..n]),
         // Integer <-> integer conversions wrap (truncate), as XLA's do.
         (DataRef::I64(x), Data::U32(o)) => ew::wrap_int(&x[..n], &mut o[..n]),
         (DataRef::U32(x), Data::I64(o)) => ew::wrap_int(&x[..n], &mut o[..n]),

@@ -86,7 +86,7 @@ impl Executor for CpuExecutor {
         Ok(b.clone())
     }
 
-    /// Every fused op has a kernel in f32 and bf16; f64 is the audit precision, run as
+    /// Every fused op has a kernel in f32 (bf16 and f16 programs convert around them); f64 is the audit precision, run as
     /// the decompositions (primitives have f64 kernels, fused ops do not).
     fn supports_fused(&self, _op: &Op, dtype: DType) -> bool {
         dtype != DType::F64

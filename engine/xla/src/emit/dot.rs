@@ -23,7 +23,7 @@ impl Emitter<'_> {
         ot: &TensorType,
     ) -> String {
         let d = ot.dtype;
-        let acc = if d == DType::BF16 { DType::F32 } else { d };
+        let acc = if d.is_half() { DType::F32 } else { d };
         let free = |t: &TensorType, batch: &[usize], contract: &[usize]| -> Vec<usize> {
             (0..t.shape.len())
                 .filter(|x| !batch.contains(x) && !contract.contains(x))
