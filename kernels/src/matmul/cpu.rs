@@ -392,7 +392,7 @@ pub(crate) fn gemm_blocked<S, P, C>(
         COut::Bf16(c) if k > bl.kc => {
             return with_f32_stage(c_len, |st| {
                 gemm_blocked::<S, P, C>(kern, bl, s, a, b, COut::F32(st));
-                crate::elementwise::round_to_bf16(st, &mut c[..c_len]);
+                crate::elementwise::round_to_half(st, &mut c[..c_len]);
             })
         }
         COut::Bf16(c) => {

@@ -181,7 +181,13 @@ impl cpu::Convert<f16, f32> for cpu::Widen {
 /// f16 inputs, f32 accumulation, f32 output, on a chosen level: the f32 microkernels over
 /// panels widened while packing (x86 has no f16 dot product short of AVX512-FP16).
 pub fn gemm_f16_at(level: crate::simd::Level, s: &GemmShape, a: &[f16], b: &[f16], c: &mut [f32]) {
-    blocking::gemm_generic::<f16, f32, cpu::Widen>(cpu::f32_kernel(level), s, a, b, c);
+    blocking::gemm_generic::<f16, f32, cpu::Widen>(
+        cpu::f32_kernel(level),
+        s,
+        a,
+        b,
+        cpu::COut::F32(c),
+    );
 }
 
 /// [`gemm_f16_at`] on the fastest available SIMD path.
@@ -217,7 +223,7 @@ pub fn gemm_bf16_to_bf16(s: &GemmShape, a: &[bf16], b: &[bf16], c: &mut [bf16]) 
         let n = s.lens().2;
         return cpu::with_f32_stage(n, |st| {
             cpu_amx::gemm_bf16_amx(s, a, b, st);
-            crate::elementwise::round_to_bf16(st, &mut c[..n]);
+            crate::elementwise::round_to_half(st, &mut c[..n]);
         });
     }
     let native = crate::simd::has_avx512_bf16();

@@ -7,8 +7,8 @@ use crate::op::DotDims;
 use gidd_kernels::element::Half;
 use gidd_kernels::elementwise::round_to_half;
 use gidd_kernels::matmul::{gemm_bf16_to_bf16, gemm_f16, gemm_f32, gemm_f64, GemmShape};
-use half::bf16;
 use gidd_kernels::movement::transpose;
+use half::bf16;
 use std::borrow::Cow;
 
 fn is_identity(p: &[usize]) -> bool {
@@ -135,6 +135,7 @@ pub fn dot_general(
             same_type_gemm(dd, l, ls, r, rs, &lf, &rf, shape, &mut o[..n_out], gemm_f64)
         }
         Data::BF16(o) => {
+            let (nl, nr) = (ls.iter().product::<usize>(), rs.iter().product::<usize>());
             let (a, ta) = canonical(
                 l.slice::<bf16>(nl),
                 ls,
