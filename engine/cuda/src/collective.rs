@@ -196,16 +196,9 @@ impl CudaExecutor {
         pending: &mut VecDeque<usize>,
         read: &[bool],
     ) -> gidd_engine::Result<()> {
-        let (ni, r) = done
-            .recv()
-            .map_err(|_| gidd_engine::Error::Msg("the communication thread stopped".into()))?;
-        if pending.pop_front() != Some(ni) {
-            return Err(gidd_engine::Error::Msg(format!(
-                "collective of node {ni} finished out of issue order"
-            )));
-        }
+        let (ni, r) = nodes::next_done(done, pending)?;
         let p = &lp.program;
-        for (dst, d) in outputs(p, ni, read)?.into_iter().zip(r?) {
+        for (dst, d) in outputs(p, ni, read)?.into_iter().zip(r) {
             if let Some(ptr) = dst {
                 let bytes = d.materialize();
                 let bytes = bytes.as_bytes();

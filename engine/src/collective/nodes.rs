@@ -200,6 +200,23 @@ pub fn splat(x: f64, dtype: crate::dtype::DType, n: usize) -> Data {
         .unwrap_or_else(|_| Data::zeros(dtype, n))
 }
 
+/// The results of the oldest collective in flight (`pending`, in issue order), waiting for
+/// them; the node's index and its outputs.
+pub fn next_done(
+    done: &Receiver<Done>,
+    pending: &mut std::collections::VecDeque<usize>,
+) -> Result<(usize, Vec<Data>)> {
+    let (ni, r) = done
+        .recv()
+        .map_err(|_| Error::Msg("the communication thread stopped".into()))?;
+    if pending.pop_front() != Some(ni) {
+        return Err(Error::Msg(format!(
+            "collective of node {ni} finished out of issue order"
+        )));
+    }
+    Ok((ni, r?))
+}
+
 /// Why the communication thread stopped: it stops after a failed collective (another rank
 /// failed, say), whose error it sent before it went.
 pub fn stopped(done: &Receiver<Done>) -> Error {

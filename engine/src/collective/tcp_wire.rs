@@ -127,7 +127,7 @@ fn read_piece(r: &mut impl Read) -> std::io::Result<Part> {
         .get(dc)
         .ok_or_else(|| bad(format!("dtype code {dc}")))?;
     let n = read_u64(r)? as usize;
-    if n % dtype.size() != 0 {
+    if !n.is_multiple_of(dtype.size()) {
         return Err(bad(format!("{n} bytes of {dtype:?}")));
     }
     let mut bytes = vec![0u8; n];

@@ -118,16 +118,9 @@ impl WgpuExecutor {
         pending: &mut VecDeque<usize>,
         read: &[bool],
     ) -> gidd_engine::Result<()> {
-        let (ni, r) = done
-            .recv()
-            .map_err(|_| gidd_engine::Error::Msg("the communication thread stopped".into()))?;
-        if pending.pop_front() != Some(ni) {
-            return Err(gidd_engine::Error::Msg(format!(
-                "collective of node {ni} finished out of issue order"
-            )));
-        }
+        let (ni, r) = nodes::next_done(done, pending)?;
         let p = &lp.program;
-        for (&v, d) in p.nodes[ni].outputs.iter().zip(r?) {
+        for (&v, d) in p.nodes[ni].outputs.iter().zip(r) {
             // an output no node reads was planned dead at its node: its buffer may hold a
             // live value by now (nodes::read_values)
             if !read[v] {

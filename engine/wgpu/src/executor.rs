@@ -146,7 +146,6 @@ impl WgpuExecutor {
     }
 
     /// The same executor with the attention forward on `s` (programs loaded from now on).
-
     pub fn with_attention(mut self, s: AttentionStrategy) -> WgpuExecutor {
         self.attention = s;
         self

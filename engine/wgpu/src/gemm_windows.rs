@@ -127,12 +127,11 @@ fn choose(s: &Shape, max: u64, align: u64, sliced: bool) -> Result<Block> {
                     ..w
                 }),
                 // a bf16 output split along N is written packed: never with K split
-                2 => (w.n > gn && (sliced || !s.bf16 || (f.n % 2 == 0 && w.k == f.k))).then(|| {
-                    Block {
+                2 => (w.n > gn && (sliced || !s.bf16 || (f.n.is_multiple_of(2) && w.k == f.k)))
+                    .then(|| Block {
                         n: halve(w.n, gn),
                         ..w
-                    }
-                }),
+                    }),
                 _ => (w.k > 4 && (sliced || !s.bf16 || w.n == f.n)).then(|| Block {
                     k: halve(w.k, 4),
                     ..w

@@ -82,16 +82,8 @@ impl InFlight {
     }
 
     fn finish_one(&mut self, p: &Program, slots: &mut [Data]) -> Result<()> {
-        let (ni, r) = self
-            .done
-            .recv()
-            .map_err(|_| Error::Msg("the communication thread stopped".into()))?;
-        if self.pending.pop_front() != Some(ni) {
-            return Err(Error::Msg(format!(
-                "collective of node {ni} finished out of issue order"
-            )));
-        }
-        for (&v, d) in p.nodes[ni].outputs.iter().zip(r?) {
+        let (ni, r) = nodes::next_done(&self.done, &mut self.pending)?;
+        for (&v, d) in p.nodes[ni].outputs.iter().zip(r) {
             // an output no node reads (a bias the backward's gather brings along) was
             // planned dead at its node: its buffer may hold a live value by now
             if !self.read[v] {
