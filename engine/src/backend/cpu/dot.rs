@@ -8,7 +8,6 @@ use gidd_kernels::element::Half;
 use gidd_kernels::elementwise::round_to_half;
 use gidd_kernels::matmul::{gemm_bf16_to_bf16, gemm_f16, gemm_f32, gemm_f64, GemmShape};
 use gidd_kernels::movement::transpose;
-use half::bf16;
 use std::borrow::Cow;
 
 fn is_identity(p: &[usize]) -> bool {
@@ -37,7 +36,7 @@ fn canonical<'a, T: Elem>(
     (Cow::Owned(out), false)
 }
 
-/// A GEMM whose output has its operands' element type (f32, f64).
+/// A GEMM whose output has its operands' element type (f32, f64; bf16, rounded in the GEMM).
 #[allow(clippy::too_many_arguments)]
 fn same_type_gemm<T: Elem>(
     dd: &DotDims,
@@ -62,7 +61,7 @@ fn same_type_gemm<T: Elem>(
     gemm(&s, &a, &b, o);
 }
 
-/// A GEMM over half operands (bf16, f16): f32 accumulation into a per-thread f32 staging
+/// A GEMM over half operands (f16): f32 accumulation into a per-thread f32 staging
 /// buffer, rounded once to the output's type.
 #[allow(clippy::too_many_arguments)]
 fn half_gemm<H: Elem + Half>(
@@ -134,35 +133,20 @@ pub fn dot_general(
         Data::F64(o) => {
             same_type_gemm(dd, l, ls, r, rs, &lf, &rf, shape, &mut o[..n_out], gemm_f64)
         }
-        Data::BF16(o) => {
-            let (nl, nr) = (ls.iter().product::<usize>(), rs.iter().product::<usize>());
-            let (a, ta) = canonical(
-                l.slice::<bf16>(nl),
-                ls,
-                &dd.lhs_batch,
-                &lf,
-                &dd.lhs_contract,
-            );
-            let (b, tb) = canonical(
-                r.slice::<bf16>(nr),
-                rs,
-                &dd.rhs_batch,
-                &dd.rhs_contract,
-                &rf,
-            );
-            // Rounded to bf16 by the GEMM itself (bit for bit the f32 product rounded):
-            // no f32 matrix written and read back where the depth is one cache block.
-            gemm_bf16_to_bf16(
-                &GemmShape {
-                    trans_a: ta,
-                    trans_b: tb,
-                    ..shape
-                },
-                &a,
-                &b,
-                &mut o[..n_out],
-            );
-        }
+        // rounded to bf16 by the GEMM itself (bit for bit the f32 product rounded): no f32
+        // matrix written and read back where the depth is one cache block
+        Data::BF16(o) => same_type_gemm(
+            dd,
+            l,
+            ls,
+            r,
+            rs,
+            &lf,
+            &rf,
+            shape,
+            &mut o[..n_out],
+            gemm_bf16_to_bf16,
+        ),
         Data::F16(o) => half_gemm(dd, l, ls, r, rs, &lf, &rf, shape, &mut o[..n_out], gemm_f16),
         _ => unreachable!("infer admits only float dot_general"),
     }
