@@ -6,7 +6,7 @@
 
 use crate::error::{Result, WgpuError};
 use gidd_engine::{DType, Data, DataRef, HostTensor};
-use half::bf16;
+use half::{bf16, f16};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -53,8 +53,9 @@ impl WgpuBuffer {
     }
 }
 
-/// Words per element on the device, for the kernels that read bf16 widened (one word each,
-/// in scratch buffers: `Builder::widened`); stored bf16 takes half a word ([`elems_bytes`]).
+/// Words per element on the device, for the kernels that read bf16 and f16 widened (one word
+/// each, in scratch buffers: `Builder::widened`); stored they take half a word
+/// ([`elems_bytes`]).
 pub fn words(d: DType) -> usize {
     match d {
         DType::I64 | DType::F64 => 2,
@@ -62,7 +63,7 @@ pub fn words(d: DType) -> usize {
     }
 }
 
-/// Bytes one stored element of `d` takes (bf16: half a word).
+/// Bytes one stored element of `d` takes (bf16, f16: half a word).
 pub fn elem_bytes(d: DType) -> u64 {
     match d {
         DType::BF16 | DType::F16 => 2,
@@ -70,8 +71,8 @@ pub fn elem_bytes(d: DType) -> u64 {
     }
 }
 
-/// Bytes `n` stored elements of `d` take (whole words: an odd count of bf16 leaves the last
-/// word's high half unused).
+/// Bytes `n` stored elements of `d` take (whole words: an odd count of bf16 or f16 leaves the
+/// last word's high half unused).
 pub fn elems_bytes(n: usize, d: DType) -> u64 {
     match d {
         DType::BF16 | DType::F16 => (n.div_ceil(2) * 4) as u64,
@@ -83,8 +84,24 @@ pub fn value_bytes(shape: &[usize], d: DType) -> u64 {
     elems_bytes(shape.iter().product::<usize>(), d)
 }
 
-/// bf16 values (as f32-widened bits) packed two per word.
-fn pack_bf16(bits: impl Iterator<Item = u16>) -> Vec<u32> {
+/// The kind of a 16-bit float as the kernels see it (their HALF, PACKED and SRC_H override
+/// constants; prelude.wgsl's HALF_*): 1 = bf16, 2 = f16, 0 = any other dtype (f32: one word
+/// per element, no rounding).
+pub fn half(d: DType) -> u32 {
+    match d {
+        DType::BF16 => 1,
+        DType::F16 => 2,
+        _ => 0,
+    }
+}
+
+/// Whether `d` is stored packed, two elements per word (bf16, f16).
+pub fn is_half(d: DType) -> bool {
+    half(d) != 0
+}
+
+/// 16-bit floats (their bits) packed two per word.
+fn pack_halves(bits: impl Iterator<Item = u16>) -> Vec<u32> {
     let v: Vec<u16> = bits.collect();
     v.chunks(2)
         .map(|p| p[0] as u32 | (p.get(1).copied().unwrap_or(0) as u32) << 16)
@@ -104,20 +121,12 @@ pub fn no_f64() -> WgpuError {
     )
 }
 
-/// The refusal of f16 programs and tensors (the kernels have bf16 variants only).
-pub fn no_f16() -> WgpuError {
-    WgpuError::Unsupported(
-        "--dtype f16 does not run on the wgpu executor (its kernels store bf16 or f32): f16 \
-         runs on cpu and xla; on wgpu use --dtype bf16 or f32"
-            .into(),
-    )
-}
-
 /// A host tensor's device words.
 pub fn encode(t: &HostTensor) -> Result<Vec<u32>> {
     Ok(match t.data.view() {
         DataRef::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
-        DataRef::BF16(v) => pack_bf16(v.iter().map(|x| x.to_bits())),
+        DataRef::BF16(v) => pack_halves(v.iter().map(|x| x.to_bits())),
+        DataRef::F16(v) => pack_halves(v.iter().map(|x| x.to_bits())),
         DataRef::I32(v) => v.iter().map(|&x| x as u32).collect(),
         DataRef::U32(v) => v.to_vec(),
         DataRef::Bool(v) => v.iter().map(|&x| x as u32).collect(),
@@ -126,8 +135,12 @@ pub fn encode(t: &HostTensor) -> Result<Vec<u32>> {
             .flat_map(|&x| [x as u32, (x as u64 >> 32) as u32])
             .collect(),
         DataRef::F64(_) => return Err(no_f64()),
-        DataRef::F16(_) => return Err(no_f16()),
     })
+}
+
+/// Packed 16-bit element `i` of the words `w`.
+fn half_at(w: &[u32], i: usize) -> u16 {
+    (w[i / 2] >> (16 * (i % 2))) as u16
 }
 
 /// The host tensor of `shape` and `dtype` whose device words are `w`.
@@ -137,9 +150,10 @@ pub fn decode(w: &[u32], shape: Vec<usize>, dtype: DType) -> Result<HostTensor> 
         DType::F32 => Data::F32(w[..n].iter().map(|&b| f32::from_bits(b)).collect()),
         DType::BF16 => Data::BF16(
             (0..n)
-                .map(|i| bf16::from_bits((w[i / 2] >> (16 * (i % 2))) as u16))
+                .map(|i| bf16::from_bits(half_at(w, i)))
                 .collect(),
         ),
+        DType::F16 => Data::F16((0..n).map(|i| f16::from_bits(half_at(w, i))).collect()),
         DType::I32 => Data::I32(w[..n].iter().map(|&b| b as i32).collect()),
         DType::U32 => Data::U32(w[..n].to_vec()),
         // bools are 0 or 1; a sum of bools (the cpu's u8 saturates) is kept as the cpu keeps it
@@ -151,18 +165,17 @@ pub fn decode(w: &[u32], shape: Vec<usize>, dtype: DType) -> Result<HostTensor> 
                 .collect(),
         ),
         DType::F64 => return Err(no_f64()),
-        DType::F16 => return Err(no_f16()),
     };
     HostTensor::new(shape, data).map_err(|e| WgpuError::Unsupported(e.to_string()))
 }
 
 /// The words of a scalar splat of `dtype` as a kernel parameter (two for i64; the second is 0
-/// otherwise; bf16 widened to its f32 bits).
+/// otherwise; bf16 and f16 widened to their f32 bits).
 pub fn scalar_words(x: f64, dtype: DType) -> [u32; 2] {
     match dtype {
         DType::F32 => [(x as f32).to_bits(), 0],
         DType::BF16 => [(bf16::from_f64(x).to_f32()).to_bits(), 0],
-        DType::F16 => [(half::f16::from_f64(x).to_f32()).to_bits(), 0],
+        DType::F16 => [(f16::from_f64(x).to_f32()).to_bits(), 0],
         DType::I32 => [x as i32 as u32, 0],
         DType::U32 => [x as u32, 0],
         DType::Bool => [u32::from(x != 0.0), 0],
@@ -173,19 +186,22 @@ pub fn scalar_words(x: f64, dtype: DType) -> [u32; 2] {
     }
 }
 
-/// `n` elements of the splat `x`, as device words (stored encoding: bf16 packed).
+/// `n` elements of the splat `x`, as device words (stored encoding: bf16 and f16 packed).
 pub fn splat_words(x: f64, dtype: DType, n: usize) -> Vec<u32> {
-    if dtype == DType::BF16 {
-        return pack_bf16((0..n).map(|_| bf16::from_f64(x).to_bits()));
+    match dtype {
+        DType::BF16 => return pack_halves((0..n).map(|_| bf16::from_f64(x).to_bits())),
+        DType::F16 => return pack_halves((0..n).map(|_| f16::from_f64(x).to_bits())),
+        _ => {}
     }
     let w = scalar_words(x, dtype);
     (0..n).flat_map(|_| w[..words(dtype)].to_vec()).collect()
 }
 
-/// The words of a bf16 tensor widened, one per element (for `Builder::widened`).
+/// The words of a bf16 or f16 tensor widened, one per element (for `Builder::widened`).
 pub fn widened_words(t: &HostTensor) -> Result<Vec<u32>> {
     match &t.data {
-        Data::BF16(v) => Ok(v.iter().map(|x| (x.to_bits() as u32) << 16).collect()),
+        Data::BF16(v) => Ok(v.iter().map(|x| x.to_f32().to_bits()).collect()),
+        Data::F16(v) => Ok(v.iter().map(|x| x.to_f32().to_bits()).collect()),
         _ => encode(t),
     }
 }

@@ -15,15 +15,16 @@
 //! Members are elementwise ops, iota, and views of values from outside the chain (broadcast,
 //! transpose, slice: a load at a strided index, so a broadcast row or a transposed gradient
 //! is never copied out). Each member computes what its own kernel would (ops.wgsl's
-//! functions, with the op and dtype kind as literals, and bf16 rounded after every op), so
-//! fusing changes no bit.
+//! functions, with the op and dtype kind as literals, and bf16 or f16 rounded after every op),
+//! so fusing changes no bit.
 //!
-//! bf16 values are read from their packed words; when the chain writes a bf16 value, each
+//! bf16 and f16 values are read from their packed words; when the chain writes one, each
 //! invocation computes two consecutive elements and writes whole words (two invocations
 //! writing the halves of one word would race). The same generator lowers a lone elementwise
-//! node or view that touches bf16 ([`lower_single`]), so packed bf16 needs no second set of
-//! hand-written elementwise kernels.
+//! node or view that touches them ([`lower_single`]), so packed 16-bit floats need no second
+//! set of hand-written elementwise kernels.
 
+use crate::buffer::is_half;
 use crate::error::Result;
 use crate::lower::{class, Class};
 use crate::pipelines::Kernel;
@@ -180,16 +181,16 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
             let st: usize = sh[dim + 1..].iter().product();
             let v = format!("((gi / {st}u) % {}u)", sh[*dim]);
             match c {
-                Class::Float { bf16 } => format!("store_f(f32({v}), {bf16})"),
+                Class::Float { half } => format!("store_f(f32({v}), {half}u)"),
                 Class::Int { kind } => format!("int_to_int({kind}u, {v})"),
                 Class::Long => format!("l_from_u32({v})"),
             }
         }
         // the operand expression of a view is its strided load (kernel_text)
         (op, _) if is_view(op) => a[0].clone(),
-        (Op::Unary(u), Class::Float { bf16 }) => {
+        (Op::Unary(u), Class::Float { half }) => {
             format!(
-                "store_f(unary_f_op({}u, {}), {bf16})",
+                "store_f(unary_f_op({}u, {}), {half}u)",
                 unary_code(*u),
                 f(&a[0])
             )
@@ -198,8 +199,8 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
             format!("unary_i_op({}u, {kind}u, {})", unary_code(*u), a[0])
         }
         (Op::Unary(u), Class::Long) => format!("unary_l_op({}u, {})", unary_code(*u), a[0]),
-        (Op::Binary(o), Class::Float { bf16 }) => format!(
-            "store_f(binary_f_op({}u, {}, {}), {bf16})",
+        (Op::Binary(o), Class::Float { half }) => format!(
+            "store_f(binary_f_op({}u, {}, {}), {half}u)",
             binary_code(*o),
             f(&a[0]),
             f(&a[1])
@@ -232,21 +233,21 @@ fn expr(p: &Program, ni: usize, a: &[String]) -> Result<String> {
         (Op::Convert { .. }, to) => {
             let x = &a[0];
             match (class(p.values[node.inputs[0]].ty.dtype)?, to) {
-                (Class::Float { .. }, Class::Float { bf16 }) => {
-                    format!("store_f({}, {bf16})", f(x))
+                (Class::Float { .. }, Class::Float { half }) => {
+                    format!("store_f({}, {half}u)", f(x))
                 }
                 (Class::Float { .. }, Class::Int { kind }) => {
                     format!("f32_to_int({kind}u, {})", f(x))
                 }
                 (Class::Float { .. }, Class::Long) => format!("l_from_f32({})", f(x)),
-                (Class::Int { kind }, Class::Float { bf16 }) => {
-                    format!("store_f(int_to_f32({kind}u, {x}), {bf16})")
+                (Class::Int { kind }, Class::Float { half }) => {
+                    format!("store_f(int_to_f32({kind}u, {x}), {half}u)")
                 }
                 (Class::Int { .. }, Class::Int { kind }) => format!("int_to_int({kind}u, {x})"),
                 (Class::Int { kind }, Class::Long) => format!("int_to_long({kind}u, {x})"),
                 (Class::Long, Class::Int { kind }) => format!("long_to_int({kind}u, {x})"),
-                (Class::Long, Class::Float { bf16 }) => {
-                    format!("store_f(l_to_f32({x}), {bf16})")
+                (Class::Long, Class::Float { half }) => {
+                    format!("store_f(l_to_f32({x}), {half}u)")
                 }
                 (Class::Long, Class::Long) => x.clone(),
             }
@@ -277,6 +278,7 @@ pub fn load(p: &Program, bufs: &[usize], v: usize, idx: &str) -> String {
     match d {
         DType::I64 => format!("vec2<u32>(I{k}[2u * ({idx})], I{k}[2u * ({idx}) + 1u])"),
         DType::BF16 => format!("bf16_bits(I{k}[({idx}) >> 1u], {idx})"),
+        DType::F16 => format!("half_bits(I{k}[({idx}) >> 1u], {idx}, HALF_F16)"),
         _ => format!("I{k}[{idx}]"),
     }
 }
@@ -286,7 +288,7 @@ pub struct Text {
     pub text: String,
     pub writes: Vec<usize>,
     pub reads: Vec<usize>,
-    /// Elements per invocation: 2 when a written value is packed bf16, else 1.
+    /// Elements per invocation: 2 when a written value is packed (bf16, f16), else 1.
     pub per: usize,
     /// Per read: whether a member reads it at the output's index (else only through views).
     pub direct: Vec<bool>,
@@ -314,8 +316,7 @@ pub fn kernel_text(p: &Program, c: &Chain) -> Result<Text> {
             "@group(0) @binding({b}) var<storage, read> I{k}: array<u32>;"
         );
     }
-    let is_bf16 = |v: usize| p.values[v].ty.dtype == DType::BF16;
-    let per = if io.writes.iter().any(|&v| is_bf16(v)) {
+    let per = if io.writes.iter().any(|&v| is_half(p.values[v].ty.dtype)) {
         2
     } else {
         1
@@ -439,7 +440,7 @@ fn bind_all(b: &mut Builder, t: &Text) -> Result<Vec<Bind>> {
 }
 
 /// Node `ni` (an elementwise op, iota or view) alone as a generated kernel: how one that
-/// touches packed bf16 runs outside a chain.
+/// touches packed bf16 or f16 runs outside a chain.
 pub fn lower_single(b: &mut Builder, ni: usize) -> Result<()> {
     lower_chain(b, &Chain { nodes: vec![ni] })
 }

@@ -47,7 +47,8 @@ struct Shape {
     ea: u64,
     eb: u64,
     eo: u64,
-    bf16: bool,
+    /// The output's 16-bit kind (crate::buffer::half), 0 for f32.
+    half: u32,
 }
 
 impl Shape {
@@ -58,9 +59,9 @@ impl Shape {
     fn o_strides(&self) -> [usize; 3] {
         [self.full.m * self.full.n, self.full.n, 1]
     }
-    /// Whether the f32 sums go through scratch (bf16 output split along K, or of odd N).
+    /// Whether the f32 sums go through scratch (16-bit output split along K, or of odd N).
     fn acc(&self, w: Block) -> bool {
-        self.bf16 && (w.k < self.full.k || self.full.n % 2 == 1)
+        self.half != 0 && (w.k < self.full.k || self.full.n % 2 == 1)
     }
     /// The bytes each binding of a block `w` needs, against the limit (`sliced`: the operands
     /// are staged in slices that fit, whatever the block).
@@ -126,13 +127,13 @@ fn choose(s: &Shape, max: u64, align: u64, sliced: bool) -> Result<Block> {
                     m: halve(w.m, gm),
                     ..w
                 }),
-                // a bf16 output split along N is written packed: never with K split
-                2 => (w.n > gn && (sliced || !s.bf16 || (f.n.is_multiple_of(2) && w.k == f.k)))
+                // a 16-bit output split along N is written packed: never with K split
+                2 => (w.n > gn && (sliced || s.half == 0 || (f.n.is_multiple_of(2) && w.k == f.k)))
                     .then(|| Block {
                         n: halve(w.n, gn),
                         ..w
                     }),
-                _ => (w.k > 4 && (sliced || !s.bf16 || w.n == f.n)).then(|| Block {
+                _ => (w.k > 4 && (sliced || s.half == 0 || w.n == f.n)).then(|| Block {
                     k: halve(w.k, 4),
                     ..w
                 }),
@@ -159,7 +160,7 @@ fn choose(s: &Shape, max: u64, align: u64, sliced: bool) -> Result<Block> {
     )))
 }
 
-/// The element bytes of a float operand (bf16: 2).
+/// The element bytes of a float operand (bf16, f16: 2).
 fn ebytes(d: DType) -> u64 {
     crate::buffer::elem_bytes(d)
 }
@@ -190,7 +191,7 @@ pub fn dot(
     out: usize,
     free: [&[usize]; 2],
     [batch, m, n, k]: [usize; 4],
-    bf16: bool,
+    half: u32,
 ) -> Result<()> {
     let s = Shape {
         full: Block { b: batch, m, n, k },
@@ -199,7 +200,7 @@ pub fn dot(
         ea: ebytes(b.dtype(l)),
         eb: ebytes(b.dtype(r)),
         eo: ebytes(b.dtype(out)),
-        bf16,
+        half,
     };
     let align = b.offset_align();
     let w = choose(&s, b.max_binding, align, false)
@@ -236,7 +237,10 @@ pub fn dot(
                     let ablk = stage(b, la, l, s.sa, [b0, m0, k0], [wb, wm, wk], [wm, kp], A_BLK)?;
                     let bblk = stage(b, rb, r, s.sb, [b0, k0, n0], [wb, wk, wn], [kp, np], B_BLK)?;
                     let first = k0 == 0;
-                    let (kern, dst, win, ost, obst) = match (bf16, acc) {
+                    let packed = || {
+                        Kernel::new(Module::GemmBlockedBf16, "gemm_blocked", 2).with("HALF", half)
+                    };
+                    let (kern, dst, win, ost, obst) = match (half != 0, acc) {
                         (false, _) => (
                             Kernel::new(Module::GemmBlocked, "gemm_blocked", 2),
                             o,
@@ -245,17 +249,14 @@ pub fn dot(
                             m * n,
                         ),
                         (true, false) => (
-                            Kernel::new(Module::GemmBlockedBf16, "gemm_blocked", 2)
-                                .with("PACKED_OUT", 1),
+                            packed().with("PACKED_OUT", 1),
                             o,
                             Some(owin),
                             n,
                             m * n,
                         ),
                         (true, true) => (
-                            Kernel::new(Module::GemmBlockedBf16, "gemm_blocked", 2)
-                                .with("PACKED_OUT", 0)
-                                .with("ROUND", 0),
+                            packed().with("PACKED_OUT", 0).with("ROUND", 0),
                             accb,
                             None,
                             wn,
@@ -304,7 +305,8 @@ pub fn dot(
                             false => ostart + i / wm * m * n + i % wm * n,
                         };
                         let (win, first) = b.span_window(start, len, 2);
-                        let kp = Kernel::new(Module::Convert, "pack_bf16_run", 1);
+                        let kp = Kernel::new(Module::Convert, "pack_half_run", 1)
+                            .with("HALF", half);
                         let mut p = vec![0u32; 8];
                         p[0] = u32_of(len)?;
                         p[1] = u32_of(first)?;
@@ -322,8 +324,8 @@ pub fn dot(
 
 /// Copies the [w0, w1, w2] block at `at` of operand `v` (bound as `src`, single-run strides
 /// `st`) into scratch buffer `k` as a contiguous [w0, padded] stack, zero-padded, read
-/// through the window of `src` that the block spans; a bf16 block comes out packed (scratch
-/// `k + 2`), as gemm_blocked_bf16 reads it.
+/// through the window of `src` that the block spans; a bf16 or f16 block comes out packed
+/// (scratch `k + 2`), as gemm_blocked_bf16 reads it.
 #[allow(clippy::too_many_arguments)]
 fn stage(
     b: &mut Builder,
@@ -335,7 +337,7 @@ fn stage(
     padded: [usize; 2],
     k: usize,
 ) -> Result<Bind> {
-    let bf16 = b.dtype(v) == DType::BF16;
+    let h = crate::buffer::half(b.dtype(v));
     let eb = ebytes(b.dtype(v));
     let total = w[0] * padded[0] * padded[1];
     let dst = b.scratch(k, (total * 4) as u64);
@@ -359,13 +361,13 @@ fn stage(
         let start: usize = (0..3).map(|i| at[i] * st[i]).sum();
         let (win, resid) = b.span_window(start, Shape::span(st, sw), eb);
         let to: usize = (0..3).map(|i| d[i] * dst_st[i]).sum();
-        copy_from_window(b, src, win, dst, &sw, &st, &dst_st, [resid, to], 1, bf16)?;
+        copy_from_window(b, src, win, dst, &sw, &st, &dst_st, [resid, to], 1, h)?;
     }
-    if !bf16 {
+    if h == 0 {
         return Ok(dst);
     }
     let packed = b.scratch(k + 2, (total.div_ceil(2) * 4) as u64);
-    b.pack(dst, packed, total)?;
+    b.pack(dst, packed, total, h)?;
     Ok(packed)
 }
 

@@ -105,10 +105,10 @@ impl Executor for WgpuExecutor {
         f64_ok && crate::fused::supports(op, dtype)
     }
 
-    /// The f32 FMA peak, measured once (bf16 computes in f32 here, so it is the same).
+    /// The f32 FMA peak, measured once (bf16 and f16 compute in f32 here, so it is the same).
     fn peak_flops(&self, dtype: DType) -> Option<f64> {
         match dtype {
-            DType::F32 | DType::BF16 => self.measured_peak(),
+            DType::F32 | DType::BF16 | DType::F16 => self.measured_peak(),
             _ => None,
         }
     }

@@ -2,7 +2,7 @@
 //! wildcard arm, so a new op is a compile error here). Fused ops reach it only where
 //! [`crate::fused::supports`] has a kernel; `load` decomposes the rest into primitives.
 
-use crate::buffer::elem_bytes;
+use crate::buffer::{elem_bytes, half, is_half};
 use crate::error::{Result, WgpuError};
 use crate::pipelines::Kernel;
 use crate::plan::{u32_of, width, Bind, Builder};
@@ -14,9 +14,10 @@ use gidd_kernels::wgsl::{binary_code, cmp_code, unary_code, Module};
 /// How a kernel family sees a dtype.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// f32 math; `bf16`: the value is bf16, one word per element where a hand-written kernel
-    /// sees it (widened in scratch: `Builder::widened`), results rounded once.
-    Float { bf16: bool },
+    /// f32 math; `half` (the kernels' HALF constant): 0 for f32, else the value is bf16 (1) or
+    /// f16 (2), one word per element where a hand-written kernel sees it (widened in scratch:
+    /// `Builder::widened`), results rounded once.
+    Float { half: u32 },
     /// One-word integers: `kind` 0 = i32, 1 = u32, 2 = bool.
     Int { kind: u32 },
     /// i64, two words.
@@ -25,14 +26,12 @@ pub enum Class {
 
 pub fn class(d: DType) -> Result<Class> {
     Ok(match d {
-        DType::F32 => Class::Float { bf16: false },
-        DType::BF16 => Class::Float { bf16: true },
+        DType::F32 | DType::BF16 | DType::F16 => Class::Float { half: half(d) },
         DType::I32 => Class::Int { kind: 0 },
         DType::U32 => Class::Int { kind: 1 },
         DType::Bool => Class::Int { kind: 2 },
         DType::I64 => Class::Long,
         DType::F64 => return Err(crate::buffer::no_f64()),
-        DType::F16 => return Err(crate::buffer::no_f16()),
     })
 }
 
@@ -71,20 +70,20 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
             .inputs
             .iter()
             .chain(&node.outputs)
-            .any(|&v| p.values[v].ty.dtype == DType::BF16);
-        match (packed, bf16_route(&node.op)) {
-            (true, Bf16Route::Generated) => crate::fuse::lower_single(b, ni)?,
-            (true, Bf16Route::Widened) => {
+            .any(|&v| is_half(p.values[v].ty.dtype));
+        match (packed, half_route(&node.op)) {
+            (true, HalfRoute::Generated) => crate::fuse::lower_single(b, ni)?,
+            (true, HalfRoute::Widened) => {
                 b.widened(&node.inputs, &node.outputs, |b| lower_node(b, ni))?
             }
-            (true, Bf16Route::Reshape) => {
+            (true, HalfRoute::Reshape) => {
                 // a reshape that runs copies its whole packed words: same element order
                 let n = p.values[node.outputs[0]].ty.numel().div_ceil(2);
                 movement::copy_words(b, node.inputs[0], node.outputs[0], n)?;
             }
             // a view or iota over a value larger than a binding: the generated kernel, in
             // windows of the output and of what each window reads (crate::positional)
-            (false, Bf16Route::Generated)
+            (false, HalfRoute::Generated)
                 if !matches!(
                     node.op,
                     Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Convert { .. }
@@ -96,14 +95,14 @@ pub fn lower(b: &mut Builder, fuse: bool) -> Result<()> {
             {
                 crate::fuse::lower_single(b, ni)?
             }
-            (true, Bf16Route::Own) | (false, _) => lower_node(b, ni)?,
+            (true, HalfRoute::Own) | (false, _) => lower_node(b, ni)?,
         }
     }
     Ok(())
 }
 
-/// How a node with a bf16 operand or result meets packed storage.
-enum Bf16Route {
+/// How a node with a bf16 or f16 operand or result meets packed storage.
+enum HalfRoute {
     /// Elementwise ops and views: a generated kernel (crate::fuse) that reads and writes
     /// packed words, two elements per invocation.
     Generated,
@@ -111,12 +110,12 @@ enum Bf16Route {
     Widened,
     /// A copy of the packed words.
     Reshape,
-    /// The lowering handles packed bf16 itself (GEMM, concatenate, reduce, gather,
+    /// The lowering handles packed values itself (GEMM, concatenate, reduce, gather,
     /// scatter-add: read in place, no unpacking pass).
     Own,
 }
 
-fn bf16_route(op: &Op) -> Bf16Route {
+fn half_route(op: &Op) -> HalfRoute {
     match op {
         Op::Unary(_)
         | Op::Binary(_)
@@ -126,15 +125,15 @@ fn bf16_route(op: &Op) -> Bf16Route {
         | Op::Iota { .. }
         | Op::BroadcastInDim { .. }
         | Op::Transpose { .. }
-        | Op::Slice { .. } => Bf16Route::Generated,
-        Op::Reshape { .. } => Bf16Route::Reshape,
+        | Op::Slice { .. } => HalfRoute::Generated,
+        Op::Reshape { .. } => HalfRoute::Reshape,
         Op::DotGeneral(_)
         | Op::Concatenate { .. }
         | Op::Reduce { .. }
         | Op::Gather { .. }
-        | Op::ScatterAdd { .. } => Bf16Route::Own,
-        // the fused ops: the graph builds them over f32 (bf16 programs convert around them),
-        // so only a hand-made program reaches this with bf16
+        | Op::ScatterAdd { .. } => HalfRoute::Own,
+        // the fused ops: the graph builds them over f32 (16-bit programs convert around
+        // them), so only a hand-made program reaches this with bf16 or f16
         Op::Input { .. }
         | Op::Constant(_)
         | Op::Splat(_)
@@ -151,12 +150,12 @@ fn bf16_route(op: &Op) -> Bf16Route {
         | Op::DiffusionKlBwd(_)
         | Op::SampleStep(_)
         | Op::AllGather { .. }
-        | Op::ReduceScatter { .. } => Bf16Route::Widened,
+        | Op::ReduceScatter { .. } => HalfRoute::Widened,
     }
 }
 
-/// Adds the dispatches of node `ni` (bf16 values widened, one word each, unless the node's
-/// lowering handles packed bf16 itself: see [`bf16_route`]).
+/// Adds the dispatches of node `ni` (bf16 and f16 values widened, one word each, unless the
+/// node's lowering handles packed values itself: see [`half_route`]).
 fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
     let p = b.p;
     let node = &p.nodes[ni];
@@ -181,8 +180,8 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
                 let stride: usize = ty.shape[dim + 1..].iter().product();
                 let extra = [u32_of(stride)?, u32_of(ty.shape[*dim])?];
                 let k = match class(d)? {
-                    Class::Float { bf16 } => {
-                        Kernel::new(Module::Convert, "iota_f", 0).with("BF16", bf16.into())
+                    Class::Float { half } => {
+                        Kernel::new(Module::Convert, "iota_f", 0).with("HALF", half)
                     }
                     Class::Int { kind } => {
                         Kernel::new(Module::Convert, "iota_i", 0).with("TO", kind)
@@ -195,9 +194,9 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             Op::Unary(u) => {
                 let op = unary_code(*u);
                 let k = match class(d)? {
-                    Class::Float { bf16 } => Kernel::new(Module::Unary, "unary_f", 1)
+                    Class::Float { half } => Kernel::new(Module::Unary, "unary_f", 1)
                         .with("OP", op)
-                        .with("BF16", bf16.into()),
+                        .with("HALF", half),
                     Class::Int { kind } => Kernel::new(Module::Unary, "unary_i", 1)
                         .with("OP", op)
                         .with("KIND", kind),
@@ -208,9 +207,9 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             Op::Binary(bo) => {
                 let op = binary_code(*bo);
                 let k = match class(d)? {
-                    Class::Float { bf16 } => Kernel::new(Module::Binary, "binary_f", 2)
+                    Class::Float { half } => Kernel::new(Module::Binary, "binary_f", 2)
                         .with("OP", op)
-                        .with("BF16", bf16.into()),
+                        .with("HALF", half),
                     Class::Int { kind } => Kernel::new(Module::Binary, "binary_i", 2)
                         .with("OP", op)
                         .with("KIND", kind),
@@ -253,9 +252,9 @@ fn lower_node(b: &mut Builder, ni: usize) -> Result<()> {
             }
             Op::Concatenate { dim } => {
                 class(d)?;
-                // bf16 always: whole packed words, no widened copy of the output (which
-                // could outgrow a binding that the packed value fits)
-                match d == DType::BF16 || ins.iter().chain([&out]).any(|&v| b.too_big(v)) {
+                // bf16 and f16 always: whole packed words, no widened copy of the output
+                // (which could outgrow a binding that the packed value fits)
+                match is_half(d) || ins.iter().chain([&out]).any(|&v| b.too_big(v)) {
                     true => crate::positional::concat(b, ins, out, *dim)?,
                     false => movement::concatenate(b, ins, out, *dim)?,
                 }
@@ -312,23 +311,23 @@ fn convert(b: &mut Builder, x: usize, out: usize, to: DType, n: usize) -> Result
     let (cf, ct) = (class(from)?, class(to)?);
     let m = Module::Convert;
     let k = match (cf, ct) {
-        (Class::Float { .. }, Class::Float { bf16 }) => {
-            Kernel::new(m, "convert_ff", 1).with("BF16", bf16.into())
+        (Class::Float { .. }, Class::Float { half }) => {
+            Kernel::new(m, "convert_ff", 1).with("HALF", half)
         }
         (Class::Float { .. }, Class::Int { kind }) => {
             Kernel::new(m, "convert_fi", 1).with("TO", kind)
         }
         (Class::Float { .. }, Class::Long) => Kernel::new(m, "convert_fl", 1),
-        (Class::Int { kind }, Class::Float { bf16 }) => Kernel::new(m, "convert_if", 1)
+        (Class::Int { kind }, Class::Float { half }) => Kernel::new(m, "convert_if", 1)
             .with("FROM", kind)
-            .with("BF16", bf16.into()),
+            .with("HALF", half),
         (Class::Int { kind: f }, Class::Int { kind: t }) => Kernel::new(m, "convert_ii", 1)
             .with("FROM", f)
             .with("TO", t),
         (Class::Int { kind }, Class::Long) => Kernel::new(m, "convert_il", 1).with("FROM", kind),
         (Class::Long, Class::Int { kind }) => Kernel::new(m, "convert_li", 1).with("TO", kind),
-        (Class::Long, Class::Float { bf16 }) => {
-            Kernel::new(m, "convert_lf", 1).with("BF16", bf16.into())
+        (Class::Long, Class::Float { half }) => {
+            Kernel::new(m, "convert_lf", 1).with("HALF", half)
         }
         (Class::Long, Class::Long) => {
             // i64 to i64: a copy of the words

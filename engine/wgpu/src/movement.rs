@@ -25,12 +25,12 @@ pub fn copy(
     w: u32,
 ) -> Result<()> {
     strided(
-        b, src, dst, shape, src_st, dst_st, src_off, dst_off, w, false, None,
+        b, src, dst, shape, src_st, dst_st, src_off, dst_off, w, 0, None,
     )
 }
 
-/// As [`copy`] from packed bf16 `src` (indices count its elements) into widened `dst`, one
-/// word per element.
+/// As [`copy`] from packed `src` of 16-bit float kind `h` (crate::buffer::half; indices count
+/// its elements) into widened `dst`, one word per element.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_from_packed(
     b: &mut Builder,
@@ -41,16 +41,17 @@ pub fn copy_from_packed(
     dst_st: &[usize],
     src_off: usize,
     dst_off: usize,
+    h: u32,
 ) -> Result<()> {
     strided(
-        b, src, dst, shape, src_st, dst_st, src_off, dst_off, 1, true, None,
+        b, src, dst, shape, src_st, dst_st, src_off, dst_off, 1, h, None,
     )
 }
 
-/// [`copy`] (or, with `packed`, [`copy_from_packed`]) reading `src` through the byte window
-/// `win` of it ([`crate::plan::Builder::span_window`]; `src_off` counts from the window's
-/// start) into `dst` from element `dst_off`: how blocks of a tensor larger than one storage
-/// binding are staged into scratch.
+/// [`copy`] (or, with `packed` a 16-bit kind, [`copy_from_packed`]) reading `src` through the byte
+/// window `win` of it ([`crate::plan::Builder::span_window`]; `src_off` counts from the window's
+/// start) into `dst` from element `dst_off`: how blocks of a tensor larger than one storage binding
+/// are staged into scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn copy_from_window(
     b: &mut Builder,
@@ -62,7 +63,7 @@ pub fn copy_from_window(
     dst_st: &[usize],
     [src_off, dst_off]: [usize; 2],
     w: u32,
-    packed: bool,
+    packed: u32,
 ) -> Result<()> {
     strided(
         b,
@@ -90,7 +91,7 @@ fn strided(
     src_off: usize,
     dst_off: usize,
     w: u32,
-    src_h: bool,
+    src_h: u32,
     src_win: Option<(u64, u64)>,
 ) -> Result<()> {
     let n: usize = shape.iter().product();
@@ -131,7 +132,7 @@ fn strided(
     let k = Kernel::new(Module::StridedCopy, "strided_copy", 1)
         .with("RANK", dims.len() as u32)
         .with("W", w)
-        .with("SRC_H", src_h.into());
+        .with("SRC_H", src_h);
     let g = crate::plan::grid(n.div_ceil(crate::plan::WG))?;
     b.push_windows(k, vec![dst, src], vec![None, src_win], &p, g)
 }
@@ -194,7 +195,7 @@ pub fn slice(b: &mut Builder, x: usize, out: usize, start: &[usize]) -> Result<(
     copy(b, src, dst, shape, &xst, &strides(shape), off, 0, w)
 }
 
-/// One copy per part, each into its place along `dim` (packed bf16 concatenates in
+/// One copy per part, each into its place along `dim` (packed 16-bit values concatenate in
 /// crate::positional: a part that starts at an odd element shares its first word with the
 /// part before it, so copies into the packed output would have two invocations write one
 /// word).

@@ -1,5 +1,6 @@
 //! dot_general, reduce, gather and scatter-add lowered to their WGSL kernels.
 
+use crate::buffer::{half, is_half};
 use crate::error::{Result, WgpuError};
 use crate::lower::{class, Class};
 use crate::movement::{copy, copy_from_packed};
@@ -47,8 +48,9 @@ fn as_matrix(
 }
 
 /// Copies operand `v` into scratch buffer `k` as a contiguous [batch, rows, cols] stack with
-/// `padded` = [rows, cols] (at least the operand's); padding is zero. A bf16 operand comes
-/// out widened (one word per element) or, with `pack`, packed into scratch buffer `k + 2`.
+/// `padded` = [rows, cols] (at least the operand's); padding is zero. A bf16 or f16 operand
+/// comes out widened (one word per element) or, with `pack` its kind (crate::buffer::half),
+/// packed into scratch buffer `k + 2`.
 fn padded_copy(
     b: &mut Builder,
     v: usize,
@@ -57,7 +59,7 @@ fn padded_copy(
     padded: [usize; 2],
     k: usize,
 ) -> Result<Bind> {
-    padded_copy_as(b, v, src, groups, padded, k, false)
+    padded_copy_as(b, v, src, groups, padded, k, 0)
 }
 
 fn padded_copy_as(
@@ -67,7 +69,7 @@ fn padded_copy_as(
     groups: [&[usize]; 3],
     padded: [usize; 2],
     k: usize,
-    pack: bool,
+    pack: u32,
 ) -> Result<Bind> {
     let shape = b.shape(v);
     let st = strides(shape);
@@ -95,19 +97,19 @@ fn padded_copy_as(
             dst_st.push(t);
         }
     }
-    if !pack {
+    if pack == 0 {
         copy(b, src, dst, &oshape, &src_st, &dst_st, 0, 0, 1)?;
         return Ok(dst);
     }
-    copy_from_packed(b, src, dst, &oshape, &src_st, &dst_st, 0, 0)?;
+    copy_from_packed(b, src, dst, &oshape, &src_st, &dst_st, 0, 0, pack)?;
     let packed = b.scratch(k + 2, (total.div_ceil(2) * 4) as u64);
-    b.pack(dst, packed, total)?;
+    b.pack(dst, packed, total, pack)?;
     Ok(packed)
 }
 
 /// An operand for gemm_blocked: contiguous [batch, rows, cols_p] with `cols_p` (and `rows_p`)
 /// the padded sizes; in place when it already is, else a padded copy in scratch buffer `k`
-/// (bf16 stays packed: its rows of `cols_p`, a multiple of 4, start on whole words).
+/// (bf16 and f16 stay packed: rows of `cols_p`, a multiple of 4, start on whole words).
 fn blocked(
     b: &mut Builder,
     v: usize,
@@ -119,8 +121,7 @@ fn blocked(
     if in_place(b, v, groups, padded) {
         return Ok(src);
     }
-    let bf16 = b.dtype(v) == DType::BF16;
-    padded_copy_as(b, v, src, groups, padded, k, bf16)
+    padded_copy_as(b, v, src, groups, padded, k, half(b.dtype(v)))
 }
 
 /// Whether operand `v` already is gemm_blocked's contiguous [batch, rows, cols_p] layout.
@@ -141,8 +142,8 @@ fn in_place(b: &Builder, v: usize, groups: [&[usize]; 3], padded: [usize; 2]) ->
 }
 
 pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize) -> Result<()> {
-    let bf16 = match class(b.dtype(out))? {
-        Class::Float { bf16 } => bf16,
+    let half = match class(b.dtype(out))? {
+        Class::Float { half } => half,
         c => {
             return Err(WgpuError::Unsupported(format!(
                 "dot_general of {c:?} operands"
@@ -176,22 +177,22 @@ pub fn dot_general(b: &mut Builder, dd: &DotDims, l: usize, r: usize, out: usize
     let scratch = [
         (!in_place(b, l, lg, [m, kp])).then_some(batch * m * kp * 4),
         (!in_place(b, r, rg, [kp, np])).then_some(batch * kp * np * 4),
-        (bf16 && n % 2 == 1).then_some(batch * m * n * 4),
+        (half != 0 && n % 2 == 1).then_some(batch * m * n * 4),
     ];
     let too_big = scratch.iter().flatten().any(|&x| x as u64 > b.max_binding);
     if too_big || [l, r, out].iter().any(|&v| b.too_big(v)) {
         let free = [lf.as_slice(), rf.as_slice()];
-        return crate::gemm_windows::dot(b, dd, l, r, out, free, [batch, m, n, k], bf16);
+        return crate::gemm_windows::dot(b, dd, l, r, out, free, [batch, m, n, k], half);
     }
-    // bf16 runs the register-blocked kernel on every adapter: it reads the packed operands
-    // (the tiled kernel reads one word per element)
-    if b.blocked_gemm() || bf16 {
-        return dot_blocked(b, dd, l, r, out, [&lf, &rf], [batch, m, n, k], bf16);
+    // bf16 and f16 run the register-blocked kernel on every adapter: it reads the packed
+    // operands (the tiled kernel reads one word per element)
+    if b.blocked_gemm() || half != 0 {
+        return dot_blocked(b, dd, l, r, out, [&lf, &rf], [batch, m, n, k], half);
     }
     let (a, sa) = as_matrix(b, l, [&dd.lhs_batch, &lf, &dd.lhs_contract], 0)?;
     let (bb, sb) = as_matrix(b, r, [&dd.rhs_batch, &dd.rhs_contract, &rf], 1)?;
     let o = b.out(out)?;
-    let kern = Kernel::new(Module::Gemm, "gemm", 2).with("BF16", bf16.into());
+    let kern = Kernel::new(Module::Gemm, "gemm", 2).with("HALF", half);
     let tiles = [n.div_ceil(64), m.div_ceil(64)];
     if tiles.iter().any(|&t| t > MAX_GROUPS) {
         return Err(WgpuError::Unsupported(format!(
@@ -219,7 +220,7 @@ fn dot_blocked(
     out: usize,
     free: [&[usize]; 2],
     [batch, m, n, k]: [usize; 4],
-    bf16: bool,
+    half: u32,
 ) -> Result<()> {
     let (kp, np) = (k.next_multiple_of(4), n.next_multiple_of(4));
     let a = blocked(b, l, [&dd.lhs_batch, free[0], &dd.lhs_contract], [m, kp], 0)?;
@@ -231,17 +232,16 @@ fn dot_blocked(
         1,
     )?;
     let o = b.out(out)?;
-    // a bf16 output is packed in place when N is even, else written widened and packed after
-    let (kern, dst) = match bf16 {
-        false => (Kernel::new(Module::GemmBlocked, "gemm_blocked", 2), o),
-        true if n % 2 == 0 => (
-            Kernel::new(Module::GemmBlockedBf16, "gemm_blocked", 2).with("PACKED_OUT", 1),
-            o,
-        ),
-        true => (
-            Kernel::new(Module::GemmBlockedBf16, "gemm_blocked", 2).with("PACKED_OUT", 0),
-            b.scratch(0, (batch * m * n * 4) as u64),
-        ),
+    // a 16-bit output is packed in place when N is even, else written widened and packed after
+    let packed = |out: u32| {
+        Kernel::new(Module::GemmBlockedBf16, "gemm_blocked", 2)
+            .with("PACKED_OUT", out)
+            .with("HALF", half)
+    };
+    let (kern, dst) = match half {
+        0 => (Kernel::new(Module::GemmBlocked, "gemm_blocked", 2), o),
+        _ if n % 2 == 0 => (packed(1), o),
+        _ => (packed(0), b.scratch(0, (batch * m * n * 4) as u64)),
     };
     let tiles = [(np / 4).div_ceil(64), m.div_ceil(8)];
     if tiles.iter().any(|&t| t > MAX_GROUPS) {
@@ -269,7 +269,7 @@ fn dot_blocked(
         b.push(kern.clone(), vec![dst, a, bb], &p, groups)?;
     }
     if dst != o {
-        b.pack(dst, o, batch * m * n)?;
+        b.pack(dst, o, batch * m * n, half)?;
     }
     Ok(())
 }
@@ -304,13 +304,13 @@ fn reduce_params(ds: &[(usize, usize, bool)]) -> Result<(Vec<u32>, usize, usize,
     Ok((p, n_out, r_n, kept.len() as u32, red.len() as u32))
 }
 
-/// The kernel of a reduction over `ds` writing dtype `d` (`packed`: a bf16 input read in
-/// place), and its grid for `n_out` outputs.
+/// The kernel of a reduction over `ds` writing dtype `d` (`packed`: the 16-bit kind of an
+/// input read in place, crate::buffer::half), and its grid for `n_out` outputs.
 fn reduce_kernel(
     op: ReduceOp,
     ds: &[(usize, usize, bool)],
     d: DType,
-    packed: bool,
+    packed: u32,
 ) -> Result<(Kernel, bool)> {
     let (_, _, r_n, kr, rr) = reduce_params(ds)?;
     let code = match op {
@@ -320,18 +320,18 @@ fn reduce_kernel(
     let innermost_reduced = ds.last().is_some_and(|d| d.2);
     let ranks = |k: Kernel| k.with("KR", kr).with("RR", rr);
     Ok(match class(d)? {
-        Class::Float { bf16 } if innermost_reduced && r_n >= ROWS_MIN => {
+        Class::Float { half } if innermost_reduced && r_n >= ROWS_MIN => {
             let k = Kernel::new(Module::Reduce, "reduce_f_rows", 1)
                 .with("OP", code)
-                .with("BF16", bf16.into())
-                .with("PACKED", packed.into());
+                .with("HALF", half)
+                .with("PACKED", packed);
             (ranks(k), true)
         }
-        Class::Float { bf16 } => {
+        Class::Float { half } => {
             let k = Kernel::new(Module::Reduce, "reduce_f_cols", 1)
                 .with("OP", code)
-                .with("BF16", bf16.into())
-                .with("PACKED", packed.into());
+                .with("HALF", half)
+                .with("PACKED", packed);
             (ranks(k), false)
         }
         Class::Int { kind } => {
@@ -347,13 +347,13 @@ fn reduce_kernel(
     })
 }
 
-/// A bf16 input is read packed, in place; a bf16 result is written widened and packed after
-/// (one word per output: neighbouring outputs would share a word). An input larger than one
+/// A bf16 or f16 input is read packed, in place; such a result is written widened and packed
+/// after (one word per output: neighbouring outputs would share a word). An input larger than one
 /// binding is reduced in windows: of its outermost dim when that is kept (each window a
 /// reduction of its own rows), else of the outermost reduced dim into f32 partials (one row
 /// of a scratch buffer per window), reduced after.
 pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usize) -> Result<()> {
-    if b.dtype(out) == DType::BF16 && !b.is_wide(out) {
+    if is_half(b.dtype(out)) && !b.is_wide(out) {
         // its f32 sums may outgrow a binding: bound in windows then (too_big below)
         b.wide_in_windows = true;
         let r = b.widened(&[], &[out], |b| {
@@ -383,10 +383,13 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         return Ok(());
     }
     let d = b.dtype(out);
-    let packed = b.dtype(x) == DType::BF16 && !b.is_wide(x);
+    let packed = match b.is_wide(x) {
+        true => 0,
+        false => half(b.dtype(x)),
+    };
     let (src, o) = (b.wbuf(x)?, b.wout(out)?);
     let eout = (width(d) * 4) as u64;
-    // a bf16 result's f32 scratch may outgrow a binding that its packed value fits
+    // a 16-bit result's f32 scratch may outgrow a binding that its packed value fits
     let too_big = b.too_big(x) || b.too_big(out) || n_out as u64 * eout > b.max_binding;
     let (k, rows_kernel) = reduce_kernel(op, &ds, d, packed)?;
     let groups = |n: usize| match rows_kernel {
@@ -398,8 +401,8 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         return b.push(k, vec![o, src], &p, groups(n_out)?);
     }
     let ein = match packed {
-        true => 2,
-        false => (width(b.dtype(x)) * 4) as u64,
+        0 => (width(b.dtype(x)) * 4) as u64,
+        _ => 2,
     };
     let inner_in: usize = ds[1..].iter().map(|r| r.0).product();
     let inner_out: usize = ds[1..].iter().filter(|r| !r.2).map(|r| r.0).product();
@@ -414,7 +417,7 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         let g = |len: usize| groups(len * inner_out);
         return b.push_rows(k, vec![o, src], &rb, outer, params, g);
     }
-    // partials: f32 sums (no bf16 rounding until the end); i32/u32/bool sums as exact i64
+    // partials: f32 sums (no 16-bit rounding until the end); i32/u32/bool sums as exact i64
     // sums (a window's sum saturated apart could differ from the whole one's), totalled and
     // saturated once at the end
     let int_sum = match (class(d)?, op) {
@@ -432,17 +435,17 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
     let stride = (n_out * ew).next_multiple_of(pad) / ew;
     let kpart = |wd: &Runs| -> Result<Kernel> {
         Ok(match int_sum {
-            Some(_) => reduce_kernel(op, wd, d, false)?.0.with("WIDE", 1),
+            Some(_) => reduce_kernel(op, wd, d, 0)?.0.with("WIDE", 1),
             None => reduce_kernel(op, wd, pd, packed)?.0,
         })
     };
     let kfin = |fin: &Runs| -> Result<(Kernel, bool)> {
         Ok(match int_sum {
             Some(kind) => (
-                reduce_kernel(op, fin, pd, false)?.0.with("SAT", 1 + kind),
+                reduce_kernel(op, fin, pd, 0)?.0.with("SAT", 1 + kind),
                 false,
             ),
-            None => reduce_kernel(op, fin, d, false)?,
+            None => reduce_kernel(op, fin, d, 0)?,
         })
     };
     let nwin = per.as_ref().ok().map(|&p| outer.div_ceil(p));
@@ -511,12 +514,12 @@ fn index_params(
 }
 
 /// A source larger than one storage binding (an embedding table of a large vocabulary) is
-/// gathered from in one dispatch per window of it. bf16 is read and written packed
+/// gathered from in one dispatch per window of it. bf16 and f16 are read and written packed
 /// (gather_h: one invocation per output word), no unpacking pass.
 pub fn gather(b: &mut Builder, axis: usize, x: usize, ids: usize, out: usize) -> Result<()> {
     let d = b.dtype(out);
     class(d)?;
-    let packed = d == DType::BF16 && !b.is_wide(x) && !b.is_wide(out);
+    let packed = is_half(d) && !b.is_wide(x) && !b.is_wide(out);
     let (mut p, n) = index_params(b, b.shape(x), axis, ids, d)?;
     let (idx, o) = (b.buf(ids)?, b.out(out)?);
     let src = b.wbuf(x)?;
@@ -549,8 +552,8 @@ pub fn gather(b: &mut Builder, axis: usize, x: usize, ids: usize, out: usize) ->
     Ok(())
 }
 
-/// Atomic adds into the output (zeroed first); a bf16 output sums in an f32 scratch buffer,
-/// packed (rounded once) after, and bf16 updates are read packed. An output larger than one
+/// Atomic adds into the output (zeroed first); a bf16 or f16 output sums in an f32 scratch
+/// buffer, packed (rounded once) after, and such updates are read packed. An output larger than one
 /// binding is summed in windows of it (each dispatch adding the updates whose target lies in
 /// its window), updates larger than one in windows of them.
 pub fn scatter_add(
@@ -567,21 +570,27 @@ pub fn scatter_add(
         Class::Int { kind } => 2 + u32::from(kind == 2),
         Class::Long => 4,
     };
-    let bf16 = d == DType::BF16 && !b.is_wide(out);
-    let packed = b.dtype(upd) == DType::BF16 && !b.is_wide(upd);
+    let out_h = match b.is_wide(out) {
+        true => 0,
+        false => half(d),
+    };
+    let packed = match b.is_wide(upd) {
+        true => 0,
+        false => half(b.dtype(upd)),
+    };
     let (p, n) = index_params(b, shape, axis, ids, d)?;
     let idx = b.buf(ids)?;
     let (src, o) = (b.wbuf(upd)?, b.wout(out)?);
     let total: usize = shape.iter().product();
-    // bytes per output element where the sums are (an f32 scratch for bf16)
+    // bytes per output element where the sums are (an f32 scratch for bf16 and f16)
     let ob = width(d) as u64 * 4;
     let ol = match total as u64 * ob <= b.max_binding {
         true => total.max(1),
         false => b.window_elems(ob)?,
     };
     let ub = match packed {
-        true => 2,
-        false => width(b.dtype(upd)) as u64 * 4,
+        0 => width(b.dtype(upd)) as u64 * 4,
+        _ => 2,
     };
     let ul = match n as u64 * ub <= b.max_binding {
         true => n.max(1),
@@ -589,10 +598,10 @@ pub fn scatter_add(
     };
     let k = Kernel::new(Module::GatherScatter, "scatter_add", 2)
         .with("KIND", kind)
-        .with("PACKED", packed.into());
+        .with("PACKED", packed);
     for o0 in (0..total).step_by(ol) {
         let olen = ol.min(total - o0);
-        let (dst, dwin) = match (bf16, ol == total) {
+        let (dst, dwin) = match (out_h != 0, ol == total) {
             (true, _) => (b.scratch(0, olen as u64 * 4), None),
             (false, true) => (o, None),
             (false, false) => (o, Some((o0 as u64 * ob, olen as u64 * ob))),
@@ -616,9 +625,9 @@ pub fn scatter_add(
                 g,
             )?;
         }
-        if bf16 {
+        if out_h != 0 {
             let (win, first) = b.span_window(o0, olen, 2);
-            let pk = Kernel::new(Module::Convert, "pack_bf16_run", 1);
+            let pk = Kernel::new(Module::Convert, "pack_half_run", 1).with("HALF", out_h);
             let mut pp = vec![0u32; 8];
             pp[0] = u32_of(olen)?;
             pp[1] = u32_of(first)?;

@@ -3,7 +3,7 @@
 //! and the buffers it binds, named by where they live: a planned slot (`Program::slots`), a
 //! program input (bound per run), a constant uploaded at load, or a scratch buffer.
 
-use crate::buffer::{scalar_words, splat_words, words};
+use crate::buffer::{half, is_half, scalar_words, splat_words, words};
 use crate::device::Gpu;
 use crate::error::{Result, WgpuError};
 use crate::executor::GemmStrategy;
@@ -72,7 +72,7 @@ pub struct Builder<'a> {
     /// The constant made of a value (a literal, or a splat that a kernel needs as a buffer),
     /// by (value, widened).
     const_of: HashMap<(usize, bool), usize>,
-    /// Bindings that stand in for bf16 values while a lowering reads them widened
+    /// Bindings that stand in for bf16 and f16 values while a lowering reads them widened
     /// ([`Builder::widened`]).
     wide: HashMap<usize, Bind>,
     /// The most bytes one storage binding may cover (the adapter's limit, or a lower cap).
@@ -207,12 +207,12 @@ impl<'a> Builder<'a> {
         Ok(Bind::Const(self.consts.len() - 1))
     }
 
-    /// Runs `lower`, a lowering written for bf16 stored widened (one word per element, its
-    /// results rounded through BF16 constants), with the bf16 values among `ins` unpacked into
-    /// scratch buffers and the bf16 values among `outs` written to scratch and packed after.
-    /// The kernels that pay for reading packed bf16 themselves (GEMM, the generated
-    /// elementwise kernels) do; the rarer ones (reductions, gather, scatter-add) go through
-    /// here, at a dispatch and a pass over the value per bf16 operand.
+    /// Runs `lower`, a lowering written for 16-bit floats stored widened (one word per
+    /// element, its results rounded through HALF constants), with the bf16 and f16 values
+    /// among `ins` unpacked into scratch buffers and those among `outs` written to scratch and
+    /// packed after. The kernels that pay for reading packed values themselves (GEMM, the
+    /// generated elementwise kernels) do; the rarer ones (reductions, gather, scatter-add) go
+    /// through here, at a dispatch and a pass over the value per 16-bit operand.
     pub fn widened(
         &mut self,
         ins: &[usize],
@@ -222,7 +222,8 @@ impl<'a> Builder<'a> {
         let mut k = WIDE;
         let mut set = vec![];
         for &v in ins {
-            if self.dtype(v) != DType::BF16 || self.wide.contains_key(&v) {
+            let h = half(self.dtype(v));
+            if h == 0 || self.wide.contains_key(&v) {
                 continue;
             }
             let n = self.p.values[v].ty.numel();
@@ -230,7 +231,7 @@ impl<'a> Builder<'a> {
                 // a splat operand stays a scalar parameter (its words are widened already)
                 Loc::Splat(x) => {
                     let x = *x;
-                    let w = scalar_words(x, DType::BF16)[0];
+                    let w = scalar_words(x, self.dtype(v))[0];
                     self.constant_as(v, true, || Ok(vec![w; n]))?
                 }
                 Loc::Const(c) => {
@@ -241,7 +242,7 @@ impl<'a> Builder<'a> {
                     let src = self.buf(v)?;
                     let dst = self.scratch(k, (n * 4) as u64);
                     k += 1;
-                    self.unpack(src, dst, n)?;
+                    self.unpack(src, dst, n, h)?;
                     dst
                 }
             };
@@ -250,7 +251,7 @@ impl<'a> Builder<'a> {
         }
         let mut packs = vec![];
         for &v in outs {
-            if self.dtype(v) != DType::BF16 {
+            if !is_half(self.dtype(v)) {
                 continue;
             }
             let n = self.p.values[v].ty.numel();
@@ -270,20 +271,22 @@ impl<'a> Builder<'a> {
         r?;
         for (v, w, n) in packs {
             let o = self.out(v)?;
-            self.pack(w, o, n)?;
+            self.pack(w, o, n, half(self.dtype(v)))?;
         }
         Ok(())
     }
 
-    /// Widens `n` packed bf16 elements of `src` into `dst`, one word each.
-    pub fn unpack(&mut self, src: Bind, dst: Bind, n: usize) -> Result<()> {
-        crate::movement::copy_from_packed(self, src, dst, &[n], &[1], &[1], 0, 0)
+    /// Widens `n` packed elements of 16-bit kind `h` (crate::buffer::half) of `src` into
+    /// `dst`, one word each.
+    pub fn unpack(&mut self, src: Bind, dst: Bind, n: usize, h: u32) -> Result<()> {
+        crate::movement::copy_from_packed(self, src, dst, &[n], &[1], &[1], 0, 0, h)
     }
 
-    /// Packs `n` widened bf16 (or f32, rounded) values of `src` two per word into `dst`.
-    pub fn pack(&mut self, src: Bind, dst: Bind, n: usize) -> Result<()> {
-        let k = Kernel::new(gidd_kernels::wgsl::Module::Convert, "pack_bf16", 1);
-        // in windows when the f32 source (a bf16 value's widened scratch) outgrows a binding
+    /// Packs `n` widened (or f32, rounded) values of `src` two per word into `dst` as 16-bit
+    /// kind `h` (crate::buffer::half).
+    pub fn pack(&mut self, src: Bind, dst: Bind, n: usize, h: u32) -> Result<()> {
+        let k = Kernel::new(gidd_kernels::wgsl::Module::Convert, "pack_half", 1).with("HALF", h);
+        // in windows when the f32 source (a 16-bit value's widened scratch) outgrows a binding
         self.push_chunked(k, vec![dst, src], &[2, 4], n, 2, |len| {
             let mut p = vec![0u32; 8];
             p[0] = u32_of(len)?;
@@ -381,7 +384,7 @@ impl<'a> Builder<'a> {
 
     /// Elements per window of a tensor bound in windows whose elements take up to `eb` bytes:
     /// as many as one binding holds, a multiple of the offset alignment (so every window of
-    /// every operand starts aligned, and a packed bf16 window on a whole word).
+    /// every operand starts aligned, and a packed 16-bit window on a whole word).
     pub fn window_elems(&self, eb: u64) -> Result<usize> {
         let align = self.gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
         let l = (self.max_binding / eb) / align * align;
@@ -395,7 +398,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The byte window of a binding that covers elements [start, start + span) of `eb` bytes
-    /// each (bf16: 2), starting at the aligned offset at or before `start`: the window and
+    /// each (bf16, f16: 2), starting at the aligned offset at or before `start`: the window and
     /// the elements between its start and `start` (what the kernel adds to its indices).
     pub fn span_window(&self, start: usize, span: usize, eb: u64) -> ((u64, u64), usize) {
         let align = self.gpu.limits.min_storage_buffer_offset_alignment.max(4) as u64;
@@ -461,7 +464,7 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// Whether bf16 value `v` is bound widened ([`Builder::widened`]).
+    /// Whether 16-bit value `v` is bound widened ([`Builder::widened`]).
     pub fn is_wide(&self, v: usize) -> bool {
         self.wide.contains_key(&v)
     }
@@ -501,7 +504,7 @@ impl<'a> Builder<'a> {
     /// by element like the output (elementwise kernels, fused chains without views or iota):
     /// when a bound value is larger than one binding, as several dispatches over chunks of
     /// elements, each binding its operands' windows of the chunk, the kernel none the wiser.
-    /// `bytes[k]`: bytes per element of binding k (0: a placeholder, bound whole; bf16 is 2);
+    /// `bytes[k]`: bytes per element of binding k (0: a placeholder, bound whole; bf16, f16: 2);
     /// `params(len)`: the parameters of a chunk of `len` elements.
     pub fn push_chunked(
         &mut self,

@@ -13,12 +13,12 @@
 //! spans a source row per output element, and a chunk that crosses an output row reads the
 //! ends of two source columns, so such chunks end on output rows. Chunks start anywhere:
 //! windows start at the aligned offset at or before their first element. Where a packed bf16
-//! value is written, an invocation owns a whole word and keeps the half of its first word
+//! or f16 value is written, an invocation owns a whole word and keeps the half of its first word
 //! that lies before the chunk (an earlier dispatch wrote it).
 //! P[0] = the chunk's elements, P[1] = 0 (crate::fuse's opaque zero), P[2] = the chunk's
 //! first element, P[3 + k] = read k's window start (elements), then one per written value.
 
-use crate::buffer::elem_bytes;
+use crate::buffer::{elem_bytes, is_half};
 use crate::error::{Result, WgpuError};
 use crate::fuse::{index_expr, load};
 use crate::lower::class;
@@ -83,7 +83,7 @@ impl Map {
     }
 }
 
-/// A value bound by a generated kernel: its binding, element bytes (bf16: 2), whether it is
+/// A value bound by a generated kernel: its binding, element bytes (bf16, f16: 2), whether it is
 /// larger than one binding, and (for a read) every map it is read under.
 pub struct Bound {
     pub bind: Bind,
@@ -104,11 +104,11 @@ impl Bound {
 }
 
 /// The start of a generated kernel's body (after its signature) that writes values of
-/// dtypes `writes`: the invocation's global element `gi` (or, where a packed bf16 value is
-/// written, its word `gw` and a loop over that word's two elements); returns the indent of
+/// dtypes `writes`: the invocation's global element `gi` (or, where a packed bf16 or f16 value
+/// is written, its word `gw` and a loop over that word's two elements); returns the indent of
 /// the per-element code, which runs for elements of the chunk only.
 pub fn frame_head(s: &mut String, writes: &[DType]) -> &'static str {
-    if !writes.contains(&DType::BF16) {
+    if !writes.iter().any(|&d| is_half(d)) {
         s.push_str(
             "    let t = flat_id(wg, nwg, lid);\n    if t >= P[0] {\n        return;\n    }\n\
              \x20   let gi = P[2] + t;\n",
@@ -121,7 +121,7 @@ pub fn frame_head(s: &mut String, writes: &[DType]) -> &'static str {
          \x20   var keep = 0u;\n",
     );
     for (k, &d) in writes.iter().enumerate() {
-        if d == DType::BF16 {
+        if is_half(d) {
             let _ = writeln!(s, "    var w{k} = 0u;");
         }
     }
@@ -145,16 +145,18 @@ pub fn frame_write(s: &mut String, k: usize, d: DType, r: &str, nreads: usize, i
         // bf16 results are rounded already (low half zero): the high half moves down
         // for the even element
         DType::BF16 => writeln!(s, "{ind}w{k} = w{k} | select({r} >> 16u, {r}, e == 1u);"),
+        // f16 results are rounded already: their 16 bits go to the element's half
+        DType::F16 => writeln!(s, "{ind}w{k} = w{k} | (f16_enc({r}) << (16u * e));"),
         _ => writeln!(s, "{ind}O{k}[{at}] = {r};"),
     };
 }
 
 /// The end of the body: the packed words stored (with the kept halves), and the braces.
 pub fn frame_tail(s: &mut String, writes: &[DType], nreads: usize) {
-    if writes.contains(&DType::BF16) {
+    if writes.iter().any(|&d| is_half(d)) {
         s.push_str("        }\n    }\n");
         for (k, &d) in writes.iter().enumerate() {
-            if d == DType::BF16 {
+            if is_half(d) {
                 let at = format!("gw - (P[{}u] >> 1u)", 3 + nreads + k);
                 let _ = writeln!(
                     s,
@@ -168,7 +170,7 @@ pub fn frame_tail(s: &mut String, writes: &[DType], nreads: usize) {
 }
 
 /// The invocations of a chunk of `len` elements from `s`: one per element, or one per word
-/// the chunk touches where a packed bf16 value is written.
+/// the chunk touches where a packed bf16 or f16 value is written.
 fn threads(s: usize, len: usize, per: usize) -> usize {
     match per {
         1 => len,
@@ -187,9 +189,9 @@ fn params(len: usize, base: usize, offs: &[usize]) -> Result<Vec<u32>> {
 /// One dispatch of a generated kernel: the windows of its bindings, parameters and grid.
 pub type Chunk = (Vec<Option<(u64, u64)>>, Vec<u32>, [u32; 3]);
 
-/// Adds generated kernel `k` over output elements [0, n), `per` per invocation (2 where a
-/// packed bf16 value is written): one dispatch when every value fits one binding, else one
-/// per chunk (the module doc).
+/// Adds generated kernel `k` over output elements [0, n), `per` per invocation (2 where a packed
+/// bf16 or f16 value is written): one dispatch when every value fits one binding, else one per
+/// chunk (the module doc).
 pub fn push(
     b: &mut Builder,
     k: Kernel,
@@ -308,7 +310,7 @@ fn read_windows(b: &Builder, reads: &[Bound], s: usize, len: usize) -> Option<Wi
             offs.push(0);
             continue;
         };
-        // the window starts on a whole element and word (bf16: an even element)
+        // the window starts on a whole element and word (bf16, f16: an even element)
         let a = lcm(align, r.eb.max(4));
         let off = lo as u64 * r.eb / a * a;
         let size = (hi as u64 * r.eb).next_multiple_of(4) - off;
@@ -323,7 +325,8 @@ fn read_windows(b: &Builder, reads: &[Bound], s: usize, len: usize) -> Option<Wi
 
 /// concatenate along `dim` as one generated kernel over the output, each element loaded from
 /// the part whose place holds it: how a concatenation touching a value larger than one
-/// binding runs (in windows: [`push`]), packed bf16 included (whole words per invocation).
+/// binding runs (in windows: [`push`]), packed bf16 and f16 included (whole words per
+/// invocation).
 pub fn concat(b: &mut Builder, parts: &[usize], out: usize, dim: usize) -> Result<()> {
     let p = b.p;
     let d = b.dtype(out);
@@ -402,7 +405,7 @@ pub fn concat(b: &mut Builder, parts: &[usize], out: usize, dim: usize) -> Resul
     let _ = writeln!(s, "{ind}let r = part_word(gi);");
     frame_write(&mut s, 0, d, "r", bufs.len(), ind);
     frame_tail(&mut s, &[d], bufs.len());
-    let per = if d == DType::BF16 { 2 } else { 1 };
+    let per = if is_half(d) { 2 } else { 1 };
     b.windowed = true;
     let binds = (|| -> Result<(Bind, Vec<Bind>)> {
         let o = b.out(out)?;

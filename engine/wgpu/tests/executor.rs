@@ -196,6 +196,7 @@ fn fused_ops_and_gradients_match_the_cpus_kernels() -> Result<()> {
     let tol = Tol {
         f32: 1e-4,
         bf16: 1e-2,
+        f16: 1.25e-3,
     };
     check("fused ops and gradients", &outs, &ins, tol);
     Ok(())

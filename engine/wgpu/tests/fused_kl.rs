@@ -149,7 +149,7 @@ fn diffusion_kl_edge_logits_match_cpu() -> Result<()> {
 #[test]
 fn gradient_through_autograd_matches_cpu() -> Result<()> {
     let s = seed(9900);
-    for d in [DType::F32, DType::BF16] {
+    for d in [DType::F32, DType::BF16, DType::F16] {
         let mut r = rng(s);
         let (b, l, v) = (2, 3, 301);
         let g = Graph::new();

@@ -238,7 +238,7 @@ fn rope_forward_and_backward_match_cpu() -> Result<()> {
 #[test]
 fn gradients_through_the_row_ops_match_cpu() -> Result<()> {
     let s = seed(9600);
-    for d in [DType::F32, DType::BF16] {
+    for d in [DType::F32, DType::BF16, DType::F16] {
         let mut r = rng(s);
         let (b, l, h, hd) = (2, 5, 3, 10);
         let g = Graph::new();

@@ -13,9 +13,10 @@ use gidd_engine::{DType, Executor, Graph, HostTensor, Op, Program, Result, Tenso
 use rand::rngs::StdRng;
 use rand::Rng;
 
-const DTYPES: [DType; 6] = [
+const DTYPES: [DType; 7] = [
     DType::F32,
     DType::BF16,
+    DType::F16,
     DType::I32,
     DType::U32,
     DType::I64,
@@ -119,7 +120,7 @@ fn grow(r: &mut StdRng, pool: &mut Vec<Tensor>, n: usize) -> Result<()> {
 fn input(r: &mut StdRng, name: &str, n: usize, d: DType) -> HostTensor {
     let _ = name;
     match d {
-        DType::F32 | DType::BF16 => uniform(r, &[n], d, -4.0, 4.0),
+        DType::F32 | DType::BF16 | DType::F16 => uniform(r, &[n], d, -4.0, 4.0),
         DType::Bool => ints(r, &[n], d, 0, 2),
         _ => ints(r, &[n], d, -40, 40),
     }

@@ -14,6 +14,7 @@ use std::time::Instant;
 const GRAD: Tol = Tol {
     f32: 1e-4,
     bf16: 2e-2,
+    f16: 2.5e-3,
 };
 const B: usize = 2;
 const L: usize = 12;

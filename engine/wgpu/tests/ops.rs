@@ -9,11 +9,12 @@ use common::{bits, check, ints, rng, seed, uniform, TOL};
 use gidd_engine::op::{BinaryOp, CmpOp, UnaryOp};
 use gidd_engine::{DType, Graph, HostTensor, Op, Result, Tensor};
 
-const FLOATS: [DType; 2] = [DType::F32, DType::BF16];
+const FLOATS: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
 const INTS: [DType; 3] = [DType::I32, DType::U32, DType::I64];
-const ALL: [DType; 6] = [
+const ALL: [DType; 7] = [
     DType::F32,
     DType::BF16,
+    DType::F16,
     DType::I32,
     DType::U32,
     DType::I64,
@@ -23,7 +24,7 @@ const ALL: [DType; 6] = [
 fn random(seed: u64, shape: &[usize], d: DType) -> HostTensor {
     let mut r = rng(seed);
     match d {
-        DType::F32 | DType::BF16 => uniform(&mut r, shape, d, -3.0, 3.0),
+        DType::F32 | DType::BF16 | DType::F16 => uniform(&mut r, shape, d, -3.0, 3.0),
         DType::Bool => ints(&mut r, shape, d, 0, 2),
         _ => ints(&mut r, shape, d, 0, 1000),
     }
@@ -344,7 +345,7 @@ fn convert_all_pairs() -> Result<()> {
         let mut r = rng(s + i as u64);
         // values every dtype represents: small integers and halves, some negative
         let xs = match from {
-            DType::F32 | DType::BF16 => uniform(&mut r, &shape, from, -100.0, 100.0),
+            DType::F32 | DType::BF16 | DType::F16 => uniform(&mut r, &shape, from, -100.0, 100.0),
             DType::U32 | DType::Bool => random(s + 50 + i as u64, &shape, from),
             _ => ints(&mut r, &shape, from, -1000, 1000),
         };
@@ -399,16 +400,22 @@ fn convert_float_out_of_range() -> Result<()> {
     let g = Graph::new();
     let x = g.input("x", &[16], DType::F32);
     let xb = g.input("xb", &[16], DType::BF16);
+    let xh = g.input("xh", &[16], DType::F16);
     let mut outs = vec![];
     for to in [DType::I32, DType::U32, DType::I64, DType::Bool] {
         outs.push(g.apply1(Op::Convert { to }, &[&x])?);
         outs.push(g.apply1(Op::Convert { to }, &[&xb])?);
+        outs.push(g.apply1(Op::Convert { to }, &[&xh])?);
     }
     let t = HostTensor::f32(vec![16], v)?;
     check(
         "convert float out of range",
         &outs,
-        &[("x", t.clone()), ("xb", t.convert(DType::BF16))],
+        &[
+            ("x", t.clone()),
+            ("xb", t.convert(DType::BF16)),
+            ("xh", t.convert(DType::F16)),
+        ],
         TOL,
     );
     Ok(())
@@ -440,6 +447,7 @@ fn leaves() -> Result<()> {
     ] {
         outs.push(g.splat(x, &[4], DType::F32));
         outs.push(g.splat(x, &[4], DType::BF16));
+        outs.push(g.splat(x, &[4], DType::F16));
     }
     outs.push(g.splat(f64::NAN, &[3], DType::F32));
     // a program needs an input; it is also an output (a copy)

@@ -10,9 +10,10 @@ use gidd_engine::op::{DotDims, ReduceOp};
 use gidd_engine::{DType, Graph, HostTensor, Op, Result};
 use gidd_wgpu::GemmStrategy;
 
-const ALL: [DType; 6] = [
+const ALL: [DType; 7] = [
     DType::F32,
     DType::BF16,
+    DType::F16,
     DType::I32,
     DType::U32,
     DType::I64,
@@ -22,7 +23,7 @@ const ALL: [DType; 6] = [
 fn random(seed: u64, shape: &[usize], d: DType) -> HostTensor {
     let mut r = rng(seed);
     match d {
-        DType::F32 | DType::BF16 => uniform(&mut r, shape, d, -3.0, 3.0),
+        DType::F32 | DType::BF16 | DType::F16 => uniform(&mut r, shape, d, -3.0, 3.0),
         DType::Bool => ints(&mut r, shape, d, 0, 2),
         DType::U32 => ints(&mut r, shape, d, 0, 1000),
         _ => ints(&mut r, shape, d, -1000, 1000),
@@ -158,7 +159,7 @@ fn dot_general() -> Result<()> {
     // both GEMM kernels, whichever this adapter would pick
     for strategy in [GemmStrategy::TiledSmem, GemmStrategy::RegisterBlocked] {
         let x = x.clone().with_gemm(strategy);
-        for d in [DType::F32, DType::BF16] {
+        for d in [DType::F32, DType::BF16, DType::F16] {
             for (i, (ls, rs, dd)) in cases.iter().enumerate() {
                 let g = Graph::new();
                 let a = g.input("a", ls, d);
@@ -278,7 +279,7 @@ fn gather_scatter_add() -> Result<()> {
                 let lo = if id == DType::U32 { 0 } else { -2 };
                 // small integer updates: every order of additions gives the same sums
                 let upd = match d {
-                    DType::F32 | DType::BF16 => ints(&mut rng(s + 99), gathered.shape(), d, -8, 8),
+                    DType::F32 | DType::BF16 | DType::F16 => ints(&mut rng(s + 99), gathered.shape(), d, -8, 8),
                     _ => random(s + 99, gathered.shape(), d),
                 };
                 let ins = [

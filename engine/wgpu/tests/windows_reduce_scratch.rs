@@ -14,7 +14,7 @@ use gidd_engine::{grad, DType, Executor, Graph, Program, Result};
 fn reductions_whose_f32_scratch_outgrows_a_binding_match_the_cpu() -> Result<()> {
     let s = seed(5600);
     for (x, fused) in capped() {
-        for d in [DType::BF16, DType::F32] {
+        for d in [DType::BF16, DType::F16, DType::F32] {
             let mut r = rng(s);
             let g = Graph::new();
             // [1, 20001] bf16 39 KiB, its widened sum over the unit dim 78 KiB

@@ -20,7 +20,7 @@ fn reductions_over_windows_match_the_cpu() -> Result<()> {
     // dim (windows of the outer rows), the outer and inner dims (partials, kept middle)
     let (a, b) = (301, 257);
     for (x, fused) in capped() {
-        for d in [DType::F32, DType::BF16] {
+        for d in [DType::F32, DType::BF16, DType::F16] {
             let mut r = rng(s);
             let g = Graph::new();
             let t = g.input("t", &[a, b], d);
@@ -91,7 +91,7 @@ fn reductions_over_windows_match_the_cpu() -> Result<()> {
 fn scatter_add_over_windows_matches_the_cpu() -> Result<()> {
     let s = seed(4600);
     for (x, fused) in capped() {
-        for d in [DType::F32, DType::BF16] {
+        for d in [DType::F32, DType::BF16, DType::F16] {
             let mut r = rng(s);
             let (v, dm) = (3001, 37);
             for m in [300, 1999] {
@@ -153,7 +153,7 @@ fn bf16_embedding_gather_and_gradient_over_windows_match_the_cpu() -> Result<()>
 fn row_ops_over_windows_match_the_cpu() -> Result<()> {
     let s = seed(4800);
     for (x, fused) in capped() {
-        for d in [DType::F32, DType::BF16] {
+        for d in [DType::F32, DType::BF16, DType::F16] {
             let mut r = rng(s);
             // x [b, l, h, hd] = [3, 67, 5, 26]: 201 rows of 130 f32 (102 KiB)
             let (b, l, h, hd) = (3, 67, 5, 26);
@@ -195,7 +195,7 @@ fn diffusion_kl_over_windows_matches_the_cpu() -> Result<()> {
     let s = seed(4900);
     let (b, l, v) = (3, 41, 257);
     for (x, fused) in capped() {
-        for d in [DType::F32, DType::BF16] {
+        for d in [DType::F32, DType::BF16, DType::F16] {
             let mut r = rng(s);
             let g = Graph::new();
             let lg = g.input("logits", &[b, l, v], d);

@@ -64,7 +64,7 @@ fn positional_views_and_concat_over_windows_match_the_cpu_and_the_unwindowed_run
         return Ok(());
     };
     for (x, fused) in capped() {
-        for d in [DType::F32, DType::BF16] {
+        for d in [DType::F32, DType::BF16, DType::F16] {
             let (outs, ins) = views(d, s)?;
             let case = format!("views and concat, {d}, fused={fused}");
             check_windowed(&x, &case, &outs, &ins, 40);
@@ -120,7 +120,7 @@ fn gradients_through_views_over_windows_match_the_cpu() -> Result<()> {
         return Ok(());
     };
     for (x, fused) in capped() {
-        for d in [DType::F32, DType::BF16] {
+        for d in [DType::F32, DType::BF16, DType::F16] {
             let mut r = rng(s);
             let (a, b) = (301, 257);
             let g = Graph::new();

@@ -2,13 +2,14 @@
 // (WGSL has no includes). Nothing here declares a binding; each kernel file declares its own.
 //
 // Storage: every buffer is an array<u32> of words. f32, i32, u32 and bool (0 or 1) take one
-// word per element; bf16 is packed two per word (element 2j in the low half of word j, 2j + 1
-// in the high half: the bytes of a little-endian [bf16] on the host), and a kernel that writes
-// bf16 owns whole words (two elements per invocation), since two invocations that each wrote
-// one half of a word would race; i64 takes two words, (lo, hi), two's complement, with the
-// arithmetic emulated below on vec2<u32>. Inside a kernel, and in the scratch buffers of
-// kernels that take bf16 "widened" (one word per element, BF16 override constants), a bf16
-// value is the f32 bits with the low 16 bits zero.
+// word per element; bf16 and f16 are packed two per word (element 2j in the low half of word
+// j, 2j + 1 in the high half: the bytes of a little-endian [bf16] or [f16] on the host), and a
+// kernel that writes them owns whole words (two elements per invocation), since two
+// invocations that each wrote one half of a word would race; i64 takes two words, (lo, hi),
+// two's complement, with the arithmetic emulated below on vec2<u32>. Inside a kernel, and in
+// the scratch buffers of kernels that take a 16-bit float "widened" (one word per element,
+// HALF override constants), such a value is the f32 bits of its value (for bf16: the low 16
+// bits zero).
 
 const WG: u32 = 256u;
 
@@ -49,6 +50,100 @@ fn bf16_bits(w: u32, i: u32) -> u32 {
 // The word of two bf16 elements given as f32 bits already rounded (low 16 bits zero).
 fn bf16_pair(lo: u32, hi: u32) -> u32 {
     return (lo >> 16u) | (hi & 0xffff0000u);
+}
+
+// ---- f16 (IEEE binary16), stored like bf16: two per word, element 2j in the low half ----
+// Converted on the bits, not with pack2x16float / unpack2x16float, whose rounding, overflow
+// and subnormals WGSL leaves to the implementation: these are bit for bit half::f16's
+// from_f32 (ties to even, overflow to inf, subnormals kept) and to_f32 on every adapter, and
+// need no `shader-f16`.
+
+// x rounded to the nearest f16, widened back to f32 (its value exactly).
+fn round_f16(x: f32) -> f32 {
+    let b = bitcast<u32>(x);
+    let s = b & 0x80000000u;
+    let a = b & 0x7fffffffu;
+    if a > 0x7f800000u {
+        return bitcast<f32>((b | 0x00400000u) & 0xffffe000u);
+    }
+    // 65520 (the midpoint between f16's largest, 65504, and 2^16) and above round to inf
+    if a >= 0x477ff000u {
+        return bitcast<f32>(s | 0x7f800000u);
+    }
+    // normal f16 (>= 2^-14): 10 of f32's 23 fraction bits kept, ties to even
+    if a >= 0x38800000u {
+        return bitcast<f32>(s | ((a + 0xfffu + ((a >> 13u) & 1u)) & 0xffffe000u));
+    }
+    // subnormal f16: a multiple of 2^-24; both scalings are exact, round() ties to even
+    let q = round(bitcast<f32>(a) * 16777216.0) * bitcast<f32>(0x33800000u);
+    return bitcast<f32>(s | bitcast<u32>(q));
+}
+
+// The 16 bits of an f16 given as the f32 bits of its value (already rounded).
+fn f16_enc(b: u32) -> u32 {
+    let s = (b >> 16u) & 0x8000u;
+    let a = b & 0x7fffffffu;
+    if a >= 0x7f800000u {
+        return s | 0x7c00u | select(0u, 0x200u | ((a >> 13u) & 0x3ffu), a > 0x7f800000u);
+    }
+    if a >= 0x38800000u {
+        return s | ((a - 0x38000000u) >> 13u);
+    }
+    return s | u32(bitcast<f32>(a) * 16777216.0);
+}
+
+// The f32 bits of the f16 whose 16 bits are h (exact).
+fn f16_dec(h: u32) -> u32 {
+    let s = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    // inf, or NaN made quiet (as half::f16::to_f32 and x86's vcvtph2ps make it)
+    if e == 0x1fu {
+        return s | 0x7f800000u | select(0u, 0x00400000u, m != 0u) | (m << 13u);
+    }
+    if e == 0u {
+        return s | bitcast<u32>(f32(m) * bitcast<f32>(0x33800000u));
+    }
+    return s | ((e + 112u) << 23u) | (m << 13u);
+}
+
+// ---- a 16-bit float of either kind: the HALF / PACKED override constants of the kernels ----
+// 0 = f32 (one word per element), 1 = bf16, 2 = f16.
+const HALF_NONE: u32 = 0u;
+const HALF_BF16: u32 = 1u;
+const HALF_F16: u32 = 2u;
+
+// y as stored in a float of kind `h` (rounded once), as f32.
+fn round_half(y: f32, h: u32) -> f32 {
+    if h == HALF_BF16 {
+        return round_bf16(y);
+    }
+    if h == HALF_F16 {
+        return round_f16(y);
+    }
+    return y;
+}
+
+// The f32 bits of packed element i of kind `h` (bf16 or f16), whose word is w.
+fn half_bits(w: u32, i: u32, h: u32) -> u32 {
+    if h == HALF_F16 {
+        return f16_dec((w >> ((i & 1u) * 16u)) & 0xffffu);
+    }
+    return bf16_bits(w, i);
+}
+
+// The 16 bits of a value of kind `h` (bf16 or f16) given as the f32 bits of its value.
+fn half_enc(b: u32, h: u32) -> u32 {
+    if h == HALF_F16 {
+        return f16_enc(b);
+    }
+    return b >> 16u;
+}
+
+// The word of two packed elements of kind `h`, given as the f32 bits of values already
+// rounded to it.
+fn half_pair(lo: u32, hi: u32, h: u32) -> u32 {
+    return half_enc(lo, h) | (half_enc(hi, h) << 16u);
 }
 
 // ---- i64 as vec2<u32>(lo, hi): wrapping two's complement, as StableHLO and the cpu executor ----

@@ -2,7 +2,7 @@
 // (gidd_kernels::wgsl::binary_code); the per-element functions are in ops.wgsl.
 
 override OP: u32 = 0u;
-override BF16: bool = false;
+override HALF: u32 = 0u;
 // The integer kind of binary_i: 0 = i32, 1 = u32, 2 = bool.
 override KIND: u32 = 0u;
 
@@ -11,7 +11,7 @@ fn binary_f(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        O[i] = store_f(binary_f_op(OP, bitcast<f32>(lda(i)), bitcast<f32>(ldb(i))), BF16);
+        O[i] = store_f(binary_f_op(OP, bitcast<f32>(lda(i)), bitcast<f32>(ldb(i))), HALF);
     }
 }
 

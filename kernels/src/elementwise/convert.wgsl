@@ -1,19 +1,19 @@
 // Convert between dtype classes, iota, and fill; the per-element conversions are in ops.wgsl
 // (the cpu executor's: truncation toward zero with saturation, x != 0 to bool, low bits kept
-// between integers, round to nearest even to bf16).
+// between integers, round to nearest even to bf16 or f16).
 
 // Source and target kinds: 0 = i32, 1 = u32, 2 = bool (the one-word integer kinds).
 override FROM: u32 = 0u;
 override TO: u32 = 0u;
-// The float output is bf16: round once.
-override BF16: bool = false;
+// The float output is a 16-bit float (1 = bf16, 2 = f16): round once.
+override HALF: u32 = 0u;
 
 @compute @workgroup_size(256)
 fn convert_ff(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        O[i] = store_f(bitcast<f32>(lda(i)), BF16);
+        O[i] = store_f(bitcast<f32>(lda(i)), HALF);
     }
 }
 
@@ -40,7 +40,7 @@ fn convert_if(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        O[i] = store_f(int_to_f32(FROM, lda(i)), BF16);
+        O[i] = store_f(int_to_f32(FROM, lda(i)), HALF);
     }
 }
 
@@ -76,7 +76,7 @@ fn convert_lf(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        O[i] = store_f(l_to_f32(lda2(i)), BF16);
+        O[i] = store_f(l_to_f32(lda2(i)), HALF);
     }
 }
 
@@ -90,7 +90,7 @@ fn iota_f(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
           @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        O[i] = store_f(f32(iota_at(i)), BF16);
+        O[i] = store_f(f32(iota_at(i)), HALF);
     }
 }
 
@@ -126,30 +126,31 @@ fn fill(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 }
 
-// Packs P[0] widened bf16 values of A (one word each, as the widened kernels write them) two
-// per word into O, rounding each to nearest even (so a plain f32 packs as its bf16 too): one
-// invocation per output word, the last one half-filled (high half 0) when P[0] is odd.
+// Packs P[0] widened values of A (one word each, as the widened kernels write them) two per
+// word into O as HALF (bf16 or f16), rounding each to nearest even (so a plain f32 packs as its
+// 16-bit float too): one invocation per output word, the last one half-filled (high half 0)
+// when P[0] is odd.
 @compute @workgroup_size(256)
-fn pack_bf16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn pack_half(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
     let j = flat_id(wg, nwg, lid);
     let i = 2u * j;
     if i >= P[0] {
         return;
     }
-    let lo = bitcast<u32>(round_bf16(bitcast<f32>(A[i])));
+    let lo = bitcast<u32>(round_half(bitcast<f32>(A[i]), HALF));
     var hi = 0u;
     if i + 1u < P[0] {
-        hi = bitcast<u32>(round_bf16(bitcast<f32>(A[i + 1u])));
+        hi = bitcast<u32>(round_half(bitcast<f32>(A[i + 1u]), HALF));
     }
-    O[j] = bf16_pair(lo, hi);
+    O[j] = half_pair(lo, hi, HALF);
 }
 
-// pack_bf16 into a run of packed O that may start and end mid-word: P[0] values of A from
+// pack_half into a run of packed O that may start and end mid-word: P[0] values of A from
 // A[P[2]] go to elements P[1].. of O; a half of a word outside the run keeps its value (the
 // neighbouring run of another dispatch). One invocation per word the run touches.
 @compute @workgroup_size(256)
-fn pack_bf16_run(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn pack_half_run(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_id) lid: vec3<u32>) {
     let first = P[1];
     let end = first + P[0];
@@ -159,13 +160,13 @@ fn pack_bf16_run(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let old = O[w];
-    var lo = old << 16u;
-    var hi = old & 0xffff0000u;
+    var lo = old & 0xffffu;
+    var hi = old >> 16u;
     if e >= first {
-        lo = bitcast<u32>(round_bf16(bitcast<f32>(A[P[2] + e - first])));
+        lo = half_enc(bitcast<u32>(round_half(bitcast<f32>(A[P[2] + e - first]), HALF)), HALF);
     }
     if e + 1u < end {
-        hi = bitcast<u32>(round_bf16(bitcast<f32>(A[P[2] + e + 1u - first])));
+        hi = half_enc(bitcast<u32>(round_half(bitcast<f32>(A[P[2] + e + 1u - first]), HALF)), HALF);
     }
-    O[w] = bf16_pair(lo, hi);
+    O[w] = lo | (hi << 16u);
 }

@@ -4,9 +4,9 @@
 // fused chain computes exactly what its ops compute one dispatch at a time. The numerics are
 // the cpu executor's (elementwise/mod.rs). Integer kinds: 0 = i32, 1 = u32, 2 = bool.
 
-// A float result as stored: rounded once when the value is bf16.
-fn store_f(y: f32, bf16: bool) -> u32 {
-    return bitcast<u32>(select(y, round_bf16(y), bf16));
+// A float result as stored: rounded once when the value is a 16-bit float (h: HALF_*).
+fn store_f(y: f32, h: u32) -> u32 {
+    return bitcast<u32>(round_half(y, h));
 }
 
 fn log_f(x: f32) -> f32 {

@@ -2,9 +2,9 @@
 // (gidd_kernels::wgsl::unary_code); the per-element functions are in ops.wgsl.
 
 override OP: u32 = 0u;
-// The output is bf16: round the f32 result once (one word per element: packed bf16 runs through
-// the executor's generated kernels instead).
-override BF16: bool = false;
+// The output is a 16-bit float (1 = bf16, 2 = f16): round the f32 result once (one word per
+// element: packed values run through the executor's generated kernels instead).
+override HALF: u32 = 0u;
 // The integer kind of unary_i: 0 = i32, 1 = u32, 2 = bool.
 override KIND: u32 = 0u;
 
@@ -13,7 +13,7 @@ fn unary_f(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let i = flat_id(wg, nwg, lid);
     if i < P[0] {
-        O[i] = store_f(unary_f_op(OP, bitcast<f32>(lda(i))), BF16);
+        O[i] = store_f(unary_f_op(OP, bitcast<f32>(lda(i))), HALF);
     }
 }
 

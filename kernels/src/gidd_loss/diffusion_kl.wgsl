@@ -33,7 +33,7 @@
 @group(0) @binding(6) var<storage, read> B_GKL: array<u32>;
 @group(0) @binding(7) var<storage, read> B_GLPZ: array<u32>;
 
-override BF16: bool = false;
+override HALF: u32 = 0u;
 
 var<workgroup> sh_m: array<f32, 256>;
 var<workgroup> sh_s: array<f32, 256>;
@@ -203,7 +203,7 @@ fn q_slot(r: Row, v: u32) -> u32 {
 }
 
 fn out_f(y: f32) -> u32 {
-    return bitcast<u32>(select(y, round_bf16(y), BF16));
+    return bitcast<u32>(round_half(y, HALF));
 }
 
 fn lg_value(v: u32, lg: f32) -> f32 {

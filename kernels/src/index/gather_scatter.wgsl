@@ -6,7 +6,7 @@
 // the order of additions to one element, and its last bits, can vary from run to run; the cpu
 // executor adds in index order), i32 / u32 by atomicAdd (wrapping), bool by atomicOr, i64 by
 // two atomicAdds with the carry of the low word added to the high one (exact, wrapping). A
-// bf16 output is summed in an f32 buffer and packed (rounded once) after.
+// bf16 or f16 output is summed in an f32 buffer and packed (rounded once) after.
 //
 // P[0] = elements of the [pre, m, post] operand, P[1] = len, P[2] = post, P[3] = m,
 // P[4] = words per element (unused: W), P[5] = index kind (0 = i32, 1 = u32, 2 = i64);
@@ -21,11 +21,12 @@
 @group(0) @binding(2) var<storage, read> A: array<u32>;
 @group(0) @binding(3) var<storage, read> B: array<u32>;
 
-// scatter_add's element kind: 0 = f32 (a bf16 output's f32 sums), 2 = i32 or u32, 3 = bool,
+// scatter_add's element kind: 0 = f32 (a 16-bit float output's f32 sums), 2 = i32 or u32, 3 = bool,
 // 4 = i64.
 override KIND: u32 = 0u;
-// The float updates (scatter-add) or source and output (gather_h) are packed bf16.
-override PACKED: bool = false;
+// scatter_add: the float updates are packed (1 = bf16, 2 = f16). gather_h moves packed halves
+// as bits, whichever 16-bit float they hold.
+override PACKED: u32 = 0u;
 // gather: words per element (a constant, so the copy loop unrolls).
 override W: u32 = 1u;
 
@@ -80,8 +81,8 @@ fn gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
 }
 
-// gather over packed bf16 (source and output two per word, read in place): one invocation per
-// output word. A half whose source lies outside this dispatch's window keeps the value an
+// gather over packed bf16 or f16 (source and output two per word, read in place): one invocation
+// per output word. A half whose source lies outside this dispatch's window keeps the value an
 // earlier window's dispatch wrote (window starts are even, so halves keep their parity).
 @compute @workgroup_size(256)
 fn gather_h(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -144,8 +145,8 @@ fn scatter_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         }
         default: {
             var u = bitcast<f32>(A[a]);
-            if PACKED {
-                u = bitcast<f32>(bf16_bits(A[a >> 1u], a));
+            if PACKED != HALF_NONE {
+                u = bitcast<f32>(half_bits(A[a >> 1u], a, PACKED));
             }
             var old = atomicLoad(&O[t]);
             loop {

@@ -1,7 +1,7 @@
 // Batched GEMM with any operand strides (so every transpose of dot_general is free):
 //   C[b, m, n] = sum_k A[a_off + b sa_b + m sa_m + k sa_k] * B[b_off + b sb_b + k sb_k + n sb_n]
-// C contiguous [batch, M, N]. f32 math and accumulation over f32 operands (bf16 dot_general
-// runs gemm_blocked over packed bf16 on every adapter).
+// C contiguous [batch, M, N]. f32 math and accumulation over f32 operands (bf16 and f16
+// dot_general run gemm_blocked over their packed operands on every adapter).
 //
 // Strategy `tiled_smem` (GPUs; CPU adapters run gemm_blocked.wgsl): a 16 x 16 workgroup
 // computes a 64 x 64 tile of C, each invocation a 4 x 4 block, stepping K by 16 through two
@@ -17,7 +17,7 @@
 @group(0) @binding(2) var<storage, read> A: array<u32>;
 @group(0) @binding(3) var<storage, read> B: array<u32>;
 
-override BF16: bool = false;
+override HALF: u32 = 0u;
 
 const TM: u32 = 64u;
 const TN: u32 = 64u;
@@ -86,7 +86,7 @@ fn gemm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let n = n0 + lid.x * 4u + j;
             if n < n_n {
                 let y = row[j];
-                O[(b * m_n + m) * n_n + n] = bitcast<u32>(select(y, round_bf16(y), BF16));
+                O[(b * m_n + m) * n_n + n] = bitcast<u32>(round_half(y, HALF));
             }
         }
     }

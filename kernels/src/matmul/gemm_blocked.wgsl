@@ -2,7 +2,7 @@
 //   C[b, m, n] = sum_k A[b, m, k] B[b, k, n], C contiguous [batch, M, N],
 // with A stored [batch, M, Kp] and B [batch, Kp, Np] (Kp, Np: K, N rounded up to 4; the
 // executor copies an operand into that layout, zero-padding K, when it is not already there).
-// f32 math and accumulation; a bf16 output is rounded once at the store.
+// f32 math and accumulation; a bf16 or f16 output is rounded once at the store.
 //
 // Why not gemm.wgsl's tiled kernel: a CPU driver runs a workgroup's invocations as SIMD lanes,
 // pays for every load instruction (address, bounds check) and for barriers, and gains nothing
@@ -10,15 +10,15 @@
 // registers (8 vec4 accumulators), reads A and B four elements per load and touches no
 // workgroup memory: measured 3-4x the tiled kernel's rate on lavapipe.
 //
-// This file is the kernel; the operand bindings, `ld_a`/`ld_b` (four consecutive elements of a
-// row, by index in fours) and `store_row` come before it from gemm_blocked_f32.wgsl (f32
-// operands, 16 bytes a load) or gemm_blocked_bf16.wgsl (packed bf16 operands, 8 bytes a load).
+// This file is the kernel; the operand bindings, `ld_a`/`ld_b` (four consecutive elements of a row,
+// by index in fours) and `store_row` come before it from gemm_blocked_f32.wgsl (f32 operands, 16
+// bytes a load) or gemm_blocked_bf16.wgsl (packed bf16 or f16 operands, 8 bytes a load).
 //
 // P[0] = M, P[1] = N, P[2] = Kp / 4, P[3] = A batch stride, P[4] = A row stride, P[5] = B
 // batch stride, P[6] = B row stride (all in fours of elements), P[7] = C row stride, P[8] = C
 // batch stride (in elements: N and M N, or the whole output's when C binds a window of it
 // that a block of a larger GEMM writes), P[9] = first batch of this dispatch, P[10] = C's
-// first element (in the window C binds; even for packed bf16).
+// first element (in the window C binds; even when packed).
 //
 // ACC: C holds the sum over earlier K blocks (f32, one word each): the accumulators start
 // from it, so a GEMM split along K (operands larger than one storage binding) performs the

@@ -1,5 +1,6 @@
-// gemm_blocked.wgsl over packed bf16 operands: four elements are two words, so a load moves
-// half the bytes of the f32 kernel's. The output is bf16, rounded once: packed (PACKED_OUT)
+// gemm_blocked.wgsl over packed 16-bit operands (HALF: 1 = bf16, 2 = f16; operands and output
+// of one kind): four elements are two words, so a load moves half the bytes of the f32
+// kernel's. The output is of that kind, rounded once: packed (PACKED_OUT)
 // when N is even, so that the four columns an invocation owns start on a word and its words
 // are its own; widened (one word each, the executor packs it after) when N is odd, where a
 // row's last element shares a word with the next row's first. Without ROUND (and PACKED_OUT)
@@ -13,8 +14,13 @@
 
 override PACKED_OUT: bool = true;
 override ROUND: bool = true;
+override HALF: u32 = 1u;
 
 fn unpack4(w: vec2<u32>) -> vec4<f32> {
+    if HALF == HALF_F16 {
+        return vec4<f32>(bitcast<f32>(f16_dec(w.x & 0xffffu)), bitcast<f32>(f16_dec(w.x >> 16u)),
+                         bitcast<f32>(f16_dec(w.y & 0xffffu)), bitcast<f32>(f16_dec(w.y >> 16u)));
+    }
     return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u),
                      bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
 }
@@ -28,7 +34,7 @@ fn ld_b(q: u32) -> vec4<f32> {
 }
 
 fn rounded(y: f32) -> u32 {
-    return bitcast<u32>(round_bf16(y));
+    return bitcast<u32>(round_half(y, HALF));
 }
 
 fn store_row(row: u32, n: u32, n_n: u32, c: vec4<f32>) {
@@ -36,10 +42,10 @@ fn store_row(row: u32, n: u32, n_n: u32, c: vec4<f32>) {
         // N even: row and n are even, so n < N implies n + 1 < N (and likewise n + 2, n + 3)
         let w = (row + n) / 2u;
         if n < n_n {
-            O[w] = bf16_pair(rounded(c.x), rounded(c.y));
+            O[w] = half_pair(rounded(c.x), rounded(c.y), HALF);
         }
         if n + 2u < n_n {
-            O[w + 1u] = bf16_pair(rounded(c.z), rounded(c.w));
+            O[w + 1u] = half_pair(rounded(c.z), rounded(c.w), HALF);
         }
         return;
     }

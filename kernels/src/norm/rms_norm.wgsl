@@ -36,7 +36,7 @@
 @group(0) @binding(1) var<storage, read_write> DW: array<u32>;
 @group(0) @binding(2) var<storage, read> FPART: array<u32>;
 
-override BF16: bool = false;
+override HALF: u32 = 0u;
 
 var<workgroup> sh_s: array<f32, 256>;
 var<workgroup> sh_c: array<f32, 256>;
@@ -59,7 +59,7 @@ fn wg_sum(t: u32, acc: vec2<f32>) -> f32 {
 }
 
 fn out_f(y: f32) -> u32 {
-    return bitcast<u32>(select(y, round_bf16(y), BF16));
+    return bitcast<u32>(round_half(y, HALF));
 }
 
 // 1 / sqrt(ss / n + eps) rounded about once, as the cpu's f64 evaluation: the mean as a

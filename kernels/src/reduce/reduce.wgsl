@@ -20,9 +20,10 @@
 
 // 0 = sum, 1 = max.
 override OP: u32 = 0u;
-override BF16: bool = false;
-// The float input is packed bf16 (two per word, read in place: no unpacking pass).
-override PACKED: bool = false;
+override HALF: u32 = 0u;
+// The float input is packed (1 = bf16, 2 = f16; two per word, read in place: no unpacking
+// pass).
+override PACKED: u32 = 0u;
 // reduce_i: 0 = i32, 1 = u32, 2 = bool.
 override KIND: u32 = 0u;
 // reduce_i_cols: write the exact 64-bit sum (two words), unsaturated: a window's partial of a
@@ -73,8 +74,8 @@ fn max_nan(a: f32, b: f32) -> f32 {
 
 // Float input element i.
 fn ld(i: u32) -> f32 {
-    if PACKED {
-        return bitcast<f32>(bf16_bits(A[i >> 1u], i));
+    if PACKED != HALF_NONE {
+        return bitcast<f32>(half_bits(A[i >> 1u], i, PACKED));
     }
     return bitcast<f32>(A[i]);
 }
@@ -101,7 +102,7 @@ fn finish_f(acc: vec2<f32>) -> u32 {
     if OP == 0u {
         y = acc.x + acc.y;
     }
-    return bitcast<u32>(select(y, round_bf16(y), BF16));
+    return bitcast<u32>(round_half(y, HALF));
 }
 
 // One invocation per output, walking its R inputs (short reductions, and strided ones such as

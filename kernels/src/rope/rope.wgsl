@@ -13,10 +13,10 @@
 
 // true: the backward (the rotation by -angle, sin negated).
 override BWD: bool = false;
-override BF16: bool = false;
+override HALF: u32 = 0u;
 
 fn out_f(y: f32) -> u32 {
-    return bitcast<u32>(select(y, round_bf16(y), BF16));
+    return bitcast<u32>(round_half(y, HALF));
 }
 
 @compute @workgroup_size(256)

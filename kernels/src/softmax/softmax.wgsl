@@ -17,7 +17,7 @@
 
 // softmax_fwd: false = softmax, true = log-softmax.
 override LOG: bool = false;
-override BF16: bool = false;
+override HALF: u32 = 0u;
 
 var<workgroup> sh_a: array<f32, 256>;
 var<workgroup> sh_b: array<f32, 256>;
@@ -55,7 +55,7 @@ fn wg_sum(t: u32, acc: vec2<f32>) -> f32 {
 }
 
 fn store(i: u32, y: f32) {
-    O[i] = bitcast<u32>(select(y, round_bf16(y), BF16));
+    O[i] = bitcast<u32>(round_half(y, HALF));
 }
 
 // y = softmax(x) or log-softmax(x) of row `wg` (A = x).

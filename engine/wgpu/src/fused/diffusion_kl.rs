@@ -2,8 +2,8 @@
 //! (gidd_loss/diffusion_kl.wgsl): one workgroup per token streams the vocabulary; p_t and
 //! q_t are never stored. One dispatch per op.
 //!
-//! As with the row ops, the graph builds these over f32 logits only (bf16 programs convert
-//! to f32 first); bf16 is accepted as well (f32 math, results rounded once).
+//! As with the row ops, the graph builds these over f32 logits only (bf16 and f16 programs
+//! convert to f32 first); bf16 and f16 are accepted as well (f32 math, results rounded once).
 
 use crate::error::{Result, WgpuError};
 use crate::lower::{class, Class};
@@ -14,7 +14,7 @@ use gidd_engine::DType;
 use gidd_kernels::wgsl::Module;
 
 pub fn supports(_op: &Op, dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::BF16)
+    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
 }
 
 /// The kernel's id kind: 0 = i32, 1 = u32, 2 = i64.
@@ -55,7 +55,7 @@ fn params(b: &Builder, s: &MarginalSpec, ins: &[usize]) -> Result<(Vec<u32>, usi
 
 pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<()> {
     let flag = match class(b.dtype(outs[0]))? {
-        Class::Float { bf16 } => u32::from(bf16),
+        Class::Float { half } => half,
         c => {
             return Err(WgpuError::Unsupported(format!(
                 "diffusion_kl over {c:?} values"
@@ -98,5 +98,5 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         q[0] = u32_of(len)?;
         Ok(q)
     };
-    b.push_rows(k.with("BF16", flag), binds, &row_bytes, rows, pw, grid)
+    b.push_rows(k.with("HALF", flag), binds, &row_bytes, rows, pw, grid)
 }

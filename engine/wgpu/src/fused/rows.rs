@@ -2,9 +2,9 @@
 //! backward as WGSL kernels (softmax/softmax.wgsl, norm/rms_norm.wgsl, rope/rope.wgsl):
 //! one workgroup per row for the row reductions, one invocation per rotated pair for RoPE.
 //!
-//! The graph only builds these ops over f32 (infer admits f32 or f64, and the model's bf16
-//! programs convert to f32 around them), so f32 is what runs; bf16 is accepted too (f32
-//! math, results rounded once) should a program carry it. f64 programs never load here.
+//! The graph only builds these ops over f32 (infer admits f32 or f64, and the model's bf16 and f16
+//! programs convert to f32 around them), so f32 is what runs; bf16 and f16 are accepted too (f32
+//! math, results rounded once) should a program carry them. f64 programs never load here.
 
 use crate::error::{Result, WgpuError};
 use crate::lower::{class, Class};
@@ -15,13 +15,13 @@ use gidd_engine::DType;
 use gidd_kernels::wgsl::Module;
 
 pub fn supports(_op: &Op, dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::BF16)
+    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
 }
 
-/// The dtype's bf16 flag (f32 or bf16 only).
-fn bf16(b: &Builder, v: usize) -> Result<u32> {
+/// The dtype's HALF constant (f32, bf16 or f16 only).
+fn half_kind(b: &Builder, v: usize) -> Result<u32> {
     match class(b.dtype(v))? {
-        Class::Float { bf16 } => Ok(bf16.into()),
+        Class::Float { half } => Ok(half),
         c => Err(WgpuError::Unsupported(format!(
             "a row kernel over {c:?} values"
         ))),
@@ -42,7 +42,7 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
             let (rows, n) = rows_of(b, ins[0]);
             let k = Kernel::new(Module::Softmax, "softmax_fwd", 1)
                 .with("LOG", matches!(op, Op::LogSoftmax).into())
-                .with("BF16", bf16(b, outs[0])?);
+                .with("HALF", half_kind(b, outs[0])?);
             let binds = vec![b.wout(outs[0])?, b.wbuf(ins[0])?];
             let rb = 4 * n as u64;
             let p = |len| Ok(vec![u32_of(len)?, u32_of(n)?]);
@@ -50,7 +50,7 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         }
         Op::SoftmaxBwd => {
             let (rows, n) = rows_of(b, ins[0]);
-            let k = Kernel::new(Module::Softmax, "softmax_bwd", 2).with("BF16", bf16(b, outs[0])?);
+            let k = Kernel::new(Module::Softmax, "softmax_bwd", 2).with("HALF", half_kind(b, outs[0])?);
             let binds = vec![b.wout(outs[0])?, b.wbuf(ins[0])?, b.wbuf(ins[1])?];
             let rb = 4 * n as u64;
             let p = |len| Ok(vec![u32_of(len)?, u32_of(n)?]);
@@ -60,7 +60,7 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
             let (rows, n) = rows_of(b, ins[0]);
             let k = Kernel::new(Module::RmsNorm, "rms_norm_fwd", 2)
                 .outputs(2)
-                .with("BF16", bf16(b, outs[0])?);
+                .with("HALF", half_kind(b, outs[0])?);
             let binds = vec![
                 b.wout(outs[0])?,
                 b.wout(outs[1])?,
@@ -78,7 +78,7 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
             let (heads, half) = (s[1], s[2] / 2);
             let k = Kernel::new(Module::Rope, "rope", 3)
                 .with("BWD", matches!(op, Op::RopeBwd).into())
-                .with("BF16", bf16(b, outs[0])?);
+                .with("HALF", half_kind(b, outs[0])?);
             let binds = vec![
                 b.wout(outs[0])?,
                 b.wbuf(ins[0])?,
@@ -112,7 +112,7 @@ fn row_grid(rows: usize, n: usize) -> Result<[u32; 3]> {
 /// blocks (the partials are the same either way, and so is dw).
 fn rms_norm_bwd(b: &mut Builder, ins: &[usize], outs: &[usize]) -> Result<()> {
     let (rows, n) = rows_of(b, ins[0]);
-    let flag = bf16(b, outs[0])?;
+    let flag = half_kind(b, outs[0])?;
     let (x, w, rstd, dy) = (
         b.wbuf(ins[0])?,
         b.buf(ins[1])?,
@@ -160,7 +160,7 @@ fn rms_norm_bwd(b: &mut Builder, ins: &[usize], outs: &[usize]) -> Result<()> {
             u32_of(first)?,
         ])
     };
-    let k = Kernel::new(Module::RmsNorm, "rms_norm_bwd", 4).with("BF16", flag);
+    let k = Kernel::new(Module::RmsNorm, "rms_norm_bwd", 4).with("HALF", flag);
     let binds = vec![dx, x, w, rstd, dy];
     let rbs = [rb, rb, 0, 4, rb];
     b.push_rows(
@@ -187,6 +187,6 @@ fn rms_norm_bwd(b: &mut Builder, ins: &[usize], outs: &[usize]) -> Result<()> {
             g,
         )?;
     }
-    let k = Kernel::new(Module::RmsNorm, "rms_norm_dw_finish", 1).with("BF16", flag);
+    let k = Kernel::new(Module::RmsNorm, "rms_norm_dw_finish", 1).with("HALF", flag);
     b.push_1d(k, vec![dw, part], &p(rows, 0)?, n)
 }

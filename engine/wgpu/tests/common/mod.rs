@@ -51,7 +51,7 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// Uniform floats in [lo, hi) of dtype F32 or BF16.
+/// Uniform floats in [lo, hi) of dtype F32, BF16 or F16.
 pub fn uniform(r: &mut StdRng, shape: &[usize], d: DType, lo: f32, hi: f32) -> HostTensor {
     let v: Vec<f32> = (0..numel(shape)).map(|_| r.random_range(lo..hi)).collect();
     HostTensor::f32(shape.to_vec(), v)
@@ -67,7 +67,7 @@ pub fn ints(r: &mut StdRng, shape: &[usize], d: DType, lo: i64, hi: i64) -> Host
         DType::U32 => Data::U32(v.iter().map(|&x| x as u32).collect()),
         DType::I64 => Data::I64(v),
         DType::Bool => Data::Bool(v.iter().map(|&x| (x & 1) as u8).collect()),
-        DType::F32 | DType::BF16 => return ints(r, shape, DType::I32, lo, hi).convert(d),
+        DType::F32 | DType::BF16 | DType::F16 => return ints(r, shape, DType::I32, lo, hi).convert(d),
         _ => panic!("ints: {d}"),
     };
     HostTensor::new(shape.to_vec(), data).unwrap_or_else(|e| panic!("{e}"))
@@ -87,16 +87,19 @@ pub fn bits(r: &mut StdRng, shape: &[usize], d: DType) -> HostTensor {
 }
 
 /// Relative tolerances of float outputs: f32 1e-5 (the GPU's exp/log/tanh and summation
-/// orders against libm and f64 sums), bf16 one rounding step.
+/// orders against libm and f64 sums), bf16 and f16 one rounding step.
 #[derive(Clone, Copy, Debug)]
 pub struct Tol {
     pub f32: f64,
     pub bf16: f64,
+    pub f16: f64,
 }
 
 pub const TOL: Tol = Tol {
     f32: 1e-5,
     bf16: 1e-2,
+    // bf16's bar scaled by the ratio of the epsilons (2^-11 against 2^-8)
+    f16: 1.25e-3,
 };
 
 /// Integers and bools bitwise; floats with matching NaN/inf positions, relative L2 error
@@ -118,6 +121,7 @@ pub fn assert_close(what: &str, got: &HostTensor, want: &HostTensor, tol: Tol) {
     }
     let t = match want.dtype() {
         DType::BF16 => tol.bf16,
+        DType::F16 => tol.f16,
         _ => tol.f32,
     };
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
