@@ -141,21 +141,30 @@ fn check_passes_on_wgpu_with_f64_unsupported() {
     }
     let (o, out) = check(&["--backend", "wgpu", "--quick"]);
     assert_passes(&o, &out, "gidd check --backend wgpu");
-    // wgpu has no f64 (nor f16 yet): every such program is refused at load, and said so, not
-    // failed
+    // wgpu has no f64: every such program is refused at load, and said so, not failed
     let (_, _, unsup) = summary(&out);
     assert!(unsup > 0, "{out}");
-    // table rows (a result column) in f64
-    let f64_rows: Vec<&str> = out
-        .lines()
-        .filter(|l| {
-            l.contains(" f64 ")
-                && (l.contains("  PASS") || l.contains("  FAIL") || l.contains("  UNSUPPORTED"))
-        })
-        .collect();
+    // table rows (a result column) of a dtype
+    let rows = |dt: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| {
+                l.contains(&format!(" {dt} "))
+                    && (l.contains("  PASS") || l.contains("  FAIL") || l.contains("  UNSUPPORTED"))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let f64_rows = rows("f64");
     assert!(!f64_rows.is_empty());
     assert!(
         f64_rows.iter().all(|l| l.contains("UNSUPPORTED")),
         "{f64_rows:?}"
+    );
+    // f16 runs (packed like bf16): every f16 row checked, none refused
+    let f16_rows = rows("f16");
+    assert!(!f16_rows.is_empty(), "{out}");
+    assert!(
+        f16_rows.iter().all(|l| l.contains("  PASS")),
+        "{f16_rows:?}"
     );
 }

@@ -309,6 +309,18 @@ pub fn check_windowed(
     ins: &[(&str, HostTensor)],
     min_dispatches: usize,
 ) {
+    check_windowed_tol(x, case, outs, ins, min_dispatches, TOL)
+}
+
+/// [`check_windowed`] at tolerances `tol`.
+pub fn check_windowed_tol(
+    x: &WgpuExecutor,
+    case: &str,
+    outs: &[Tensor],
+    ins: &[(&str, HostTensor)],
+    min_dispatches: usize,
+    tol: Tol,
+) {
     let names: Vec<&str> = ins.iter().map(|(n, _)| *n).collect();
     let p = Program::compile(outs, &names).unwrap_or_else(|e| panic!("{case}: {e}"));
     let lp = x.load(&p).unwrap_or_else(|e| panic!("{case}: load: {e}"));
@@ -319,7 +331,19 @@ pub fn check_windowed(
         lp.dispatch_counts()
     );
     drop(lp);
-    check_on(x, case, outs, ins, TOL);
+    check_on(x, case, outs, ins, tol);
+}
+
+/// The tolerances of a program computed in `d`: its f32 outputs downstream of 16-bit values
+/// (a loss in f32 over bf16 or f16 activations) carry that dtype's rounding too, so they get
+/// its bar.
+pub fn program_tol(d: DType) -> Tol {
+    let f32 = match d {
+        DType::BF16 => TOL.bf16,
+        DType::F16 => TOL.f16,
+        _ => TOL.f32,
+    };
+    Tol { f32, ..TOL }
 }
 
 /// Runs `outs` on `capped` (windows) and `whole` (the same executor uncapped) and asserts
