@@ -148,11 +148,7 @@ pub fn decode(w: &[u32], shape: Vec<usize>, dtype: DType) -> Result<HostTensor> 
     let n: usize = shape.iter().product();
     let data = match dtype {
         DType::F32 => Data::F32(w[..n].iter().map(|&b| f32::from_bits(b)).collect()),
-        DType::BF16 => Data::BF16(
-            (0..n)
-                .map(|i| bf16::from_bits(half_at(w, i)))
-                .collect(),
-        ),
+        DType::BF16 => Data::BF16((0..n).map(|i| bf16::from_bits(half_at(w, i))).collect()),
         DType::F16 => Data::F16((0..n).map(|i| f16::from_bits(half_at(w, i))).collect()),
         DType::I32 => Data::I32(w[..n].iter().map(|&b| b as i32).collect()),
         DType::U32 => Data::U32(w[..n].to_vec()),

@@ -248,13 +248,7 @@ pub fn dot(
                             n,
                             m * n,
                         ),
-                        (true, false) => (
-                            packed().with("PACKED_OUT", 1),
-                            o,
-                            Some(owin),
-                            n,
-                            m * n,
-                        ),
+                        (true, false) => (packed().with("PACKED_OUT", 1), o, Some(owin), n, m * n),
                         (true, true) => (
                             packed().with("PACKED_OUT", 0).with("ROUND", 0),
                             accb,
@@ -305,8 +299,8 @@ pub fn dot(
                             false => ostart + i / wm * m * n + i % wm * n,
                         };
                         let (win, first) = b.span_window(start, len, 2);
-                        let kp = Kernel::new(Module::Convert, "pack_half_run", 1)
-                            .with("HALF", half);
+                        let kp =
+                            Kernel::new(Module::Convert, "pack_half_run", 1).with("HALF", half);
                         let mut p = vec![0u32; 8];
                         p[0] = u32_of(len)?;
                         p[1] = u32_of(first)?;

@@ -326,9 +326,7 @@ fn convert(b: &mut Builder, x: usize, out: usize, to: DType, n: usize) -> Result
             .with("TO", t),
         (Class::Int { kind }, Class::Long) => Kernel::new(m, "convert_il", 1).with("FROM", kind),
         (Class::Long, Class::Int { kind }) => Kernel::new(m, "convert_li", 1).with("TO", kind),
-        (Class::Long, Class::Float { half }) => {
-            Kernel::new(m, "convert_lf", 1).with("HALF", half)
-        }
+        (Class::Long, Class::Float { half }) => Kernel::new(m, "convert_lf", 1).with("HALF", half),
         (Class::Long, Class::Long) => {
             // i64 to i64: a copy of the words
             return movement::copy_words(b, x, out, 2 * n);

@@ -279,7 +279,9 @@ fn gather_scatter_add() -> Result<()> {
                 let lo = if id == DType::U32 { 0 } else { -2 };
                 // small integer updates: every order of additions gives the same sums
                 let upd = match d {
-                    DType::F32 | DType::BF16 | DType::F16 => ints(&mut rng(s + 99), gathered.shape(), d, -8, 8),
+                    DType::F32 | DType::BF16 | DType::F16 => {
+                        ints(&mut rng(s + 99), gathered.shape(), d, -8, 8)
+                    }
                     _ => random(s + 99, gathered.shape(), d),
                 };
                 let ins = [

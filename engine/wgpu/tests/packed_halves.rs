@@ -108,7 +108,11 @@ fn views_and_copies_at_odd_shapes_are_bitwise_the_cpus() -> Result<()> {
     for (x, fused) in executors() {
         for (c, (d, &[r0, r1])) in HALVES
             .into_iter()
-            .flat_map(|d| [[3usize, 5], [1, 7], [17, 33], [64, 129]].iter().map(move |s| (d, s)))
+            .flat_map(|d| {
+                [[3usize, 5], [1, 7], [17, 33], [64, 129]]
+                    .iter()
+                    .map(move |s| (d, s))
+            })
             .enumerate()
         {
             let g = Graph::new();
@@ -234,7 +238,10 @@ fn f16_conversions_at_every_edge_are_bitwise_the_cpus() -> Result<()> {
         let widened = h.to(DType::F32)?;
         let ins = [
             ("f", HostTensor::f32(vec![n], edges.clone())?),
-            ("h", HostTensor::new(vec![all.len()], gidd_engine::Data::F16(all.clone()))?),
+            (
+                "h",
+                HostTensor::new(vec![all.len()], gidd_engine::Data::F16(all.clone()))?,
+            ),
         ];
         let case = format!("f16 conversions fused={fused}");
         bitwise(&x, &case, &[to_h, round_trip, widened], &ins);

@@ -50,7 +50,8 @@ pub fn lower(b: &mut Builder, op: &Op, ins: &[usize], outs: &[usize]) -> Result<
         }
         Op::SoftmaxBwd => {
             let (rows, n) = rows_of(b, ins[0]);
-            let k = Kernel::new(Module::Softmax, "softmax_bwd", 2).with("HALF", half_kind(b, outs[0])?);
+            let k =
+                Kernel::new(Module::Softmax, "softmax_bwd", 2).with("HALF", half_kind(b, outs[0])?);
             let binds = vec![b.wout(outs[0])?, b.wbuf(ins[0])?, b.wbuf(ins[1])?];
             let rb = 4 * n as u64;
             let p = |len| Ok(vec![u32_of(len)?, u32_of(n)?]);

@@ -67,7 +67,9 @@ pub fn ints(r: &mut StdRng, shape: &[usize], d: DType, lo: i64, hi: i64) -> Host
         DType::U32 => Data::U32(v.iter().map(|&x| x as u32).collect()),
         DType::I64 => Data::I64(v),
         DType::Bool => Data::Bool(v.iter().map(|&x| (x & 1) as u8).collect()),
-        DType::F32 | DType::BF16 | DType::F16 => return ints(r, shape, DType::I32, lo, hi).convert(d),
+        DType::F32 | DType::BF16 | DType::F16 => {
+            return ints(r, shape, DType::I32, lo, hi).convert(d)
+        }
         _ => panic!("ints: {d}"),
     };
     HostTensor::new(shape.to_vec(), data).unwrap_or_else(|e| panic!("{e}"))
