@@ -160,11 +160,14 @@ fn check_passes_on_wgpu_with_f64_unsupported() {
         f64_rows.iter().all(|l| l.contains("UNSUPPORTED")),
         "{f64_rows:?}"
     );
-    // f16 runs (packed like bf16): every f16 row checked, none refused
+    // f16 runs (packed like bf16): every f16 row passes, but for those whose program holds an
+    // f64 value too (the convert chain through f64), refused for the f64
     let f16_rows = rows("f16");
-    assert!(!f16_rows.is_empty(), "{out}");
+    assert!(f16_rows.iter().any(|l| l.contains("  PASS")), "{out}");
     assert!(
-        f16_rows.iter().all(|l| l.contains("  PASS")),
+        f16_rows
+            .iter()
+            .all(|l| l.contains("  PASS") || (l.contains("UNSUPPORTED") && l.contains("f64"))),
         "{f16_rows:?}"
     );
 }
