@@ -478,14 +478,7 @@ fn half_losses_match(dtype: &str, first_tol: f64) {
         let out = gidd_tests::gidd()
             .env("GIDD_CACHE", cache.path())
             .args(["train", "--max_training_steps", &HALF_STEPS.to_string()])
-            .args([
-                "--num_samples",
-                "0",
-                "--dtype",
-                dtype,
-                "--backend",
-                backend,
-            ])
+            .args(["--num_samples", "0", "--dtype", dtype, "--backend", backend])
             .arg("--save_directory")
             .arg(dir.path())
             .output()
@@ -512,7 +505,11 @@ fn half_losses_match(dtype: &str, first_tol: f64) {
             rel(*c, *x)
         );
         if s < 3 {
-            assert!(rel(*c, *x) <= first_tol, "{dtype} step {}: {c} vs {x}", s + 1);
+            assert!(
+                rel(*c, *x) <= first_tol,
+                "{dtype} step {}: {c} vs {x}",
+                s + 1
+            );
         }
         worst = worst.max(rel(*c, *x));
     }
