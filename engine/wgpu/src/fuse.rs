@@ -24,7 +24,7 @@
 //! node or view that touches them ([`lower_single`]), so packed 16-bit floats need no second
 //! set of hand-written elementwise kernels.
 
-use crate::buffer::is_half;
+use crate::buffer::{half, is_half};
 use crate::error::Result;
 use crate::lower::{class, Class};
 use crate::pipelines::Kernel;
@@ -277,8 +277,9 @@ pub fn load(p: &Program, bufs: &[usize], v: usize, idx: &str) -> String {
     let idx = format!("({idx}) - P[{}u]", 3 + k);
     match d {
         DType::I64 => format!("vec2<u32>(I{k}[2u * ({idx})], I{k}[2u * ({idx}) + 1u])"),
-        DType::BF16 => format!("bf16_bits(I{k}[({idx}) >> 1u], {idx})"),
-        DType::F16 => format!("half_bits(I{k}[({idx}) >> 1u], {idx}, HALF_F16)"),
+        DType::BF16 | DType::F16 => {
+            format!("half_bits(I{k}[({idx}) >> 1u], {idx}, {}u)", half(d))
+        }
         _ => format!("I{k}[{idx}]"),
     }
 }

@@ -383,10 +383,7 @@ pub fn reduce(b: &mut Builder, op: ReduceOp, dims: &[usize], x: usize, out: usiz
         return Ok(());
     }
     let d = b.dtype(out);
-    let packed = match b.is_wide(x) {
-        true => 0,
-        false => half(b.dtype(x)),
-    };
+    let packed = b.packed_kind(x);
     let (src, o) = (b.wbuf(x)?, b.wout(out)?);
     let eout = (width(d) * 4) as u64;
     // a 16-bit result's f32 scratch may outgrow a binding that its packed value fits
@@ -570,14 +567,7 @@ pub fn scatter_add(
         Class::Int { kind } => 2 + u32::from(kind == 2),
         Class::Long => 4,
     };
-    let out_h = match b.is_wide(out) {
-        true => 0,
-        false => half(d),
-    };
-    let packed = match b.is_wide(upd) {
-        true => 0,
-        false => half(b.dtype(upd)),
-    };
+    let (out_h, packed) = (b.packed_kind(out), b.packed_kind(upd));
     let (p, n) = index_params(b, shape, axis, ids, d)?;
     let idx = b.buf(ids)?;
     let (src, o) = (b.wbuf(upd)?, b.wout(out)?);

@@ -464,6 +464,15 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// The 16-bit kind `v` is stored in where a kernel binds it (crate::buffer::half): 0 for
+    /// f32 and other dtypes, and for a 16-bit value bound widened ([`Builder::widened`]).
+    pub fn packed_kind(&self, v: usize) -> u32 {
+        match self.is_wide(v) {
+            true => 0,
+            false => half(self.dtype(v)),
+        }
+    }
+
     /// Whether 16-bit value `v` is bound widened ([`Builder::widened`]).
     pub fn is_wide(&self, v: usize) -> bool {
         self.wide.contains_key(&v)

@@ -18,7 +18,7 @@
 //! P[0] = the chunk's elements, P[1] = 0 (crate::fuse's opaque zero), P[2] = the chunk's
 //! first element, P[3 + k] = read k's window start (elements), then one per written value.
 
-use crate::buffer::{elem_bytes, is_half};
+use crate::buffer::{elem_bytes, half, is_half};
 use crate::error::{Result, WgpuError};
 use crate::fuse::{index_expr, load};
 use crate::lower::class;
@@ -142,11 +142,12 @@ pub fn frame_write(s: &mut String, k: usize, d: DType, r: &str, nreads: usize, i
             s,
             "{ind}O{k}[2u * ({at})] = {r}.x;\n{ind}O{k}[2u * ({at}) + 1u] = {r}.y;"
         ),
-        // bf16 results are rounded already (low half zero): the high half moves down
-        // for the even element
-        DType::BF16 => writeln!(s, "{ind}w{k} = w{k} | select({r} >> 16u, {r}, e == 1u);"),
-        // f16 results are rounded already: their 16 bits go to the element's half
-        DType::F16 => writeln!(s, "{ind}w{k} = w{k} | (f16_enc({r}) << (16u * e));"),
+        // 16-bit results are rounded already: their 16 bits go to the element's half
+        DType::BF16 | DType::F16 => writeln!(
+            s,
+            "{ind}w{k} = w{k} | (half_enc({r}, {}u) << (16u * e));",
+            half(d)
+        ),
         _ => writeln!(s, "{ind}O{k}[{at}] = {r};"),
     };
 }
