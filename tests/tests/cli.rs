@@ -95,6 +95,40 @@ fn resume_case(dtype: &str) {
     }
 }
 
+/// The cpu executor's fused elementwise chains (the default) train to the same bits as
+/// running every node alone (`GIDD_CPU_CHAINS=0`): losses and the saved weights and optimizer
+/// state, byte for byte. Batch 16 puts the FFN's chains past the parallel threshold.
+#[test]
+fn fused_chains_train_to_the_same_bits() {
+    let run = |chains: &str| {
+        let dir = tmp(&format!("chains-{chains}"));
+        let out = gidd()
+            .env("GIDD_CPU_CHAINS", chains)
+            .args(SMALL)
+            .arg("512")
+            .args(["--batch_size", "16", "--max_training_steps", "4"])
+            .args(["--save_steps", "4", "--save_directory"])
+            .arg(dir.path())
+            .output()
+            .expect("run gidd");
+        assert!(
+            out.status.success(),
+            "gidd train failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    };
+    let (fused, alone) = (run("1"), run("0"));
+    assert_eq!(losses(&fused), losses(&alone), "losses");
+    assert_eq!(losses(&fused).len(), 4);
+    for f in ["model.safetensors", "optimizer/model.safetensors"] {
+        let read = |d: &gidd_tests::TempDir| {
+            std::fs::read(d.join("checkpoint-4").join(f)).expect("checkpoint file")
+        };
+        assert!(read(&fused) == read(&alone), "{f} differs");
+    }
+}
+
 #[test]
 fn bad_inputs_fail_clearly() {
     let expect_fail = |args: &[&str], needle: &str| {

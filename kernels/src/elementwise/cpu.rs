@@ -1,7 +1,7 @@
 //! The CPU elementwise loops: monomorphised per op and operand form (slice or scalar) so
 //! the compiler vectorises them, split across rayon's pool when the output is large.
 
-use super::{Binary, Cmp, Int, Src, Unary};
+use super::{simd_f32, Binary, Cmp, Int, Src, Unary};
 use crate::element::{Element, Half};
 use crate::layout::strides;
 use rayon::prelude::*;
@@ -37,7 +37,7 @@ fn par_fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
 /// The float op tables, one per float type we compute in (f32, also for bf16; f64).
 macro_rules! float_tables {
     ($t:ident, $unary:ident, $binary:ident) => {
-        fn $unary(u: Unary) -> fn($t) -> $t {
+        pub(super) fn $unary(u: Unary) -> fn($t) -> $t {
             match u {
                 Unary::Neg => |x| -x,
                 Unary::Exp => $t::exp,
@@ -54,7 +54,7 @@ macro_rules! float_tables {
             }
         }
 
-        fn $binary(b: Binary) -> fn($t, $t) -> $t {
+        pub(super) fn $binary(b: Binary) -> fn($t, $t) -> $t {
             match b {
                 Binary::Add => |x, y| x + y,
                 Binary::Sub => |x, y| x - y,
@@ -91,9 +91,9 @@ float_tables!(f64, unary_fn_f64, binary_fn_f64);
 
 /// `out[i] = op(x[i])` in f32.
 pub fn unary_f32(op: Unary, x: &[f32], out: &mut [f32]) {
-    let f = unary_fn_f32(op);
+    let level = crate::simd::level();
     par_map(out, |s, o| {
-        o.iter_mut().enumerate().for_each(|(i, y)| *y = f(x[s + i]))
+        simd_f32::unary_at(level, op, &x[s..s + o.len()], o)
     });
 }
 
@@ -126,31 +126,7 @@ pub fn unary_int<T: Int>(op: Unary, x: Src<T>, out: &mut [T]) {
         .for_each(|(i, y)| *y = f(x.at(i)));
 }
 
-/// out = f(x, y) elementwise over slices or scalars, chunked across threads when large.
-#[inline(always)]
-fn map2<T: Copy + Send + Sync>(
-    out: &mut [T],
-    xs: Src<T>,
-    ys: Src<T>,
-    f: impl Fn(T, T) -> T + Sync + Copy,
-) {
-    par_map(out, |s, o| match (xs, ys) {
-        (Src::Slice(a), Src::Slice(c)) => o
-            .iter_mut()
-            .zip(&a[s..])
-            .zip(&c[s..])
-            .for_each(|((r, &a), &c)| *r = f(a, c)),
-        (Src::Slice(a), Src::Scalar(c)) => {
-            o.iter_mut().zip(&a[s..]).for_each(|(r, &a)| *r = f(a, c))
-        }
-        (Src::Scalar(a), Src::Slice(c)) => {
-            o.iter_mut().zip(&c[s..]).for_each(|(r, &c)| *r = f(a, c))
-        }
-        (Src::Scalar(a), Src::Scalar(c)) => o.iter_mut().for_each(|r| *r = f(a, c)),
-    });
-}
-
-/// [`map2`] on half operands (bf16, f16), computing `f` in f32 and rounding once.
+/// out = f(x, y) on half operands (bf16, f16), computing `f` in f32 and rounding once.
 #[inline(always)]
 fn map2_half<H: Half>(
     out: &mut [H],
@@ -182,34 +158,12 @@ fn map2_half<H: Half>(
     });
 }
 
-fn nan_max(a: f32, c: f32) -> f32 {
-    if a.is_nan() || c.is_nan() {
-        f32::NAN
-    } else {
-        a.max(c)
-    }
-}
-
-fn nan_min(a: f32, c: f32) -> f32 {
-    if a.is_nan() || c.is_nan() {
-        f32::NAN
-    } else {
-        a.min(c)
-    }
-}
-
 /// `out[i] = op(x[i], y[i])` in f32.
 pub fn binary_f32(op: Binary, xs: Src<f32>, ys: Src<f32>, o: &mut [f32]) {
-    // One monomorphised loop per op, so the compiler vectorises add/mul/sub/div/max/min.
-    match op {
-        Binary::Add => map2(o, xs, ys, |a, c| a + c),
-        Binary::Sub => map2(o, xs, ys, |a, c| a - c),
-        Binary::Mul => map2(o, xs, ys, |a, c| a * c),
-        Binary::Div => map2(o, xs, ys, |a, c| a / c),
-        Binary::Max => map2(o, xs, ys, nan_max),
-        Binary::Min => map2(o, xs, ys, nan_min),
-        _ => map2(o, xs, ys, binary_fn_f32(op)),
-    }
+    let level = crate::simd::level();
+    par_map(o, |s, oc| {
+        simd_f32::binary_at(level, op, xs.from(s), ys.from(s), oc)
+    });
 }
 
 /// `out[i] = op(x[i], y[i])` in f64.
@@ -286,20 +240,20 @@ fn compare_with<T: PartialOrd>(
     }
 }
 
-/// `out[i] = x[i] op y[i]` (1 or 0) for f32, with the operand forms resolved outside the loop.
+/// `out[i] = x[i] op y[i]` (1 or 0) for f32.
 pub fn compare_f32(op: Cmp, x: Src<f32>, y: Src<f32>, out: &mut [u8]) {
-    macro_rules! with_y {
-        ($fx:expr) => {
-            match y {
-                Src::Slice(v) => compare_with(op, $fx, |i| v[i], out),
-                Src::Scalar(s) => compare_with(op, $fx, |_| s, out),
-            }
-        };
-    }
-    match x {
-        Src::Slice(v) => with_y!(|i| v[i]),
-        Src::Scalar(s) => with_y!(|_| s),
-    }
+    let level = crate::simd::level();
+    par_map(out, |s, o| {
+        simd_f32::compare_at(level, op, x.from(s), y.from(s), o)
+    });
+}
+
+/// `out[i] = p[i] != 0 ? a[i] : b[i]` in f32.
+pub fn select_f32(p: Src<u8>, a: Src<f32>, b: Src<f32>, out: &mut [f32]) {
+    let level = crate::simd::level();
+    par_map(out, |s, o| {
+        simd_f32::select_at(level, p.from(s), a.from(s), b.from(s), o)
+    });
 }
 
 /// `out[i] = x[i] op y[i]` (1 or 0) for bf16 or f16, compared as f32 (both widen exactly, so

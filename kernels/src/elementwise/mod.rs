@@ -29,13 +29,15 @@
 pub mod cpu;
 mod int;
 pub mod reference;
+pub mod simd_f32;
 
 #[cfg(test)]
 mod tests;
 
 pub use cpu::{
     binary_f32, binary_f64, binary_half, binary_int, compare, compare_f32, compare_half, convert,
-    iota, round_to_half, select, unary_f32, unary_f64, unary_half, unary_int, widen_half, wrap_int,
+    iota, round_to_half, select, select_f32, unary_f32, unary_f64, unary_half, unary_int,
+    widen_half, wrap_int,
 };
 pub use int::Int;
 
@@ -93,7 +95,15 @@ pub enum Src<'a, T> {
     Scalar(T),
 }
 
-impl<T: Copy> Src<'_, T> {
+impl<'a, T: Copy> Src<'a, T> {
+    /// The operand from element `s` on (a scalar stays itself).
+    #[inline(always)]
+    pub fn from(self, s: usize) -> Src<'a, T> {
+        match self {
+            Src::Slice(v) => Src::Slice(&v[s..]),
+            x => x,
+        }
+    }
     #[inline(always)]
     pub fn at(&self, i: usize) -> T {
         match self {

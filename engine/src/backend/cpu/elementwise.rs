@@ -49,6 +49,9 @@ pub fn compare(c: CmpOp, x: Arg, y: Arg, out: &mut [u8]) {
 
 pub fn select(p: Arg, a: Arg, b: Arg, out: &mut Data, n: usize) {
     let p = p.src::<u8>();
+    if let Data::F32(o) = out {
+        return ew::select_f32(p, a.src(), b.src(), &mut o[..n]);
+    }
     with_dtype!(out.dtype(), T, {
         let o = &mut T::vec_mut(out).expect("slot dtype")[..n];
         ew::select(p, a.src::<T>(), b.src::<T>(), o)

@@ -6,6 +6,7 @@ mod dot;
 mod elem;
 mod elementwise;
 mod fused;
+mod fusion;
 mod index;
 mod reduce;
 
@@ -28,6 +29,9 @@ pub struct CpuExecutor;
 pub struct CpuProgram {
     pub program: Program,
     slots: Vec<Data>,
+    /// What each node does in the node loop, and the elementwise chains that run as one.
+    role: Vec<fusion::Role>,
+    chains: Vec<fusion::Chain>,
     /// Seconds and calls per op kind, when profiling is on.
     profile: Option<std::collections::BTreeMap<String, (f64, usize)>>,
     /// Profile rows per operand types too (`GIDD_PROFILE_SHAPES` set).
@@ -42,6 +46,20 @@ impl CpuProgram {
     pub fn enable_profile(&mut self) {
         self.profile = Some(Default::default());
         self.profile_shapes = std::env::var_os("GIDD_PROFILE_SHAPES").is_some();
+    }
+    /// Fuses elementwise chains (the default; `GIDD_CPU_CHAINS=0` loads without) or runs
+    /// every node alone. The results are the same bits either way.
+    pub fn set_chains(&mut self, on: bool) {
+        (self.role, self.chains) = if on {
+            fusion::find(&self.program)
+        } else {
+            (vec![fusion::Role::Plain; self.program.nodes.len()], vec![])
+        };
+    }
+    /// The number of fused elementwise chains and the nodes they hold.
+    pub fn chain_stats(&self) -> (usize, usize) {
+        let nodes = self.chains.iter().map(|c| c.nodes.len()).sum();
+        (self.chains.len(), nodes)
     }
     /// (op kind, seconds, calls), slowest first.
     pub fn profile(&self) -> Vec<(String, f64, usize)> {
@@ -109,12 +127,16 @@ impl Executor for CpuExecutor {
     fn load(&self, p: &Program) -> Result<CpuProgram> {
         let p = &crate::rewrite::lower_for(p, &|op, dt| self.supports_fused(op, dt))?;
         let slots = p.slots.iter().map(|&(d, n)| Data::zeros(d, n)).collect();
-        Ok(CpuProgram {
+        let mut lp = CpuProgram {
             program: p.clone(),
             slots,
+            role: vec![],
+            chains: vec![],
             profile: None,
             profile_shapes: false,
-        })
+        };
+        lp.set_chains(fusion::enabled());
+        Ok(lp)
     }
 
     fn run(&self, lp: &mut CpuProgram, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
@@ -241,11 +263,16 @@ fn run_nodes(
 ) -> Result<()> {
     let p = &lp.program;
     for (ni, node) in p.nodes.iter().enumerate() {
-        if !p.runs[ni] {
+        if !p.runs[ni] || lp.role[ni] == fusion::Role::Inside {
             continue;
         }
+        let chain = match lp.role[ni] {
+            fusion::Role::Start(c) => Some(&lp.chains[c]),
+            _ => None,
+        };
         if let Some(fl) = fl.as_deref_mut() {
-            for &v in &node.inputs {
+            let members = chain.map_or(std::slice::from_ref(&ni), |c| &c.nodes);
+            for &v in members.iter().flat_map(|&m| &p.nodes[m].inputs) {
                 fl.wait_for(
                     crate::collective::nodes::source_node(p, v),
                     p,
@@ -261,6 +288,26 @@ fn run_nodes(
                 fl.issue(collective::job(p, ni, node, &args)?)?;
                 continue;
             }
+        }
+        if let Some(ch) = chain {
+            let t = lp.profile.as_ref().map(|_| std::time::Instant::now());
+            fusion::run(p, ch, &mut lp.slots, inputs);
+            if let (Some(t), Some(prof)) = (t, lp.profile.as_mut()) {
+                let mut key = "elementwise chain".to_string();
+                if lp.profile_shapes {
+                    let ops: Vec<String> =
+                        ch.nodes.iter().map(|&m| op_kind(&p.nodes[m].op)).collect();
+                    key = format!(
+                        "{key} {:?} <- [{}]",
+                        p.values[node.outputs[0]].ty,
+                        ops.join(", ")
+                    );
+                }
+                let e = prof.entry(key).or_insert((0.0, 0));
+                e.0 += t.elapsed().as_secs_f64();
+                e.1 += 1;
+            }
+            continue;
         }
         let mut outs: Vec<Data> = node
             .outputs
