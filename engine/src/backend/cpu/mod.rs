@@ -32,6 +32,12 @@ pub struct CpuProgram {
     /// What each node does in the node loop, and the elementwise chains that run as one.
     role: Vec<fusion::Role>,
     chains: Vec<fusion::Chain>,
+    /// Slots holding exactly one program output: the run hands their buffer over instead of
+    /// copying it (the state of a training step is most of what it returns).
+    handed_over: Vec<bool>,
+    /// Donated input buffers, refilling the handed-over slots at the next run (their pages
+    /// are already mapped: a fresh multi-MiB buffer per step is mostly page faults).
+    pool: Vec<Data>,
     /// Seconds and calls per op kind, when profiling is on.
     profile: Option<std::collections::BTreeMap<String, (f64, usize)>>,
     /// Profile rows per operand types too (`GIDD_PROFILE_SHAPES` set).
@@ -127,11 +133,19 @@ impl Executor for CpuExecutor {
     fn load(&self, p: &Program) -> Result<CpuProgram> {
         let p = &crate::rewrite::lower_for(p, &|op, dt| self.supports_fused(op, dt))?;
         let slots = p.slots.iter().map(|&(d, n)| Data::zeros(d, n)).collect();
+        let mut outputs_in = vec![0usize; p.slots.len()];
+        for &v in &p.outputs {
+            if let Loc::Slot(s) = p.loc[v] {
+                outputs_in[s] += 1;
+            }
+        }
         let mut lp = CpuProgram {
             program: p.clone(),
             slots,
             role: vec![],
             chains: vec![],
+            handed_over: outputs_in.iter().map(|&k| k == 1).collect(),
+            pool: vec![],
             profile: None,
             profile_shapes: false,
         };
@@ -141,6 +155,50 @@ impl Executor for CpuExecutor {
 
     fn run(&self, lp: &mut CpuProgram, inputs: &[&HostTensor]) -> Result<Vec<HostTensor>> {
         run_program(lp, inputs, None)
+    }
+
+    fn run_donating(
+        &self,
+        lp: &mut CpuProgram,
+        donated: Vec<HostTensor>,
+        rest: &[&HostTensor],
+    ) -> Result<Vec<HostTensor>> {
+        let out = {
+            let mut ins: Vec<&HostTensor> = donated.iter().collect();
+            ins.extend_from_slice(rest);
+            run_program(lp, &ins, None)
+        };
+        lp.recycle(donated);
+        out
+    }
+}
+
+impl CpuProgram {
+    /// Keeps the owned buffers of `donated` for the slots the next run refills.
+    fn recycle(&mut self, donated: Vec<HostTensor>) {
+        self.pool = donated
+            .into_iter()
+            .map(|t| t.data)
+            .filter(|d| !matches!(d, Data::Mapped(_)))
+            .collect();
+    }
+
+    /// Gives every slot an earlier run handed over a buffer again: a recycled one of its
+    /// dtype and length, else a new one.
+    fn refill(&mut self) {
+        for (s, &(dt, n)) in self.program.slots.iter().enumerate() {
+            if self.slots[s].len() < n {
+                let pick = self
+                    .pool
+                    .iter()
+                    .position(|d| d.dtype() == dt && d.len() == n);
+                self.slots[s] = match pick {
+                    Some(i) => self.pool.swap_remove(i),
+                    None => Data::zeros(dt, n),
+                };
+            }
+        }
+        self.pool.clear();
     }
 }
 
@@ -164,9 +222,13 @@ impl CpuExecutor {
         donated: Vec<HostTensor>,
         rest: &[&HostTensor],
     ) -> Result<Vec<HostTensor>> {
-        let mut ins: Vec<&HostTensor> = donated.iter().collect();
-        ins.extend_from_slice(rest);
-        self.run_with(lp, comm, &ins)
+        let out = {
+            let mut ins: Vec<&HostTensor> = donated.iter().collect();
+            ins.extend_from_slice(rest);
+            self.run_with(lp, comm, &ins)
+        };
+        lp.recycle(donated);
+        out
     }
 }
 
@@ -205,6 +267,8 @@ fn run_program(
             });
         }
     }
+    lp.refill();
+    let p = &lp.program;
     let collective = p.nodes.iter().find(|n| n.op.is_collective());
     match (collective, comm) {
             (None, _) => run_nodes(lp, inputs, None)?,
@@ -241,6 +305,12 @@ fn run_program(
         .map(|&v| {
             let ty = &p.values[v].ty;
             let n = ty.numel();
+            if let Loc::Slot(s) = p.loc[v] {
+                if lp.handed_over[s] && lp.slots[s].len() == n {
+                    let data = std::mem::replace(&mut lp.slots[s], Data::F32(vec![]));
+                    return HostTensor::new(ty.shape.clone(), data);
+                }
+            }
             let data = match arg(p, &lp.slots, inputs, v) {
                 Arg::Data(d) => with_dtype!(ty.dtype, T, { copy_prefix::<T>(d, n) }),
                 Arg::Splat(x, d) => {
