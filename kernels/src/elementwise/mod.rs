@@ -21,7 +21,9 @@
 //!
 //! # Strategy
 //! [`cpu`]: one monomorphised loop per op and operand form, so the compiler vectorises the
-//! cheap ops; rayon over 16K-element chunks once the output exceeds 32K elements. Results do
+//! cheap ops (the f32 ones compiled once per instruction set in [`simd_f32`], AVX2 or
+//! AVX-512 chosen at run time, with the portable loop's bits); rayon over 16K-element
+//! chunks once the output exceeds 32K elements. Results do
 //! not depend on the chunking: every element is computed independently.
 //! [`reference`](mod@reference) computes every float op in f64 and every integer op on
 //! i128.
