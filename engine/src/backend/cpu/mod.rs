@@ -163,14 +163,24 @@ impl Executor for CpuExecutor {
         donated: Vec<HostTensor>,
         rest: &[&HostTensor],
     ) -> Result<Vec<HostTensor>> {
-        let out = {
-            let mut ins: Vec<&HostTensor> = donated.iter().collect();
-            ins.extend_from_slice(rest);
-            run_program(lp, &ins, None)
-        };
-        lp.recycle(donated);
-        out
+        run_donated(lp, donated, rest, None)
     }
+}
+
+/// Runs with the donated inputs first, then keeps their buffers for the next run's refill.
+fn run_donated(
+    lp: &mut CpuProgram,
+    donated: Vec<HostTensor>,
+    rest: &[&HostTensor],
+    comm: Option<Comm>,
+) -> Result<Vec<HostTensor>> {
+    let out = {
+        let mut ins: Vec<&HostTensor> = donated.iter().collect();
+        ins.extend_from_slice(rest);
+        run_program(lp, &ins, comm)
+    };
+    lp.recycle(donated);
+    out
 }
 
 impl CpuProgram {
@@ -222,13 +232,7 @@ impl CpuExecutor {
         donated: Vec<HostTensor>,
         rest: &[&HostTensor],
     ) -> Result<Vec<HostTensor>> {
-        let out = {
-            let mut ins: Vec<&HostTensor> = donated.iter().collect();
-            ins.extend_from_slice(rest);
-            self.run_with(lp, comm, &ins)
-        };
-        lp.recycle(donated);
-        out
+        run_donated(lp, donated, rest, Some(comm))
     }
 }
 
@@ -373,9 +377,7 @@ fn run_nodes(
                         ops.join(", ")
                     );
                 }
-                let e = prof.entry(key).or_insert((0.0, 0));
-                e.0 += t.elapsed().as_secs_f64();
-                e.1 += 1;
+                record(prof, key, t);
             }
             continue;
         }
@@ -403,9 +405,7 @@ fn run_nodes(
                     let ins: Vec<String> = node.inputs.iter().map(ty).collect();
                     key = format!("{key} {} <- {}", ty(&node.outputs[0]), ins.join(", "));
                 }
-                let e = prof.entry(key).or_insert((0.0, 0));
-                e.0 += t.elapsed().as_secs_f64();
-                e.1 += 1;
+                record(prof, key, t);
             }
         }
         for (&o, d) in node.outputs.iter().zip(outs) {
@@ -415,6 +415,17 @@ fn run_nodes(
         }
     }
     Ok(())
+}
+
+/// Adds one call of `key`, started at `t`, to the profile.
+fn record(
+    prof: &mut std::collections::BTreeMap<String, (f64, usize)>,
+    key: String,
+    t: std::time::Instant,
+) {
+    let e = prof.entry(key).or_insert((0.0, 0));
+    e.0 += t.elapsed().as_secs_f64();
+    e.1 += 1;
 }
 
 fn copy_prefix<T: Elem>(d: &Data, n: usize) -> Data {
