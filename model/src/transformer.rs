@@ -130,8 +130,13 @@ pub fn forward(
 /// Exact for generation's clean prefix: a clean query attends only to clean keys, so the
 /// prefix's keys do not depend on anything after it.
 ///
-/// `logit_rows` = (start, end) computes logits only for those query rows (the lm_head is
-/// the widest matmul; generation reads one block's rows).
+/// `logit_rows` = (start, end) computes logits only for those query rows (generation reads
+/// one block's rows). Then the last layer, too, runs on those rows only, past its key and
+/// value projections: nothing after the last layer's keys and values mixes positions, so
+/// the other rows' attention, o_proj and MLP there would feed only logits nobody reads
+/// (generation's canvas tail: most of its positions). Every row kept is computed by the
+/// same ops as in the full pass; `last_prenorm` and the final hidden state then hold the
+/// kept rows only.
 ///
 /// # Shapes
 /// ids [B, Lq], mask bool [B, Lp + Lq] (keys) or [B, Lq, Lp + Lq], pos [B, Lq],
@@ -173,8 +178,10 @@ pub fn forward_cached(
     let mut h = pass.embed(&w.embed, ids)?; // [B, L, d]
     let mut hidden_states = vec![h.clone()];
     let (mut attentions, mut present) = (vec![], vec![]);
+    let last = cfg.num_hidden_layers.saturating_sub(1);
     for (i, lw) in w.layers.iter().enumerate() {
-        let out = pass.block(&h, lw, past.map(|c| &c[i]))?;
+        let rows = logit_rows.filter(|_| i == last);
+        let out = pass.block(&h, lw, past.map(|c| &c[i]), rows)?;
         h = out.h;
         present.push(out.kv);
         attentions.extend(out.probs);
@@ -186,7 +193,9 @@ pub fn forward_cached(
     let last_prenorm = h.clone();
     let hn = h.rms_norm(&w.norm, pass.eps)?; // [B, L, d]
     hidden_states.push(hn.clone());
-    let logits = pass.head(&hn, &w, logit_rows)?; // [B, L or end - start, V]
+    // without layers the rows are still to be cut
+    let head_rows = logit_rows.filter(|_| cfg.num_hidden_layers == 0);
+    let logits = pass.head(&hn, &w, head_rows)?; // [B, L or end - start, V]
     Ok((
         ForwardOut {
             logits,
@@ -285,19 +294,25 @@ impl Pass<'_> {
         embed.embedding(ids)?.to(self.dtype)
     }
 
-    /// One layer: two pre-norm residual branches (SPEC.md section 1, "Each layer").
+    /// One layer: two pre-norm residual branches (SPEC.md section 1, "Each layer"); with
+    /// `rows` = (s, e), keys and values from every position but the rest on rows s..e only.
     ///
     /// # Shapes
-    /// h [B, L, d], past (k, v) [B, H, Lp, Dh] -> h [B, L, d]
+    /// h [B, L, d], past (k, v) [B, H, Lp, Dh] -> h [B, L or e - s, d]
     fn block(
         &self,
         h: &Tensor,
         w: &LayerWeights,
         past: Option<&(Tensor, Tensor)>,
+        rows: Option<(usize, usize)>,
     ) -> Result<BlockOut> {
         let x = h.rms_norm(&w.attn_norm, self.eps)?;
-        let (a, kv, probs) = self.attention(&x, w, past)?;
-        let h = self.residual(h, &a)?;
+        let (a, kv, probs) = self.attention(&x, w, past, rows)?;
+        let h = match rows {
+            Some(r) => self.rows(h, r)?,
+            None => h.clone(),
+        };
+        let h = self.residual(&h, &a)?;
         let x = h.rms_norm(&w.mlp_norm, self.eps)?;
         let m = self.mlp(&x, w)?;
         let h = self.residual(&h, &m)?;
@@ -314,27 +329,47 @@ impl Pass<'_> {
     /// soft cap inside the attention; o_proj. Also returns this call's keys and values
     /// (after RoPE, before `past` is prepended) and, when requested, the probabilities.
     ///
+    /// With `rows` = (s, e), the queries (and so the output and probabilities) are those of
+    /// rows s..e; keys and values are still every position's.
+    ///
     /// # Shapes
-    /// x [B, L, d], past (k, v) [B, H, Lp, Dh] -> out [B, L, d], (k, v) [B, H, L, Dh],
-    /// probs [B, H, L, Lk (+1)]
+    /// x [B, L, d], past (k, v) [B, H, Lp, Dh] -> out [B, Lr, d], (k, v) [B, H, L, Dh],
+    /// probs [B, H, Lr, Lk (+1)], Lr = L or e - s
     fn attention(
         &self,
         x: &Tensor,
         w: &LayerWeights,
         past: Option<&(Tensor, Tensor)>,
+        rows: Option<(usize, usize)>,
     ) -> Result<(Tensor, (Tensor, Tensor), Option<Tensor>)> {
         let (d, hdim) = self.dims();
         let s_in = self.cfg.linear_scale(d, hdim);
-        let q = scaled_linear(x, &w.q_proj, s_in, None)?; // [B, L, H*Dh]
-        let k = scaled_linear(x, &w.k_proj, s_in, None)?;
+        let (xq, lr, cos, sin, mask) = match rows {
+            Some(r) => (
+                self.rows(x, r)?,
+                r.1 - r.0,
+                self.rows(&self.cos, r)?,
+                self.rows(&self.sin, r)?,
+                self.rows(&self.mask, r)?,
+            ),
+            None => (
+                x.clone(),
+                self.l,
+                self.cos.clone(),
+                self.sin.clone(),
+                self.mask.clone(),
+            ),
+        };
+        let q = scaled_linear(&xq, &w.q_proj, s_in, None)?; // [B, Lr, H*Dh]
+        let k = scaled_linear(x, &w.k_proj, s_in, None)?; // [B, L, H*Dh]
         let v = scaled_linear(x, &w.v_proj, s_in, None)?;
         let (q, k) = match &w.qk_norm {
             Some((qn, kn)) => (q.rms_norm(qn, self.eps)?, k.rms_norm(kn, self.eps)?),
             None => (q, k),
         };
-        let q = heads_first(&self.rope(&self.split_heads(&q)?)?)?; // [B, H, L, Dh]
-        let k = heads_first(&self.rope(&self.split_heads(&k)?)?)?;
-        let v = heads_first(&self.split_heads(&v)?)?;
+        let q = heads_first(&self.split_heads(&q, lr)?.rope(&cos, &sin)?)?; // [B, H, Lr, Dh]
+        let k = heads_first(&self.rope(&self.split_heads(&k, self.l)?)?)?;
+        let v = heads_first(&self.split_heads(&v, self.l)?)?;
         let kv = (k.clone(), v.clone());
         let (k, v) = match past {
             // the cache may be held in another dtype than this call's activations
@@ -347,13 +382,13 @@ impl Pass<'_> {
         let bias = w.kv_bias.as_ref().map(|(kb, vb)| (kb, vb));
         let probs = if self.want_probs {
             let kb = bias.map(|(kb, _)| kb);
-            Some(attention_probs(&q, &k, &self.mask, kb, self.spec)?)
+            Some(attention_probs(&q, &k, &mask, kb, self.spec)?)
         } else {
             None
         };
-        let o = attention_with_bias_slot(&q, &k, &v, &self.mask, bias, self.spec)?; // [B, H, L, Dh]
-        let o = self.merge_heads(&o)?; // [B, L, H*Dh]
-        let out = scaled_linear(&o, &w.o_proj, self.cfg.linear_scale(hdim, d), None)?; // [B, L, d]
+        let o = attention_with_bias_slot(&q, &k, &v, &mask, bias, self.spec)?; // [B, H, Lr, Dh]
+        let o = self.merge_heads(&o, lr)?; // [B, Lr, H*Dh]
+        let out = scaled_linear(&o, &w.o_proj, self.cfg.linear_scale(hdim, d), None)?; // [B, Lr, d]
         Ok((out, kv, probs))
     }
 
@@ -380,9 +415,8 @@ impl Pass<'_> {
     /// # Shapes
     /// hn [B, L, d] -> [B, L or end - start, V]
     fn head(&self, hn: &Tensor, w: &Weights, rows: Option<(usize, usize)>) -> Result<Tensor> {
-        // the lm_head is the widest matmul: generation asks only for one block's rows
         let hl = match rows {
-            Some((s, e)) => hn.slice(&[0, s, 0], &[self.b, e, self.cfg.hidden_size])?,
+            Some(r) => self.rows(hn, r)?,
             None => hn.clone(),
         }; // [B, L or e - s, d]
         let (proj, scale) = match &w.lm_head {
@@ -397,17 +431,27 @@ impl Pass<'_> {
         x.rope(&self.cos, &self.sin)
     }
 
-    /// [B, L, H*Dh] -> [B, L, H, Dh]
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+    /// [B, L, H*Dh] -> [B, L, H, Dh] (L = `l`)
+    fn split_heads(&self, x: &Tensor, l: usize) -> Result<Tensor> {
         let (h, hd) = (self.cfg.num_attention_heads, self.cfg.head_dim());
-        x.reshape(&[self.b, self.l, h, hd])
+        x.reshape(&[self.b, l, h, hd])
     }
 
-    /// [B, H, L, Dh] -> [B, L, H*Dh]
-    fn merge_heads(&self, x: &Tensor) -> Result<Tensor> {
+    /// [B, H, L, Dh] -> [B, L, H*Dh] (L = `l`)
+    fn merge_heads(&self, x: &Tensor, l: usize) -> Result<Tensor> {
         let (_, hdim) = self.dims();
         x.transpose(&SWAP_SEQ_AND_HEADS)?
-            .reshape(&[self.b, self.l, hdim])
+            .reshape(&[self.b, l, hdim])
+    }
+
+    /// Rows s..e of a per-query tensor [B, L, ..] -> [B, e - s, ..]
+    fn rows(&self, x: &Tensor, (s, e): (usize, usize)) -> Result<Tensor> {
+        let shape = x.shape();
+        let mut start = vec![0; shape.len()];
+        start[1] = s;
+        let mut end = shape.to_vec();
+        end[1] = e;
+        x.slice(&start, &end)
     }
 
     /// (d, H*Dh): the widths of the residual stream and of all heads together.

@@ -73,21 +73,35 @@ pub struct CanvasStats {
 }
 
 impl CanvasStats {
-    /// Accounts one call: `rows` x `queries` positions attending to `keys` keys, and
-    /// `rows` x `logit_rows` positions through the lm_head.
+    /// Accounts one call: `rows` x `queries` positions attending to `keys` keys, of which
+    /// `rows` x `last_rows` go through the whole last layer (the others only through its
+    /// key and value projections), and `rows` x `logit_rows` through the lm_head.
     fn add(
         &mut self,
         cfg: &GiddConfig,
         rows: usize,
         queries: usize,
         keys: usize,
+        last_rows: usize,
         logit_rows: usize,
     ) {
-        let head = 2.0 * (cfg.hidden_size * cfg.vocab_size) as f64;
+        let (d, hd) = (
+            cfg.hidden_size as f64,
+            (cfg.num_attention_heads * cfg.head_dim()) as f64,
+        );
+        let head = 2.0 * d * cfg.vocab_size as f64;
         let body = cfg.flops_per_token(keys) - head;
+        let layer = body / cfg.num_hidden_layers.max(1) as f64;
+        let kv_only = if cfg.num_hidden_layers > 0 {
+            2.0 * 2.0 * d * hd
+        } else {
+            0.0
+        };
         self.positions += rows * queries;
         self.logit_positions += rows * logit_rows;
-        self.flops += (rows * queries) as f64 * body + (rows * logit_rows) as f64 * head;
+        self.flops += (rows * queries) as f64 * body
+            - (rows * (queries - last_rows)) as f64 * (layer - kv_only)
+            + (rows * logit_rows) as f64 * head;
     }
 }
 
@@ -244,7 +258,7 @@ impl<E: Executor> Canvas<E> {
         let l = self.full.as_mut().expect("compiled above");
         let out = Self::run(&self.exec, &self.params, l, &[&ids_t, &mask_t])?;
         self.stats.step_calls += 1;
-        self.stats.add(&self.cfg, b, t, t, t);
+        self.stats.add(&self.cfg, b, t, t, t, t);
         let logits = self.exec.download(&out[0])?.as_f32()?.to_vec();
         self.stats.model_s += t0.elapsed().as_secs_f64();
         Ok(logits)
@@ -275,7 +289,8 @@ impl<E: Executor> Canvas<E> {
         let l = self.prefixes.get_mut(&ws).expect("compiled above");
         let kv = Self::run(&self.exec, &self.params, l, &[&ids_t])?;
         self.stats.prefix_calls += 1;
-        self.stats.add(&self.cfg, b, ws, ws, 0);
+        // the program outputs keys and values only: its last layer past them is pruned
+        self.stats.add(&self.cfg, b, ws, ws, 0, 0);
         self.stats.model_s += t0.elapsed().as_secs_f64();
         self.cache = Some((ws, kv));
         Ok(())
@@ -445,7 +460,9 @@ impl<E: Executor> Canvas<E> {
         self.stats.step_calls += 1;
         // With the cache the lm_head ran on the window only; else on the whole canvas.
         let (len, offset) = if cached { (we - ws, 0) } else { (t, ws) };
-        self.stats.add(&self.cfg, nr, lq, t, len);
+        // with the cache the last layer ran on the window's rows only (`forward_cached`)
+        let last = if cached { len } else { lq };
+        self.stats.add(&self.cfg, nr, lq, t, last, len);
         self.stats.model_s += t0.elapsed().as_secs_f64();
         Ok(DeviceLogits {
             buf: out.swap_remove(0),
