@@ -14,8 +14,11 @@
 //! - ancestral: token = z when the posterior keeps z (beta_pi[z] = 0), else a draw from
 //!   p(z_s | z_t = z, probs(l, T, top_k, top_p)); score = 0.
 
+mod exp;
 #[cfg(test)]
 mod tests;
+
+pub use exp::exp_shifted_at;
 
 use rayon::prelude::*;
 
@@ -51,7 +54,8 @@ pub fn probs_with_topk_topp(
     }
     let softmax = |x: &[f64]| -> Vec<f64> {
         let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = x.iter().map(|y| (y - m).exp()).collect();
+        let mut e = vec![0.0; x.len()];
+        exp_shifted_at(crate::simd::level(), x, m, &mut e);
         let z: f64 = e.iter().sum();
         e.into_iter().map(|y| y / z).collect()
     };
