@@ -9,8 +9,8 @@
 use crate::simd::vector::{simd_entry, Simd};
 
 /// ln 2 split so that n * LN2_HI is exact for |n| < 2^21 (fdlibm's constants).
-const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+const LN2_HI: f64 = 0.693_147_180_369_123_8; // 0x3FE62E42FEE00000
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10; // 0x3DEA39EF35793C76
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// 1.5 * 2^52: adding it rounds a value below 2^51 to an integer held in the low bits.
 const SHIFTER: f64 = 6_755_399_441_055_744.0;
@@ -21,13 +21,8 @@ const HIGH: f64 = 709.79;
 /// e^x: 0 for x <= -745.2 (and -inf), +inf above 709.79, NaN for NaN.
 #[inline(always)]
 pub fn exp(x: f64) -> f64 {
-    let xc = if x < LOW {
-        LOW
-    } else if x > HIGH {
-        HIGH
-    } else {
-        x
-    };
+    // (a NaN stays NaN through the clamp and is answered at the end)
+    let xc = x.clamp(LOW, HIGH);
     let t = xc * LOG2E + SHIFTER;
     let n = t - SHIFTER; // round(x / ln2), ties to even
     let r = xc - n * LN2_HI - n * LN2_LO; // |r| <= ln2 / 2
@@ -86,6 +81,12 @@ simd_entry!(
 mod tests {
     use super::*;
     use crate::simd::Level;
+
+    #[test]
+    fn ln2_split_is_fdlibms() {
+        assert_eq!(LN2_HI.to_bits(), 0x3FE6_2E42_FEE0_0000);
+        assert_eq!(LN2_LO.to_bits(), 0x3DEA_39EF_3579_3C76);
+    }
 
     fn ulps(a: f64, b: f64) -> u64 {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs()
