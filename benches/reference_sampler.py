@@ -90,12 +90,12 @@ def reference_child(args):
     print(json.dumps(dict(impl="reference", tokens=new, secs=secs, tokens_per_s=new / secs)))
 
 
-def gidd_run(args, prompts):
+def gidd_run(args, binary, prompts):
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for p in prompts:
             f.write(json.dumps({"prompt_ids": p}) + "\n")
         pf = f.name
-    cmd = [args.gidd, "generate", "--checkpoint", args.checkpoint, "--prompts_file", pf,
+    cmd = [binary, "generate", "--checkpoint", args.checkpoint, "--prompts_file", pf,
            "--batch_size", str(len(prompts)), "--max_length", str(args.max_length),
            "--min_length", str(args.max_length), "--block_length", str(args.block_length),
            "--steps", str(args.steps), "--sampling_method", "ancestral",
@@ -107,14 +107,15 @@ def gidd_run(args, prompts):
     if r.returncode != 0 or not m:
         sys.exit(f"gidd generate failed (rc {r.returncode}): {r.stderr[-2000:]}")
     tokens, secs = int(m.group(1)), float(m.group(2))
-    return dict(impl="gidd", tokens=tokens, secs=secs, tokens_per_s=tokens / secs)
+    return dict(tokens=tokens, secs=secs, tokens_per_s=tokens / secs)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", required=True, help="a clone of github.com/dvruette/gidd-easydel")
     ap.add_argument("--checkpoint", required=True, help="an HF checkpoint dir gidd wrote (config.json, model.safetensors)")
-    ap.add_argument("--gidd", default="target/release/gidd")
+    ap.add_argument("--gidd", action="append", metavar="[NAME=]PATH",
+                    help="a gidd binary (repeatable, e.g. gidd_before=/tmp/old/gidd; default target/release/gidd)")
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--prompt_len", type=int, default=16)
     ap.add_argument("--max_length", type=int, default=0, help="tokens generated per prompt (0: the rest of the canvas)")
@@ -140,6 +141,11 @@ def main():
 
     rng = random.Random(args.seed)
     prompts = [[rng.randrange(4, vocab) for _ in range(args.prompt_len)] for _ in range(args.prompts)]
+    impls = []
+    for g in args.gidd or ["target/release/gidd"]:
+        name, _, path = g.rpartition("=")
+        impls.append((name or "gidd", path))
+    names = ["reference"] + [n for n, _ in impls]
     rows = []
     for rep in range(args.repeats):
         child = [sys.executable, os.path.abspath(__file__), "--child", "--prompt_ids_json", json.dumps(prompts)]
@@ -148,23 +154,23 @@ def main():
         r = subprocess.run(child, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"reference sampler failed: {r.stderr[-3000:]}")
-        ref = json.loads(r.stdout.strip().splitlines()[-1])
-        ours = gidd_run(args, prompts)
-        for x in (ref, ours):
+        got = [json.loads(r.stdout.strip().splitlines()[-1])]
+        for name, path in impls:
+            got.append(dict(gidd_run(args, path, prompts), impl=name))
+        for x in got:
             x["repeat"] = rep
             rows.append(x)
             print(json.dumps(x), file=sys.stderr)
-    med = {i: statistics.median(x["tokens_per_s"] for x in rows if x["impl"] == i) for i in ("reference", "gidd")}
-    toks = {i: {x["tokens"] for x in rows if x["impl"] == i} for i in ("reference", "gidd")}
+    med = {i: statistics.median(x["tokens_per_s"] for x in rows if x["impl"] == i) for i in names}
+    toks = {i: sorted({x["tokens"] for x in rows if x["impl"] == i}) for i in names}
     print(f"{args.prompts} prompts of {args.prompt_len}, {args.max_length} tokens each, blocks of "
           f"{args.block_length} x {args.steps} ancestral steps, {args.threads} threads, {args.repeats} repeats "
-          f"(tokens per run: reference {sorted(toks['reference'])}, gidd {sorted(toks['gidd'])})")
-    print("| impl | tokens/s (median) | all |")
-    print("|---|---:|---|")
-    for i in ("reference", "gidd"):
+          f"(tokens per run: {toks})")
+    print("| impl | tokens/s (median) | all | vs reference |")
+    print("|---|---:|---|---:|")
+    for i in names:
         allv = ", ".join(f"{x['tokens_per_s']:.1f}" for x in rows if x["impl"] == i)
-        print(f"| {i} | {med[i]:.1f} | {allv} |")
-    print(f"ratio gidd / reference: {med['gidd'] / med['reference']:.2f}x")
+        print(f"| {i} | {med[i]:.1f} | {allv} | {med[i] / med['reference']:.2f}x |")
 
 
 if __name__ == "__main__":
