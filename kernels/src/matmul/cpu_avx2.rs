@@ -181,11 +181,22 @@ unsafe fn transpose32(out: *mut u32, r: usize, rows: &[*const u32], groups: usiz
             }
             transpose8(&mut v);
             for (g, x) in v.iter().enumerate().take(gn) {
-                // SAFETY: units (g0+g)·r + h .. + min(8, r-h) lie inside out's groups·r.
+                let last = g0 + g + 1 == groups;
+                // SAFETY: units (g0+g)·r + h .. + min(8, r-h) lie inside out's groups·r;
+                // the 6-row tile's 8-lane store reaches 2 units into the next group's row,
+                // which that group's store (later, in this order) overwrites, and is never
+                // used for the last group.
                 unsafe {
                     let dst = out.add((g0 + g) * r + h).cast::<f32>();
                     match r - h {
                         8.. => _mm256_storeu_ps(dst, *x),
+                        // vmaskmovps stores are microcoded on AMD (see `strided_6`)
+                        MR if r == MR && !last => _mm256_storeu_ps(dst, *x),
+                        MR if r == MR => {
+                            _mm_storeu_ps(dst, _mm256_castps256_ps128(*x));
+                            let hi = _mm256_extractf128_ps::<1>(*x);
+                            _mm_storel_pd(dst.add(4).cast(), _mm_castps_pd(hi));
+                        }
                         _ => _mm256_maskstore_ps(dst, store, *x),
                     }
                 }
@@ -291,15 +302,22 @@ mod tests {
                 ld,
             };
             let len = rn.div_ceil(r) * kn * r;
-            let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+            // `got` has a guard after the panels: the 6-row packers store 8 lanes where the
+            // next group's row follows, and must not do so past the end
+            const GUARD: usize = 16;
+            let (mut want, mut got) = (vec![f32::NAN; len], vec![-7.0f32; len + GUARD]);
             pack::<f32, f32, Same>(&mut want, src, r0, rn, p0, kn, r, (None, None));
             let fast = (Some(super::transpose32 as _), Some(super::strided_f32 as _));
-            pack::<f32, f32, Same>(&mut got, src, r0, rn, p0, kn, r, fast);
+            pack::<f32, f32, Same>(&mut got[..len], src, r0, rn, p0, kn, r, fast);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(
-                bits(&got),
+                bits(&got[..len]),
                 bits(&want),
                 "case {case}: r {r} rn {rn} kn {kn} k_contig {k_contig}"
+            );
+            assert!(
+                got[len..].iter().all(|&x| x == -7.0),
+                "case {case}: written past the panels (r {r} rn {rn} kn {kn} k_contig {k_contig})"
             );
         }
     }
