@@ -368,7 +368,7 @@ impl Pass<'_> {
             None => (q, k),
         };
         let q = heads_first(&self.split_heads(&q, lr)?.rope(&cos, &sin)?)?; // [B, H, Lr, Dh]
-        let k = heads_first(&self.rope(&self.split_heads(&k, self.l)?)?)?;
+        let k = heads_first(&self.split_heads(&k, self.l)?.rope(&self.cos, &self.sin)?)?;
         let v = heads_first(&self.split_heads(&v, self.l)?)?;
         let kv = (k.clone(), v.clone());
         let (k, v) = match past {
@@ -424,11 +424,6 @@ impl Pass<'_> {
             None => (&w.embed, UNSCALED),
         };
         scaled_linear(&hl, proj, scale, None)?.to(self.dtype.accum())
-    }
-
-    /// RoPE, neox style, at this call's positions. x [B, L, H, Dh] -> [B, L, H, Dh]
-    fn rope(&self, x: &Tensor) -> Result<Tensor> {
-        x.rope(&self.cos, &self.sin)
     }
 
     /// [B, L, H*Dh] -> [B, L, H, Dh] (L = `l`)
